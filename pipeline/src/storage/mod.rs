@@ -1,0 +1,276 @@
+//! The bucket seam: one small trait, [`Store`], with three backends behind it.
+//!
+//! * [`gcs::GcsStore`] (`gs://bucket[/prefix]`): a thin client of the GCS JSON API on reqwest,
+//!   authenticated by gcp_auth, or anonymous against `STORAGE_EMULATOR_HOST`. Neither
+//!   object_store nor the official crate can write to, or list on, the emulator (see
+//!   `shared/contracts/STORAGE.md`), and the lock needs precondition semantics that the emulator
+//!   only honours on multipart uploads, so the request forms are chosen here.
+//! * [`local::LocalStore`] (a path or `file://`): a folder on disk, with the same create-only and
+//!   compare-and-swap guarantees between processes (hard links and a directory lock).
+//! * [`memory::MemoryStore`] (`memory://name`): a process-wide map, for tests.
+//!
+//! Every backend passes the same conformance suite (`tests/storage_conformance.rs`). Keys are
+//! object names relative to the store's root (the URL's prefix), always with `/` separators.
+
+pub mod gcs;
+pub mod local;
+pub mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+
+/// What a listing says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Object name relative to the store root.
+    pub key: String,
+    pub size: u64,
+    /// Opaque version: GCS's generation, or a digest of inode and mtime on disk. Any rewrite of
+    /// the object changes it, which is what the delta gate and compare-and-swap rely on.
+    pub generation: String,
+}
+
+/// How a `put` treats an object that already exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    Overwrite,
+    /// Fails with [`StoreError::AlreadyExists`] if the object exists.
+    Create,
+    /// Compare-and-swap: succeeds only if the object's current generation is this one.
+    Update(String),
+}
+
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// A streaming read, with the generation of the version being read.
+pub struct GetResult {
+    pub generation: String,
+    pub size: u64,
+    pub body: ByteStream,
+}
+
+impl fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetResult")
+            .field("generation", &self.generation)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GetResult {
+    /// Reads the whole body, refusing more than `limit` bytes so an oversized object cannot
+    /// exhaust memory.
+    pub async fn bytes_limited(self, uri: &str, limit: u64) -> Result<Bytes, StoreError> {
+        if self.size > limit {
+            return Err(StoreError::TooLarge {
+                uri: uri.to_owned(),
+                size: self.size,
+                limit,
+            });
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(self.size).unwrap_or(0));
+        let mut body = self.body;
+        while let Some(chunk) = body.try_next().await? {
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(StoreError::TooLarge {
+                    uri: uri.to_owned(),
+                    size: (buf.len() + chunk.len()) as u64,
+                    limit,
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A streaming write that becomes visible under its final name only on [`complete`], so an
+/// interrupted upload never leaves a partial object behind.
+///
+/// [`complete`]: MultipartUpload::complete
+#[async_trait]
+pub trait MultipartUpload: Send {
+    /// Appends bytes; backends buffer to their own part sizes.
+    async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError>;
+    /// Publishes the object (overwriting any previous version).
+    async fn complete(self: Box<Self>) -> Result<ObjectMeta, StoreError>;
+    /// Discards what was written. Dropping an upload without completing it also discards it.
+    async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// A bucket. Object names are relative to the store root.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Every object whose key starts with `prefix`, in no guaranteed order.
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>>;
+    async fn get(&self, key: &str) -> Result<GetResult, StoreError>;
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError>;
+    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// The URI by which other systems (Vertex AI, people) name this object.
+    fn uri(&self, key: &str) -> String;
+}
+
+/// Lists a prefix into a vector; for small listings such as run metadata.
+pub async fn list_all(store: &dyn Store, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+    store.list(prefix).try_collect().await
+}
+
+/// Reads a whole small object.
+pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Bytes, StoreError> {
+    let uri = store.uri(key);
+    store.get(key).await?.bytes_limited(&uri, limit).await
+}
+
+/// Adapts a store read into an `AsyncRead`.
+pub fn into_async_read(body: ByteStream) -> impl tokio::io::AsyncRead + Send + Unpin {
+    tokio_util::io::StreamReader::new(body.map(|r| r.map_err(std::io::Error::other)))
+}
+
+/// The one error type of the storage layer: semantic variants first, so callers match on what
+/// happened rather than on which backend said it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{uri}: no such object")]
+    NotFound { uri: String },
+    #[error("{uri}: already exists")]
+    AlreadyExists { uri: String },
+    #[error("{uri}: changed since generation {expected} (compare-and-swap lost)")]
+    Precondition { uri: String, expected: String },
+    #[error("{uri}: {size} bytes is more than the {limit} bytes allowed")]
+    TooLarge { uri: String, size: u64, limit: u64 },
+    #[error("invalid object name {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("invalid storage URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("{uri}: {source}")]
+    Io {
+        uri: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{uri}: storage API answered {status}: {message}")]
+    Api {
+        uri: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{uri}: {source}")]
+    Http {
+        uri: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Google credentials: {0}")]
+    Auth(String),
+}
+
+impl StoreError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+/// Checks an object name the way GCS does, plus what a filesystem needs to stay inside its
+/// root: no empty, `.` or `..` segments, no NUL or line breaks, at most 1024 bytes.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let bad = |reason: &str| {
+        Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if key.is_empty() {
+        return bad("empty name");
+    }
+    if key.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if key.contains(['\0', '\r', '\n']) {
+        return bad("contains NUL or a line break");
+    }
+    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return bad("has an empty, '.' or '..' path segment");
+    }
+    Ok(())
+}
+
+/// Opens the store a URL names: `gs://bucket[/prefix]`, `file:///path`, `memory://name`, or a
+/// plain path. A bare bucket name (no scheme, no path separator, not an existing folder) is
+/// taken as `gs://`, as the seed's BUCKET_NAME was.
+pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let invalid = |reason: &str| StoreError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if url.trim().is_empty() {
+        return Err(invalid("empty"));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return match scheme {
+            "gs" => Ok(Arc::new(gcs::GcsStore::new(rest)?)),
+            "file" => Ok(Arc::new(local::LocalStore::new(rest)?)),
+            "memory" => Ok(Arc::new(memory::MemoryStore::named(rest))),
+            other => Err(invalid(&format!(
+                "unknown scheme {other}:// (use gs://, file://, memory:// or a folder path)"
+            ))),
+        };
+    }
+    let looks_like_path = url.contains('/') || url.starts_with('.') || url.starts_with('~');
+    if looks_like_path || std::path::Path::new(url).is_dir() {
+        Ok(Arc::new(local::LocalStore::new(url)?))
+    } else {
+        Ok(Arc::new(gcs::GcsStore::new(url)?))
+    }
+}
+
+/// Joins a folder and a name into a key, ignoring empty folders and stray slashes.
+pub fn join(folder: &str, name: &str) -> String {
+    let folder = folder.trim_matches('/');
+    let name = name.trim_start_matches('/');
+    if folder.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(validate_key("a/b/c.txt").is_ok());
+        for bad in ["", "/a", "a//b", "a/../b", "a/./b", "a\nb", "a/"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(validate_key(&"x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn urls_choose_backends() {
+        assert!(format!("{:?}", open("memory://t1").unwrap()).contains("MemoryStore"));
+        assert!(format!("{:?}", open("my-bucket").unwrap()).contains("GcsStore"));
+        assert!(format!("{:?}", open("gs://b/p").unwrap()).contains("GcsStore"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        assert!(format!("{:?}", open(&path).unwrap()).contains("LocalStore"));
+        assert!(format!("{:?}", open(&format!("file://{path}")).unwrap()).contains("LocalStore"));
+        let err = open("s3://x").unwrap_err().to_string();
+        assert!(err.contains("unknown scheme s3://"), "{err}");
+    }
+
+    #[test]
+    fn join_ignores_slashes() {
+        assert_eq!(join("a/", "b"), "a/b");
+        assert_eq!(join("", "b"), "b");
+        assert_eq!(join("/a/b/", "/c"), "a/b/c");
+    }
+}
