@@ -1,1 +1,137 @@
-fn main() {}
+//! The `autotune` binary: parses settings, sets up logs and signals, runs a command, prints
+//! one JSON object on stdout, and exits 0 (success, waiting, skipped, dry run), 1 (failed) or
+//! 2 (bad settings).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use autotune::lease::{self, UnlockOutcome};
+use autotune::run::{Job, tuner_for};
+use autotune::settings::{LogFormat, Settings};
+use autotune::storage;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "autotune", version, about = "Retrains Gemini on Vertex AI when enough new labelled data arrives in a bucket.")]
+struct Cli {
+    /// Log format: auto (text on a terminal, JSON for Cloud Logging otherwise), text or json.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "auto", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the job: the three gates, the datasets, tuning and the run record.
+    Run(Settings),
+    /// Evaluate the gates and say what `run` would do, writing nothing.
+    Plan {
+        #[command(flatten)]
+        settings: Settings,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        output: Output,
+    },
+    /// Free the run lock (refuses a live lease without --force).
+    Unlock {
+        /// Bucket, as for `run`.
+        #[arg(long, env = "BUCKET_NAME", value_name = "BUCKET_NAME")]
+        bucket_name: String,
+        /// Folder of the lock.
+        #[arg(long, env = "MODEL_META_FOLDER", value_name = "MODEL_META_FOLDER", default_value = "trained_model")]
+        model_meta_folder: String,
+        /// Free the lock even if its lease is live.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
+    Text,
+}
+
+/// Resolves when the process is asked to stop. The handlers are installed before any work,
+/// so SIGTERM (Cloud Run's warning, ~10 s before SIGKILL) never kills the run outright.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT (Ctrl-C)",
+        }
+    })
+}
+
+fn print(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("output serialises"));
+}
+
+async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(settings) => {
+            let shutdown = shutdown_signal()?;
+            let job = job(settings, progress)?;
+            let outcome = job.run(shutdown).await;
+            print(&outcome);
+            Ok(ExitCode::from(outcome.status.exit_code() as u8))
+        }
+        Command::Plan { settings, output } => {
+            let job = job(settings, false)?;
+            let outcome = job.plan().await;
+            match output {
+                Output::Json => print(&outcome),
+                Output::Text => println!("{:?}: {}", outcome.status, outcome.reason),
+            }
+            Ok(ExitCode::from(outcome.status.exit_code() as u8))
+        }
+        Command::Unlock { bucket_name, model_meta_folder, force } => {
+            let store = storage::open(&bucket_name).context("BUCKET_NAME")?;
+            let key = lease::lock_key(&model_meta_folder);
+            let outcome = lease::unlock(&*store, &key, force).await?;
+            let (status, code, detail) = match outcome {
+                UnlockOutcome::NotLocked => ("not_locked", 0, serde_json::Value::Null),
+                UnlockOutcome::Unlocked(r) => ("unlocked", 0, serde_json::to_value(r)?),
+                UnlockOutcome::Refused(r) => ("refused", 1, serde_json::to_value(r)?),
+            };
+            let reason = match status {
+                "refused" => "the lease is live: a run holds it; pass --force to free it anyway",
+                "unlocked" => "lock released",
+                _ => "no lock held",
+            };
+            print(&serde_json::json!({ "status": status, "reason": reason, "lock": store.uri(&key), "lease": detail }));
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
+    let store = storage::open(&settings.bucket_name).context("BUCKET_NAME")?;
+    let tuner = tuner_for(&settings).context("TUNER")?;
+    Ok(Job { settings, store, tuner, progress })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress = autotune::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(main_async(cli, progress)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Dataset building: reads the samples with bounded concurrency, converts them on rayon, and
+//! streams each line to the training or validation file as its split side says.
+//!
+//! ```text
+//!  samples ──read (async, READ_CONCURRENCY at once)──▶ batches ──convert (rayon)──▶ writers
+//!                                                                   │            ├─ train.jsonl
+//!                                                                   └ rejects ──▶├─ val.jsonl
+//!                                                                                └─ rejected.jsonl
+//! ```
+//! Batches keep their order, so the same inventory always yields the same files. Nothing is
+//! held whole: at most a few batches of sample bytes are in memory, and the writers upload in
+//! parts. An upload that does not complete (an error, a signal) leaves nothing under the final
+//! names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use rayon::prelude::*;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use crate::convert::{Category, Converter, Loaded, Reject, Uris};
+use crate::inventory::{Ambiguity, Sample};
+use crate::modality::Modality;
+use crate::split::{Side, Split};
+use crate::storage::{self, MultipartUpload, Store, StoreError};
+
+const BATCH: usize = 64;
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A JSONL file being uploaded line by line.
+pub struct JsonlWriter {
+    upload: Box<dyn MultipartUpload>,
+    buf: Vec<u8>,
+    pub lines: u64,
+    pub bytes: u64,
+    pub uri: String,
+}
+
+impl JsonlWriter {
+    pub async fn create(store: &dyn Store, key: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            upload: store.put_multipart(key).await?,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            lines: 0,
+            bytes: 0,
+            uri: store.uri(key),
+        })
+    }
+
+    pub async fn write_line(&mut self, line: &str) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        self.lines += 1;
+        self.bytes += line.len() as u64 + 1;
+        if self.buf.len() >= WRITE_BUFFER {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_BUFFER));
+            self.upload.put_part(Bytes::from(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the file if it has lines; an empty file is discarded and gives `None`.
+    pub async fn finish(mut self) -> Result<Option<String>, StoreError> {
+        if self.lines == 0 {
+            self.upload.abort().await?;
+            return Ok(None);
+        }
+        if !self.buf.is_empty() {
+            self.upload.put_part(Bytes::from(self.buf)).await?;
+        }
+        self.upload.complete().await?;
+        Ok(Some(self.uri))
+    }
+}
+
+/// Where a run's files go.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub train: String,
+    pub validation: String,
+    pub rejected: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Built {
+    pub train_examples: u64,
+    pub validation_examples: u64,
+    /// Validation-side samples beyond Vertex's 5,000, in neither file.
+    pub held_out: u64,
+    pub rejected: u64,
+    pub rejected_by_category: BTreeMap<Category, u64>,
+    pub train_uri: Option<String>,
+    pub validation_uri: Option<String>,
+    pub rejected_uri: Option<String>,
+    pub train_bytes: u64,
+}
+
+/// Settings of the build stage.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub read_concurrency: usize,
+    pub max_text_bytes: u64,
+}
+
+/// Runs a closure on the rayon pool and awaits its result.
+async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.await.expect("rayon task ran") {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Reads one object whole, decompressing `.gz`, refusing more than `limit` bytes.
+async fn read_object(
+    store: &dyn Store,
+    key: &str,
+    gzip: bool,
+    limit: u64,
+) -> Result<Bytes, (Category, String)> {
+    let got = store.get(key).await.map_err(|e| match e {
+        StoreError::NotFound { .. } => (Category::ReadError, "object vanished after listing".to_owned()),
+        e => (Category::ReadError, e.to_string()),
+    })?;
+    let too_large = |n: u64| {
+        (
+            Category::TooLarge,
+            format!("{n} bytes is more than MAX_TEXT_BYTES ({limit})"),
+        )
+    };
+    if !gzip && got.size > limit {
+        return Err(too_large(got.size));
+    }
+    let reader = storage::into_async_read(got.body);
+    let mut buf = Vec::new();
+    let read = if gzip {
+        async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader))
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .await
+    } else {
+        reader.take(limit + 1).read_to_end(&mut buf).await
+    };
+    read.map_err(|e| {
+        let what = if gzip { "reading gzip data" } else { "reading" };
+        (Category::ReadError, format!("{what}: {e}"))
+    })?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64));
+    }
+    Ok(Bytes::from(buf))
+}
+
+async fn load(store: &dyn Store, sample: &Sample, uris: &Uris, opts: &Options) -> Result<Loaded, Reject> {
+    Converter::precheck(sample, uris)?;
+    let fail = |object: &str| {
+        let key = sample.key.clone();
+        let object = object.to_owned();
+        move |(category, reason): (Category, String)| Reject::new(&key, &object, category, reason)
+    };
+    let raw_text = if sample.raw.modality == Modality::Text {
+        Some(
+            read_object(store, &sample.raw.meta.key, sample.raw.gzip, opts.max_text_bytes)
+                .await
+                .map_err(fail(&uris.raw))?,
+        )
+    } else {
+        None
+    };
+    let label = read_object(store, &sample.label.meta.key, sample.label.gzip, opts.max_text_bytes)
+        .await
+        .map_err(fail(&uris.label))?;
+    Ok(Loaded { raw_text, label })
+}
+
+pub fn uris(store: &dyn Store, sample: &Sample) -> Uris {
+    Uris {
+        raw: store.uri(&sample.raw.meta.key),
+        label: store.uri(&sample.label.meta.key),
+    }
+}
+
+/// Builds the run's files. `progress` is told of every sample done.
+pub async fn build(
+    store: Arc<dyn Store>,
+    samples: Arc<Vec<Sample>>,
+    ambiguous: &[Ambiguity],
+    split: Arc<Split>,
+    converter: Arc<Converter>,
+    paths: &Paths,
+    opts: &Options,
+    progress: &indicatif::ProgressBar,
+) -> Result<Built, StoreError> {
+    let mut train = JsonlWriter::create(&*store, &paths.train).await?;
+    let mut validation = JsonlWriter::create(&*store, &paths.validation).await?;
+    let mut rejected = JsonlWriter::create(&*store, &paths.rejected).await?;
+    let mut built = Built::default();
+    let reject = async |r: Reject, rejected: &mut JsonlWriter, built: &mut Built| {
+        tracing::warn!(sample = %r.key, objects = ?r.objects, category = ?r.category, "sample rejected: {}", r.reason);
+        *built.rejected_by_category.entry(r.category).or_default() += 1;
+        built.rejected += 1;
+        rejected
+            .write_line(&serde_json::to_string(&r).expect("a reject serialises"))
+            .await
+    };
+    for a in ambiguous {
+        let r = Reject {
+            key: a.key.clone(),
+            objects: a.objects.clone(),
+            category: Category::Ambiguous,
+            reason: a.reason.clone(),
+        };
+        reject(r, &mut rejected, &mut built).await?;
+    }
+
+    let n = samples.len();
+    let indices: Vec<usize> = (0..n)
+        .filter(|&i| split.side(&samples[i].key) != Side::HeldOut)
+        .collect();
+    built.held_out = (n - indices.len()) as u64;
+    progress.inc(built.held_out);
+
+    let reads = stream::iter(indices)
+        .map(|i| {
+            let (store, samples, opts) = (store.clone(), samples.clone(), opts.clone());
+            async move {
+                let s = &samples[i];
+                let u = uris(&*store, s);
+                let loaded = load(&*store, s, &u, &opts).await;
+                (i, u, loaded)
+            }
+        })
+        .buffered(opts.read_concurrency.max(1));
+    let mut converted = reads
+        .chunks(BATCH)
+        .map(|batch| {
+            let (samples, converter) = (samples.clone(), converter.clone());
+            on_rayon(move || {
+                batch
+                    .into_par_iter()
+                    .map(|(i, u, loaded)| {
+                        let line = loaded.and_then(|l| converter.convert(&samples[i], &u, &l));
+                        (i, line)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .buffered(2);
+
+    while let Some(batch) = converted.next().await {
+        for (i, line) in batch {
+            match line {
+                Ok(line) => match split.side(&samples[i].key) {
+                    Side::Train => train.write_line(&line).await?,
+                    Side::Validation => validation.write_line(&line).await?,
+                    Side::HeldOut => unreachable!("held-out samples are not converted"),
+                },
+                Err(r) => reject(r, &mut rejected, &mut built).await?,
+            }
+            progress.inc(1);
+        }
+    }
+    built.train_examples = train.lines;
+    built.train_bytes = train.bytes;
+    built.validation_examples = validation.lines;
+    built.train_uri = train.finish().await?;
+    built.validation_uri = validation.finish().await?;
+    built.rejected_uri = rejected.finish().await?;
+    Ok(built)
+}

@@ -1,0 +1,406 @@
+//! Inventory: streams the listings of the raw and label folders and pairs them into samples.
+//!
+//! A sample is a raw file and a label file with the same path relative to their folders, less
+//! the extension (`a/b/x.png` pairs with `a/b/x.json`). Extensions match case-insensitively;
+//! `.gz` text and label files count under their inner extension. Only keys and versions are
+//! kept in memory, never contents. When the folders are the same, one file may qualify as raw
+//! text and as a label (`x.txt`); it then pairs with the other file of its stem, never with
+//! itself, and a stem with more candidates than one pair can use is rejected as ambiguous.
+
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+
+use crate::modality::Modality;
+use crate::settings::Settings;
+use crate::storage::{ObjectMeta, Store, StoreError};
+
+/// How many unpaired files the report names.
+const NAMED_UNPAIRED: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawFile {
+    pub meta: ObjectMeta,
+    pub modality: Modality,
+    /// Lower-case extension, without `.gz`.
+    pub ext: String,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabelFile {
+    pub meta: ObjectMeta,
+    pub format: LabelFormat,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Path relative to the folders, without extension: the sample's identity across runs.
+    pub key: String,
+    pub raw: RawFile,
+    pub label: LabelFile,
+}
+
+/// A stem that could not be paired unambiguously, or a name that could not be listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ambiguity {
+    pub key: String,
+    pub objects: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Sorted by key, so every later step is deterministic.
+    pub samples: Vec<Sample>,
+    pub unpaired_raw: u64,
+    pub unpaired_labels: u64,
+    /// The first few unpaired objects, for the report.
+    pub unpaired_examples: Vec<String>,
+    pub ambiguous: Vec<Ambiguity>,
+    /// Files under the folders with no raw or label extension.
+    pub ignored: u64,
+}
+
+/// Which objects are samples, from the settings.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    raw_prefix: String,
+    label_prefix: String,
+    excluded: Vec<String>,
+    raw_exts: HashMap<String, Modality>,
+    label_exts: Vec<String>,
+}
+
+fn folder_prefix(folder: &str) -> String {
+    let f = folder.trim_matches('/');
+    if f.is_empty() {
+        String::new()
+    } else {
+        format!("{f}/")
+    }
+}
+
+impl Rules {
+    pub fn from_settings(s: &Settings) -> Self {
+        let mut raw_exts = HashMap::new();
+        for (exts, m) in [
+            (&s.text_extensions, Modality::Text),
+            (&s.image_extensions, Modality::Image),
+            (&s.document_extensions, Modality::Document),
+            (&s.audio_extensions, Modality::Audio),
+            (&s.video_extensions, Modality::Video),
+        ] {
+            for e in exts {
+                raw_exts.entry(e.clone()).or_insert(m);
+            }
+        }
+        Self {
+            raw_prefix: folder_prefix(&s.raw_data_folder),
+            label_prefix: folder_prefix(&s.label_folder),
+            excluded: vec![
+                folder_prefix(&s.jsonl_folder),
+                folder_prefix(&s.model_meta_folder),
+            ],
+            raw_exts,
+            label_exts: s.label_extensions.clone(),
+        }
+    }
+
+    /// The prefixes to list: one when a folder contains the other.
+    fn list_prefixes(&self) -> Vec<&str> {
+        let (r, l) = (self.raw_prefix.as_str(), self.label_prefix.as_str());
+        if l.starts_with(r) {
+            vec![r]
+        } else if r.starts_with(l) {
+            vec![l]
+        } else {
+            vec![r, l]
+        }
+    }
+
+    fn excluded(&self, key: &str) -> bool {
+        self.excluded
+            .iter()
+            .any(|p| !p.is_empty() && key.starts_with(p.as_str()))
+    }
+
+    /// Splits `rel` into stem, lower-case extension and whether it was gzipped.
+    fn split_ext(rel: &str) -> Option<(&str, String, bool)> {
+        let file_start = rel.rfind('/').map_or(0, |i| i + 1);
+        let dot = rel[file_start..].rfind('.')? + file_start;
+        let ext = rel[dot + 1..].to_ascii_lowercase();
+        if ext == "gz" {
+            let inner = &rel[..dot];
+            let dot2 = inner[file_start..].rfind('.')? + file_start;
+            return Some((&rel[..dot2], inner[dot2 + 1..].to_ascii_lowercase(), true));
+        }
+        (dot > file_start).then(|| (&rel[..dot], ext, false))
+    }
+
+    fn raw_candidate(&self, meta: &ObjectMeta) -> Option<(String, RawFile)> {
+        let rel = meta.key.strip_prefix(self.raw_prefix.as_str())?;
+        let (stem, ext, gzip) = Self::split_ext(rel)?;
+        let modality = *self.raw_exts.get(&ext)?;
+        if gzip && modality != Modality::Text {
+            return None;
+        }
+        Some((
+            stem.to_owned(),
+            RawFile {
+                meta: meta.clone(),
+                modality,
+                ext,
+                gzip,
+            },
+        ))
+    }
+
+    fn label_candidate(&self, meta: &ObjectMeta) -> Option<(String, LabelFile)> {
+        let rel = meta.key.strip_prefix(self.label_prefix.as_str())?;
+        let (stem, ext, gzip) = Self::split_ext(rel)?;
+        if !self.label_exts.contains(&ext) {
+            return None;
+        }
+        let format = if ext == "json" {
+            LabelFormat::Json
+        } else {
+            LabelFormat::Text
+        };
+        Some((
+            stem.to_owned(),
+            LabelFile {
+                meta: meta.clone(),
+                format,
+                gzip,
+            },
+        ))
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    raws: Vec<RawFile>,
+    labels: Vec<LabelFile>,
+}
+
+/// Lists the folders and pairs their files.
+pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreError> {
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let mut inv = Inventory::default();
+    for prefix in rules.list_prefixes() {
+        let mut listing = store.list(prefix);
+        loop {
+            let meta = match listing.try_next().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                // A name the backend cannot represent is that object's problem, not the run's.
+                Err(StoreError::InvalidKey { key, reason }) => {
+                    inv.ambiguous.push(Ambiguity {
+                        key: key.clone(),
+                        objects: vec![key],
+                        reason,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if rules.excluded(&meta.key) {
+                continue;
+            }
+            let raw = rules.raw_candidate(&meta);
+            let label = rules.label_candidate(&meta);
+            if raw.is_none() && label.is_none() {
+                inv.ignored += 1;
+            }
+            if let Some((stem, r)) = raw {
+                groups.entry(stem).or_default().raws.push(r);
+            }
+            if let Some((stem, l)) = label {
+                groups.entry(stem).or_default().labels.push(l);
+            }
+        }
+    }
+    for (key, group) in groups {
+        resolve(&mut inv, store, key, group);
+    }
+    inv.samples.sort_by(|a, b| a.key.cmp(&b.key));
+    inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
+    inv.unpaired_examples.sort();
+    inv.unpaired_examples.truncate(NAMED_UNPAIRED);
+    Ok(inv)
+}
+
+/// Picks the pair of a stem: files that can only be raw, files that can only be labels, and
+/// files that can be either (the same object in both lists).
+fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) {
+    let in_labels = |k: &str| group.labels.iter().any(|l| l.meta.key == k);
+    let in_raws = |k: &str| group.raws.iter().any(|r| r.meta.key == k);
+    let raw_only: Vec<&RawFile> = group.raws.iter().filter(|r| !in_labels(&r.meta.key)).collect();
+    let label_only: Vec<&LabelFile> = group.labels.iter().filter(|l| !in_raws(&l.meta.key)).collect();
+    let either: Vec<&RawFile> = group.raws.iter().filter(|r| in_labels(&r.meta.key)).collect();
+    let label_of = |k: &str| group.labels.iter().find(|l| l.meta.key == k).cloned();
+
+    let pair = match (raw_only.as_slice(), label_only.as_slice(), either.as_slice()) {
+        ([r], [l], []) => Some(((*r).clone(), (*l).clone())),
+        ([r], [], [e]) => label_of(&e.meta.key).map(|l| ((*r).clone(), l)),
+        ([], [l], [e]) => Some(((*e).clone(), (*l).clone())),
+        (raws, labels, either) => {
+            let files = raws.len() + labels.len() + either.len();
+            if files >= 2 {
+                let mut objects: Vec<String> = group
+                    .raws
+                    .iter()
+                    .map(|r| &r.meta.key)
+                    .chain(group.labels.iter().map(|l| &l.meta.key))
+                    .map(|k| store.uri(k))
+                    .collect();
+                objects.sort();
+                objects.dedup();
+                let reason = format!(
+                    "ambiguous sample {key:?}: {} candidate files ({}), a sample is one raw file and one label",
+                    objects.len(),
+                    objects.join(", ")
+                );
+                inv.ambiguous.push(Ambiguity {
+                    key,
+                    objects,
+                    reason,
+                });
+                return;
+            }
+            None
+        }
+    };
+    match pair {
+        Some((raw, label)) => inv.samples.push(Sample { key, raw, label }),
+        None => {
+            // A lone file: a raw without label, or a label without raw.
+            let lone_raw = group.raws.first().map(|r| r.meta.key.clone());
+            let lone_label = group.labels.first().map(|l| l.meta.key.clone());
+            if let Some(k) = lone_raw.or(lone_label.clone()) {
+                if group.raws.is_empty() {
+                    inv.unpaired_labels += 1;
+                } else {
+                    inv.unpaired_raw += 1;
+                }
+                inv.unpaired_examples.push(store.uri(&k));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{PutMode, memory::MemoryStore};
+    use bytes::Bytes;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        s: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut v = vec!["t", "--bucket-name", "memory://x"];
+        v.extend_from_slice(args);
+        T::parse_from(v).s
+    }
+
+    async fn inventory(files: &[&str], args: &[&str]) -> (Inventory, MemoryStore) {
+        let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        for f in files {
+            store.put(f, Bytes::from("x"), PutMode::Overwrite).await.unwrap();
+        }
+        let rules = Rules::from_settings(&settings(args));
+        (take(&store, &rules).await.unwrap(), store)
+    }
+
+    fn keys(inv: &Inventory) -> Vec<(String, String, String)> {
+        inv.samples
+            .iter()
+            .map(|s| (s.key.clone(), s.raw.meta.key.clone(), s.label.meta.key.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pairs_by_relative_path_in_one_folder() {
+        let (inv, _) = inventory(
+            &[
+                "raw_training_data/a/b/x.PNG",
+                "raw_training_data/a/b/x.json",
+                "raw_training_data/t.txt",
+                "raw_training_data/t.json",
+                "raw_training_data/g.txt.gz",
+                "raw_training_data/g.TXT",
+                "raw_training_data/lonely.txt",
+                "raw_training_data/orphan.json",
+                "raw_training_data/notes.docx",
+                "raw_training_data/img.png",
+                "raw_training_data/img.txt",
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            keys(&inv),
+            [
+                ("a/b/x".into(), "raw_training_data/a/b/x.PNG".into(), "raw_training_data/a/b/x.json".into()),
+                ("img".into(), "raw_training_data/img.png".into(), "raw_training_data/img.txt".into()),
+                ("t".into(), "raw_training_data/t.txt".into(), "raw_training_data/t.json".into()),
+            ]
+        );
+        assert!(inv.samples[0].raw.modality == Modality::Image);
+        assert_eq!(inv.unpaired_raw, 1, "lonely.txt");
+        assert_eq!(inv.unpaired_labels, 1, "orphan.json");
+        assert_eq!(inv.ignored, 1, "notes.docx");
+        assert_eq!(inv.ambiguous.len(), 1, "g.txt.gz with g.TXT: two files that are each both");
+        assert!(inv.ambiguous[0].reason.contains("g.txt.gz"), "{}", inv.ambiguous[0].reason);
+    }
+
+    #[tokio::test]
+    async fn separate_folders_and_exclusions() {
+        let (inv, _) = inventory(
+            &[
+                "data/raw/q1.md",
+                "data/raw/q2.md",
+                "data/raw/q2.csv",
+                "data/labels/q1.json",
+                "data/labels/q2.json",
+                "data/labels/out/x.txt",
+                "data/raw/out/x.txt",
+            ],
+            &[
+                "--raw-data-folder", "data/raw", "--label-folder", "data/labels",
+                "--jsonl-folder", "data/labels/out", "--model-meta-folder", "data/raw/out",
+            ],
+        )
+        .await;
+        assert_eq!(keys(&inv), [("q1".into(), "data/raw/q1.md".into(), "data/labels/q1.json".into())]);
+        assert_eq!(inv.ambiguous.len(), 1, "q2 has two raw candidates");
+        assert!(inv.ambiguous[0].reason.contains("q2.md") && inv.ambiguous[0].reason.contains("q2.csv"));
+        assert_eq!(inv.unpaired_raw + inv.unpaired_labels, 0, "output folders never count");
+    }
+
+    #[tokio::test]
+    async fn nested_label_folder_is_listed_once() {
+        let (inv, _) = inventory(
+            &["d/a.txt", "d/labels/a.json", "d/b.txt", "d/labels/b.json"],
+            &["--raw-data-folder", "d", "--label-folder", "d/labels"],
+        )
+        .await;
+        assert_eq!(inv.samples.len(), 2);
+        assert_eq!(inv.samples[0].label.meta.key, "d/labels/a.json");
+    }
+}

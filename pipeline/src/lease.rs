@@ -1,0 +1,438 @@
+//! Gate 1: the run lock, a lease object in the bucket.
+//!
+//! The seed checked for a lock file and then created it, so two runs could both train, and a
+//! killed run left its lock forever. Here the lock is a lease with an expiry:
+//! * acquired by a create-only put, so exactly one contender wins;
+//! * renewed by compare-and-swap on its generation by a heartbeat while the run lives, so a
+//!   run that lost its lease notices;
+//! * taken over by compare-and-swap once expired (its holder was killed), again with exactly
+//!   one winner;
+//! * released by a compare-and-swap overwrite to a `released` state rather than a conditional
+//!   delete, whose precondition the emulator cannot check (STORAGE.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::{self, PutMode, Store, StoreError};
+
+pub const LOCK_FILE: &str = "training.lock.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    Held,
+    Released,
+}
+
+/// The lock object's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub state: LeaseState,
+    pub run_id: String,
+    pub owner: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+impl LeaseRecord {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.state == LeaseState::Held && self.expires_at > now
+    }
+}
+
+/// What the lock object says right now.
+#[derive(Debug, Clone)]
+pub enum Status {
+    /// No lock object, or a released one.
+    Free,
+    /// Held and not expired.
+    Live(LeaseRecord),
+    /// Held but expired: its holder died without releasing it.
+    Expired(LeaseRecord),
+    /// The object exists but is not a lease; an operator must look (`autotune unlock --force`).
+    Unreadable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("run lock: {0}")]
+    Store(#[from] StoreError),
+    #[error("run lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`")]
+    Unreadable { uri: String, reason: String },
+}
+
+/// Who holds the lease: the Cloud Run execution and task when there is one, else host and pid.
+pub fn owner() -> String {
+    match (
+        std::env::var("CLOUD_RUN_EXECUTION"),
+        std::env::var("CLOUD_RUN_TASK_INDEX"),
+    ) {
+        (Ok(e), Ok(t)) => format!("cloud-run:{e}/task-{t}"),
+        (Ok(e), Err(_)) => format!("cloud-run:{e}"),
+        _ => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "localhost".to_owned());
+            format!("{host}:{}", std::process::id())
+        }
+    }
+}
+
+/// Reads the lock object and its generation.
+async fn read(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Option<(Result<LeaseRecord, String>, String)>, StoreError> {
+    match store.get(key).await {
+        Ok(got) => {
+            let generation = got.generation.clone();
+            let uri = store.uri(key);
+            let body = got.bytes_limited(&uri, 64 * 1024).await?;
+            let record = serde_json::from_slice(&body).map_err(|e| e.to_string());
+            Ok(Some((record, generation)))
+        }
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gate 1 without writing: what a run would find.
+pub async fn status(store: &dyn Store, key: &str) -> Result<Status, StoreError> {
+    Ok(match read(store, key).await? {
+        None => Status::Free,
+        Some((Err(reason), _)) => Status::Unreadable(reason),
+        Some((Ok(r), _)) if r.state == LeaseState::Released => Status::Free,
+        Some((Ok(r), _)) if r.is_live(Utc::now()) => Status::Live(r),
+        Some((Ok(r), _)) => Status::Expired(r),
+    })
+}
+
+/// The outcome of trying to take the lock.
+#[derive(Debug)]
+pub enum Acquired {
+    Won(Lease),
+    /// Someone else holds it (or won the race for it).
+    Held(LeaseRecord),
+}
+
+/// A held lease. Release it with [`Lease::release`]; a lease that is dropped is left to
+/// expire, which is what a killed run does too.
+#[derive(Debug)]
+pub struct Lease {
+    store: Arc<dyn Store>,
+    key: String,
+    ttl: Duration,
+    current: Arc<Mutex<(LeaseRecord, String)>>,
+    lost: CancellationToken,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn record(run_id: &str, owner: &str, ttl: Duration) -> LeaseRecord {
+    let now = Utc::now();
+    LeaseRecord {
+        state: LeaseState::Held,
+        run_id: run_id.to_owned(),
+        owner: owner.to_owned(),
+        acquired_at: now,
+        expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+        renewed_at: None,
+        released_at: None,
+    }
+}
+
+fn body(r: &LeaseRecord) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(r).expect("a lease serialises"))
+}
+
+impl Lease {
+    /// Takes the lock: create-only if absent, compare-and-swap if released or expired.
+    pub async fn acquire(
+        store: Arc<dyn Store>,
+        key: &str,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Acquired, LeaseError> {
+        let mine = record(run_id, owner, ttl);
+        let mode = match read(&*store, key).await? {
+            None => PutMode::Create,
+            Some((Err(reason), _)) => {
+                return Err(LeaseError::Unreadable {
+                    uri: store.uri(key),
+                    reason,
+                });
+            }
+            Some((Ok(theirs), _)) if theirs.is_live(Utc::now()) => {
+                return Ok(Acquired::Held(theirs));
+            }
+            Some((Ok(theirs), generation)) => {
+                if theirs.state == LeaseState::Held {
+                    tracing::warn!(
+                        run_id = %theirs.run_id,
+                        owner = %theirs.owner,
+                        expired_at = %theirs.expires_at,
+                        "taking over an expired run lock (its run died without releasing it)"
+                    );
+                }
+                PutMode::Update(generation)
+            }
+        };
+        match store.put(key, body(&mine), mode).await {
+            Ok(meta) => Ok(Acquired::Won(Lease {
+                store,
+                key: key.to_owned(),
+                ttl,
+                current: Arc::new(Mutex::new((mine, meta.generation))),
+                lost: CancellationToken::new(),
+                heartbeat: None,
+            })),
+            // Lost the race: report whoever won.
+            Err(StoreError::AlreadyExists { .. } | StoreError::Precondition { .. }) => {
+                match read(&*store, key).await? {
+                    Some((Ok(winner), _)) => Ok(Acquired::Held(winner)),
+                    _ => Ok(Acquired::Held(mine)),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The generation of the lock object as this run last wrote it.
+    pub async fn generation(&self) -> String {
+        self.current.lock().await.1.clone()
+    }
+
+    pub async fn record(&self) -> LeaseRecord {
+        self.current.lock().await.0.clone()
+    }
+
+    /// Extends the lease by its duration, by compare-and-swap.
+    pub async fn renew(&self) -> Result<(), StoreError> {
+        renew(&*self.store, &self.key, self.ttl, &self.current).await
+    }
+
+    /// Starts renewing every third of the lease duration. If the lease is lost (someone took it
+    /// over after it expired), [`Lease::lost`] fires.
+    pub fn start_heartbeat(&mut self) {
+        let (store, key, ttl) = (self.store.clone(), self.key.clone(), self.ttl);
+        let (current, lost) = (self.current.clone(), self.lost.clone());
+        self.heartbeat = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ttl / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match renew(&*store, &key, ttl, &current).await {
+                    Ok(()) => tracing::debug!("run lock renewed"),
+                    Err(e @ (StoreError::Precondition { .. } | StoreError::NotFound { .. })) => {
+                        tracing::error!(error = %e, "run lock lost: another run took it over");
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) => {
+                        let expired = current.lock().await.0.expires_at <= Utc::now();
+                        tracing::warn!(error = %e, "run lock renewal failed; retrying");
+                        if expired {
+                            lost.cancel();
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Resolves when the heartbeat finds the lease taken over.
+    pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.lost.clone().cancelled_owned()
+    }
+
+    /// Frees the lock for the next run.
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        let mut cur = self.current.lock().await;
+        let mut released = cur.0.clone();
+        released.state = LeaseState::Released;
+        released.released_at = Some(Utc::now());
+        let meta = self
+            .store
+            .put(&self.key, body(&released), PutMode::Update(cur.1.clone()))
+            .await?;
+        *cur = (released, meta.generation);
+        Ok(())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+async fn renew(
+    store: &dyn Store,
+    key: &str,
+    ttl: Duration,
+    current: &Mutex<(LeaseRecord, String)>,
+) -> Result<(), StoreError> {
+    let mut cur = current.lock().await;
+    let mut next = cur.0.clone();
+    let now = Utc::now();
+    next.renewed_at = Some(now);
+    next.expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let meta = store
+        .put(key, body(&next), PutMode::Update(cur.1.clone()))
+        .await?;
+    *cur = (next, meta.generation);
+    Ok(())
+}
+
+/// `autotune unlock`: frees the lock. A live lease is refused unless `force`.
+pub async fn unlock(
+    store: &dyn Store,
+    key: &str,
+    force: bool,
+) -> Result<UnlockOutcome, LeaseError> {
+    let Some((record, generation)) = read(store, key).await? else {
+        return Ok(UnlockOutcome::NotLocked);
+    };
+    let mut record = match record {
+        Ok(r) if r.state == LeaseState::Released => return Ok(UnlockOutcome::NotLocked),
+        Ok(r) if r.is_live(Utc::now()) && !force => return Ok(UnlockOutcome::Refused(r)),
+        Ok(r) => r,
+        Err(reason) if !force => {
+            return Err(LeaseError::Unreadable {
+                uri: store.uri(key),
+                reason,
+            });
+        }
+        Err(_) => {
+            // Replace the unreadable object wholesale.
+            store.delete(key).await?;
+            return Ok(UnlockOutcome::Unlocked(None));
+        }
+    };
+    record.state = LeaseState::Released;
+    record.released_at = Some(Utc::now());
+    store
+        .put(key, body(&record), PutMode::Update(generation))
+        .await?;
+    Ok(UnlockOutcome::Unlocked(Some(record)))
+}
+
+#[derive(Debug)]
+pub enum UnlockOutcome {
+    NotLocked,
+    Refused(LeaseRecord),
+    Unlocked(Option<LeaseRecord>),
+}
+
+/// The lock key for a metadata folder.
+pub fn lock_key(meta_folder: &str) -> String {
+    storage::join(meta_folder, LOCK_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStore;
+
+    fn store() -> Arc<dyn Store> {
+        Arc::new(MemoryStore::named(&uuid::Uuid::new_v4().to_string()))
+    }
+
+    #[tokio::test]
+    async fn one_winner_then_release_frees() {
+        let s = store();
+        let a = Lease::acquire(s.clone(), "m/lock", "a", "o", Duration::from_secs(60)).await.unwrap();
+        let Acquired::Won(a) = a else { panic!("first acquire wins") };
+        let b = Lease::acquire(s.clone(), "m/lock", "b", "o", Duration::from_secs(60)).await.unwrap();
+        assert!(matches!(&b, Acquired::Held(r) if r.run_id == "a"), "{b:?}");
+        assert!(matches!(status(&*s, "m/lock").await.unwrap(), Status::Live(_)));
+        a.release().await.unwrap();
+        assert!(matches!(status(&*s, "m/lock").await.unwrap(), Status::Free));
+        let c = Lease::acquire(s.clone(), "m/lock", "c", "o", Duration::from_secs(60)).await.unwrap();
+        assert!(matches!(c, Acquired::Won(_)), "a released lock is free");
+    }
+
+    #[tokio::test]
+    async fn expired_lease_is_taken_over_once() {
+        let s = store();
+        let Acquired::Won(dead) =
+            Lease::acquire(s.clone(), "lock", "dead", "o", Duration::from_secs(1)).await.unwrap()
+        else {
+            panic!()
+        };
+        drop(dead); // killed: never released
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(matches!(status(&*s, "lock").await.unwrap(), Status::Expired(_)));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    Lease::acquire(s, "lock", &format!("r{i}"), "o", Duration::from_secs(60)).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap().unwrap(), Acquired::Won(_)) {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_renews_and_detects_takeover() {
+        let s = store();
+        let Acquired::Won(mut lease) =
+            Lease::acquire(s.clone(), "lock", "me", "o", Duration::from_secs(30)).await.unwrap()
+        else {
+            panic!()
+        };
+        let g0 = lease.generation().await;
+        lease.start_heartbeat();
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let g1 = lease.generation().await;
+        assert_ne!(g0, g1, "the heartbeat renewed the lease");
+        assert!(lease.record().await.renewed_at.is_some());
+        // Someone overwrites the lock behind our back: the next renewal must notice.
+        s.put("lock", Bytes::from("{}"), PutMode::Overwrite).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(11), lease.lost())
+            .await
+            .expect("lease loss detected within one heartbeat");
+    }
+
+    #[tokio::test]
+    async fn unlock_refuses_live_lease_without_force() {
+        let s = store();
+        let Acquired::Won(_held) =
+            Lease::acquire(s.clone(), "lock", "me", "o", Duration::from_secs(60)).await.unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(unlock(&*s, "lock", false).await.unwrap(), UnlockOutcome::Refused(_)));
+        assert!(matches!(unlock(&*s, "lock", true).await.unwrap(), UnlockOutcome::Unlocked(_)));
+        assert!(matches!(status(&*s, "lock").await.unwrap(), Status::Free));
+        assert!(matches!(unlock(&*s, "lock", false).await.unwrap(), UnlockOutcome::NotLocked));
+        s.put("lock", Bytes::from("garbage"), PutMode::Overwrite).await.unwrap();
+        assert!(unlock(&*s, "lock", false).await.is_err());
+        let err = Lease::acquire(s.clone(), "lock", "x", "o", Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.to_string().contains("unlock --force"), "{err}");
+    }
+}

@@ -1,0 +1,194 @@
+//! Run records: `MODEL_META_FOLDER/model_metadata_YYYYMMDD_HHMMSS.json`, one per run that
+//! passed the gates, with the seed's fields (so its users' tooling keeps working) and ours. The
+//! newest successful record is the baseline of the next delta gate.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::convert::Category;
+use crate::storage::{self, PutMode, Store, StoreError};
+
+const METADATA_PREFIX: &str = "model_metadata_";
+const MANIFEST_PREFIX: &str = "model_manifest_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The tuning job succeeded.
+    Success,
+    /// The dry-run tuner built the request and stopped.
+    DryRun,
+    Failed,
+    /// A signal stopped the run.
+    Interrupted,
+    /// Gate 2 or 3 is not met yet.
+    Waiting,
+    /// Gate 1: another run holds the lock.
+    Skipped,
+    /// Seed records may carry statuses we do not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl RunStatus {
+    /// Exit code of the process: 0 unless the run failed.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Failed | Self::Interrupted | Self::Unknown => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Sample counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    pub pairs: u64,
+    pub train: u64,
+    pub validation: u64,
+    pub held_out: u64,
+    pub rejected: u64,
+    pub rejected_by_category: BTreeMap<Category, u64>,
+    pub ambiguous: u64,
+    pub unpaired_raw: u64,
+    pub unpaired_labels: u64,
+    pub ignored: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub status: RunStatus,
+    // The seed's fields.
+    #[serde(default)]
+    pub sample_size: u64,
+    #[serde(default)]
+    pub previous_sample_size: u64,
+    #[serde(default)]
+    pub sample_delta: u64,
+    pub training_start_time: DateTime<Utc>,
+    #[serde(default)]
+    pub training_end_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub training_duration_seconds: Option<i64>,
+    #[serde(default)]
+    pub model_details: serde_json::Value,
+    #[serde(default)]
+    pub trigger_bucket: Option<String>,
+    #[serde(default)]
+    pub trigger_object: Option<String>,
+    #[serde(default)]
+    pub trigger_generation: Option<String>,
+    #[serde(default)]
+    pub trigger_event_id: Option<String>,
+    // Ours.
+    #[serde(default)]
+    pub run_id: String,
+    #[serde(default)]
+    pub tuner: String,
+    #[serde(default)]
+    pub source_model: String,
+    #[serde(default)]
+    pub train_dataset_uri: Option<String>,
+    #[serde(default)]
+    pub validation_dataset_uri: Option<String>,
+    #[serde(default)]
+    pub rejected_uri: Option<String>,
+    #[serde(default)]
+    pub counts: Counts,
+    #[serde(default)]
+    pub split_seed: Option<String>,
+    #[serde(default)]
+    pub split_ratio: Option<f64>,
+    #[serde(default)]
+    pub manifest_uri: Option<String>,
+    #[serde(default)]
+    pub lock_generation: Option<String>,
+    #[serde(default)]
+    pub baseline_run_id: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A run record and its object key.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub key: String,
+    pub record: RunRecord,
+}
+
+impl Stored {
+    /// The manifest written beside this record.
+    pub fn manifest_key(&self) -> String {
+        self.key
+            .replacen(METADATA_PREFIX, MANIFEST_PREFIX, 1)
+            .replace(".json", ".jsonl.gz")
+    }
+}
+
+/// Finds the newest record whose status is one of `accepted`.
+pub async fn latest(
+    store: &dyn Store,
+    meta_folder: &str,
+    accepted: &[RunStatus],
+) -> Result<Option<Stored>, StoreError> {
+    let prefix = storage::join(meta_folder, METADATA_PREFIX);
+    let mut keys: Vec<String> = store
+        .list(&prefix)
+        .map_ok(|m| m.key)
+        .try_filter(|k| futures::future::ready(k.ends_with(".json")))
+        .try_collect()
+        .await?;
+    // Names embed the start time, so the newest sorts last.
+    keys.sort_unstable();
+    for key in keys.into_iter().rev() {
+        let body = storage::get_bytes(store, &key, 16 * 1024 * 1024).await?;
+        match serde_json::from_slice::<RunRecord>(&body) {
+            Ok(record) if accepted.contains(&record.status) => {
+                return Ok(Some(Stored { key, record }));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(object = %store.uri(&key), error = %e, "unreadable run record skipped"),
+        }
+    }
+    Ok(None)
+}
+
+/// Claims a fresh pair of names (record and manifest) for a run that started at `start`,
+/// creating the manifest first with `manifest` so that two runs in one second never collide.
+pub async fn claim_names(
+    store: &dyn Store,
+    meta_folder: &str,
+    start: DateTime<Utc>,
+    manifest: Option<Bytes>,
+) -> Result<(String, Option<String>), StoreError> {
+    let stamp = start.format("%Y%m%d_%H%M%S").to_string();
+    for n in 0.. {
+        let suffix = if n == 0 { stamp.clone() } else { format!("{stamp}_{n}") };
+        let meta_key = storage::join(meta_folder, &format!("{METADATA_PREFIX}{suffix}.json"));
+        let manifest_key = storage::join(meta_folder, &format!("{MANIFEST_PREFIX}{suffix}.jsonl.gz"));
+        if store.get(&meta_key).await.is_ok() {
+            continue;
+        }
+        let Some(body) = &manifest else {
+            return Ok((meta_key, None));
+        };
+        match store.put(&manifest_key, body.clone(), PutMode::Create).await {
+            Ok(_) => return Ok((meta_key, Some(manifest_key))),
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// Writes a record under a claimed name.
+pub async fn write(store: &dyn Store, key: &str, record: &RunRecord) -> Result<String, StoreError> {
+    let body = serde_json::to_vec_pretty(record).expect("a record serialises");
+    store.put(key, Bytes::from(body), PutMode::Create).await?;
+    Ok(store.uri(key))
+}

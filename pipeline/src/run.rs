@@ -1,0 +1,572 @@
+//! The job: three gates, then conversion, tuning and the run record.
+//!
+//! ```text
+//!  gate 1 (peek)   lock live?                      ── yes ─▶ skipped   (nothing written)
+//!  inventory       list raw + label folders, pair
+//!  gate 2          pairs ≥ MIN_SAMPLES?            ── no ──▶ waiting   (nothing written)
+//!  gate 3          new/changed since baseline ≥ MIN_SAMPLES?  ── no ──▶ waiting
+//!  gate 1 (take)   create-only / compare-and-swap lease       ── lost ─▶ skipped
+//!                  baseline moved meanwhile? re-check gate 3
+//!  build           read ▶ convert (rayon) ▶ split ▶ stream train / val / rejected
+//!  tune            Tuner (dry-run or Vertex)
+//!  record          manifest + model_metadata_*.json, release the lease
+//! ```
+//! The gates are read-only until the lease is taken, so waiting and skipped runs write
+//! nothing. Everything after the lease is raced against the shutdown future (SIGTERM, Ctrl-C)
+//! and against loss of the lease; either way the run records why it stopped and frees the lock.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::convert::Converter;
+use crate::dataset::{self, Paths};
+use crate::inventory::{self, Inventory, Rules};
+use crate::lease::{self, Acquired, Lease};
+use crate::record::{self, Counts, RunRecord, RunStatus, Stored};
+use crate::settings::{Settings, TunerKind};
+use crate::split::{self, Side, Split};
+use crate::storage::{self, Store, StoreError};
+use crate::tuner::{Tuner, TunerError, job};
+
+/// What `run` and `plan` print on stdout: one JSON object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub status: RunStatus,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub counts: Counts,
+    pub sample_delta: u64,
+    pub min_samples: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpaired_examples: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_dataset_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_dataset_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub model_details: serde_json::Value,
+}
+
+/// What `autotune plan` adds: the split a run would make now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub lock: String,
+    pub would_train: u64,
+    pub would_validate: u64,
+    pub would_hold_out: u64,
+    pub split_seed: String,
+}
+
+impl Outcome {
+    fn new(status: RunStatus, reason: impl Into<String>, min_samples: u64) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            run_id: None,
+            counts: Counts::default(),
+            sample_delta: 0,
+            min_samples,
+            unpaired_examples: Vec::new(),
+            metadata_uri: None,
+            train_dataset_uri: None,
+            validation_dataset_uri: None,
+            rejected_uri: None,
+            manifest_uri: None,
+            baseline_run_id: None,
+            plan: None,
+            model_details: serde_json::Value::Null,
+        }
+    }
+}
+
+/// Errors that end a run after it passed the gates.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    #[error(transparent)]
+    Tuner(#[from] TunerError),
+    #[error("{0}")]
+    Data(String),
+}
+
+pub struct Job {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub tuner: Arc<dyn Tuner>,
+    /// Show progress bars (a terminal, text logs).
+    pub progress: bool,
+}
+
+/// The gates' findings, shared by `run` and `plan`.
+struct Gates {
+    inventory: Inventory,
+    baseline: Option<Stored>,
+    delta: u64,
+}
+
+fn new_run_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", Utc::now().format("%Y%m%d-%H%M%S"), &id[..6])
+}
+
+fn counts_of(inv: &Inventory) -> Counts {
+    Counts {
+        pairs: inv.samples.len() as u64,
+        ambiguous: inv.ambiguous.len() as u64,
+        unpaired_raw: inv.unpaired_raw,
+        unpaired_labels: inv.unpaired_labels,
+        ignored: inv.ignored,
+        ..Counts::default()
+    }
+}
+
+impl Job {
+    fn meta_folder(&self) -> &str {
+        &self.settings.model_meta_folder
+    }
+
+    fn lock_key(&self) -> String {
+        lease::lock_key(self.meta_folder())
+    }
+
+    /// Which past runs count as a baseline: a dry run stands in for a real one only for dry
+    /// runs, so rehearsing on a bucket never makes a real run wait.
+    fn baseline_statuses(&self) -> &'static [RunStatus] {
+        if self.tuner.name() == "dry-run" {
+            &[RunStatus::Success, RunStatus::DryRun]
+        } else {
+            &[RunStatus::Success]
+        }
+    }
+
+    fn wait(&self, reason: String, gates: &Gates) -> Outcome {
+        let mut o = Outcome::new(RunStatus::Waiting, reason, self.settings.min_samples);
+        o.counts = counts_of(&gates.inventory);
+        o.sample_delta = gates.delta;
+        o.unpaired_examples.clone_from(&gates.inventory.unpaired_examples);
+        o.baseline_run_id = gates.baseline.as_ref().map(|b| b.record.run_id.clone());
+        o
+    }
+
+    async fn delta_against(&self, inv: &Inventory, baseline: Option<&Stored>) -> Result<u64, StoreError> {
+        let Some(b) = baseline else {
+            return Ok(inv.samples.len() as u64);
+        };
+        match crate::delta::read(&*self.store, &b.manifest_key()).await {
+            Ok(m) => Ok(crate::delta::count(&inv.samples, &m)),
+            // A record from the seed, without manifest: fall back to its count difference.
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(record = %self.store.uri(&b.key), "baseline has no manifest; counting the difference in samples, as the seed did");
+                Ok((inv.samples.len() as u64).saturating_sub(b.record.sample_size))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gates 2 and 3, read-only. `Err(outcome)` when a gate says wait.
+    async fn evaluate(&self) -> Result<Result<Gates, Outcome>, StoreError> {
+        let rules = Rules::from_settings(&self.settings);
+        let inventory = inventory::take(&*self.store, &rules).await?;
+        let min = self.settings.min_samples;
+        let pairs = inventory.samples.len() as u64;
+        tracing::info!(
+            pairs,
+            unpaired_raw = inventory.unpaired_raw,
+            unpaired_labels = inventory.unpaired_labels,
+            ambiguous = inventory.ambiguous.len(),
+            "inventory taken"
+        );
+        let baseline = record::latest(&*self.store, self.meta_folder(), self.baseline_statuses()).await?;
+        let mut gates = Gates {
+            inventory,
+            baseline,
+            delta: 0,
+        };
+        if pairs < min {
+            let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
+            return Ok(Err(self.wait(reason, &gates)));
+        }
+        gates.delta = self.delta_against(&gates.inventory, gates.baseline.as_ref()).await?;
+        if gates.delta < min {
+            let since = gates
+                .baseline
+                .as_ref()
+                .map_or_else(String::new, |b| format!(" since run {}", b.record.run_id));
+            let reason = format!(
+                "gate 3: {} new or changed samples{since}, fewer than MIN_SAMPLES ({min})",
+                gates.delta
+            );
+            return Ok(Err(self.wait(reason, &gates)));
+        }
+        Ok(Ok(gates))
+    }
+
+    fn split_seed(&self, baseline: Option<&Stored>) -> String {
+        self.settings
+            .split_seed
+            .clone()
+            .or_else(|| baseline.and_then(|b| b.record.split_seed.clone()))
+            .unwrap_or_else(split::new_seed)
+    }
+
+    /// `autotune plan`: the gates and the split, writing nothing.
+    pub async fn plan(&self) -> Outcome {
+        let min = self.settings.min_samples;
+        let lock = match lease::status(&*self.store, &self.lock_key()).await {
+            Ok(lease::Status::Live(r)) => {
+                let reason = format!("gate 1: run {} ({}) holds the lock until {}", r.run_id, r.owner, r.expires_at);
+                return Outcome::new(RunStatus::Skipped, reason, min);
+            }
+            Ok(lease::Status::Unreadable(e)) => {
+                return Outcome::new(RunStatus::Failed, format!("gate 1: lock unreadable: {e}"), min);
+            }
+            Ok(lease::Status::Expired(r)) => format!("expired lease of run {} (would be taken over)", r.run_id),
+            Ok(lease::Status::Free) => "free".to_owned(),
+            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+        };
+        let gates = match self.evaluate().await {
+            Ok(Ok(g)) => g,
+            Ok(Err(waiting)) => return waiting,
+            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+        };
+        let seed = self.split_seed(gates.baseline.as_ref());
+        let split = Split::plan(&seed, self.settings.split_ratio, gates.inventory.samples.iter().map(|s| s.key.as_str()));
+        let mut plan = Plan {
+            lock,
+            would_train: 0,
+            would_validate: 0,
+            would_hold_out: 0,
+            split_seed: seed,
+        };
+        for s in &gates.inventory.samples {
+            match split.side(&s.key) {
+                Side::Train => plan.would_train += 1,
+                Side::Validation => plan.would_validate += 1,
+                Side::HeldOut => plan.would_hold_out += 1,
+            }
+        }
+        let mut o = self.wait(
+            format!(
+                "all gates pass: a run would convert {} pairs ({} new or changed) and start tuning with the {} tuner",
+                gates.inventory.samples.len(),
+                gates.delta,
+                self.tuner.name()
+            ),
+            &gates,
+        );
+        o.status = RunStatus::Success;
+        o.plan = Some(plan);
+        o
+    }
+
+    /// `autotune run`. `shutdown` resolves with the signal's name when the process is asked to
+    /// stop.
+    pub async fn run(&self, shutdown: impl Future<Output = &'static str>) -> Outcome {
+        let min = self.settings.min_samples;
+        let run_id = new_run_id();
+        tracing::info!(%run_id, bucket = %self.settings.bucket_name, tuner = self.tuner.name(), "run starting");
+        // Gate 1, read-only: do not even list when a run is in progress.
+        match lease::status(&*self.store, &self.lock_key()).await {
+            Ok(lease::Status::Live(r)) => {
+                let reason = format!("gate 1: run {} ({}) holds the lock until {}", r.run_id, r.owner, r.expires_at);
+                tracing::info!("{reason}");
+                return Outcome::new(RunStatus::Skipped, reason, min);
+            }
+            Ok(lease::Status::Unreadable(e)) => {
+                let reason = format!(
+                    "gate 1: the lock {} is unreadable ({e}); inspect it and run `autotune unlock --force`",
+                    self.store.uri(&self.lock_key())
+                );
+                tracing::error!("{reason}");
+                return Outcome::new(RunStatus::Failed, reason, min);
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+        }
+        let mut gates = match self.evaluate().await {
+            Ok(Ok(g)) => g,
+            Ok(Err(waiting)) => {
+                tracing::info!("{}", waiting.reason);
+                return waiting;
+            }
+            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+        };
+        // Gate 1, for real.
+        let acquired = Lease::acquire(
+            self.store.clone(),
+            &self.lock_key(),
+            &run_id,
+            &lease::owner(),
+            self.settings.lease_duration,
+        )
+        .await;
+        let mut lease = match acquired {
+            Ok(Acquired::Won(l)) => l,
+            Ok(Acquired::Held(r)) => {
+                let reason = format!("gate 1: run {} ({}) took the lock first", r.run_id, r.owner);
+                tracing::info!("{reason}");
+                return Outcome::new(RunStatus::Skipped, reason, min);
+            }
+            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+        };
+        lease.start_heartbeat();
+        tracing::info!(%run_id, "run lock taken");
+
+        // A run that finished between our look and our lock moved the baseline.
+        match self.recheck(&mut gates).await {
+            Ok(None) => {}
+            Ok(Some(waiting)) => {
+                if let Err(e) = lease.release().await {
+                    tracing::warn!(error = %e, "could not release the run lock");
+                }
+                return waiting;
+            }
+            Err(e) => {
+                let _ = lease.release().await;
+                return Outcome::new(RunStatus::Failed, e.to_string(), min);
+            }
+        }
+
+        let started = Utc::now();
+        let record = Mutex::new(self.initial_record(&run_id, &gates, started, &lease).await);
+        let result = tokio::select! {
+            r = self.train(&run_id, &gates, &record) => r.map_err(|e| (RunStatus::Failed, e.to_string())),
+            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
+            () = lease.lost() => Err((RunStatus::Failed, "the run lock was lost to another run; stopped".to_owned())),
+        };
+        let mut record = record.into_inner();
+        self.finish(&mut record, result, &gates, started, lease).await
+    }
+
+    async fn recheck(&self, gates: &mut Gates) -> Result<Option<Outcome>, StoreError> {
+        let now = record::latest(&*self.store, self.meta_folder(), self.baseline_statuses()).await?;
+        if now.as_ref().map(|s| &s.key) == gates.baseline.as_ref().map(|s| &s.key) {
+            return Ok(None);
+        }
+        gates.baseline = now;
+        gates.delta = self.delta_against(&gates.inventory, gates.baseline.as_ref()).await?;
+        if gates.delta < self.settings.min_samples {
+            let reason = format!(
+                "gate 3: another run finished meanwhile; {} new or changed samples remain, fewer than MIN_SAMPLES ({})",
+                gates.delta, self.settings.min_samples
+            );
+            return Ok(Some(self.wait(reason, gates)));
+        }
+        Ok(None)
+    }
+
+    async fn initial_record(&self, run_id: &str, gates: &Gates, started: DateTime<Utc>, lease: &Lease) -> RunRecord {
+        let s = &self.settings;
+        RunRecord {
+            status: RunStatus::Failed,
+            sample_size: gates.inventory.samples.len() as u64,
+            previous_sample_size: gates.baseline.as_ref().map_or(0, |b| b.record.sample_size),
+            sample_delta: gates.delta,
+            training_start_time: started,
+            training_end_time: None,
+            training_duration_seconds: None,
+            model_details: serde_json::Value::Null,
+            trigger_bucket: s.trigger.trigger_bucket.clone(),
+            trigger_object: s.trigger.trigger_object.clone(),
+            trigger_generation: s.trigger.trigger_generation.clone(),
+            trigger_event_id: s.trigger.trigger_event_id.clone(),
+            run_id: run_id.to_owned(),
+            tuner: self.tuner.name().to_owned(),
+            source_model: s.source_model.clone(),
+            train_dataset_uri: None,
+            validation_dataset_uri: None,
+            rejected_uri: None,
+            counts: counts_of(&gates.inventory),
+            split_seed: None,
+            split_ratio: Some(s.split_ratio),
+            manifest_uri: None,
+            lock_generation: Some(lease.generation().await),
+            baseline_run_id: gates.baseline.as_ref().map(|b| b.record.run_id.clone()),
+            error: None,
+        }
+    }
+
+    /// Build, check, tune. Updates `record` as it goes, so an interruption still records what
+    /// was done.
+    async fn train(&self, run_id: &str, gates: &Gates, record: &Mutex<RunRecord>) -> Result<(), RunError> {
+        let s = &self.settings;
+        let seed = self.split_seed(gates.baseline.as_ref());
+        record.lock().await.split_seed = Some(seed.clone());
+        let samples = Arc::new(gates.inventory.samples.clone());
+        let split = Arc::new(Split::plan(&seed, s.split_ratio, samples.iter().map(|x| x.key.as_str())));
+        let folder = storage::join(&s.jsonl_folder, run_id);
+        let paths = Paths {
+            train: storage::join(&folder, &s.train_file),
+            validation: storage::join(&folder, &s.val_file),
+            rejected: storage::join(&folder, "rejected.jsonl"),
+        };
+        let converter = Arc::new(Converter {
+            prompt: s.prompt.clone(),
+            system_instruction: s.system_instruction.clone(),
+            label_field: s.label_field.clone(),
+        });
+        let progress = crate::logging::progress_bar(samples.len() as u64, self.progress);
+        let built = dataset::build(
+            self.store.clone(),
+            samples,
+            &gates.inventory.ambiguous,
+            split,
+            converter,
+            &paths,
+            &dataset::Options {
+                read_concurrency: usize::from(s.read_concurrency),
+                max_text_bytes: s.max_text_bytes,
+            },
+            &progress,
+        )
+        .await?;
+        progress.finish_and_clear();
+        {
+            let mut r = record.lock().await;
+            r.counts.train = built.train_examples;
+            r.counts.validation = built.validation_examples;
+            r.counts.held_out = built.held_out;
+            r.counts.rejected = built.rejected;
+            r.counts.rejected_by_category.clone_from(&built.rejected_by_category);
+            r.train_dataset_uri.clone_from(&built.train_uri);
+            r.validation_dataset_uri.clone_from(&built.validation_uri);
+            r.rejected_uri.clone_from(&built.rejected_uri);
+        }
+        tracing::info!(
+            train = built.train_examples,
+            validation = built.validation_examples,
+            rejected = built.rejected,
+            held_out = built.held_out,
+            "datasets written"
+        );
+        let considered = gates.inventory.samples.len() as u64 + gates.inventory.ambiguous.len() as u64;
+        let ratio = built.rejected as f64 / considered.max(1) as f64;
+        if ratio > s.max_rejected_ratio {
+            return Err(RunError::Data(format!(
+                "{} of {considered} samples rejected ({:.1}%), more than MAX_REJECTED_RATIO ({}); reasons in {}",
+                built.rejected,
+                ratio * 100.0,
+                s.max_rejected_ratio,
+                built.rejected_uri.as_deref().unwrap_or("rejected.jsonl")
+            )));
+        }
+        let Some(train_uri) = built.train_uri.as_deref() else {
+            return Err(RunError::Data("no training example could be made".to_owned()));
+        };
+        let request = job::Request::build(s, run_id, train_uri, built.validation_uri.as_deref());
+        let tuned = match self.tuner.tune(&request).await {
+            Ok(t) => t,
+            Err(e) => {
+                if let TunerError::Failed { model_details, .. } = &e {
+                    record.lock().await.model_details = model_details.clone();
+                }
+                return Err(e.into());
+            }
+        };
+        let mut r = record.lock().await;
+        r.model_details = tuned.model_details;
+        r.status = tuned.status;
+        Ok(())
+    }
+
+    /// Writes the manifest (for successful runs) and the record, and frees the lock.
+    async fn finish(
+        &self,
+        record: &mut RunRecord,
+        result: Result<(), (RunStatus, String)>,
+        gates: &Gates,
+        started: DateTime<Utc>,
+        lease: Lease,
+    ) -> Outcome {
+        let end = Utc::now();
+        record.training_end_time = Some(end);
+        record.training_duration_seconds = Some((end - started).num_seconds());
+        if let Err((status, error)) = result {
+            tracing::error!(run_id = %record.run_id, "run {status:?}: {error}");
+            record.status = status;
+            record.error = Some(error);
+        }
+        let succeeded = matches!(record.status, RunStatus::Success | RunStatus::DryRun);
+        let manifest = if succeeded {
+            Some(crate::delta::encode(&gates.inventory.samples).await)
+        } else {
+            None
+        };
+        let mut metadata_uri = None;
+        match record::claim_names(&*self.store, self.meta_folder(), started, manifest).await {
+            Ok((meta_key, manifest_key)) => {
+                record.manifest_uri = manifest_key.map(|k| self.store.uri(&k));
+                match record::write(&*self.store, &meta_key, record).await {
+                    Ok(uri) => metadata_uri = Some(uri),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not write the run record");
+                        record.status = RunStatus::Failed;
+                        record.error.get_or_insert_with(|| format!("run record not written: {e}"));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not write the run manifest");
+                record.status = RunStatus::Failed;
+                record.error.get_or_insert_with(|| format!("manifest not written: {e}"));
+            }
+        }
+        match lease.release().await {
+            Ok(()) => tracing::info!("run lock released"),
+            Err(e) => tracing::warn!(error = %e, "could not release the run lock; it expires on its own"),
+        }
+        let reason = match (&record.error, record.status) {
+            (Some(e), _) => e.clone(),
+            (None, RunStatus::DryRun) => "dry run: datasets written, Vertex AI request recorded".to_owned(),
+            (None, _) => "tuning succeeded".to_owned(),
+        };
+        tracing::info!(run_id = %record.run_id, status = ?record.status, metadata = ?metadata_uri, "run finished");
+        Outcome {
+            status: record.status,
+            reason,
+            run_id: Some(record.run_id.clone()),
+            counts: record.counts.clone(),
+            sample_delta: record.sample_delta,
+            min_samples: self.settings.min_samples,
+            unpaired_examples: gates.inventory.unpaired_examples.clone(),
+            metadata_uri,
+            train_dataset_uri: record.train_dataset_uri.clone(),
+            validation_dataset_uri: record.validation_dataset_uri.clone(),
+            rejected_uri: record.rejected_uri.clone(),
+            manifest_uri: record.manifest_uri.clone(),
+            baseline_run_id: record.baseline_run_id.clone(),
+            plan: None,
+            model_details: record.model_details.clone(),
+        }
+    }
+}
+
+/// Picks the tuner the settings ask for.
+pub fn tuner_for(s: &Settings) -> Result<Arc<dyn Tuner>, TunerError> {
+    match s.tuner_kind() {
+        TunerKind::DryRun => Ok(Arc::new(crate::tuner::dry_run::DryRun {
+            duration: s.dry_run_duration,
+        })),
+        TunerKind::Vertex => Err(TunerError::Unavailable(
+            "TUNER=vertex is not built into this version yet; use TUNER=dry-run".to_owned(),
+        )),
+    }
+}

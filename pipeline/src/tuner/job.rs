@@ -1,0 +1,111 @@
+//! The Vertex AI `tuningJobs.create` request body (`GoogleCloudAiplatformV1TuningJob` in
+//! `shared/contracts/aiplatform.v1.json`), field for field. Int64 fields are JSON strings, as
+//! proto3 JSON wants them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TuningJob {
+    pub base_model: String,
+    pub supervised_tuning_spec: SupervisedTuningSpec,
+    pub tuned_model_display_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupervisedTuningSpec {
+    pub training_dataset_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_dataset_uri: Option<String>,
+    #[serde(skip_serializing_if = "HyperParameters::is_empty")]
+    pub hyper_parameters: HyperParameters,
+    pub export_last_checkpoint_only: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HyperParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_count: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter_size: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning_rate_multiplier: Option<f64>,
+}
+
+impl HyperParameters {
+    fn is_empty(&self) -> bool {
+        self.epoch_count.is_none() && self.adapter_size.is_none() && self.learning_rate_multiplier.is_none()
+    }
+}
+
+/// The AdapterSize enum value for a size in settings.
+pub fn adapter_size_enum(size: u8) -> Option<&'static str> {
+    Some(match size {
+        1 => "ADAPTER_SIZE_ONE",
+        2 => "ADAPTER_SIZE_TWO",
+        4 => "ADAPTER_SIZE_FOUR",
+        8 => "ADAPTER_SIZE_EIGHT",
+        16 => "ADAPTER_SIZE_SIXTEEN",
+        32 => "ADAPTER_SIZE_THIRTY_TWO",
+        _ => return None,
+    })
+}
+
+/// Makes a label value acceptable to Vertex: lowercase letters, digits, `_` and `-`, at most
+/// 63 characters.
+pub fn label_value(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '-' }
+        })
+        .take(63)
+        .collect()
+}
+
+/// A create request: where it goes and what it says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Request {
+    pub url: String,
+    pub body: TuningJob,
+}
+
+impl Request {
+    pub fn build(s: &Settings, run_id: &str, train_uri: &str, validation_uri: Option<&str>) -> Self {
+        let project = s.project_id.as_deref().unwrap_or("PROJECT_ID");
+        let url = format!(
+            "https://{loc}-aiplatform.googleapis.com/v1/projects/{project}/locations/{loc}/tuningJobs",
+            loc = s.location
+        );
+        let mut labels = BTreeMap::new();
+        labels.insert("pipeline".to_owned(), "autotune".to_owned());
+        labels.insert("autotune_run_id".to_owned(), label_value(run_id));
+        let display: String = s.tuned_model_display_name.replace("{run_id}", run_id).chars().take(128).collect();
+        let body = TuningJob {
+            base_model: s.source_model.clone(),
+            supervised_tuning_spec: SupervisedTuningSpec {
+                training_dataset_uri: train_uri.to_owned(),
+                validation_dataset_uri: validation_uri.map(str::to_owned),
+                hyper_parameters: HyperParameters {
+                    epoch_count: s.epochs.map(|e| e.to_string()),
+                    adapter_size: s.adapter_size.and_then(adapter_size_enum),
+                    learning_rate_multiplier: s.learning_rate_multiplier,
+                },
+                export_last_checkpoint_only: true,
+            },
+            tuned_model_display_name: display,
+            description: Some(format!("autotune run {run_id}")),
+            labels,
+        };
+        Self { url, body }
+    }
+}
