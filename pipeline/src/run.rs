@@ -471,20 +471,43 @@ impl Job {
         let Some(train_uri) = built.train_uri.as_deref() else {
             return Err(RunError::Data("no training example could be made".to_owned()));
         };
-        let request = job::Request::build(s, run_id, train_uri, built.validation_uri.as_deref());
-        let tuned = match self.tuner.tune(&request).await {
+        let run_key = job::run_key(s, &gates.inventory.samples, &seed);
+        let request = job::Request::build(s, run_id, &run_key, train_uri, built.validation_uri.as_deref());
+        record.lock().await.model_details = serde_json::json!({ "request": request });
+        let tuned = match self.tune(&request).await {
             Ok(t) => t,
             Err(e) => {
                 if let TunerError::Failed { model_details, .. } = &e {
-                    record.lock().await.model_details = model_details.clone();
+                    merge(&mut record.lock().await.model_details, model_details);
                 }
                 return Err(e.into());
             }
         };
         let mut r = record.lock().await;
-        r.model_details = tuned.model_details;
+        merge(&mut r.model_details, &tuned.model_details);
         r.status = tuned.status;
+        if tuned.status == RunStatus::Failed {
+            let why = tuned.model_details["error"]["message"].as_str().unwrap_or("the tuning job failed");
+            return Err(RunError::Data(why.to_owned()));
+        }
         Ok(())
+    }
+
+    /// Re-attaches to a job already created for this data, or creates one; then follows it.
+    async fn tune(&self, request: &job::Request) -> Result<crate::tuner::Tuned, TunerError> {
+        let name = match self.tuner.find(&request.run_key).await? {
+            Some(existing) => {
+                tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
+                existing
+            }
+            None => self.tuner.submit(request).await?,
+        };
+        tracing::info!(job = %name, "following the tuning job");
+        let mut tuned = self.tuner.follow(&name).await?;
+        if let Some(details) = tuned.model_details.as_object_mut() {
+            details.entry("tuning_job").or_insert_with(|| name.clone().into());
+        }
+        Ok(tuned)
     }
 
     /// Writes the manifest (for successful runs) and the record, and frees the lock.
@@ -559,14 +582,24 @@ impl Job {
     }
 }
 
+/// Adds the fields of `extra` (an object) to `into`.
+fn merge(into: &mut serde_json::Value, extra: &serde_json::Value) {
+    if !into.is_object() {
+        *into = serde_json::json!({});
+    }
+    if let (Some(into), Some(extra)) = (into.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            into.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 /// Picks the tuner the settings ask for.
 pub fn tuner_for(s: &Settings) -> Result<Arc<dyn Tuner>, TunerError> {
     match s.tuner_kind() {
         TunerKind::DryRun => Ok(Arc::new(crate::tuner::dry_run::DryRun {
             duration: s.dry_run_duration,
         })),
-        TunerKind::Vertex => Err(TunerError::Unavailable(
-            "TUNER=vertex is not built into this version yet; use TUNER=dry-run".to_owned(),
-        )),
+        TunerKind::Vertex => Ok(Arc::new(crate::tuner::vertex::Vertex::from_settings(s)?)),
     }
 }

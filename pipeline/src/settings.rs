@@ -144,6 +144,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub trigger: Trigger,
+
+    #[command(flatten)]
+    pub vertex: crate::tuner::vertex::VertexSettings,
 }
 
 /// The upload event that started this execution, passed by the trigger as container overrides.

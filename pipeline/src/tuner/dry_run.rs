@@ -1,5 +1,6 @@
-//! The dry-run tuner: records the request the Vertex tuner would send, and stops. It is the
-//! default without PROJECT_ID, so a new user sees the whole pipeline with no cloud account.
+//! The dry-run tuner: the request the Vertex tuner would send is recorded by the run, and
+//! nothing is sent. It is the default without PROJECT_ID, so a new user sees the whole
+//! pipeline with no cloud account.
 
 use std::time::Duration;
 
@@ -20,17 +21,22 @@ impl Tuner for DryRun {
         "dry-run"
     }
 
-    async fn tune(&self, request: &job::Request) -> Result<Tuned, TunerError> {
+    async fn find(&self, _run_key: &str) -> Result<Option<String>, TunerError> {
+        Ok(None)
+    }
+
+    async fn submit(&self, request: &job::Request) -> Result<String, TunerError> {
         tracing::info!(url = %request.url, "dry run: the Vertex AI request is recorded, not sent");
+        Ok(format!("dry-run/{}", request.body.tuned_model_display_name))
+    }
+
+    async fn follow(&self, _name: &str) -> Result<Tuned, TunerError> {
         if !self.duration.is_zero() {
             tokio::time::sleep(self.duration).await;
         }
         Ok(Tuned {
             status: RunStatus::DryRun,
-            model_details: serde_json::json!({
-                "tuner": "dry-run",
-                "request": { "method": "POST", "url": request.url, "body": request.body },
-            }),
+            model_details: serde_json::json!({ "tuner": "dry-run" }),
         })
     }
 }

@@ -72,15 +72,44 @@ pub fn label_value(s: &str) -> String {
         .collect()
 }
 
+/// The run key: a digest of the samples (keys and versions), the split, the settings that shape
+/// the dataset, and the base model. The same data tuned the same way has the same key.
+pub fn run_key(s: &Settings, samples: &[crate::inventory::Sample], split_seed: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for x in samples {
+        for part in [&x.key, &x.raw.meta.generation, &x.label.meta.generation] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+    }
+    let shape = serde_json::json!([
+        split_seed, s.split_ratio, s.prompt, s.system_instruction, s.label_field, s.source_model,
+        s.epochs, s.adapter_size, s.learning_rate_multiplier, s.train_file, s.val_file,
+    ]);
+    h.update(shape.to_string().as_bytes());
+    let digest = h.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A create request: where it goes and what it says.
 #[derive(Debug, Clone, Serialize)]
 pub struct Request {
     pub url: String,
     pub body: TuningJob,
+    /// Identifies the data and settings of this tuning: the same run key means the same job,
+    /// so a retried or restarted run re-attaches instead of tuning twice.
+    pub run_key: String,
 }
 
 impl Request {
-    pub fn build(s: &Settings, run_id: &str, train_uri: &str, validation_uri: Option<&str>) -> Self {
+    pub fn build(
+        s: &Settings,
+        run_id: &str,
+        run_key: &str,
+        train_uri: &str,
+        validation_uri: Option<&str>,
+    ) -> Self {
         let project = s.project_id.as_deref().unwrap_or("PROJECT_ID");
         let url = format!(
             "https://{loc}-aiplatform.googleapis.com/v1/projects/{project}/locations/{loc}/tuningJobs",
@@ -89,6 +118,7 @@ impl Request {
         let mut labels = BTreeMap::new();
         labels.insert("pipeline".to_owned(), "autotune".to_owned());
         labels.insert("autotune_run_id".to_owned(), label_value(run_id));
+        labels.insert("autotune_run_key".to_owned(), label_value(run_key));
         let display: String = s.tuned_model_display_name.replace("{run_id}", run_id).chars().take(128).collect();
         let body = TuningJob {
             base_model: s.source_model.clone(),
@@ -106,6 +136,10 @@ impl Request {
             description: Some(format!("autotune run {run_id}")),
             labels,
         };
-        Self { url, body }
+        Self {
+            url,
+            body,
+            run_key: run_key.to_owned(),
+        }
     }
 }

@@ -1,9 +1,15 @@
 //! The tuning seam: a [`Tuner`] receives the exact Vertex AI `tuningJobs.create` body built by
-//! [`job::TuningJob`] and carries it out. `dry-run` stops there and records the body; the
-//! Vertex tuner sends it.
+//! [`job::Request`] and carries it out. `dry-run` stops there and records the body; the Vertex
+//! tuner sends it and follows the job.
+//!
+//! The trait is split in three so the run can make tuning crash-safe: it first asks whether a
+//! job for the same run key already exists ([`Tuner::find`], to re-attach after a crash or a
+//! Cloud Run retry), else creates one ([`Tuner::submit`]) and writes its name into the lease
+//! before following it ([`Tuner::follow`]).
 
 pub mod dry_run;
 pub mod job;
+pub mod vertex;
 
 use async_trait::async_trait;
 
@@ -12,13 +18,15 @@ use crate::record::RunStatus;
 /// What a tuner reports back for the run record.
 #[derive(Debug, Clone)]
 pub struct Tuned {
+    /// `Success`, `DryRun`, or `Failed` for a job that ended badly (FAILED, CANCELLED, …).
     pub status: RunStatus,
-    /// Goes into the record's `model_details`.
+    /// Goes into the record's `model_details` (tuned model, endpoint, job name, stats, error).
     pub model_details: serde_json::Value,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunerError {
+    /// The API refused or failed; `model_details` keeps Google's error word for word.
     #[error("{message}")]
     Failed {
         message: String,
@@ -31,6 +39,10 @@ pub enum TunerError {
 #[async_trait]
 pub trait Tuner: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Runs the tuning job described by `request` to its end.
-    async fn tune(&self, request: &job::Request) -> Result<Tuned, TunerError>;
+    /// A job already created for this run key that is running or succeeded, by resource name.
+    async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError>;
+    /// Creates the job and returns its resource name.
+    async fn submit(&self, request: &job::Request) -> Result<String, TunerError>;
+    /// Follows a job to its end.
+    async fn follow(&self, name: &str) -> Result<Tuned, TunerError>;
 }
