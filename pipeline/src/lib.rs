@@ -13,6 +13,7 @@
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
+//! * [`validate`]: `autotune validate`, Vertex's dataset rules checked locally.
 //! * [`run`]: the job itself, tying the gates and stages together; [`logging`]: logs and bars.
 //!
 //! Library code returns its own error types; `anyhow` lives only in `main.rs`.
@@ -30,3 +31,4 @@ pub mod settings;
 pub mod split;
 pub mod storage;
 pub mod tuner;
+pub mod validate;

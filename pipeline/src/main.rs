@@ -34,6 +34,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         output: Output,
     },
+    /// Check a Vertex AI tuning JSONL file against Vertex's rules.
+    Validate(autotune::validate::ValidateArgs),
     /// Free the run lock (refuses a live lease without --force).
     Unlock {
         /// Bucket, as for `run`.
@@ -89,6 +91,10 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
                 Output::Text => println!("{:?}: {}", outcome.status, outcome.reason),
             }
             Ok(ExitCode::from(outcome.status.exit_code() as u8))
+        }
+        Command::Validate(args) => {
+            let code = autotune::validate::command(&args).await?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Unlock { bucket_name, model_meta_folder, force } => {
             let store = storage::open(&bucket_name).context("BUCKET_NAME")?;
