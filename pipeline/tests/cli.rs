@@ -1,0 +1,485 @@
+//! End-to-end tests of the `autotune` binary: settings, gates, bad input, concurrency, signals,
+//! the delta gate and the stable split, on a local folder and on fake-gcs-server.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{FakeGcs, autotune, discovery::Discovery};
+
+fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// `n` text samples `s{i}` (from `start`), raw and label in the default folder.
+fn text_samples(root: &Path, start: usize, n: usize) {
+    for i in start..start + n {
+        write(root, &format!("raw_training_data/s{i:04}.txt"), format!("question number {i}"));
+        write(root, &format!("raw_training_data/s{i:04}.json"), format!("{{\"answer\":\"a{i}\"}}"));
+    }
+}
+
+fn run_in(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Value, Output) {
+    let out = autotune()
+        .args(args)
+        .arg("--bucket-name")
+        .arg(root)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON object ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    (v, out)
+}
+
+fn files_under(root: &Path) -> BTreeSet<String> {
+    walk(root, root)
+}
+
+fn walk(root: &Path, dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(root, &p));
+        } else {
+            out.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn uri_path(uri: &Value) -> std::path::PathBuf {
+    uri.as_str().unwrap().strip_prefix("file://").unwrap().into()
+}
+
+#[test]
+fn help_names_every_setting_and_its_variable() {
+    let out = autotune().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "PROJECT_ID", "BUCKET_NAME", "RAW_DATA_FOLDER", "LABEL_FOLDER", "JSONL_FOLDER",
+        "MODEL_META_FOLDER", "MIN_SAMPLES", "SPLIT_RATIO", "SOURCE_MODEL", "TRAIN_FILE",
+        "VAL_FILE", "LOCATION", "TUNER", "PROMPT", "SYSTEM_INSTRUCTION", "LABEL_FIELD",
+        "MAX_REJECTED_RATIO", "SPLIT_SEED", "LEASE_DURATION", "LOG_FORMAT",
+    ] {
+        let flag = format!("--{}", var.to_lowercase().replace('_', "-"));
+        assert!(help.contains(&flag), "--help lacks {flag}");
+        assert!(help.contains(&format!("[env: {var}")), "--help lacks [env: {var}]");
+    }
+    for (var, default) in [
+        ("RAW_DATA_FOLDER", "raw_training_data"), ("LABEL_FOLDER", "raw_training_data"),
+        ("JSONL_FOLDER", "training_datasets"), ("MODEL_META_FOLDER", "trained_model"),
+        ("MIN_SAMPLES", "10"), ("SPLIT_RATIO", "0.9"), ("TRAIN_FILE", "sft_train.jsonl"),
+        ("VAL_FILE", "sft_val.jsonl"), ("LOCATION", "us-central1"),
+    ] {
+        let at = help.find(&format!("[env: {var}=")).unwrap();
+        let rest = &help[at..];
+        let end = rest.find("\n  -").unwrap_or(rest.len());
+        assert!(rest[..end].contains(&format!("[default: {default}]")), "{var} keeps the seed's default {default}: {}", &rest[..end]);
+    }
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().to_str().unwrap();
+    for (var, value) in [
+        ("MIN_SAMPLES", "abc"),
+        ("SPLIT_RATIO", "1.5"),
+        ("MAX_REJECTED_RATIO", "2"),
+        ("ADAPTER_SIZE", "3"),
+        ("LABEL_FIELD", "answer"),
+        ("LEASE_DURATION", "soon"),
+        ("PROMPT", "@/nonexistent/prompt.txt"),
+        ("BUCKET_NAME", "s3://bucket"),
+        ("BUCKET_NAME", "/nonexistent/folder/x"),
+    ] {
+        let mut cmd = autotune();
+        cmd.arg("run");
+        if var != "BUCKET_NAME" {
+            cmd.env("BUCKET_NAME", bucket);
+        }
+        let out = cmd.env(var, value).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{var}={value}: the error names the setting: {stderr}");
+    }
+    let out = autotune().arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BUCKET_NAME"));
+}
+
+#[test]
+fn example_run_then_waiting_then_plan_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 5);
+    let (v, out) = run_in(root, &["run"], &[]);
+    assert_eq!(v["status"], "waiting", "gate 2 with 5 < 10 pairs: {v}");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(v["reason"].as_str().unwrap().contains("gate 2"));
+    assert_eq!(files_under(root).len(), 10, "a waiting run writes nothing");
+
+    text_samples(root, 5, 20);
+    let before = files_under(root);
+    let (plan, _) = run_in(root, &["plan"], &[]);
+    assert_eq!(plan["status"], "success", "{plan}");
+    assert_eq!(plan["plan"]["would_train"].as_u64().unwrap() + plan["plan"]["would_validate"].as_u64().unwrap(), 25);
+    assert_eq!(files_under(root), before, "plan writes nothing");
+
+    let (v, out) = run_in(root, &["run"], &[("PROMPT", "Answer:"), ("LABEL_FIELD", "/answer")]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(v["counts"]["pairs"], 25);
+    let train = read_jsonl(&uri_path(&v["train_dataset_uri"]));
+    let val = read_jsonl(&uri_path(&v["validation_dataset_uri"]));
+    assert_eq!(train.len() + val.len(), 25);
+    let record: Value = serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    for field in [
+        "status", "sample_size", "previous_sample_size", "sample_delta", "training_start_time",
+        "training_end_time", "training_duration_seconds", "model_details", "run_id", "split_seed",
+        "manifest_uri", "lock_generation", "train_dataset_uri", "counts",
+    ] {
+        assert!(!record[field].is_null(), "record has {field}: {record}");
+    }
+    assert_eq!(record["status"], "dry_run");
+    assert_eq!(record["sample_size"], 25);
+    // The request the Vertex tuner would send matches the discovery document.
+    let aiplatform = Discovery::load("aiplatform.v1.json");
+    let body = &record["model_details"]["request"]["body"];
+    let errors = aiplatform.check("GoogleCloudAiplatformV1TuningJob", body);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(body["supervisedTuningSpec"]["trainingDatasetUri"], v["train_dataset_uri"]);
+    // Every line is a valid Content pair, text after the prompt.
+    for line in train.iter().chain(&val) {
+        for c in line["contents"].as_array().unwrap() {
+            let errors = aiplatform.check("GoogleCloudAiplatformV1Content", c);
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        assert_eq!(line["contents"][0]["parts"][0]["text"], "Answer:");
+        assert!(line["contents"][0]["parts"][1]["text"].as_str().unwrap().starts_with("question number"));
+        assert!(line["contents"][1]["parts"][0]["text"].as_str().unwrap().starts_with('a'));
+    }
+
+    let (v, _) = run_in(root, &["run"], &[]);
+    assert_eq!(v["status"], "waiting", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("gate 3"), "{v}");
+}
+
+#[test]
+fn bad_samples_are_rejected_and_the_rest_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 40);
+    let r = "raw_training_data";
+    write(root, &format!("{r}/bad_json.txt"), "fine");
+    write(root, &format!("{r}/bad_json.json"), "{\"answer\": ");
+    write(root, &format!("{r}/latin1.txt"), b"caf\xe9");
+    write(root, &format!("{r}/latin1.json"), "{\"answer\":\"x\"}");
+    write(root, &format!("{r}/empty.txt"), "text");
+    write(root, &format!("{r}/empty.json"), "{\"answer\":\"\"}");
+    write(root, &format!("{r}/anim.gif"), "GIF89a");
+    write(root, &format!("{r}/anim.json"), "{\"answer\":\"x\"}");
+    write(root, &format!("{r}/huge.png"), "");
+    std::fs::File::options().write(true).open(root.join(format!("{r}/huge.png"))).unwrap().set_len(21_000_000).unwrap();
+    write(root, &format!("{r}/huge.json"), "{\"answer\":\"x\"}");
+    write(root, &format!("{r}/dup.txt"), "one");
+    write(root, &format!("{r}/dup.md"), "two");
+    write(root, &format!("{r}/dup.json"), "{\"answer\":\"x\"}");
+    // Compressed text and labels are read through gzip.
+    let gz = |s: &str| {
+        use std::io::Write;
+        let mut e = GzEncoder::new();
+        e.write_all(s.as_bytes()).unwrap();
+        e.finish()
+    };
+    write(root, &format!("{r}/zipped.txt.gz"), gz("compressed question"));
+    write(root, &format!("{r}/zipped.json.gz"), gz("{\"answer\":\"compressed answer\"}"));
+    write(root, &format!("{r}/image.png"), b"\x89PNG fake");
+    write(root, &format!("{r}/image.json"), "{\"answer\":\"an image\"}");
+
+    let (v, out) = run_in(
+        root,
+        &["run"],
+        &[("LABEL_FIELD", "/answer"), ("IMAGE_EXTENSIONS", "png,gif"), ("SPLIT_RATIO", "1"), ("MAX_REJECTED_RATIO", "0.2")],
+    );
+    assert_eq!(v["status"], "dry_run", "{v}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(v["counts"]["train"], 42, "40 text + zipped + image: {v}");
+    assert_eq!(v["counts"]["rejected"], 6, "{v}");
+    let rejects = read_jsonl(&uri_path(&v["rejected_uri"]));
+    let by_key: BTreeMap<String, &Value> = rejects.iter().map(|r| (r["key"].as_str().unwrap().to_owned(), r)).collect();
+    for (key, category, object) in [
+        ("bad_json", "malformed_label", "bad_json.json"),
+        ("latin1", "not_utf8", "latin1.txt"),
+        ("empty", "empty_label", "empty.json"),
+        ("anim", "unsupported_type", "anim.gif"),
+        ("huge", "too_large", "huge.png"),
+        ("dup", "ambiguous", "dup.md"),
+    ] {
+        let r = by_key.get(key).unwrap_or_else(|| panic!("{key} rejected: {rejects:?}"));
+        assert_eq!(r["category"], category, "{r}");
+        assert!(r["objects"].to_string().contains(object), "names the object: {r}");
+        assert!(!r["reason"].as_str().unwrap().is_empty());
+    }
+    let train = read_jsonl(&uri_path(&v["train_dataset_uri"]));
+    let text = serde_json::to_string(&train).unwrap();
+    assert!(text.contains("compressed question") && text.contains("compressed answer"));
+    let image = train.iter().find(|l| !l["contents"][0]["parts"][0]["fileData"].is_null()).expect("the image sample");
+    let file_data = &image["contents"][0]["parts"][0]["fileData"];
+    assert_eq!(file_data["mimeType"], "image/png");
+    assert!(file_data["fileUri"].as_str().unwrap().ends_with("raw_training_data/image.png"), "{file_data}");
+
+    // Over MAX_REJECTED_RATIO the run fails before tuning, records why, frees the lock.
+    text_samples(root, 100, 20);
+    let (v, out) = run_in(root, &["run"], &[("LABEL_FIELD", "/answer"), ("MAX_REJECTED_RATIO", "0.05"), ("IMAGE_EXTENSIONS", "png,gif")]);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(v["reason"].as_str().unwrap().contains("MAX_REJECTED_RATIO"), "{v}");
+    let record: Value = serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    assert_eq!(record["status"], "failed");
+    assert!(record["error"].as_str().unwrap().contains("rejected"));
+    assert!(record["model_details"]["request"].is_null() || record["model_details"].is_null(), "no tuning was started");
+    let lock: Value = serde_json::from_slice(&std::fs::read(root.join("trained_model/training.lock.json")).unwrap()).unwrap();
+    assert_eq!(lock["state"], "released");
+}
+
+/// A tiny gzip encoder on top of the async-compression crate's sync cousin is not available
+/// here, so tests shell out to `gzip`.
+struct GzEncoder(Vec<u8>);
+impl GzEncoder {
+    fn new() -> Self {
+        Self(Vec::new())
+    }
+    fn finish(self) -> Vec<u8> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("gzip")
+            .arg("-c")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&self.0).unwrap();
+        child.wait_with_output().unwrap().stdout
+    }
+}
+impl std::io::Write for GzEncoder {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn adding_samples_never_moves_one_between_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 60);
+    let env = [("SPLIT_RATIO", "0.7"), ("MIN_SAMPLES", "10")];
+    let (first, _) = run_in(root, &["run"], &env);
+    assert_eq!(first["status"], "dry_run", "{first}");
+    let keys = |uri: &Value| -> BTreeSet<String> {
+        read_jsonl(&uri_path(uri))
+            .iter()
+            .map(|l| l["contents"][0]["parts"][0]["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (train1, val1) = (keys(&first["train_dataset_uri"]), keys(&first["validation_dataset_uri"]));
+    assert!(!val1.is_empty());
+    // Delete 5 and add 12: the seed's count difference (+7) would wait; 12 new samples pass.
+    for i in 0..5 {
+        std::fs::remove_file(root.join(format!("raw_training_data/s{i:04}.txt"))).unwrap();
+    }
+    text_samples(root, 1000, 12);
+    let (second, _) = run_in(root, &["run"], &env);
+    assert_eq!(second["status"], "dry_run", "delete 5 + add 12 passes MIN_SAMPLES=10: {second}");
+    assert_eq!(second["sample_delta"], 12);
+    let (train2, val2) = (keys(&second["train_dataset_uri"]), keys(&second["validation_dataset_uri"]));
+    assert!(train2.is_disjoint(&val2), "no sample in both files");
+    assert!(val1.is_disjoint(&train2), "no validation sample moved into training");
+    assert!(train1.is_disjoint(&val2), "no training sample moved into validation");
+    let rec1: Value = serde_json::from_slice(&std::fs::read(uri_path(&first["metadata_uri"])).unwrap()).unwrap();
+    let rec2: Value = serde_json::from_slice(&std::fs::read(uri_path(&second["metadata_uri"])).unwrap()).unwrap();
+    assert_eq!(rec1["split_seed"], rec2["split_seed"], "the recorded seed is reused");
+    assert_eq!(rec2["previous_sample_size"], 60);
+    assert_eq!(rec2["sample_size"], 67);
+}
+
+fn concurrent_runs(bucket: &str, envs: &[(&str, &str)]) -> Vec<Value> {
+    let children: Vec<Child> = (0..16)
+        .map(|_| {
+            autotune()
+                .arg("run")
+                .env("BUCKET_NAME", bucket)
+                .envs(envs.iter().copied())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| serde_json::from_slice(&c.wait_with_output().unwrap().stdout).unwrap())
+        .collect()
+}
+
+#[test]
+fn sixteen_concurrent_runs_one_converts_local() {
+    let dir = tempfile::tempdir().unwrap();
+    text_samples(dir.path(), 0, 200);
+    let results = concurrent_runs(dir.path().to_str().unwrap(), &[("DRY_RUN_DURATION", "2s")]);
+    let statuses: Vec<&str> = results.iter().map(|v| v["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "dry_run").count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| ["dry_run", "skipped", "waiting"].contains(s)), "{statuses:?}");
+    let files = files_under(dir.path());
+    assert_eq!(files.iter().filter(|f| f.contains("model_metadata_")).count(), 1, "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.ends_with("sft_train.jsonl")).count(), 1);
+}
+
+#[test]
+fn sixteen_concurrent_runs_one_converts_on_the_emulator() {
+    let gcs = FakeGcs::start();
+    let bucket = gcs.bucket();
+    let store = autotune::storage::gcs::GcsStore::with_emulator(&bucket, Some(&gcs.host)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use autotune::storage::{PutMode, Store};
+        for i in 0..100 {
+            store.put(&format!("raw_training_data/s{i}.txt"), format!("q{i}").into(), PutMode::Overwrite).await.unwrap();
+            store.put(&format!("raw_training_data/s{i}.json"), format!("{{\"a\":{i}}}").into(), PutMode::Overwrite).await.unwrap();
+        }
+    });
+    let results = concurrent_runs(&format!("gs://{bucket}"), &[("STORAGE_EMULATOR_HOST", &gcs.host), ("DRY_RUN_DURATION", "1s")]);
+    let statuses: Vec<&str> = results.iter().map(|v| v["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "dry_run").count(), 1, "{statuses:?}");
+    let winner = results.iter().find(|v| v["status"] == "dry_run").unwrap();
+    assert!(winner["train_dataset_uri"].as_str().unwrap().starts_with(&format!("gs://{bucket}/training_datasets/")));
+    let listed: Vec<String> = rt.block_on(async {
+        use futures::TryStreamExt;
+        use autotune::storage::Store;
+        store.list("").map_ok(|m| m.key).try_collect().await.unwrap()
+    });
+    assert_eq!(listed.iter().filter(|k| k.contains("model_metadata_")).count(), 1, "{listed:?}");
+    // The dataset is on the emulator, with gs:// URIs for Vertex.
+    let train_key = winner["train_dataset_uri"].as_str().unwrap().strip_prefix(&format!("gs://{bucket}/")).unwrap().to_owned();
+    let body = rt.block_on(autotune::storage::get_bytes(&store, &train_key, 1 << 30)).unwrap();
+    let lines = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(lines.lines().count() as u64, winner["counts"]["train"].as_u64().unwrap());
+}
+
+fn lock(root: &Path) -> Option<Value> {
+    std::fs::read(root.join("trained_model/training.lock.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn wait_for_held_lock(root: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lock(root).is_none_or(|l| l["state"] != "held") {
+        assert!(Instant::now() < deadline, "the run never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killed_runs_lease_is_taken_over_after_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let mut victim = autotune()
+        .arg("run")
+        .env("BUCKET_NAME", root)
+        .env("DRY_RUN_DURATION", "60s")
+        .env("LEASE_DURATION", "3s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_held_lock(root);
+    victim.kill().unwrap(); // SIGKILL: no chance to release
+    victim.wait().unwrap();
+    let dead = lock(root).unwrap();
+    assert_eq!(dead["state"], "held", "a killed run leaves its lease");
+    let (v, _) = run_in(root, &["run"], &[]);
+    assert_eq!(v["status"], "skipped", "a live lease is respected: {v}");
+    let expires: chrono::DateTime<chrono::Utc> = dead["expires_at"].as_str().unwrap().parse().unwrap();
+    while chrono::Utc::now() <= expires + chrono::Duration::milliseconds(100) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (v, _) = run_in(root, &["run"], &[]);
+    assert_eq!(v["status"], "dry_run", "an expired lease is taken over: {v}");
+    assert_eq!(lock(root).unwrap()["state"], "released");
+}
+
+#[test]
+fn sigterm_records_interrupted_and_frees_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let child = autotune()
+        .arg("run")
+        .env("BUCKET_NAME", root)
+        .env("DRY_RUN_DURATION", "60s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_held_lock(root);
+    let sent = Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(10), "exits well within Cloud Run's 10 s");
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("SIGTERM"));
+    assert_eq!(lock(root).unwrap()["state"], "released");
+    let record: Value = serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    assert_eq!(record["status"], "interrupted");
+    // Interrupted runs are no baseline: the next run trains on the same data.
+    let (v, _) = run_in(root, &["run"], &[]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+}
+
+#[test]
+fn unlock_refuses_a_live_lease_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let mut child = autotune()
+        .arg("run")
+        .env("BUCKET_NAME", root)
+        .env("DRY_RUN_DURATION", "60s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_held_lock(root);
+    let (v, out) = run_in(root, &["unlock"], &[]);
+    assert_eq!(v["status"], "refused", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    let (v, out) = run_in(root, &["unlock", "--force"], &[]);
+    assert_eq!(v["status"], "unlocked", "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lock(root).unwrap()["state"], "released");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
