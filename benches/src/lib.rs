@@ -1,1 +1,2 @@
-//! Benchmarks live in `benches/` (criterion) and in the shell scripts beside this crate.
+//! Benchmarks of autotune: `cargo bench -p autotune-benches` (criterion, `benches/converter.rs`)
+//! and the scripts beside this crate, which use the `gen-bucket` binary to make test buckets.
