@@ -8,6 +8,7 @@
 //! itself, and a stem with more candidates than one pair can use is rejected as ambiguous.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -60,8 +61,9 @@ pub struct Ambiguity {
 
 #[derive(Debug, Default)]
 pub struct Inventory {
-    /// Sorted by key, so every later step is deterministic.
-    pub samples: Vec<Sample>,
+    /// Sorted by key, so every later step is deterministic. Shared with the build stage
+    /// rather than copied: at 100,000 samples the keys and versions are most of the memory.
+    pub samples: Arc<Vec<Sample>>,
     pub unpaired_raw: u64,
     pub unpaired_labels: u64,
     /// The first few unpaired objects, for the report.
@@ -197,6 +199,7 @@ struct Group {
 pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut inv = Inventory::default();
+    let mut samples = Vec::new();
     for prefix in rules.list_prefixes() {
         let mut listing = store.list(prefix);
         loop {
@@ -231,9 +234,12 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
         }
     }
     for (key, group) in groups {
-        resolve(&mut inv, store, key, group);
+        if let Some(sample) = resolve(&mut inv, store, key, group) {
+            samples.push(sample);
+        }
     }
-    inv.samples.sort_by(|a, b| a.key.cmp(&b.key));
+    samples.sort_by(|a, b| a.key.cmp(&b.key));
+    inv.samples = Arc::new(samples);
     inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
     inv.unpaired_examples.sort();
     inv.unpaired_examples.truncate(NAMED_UNPAIRED);
@@ -242,7 +248,7 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
 
 /// Picks the pair of a stem: files that can only be raw, files that can only be labels, and
 /// files that can be either (the same object in both lists).
-fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) {
+fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) -> Option<Sample> {
     let in_labels = |k: &str| group.labels.iter().any(|l| l.meta.key == k);
     let in_raws = |k: &str| group.raws.iter().any(|r| r.meta.key == k);
     let raw_only: Vec<&RawFile> = group.raws.iter().filter(|r| !in_labels(&r.meta.key)).collect();
@@ -276,13 +282,13 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) {
                     objects,
                     reason,
                 });
-                return;
+                return None;
             }
             None
         }
     };
     match pair {
-        Some((raw, label)) => inv.samples.push(Sample { key, raw, label }),
+        Some((raw, label)) => Some(Sample { key, raw, label }),
         None => {
             // A lone file: a raw without label, or a label without raw.
             let lone_raw = group.raws.first().map(|r| r.meta.key.clone());
@@ -295,6 +301,7 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) {
                 }
                 inv.unpaired_examples.push(store.uri(&k));
             }
+            None
         }
     }
 }

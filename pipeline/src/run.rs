@@ -256,7 +256,7 @@ impl Job {
             would_hold_out: 0,
             split_seed: seed,
         };
-        for s in &gates.inventory.samples {
+        for s in gates.inventory.samples.iter() {
             match split.side(&s.key) {
                 Side::Train => plan.would_train += 1,
                 Side::Validation => plan.would_validate += 1,
@@ -410,7 +410,7 @@ impl Job {
         let s = &self.settings;
         let seed = self.split_seed(gates.baseline.as_ref());
         record.lock().await.split_seed = Some(seed.clone());
-        let samples = Arc::new(gates.inventory.samples.clone());
+        let samples = gates.inventory.samples.clone();
         let split = Arc::new(Split::plan(&seed, s.split_ratio, samples.iter().map(|x| x.key.as_str())));
         let folder = storage::join(&s.jsonl_folder, run_id);
         let paths = Paths {

@@ -21,6 +21,8 @@ use super::{GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError, 
 
 /// Marks temporary files; listings never show them.
 const TMP_MARK: &str = ".autotune-tmp-";
+/// Objects up to this size are read in one blocking call.
+const SMALL_READ: u64 = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -184,13 +186,34 @@ impl Store for LocalStore {
 
     async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
         let path = self.path(key)?;
-        let io = self.io(key);
-        let file = tokio::fs::File::open(&path).await.map_err(&io)?;
-        // fstat on the open file: the generation belongs to exactly the bytes we will read.
-        let m = file.metadata().await.map_err(&io)?;
-        if m.is_dir() {
-            return Err(StoreError::NotFound { uri: self.uri(key) });
+        let this = self.clone();
+        let owned_key = key.to_owned();
+        // One blocking hop opens, stats and (for small objects, the common case) reads the
+        // file: tokio::fs would spend a thread hand-off on each step.
+        let (file, m, small) = blocking(move || {
+            let io = this.io(&owned_key);
+            let mut file = fs::File::open(&path).map_err(&io)?;
+            // fstat on the open file: the generation belongs to exactly the bytes we read.
+            let m = file.metadata().map_err(&io)?;
+            if m.is_dir() {
+                return Err(StoreError::NotFound { uri: this.uri(&owned_key) });
+            }
+            if m.len() <= SMALL_READ {
+                let mut buf = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0));
+                std::io::Read::read_to_end(&mut file, &mut buf).map_err(&io)?;
+                return Ok((None, m, Some(Bytes::from(buf))));
+            }
+            Ok((Some(file), m, None))
+        })
+        .await?;
+        if let Some(data) = small {
+            return Ok(GetResult {
+                generation: generation(&m),
+                size: data.len() as u64,
+                body: futures::stream::once(async move { Ok(data) }).boxed(),
+            });
         }
+        let file = tokio::fs::File::from_std(file.expect("a large file stays open"));
         let uri = self.uri(key);
         let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
             .map(move |r| {

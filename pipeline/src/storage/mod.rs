@@ -258,7 +258,8 @@ mod tests {
     fn urls_choose_backends() {
         assert!(format!("{:?}", open("memory://t1").unwrap()).contains("MemoryStore"));
         assert!(format!("{:?}", open("my-bucket").unwrap()).contains("GcsStore"));
-        assert!(format!("{:?}", open("gs://b/p").unwrap()).contains("GcsStore"));
+        assert!(format!("{:?}", open("gs://bkt/p").unwrap()).contains("GcsStore"));
+        assert!(open("gs://b").unwrap_err().to_string().contains("not a bucket name"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_str().unwrap().to_owned();
         assert!(format!("{:?}", open(&path).unwrap()).contains("LocalStore"));
