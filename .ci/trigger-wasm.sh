@@ -19,7 +19,7 @@ if [ "$(wasmtime --version 2>/dev/null | awk '{print $2}')" != "$WASMTIME_VERSIO
   # ~11 minutes cold on 2 cores; newer releases need a newer rustc (SPIN-WASM.md §4).
   cargo install wasmtime-cli --locked --version "$WASMTIME_VERSION"
 fi
-command -v wasm-tools >/dev/null || cargo install wasm-tools --locked
+command -v wasm-tools >/dev/null || cargo install wasm-tools --locked --version 1.263.0
 wasmtime --version
 wasm-tools --version
 
@@ -45,7 +45,9 @@ echo "$wit" | grep -qE '^\s*export wasi:http/incoming-handler@0\.2\.0;' \
   || fail "the component does not export wasi:http/incoming-handler@0.2.0"
 wasm-tools validate --features all "$wasm"
 
-step "tests (native unit tests + end to end under wasmtime serve)"
-TRIGGER_WASM="$wasm" WASMTIME="$(command -v wasmtime)" cargo test -p trigger-wasm
+if [ -z "${TRIGGER_WASM_SKIP_TESTS:-}" ]; then
+  step "tests (native unit tests + end to end under wasmtime serve)"
+  TRIGGER_WASM="$wasm" WASMTIME="$(command -v wasmtime)" cargo test -p trigger-wasm
+fi
 
 echo "trigger-wasm CI passed"
