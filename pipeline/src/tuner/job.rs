@@ -11,12 +11,30 @@ use crate::settings::Settings;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TuningJob {
-    pub base_model: String,
+    /// `SOURCE_MODEL`; absent in continuous tuning, where `preTunedModel` names the parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<String>,
+    /// Continuous tuning (`TUNING_MODE=continuous`): the tuned model this job starts from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_tuned_model: Option<PreTunedModel>,
     pub supervised_tuning_spec: SupervisedTuningSpec,
     pub tuned_model_display_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// `TUNING_SERVICE_ACCOUNT`: the identity the job runs as (Vertex's service agent when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+/// `GoogleCloudAiplatformV1PreTunedModel`: the parent of a continuous tuning job.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreTunedModel {
+    /// `projects/{p}/locations/{l}/models/{m}[@{version}]`, the previous run's `tunedModel.model`.
+    pub tuned_model_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,11 +61,13 @@ pub struct HyperParameters {
 
 impl HyperParameters {
     fn is_empty(&self) -> bool {
-        self.epoch_count.is_none() && self.adapter_size.is_none() && self.learning_rate_multiplier.is_none()
+        self.epoch_count.is_none()
+            && self.adapter_size.is_none()
+            && self.learning_rate_multiplier.is_none()
     }
 }
 
-/// The AdapterSize enum value for a size in settings.
+/// The `AdapterSize` enum value for a size in settings.
 pub fn adapter_size_enum(size: u8) -> Option<&'static str> {
     Some(match size {
         1 => "ADAPTER_SIZE_ONE",
@@ -66,7 +86,11 @@ pub fn label_value(s: &str) -> String {
     s.chars()
         .map(|c| {
             let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '-' }
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
         })
         .take(63)
         .collect()
@@ -84,12 +108,29 @@ pub fn run_key(s: &Settings, samples: &[crate::inventory::Sample], split_seed: &
         }
     }
     let shape = serde_json::json!([
-        split_seed, s.split_ratio, s.prompt, s.system_instruction, s.label_field, s.source_model,
-        s.epochs, s.adapter_size, s.learning_rate_multiplier, s.train_file, s.val_file,
+        split_seed,
+        s.split_ratio,
+        s.prompt,
+        s.system_instruction,
+        s.label_field,
+        s.source_model,
+        s.epochs,
+        s.adapter_size,
+        s.learning_rate_multiplier,
+        s.train_file,
+        s.val_file,
     ]);
     h.update(shape.to_string().as_bytes());
-    let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex16(&h.finalize())
+}
+
+/// The first 16 bytes of a digest in hex: 128 bits name a dataset well enough.
+fn hex16(digest: &[u8]) -> String {
+    use std::fmt::Write;
+    digest[..16].iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// A create request: where it goes and what it says.
@@ -112,16 +153,23 @@ impl Request {
     ) -> Self {
         let project = s.project_id.as_deref().unwrap_or("PROJECT_ID");
         let url = format!(
-            "https://{loc}-aiplatform.googleapis.com/v1/projects/{project}/locations/{loc}/tuningJobs",
+            "{root}/v1/projects/{project}/locations/{loc}/tuningJobs",
+            root = s.vertex.api_root(&s.location),
             loc = s.location
         );
         let mut labels = BTreeMap::new();
         labels.insert("pipeline".to_owned(), "autotune".to_owned());
         labels.insert("autotune_run_id".to_owned(), label_value(run_id));
         labels.insert("autotune_run_key".to_owned(), label_value(run_key));
-        let display: String = s.tuned_model_display_name.replace("{run_id}", run_id).chars().take(128).collect();
+        let display: String = s
+            .tuned_model_display_name
+            .replace("{run_id}", run_id)
+            .chars()
+            .take(128)
+            .collect();
         let body = TuningJob {
-            base_model: s.source_model.clone(),
+            base_model: Some(s.source_model.clone()),
+            pre_tuned_model: None,
             supervised_tuning_spec: SupervisedTuningSpec {
                 training_dataset_uri: train_uri.to_owned(),
                 validation_dataset_uri: validation_uri.map(str::to_owned),
@@ -135,11 +183,33 @@ impl Request {
             tuned_model_display_name: display,
             description: Some(format!("autotune run {run_id}")),
             labels,
+            service_account: s.vertex.tuning_service_account.clone(),
         };
         Self {
             url,
             body,
             run_key: run_key.to_owned(),
         }
+    }
+
+    /// Continuous tuning: start from `tuned_model_name` (the previous run's `tunedModel.model`)
+    /// instead of `SOURCE_MODEL`. The parent is folded into the run key (and its label), because
+    /// the same data tuned from another parent is another job; call this before using `run_key`.
+    pub fn continue_from(&mut self, tuned_model_name: &str) {
+        use sha2::{Digest, Sha256};
+        self.body.base_model = None;
+        self.body.pre_tuned_model = Some(PreTunedModel {
+            tuned_model_name: tuned_model_name.to_owned(),
+            checkpoint_id: None,
+        });
+        let mut h = Sha256::new();
+        for part in [self.run_key.as_str(), "continue-from", tuned_model_name] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        self.run_key = hex16(&h.finalize());
+        self.body
+            .labels
+            .insert("autotune_run_key".to_owned(), label_value(&self.run_key));
     }
 }

@@ -1,24 +1,453 @@
-//! The Vertex AI tuner (TUNER=vertex): REST calls to `projects.locations.tuningJobs`.
-//! (Being built: see issue 3.)
+//! The Vertex AI tuner (TUNER=vertex): REST calls to `projects.locations.tuningJobs`
+//! (`shared/contracts/GOOGLE-APIS.md` §1).
+//!
+//! * [`Tuner::submit`] creates the job. A create is retried only while no job can exist yet
+//!   (refused connection, 429, 503). When its outcome is unknown (a timeout, another 5xx) the
+//!   job is first looked up by its run-key label, so a retry never tunes the same data twice.
+//! * [`Tuner::find`] lists jobs by that label, to re-attach after a crash or a Cloud Run retry.
+//! * [`Tuner::follow`] polls `get` every `POLL_INTERVAL` (429 and 5xx retried with backoff and
+//!   jitter), logs state changes, and cancels the job once `MAX_TUNING_DURATION` has passed.
+//!
+//! All waiting goes through `tokio::time`, so tests run polls and back-off on a paused clock.
+
+mod api;
+mod auth;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use clap::Args;
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use clap::{Args, ValueEnum};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use tokio::time::{Instant, sleep};
+
+pub use auth::MetadataServer;
 
 use super::{Tuned, Tuner, TunerError, job};
+use crate::record::RunStatus;
 use crate::settings::Settings;
+use api::{Api, Failure};
 
-/// Settings of the Vertex tuner.
-#[derive(Debug, Clone, Default, Args)]
-pub struct VertexSettings {}
+/// Settings of the Vertex tuner. (Doc comments here are `--help` text, where backticks would show.)
+#[allow(clippy::doc_markdown)]
+#[derive(Debug, Clone, Args)]
+pub struct VertexSettings {
+    /// Vertex AI API root; `{LOCATION}` is replaced by LOCATION (e.g.
+    /// `https://aiplatform.eu.rep.googleapis.com` for a multi-region endpoint).
+    #[arg(
+        long,
+        env = "VERTEX_API_ENDPOINT",
+        value_name = "VERTEX_API_ENDPOINT",
+        default_value = "https://{LOCATION}-aiplatform.googleapis.com"
+    )]
+    pub vertex_api_endpoint: String,
 
-#[derive(Debug)]
-pub struct Vertex {}
+    /// How often the tuning job's state is read.
+    #[arg(long, env = "POLL_INTERVAL", value_name = "POLL_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    pub poll_interval: Duration,
+
+    /// Longest a tuning job may run; then it is cancelled and the run records `timed_out`.
+    #[arg(long, env = "MAX_TUNING_DURATION", value_name = "MAX_TUNING_DURATION", default_value = "24h", value_parser = parse_positive_duration)]
+    pub max_tuning_duration: Duration,
+
+    /// Service account the tuning job runs as (default: Vertex AI's fine-tuning service agent).
+    #[arg(
+        long,
+        env = "TUNING_SERVICE_ACCOUNT",
+        value_name = "TUNING_SERVICE_ACCOUNT"
+    )]
+    pub tuning_service_account: Option<String>,
+
+    /// `full` tunes SOURCE_MODEL; `continuous` starts from the last successful run's tuned model.
+    #[arg(long, env = "TUNING_MODE", value_name = "TUNING_MODE", value_enum, default_value_t = TuningMode::Full)]
+    pub tuning_mode: TuningMode,
+}
+
+#[allow(clippy::doc_markdown)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TuningMode {
+    /// Tune SOURCE_MODEL on the whole dataset.
+    #[default]
+    Full,
+    /// Tune the previous run's tuned model (`preTunedModel`); SOURCE_MODEL on the first run.
+    Continuous,
+}
+
+impl VertexSettings {
+    /// The API root for `location`, without a trailing slash.
+    pub fn api_root(&self, location: &str) -> String {
+        self.vertex_api_endpoint
+            .replace("{LOCATION}", location)
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than 0s".to_owned());
+    }
+    Ok(d)
+}
+
+/// States a job can still reach SUCCEEDED from, or SUCCEEDED itself: a job in one of them is
+/// adopted rather than created again.
+const REATTACH: &[&str] = &[
+    "JOB_STATE_QUEUED",
+    "JOB_STATE_PENDING",
+    "JOB_STATE_RUNNING",
+    "JOB_STATE_PAUSED",
+    "JOB_STATE_UPDATING",
+    "JOB_STATE_SUCCEEDED",
+];
+
+const TERMINAL: &[&str] = &[
+    "JOB_STATE_SUCCEEDED",
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_EXPIRED",
+    "JOB_STATE_PARTIALLY_SUCCEEDED",
+];
+
+/// The label that carries the run key (see [`job::Request::build`]).
+const RUN_KEY_LABEL: &str = "autotune_run_key";
+
+/// The Vertex AI tuner.
+pub struct Vertex {
+    api: Api,
+    /// `{root}/v1`, to which resource names are appended.
+    v1: String,
+    /// `{root}/v1/projects/{p}/locations/{l}/tuningJobs`.
+    jobs_url: String,
+    source_model: String,
+    poll_interval: Duration,
+    max_duration: Duration,
+    /// Create and list: a few minutes of tries.
+    backoff: ExponentialBuilder,
+    /// Polls: a job runs for hours, so an outage of a quarter of an hour is waited out.
+    poll_backoff: ExponentialBuilder,
+    /// One create at a time in this process, so concurrent callers with the same run key see
+    /// each other's job instead of racing (across processes the run lock does this).
+    submitting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Vertex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vertex")
+            .field("jobs_url", &self.jobs_url)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_duration", &self.max_duration)
+            .field("api", &self.api)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Vertex {
-    pub fn from_settings(_s: &Settings) -> Result<Self, TunerError> {
-        Err(TunerError::Unavailable(
-            "TUNER=vertex is not built into this version yet; use TUNER=dry-run".to_owned(),
-        ))
+    /// Needs `PROJECT_ID`. Credentials are chosen now from the environment and opened on first use.
+    pub fn from_settings(s: &Settings) -> Result<Self, TunerError> {
+        let Some(project) = s.project_id.as_deref().filter(|p| !p.is_empty()) else {
+            return Err(TunerError::Unavailable(
+                "TUNER=vertex needs PROJECT_ID (the Google Cloud project to tune in)".to_owned(),
+            ));
+        };
+        let credentials = auth::Credentials::from_env(|k| std::env::var(k).ok());
+        let api = Api::new(credentials, Some(Duration::from_secs(120)))
+            .map_err(TunerError::Unavailable)?;
+        let v1 = format!("{}/v1", s.vertex.api_root(&s.location));
+        Ok(Self {
+            api,
+            jobs_url: format!(
+                "{v1}/projects/{project}/locations/{}/tuningJobs",
+                s.location
+            ),
+            v1,
+            source_model: s.source_model.clone(),
+            poll_interval: s.vertex.poll_interval,
+            max_duration: s.vertex.max_tuning_duration,
+            backoff: ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(60))
+                .with_max_times(8),
+            poll_backoff: ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(Duration::from_secs(120))
+                .without_max_times()
+                .with_total_delay(Some(Duration::from_secs(15 * 60))),
+            submitting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Uses `provider` for tokens instead of the environment's credentials.
+    #[must_use]
+    pub fn with_token_provider(mut self, provider: Arc<dyn gcp_auth::TokenProvider>) -> Self {
+        self.api.set_credentials(auth::Credentials::given(provider));
+        self
+    }
+
+    /// Bounds each HTTP call (120 s by default). `None` runs no timer during a call, for tests
+    /// on a paused clock, where any pending timer fires as soon as the runtime waits on a socket.
+    pub fn with_http_timeout(mut self, timeout: Option<Duration>) -> Result<Self, TunerError> {
+        self.api
+            .set_timeout(timeout)
+            .map_err(TunerError::Unavailable)?;
+        Ok(self)
+    }
+
+    /// A safe-to-repeat call, retried on 429, 5xx and lost connections.
+    async fn idempotent(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+        backoff: ExponentialBuilder,
+    ) -> Result<Value, Failure> {
+        let body = (method == Method::POST).then(|| json!({}));
+        (|| self.api.call(method.clone(), url, query, body.as_ref()))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(Failure::transient)
+            .notify(|f, delay| tracing::warn!(%url, error = %f.describe(), ?delay, "Vertex AI call failed; retrying"))
+            .await
+    }
+
+    /// The error of a refused create, naming `SOURCE_MODEL` when the model is the problem.
+    fn create_error(&self, request: &job::Request, f: &Failure, attempts: usize) -> TunerError {
+        let error = f.error_object();
+        let mut details = json!({ "error": error });
+        if let Some(http) = f.http() {
+            details["http_status"] = http.into();
+        }
+        let tries = if attempts > 1 {
+            format!(" (after {attempts} attempts)")
+        } else {
+            String::new()
+        };
+        let message = if let Some(parent) = &request.body.pre_tuned_model {
+            if model_refused(f, &parent.tuned_model_name) {
+                format!(
+                    "Vertex AI cannot continue tuning from the previous run's model {:?} (TUNING_MODE=continuous); \
+                     set TUNING_MODE=full to tune SOURCE_MODEL instead: {}",
+                    parent.tuned_model_name,
+                    f.describe()
+                )
+            } else {
+                format!("Vertex AI refused the tuning job{tries}: {}", f.describe())
+            }
+        } else {
+            let model = request
+                .body
+                .base_model
+                .as_deref()
+                .unwrap_or(&self.source_model);
+            if model_refused(f, model) {
+                format!(
+                    "Vertex AI does not know the model {model:?} or cannot tune it; set SOURCE_MODEL to a \
+                     tunable Gemini model (e.g. gemini-2.5-flash): {}",
+                    f.describe()
+                )
+            } else {
+                format!("Vertex AI refused the tuning job{tries}: {}", f.describe())
+            }
+        };
+        tracing::error!(url = %request.url, "{message}");
+        TunerError::Failed {
+            message,
+            model_details: details,
+        }
+    }
+
+    /// Cancels a job that ran past `MAX_TUNING_DURATION` and reports it as timed out.
+    async fn time_out(&self, name: &str, last: &Value) -> Tuned {
+        let limit = humantime::format_duration(self.max_duration);
+        tracing::error!(job = %name, %limit, "the tuning job ran past MAX_TUNING_DURATION; cancelling it");
+        let cancel_url = format!("{}/{name}:cancel", self.v1);
+        let cancel = self
+            .idempotent(Method::POST, &cancel_url, &[], self.backoff)
+            .await;
+        // Cancelling is asynchronous; one more read records where the job is now.
+        let job = match &cancel {
+            Ok(_) => self
+                .api
+                .call(
+                    Method::GET,
+                    &format!("{}/{name}", self.v1),
+                    &[],
+                    None::<&Value>,
+                )
+                .await
+                .unwrap_or_else(|_| last.clone()),
+            Err(_) => last.clone(),
+        };
+        let mut details = details_of(name, &job);
+        if let Some(job_error) = details.remove("error") {
+            details.insert("job_error".to_owned(), job_error);
+        }
+        details.insert("timed_out".to_owned(), true.into());
+        details.insert("cancelled".to_owned(), cancel.is_ok().into());
+        let mut message = format!(
+            "the tuning job did not finish within MAX_TUNING_DURATION ({limit}) and was cancelled"
+        );
+        if let Err(f) = &cancel {
+            tracing::error!(job = %name, error = %f.describe(), "could not cancel the tuning job");
+            message = format!(
+                "the tuning job did not finish within MAX_TUNING_DURATION ({limit}); cancelling it failed: {}",
+                f.describe()
+            );
+            details.insert("cancel_error".to_owned(), f.error_object());
+        }
+        details.insert("error".to_owned(), json!({ "message": message }));
+        Tuned {
+            status: RunStatus::Failed,
+            model_details: Value::Object(details),
+        }
+    }
+}
+
+/// Whether a refused create is about `model`: a 400 or 404 that names it or a model field, and
+/// says it is unknown or unsupported.
+fn model_refused(f: &Failure, model: &str) -> bool {
+    let Failure::Status {
+        http: http @ (400 | 404),
+        error,
+    } = f
+    else {
+        return false;
+    };
+    let text = api::describe_error(error).to_lowercase();
+    let model = model.to_lowercase();
+    let short = model.rsplit('/').next().unwrap_or(&model);
+    let names_it = text.contains(&model) || text.contains(short);
+    let model_field = api::field_violations(error).any(|v| {
+        v["field"].as_str().is_some_and(|field| {
+            field.contains("base_model")
+                || field.contains("pre_tuned_model")
+                || field.contains("baseModel")
+        })
+    });
+    let refuses = [
+        "not found",
+        "unknown",
+        "not supported",
+        "unsupported",
+        "does not exist",
+        "not tunable",
+        "cannot be tuned",
+        "not available",
+        "no access",
+        "does not have access",
+        "invalid",
+    ]
+    .iter()
+    .any(|p| text.contains(p));
+    model_field || (names_it && refuses) || (*http == 404 && text.contains("model"))
+}
+
+/// What the run record keeps of a job: name, state, tuned model and endpoint, data stats, and
+/// Google's error word for word.
+fn details_of(name: &str, job: &Value) -> Map<String, Value> {
+    let mut d = Map::new();
+    d.insert(
+        "tuning_job".to_owned(),
+        job["name"].as_str().unwrap_or(name).into(),
+    );
+    d.insert("state".to_owned(), job["state"].clone());
+    for (key, value) in [
+        ("tuned_model", &job["tunedModel"]["model"]),
+        ("endpoint", &job["tunedModel"]["endpoint"]),
+        ("base_model", &job["baseModel"]),
+        ("pre_tuned_model", &job["preTunedModel"]["tunedModelName"]),
+        ("create_time", &job["createTime"]),
+        ("start_time", &job["startTime"]),
+        ("end_time", &job["endTime"]),
+    ] {
+        if let Some(s) = value.as_str() {
+            d.insert(key.to_owned(), s.into());
+        }
+    }
+    let stats = &job["tuningDataStats"]["supervisedTuningDataStats"];
+    let mut kept = Map::new();
+    for key in [
+        "tuningDatasetExampleCount",
+        "totalBillableTokenCount",
+        "totalTruncatedExampleCount",
+    ] {
+        // int64 travels as a string in proto3 JSON; the record keeps numbers.
+        let n = match &stats[key] {
+            Value::String(s) => s.parse::<u64>().ok(),
+            v => v.as_u64(),
+        };
+        if let Some(n) = n {
+            kept.insert(key.to_owned(), n.into());
+        }
+    }
+    if !kept.is_empty() {
+        d.insert("tuning_data_stats".to_owned(), Value::Object(kept));
+    }
+    if job["error"].is_object() {
+        d.insert("error".to_owned(), job["error"].clone());
+    }
+    d
+}
+
+/// The outcome of a job in a terminal state. `PARTIALLY_SUCCEEDED` counts as failed: its model
+/// must not become the baseline of the next delta.
+fn finished(name: &str, job: &Value) -> Tuned {
+    let state = job["state"].as_str().unwrap_or_default();
+    let mut details = details_of(name, job);
+    let status = if state == "JOB_STATE_SUCCEEDED" {
+        RunStatus::Success
+    } else {
+        let error = details
+            .entry("error")
+            .or_insert_with(|| json!({ "message": format!("the tuning job ended in {state}") }));
+        tracing::error!(job = %name, %state, error = %api::describe_error(error), "the tuning job did not succeed");
+        RunStatus::Failed
+    };
+    if status == RunStatus::Success {
+        let tuned_model = details
+            .get("tuned_model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let endpoint = details
+            .get("endpoint")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        tracing::info!(job = %name, %tuned_model, %endpoint, "the tuning job succeeded");
+    }
+    Tuned {
+        status,
+        model_details: Value::Object(details),
+    }
+}
+
+/// Of the jobs for one run key, the one every caller adopts: a succeeded one first, then the
+/// oldest, so that callers who raced still converge on the same job.
+fn pick(mut jobs: Vec<Value>) -> Option<String> {
+    jobs.sort_by(|a, b| {
+        let done = |j: &Value| j["state"] != "JOB_STATE_SUCCEEDED";
+        let key = |j: &Value| {
+            (
+                done(j),
+                j["createTime"].as_str().unwrap_or_default().to_owned(),
+                j["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    jobs.into_iter()
+        .find_map(|j| j["name"].as_str().map(str::to_owned))
+}
+
+fn lost(name: &str, f: &Failure) -> TunerError {
+    TunerError::Failed {
+        message: format!("could not read the tuning job {name}: {}", f.describe()),
+        model_details: json!({ "tuning_job": name, "error": f.error_object() }),
     }
 }
 
@@ -27,13 +456,124 @@ impl Tuner for Vertex {
     fn name(&self) -> &'static str {
         "vertex"
     }
-    async fn find(&self, _run_key: &str) -> Result<Option<String>, TunerError> {
-        Ok(None)
+
+    async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError> {
+        let label = job::label_value(run_key);
+        let filter = format!("labels.{RUN_KEY_LABEL}=\"{label}\"");
+        let mut found = Vec::new();
+        let mut page_token: Option<String> = None;
+        // A bound, in case a page token never ends; 100 pages of 100 jobs is far past any run key.
+        for _ in 0..100 {
+            let mut query = vec![("filter", filter.as_str()), ("pageSize", "100")];
+            if let Some(t) = &page_token {
+                query.push(("pageToken", t));
+            }
+            let page = self
+                .idempotent(Method::GET, &self.jobs_url, &query, self.backoff)
+                .await
+                .map_err(|f| TunerError::Failed {
+                    message: format!(
+                        "could not list the tuning jobs of this run key: {}",
+                        f.describe()
+                    ),
+                    model_details: json!({ "error": f.error_object() }),
+                })?;
+            for j in page["tuningJobs"].as_array().into_iter().flatten() {
+                // The filter is the server's; adopt only what truly carries our label.
+                let ours = j["labels"][RUN_KEY_LABEL].as_str() == Some(label.as_str());
+                let alive = j["state"].as_str().is_some_and(|s| REATTACH.contains(&s));
+                if ours && alive {
+                    found.push(j.clone());
+                } else if ours {
+                    tracing::info!(job = %j["name"], state = %j["state"], "an earlier job for this run key ended without success; not adopting it");
+                }
+            }
+            match page["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => page_token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(pick(found))
     }
-    async fn submit(&self, _request: &job::Request) -> Result<String, TunerError> {
-        Err(TunerError::Unavailable("not built".to_owned()))
+
+    async fn submit(&self, request: &job::Request) -> Result<String, TunerError> {
+        let _one_at_a_time = self.submitting.lock().await;
+        if let Some(name) = self.find(&request.run_key).await? {
+            tracing::info!(job = %name, "a tuning job for this run key exists already; adopting it");
+            return Ok(name);
+        }
+        let mut delays = self.backoff.build();
+        let mut maybe_created = false;
+        let mut attempts = 0;
+        loop {
+            if maybe_created && let Some(name) = self.find(&request.run_key).await? {
+                tracing::info!(job = %name, "the create whose answer was lost made the job; adopting it");
+                return Ok(name);
+            }
+            attempts += 1;
+            let failure = match self
+                .api
+                .call(Method::POST, &request.url, &[], Some(&request.body))
+                .await
+            {
+                Ok(created) => {
+                    return match created["name"].as_str() {
+                        Some(name) => {
+                            tracing::info!(job = %name, state = %created["state"], "tuning job created");
+                            Ok(name.to_owned())
+                        }
+                        None => Err(TunerError::Failed {
+                            message: format!(
+                                "Vertex AI created a tuning job but its answer has no name: {created}"
+                            ),
+                            model_details: json!({ "created": created }),
+                        }),
+                    };
+                }
+                Err(f) => f,
+            };
+            maybe_created |= failure.maybe_created();
+            if !failure.nothing_created() && !failure.maybe_created() {
+                return Err(self.create_error(request, &failure, attempts));
+            }
+            let Some(delay) = delays.next() else {
+                return Err(self.create_error(request, &failure, attempts));
+            };
+            tracing::warn!(
+                url = %request.url,
+                error = %failure.describe(),
+                ?delay,
+                lookup_first = maybe_created,
+                "creating the tuning job failed; retrying"
+            );
+            sleep(delay).await;
+        }
     }
-    async fn follow(&self, _name: &str) -> Result<Tuned, TunerError> {
-        Err(TunerError::Unavailable("not built".to_owned()))
+
+    async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
+        let url = format!("{}/{name}", self.v1);
+        let deadline = Instant::now() + self.max_duration;
+        let mut last_state = String::new();
+        loop {
+            let job = self
+                .idempotent(Method::GET, &url, &[], self.poll_backoff)
+                .await
+                .map_err(|f| lost(name, &f))?;
+            let state = job["state"].as_str().unwrap_or("JOB_STATE_UNSPECIFIED");
+            if state != last_state {
+                tracing::info!(job = %name, %state, "tuning job state");
+                state.clone_into(&mut last_state);
+            }
+            if TERMINAL.contains(&state) {
+                return Ok(finished(name, &job));
+            }
+            // One timer at a time: the watchdog is a deadline checked between polls, not a
+            // timer racing the requests.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(self.time_out(name, &job).await);
+            }
+            sleep(self.poll_interval.min(left)).await;
+        }
     }
 }

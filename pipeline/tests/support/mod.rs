@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod discovery;
+pub mod fake_vertex;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

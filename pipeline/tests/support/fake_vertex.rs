@@ -1,0 +1,897 @@
+//! A loopback fake of Vertex AI `projects.locations.tuningJobs` (create, get, list with label
+//! filters and pages, cancel), of the OAuth token endpoint of a service-account key, and of the
+//! metadata server's token endpoint.
+//!
+//! It runs on its own thread and runtime, on the real clock, so the client under test may run on
+//! a paused clock. It checks every request body, and every answer it gives, against
+//! `aiplatform.v1.json`; it accepts only bearer tokens it issued, and issues them only for a JWT
+//! signed by the generated key with the right claims. Jobs play scripted histories, one step per
+//! `get`; faults (429, 503, lost answers, refusals) are queued per method.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+use super::discovery::Discovery;
+
+pub const PROJECT: &str = "test-project";
+pub const LOCATION: &str = "us-central1";
+pub const CLIENT_EMAIL: &str = "autotune-test@test-project.iam.gserviceaccount.com";
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// Models the fake tunes; others are unknown (404), `gemini-1.0-pro-002` is known but not tunable.
+const TUNABLE: &[&str] = &[
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash-001",
+];
+const NOT_TUNABLE: &[&str] = &["gemini-1.0-pro-002"];
+
+/// What a scripted create does instead of the normal answer.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and Google error body; nothing is created.
+    Refuse(u16, Value),
+    /// Create the job, then answer with this status (an answer lost after the fact).
+    CreateThen(u16),
+    /// Create the job, then hold the answer this long (the client times out).
+    CreateAndHang(Duration),
+}
+
+/// One step of a job's history: its state and what appears with it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub state: &'static str,
+    pub extra: Value,
+}
+
+pub fn step(state: &'static str) -> Step {
+    Step {
+        state,
+        extra: json!({}),
+    }
+}
+
+/// PENDING, RUNNING, then SUCCEEDED with a tuned model, endpoint and data stats.
+pub fn succeeds() -> Vec<Step> {
+    vec![
+        step("JOB_STATE_PENDING"),
+        step("JOB_STATE_RUNNING"),
+        Step {
+            state: "JOB_STATE_SUCCEEDED",
+            extra: json!({
+                "startTime": "2026-11-24T10:01:00Z",
+                "endTime": "2026-11-24T10:41:00Z",
+                "tunedModel": {
+                    "model": format!("projects/{PROJECT}/locations/{LOCATION}/models/987654321@1"),
+                    "endpoint": format!("projects/{PROJECT}/locations/{LOCATION}/endpoints/1122334455")
+                },
+                "tuningDataStats": {"supervisedTuningDataStats": {
+                    "tuningDatasetExampleCount": "500",
+                    "totalBillableTokenCount": "123456",
+                    "totalTruncatedExampleCount": "2",
+                    "tuningStepCount": "30",
+                    "truncatedExampleIndices": ["4", "17"]
+                }}
+            }),
+        },
+    ]
+}
+
+/// The error of a job that failed on its data, as Vertex reports it.
+pub fn data_error() -> Value {
+    json!({
+        "code": 3,
+        "message": "The training data has 12 rows with invalid format. Row 3: Missing field \"contents\".",
+        "details": [{
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{
+                "field": "tuning_job.supervised_tuning_spec.training_dataset_uri",
+                "description": "Row 3 of gs://b/train.jsonl: \"contents\" is required."
+            }]
+        }]
+    })
+}
+
+/// PENDING, RUNNING, then FAILED with `error`.
+pub fn fails(error: &Value) -> Vec<Step> {
+    vec![
+        step("JOB_STATE_PENDING"),
+        step("JOB_STATE_RUNNING"),
+        Step {
+            state: "JOB_STATE_FAILED",
+            extra: json!({ "error": error.clone(), "endTime": "2026-11-24T10:05:00Z" }),
+        },
+    ]
+}
+
+/// PENDING, RUNNING, then CANCELLED (someone cancelled it in the console).
+pub fn cancelled() -> Vec<Step> {
+    vec![
+        step("JOB_STATE_PENDING"),
+        step("JOB_STATE_RUNNING"),
+        Step {
+            state: "JOB_STATE_CANCELLED",
+            extra: json!({ "error": {"code": 1, "message": "CANCELLED"} }),
+        },
+    ]
+}
+
+/// PENDING, then RUNNING for ever.
+pub fn runs_forever() -> Vec<Step> {
+    vec![step("JOB_STATE_PENDING"), step("JOB_STATE_RUNNING")]
+}
+
+/// A Google error body's `error` object.
+pub fn google_error(code: u16, status: &str, message: &str) -> Value {
+    json!({ "code": code, "message": message, "status": status })
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Option<Value>,
+    pub status: u16,
+}
+
+struct Job {
+    value: Value,
+    history: VecDeque<Step>,
+}
+
+struct State {
+    discovery: Discovery,
+    url: String,
+    jobs: Vec<Job>,
+    next_id: u64,
+    seeded: usize,
+    requests: Vec<Recorded>,
+    violations: Vec<String>,
+    create_faults: VecDeque<Fault>,
+    get_faults: VecDeque<u16>,
+    list_faults: VecDeque<u16>,
+    history: Vec<Step>,
+    page_size: usize,
+    tokens: Vec<String>,
+    public_key: Option<Vec<u8>>,
+    jwt_problems: Vec<String>,
+    metadata_tokens: usize,
+}
+
+pub struct FakeVertex {
+    pub url: String,
+    pub host: String,
+    state: Arc<Mutex<State>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeVertex {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let state = Arc::new(Mutex::new(State {
+            discovery: Discovery::load("aiplatform.v1.json"),
+            url: url.clone(),
+            jobs: Vec::new(),
+            next_id: 1_000_000_000_000_000_000,
+            seeded: 0,
+            requests: Vec::new(),
+            violations: Vec::new(),
+            create_faults: VecDeque::new(),
+            get_faults: VecDeque::new(),
+            list_faults: VecDeque::new(),
+            history: succeeds(),
+            page_size: 100,
+            tokens: Vec::new(),
+            public_key: None,
+            jwt_problems: Vec::new(),
+            metadata_tokens: 0,
+        }));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let shared = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let state = shared.clone();
+                            tokio::spawn(async move {
+                                let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        Self {
+            host: addr.to_string(),
+            url,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The history every job created from now on plays.
+    pub fn set_history(&self, history: Vec<Step>) {
+        self.state().history = history;
+    }
+
+    pub fn fail_creates(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.state().create_faults.extend(faults);
+    }
+
+    /// Statuses answered to the next `get`s instead of the job (a Google error body each).
+    pub fn fail_gets(&self, statuses: impl IntoIterator<Item = u16>) {
+        self.state().get_faults.extend(statuses);
+    }
+
+    pub fn fail_lists(&self, statuses: impl IntoIterator<Item = u16>) {
+        self.state().list_faults.extend(statuses);
+    }
+
+    /// Largest page `list` returns, to make clients follow page tokens.
+    pub fn set_page_size(&self, n: usize) {
+        self.state().page_size = n.max(1);
+    }
+
+    /// Adds a job made by someone else (another run key, or an earlier attempt) in `state`.
+    pub fn seed_job(&self, run_key: &str, state: &'static str) -> String {
+        let mut s = self.state();
+        let id = s.next_id;
+        s.next_id += 1;
+        let name = format!("projects/{PROJECT}/locations/{LOCATION}/tuningJobs/{id}");
+        let mut value = json!({
+            "name": name,
+            "baseModel": "gemini-2.5-flash",
+            "state": state,
+            "createTime": format!("2026-11-{:02}T09:00:00Z", 1 + s.jobs.len() % 28),
+            "labels": {"pipeline": "autotune", "autotune_run_key": run_key},
+            "supervisedTuningSpec": {"trainingDatasetUri": "gs://b/old/train.jsonl"}
+        });
+        if state == "JOB_STATE_FAILED" {
+            value["error"] = json!({"code": 13, "message": "Internal error occurred."});
+        }
+        s.jobs.push(Job {
+            value,
+            history: VecDeque::new(),
+        });
+        s.seeded += 1;
+        name
+    }
+
+    /// Jobs created through the API (seeded ones not counted).
+    pub fn created(&self) -> usize {
+        let s = self.state();
+        s.jobs.len() - s.seeded
+    }
+
+    pub fn job(&self, name: &str) -> Option<Value> {
+        self.state()
+            .jobs
+            .iter()
+            .find(|j| j.value["name"] == name)
+            .map(|j| j.value.clone())
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state().requests.clone()
+    }
+
+    /// Requests with this method whose path ends with `suffix`.
+    pub fn count(&self, method: &str, suffix: &str) -> usize {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.method == method && r.path.ends_with(suffix))
+            .count()
+    }
+
+    /// Schema violations of request bodies and of the fake's own answers.
+    pub fn violations(&self) -> Vec<String> {
+        self.state().violations.clone()
+    }
+
+    /// Problems with JWTs presented to the token endpoint.
+    pub fn jwt_problems(&self) -> Vec<String> {
+        self.state().jwt_problems.clone()
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        self.state().tokens.len()
+    }
+
+    pub fn metadata_tokens(&self) -> usize {
+        self.state().metadata_tokens
+    }
+
+    /// Writes a freshly generated service-account key whose `token_uri` is this fake, and
+    /// remembers its public key to check the JWTs signed with it.
+    pub fn service_account_key(&self, dir: &Path) -> PathBuf {
+        let pem = dir.join("key.pem");
+        let der = dir.join("key.pub.der");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl is needed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let pem_s = pem.to_str().unwrap();
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            pem_s,
+        ]);
+        run(&[
+            "rsa",
+            "-in",
+            pem_s,
+            "-RSAPublicKey_out",
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ]);
+        let key = json!({
+            "type": "service_account",
+            "project_id": PROJECT,
+            "private_key_id": "0123456789abcdef",
+            "private_key": std::fs::read_to_string(&pem).unwrap(),
+            "client_email": CLIENT_EMAIL,
+            "client_id": "123456789",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": format!("{}/token", self.url),
+        });
+        self.state().public_key = Some(std::fs::read(&der).unwrap());
+        let path = dir.join("service-account.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&key).unwrap()).unwrap();
+        path
+    }
+}
+
+impl Drop for FakeVertex {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: u16, body: &Value) -> Answer {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// A Google error response: `{"error": {code, message, status, details?}}`.
+fn error_answer(code: u16, status: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({ "error": google_error(code, status, message) }),
+    )
+}
+
+fn status_name(code: u16) -> &'static str {
+    match code {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}
+
+fn fault_answer(code: u16) -> (u16, Value) {
+    let message = match code {
+        429 => "Quota exceeded for aiplatform.googleapis.com/resource_management_requests.",
+        503 => "The service is currently unavailable.",
+        _ => "Internal error encountered.",
+    };
+    error_answer(code, status_name(code), message)
+}
+
+enum Then {
+    Now,
+    Hang(Duration),
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let headers = req.headers().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let (status, value, then) = {
+        let mut s = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (status, value, then) = s.route(&method, &path, &query, &headers, &body);
+        let json_body = serde_json::from_slice(&body).ok();
+        s.requests.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            body: json_body,
+            status,
+        });
+        (status, value, then)
+    };
+    if let Then::Hang(d) = then {
+        tokio::time::sleep(d).await;
+    }
+    Ok(answer(status, &value))
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (decode(k) == name).then(|| decode(v))
+    })
+}
+
+/// `application/x-www-form-urlencoded` and query decoding.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                if let Ok(b) = u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl State {
+    fn route(
+        &mut self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> (u16, Value, Then) {
+        if path == "/token" && method == "POST" {
+            let (c, v) = self.token(body);
+            return (c, v, Then::Now);
+        }
+        if path.starts_with("/computeMetadata/v1/") {
+            let (c, v) = self.metadata(path, query, headers);
+            return (c, v, Then::Now);
+        }
+        if !self.authorised(headers) {
+            let (c, v) = error_answer(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+            );
+            return (c, v, Then::Now);
+        }
+        let parent = format!("/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs");
+        let (code, value, then) = if path == parent && method == "POST" {
+            self.create(body)
+        } else if path == parent && method == "GET" {
+            let (c, v) = self.list(query);
+            (c, v, Then::Now)
+        } else if let Some(name) = path
+            .strip_prefix("/v1/")
+            .and_then(|p| p.strip_suffix(":cancel"))
+        {
+            let (c, v) = self.cancel(name, body);
+            (c, v, Then::Now)
+        } else if let (Some(name), "GET") = (path.strip_prefix("/v1/"), method) {
+            let (c, v) = self.get(name);
+            (c, v, Then::Now)
+        } else {
+            let (c, v) = error_answer(
+                404,
+                "NOT_FOUND",
+                &format!("The requested URL {path} was not found."),
+            );
+            (c, v, Then::Now)
+        };
+        // The fake's own answers must be what Google's would be.
+        let schema = if code != 200 {
+            None
+        } else if path == parent && method == "GET" {
+            Some("GoogleCloudAiplatformV1ListTuningJobsResponse")
+        } else if path.ends_with(":cancel") {
+            Some("GoogleProtobufEmpty")
+        } else {
+            Some("GoogleCloudAiplatformV1TuningJob")
+        };
+        if let Some(schema) = schema {
+            for v in self.discovery.check(schema, &value) {
+                self.violations
+                    .push(format!("fake answer to {method} {path}: {v}"));
+            }
+        }
+        (code, value, then)
+    }
+
+    fn authorised(&self, headers: &hyper::HeaderMap) -> bool {
+        headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .is_some_and(|t| self.tokens.iter().any(|x| x == t))
+    }
+
+    fn issue(&mut self) -> Value {
+        let token = format!("ya29.fake-{}", self.tokens.len() + 1);
+        self.tokens.push(token.clone());
+        json!({ "access_token": token, "expires_in": 3599, "token_type": "Bearer" })
+    }
+
+    /// The OAuth token endpoint: a JWT-bearer grant signed by the generated key.
+    fn token(&mut self, body: &[u8]) -> (u16, Value) {
+        let form = String::from_utf8_lossy(body).into_owned();
+        let grant = query_param(&form, "grant_type").unwrap_or_default();
+        let assertion = query_param(&form, "assertion").unwrap_or_default();
+        match self.check_jwt(&grant, &assertion) {
+            Ok(()) => (200, self.issue()),
+            Err(problem) => {
+                self.jwt_problems.push(problem.clone());
+                (
+                    400,
+                    json!({ "error": "invalid_grant", "error_description": problem }),
+                )
+            }
+        }
+    }
+
+    fn check_jwt(&self, grant: &str, assertion: &str) -> Result<(), String> {
+        if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+            return Err(format!("grant_type {grant:?}"));
+        }
+        let parts: Vec<&str> = assertion.split('.').collect();
+        let [header, claims, signature] = parts[..] else {
+            return Err("assertion is not a JWT".to_owned());
+        };
+        // gcp_auth pads its base64url; JWTs usually do not. Accept both.
+        let b64 = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::URL_SAFE,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let key = self.public_key.as_ref().ok_or("no key was generated")?;
+        let signature = b64
+            .decode(signature)
+            .map_err(|e| format!("signature: {e}"))?;
+        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+            .verify(format!("{header}.{claims}").as_bytes(), &signature)
+            .map_err(|_| "bad signature".to_owned())?;
+        let header: Value = serde_json::from_slice(&b64.decode(header).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let claims: Value = serde_json::from_slice(&b64.decode(claims).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        if header["alg"] != "RS256" {
+            return Err(format!("alg {}", header["alg"]));
+        }
+        if claims["iss"] != CLIENT_EMAIL {
+            return Err(format!("iss {}", claims["iss"]));
+        }
+        if claims["aud"] != format!("{}/token", self.url).as_str() {
+            return Err(format!("aud {}", claims["aud"]));
+        }
+        if !claims["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .split(' ')
+            .any(|s| s == CLOUD_PLATFORM)
+        {
+            return Err(format!("scope {}", claims["scope"]));
+        }
+        if claims["exp"].as_i64().unwrap_or(0) <= claims["iat"].as_i64().unwrap_or(0) {
+            return Err("exp not after iat".to_owned());
+        }
+        Ok(())
+    }
+
+    fn metadata(&mut self, path: &str, query: &str, headers: &hyper::HeaderMap) -> (u16, Value) {
+        if headers.get("metadata-flavor").and_then(|h| h.to_str().ok()) != Some("Google") {
+            return (403, json!("Missing required header: Metadata-Flavor"));
+        }
+        match path {
+            "/computeMetadata/v1/instance/service-accounts/default/token" => {
+                let scopes = query_param(query, "scopes").unwrap_or_default();
+                if !scopes.is_empty() && !scopes.split(',').any(|s| s == CLOUD_PLATFORM) {
+                    return (400, json!(format!("scopes {scopes}")));
+                }
+                self.metadata_tokens += 1;
+                (200, self.issue())
+            }
+            "/computeMetadata/v1/project/project-id" => (200, json!(PROJECT)),
+            _ => (404, json!("not found")),
+        }
+    }
+
+    fn create(&mut self, body: &[u8]) -> (u16, Value, Then) {
+        let Ok(job) = serde_json::from_slice::<Value>(body) else {
+            let (c, v) = error_answer(400, "INVALID_ARGUMENT", "Invalid JSON payload received.");
+            return (c, v, Then::Now);
+        };
+        let problems = self
+            .discovery
+            .check("GoogleCloudAiplatformV1TuningJob", &job);
+        if !problems.is_empty() {
+            self.violations
+                .extend(problems.iter().map(|p| format!("create body: {p}")));
+            let (c, v) = error_answer(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("Invalid JSON payload received. {}", problems.join("; ")),
+            );
+            return (c, v, Then::Now);
+        }
+        let fault = self.create_faults.pop_front();
+        if let Some(Fault::Refuse(code, error)) = fault {
+            return (code, json!({ "error": error }), Then::Now);
+        }
+        if let Some(refusal) = self.refuse_model(&job) {
+            return (refusal.0, refusal.1, Then::Now);
+        }
+        if job["supervisedTuningSpec"]["trainingDatasetUri"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            let (c, v) = error_answer(
+                400,
+                "INVALID_ARGUMENT",
+                "supervised_tuning_spec.training_dataset_uri is required.",
+            );
+            return (c, v, Then::Now);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut value = job;
+        let name = format!("projects/{PROJECT}/locations/{LOCATION}/tuningJobs/{id}");
+        value["name"] = json!(name);
+        value["state"] = json!("JOB_STATE_PENDING");
+        value["createTime"] = json!(format!(
+            "2026-11-24T10:{:02}:{:02}.123456Z",
+            (id / 60) % 60,
+            id % 60
+        ));
+        value["updateTime"] = value["createTime"].clone();
+        if value["preTunedModel"].is_object() {
+            // Output only: the base model of the parent.
+            value["preTunedModel"]["baseModel"] = json!("gemini-2.5-flash");
+        }
+        self.jobs.push(Job {
+            value: value.clone(),
+            history: self.history.iter().cloned().collect(),
+        });
+        match fault {
+            Some(Fault::CreateThen(code)) => {
+                let (c, v) = fault_answer(code);
+                (c, v, Then::Now)
+            }
+            Some(Fault::CreateAndHang(d)) => (200, value, Then::Hang(d)),
+            _ => (200, value, Then::Now),
+        }
+    }
+
+    /// Vertex's answers for a base model it does not know (404) or cannot tune (400), and for
+    /// a parent model that is not a tuned model of this project.
+    fn refuse_model(&self, job: &Value) -> Option<(u16, Value)> {
+        if let Some(model) = job["baseModel"].as_str() {
+            if job["preTunedModel"].is_object() {
+                return Some(error_answer(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "base_model and pre_tuned_model are mutually exclusive.",
+                ));
+            }
+            if NOT_TUNABLE.contains(&model) {
+                return Some(error_answer(
+                    400,
+                    "INVALID_ARGUMENT",
+                    &format!("Base model {model} is not supported for tuning."),
+                ));
+            }
+            if !TUNABLE.contains(&model) {
+                return Some(error_answer(
+                    404,
+                    "NOT_FOUND",
+                    &format!(
+                        "Publisher Model `projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/{model}` not found."
+                    ),
+                ));
+            }
+            return None;
+        }
+        let Some(parent) = job["preTunedModel"]["tunedModelName"].as_str() else {
+            return Some(error_answer(
+                400,
+                "INVALID_ARGUMENT",
+                "One of base_model or pre_tuned_model must be set.",
+            ));
+        };
+        let known = self
+            .jobs
+            .iter()
+            .any(|j| j.value["tunedModel"]["model"] == parent)
+            || parent == format!("projects/{PROJECT}/locations/{LOCATION}/models/987654321@1");
+        (!known).then(|| error_answer(404, "NOT_FOUND", &format!("Model {parent} not found.")))
+    }
+
+    fn get(&mut self, name: &str) -> (u16, Value) {
+        if let Some(code) = self.get_faults.pop_front() {
+            return fault_answer(code);
+        }
+        let Some(job) = self.jobs.iter_mut().find(|j| j.value["name"] == name) else {
+            return error_answer(404, "NOT_FOUND", &format!("TuningJob {name} not found."));
+        };
+        // One step per read; the last step stays.
+        let next = if job.history.len() > 1 {
+            job.history.pop_front()
+        } else {
+            job.history.front().cloned()
+        };
+        if let Some(step) = next {
+            job.value["state"] = json!(step.state);
+            if let Some(extra) = step.extra.as_object() {
+                for (k, v) in extra {
+                    job.value[k] = v.clone();
+                }
+            }
+        }
+        (200, job.value.clone())
+    }
+
+    fn list(&mut self, query: &str) -> (u16, Value) {
+        if let Some(code) = self.list_faults.pop_front() {
+            return fault_answer(code);
+        }
+        let filter = query_param(query, "filter").unwrap_or_default();
+        let wanted = if filter.is_empty() {
+            None
+        } else {
+            // The one form the fake understands: labels.KEY="VALUE".
+            let parsed = filter
+                .strip_prefix("labels.")
+                .and_then(|f| f.split_once('='))
+                .and_then(|(k, v)| {
+                    Some((
+                        k.trim().to_owned(),
+                        v.trim().strip_prefix('"')?.strip_suffix('"')?.to_owned(),
+                    ))
+                });
+            match parsed {
+                Some(kv) => Some(kv),
+                None => {
+                    return error_answer(
+                        400,
+                        "INVALID_ARGUMENT",
+                        &format!("Invalid filter: {filter}"),
+                    );
+                }
+            }
+        };
+        let size = query_param(query, "pageSize")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(self.page_size)
+            .min(self.page_size)
+            .max(1);
+        let start = match query_param(query, "pageToken") {
+            Some(t) => match t
+                .strip_prefix("offset-")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(n) => n,
+                None => return error_answer(400, "INVALID_ARGUMENT", "Invalid page token."),
+            },
+            None => 0,
+        };
+        // Newest first, as Vertex lists.
+        let matching: Vec<Value> = self
+            .jobs
+            .iter()
+            .rev()
+            .filter(|j| {
+                wanted
+                    .as_ref()
+                    .is_none_or(|(k, v)| j.value["labels"][k] == v.as_str())
+            })
+            .map(|j| j.value.clone())
+            .collect();
+        let page: Vec<Value> = matching.iter().skip(start).take(size).cloned().collect();
+        let mut out = json!({});
+        if !page.is_empty() {
+            out["tuningJobs"] = Value::Array(page);
+        }
+        if start + size < matching.len() {
+            out["nextPageToken"] = json!(format!("offset-{}", start + size));
+        }
+        (200, out)
+    }
+
+    fn cancel(&mut self, name: &str, body: &[u8]) -> (u16, Value) {
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        for p in self
+            .discovery
+            .check("GoogleCloudAiplatformV1CancelTuningJobRequest", &request)
+        {
+            self.violations.push(format!("cancel body: {p}"));
+        }
+        let Some(job) = self.jobs.iter_mut().find(|j| j.value["name"] == name) else {
+            return error_answer(404, "NOT_FOUND", &format!("TuningJob {name} not found."));
+        };
+        job.history = VecDeque::from([Step {
+            state: "JOB_STATE_CANCELLED",
+            extra: json!({ "error": {"code": 1, "message": "CANCELLED"} }),
+        }]);
+        job.value["state"] = json!("JOB_STATE_CANCELLING");
+        (200, json!({}))
+    }
+}
