@@ -577,3 +577,242 @@ impl Tuner for Vertex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(extra: &[&str]) -> Settings {
+        let mut args = vec![
+            "autotune",
+            "--bucket-name",
+            "memory://t",
+            "--project-id",
+            "p",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().settings
+    }
+
+    fn status(http: u16, error: Value) -> Failure {
+        Failure::Status { http, error }
+    }
+
+    #[test]
+    fn settings_have_defaults_flags_and_checks() {
+        let s = settings(&[]);
+        assert_eq!(s.vertex.poll_interval, Duration::from_secs(60));
+        assert_eq!(s.vertex.max_tuning_duration, Duration::from_secs(24 * 3600));
+        assert_eq!(s.vertex.tuning_mode, TuningMode::Full);
+        assert_eq!(s.vertex.tuning_service_account, None);
+        assert_eq!(
+            s.vertex.api_root("europe-west4"),
+            "https://europe-west4-aiplatform.googleapis.com"
+        );
+        let s = settings(&[
+            "--vertex-api-endpoint",
+            "http://127.0.0.1:9/",
+            "--poll-interval",
+            "5s",
+            "--max-tuning-duration",
+            "2h 30m",
+            "--tuning-mode",
+            "continuous",
+        ]);
+        assert_eq!(s.vertex.api_root("x"), "http://127.0.0.1:9");
+        assert_eq!(s.vertex.poll_interval, Duration::from_secs(5));
+        assert_eq!(s.vertex.max_tuning_duration, Duration::from_secs(9000));
+        assert_eq!(s.vertex.tuning_mode, TuningMode::Continuous);
+        let bad = Cli::try_parse_from([
+            "autotune",
+            "--bucket-name",
+            "memory://t",
+            "--poll-interval",
+            "0s",
+        ]);
+        let e = bad.err().unwrap().to_string();
+        assert!(e.contains("POLL_INTERVAL"), "{e}");
+        let bad = Cli::try_parse_from([
+            "autotune",
+            "--bucket-name",
+            "memory://t",
+            "--tuning-mode",
+            "partial",
+        ]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn the_request_follows_settings_and_continuous_mode() {
+        let s = settings(&[
+            "--location",
+            "us-east5",
+            "--tuning-service-account",
+            "sa@p.iam.gserviceaccount.com",
+        ]);
+        let mut r = job::Request::build(&s, "run-1", "abc", "gs://b/t.jsonl", None);
+        assert_eq!(
+            r.url,
+            "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/tuningJobs"
+        );
+        let body = serde_json::to_value(&r.body).unwrap();
+        assert_eq!(body["baseModel"], s.source_model.as_str());
+        assert_eq!(body["serviceAccount"], "sa@p.iam.gserviceaccount.com");
+        assert!(body.get("preTunedModel").is_none());
+        r.continue_from("projects/p/locations/us-east5/models/1@2");
+        let body = serde_json::to_value(&r.body).unwrap();
+        assert!(body.get("baseModel").is_none());
+        assert_eq!(
+            body["preTunedModel"],
+            json!({"tunedModelName": "projects/p/locations/us-east5/models/1@2"})
+        );
+        assert_ne!(r.run_key, "abc");
+        assert_eq!(r.run_key.len(), 32);
+        assert_eq!(body["labels"]["autotune_run_key"], r.run_key.as_str());
+        let again = {
+            let mut x = job::Request::build(&s, "run-2", "abc", "gs://b/t.jsonl", None);
+            x.continue_from("projects/p/locations/us-east5/models/1@2");
+            x.run_key
+        };
+        assert_eq!(
+            again, r.run_key,
+            "the same data and parent give the same key"
+        );
+    }
+
+    #[test]
+    fn create_failures_are_classified_by_whether_a_job_can_exist() {
+        let e = || json!({});
+        assert!(Failure::NotSent(String::new()).nothing_created());
+        assert!(status(429, e()).nothing_created() && status(503, e()).nothing_created());
+        for maybe in [
+            Failure::NoAnswer(String::new()),
+            status(500, e()),
+            status(504, e()),
+        ] {
+            assert!(
+                maybe.maybe_created() && !maybe.nothing_created(),
+                "{maybe:?}"
+            );
+        }
+        for final_ in [
+            status(400, e()),
+            status(403, e()),
+            status(404, e()),
+            Failure::Fatal(String::new()),
+        ] {
+            assert!(
+                !final_.maybe_created() && !final_.nothing_created() && !final_.transient(),
+                "{final_:?}"
+            );
+        }
+        assert!(status(502, e()).transient() && status(429, e()).transient());
+    }
+
+    #[test]
+    fn only_model_problems_name_the_model() {
+        let err =
+            |code: u16, message: &str| status(code, json!({"code": code, "message": message}));
+        assert!(model_refused(
+            &err(
+                404,
+                "Publisher Model `projects/p/locations/l/publishers/google/models/gemini-9` not found."
+            ),
+            "gemini-9"
+        ));
+        assert!(model_refused(
+            &err(400, "Base model gemini-1.0-pro-002 is not supported."),
+            "gemini-1.0-pro-002"
+        ));
+        assert!(model_refused(
+            &err(400, "Base model gemini-9 is not supported."),
+            "publishers/google/models/gemini-9"
+        ));
+        assert!(!model_refused(
+            &err(
+                400,
+                "The adapter size is not supported for this base model."
+            ),
+            "gemini-2.5-flash"
+        ));
+        assert!(!model_refused(&err(500, "gemini-9 not found"), "gemini-9"));
+        let violation = status(
+            400,
+            json!({"code": 400, "message": "Request contains an invalid argument.", "details": [{
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": "tuning_job.base_model", "description": "Unsupported."}]
+            }]}),
+        );
+        assert!(model_refused(&violation, "whatever"));
+        assert_eq!(
+            violation.describe(),
+            "HTTP 400: Request contains an invalid argument.; tuning_job.base_model: Unsupported."
+        );
+    }
+
+    #[test]
+    fn details_keep_numbers_and_googles_error() {
+        let job = json!({
+            "name": "projects/p/locations/l/tuningJobs/1",
+            "state": "JOB_STATE_FAILED",
+            "baseModel": "gemini-2.5-flash",
+            "tuningDataStats": {"supervisedTuningDataStats": {
+                "tuningDatasetExampleCount": "10", "totalBillableTokenCount": 7, "totalTruncatedExampleCount": "x"
+            }},
+            "error": {"code": 3, "message": "m", "details": [{"@type": "t", "k": "v"}]}
+        });
+        let t = finished("ignored", &job);
+        assert_eq!(t.status, RunStatus::Failed);
+        let d = &t.model_details;
+        assert_eq!(d["tuning_job"], "projects/p/locations/l/tuningJobs/1");
+        assert_eq!(
+            d["tuning_data_stats"],
+            json!({"tuningDatasetExampleCount": 10, "totalBillableTokenCount": 7})
+        );
+        assert_eq!(d["error"], job["error"]);
+        let expired = finished("n", &json!({"state": "JOB_STATE_EXPIRED"}));
+        assert_eq!(expired.status, RunStatus::Failed);
+        assert!(
+            expired.model_details["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("EXPIRED")
+        );
+        let partial = finished("n", &json!({"state": "JOB_STATE_PARTIALLY_SUCCEEDED"}));
+        assert_eq!(partial.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn callers_converge_on_one_job() {
+        let j = |name: &str, state: &str, created: &str| json!({"name": name, "state": state, "createTime": created});
+        let jobs = vec![
+            j("b", "JOB_STATE_RUNNING", "2026-01-02T00:00:00Z"),
+            j("a", "JOB_STATE_RUNNING", "2026-01-01T00:00:00Z"),
+        ];
+        assert_eq!(pick(jobs.clone()).as_deref(), Some("a"), "the oldest");
+        let mut with_done = jobs;
+        with_done.push(j("c", "JOB_STATE_SUCCEEDED", "2026-01-03T00:00:00Z"));
+        assert_eq!(
+            pick(with_done).as_deref(),
+            Some("c"),
+            "a succeeded job first"
+        );
+        assert_eq!(pick(Vec::new()), None);
+    }
+
+    #[test]
+    fn project_id_is_needed() {
+        let mut s = settings(&[]);
+        s.project_id = None;
+        let e = Vertex::from_settings(&s).unwrap_err();
+        assert!(e.to_string().contains("PROJECT_ID"), "{e}");
+    }
+}
