@@ -125,7 +125,10 @@ async fn read_object(
     limit: u64,
 ) -> Result<Bytes, (Category, String)> {
     let got = store.get(key).await.map_err(|e| match e {
-        StoreError::NotFound { .. } => (Category::ReadError, "object vanished after listing".to_owned()),
+        StoreError::NotFound { .. } => (
+            Category::ReadError,
+            "object vanished after listing".to_owned(),
+        ),
         e => (Category::ReadError, e.to_string()),
     })?;
     let too_large = |n: u64| {
@@ -157,7 +160,12 @@ async fn read_object(
     Ok(Bytes::from(buf))
 }
 
-async fn load(store: &dyn Store, sample: &Sample, uris: &Uris, opts: &Options) -> Result<Loaded, Reject> {
+async fn load(
+    store: &dyn Store,
+    sample: &Sample,
+    uris: &Uris,
+    opts: &Options,
+) -> Result<Loaded, Reject> {
     Converter::precheck(sample, uris)?;
     let fail = |object: &str| {
         let key = sample.key.clone();
@@ -166,16 +174,26 @@ async fn load(store: &dyn Store, sample: &Sample, uris: &Uris, opts: &Options) -
     };
     let raw_text = if sample.raw.modality == Modality::Text {
         Some(
-            read_object(store, &sample.raw.meta.key, sample.raw.gzip, opts.max_text_bytes)
-                .await
-                .map_err(fail(&uris.raw))?,
+            read_object(
+                store,
+                &sample.raw.meta.key,
+                sample.raw.gzip,
+                opts.max_text_bytes,
+            )
+            .await
+            .map_err(fail(&uris.raw))?,
         )
     } else {
         None
     };
-    let label = read_object(store, &sample.label.meta.key, sample.label.gzip, opts.max_text_bytes)
-        .await
-        .map_err(fail(&uris.label))?;
+    let label = read_object(
+        store,
+        &sample.label.meta.key,
+        sample.label.gzip,
+        opts.max_text_bytes,
+    )
+    .await
+    .map_err(fail(&uris.label))?;
     Ok(Loaded { raw_text, label })
 }
 
@@ -237,7 +255,7 @@ pub async fn build(
             }
         })
         .buffered(opts.read_concurrency.max(1));
-    let mut converted = reads
+    let mut batches = reads
         .chunks(BATCH)
         .map(|batch| {
             let (samples, converter) = (samples.clone(), converter.clone());
@@ -253,7 +271,7 @@ pub async fn build(
         })
         .buffered(2);
 
-    while let Some(batch) = converted.next().await {
+    while let Some(batch) = batches.next().await {
         for (i, line) in batch {
             match line {
                 Ok(line) => match split.side(&samples[i].key) {
