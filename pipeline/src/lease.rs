@@ -42,19 +42,33 @@ pub struct LeaseRecord {
     pub renewed_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<DateTime<Utc>>,
+    /// A tuning job submitted under this lease and not yet finalised: whoever takes the lease
+    /// next adopts it instead of starting another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning_job: Option<String>,
+    /// The run record to finalise with the adopted job's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_record: Option<String>,
 }
 
 impl LeaseRecord {
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         self.state == LeaseState::Held && self.expires_at > now
     }
+
+    /// A job left for the next holder to adopt, with the record to finalise.
+    pub fn pending_job(&self) -> Option<(&str, Option<&str>)> {
+        self.tuning_job
+            .as_deref()
+            .map(|j| (j, self.run_record.as_deref()))
+    }
 }
 
 /// What the lock object says right now.
 #[derive(Debug, Clone)]
 pub enum Status {
-    /// No lock object, or a released one.
-    Free,
+    /// No lock object, or a released one. A released lease may hand over a pending job.
+    Free(Option<LeaseRecord>),
     /// Held and not expired.
     Live(LeaseRecord),
     /// Held but expired: its holder died without releasing it.
@@ -67,7 +81,9 @@ pub enum Status {
 pub enum LeaseError {
     #[error("run lock: {0}")]
     Store(#[from] StoreError),
-    #[error("run lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`")]
+    #[error(
+        "run lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
+    )]
     Unreadable { uri: String, reason: String },
 }
 
@@ -110,9 +126,9 @@ async fn read(
 /// Gate 1 without writing: what a run would find.
 pub async fn status(store: &dyn Store, key: &str) -> Result<Status, StoreError> {
     Ok(match read(store, key).await? {
-        None => Status::Free,
+        None => Status::Free(None),
         Some((Err(reason), _)) => Status::Unreadable(reason),
-        Some((Ok(r), _)) if r.state == LeaseState::Released => Status::Free,
+        Some((Ok(r), _)) if r.state == LeaseState::Released => Status::Free(Some(r)),
         Some((Ok(r), _)) if r.is_live(Utc::now()) => Status::Live(r),
         Some((Ok(r), _)) => Status::Expired(r),
     })
@@ -148,6 +164,8 @@ fn record(run_id: &str, owner: &str, ttl: Duration) -> LeaseRecord {
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
         renewed_at: None,
         released_at: None,
+        tuning_job: None,
+        run_record: None,
     }
 }
 
@@ -164,7 +182,7 @@ impl Lease {
         owner: &str,
         ttl: Duration,
     ) -> Result<Acquired, LeaseError> {
-        let mine = record(run_id, owner, ttl);
+        let mut mine = record(run_id, owner, ttl);
         let mode = match read(&*store, key).await? {
             None => PutMode::Create,
             Some((Err(reason), _)) => {
@@ -185,6 +203,9 @@ impl Lease {
                         "taking over an expired run lock (its run died without releasing it)"
                     );
                 }
+                // A job the previous holder left running passes on with the lease.
+                mine.tuning_job = theirs.tuning_job;
+                mine.run_record = theirs.run_record;
                 PutMode::Update(generation)
             }
         };
@@ -257,8 +278,39 @@ impl Lease {
         self.lost.clone().cancelled_owned()
     }
 
-    /// Frees the lock for the next run.
-    pub async fn release(mut self) -> Result<(), StoreError> {
+    /// Records a submitted tuning job in the lease, so that if this run dies the next one
+    /// adopts the job rather than starting a second.
+    pub async fn attach_job(&self, job: &str, run_record: &str) -> Result<(), StoreError> {
+        self.update(|r| {
+            r.tuning_job = Some(job.to_owned());
+            r.run_record = Some(run_record.to_owned());
+        })
+        .await
+    }
+
+    async fn update(&self, change: impl FnOnce(&mut LeaseRecord)) -> Result<(), StoreError> {
+        let mut cur = self.current.lock().await;
+        let mut next = cur.0.clone();
+        change(&mut next);
+        let meta = self
+            .store
+            .put(&self.key, body(&next), PutMode::Update(cur.1.clone()))
+            .await?;
+        *cur = (next, meta.generation);
+        Ok(())
+    }
+
+    /// Frees the lock for the next run; the job it carried, if any, is finished.
+    pub async fn release(self) -> Result<(), StoreError> {
+        self.free(false).await
+    }
+
+    /// Frees the lock but leaves its tuning job for the next run to adopt (SIGTERM, --detach).
+    pub async fn hand_over(self) -> Result<(), StoreError> {
+        self.free(true).await
+    }
+
+    async fn free(mut self, keep_job: bool) -> Result<(), StoreError> {
         if let Some(h) = self.heartbeat.take() {
             h.abort();
         }
@@ -266,6 +318,10 @@ impl Lease {
         let mut released = cur.0.clone();
         released.state = LeaseState::Released;
         released.released_at = Some(Utc::now());
+        if !keep_job {
+            released.tuning_job = None;
+            released.run_record = None;
+        }
         let meta = self
             .store
             .put(&self.key, body(&released), PutMode::Update(cur.1.clone()))
@@ -358,14 +414,28 @@ mod tests {
     #[tokio::test]
     async fn one_winner_then_release_frees() {
         let s = store();
-        let a = Lease::acquire(s.clone(), "m/lock", "a", "o", Duration::from_secs(60)).await.unwrap();
-        let Acquired::Won(a) = a else { panic!("first acquire wins") };
-        let b = Lease::acquire(s.clone(), "m/lock", "b", "o", Duration::from_secs(60)).await.unwrap();
+        let a = Lease::acquire(s.clone(), "m/lock", "a", "o", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let Acquired::Won(a) = a else {
+            panic!("first acquire wins")
+        };
+        let b = Lease::acquire(s.clone(), "m/lock", "b", "o", Duration::from_secs(60))
+            .await
+            .unwrap();
         assert!(matches!(&b, Acquired::Held(r) if r.run_id == "a"), "{b:?}");
-        assert!(matches!(status(&*s, "m/lock").await.unwrap(), Status::Live(_)));
+        assert!(matches!(
+            status(&*s, "m/lock").await.unwrap(),
+            Status::Live(_)
+        ));
         a.release().await.unwrap();
-        assert!(matches!(status(&*s, "m/lock").await.unwrap(), Status::Free));
-        let c = Lease::acquire(s.clone(), "m/lock", "c", "o", Duration::from_secs(60)).await.unwrap();
+        assert!(matches!(
+            status(&*s, "m/lock").await.unwrap(),
+            Status::Free(Some(_))
+        ));
+        let c = Lease::acquire(s.clone(), "m/lock", "c", "o", Duration::from_secs(60))
+            .await
+            .unwrap();
         assert!(matches!(c, Acquired::Won(_)), "a released lock is free");
     }
 
@@ -373,13 +443,18 @@ mod tests {
     async fn expired_lease_is_taken_over_once() {
         let s = store();
         let Acquired::Won(dead) =
-            Lease::acquire(s.clone(), "lock", "dead", "o", Duration::from_secs(1)).await.unwrap()
+            Lease::acquire(s.clone(), "lock", "dead", "o", Duration::from_secs(1))
+                .await
+                .unwrap()
         else {
             panic!()
         };
         drop(dead); // killed: never released
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(matches!(status(&*s, "lock").await.unwrap(), Status::Expired(_)));
+        assert!(matches!(
+            status(&*s, "lock").await.unwrap(),
+            Status::Expired(_)
+        ));
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let s = s.clone();
@@ -401,7 +476,9 @@ mod tests {
     async fn heartbeat_renews_and_detects_takeover() {
         let s = store();
         let Acquired::Won(mut lease) =
-            Lease::acquire(s.clone(), "lock", "me", "o", Duration::from_secs(30)).await.unwrap()
+            Lease::acquire(s.clone(), "lock", "me", "o", Duration::from_secs(30))
+                .await
+                .unwrap()
         else {
             panic!()
         };
@@ -412,27 +489,84 @@ mod tests {
         assert_ne!(g0, g1, "the heartbeat renewed the lease");
         assert!(lease.record().await.renewed_at.is_some());
         // Someone overwrites the lock behind our back: the next renewal must notice.
-        s.put("lock", Bytes::from("{}"), PutMode::Overwrite).await.unwrap();
+        s.put("lock", Bytes::from("{}"), PutMode::Overwrite)
+            .await
+            .unwrap();
         tokio::time::timeout(Duration::from_secs(11), lease.lost())
             .await
             .expect("lease loss detected within one heartbeat");
     }
 
     #[tokio::test]
-    async fn unlock_refuses_live_lease_without_force() {
+    async fn a_handed_over_job_passes_to_the_next_holder() {
         let s = store();
-        let Acquired::Won(_held) =
-            Lease::acquire(s.clone(), "lock", "me", "o", Duration::from_secs(60)).await.unwrap()
+        let Acquired::Won(a) = Lease::acquire(s.clone(), "lock", "a", "o", Duration::from_secs(60))
+            .await
+            .unwrap()
         else {
             panic!()
         };
-        assert!(matches!(unlock(&*s, "lock", false).await.unwrap(), UnlockOutcome::Refused(_)));
-        assert!(matches!(unlock(&*s, "lock", true).await.unwrap(), UnlockOutcome::Unlocked(_)));
-        assert!(matches!(status(&*s, "lock").await.unwrap(), Status::Free));
-        assert!(matches!(unlock(&*s, "lock", false).await.unwrap(), UnlockOutcome::NotLocked));
-        s.put("lock", Bytes::from("garbage"), PutMode::Overwrite).await.unwrap();
+        a.attach_job("projects/p/locations/l/tuningJobs/1", "m/rec.json")
+            .await
+            .unwrap();
+        a.hand_over().await.unwrap();
+        let Status::Free(Some(r)) = status(&*s, "lock").await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.pending_job(),
+            Some(("projects/p/locations/l/tuningJobs/1", Some("m/rec.json")))
+        );
+        let Acquired::Won(b) = Lease::acquire(s.clone(), "lock", "b", "o", Duration::from_secs(60))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            b.record().await.tuning_job.as_deref(),
+            Some("projects/p/locations/l/tuningJobs/1")
+        );
+        b.release().await.unwrap();
+        let Status::Free(Some(r)) = status(&*s, "lock").await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.pending_job(), None, "a released job is finished");
+    }
+
+    #[tokio::test]
+    async fn unlock_refuses_live_lease_without_force() {
+        let s = store();
+        let Acquired::Won(_held) =
+            Lease::acquire(s.clone(), "lock", "me", "o", Duration::from_secs(60))
+                .await
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            unlock(&*s, "lock", false).await.unwrap(),
+            UnlockOutcome::Refused(_)
+        ));
+        assert!(matches!(
+            unlock(&*s, "lock", true).await.unwrap(),
+            UnlockOutcome::Unlocked(_)
+        ));
+        assert!(matches!(
+            status(&*s, "lock").await.unwrap(),
+            Status::Free(_)
+        ));
+        assert!(matches!(
+            unlock(&*s, "lock", false).await.unwrap(),
+            UnlockOutcome::NotLocked
+        ));
+        s.put("lock", Bytes::from("garbage"), PutMode::Overwrite)
+            .await
+            .unwrap();
         assert!(unlock(&*s, "lock", false).await.is_err());
-        let err = Lease::acquire(s.clone(), "lock", "x", "o", Duration::from_secs(1)).await.unwrap_err();
+        let err = Lease::acquire(s.clone(), "lock", "x", "o", Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("unlock --force"), "{err}");
     }
 }

@@ -12,10 +12,20 @@ use autotune::storage;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "autotune", version, about = "Retrains Gemini on Vertex AI when enough new labelled data arrives in a bucket.")]
+#[command(
+    name = "autotune",
+    version,
+    about = "Retrains Gemini on Vertex AI when enough new labelled data arrives in a bucket."
+)]
 struct Cli {
     /// Log format: auto (text on a terminal, JSON for Cloud Logging otherwise), text or json.
-    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "auto", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "auto",
+        global = true
+    )]
     log_format: LogFormat,
 
     #[command(subcommand)]
@@ -25,7 +35,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the job: the three gates, the datasets, tuning and the run record.
-    Run(Settings),
+    Run {
+        #[command(flatten)]
+        settings: Settings,
+        /// Submit the tuning job, record it and exit; a later run follows it and finalises.
+        #[arg(long, env = "DETACH", value_name = "DETACH")]
+        detach: bool,
+    },
     /// Evaluate the gates and say what `run` would do, writing nothing.
     Plan {
         #[command(flatten)]
@@ -42,7 +58,12 @@ enum Command {
         #[arg(long, env = "BUCKET_NAME", value_name = "BUCKET_NAME")]
         bucket_name: String,
         /// Folder of the lock.
-        #[arg(long, env = "MODEL_META_FOLDER", value_name = "MODEL_META_FOLDER", default_value = "trained_model")]
+        #[arg(
+            long,
+            env = "MODEL_META_FOLDER",
+            value_name = "MODEL_META_FOLDER",
+            default_value = "trained_model"
+        )]
         model_meta_folder: String,
         /// Free the lock even if its lease is live.
         #[arg(long)]
@@ -71,15 +92,18 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
 }
 
 fn print(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("output serialises"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serialises")
+    );
 }
 
 async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(settings) => {
+        Command::Run { settings, detach } => {
             let shutdown = shutdown_signal()?;
             let job = job(settings, progress)?;
-            let outcome = job.run(shutdown).await;
+            let outcome = job.run(shutdown, detach).await;
             print(&outcome);
             Ok(ExitCode::from(outcome.status.exit_code() as u8))
         }
@@ -96,7 +120,11 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let code = autotune::validate::command(&args).await?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
-        Command::Unlock { bucket_name, model_meta_folder, force } => {
+        Command::Unlock {
+            bucket_name,
+            model_meta_folder,
+            force,
+        } => {
             let store = storage::open(&bucket_name).context("BUCKET_NAME")?;
             let key = lease::lock_key(&model_meta_folder);
             let outcome = lease::unlock(&*store, &key, force).await?;
@@ -110,7 +138,9 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
                 "unlocked" => "lock released",
                 _ => "no lock held",
             };
-            print(&serde_json::json!({ "status": status, "reason": reason, "lock": store.uri(&key), "lease": detail }));
+            print(
+                &serde_json::json!({ "status": status, "reason": reason, "lock": store.uri(&key), "lease": detail }),
+            );
             Ok(ExitCode::from(code))
         }
     }
@@ -119,7 +149,12 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
 fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
     let store = storage::open(&settings.bucket_name).context("BUCKET_NAME")?;
     let tuner = tuner_for(&settings).context("TUNER")?;
-    Ok(Job { settings, store, tuner, progress })
+    Ok(Job {
+        settings,
+        store,
+        tuner,
+        progress,
+    })
 }
 
 fn main() -> ExitCode {

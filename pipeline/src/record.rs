@@ -25,6 +25,8 @@ pub enum RunStatus {
     Failed,
     /// A signal stopped the run.
     Interrupted,
+    /// The tuning job is submitted and not finished: a later run follows it (`--detach`).
+    Running,
     /// Gate 2 or 3 is not met yet.
     Waiting,
     /// Gate 1: another run holds the lock.
@@ -114,6 +116,39 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+impl RunRecord {
+    /// A record with nothing filled in, for struct-update syntax.
+    pub fn empty() -> Self {
+        Self {
+            status: RunStatus::Failed,
+            sample_size: 0,
+            previous_sample_size: 0,
+            sample_delta: 0,
+            training_start_time: Utc::now(),
+            training_end_time: None,
+            training_duration_seconds: None,
+            model_details: serde_json::Value::Null,
+            trigger_bucket: None,
+            trigger_object: None,
+            trigger_generation: None,
+            trigger_event_id: None,
+            run_id: String::new(),
+            tuner: String::new(),
+            source_model: String::new(),
+            train_dataset_uri: None,
+            validation_dataset_uri: None,
+            rejected_uri: None,
+            counts: Counts::default(),
+            split_seed: None,
+            split_ratio: None,
+            manifest_uri: None,
+            lock_generation: None,
+            baseline_run_id: None,
+            error: None,
+        }
+    }
+}
+
 /// A run record and its object key.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -152,7 +187,9 @@ pub async fn latest(
                 return Ok(Some(Stored { key, record }));
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(object = %store.uri(&key), error = %e, "unreadable run record skipped"),
+            Err(e) => {
+                tracing::warn!(object = %store.uri(&key), error = %e, "unreadable run record skipped")
+            }
         }
     }
     Ok(None)
@@ -168,16 +205,24 @@ pub async fn claim_names(
 ) -> Result<(String, Option<String>), StoreError> {
     let stamp = start.format("%Y%m%d_%H%M%S").to_string();
     for n in 0.. {
-        let suffix = if n == 0 { stamp.clone() } else { format!("{stamp}_{n}") };
+        let suffix = if n == 0 {
+            stamp.clone()
+        } else {
+            format!("{stamp}_{n}")
+        };
         let meta_key = storage::join(meta_folder, &format!("{METADATA_PREFIX}{suffix}.json"));
-        let manifest_key = storage::join(meta_folder, &format!("{MANIFEST_PREFIX}{suffix}.jsonl.gz"));
+        let manifest_key =
+            storage::join(meta_folder, &format!("{MANIFEST_PREFIX}{suffix}.jsonl.gz"));
         if store.get(&meta_key).await.is_ok() {
             continue;
         }
         let Some(body) = &manifest else {
             return Ok((meta_key, None));
         };
-        match store.put(&manifest_key, body.clone(), PutMode::Create).await {
+        match store
+            .put(&manifest_key, body.clone(), PutMode::Create)
+            .await
+        {
             Ok(_) => return Ok((meta_key, Some(manifest_key))),
             Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
@@ -189,6 +234,9 @@ pub async fn claim_names(
 /// Writes a record under a claimed name.
 pub async fn write(store: &dyn Store, key: &str, record: &RunRecord) -> Result<String, StoreError> {
     let body = serde_json::to_vec_pretty(record).expect("a record serialises");
-    store.put(key, Bytes::from(body), PutMode::Create).await?;
+    // The key was claimed by this run; a record is rewritten as the run progresses.
+    store
+        .put(key, Bytes::from(body), PutMode::Overwrite)
+        .await?;
     Ok(store.uri(key))
 }

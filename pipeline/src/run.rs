@@ -161,12 +161,17 @@ impl Job {
         let mut o = Outcome::new(RunStatus::Waiting, reason, self.settings.min_samples);
         o.counts = counts_of(&gates.inventory);
         o.sample_delta = gates.delta;
-        o.unpaired_examples.clone_from(&gates.inventory.unpaired_examples);
+        o.unpaired_examples
+            .clone_from(&gates.inventory.unpaired_examples);
         o.baseline_run_id = gates.baseline.as_ref().map(|b| b.record.run_id.clone());
         o
     }
 
-    async fn delta_against(&self, inv: &Inventory, baseline: Option<&Stored>) -> Result<u64, StoreError> {
+    async fn delta_against(
+        &self,
+        inv: &Inventory,
+        baseline: Option<&Stored>,
+    ) -> Result<u64, StoreError> {
         let Some(b) = baseline else {
             return Ok(inv.samples.len() as u64);
         };
@@ -194,7 +199,8 @@ impl Job {
             ambiguous = inventory.ambiguous.len(),
             "inventory taken"
         );
-        let baseline = record::latest(&*self.store, self.meta_folder(), self.baseline_statuses()).await?;
+        let baseline =
+            record::latest(&*self.store, self.meta_folder(), self.baseline_statuses()).await?;
         let mut gates = Gates {
             inventory,
             baseline,
@@ -204,7 +210,9 @@ impl Job {
             let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
             return Ok(Err(self.wait(reason, &gates)));
         }
-        gates.delta = self.delta_against(&gates.inventory, gates.baseline.as_ref()).await?;
+        gates.delta = self
+            .delta_against(&gates.inventory, gates.baseline.as_ref())
+            .await?;
         if gates.delta < min {
             let since = gates
                 .baseline
@@ -224,7 +232,7 @@ impl Job {
             .split_seed
             .clone()
             .or_else(|| baseline.and_then(|b| b.record.split_seed.clone()))
-            .unwrap_or_else(split::new_seed)
+            .unwrap_or_else(|| split::DEFAULT_SEED.to_owned())
     }
 
     /// `autotune plan`: the gates and the split, writing nothing.
@@ -232,14 +240,28 @@ impl Job {
         let min = self.settings.min_samples;
         let lock = match lease::status(&*self.store, &self.lock_key()).await {
             Ok(lease::Status::Live(r)) => {
-                let reason = format!("gate 1: run {} ({}) holds the lock until {}", r.run_id, r.owner, r.expires_at);
+                let reason = format!(
+                    "gate 1: run {} ({}) holds the lock until {}",
+                    r.run_id, r.owner, r.expires_at
+                );
                 return Outcome::new(RunStatus::Skipped, reason, min);
             }
             Ok(lease::Status::Unreadable(e)) => {
-                return Outcome::new(RunStatus::Failed, format!("gate 1: lock unreadable: {e}"), min);
+                return Outcome::new(
+                    RunStatus::Failed,
+                    format!("gate 1: lock unreadable: {e}"),
+                    min,
+                );
             }
-            Ok(lease::Status::Expired(r)) => format!("expired lease of run {} (would be taken over)", r.run_id),
-            Ok(lease::Status::Free) => "free".to_owned(),
+            Ok(lease::Status::Expired(r)) => {
+                format!("expired lease of run {} (would be taken over)", r.run_id)
+            }
+            Ok(lease::Status::Free(r)) => {
+                match r.as_ref().and_then(lease::LeaseRecord::pending_job) {
+                    Some((job, _)) => format!("free; a run would first adopt tuning job {job}"),
+                    None => "free".to_owned(),
+                }
+            }
             Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
         };
         let gates = match self.evaluate().await {
@@ -248,7 +270,11 @@ impl Job {
             Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
         };
         let seed = self.split_seed(gates.baseline.as_ref());
-        let split = Split::plan(&seed, self.settings.split_ratio, gates.inventory.samples.iter().map(|s| s.key.as_str()));
+        let split = Split::plan(
+            &seed,
+            self.settings.split_ratio,
+            gates.inventory.samples.iter().map(|s| s.key.as_str()),
+        );
         let mut plan = Plan {
             lock,
             would_train: 0,
@@ -278,15 +304,19 @@ impl Job {
     }
 
     /// `autotune run`. `shutdown` resolves with the signal's name when the process is asked to
-    /// stop.
-    pub async fn run(&self, shutdown: impl Future<Output = &'static str>) -> Outcome {
+    /// stop. With `detach`, the run submits the tuning job, records it and exits; a later run
+    /// follows it to its end.
+    pub async fn run(&self, shutdown: impl Future<Output = &'static str>, detach: bool) -> Outcome {
         let min = self.settings.min_samples;
         let run_id = new_run_id();
         tracing::info!(%run_id, bucket = %self.settings.bucket_name, tuner = self.tuner.name(), "run starting");
         // Gate 1, read-only: do not even list when a run is in progress.
-        match lease::status(&*self.store, &self.lock_key()).await {
+        let adopt = match lease::status(&*self.store, &self.lock_key()).await {
             Ok(lease::Status::Live(r)) => {
-                let reason = format!("gate 1: run {} ({}) holds the lock until {}", r.run_id, r.owner, r.expires_at);
+                let reason = format!(
+                    "gate 1: run {} ({}) holds the lock until {}",
+                    r.run_id, r.owner, r.expires_at
+                );
                 tracing::info!("{reason}");
                 return Outcome::new(RunStatus::Skipped, reason, min);
             }
@@ -298,16 +328,23 @@ impl Job {
                 tracing::error!("{reason}");
                 return Outcome::new(RunStatus::Failed, reason, min);
             }
-            Ok(_) => {}
-            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
-        }
-        let mut gates = match self.evaluate().await {
-            Ok(Ok(g)) => g,
-            Ok(Err(waiting)) => {
-                tracing::info!("{}", waiting.reason);
-                return waiting;
+            Ok(lease::Status::Free(Some(r)) | lease::Status::Expired(r)) => {
+                r.pending_job().is_some()
             }
+            Ok(lease::Status::Free(None)) => false,
             Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+        };
+        let mut gates = if adopt {
+            None
+        } else {
+            match self.evaluate().await {
+                Ok(Ok(g)) => Some(g),
+                Ok(Err(waiting)) => {
+                    tracing::info!("{}", waiting.reason);
+                    return waiting;
+                }
+                Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+            }
         };
         // Gate 1, for real.
         let acquired = Lease::acquire(
@@ -329,9 +366,21 @@ impl Job {
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
+        if lease.record().await.pending_job().is_some() {
+            return self.adopt(lease, shutdown).await;
+        }
+        let Some(gates) = gates.as_mut() else {
+            // The job we meant to adopt was finalised by another run meanwhile.
+            let _ = lease.release().await;
+            return Outcome::new(
+                RunStatus::Skipped,
+                "gate 1: another run finished the pending tuning job first",
+                min,
+            );
+        };
 
         // A run that finished between our look and our lock moved the baseline.
-        match self.recheck(&mut gates).await {
+        match self.recheck(gates).await {
             Ok(None) => {}
             Ok(Some(waiting)) => {
                 if let Err(e) = lease.release().await {
@@ -346,23 +395,90 @@ impl Job {
         }
 
         let started = Utc::now();
-        let record = Mutex::new(self.initial_record(&run_id, &gates, started, &lease).await);
+        let state = Mutex::new(State {
+            record: self.initial_record(&run_id, gates, started, &lease).await,
+            meta_key: None,
+            job: None,
+        });
         let result = tokio::select! {
-            r = self.train(&run_id, &gates, &record) => r.map_err(|e| (RunStatus::Failed, e.to_string())),
+            r = self.train(&run_id, gates, &state, &lease, detach) => r.map_err(|e| (RunStatus::Failed, e.to_string())),
             signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             () = lease.lost() => Err((RunStatus::Failed, "the run lock was lost to another run; stopped".to_owned())),
         };
-        let mut record = record.into_inner();
-        self.finish(&mut record, result, &gates, started, lease).await
+        let mut state = state.into_inner();
+        self.finish(&mut state, result, started, lease).await
+    }
+
+    /// Follows a tuning job that a previous run submitted and could not see to its end (it was
+    /// killed, timed out, stopped by SIGTERM, or detached), and finalises that run's record.
+    async fn adopt(&self, lease: Lease, shutdown: impl Future<Output = &'static str>) -> Outcome {
+        let held = lease.record().await;
+        let (job, record_key) = held
+            .pending_job()
+            .expect("adopt is called with a pending job");
+        let job = job.to_owned();
+        let record_key = record_key.map(str::to_owned);
+        let previous = match &record_key {
+            Some(k) => match storage::get_bytes(&*self.store, k, 16 * 1024 * 1024).await {
+                Ok(b) => serde_json::from_slice::<RunRecord>(&b).ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the adopted run's record is unreadable; starting a new one");
+                    None
+                }
+            },
+            None => None,
+        };
+        let started = previous
+            .as_ref()
+            .map_or_else(Utc::now, |r| r.training_start_time);
+        let mut record = previous.unwrap_or_else(|| RunRecord {
+            status: RunStatus::Running,
+            training_start_time: started,
+            run_id: held.run_id.clone(),
+            tuner: self.tuner.name().to_owned(),
+            ..RunRecord::empty()
+        });
+        tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
+        let result = tokio::select! {
+            r = self.tuner.follow(&job) => match r {
+                Ok(tuned) => {
+                    merge(&mut record.model_details, &tuned.model_details);
+                    record.status = tuned.status;
+                    record.error = None;
+                    if tuned.status == RunStatus::Failed {
+                        Err((RunStatus::Failed, error_message(&tuned.model_details)))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e) => Err((RunStatus::Failed, e.to_string())),
+            },
+            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
+            () = lease.lost() => Err((RunStatus::Failed, "the run lock was lost to another run; stopped".to_owned())),
+        };
+        let mut state = State {
+            record,
+            meta_key: record_key,
+            job: Some(job.clone()),
+        };
+        let mut outcome = self.finish(&mut state, result, started, lease).await;
+        outcome.reason = format!(
+            "adopted tuning job {job} of run {}: {}",
+            state.record.run_id, outcome.reason
+        );
+        outcome
     }
 
     async fn recheck(&self, gates: &mut Gates) -> Result<Option<Outcome>, StoreError> {
-        let now = record::latest(&*self.store, self.meta_folder(), self.baseline_statuses()).await?;
+        let now =
+            record::latest(&*self.store, self.meta_folder(), self.baseline_statuses()).await?;
         if now.as_ref().map(|s| &s.key) == gates.baseline.as_ref().map(|s| &s.key) {
             return Ok(None);
         }
         gates.baseline = now;
-        gates.delta = self.delta_against(&gates.inventory, gates.baseline.as_ref()).await?;
+        gates.delta = self
+            .delta_against(&gates.inventory, gates.baseline.as_ref())
+            .await?;
         if gates.delta < self.settings.min_samples {
             let reason = format!(
                 "gate 3: another run finished meanwhile; {} new or changed samples remain, fewer than MIN_SAMPLES ({})",
@@ -373,7 +489,13 @@ impl Job {
         Ok(None)
     }
 
-    async fn initial_record(&self, run_id: &str, gates: &Gates, started: DateTime<Utc>, lease: &Lease) -> RunRecord {
+    async fn initial_record(
+        &self,
+        run_id: &str,
+        gates: &Gates,
+        started: DateTime<Utc>,
+        lease: &Lease,
+    ) -> RunRecord {
         let s = &self.settings;
         RunRecord {
             status: RunStatus::Failed,
@@ -381,9 +503,6 @@ impl Job {
             previous_sample_size: gates.baseline.as_ref().map_or(0, |b| b.record.sample_size),
             sample_delta: gates.delta,
             training_start_time: started,
-            training_end_time: None,
-            training_duration_seconds: None,
-            model_details: serde_json::Value::Null,
             trigger_bucket: s.trigger.trigger_bucket.clone(),
             trigger_object: s.trigger.trigger_object.clone(),
             trigger_generation: s.trigger.trigger_generation.clone(),
@@ -391,27 +510,33 @@ impl Job {
             run_id: run_id.to_owned(),
             tuner: self.tuner.name().to_owned(),
             source_model: s.source_model.clone(),
-            train_dataset_uri: None,
-            validation_dataset_uri: None,
-            rejected_uri: None,
             counts: counts_of(&gates.inventory),
-            split_seed: None,
             split_ratio: Some(s.split_ratio),
-            manifest_uri: None,
             lock_generation: Some(lease.generation().await),
             baseline_run_id: gates.baseline.as_ref().map(|b| b.record.run_id.clone()),
-            error: None,
+            ..RunRecord::empty()
         }
     }
 
-    /// Build, check, tune. Updates `record` as it goes, so an interruption still records what
-    /// was done.
-    async fn train(&self, run_id: &str, gates: &Gates, record: &Mutex<RunRecord>) -> Result<(), RunError> {
+    /// Build, check, submit, follow. Updates `state` as it goes, so an interruption still
+    /// records what was done.
+    async fn train(
+        &self,
+        run_id: &str,
+        gates: &Gates,
+        state: &Mutex<State>,
+        lease: &Lease,
+        detach: bool,
+    ) -> Result<(), RunError> {
         let s = &self.settings;
         let seed = self.split_seed(gates.baseline.as_ref());
-        record.lock().await.split_seed = Some(seed.clone());
+        state.lock().await.record.split_seed = Some(seed.clone());
         let samples = gates.inventory.samples.clone();
-        let split = Arc::new(Split::plan(&seed, s.split_ratio, samples.iter().map(|x| x.key.as_str())));
+        let split = Arc::new(Split::plan(
+            &seed,
+            s.split_ratio,
+            samples.iter().map(|x| x.key.as_str()),
+        ));
         let folder = storage::join(&s.jsonl_folder, run_id);
         let paths = Paths {
             train: storage::join(&folder, &s.train_file),
@@ -440,12 +565,14 @@ impl Job {
         .await?;
         progress.finish_and_clear();
         {
-            let mut r = record.lock().await;
+            let r = &mut state.lock().await.record;
             r.counts.train = built.train_examples;
             r.counts.validation = built.validation_examples;
             r.counts.held_out = built.held_out;
             r.counts.rejected = built.rejected;
-            r.counts.rejected_by_category.clone_from(&built.rejected_by_category);
+            r.counts
+                .rejected_by_category
+                .clone_from(&built.rejected_by_category);
             r.train_dataset_uri.clone_from(&built.train_uri);
             r.validation_dataset_uri.clone_from(&built.validation_uri);
             r.rejected_uri.clone_from(&built.rejected_uri);
@@ -457,7 +584,8 @@ impl Job {
             held_out = built.held_out,
             "datasets written"
         );
-        let considered = gates.inventory.samples.len() as u64 + gates.inventory.ambiguous.len() as u64;
+        let considered =
+            gates.inventory.samples.len() as u64 + gates.inventory.ambiguous.len() as u64;
         let ratio = built.rejected as f64 / considered.max(1) as f64;
         if ratio > s.max_rejected_ratio {
             return Err(RunError::Data(format!(
@@ -469,96 +597,166 @@ impl Job {
             )));
         }
         let Some(train_uri) = built.train_uri.as_deref() else {
-            return Err(RunError::Data("no training example could be made".to_owned()));
+            return Err(RunError::Data(
+                "no training example could be made".to_owned(),
+            ));
         };
-        let run_key = job::run_key(s, &gates.inventory.samples, &seed);
-        let request = job::Request::build(s, run_id, &run_key, train_uri, built.validation_uri.as_deref());
-        record.lock().await.model_details = serde_json::json!({ "request": request });
-        let tuned = match self.tune(&request).await {
-            Ok(t) => t,
-            Err(e) => {
-                if let TunerError::Failed { model_details, .. } = &e {
-                    merge(&mut record.lock().await.model_details, model_details);
-                }
-                return Err(e.into());
-            }
-        };
-        let mut r = record.lock().await;
-        merge(&mut r.model_details, &tuned.model_details);
-        r.status = tuned.status;
-        if tuned.status == RunStatus::Failed {
-            let why = tuned.model_details["error"]["message"].as_str().unwrap_or("the tuning job failed");
-            return Err(RunError::Data(why.to_owned()));
-        }
-        Ok(())
-    }
 
-    /// Re-attaches to a job already created for this data, or creates one; then follows it.
-    async fn tune(&self, request: &job::Request) -> Result<crate::tuner::Tuned, TunerError> {
+        // The manifest and the record's name exist before the job does, so that whoever adopts
+        // the job can finalise this run.
+        let manifest = crate::delta::encode(&gates.inventory.samples).await;
+        let started = state.lock().await.record.training_start_time;
+        let (meta_key, manifest_key) =
+            record::claim_names(&*self.store, self.meta_folder(), started, Some(manifest)).await?;
+        {
+            let mut st = state.lock().await;
+            st.record.manifest_uri = manifest_key.map(|k| self.store.uri(&k));
+            st.meta_key = Some(meta_key.clone());
+        }
+
+        let run_key = job::run_key(s, &gates.inventory.samples, &seed);
+        let mut request = job::Request::build(
+            s,
+            run_id,
+            &run_key,
+            train_uri,
+            built.validation_uri.as_deref(),
+        );
+        self.continue_from_baseline(&mut request, gates, state)
+            .await;
+        merge(
+            &mut state.lock().await.record.model_details,
+            &serde_json::json!({ "request": request }),
+        );
+
         let name = match self.tuner.find(&request.run_key).await? {
             Some(existing) => {
                 tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
                 existing
             }
-            None => self.tuner.submit(request).await?,
+            None => self.tuner.submit(&request).await?,
         };
-        tracing::info!(job = %name, "following the tuning job");
-        let mut tuned = self.tuner.follow(&name).await?;
-        if let Some(details) = tuned.model_details.as_object_mut() {
-            details.entry("tuning_job").or_insert_with(|| name.clone().into());
+        {
+            let mut st = state.lock().await;
+            st.job = Some(name.clone());
+            st.record.status = RunStatus::Running;
+            merge(
+                &mut st.record.model_details,
+                &serde_json::json!({ "tuning_job": name }),
+            );
+            record::write(&*self.store, &meta_key, &st.record).await?;
         }
-        Ok(tuned)
+        lease.attach_job(&name, &meta_key).await?;
+        if detach {
+            tracing::info!(job = %name, "detached: a later run follows the job and finalises this run");
+            return Ok(());
+        }
+        tracing::info!(job = %name, "following the tuning job");
+        let tuned = self.tuner.follow(&name).await?;
+        let mut st = state.lock().await;
+        merge(&mut st.record.model_details, &tuned.model_details);
+        st.record.status = tuned.status;
+        if tuned.status == RunStatus::Failed {
+            return Err(RunError::Data(error_message(&tuned.model_details)));
+        }
+        Ok(())
     }
 
-    /// Writes the manifest (for successful runs) and the record, and frees the lock.
+    /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.
+    async fn continue_from_baseline(
+        &self,
+        request: &mut job::Request,
+        gates: &Gates,
+        state: &Mutex<State>,
+    ) {
+        if self.settings.vertex.tuning_mode != crate::tuner::vertex::TuningMode::Continuous {
+            return;
+        }
+        let parent = gates
+            .baseline
+            .as_ref()
+            .filter(|b| b.record.status == RunStatus::Success)
+            .and_then(|b| b.record.model_details["tuned_model"].as_str());
+        match parent {
+            Some(parent) => {
+                tracing::info!(
+                    parent,
+                    "continuous tuning from the last successful run's model"
+                );
+                request.continue_from(parent);
+                merge(
+                    &mut state.lock().await.record.model_details,
+                    &serde_json::json!({ "parent_model": parent }),
+                );
+            }
+            None => {
+                tracing::info!("continuous tuning: no earlier tuned model yet, tuning SOURCE_MODEL")
+            }
+        }
+    }
+
+    /// Writes the record, and frees the lock, handing a still-running job over to the next run.
     async fn finish(
         &self,
-        record: &mut RunRecord,
+        state: &mut State,
         result: Result<(), (RunStatus, String)>,
-        gates: &Gates,
         started: DateTime<Utc>,
         lease: Lease,
     ) -> Outcome {
+        let record = &mut state.record;
         let end = Utc::now();
-        record.training_end_time = Some(end);
-        record.training_duration_seconds = Some((end - started).num_seconds());
         if let Err((status, error)) = result {
             tracing::error!(run_id = %record.run_id, "run {status:?}: {error}");
             record.status = status;
             record.error = Some(error);
         }
-        let succeeded = matches!(record.status, RunStatus::Success | RunStatus::DryRun);
-        let manifest = if succeeded {
-            Some(crate::delta::encode(&gates.inventory.samples).await)
-        } else {
-            None
-        };
-        let mut metadata_uri = None;
-        match record::claim_names(&*self.store, self.meta_folder(), started, manifest).await {
-            Ok((meta_key, manifest_key)) => {
-                record.manifest_uri = manifest_key.map(|k| self.store.uri(&k));
-                match record::write(&*self.store, &meta_key, record).await {
-                    Ok(uri) => metadata_uri = Some(uri),
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not write the run record");
-                        record.status = RunStatus::Failed;
-                        record.error.get_or_insert_with(|| format!("run record not written: {e}"));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not write the run manifest");
-                record.status = RunStatus::Failed;
-                record.error.get_or_insert_with(|| format!("manifest not written: {e}"));
-            }
+        let job_pending = state.job.is_some()
+            && matches!(record.status, RunStatus::Running | RunStatus::Interrupted);
+        if !job_pending {
+            record.training_end_time = Some(end);
+            record.training_duration_seconds = Some((end - started).num_seconds());
         }
-        match lease.release().await {
+        let meta_key = match state.meta_key.clone() {
+            Some(k) => Ok(k),
+            None => record::claim_names(&*self.store, self.meta_folder(), started, None)
+                .await
+                .map(|(k, _)| k),
+        };
+        let metadata_uri = match meta_key {
+            Ok(k) => match record::write(&*self.store, &k, record).await {
+                Ok(uri) => Some(uri),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not write the run record");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "could not name the run record");
+                None
+            }
+        };
+        let released = if job_pending {
+            lease.hand_over().await
+        } else {
+            lease.release().await
+        };
+        match released {
+            Ok(()) if job_pending => {
+                tracing::info!("run lock released; the next run adopts the tuning job")
+            }
             Ok(()) => tracing::info!("run lock released"),
-            Err(e) => tracing::warn!(error = %e, "could not release the run lock; it expires on its own"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the run lock; it expires on its own")
+            }
         }
         let reason = match (&record.error, record.status) {
             (Some(e), _) => e.clone(),
-            (None, RunStatus::DryRun) => "dry run: datasets written, Vertex AI request recorded".to_owned(),
+            (None, RunStatus::DryRun) => {
+                "dry run: datasets written, Vertex AI request recorded".to_owned()
+            }
+            (None, RunStatus::Running) => {
+                "tuning job submitted; a later run follows it and finalises this run".to_owned()
+            }
             (None, _) => "tuning succeeded".to_owned(),
         };
         tracing::info!(run_id = %record.run_id, status = ?record.status, metadata = ?metadata_uri, "run finished");
@@ -569,7 +767,7 @@ impl Job {
             counts: record.counts.clone(),
             sample_delta: record.sample_delta,
             min_samples: self.settings.min_samples,
-            unpaired_examples: gates.inventory.unpaired_examples.clone(),
+            unpaired_examples: Vec::new(),
             metadata_uri,
             train_dataset_uri: record.train_dataset_uri.clone(),
             validation_dataset_uri: record.validation_dataset_uri.clone(),
@@ -580,6 +778,23 @@ impl Job {
             model_details: record.model_details.clone(),
         }
     }
+}
+
+/// A run in progress, as far as it got.
+struct State {
+    record: RunRecord,
+    /// The record's claimed object name, once claimed.
+    meta_key: Option<String>,
+    /// The tuning job, once submitted or found.
+    job: Option<String>,
+}
+
+/// Google's error message in a tuner's details, or a generic one.
+fn error_message(details: &serde_json::Value) -> String {
+    details["error"]["message"].as_str().map_or_else(
+        || "the tuning job failed".to_owned(),
+        |m| format!("the tuning job failed: {m}"),
+    )
 }
 
 /// Adds the fields of `extra` (an object) to `into`.

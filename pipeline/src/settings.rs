@@ -21,23 +21,48 @@ pub struct Settings {
     pub project_id: Option<String>,
 
     /// Folder of raw input files.
-    #[arg(long, env = "RAW_DATA_FOLDER", value_name = "RAW_DATA_FOLDER", default_value = "raw_training_data")]
+    #[arg(
+        long,
+        env = "RAW_DATA_FOLDER",
+        value_name = "RAW_DATA_FOLDER",
+        default_value = "raw_training_data"
+    )]
     pub raw_data_folder: String,
 
     /// Folder of label files (may be the raw folder).
-    #[arg(long, env = "LABEL_FOLDER", value_name = "LABEL_FOLDER", default_value = "raw_training_data")]
+    #[arg(
+        long,
+        env = "LABEL_FOLDER",
+        value_name = "LABEL_FOLDER",
+        default_value = "raw_training_data"
+    )]
     pub label_folder: String,
 
     /// Folder for the generated datasets, one subfolder per run.
-    #[arg(long, env = "JSONL_FOLDER", value_name = "JSONL_FOLDER", default_value = "training_datasets")]
+    #[arg(
+        long,
+        env = "JSONL_FOLDER",
+        value_name = "JSONL_FOLDER",
+        default_value = "training_datasets"
+    )]
     pub jsonl_folder: String,
 
     /// Folder for run metadata, manifests and the lock.
-    #[arg(long, env = "MODEL_META_FOLDER", value_name = "MODEL_META_FOLDER", default_value = "trained_model")]
+    #[arg(
+        long,
+        env = "MODEL_META_FOLDER",
+        value_name = "MODEL_META_FOLDER",
+        default_value = "trained_model"
+    )]
     pub model_meta_folder: String,
 
     /// Minimum matched pairs, and minimum new or changed samples since the last successful run.
-    #[arg(long, env = "MIN_SAMPLES", value_name = "MIN_SAMPLES", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "MIN_SAMPLES",
+        value_name = "MIN_SAMPLES",
+        default_value_t = 10
+    )]
     pub min_samples: u64,
 
     /// Share of samples for training (the rest validate), in (0, 1].
@@ -45,12 +70,17 @@ pub struct Settings {
     pub split_ratio: f64,
 
     /// Seed of the deterministic split. Default: the seed of the last successful run, so that
-    /// no validation sample ever moves into training; a new random one on the first run.
+    /// no validation sample ever moves into training; `autotune` on the first run.
     #[arg(long, env = "SPLIT_SEED", value_name = "SPLIT_SEED")]
     pub split_seed: Option<String>,
 
     /// Base model to tune.
-    #[arg(long, env = "SOURCE_MODEL", value_name = "SOURCE_MODEL", default_value = "gemini-2.5-flash")]
+    #[arg(
+        long,
+        env = "SOURCE_MODEL",
+        value_name = "SOURCE_MODEL",
+        default_value = "gemini-2.5-flash"
+    )]
     pub source_model: String,
 
     /// Training dataset file name.
@@ -62,7 +92,12 @@ pub struct Settings {
     pub val_file: String,
 
     /// Vertex AI region.
-    #[arg(long, env = "LOCATION", value_name = "LOCATION", default_value = "us-central1")]
+    #[arg(
+        long,
+        env = "LOCATION",
+        value_name = "LOCATION",
+        default_value = "us-central1"
+    )]
     pub location: String,
 
     /// Tuner: `dry-run` (default without PROJECT_ID) or `vertex` (default with it).
@@ -135,7 +170,12 @@ pub struct Settings {
     pub learning_rate_multiplier: Option<f64>,
 
     /// Display name of the tuned model; `{run_id}` is replaced by the run id.
-    #[arg(long, env = "TUNED_MODEL_DISPLAY_NAME", value_name = "TUNED_MODEL_DISPLAY_NAME", default_value = "autotune-{run_id}")]
+    #[arg(
+        long,
+        env = "TUNED_MODEL_DISPLAY_NAME",
+        value_name = "TUNED_MODEL_DISPLAY_NAME",
+        default_value = "autotune-{run_id}"
+    )]
     pub tuned_model_display_name: String,
 
     /// How long the dry-run tuner pretends a tuning job runs (to rehearse locks and signals).
@@ -259,7 +299,9 @@ fn parse_json_pointer(s: &str) -> Result<String, String> {
     if s.is_empty() || s.starts_with('/') {
         Ok(s.to_owned())
     } else {
-        Err(format!("{s:?} is not a JSON pointer (it must start with '/', e.g. /answer)"))
+        Err(format!(
+            "{s:?} is not a JSON pointer (it must start with '/', e.g. /answer)"
+        ))
     }
 }
 
@@ -283,7 +325,11 @@ mod tests {
     fn ratios_are_bounded() {
         assert!(parse_split_ratio("0.9").is_ok());
         assert!(parse_split_ratio("1").is_ok());
-        assert!(parse_split_ratio("1.5").unwrap_err().contains("not in (0, 1]"));
+        assert!(
+            parse_split_ratio("1.5")
+                .unwrap_err()
+                .contains("not in (0, 1]")
+        );
         assert!(parse_split_ratio("0").is_err());
         assert!(parse_split_ratio("abc").is_err());
         assert!(parse_unit_ratio("0").is_ok());

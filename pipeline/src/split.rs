@@ -82,10 +82,9 @@ impl Split {
     }
 }
 
-/// A fresh seed for a bucket's first run.
-pub fn new_seed() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
+/// The seed of a bucket's first run. Fixed rather than random so that a first run that dies
+/// and is retried makes the same split, hence the same run key, and re-attaches to its job.
+pub const DEFAULT_SEED: &str = "autotune";
 
 #[cfg(test)]
 mod tests {
@@ -96,13 +95,23 @@ mod tests {
         let keys: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
         let small = Split::plan("s", 0.8, keys[..2_000].iter().map(String::as_str));
         let large = Split::plan("s", 0.8, keys.iter().map(String::as_str));
-        let val = keys.iter().filter(|k| large.side(k) == Side::Validation).count();
+        let val = keys
+            .iter()
+            .filter(|k| large.side(k) == Side::Validation)
+            .count();
         assert!((1_800..2_200).contains(&val), "about 20% validate: {val}");
         for k in &keys[..2_000] {
-            assert_eq!(small.side(k), large.side(k), "{k} kept its side as data grew");
+            assert_eq!(
+                small.side(k),
+                large.side(k),
+                "{k} kept its side as data grew"
+            );
         }
         let other_seed = Split::plan("t", 0.8, keys.iter().map(String::as_str));
-        assert!(keys.iter().any(|k| other_seed.side(k) != large.side(k)), "the seed matters");
+        assert!(
+            keys.iter().any(|k| other_seed.side(k) != large.side(k)),
+            "the seed matters"
+        );
     }
 
     #[test]

@@ -20,8 +20,16 @@ fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
 /// `n` text samples `s{i}` (from `start`), raw and label in the default folder.
 fn text_samples(root: &Path, start: usize, n: usize) {
     for i in start..start + n {
-        write(root, &format!("raw_training_data/s{i:04}.txt"), format!("question number {i}"));
-        write(root, &format!("raw_training_data/s{i:04}.json"), format!("{{\"answer\":\"a{i}\"}}"));
+        write(
+            root,
+            &format!("raw_training_data/s{i:04}.txt"),
+            format!("question number {i}"),
+        );
+        write(
+            root,
+            &format!("raw_training_data/s{i:04}.json"),
+            format!("{{\"answer\":\"a{i}\"}}"),
+        );
     }
 }
 
@@ -35,7 +43,10 @@ fn run_in(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Value, Output) 
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON object ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "stdout is not one JSON object ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (v, out)
 }
@@ -66,7 +77,11 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 fn uri_path(uri: &Value) -> std::path::PathBuf {
-    uri.as_str().unwrap().strip_prefix("file://").unwrap().into()
+    uri.as_str()
+        .unwrap()
+        .strip_prefix("file://")
+        .unwrap()
+        .into()
 }
 
 #[test]
@@ -74,25 +89,53 @@ fn help_names_every_setting_and_its_variable() {
     let out = autotune().args(["run", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for var in [
-        "PROJECT_ID", "BUCKET_NAME", "RAW_DATA_FOLDER", "LABEL_FOLDER", "JSONL_FOLDER",
-        "MODEL_META_FOLDER", "MIN_SAMPLES", "SPLIT_RATIO", "SOURCE_MODEL", "TRAIN_FILE",
-        "VAL_FILE", "LOCATION", "TUNER", "PROMPT", "SYSTEM_INSTRUCTION", "LABEL_FIELD",
-        "MAX_REJECTED_RATIO", "SPLIT_SEED", "LEASE_DURATION", "LOG_FORMAT",
+        "PROJECT_ID",
+        "BUCKET_NAME",
+        "RAW_DATA_FOLDER",
+        "LABEL_FOLDER",
+        "JSONL_FOLDER",
+        "MODEL_META_FOLDER",
+        "MIN_SAMPLES",
+        "SPLIT_RATIO",
+        "SOURCE_MODEL",
+        "TRAIN_FILE",
+        "VAL_FILE",
+        "LOCATION",
+        "TUNER",
+        "PROMPT",
+        "SYSTEM_INSTRUCTION",
+        "LABEL_FIELD",
+        "MAX_REJECTED_RATIO",
+        "SPLIT_SEED",
+        "LEASE_DURATION",
+        "LOG_FORMAT",
     ] {
         let flag = format!("--{}", var.to_lowercase().replace('_', "-"));
         assert!(help.contains(&flag), "--help lacks {flag}");
-        assert!(help.contains(&format!("[env: {var}")), "--help lacks [env: {var}]");
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "--help lacks [env: {var}]"
+        );
     }
     for (var, default) in [
-        ("RAW_DATA_FOLDER", "raw_training_data"), ("LABEL_FOLDER", "raw_training_data"),
-        ("JSONL_FOLDER", "training_datasets"), ("MODEL_META_FOLDER", "trained_model"),
-        ("MIN_SAMPLES", "10"), ("SPLIT_RATIO", "0.9"), ("TRAIN_FILE", "sft_train.jsonl"),
-        ("VAL_FILE", "sft_val.jsonl"), ("LOCATION", "us-central1"),
+        ("RAW_DATA_FOLDER", "raw_training_data"),
+        ("LABEL_FOLDER", "raw_training_data"),
+        ("JSONL_FOLDER", "training_datasets"),
+        ("MODEL_META_FOLDER", "trained_model"),
+        ("MIN_SAMPLES", "10"),
+        ("SPLIT_RATIO", "0.9"),
+        ("TRAIN_FILE", "sft_train.jsonl"),
+        ("VAL_FILE", "sft_val.jsonl"),
+        ("LOCATION", "us-central1"),
     ] {
         let at = help.find(&format!("[env: {var}=")).unwrap();
         let rest = &help[at..];
         let end = rest.find("\n  -").unwrap_or(rest.len());
-        assert!(rest[..end].contains(&format!("[default: {default}]")), "{var} keeps the seed's default {default}: {}", &rest[..end]);
+        assert!(
+            rest[..end].contains(&format!("[default: {default}]")),
+            "{var} keeps the seed's default {default}: {}",
+            &rest[..end]
+        );
     }
 }
 
@@ -119,7 +162,10 @@ fn bad_settings_exit_2_naming_the_setting() {
         let out = cmd.env(var, value).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
-        assert!(stderr.contains(var), "{var}={value}: the error names the setting: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "{var}={value}: the error names the setting: {stderr}"
+        );
     }
     let out = autotune().arg("run").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -141,21 +187,41 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
     let before = files_under(root);
     let (plan, _) = run_in(root, &["plan"], &[]);
     assert_eq!(plan["status"], "success", "{plan}");
-    assert_eq!(plan["plan"]["would_train"].as_u64().unwrap() + plan["plan"]["would_validate"].as_u64().unwrap(), 25);
+    assert_eq!(
+        plan["plan"]["would_train"].as_u64().unwrap()
+            + plan["plan"]["would_validate"].as_u64().unwrap(),
+        25
+    );
     assert_eq!(files_under(root), before, "plan writes nothing");
 
-    let (v, out) = run_in(root, &["run"], &[("PROMPT", "Answer:"), ("LABEL_FIELD", "/answer")]);
+    let (v, out) = run_in(
+        root,
+        &["run"],
+        &[("PROMPT", "Answer:"), ("LABEL_FIELD", "/answer")],
+    );
     assert_eq!(v["status"], "dry_run", "{v}");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(v["counts"]["pairs"], 25);
     let train = read_jsonl(&uri_path(&v["train_dataset_uri"]));
     let val = read_jsonl(&uri_path(&v["validation_dataset_uri"]));
     assert_eq!(train.len() + val.len(), 25);
-    let record: Value = serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
     for field in [
-        "status", "sample_size", "previous_sample_size", "sample_delta", "training_start_time",
-        "training_end_time", "training_duration_seconds", "model_details", "run_id", "split_seed",
-        "manifest_uri", "lock_generation", "train_dataset_uri", "counts",
+        "status",
+        "sample_size",
+        "previous_sample_size",
+        "sample_delta",
+        "training_start_time",
+        "training_end_time",
+        "training_duration_seconds",
+        "model_details",
+        "run_id",
+        "split_seed",
+        "manifest_uri",
+        "lock_generation",
+        "train_dataset_uri",
+        "counts",
     ] {
         assert!(!record[field].is_null(), "record has {field}: {record}");
     }
@@ -166,7 +232,10 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
     let body = &record["model_details"]["request"]["body"];
     let errors = aiplatform.check("GoogleCloudAiplatformV1TuningJob", body);
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(body["supervisedTuningSpec"]["trainingDatasetUri"], v["train_dataset_uri"]);
+    assert_eq!(
+        body["supervisedTuningSpec"]["trainingDatasetUri"],
+        v["train_dataset_uri"]
+    );
     // Every line is a valid Content pair, text after the prompt.
     for line in train.iter().chain(&val) {
         for c in line["contents"].as_array().unwrap() {
@@ -174,8 +243,18 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
             assert!(errors.is_empty(), "{errors:?}");
         }
         assert_eq!(line["contents"][0]["parts"][0]["text"], "Answer:");
-        assert!(line["contents"][0]["parts"][1]["text"].as_str().unwrap().starts_with("question number"));
-        assert!(line["contents"][1]["parts"][0]["text"].as_str().unwrap().starts_with('a'));
+        assert!(
+            line["contents"][0]["parts"][1]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("question number")
+        );
+        assert!(
+            line["contents"][1]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with('a')
+        );
     }
 
     let (v, _) = run_in(root, &["run"], &[]);
@@ -198,7 +277,12 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
     write(root, &format!("{r}/anim.gif"), "GIF89a");
     write(root, &format!("{r}/anim.json"), "{\"answer\":\"x\"}");
     write(root, &format!("{r}/huge.png"), "");
-    std::fs::File::options().write(true).open(root.join(format!("{r}/huge.png"))).unwrap().set_len(21_000_000).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(root.join(format!("{r}/huge.png")))
+        .unwrap()
+        .set_len(21_000_000)
+        .unwrap();
     write(root, &format!("{r}/huge.json"), "{\"answer\":\"x\"}");
     write(root, &format!("{r}/dup.txt"), "one");
     write(root, &format!("{r}/dup.md"), "two");
@@ -210,21 +294,46 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
         e.write_all(s.as_bytes()).unwrap();
         e.finish()
     };
-    write(root, &format!("{r}/zipped.txt.gz"), gz("compressed question"));
-    write(root, &format!("{r}/zipped.json.gz"), gz("{\"answer\":\"compressed answer\"}"));
+    write(
+        root,
+        &format!("{r}/zipped.txt.gz"),
+        gz("compressed question"),
+    );
+    write(
+        root,
+        &format!("{r}/zipped.json.gz"),
+        gz("{\"answer\":\"compressed answer\"}"),
+    );
     write(root, &format!("{r}/image.png"), b"\x89PNG fake");
-    write(root, &format!("{r}/image.json"), "{\"answer\":\"an image\"}");
+    write(
+        root,
+        &format!("{r}/image.json"),
+        "{\"answer\":\"an image\"}",
+    );
 
     let (v, out) = run_in(
         root,
         &["run"],
-        &[("LABEL_FIELD", "/answer"), ("IMAGE_EXTENSIONS", "png,gif"), ("SPLIT_RATIO", "1"), ("MAX_REJECTED_RATIO", "0.2")],
+        &[
+            ("LABEL_FIELD", "/answer"),
+            ("IMAGE_EXTENSIONS", "png,gif"),
+            ("SPLIT_RATIO", "1"),
+            ("MAX_REJECTED_RATIO", "0.2"),
+        ],
     );
-    assert_eq!(v["status"], "dry_run", "{v}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        v["status"],
+        "dry_run",
+        "{v}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(v["counts"]["train"], 42, "40 text + zipped + image: {v}");
     assert_eq!(v["counts"]["rejected"], 6, "{v}");
     let rejects = read_jsonl(&uri_path(&v["rejected_uri"]));
-    let by_key: BTreeMap<String, &Value> = rejects.iter().map(|r| (r["key"].as_str().unwrap().to_owned(), r)).collect();
+    let by_key: BTreeMap<String, &Value> = rejects
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap().to_owned(), r))
+        .collect();
     for (key, category, object) in [
         ("bad_json", "malformed_label", "bad_json.json"),
         ("latin1", "not_utf8", "latin1.txt"),
@@ -233,30 +342,62 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
         ("huge", "too_large", "huge.png"),
         ("dup", "ambiguous", "dup.md"),
     ] {
-        let r = by_key.get(key).unwrap_or_else(|| panic!("{key} rejected: {rejects:?}"));
+        let r = by_key
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} rejected: {rejects:?}"));
         assert_eq!(r["category"], category, "{r}");
-        assert!(r["objects"].to_string().contains(object), "names the object: {r}");
+        assert!(
+            r["objects"].to_string().contains(object),
+            "names the object: {r}"
+        );
         assert!(!r["reason"].as_str().unwrap().is_empty());
     }
     let train = read_jsonl(&uri_path(&v["train_dataset_uri"]));
     let text = serde_json::to_string(&train).unwrap();
     assert!(text.contains("compressed question") && text.contains("compressed answer"));
-    let image = train.iter().find(|l| !l["contents"][0]["parts"][0]["fileData"].is_null()).expect("the image sample");
+    let image = train
+        .iter()
+        .find(|l| !l["contents"][0]["parts"][0]["fileData"].is_null())
+        .expect("the image sample");
     let file_data = &image["contents"][0]["parts"][0]["fileData"];
     assert_eq!(file_data["mimeType"], "image/png");
-    assert!(file_data["fileUri"].as_str().unwrap().ends_with("raw_training_data/image.png"), "{file_data}");
+    assert!(
+        file_data["fileUri"]
+            .as_str()
+            .unwrap()
+            .ends_with("raw_training_data/image.png"),
+        "{file_data}"
+    );
 
     // Over MAX_REJECTED_RATIO the run fails before tuning, records why, frees the lock.
     text_samples(root, 100, 20);
-    let (v, out) = run_in(root, &["run"], &[("LABEL_FIELD", "/answer"), ("MAX_REJECTED_RATIO", "0.05"), ("IMAGE_EXTENSIONS", "png,gif")]);
+    let (v, out) = run_in(
+        root,
+        &["run"],
+        &[
+            ("LABEL_FIELD", "/answer"),
+            ("MAX_REJECTED_RATIO", "0.05"),
+            ("IMAGE_EXTENSIONS", "png,gif"),
+        ],
+    );
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(out.status.code(), Some(1));
-    assert!(v["reason"].as_str().unwrap().contains("MAX_REJECTED_RATIO"), "{v}");
-    let record: Value = serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    assert!(
+        v["reason"].as_str().unwrap().contains("MAX_REJECTED_RATIO"),
+        "{v}"
+    );
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
     assert_eq!(record["status"], "failed");
     assert!(record["error"].as_str().unwrap().contains("rejected"));
-    assert!(record["model_details"]["request"].is_null() || record["model_details"].is_null(), "no tuning was started");
-    let lock: Value = serde_json::from_slice(&std::fs::read(root.join("trained_model/training.lock.json")).unwrap()).unwrap();
+    assert!(
+        record["model_details"]["request"].is_null() || record["model_details"].is_null(),
+        "no tuning was started"
+    );
+    let lock: Value = serde_json::from_slice(
+        &std::fs::read(root.join("trained_model/training.lock.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(lock["state"], "released");
 }
 
@@ -300,10 +441,18 @@ fn adding_samples_never_moves_one_between_sides() {
     let keys = |uri: &Value| -> BTreeSet<String> {
         read_jsonl(&uri_path(uri))
             .iter()
-            .map(|l| l["contents"][0]["parts"][0]["text"].as_str().unwrap().to_owned())
+            .map(|l| {
+                l["contents"][0]["parts"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     };
-    let (train1, val1) = (keys(&first["train_dataset_uri"]), keys(&first["validation_dataset_uri"]));
+    let (train1, val1) = (
+        keys(&first["train_dataset_uri"]),
+        keys(&first["validation_dataset_uri"]),
+    );
     assert!(!val1.is_empty());
     // Delete 5 and add 12: the seed's count difference (+7) would wait; 12 new samples pass.
     for i in 0..5 {
@@ -311,15 +460,32 @@ fn adding_samples_never_moves_one_between_sides() {
     }
     text_samples(root, 1000, 12);
     let (second, _) = run_in(root, &["run"], &env);
-    assert_eq!(second["status"], "dry_run", "delete 5 + add 12 passes MIN_SAMPLES=10: {second}");
+    assert_eq!(
+        second["status"], "dry_run",
+        "delete 5 + add 12 passes MIN_SAMPLES=10: {second}"
+    );
     assert_eq!(second["sample_delta"], 12);
-    let (train2, val2) = (keys(&second["train_dataset_uri"]), keys(&second["validation_dataset_uri"]));
+    let (train2, val2) = (
+        keys(&second["train_dataset_uri"]),
+        keys(&second["validation_dataset_uri"]),
+    );
     assert!(train2.is_disjoint(&val2), "no sample in both files");
-    assert!(val1.is_disjoint(&train2), "no validation sample moved into training");
-    assert!(train1.is_disjoint(&val2), "no training sample moved into validation");
-    let rec1: Value = serde_json::from_slice(&std::fs::read(uri_path(&first["metadata_uri"])).unwrap()).unwrap();
-    let rec2: Value = serde_json::from_slice(&std::fs::read(uri_path(&second["metadata_uri"])).unwrap()).unwrap();
-    assert_eq!(rec1["split_seed"], rec2["split_seed"], "the recorded seed is reused");
+    assert!(
+        val1.is_disjoint(&train2),
+        "no validation sample moved into training"
+    );
+    assert!(
+        train1.is_disjoint(&val2),
+        "no training sample moved into validation"
+    );
+    let rec1: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&first["metadata_uri"])).unwrap()).unwrap();
+    let rec2: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&second["metadata_uri"])).unwrap()).unwrap();
+    assert_eq!(
+        rec1["split_seed"], rec2["split_seed"],
+        "the recorded seed is reused"
+    );
     assert_eq!(rec2["previous_sample_size"], 60);
     assert_eq!(rec2["sample_size"], 67);
 }
@@ -348,12 +514,37 @@ fn sixteen_concurrent_runs_one_converts_local() {
     let dir = tempfile::tempdir().unwrap();
     text_samples(dir.path(), 0, 200);
     let results = concurrent_runs(dir.path().to_str().unwrap(), &[("DRY_RUN_DURATION", "2s")]);
-    let statuses: Vec<&str> = results.iter().map(|v| v["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == "dry_run").count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| ["dry_run", "skipped", "waiting"].contains(s)), "{statuses:?}");
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|v| v["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "dry_run").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| ["dry_run", "skipped", "waiting"].contains(s)),
+        "{statuses:?}"
+    );
     let files = files_under(dir.path());
-    assert_eq!(files.iter().filter(|f| f.contains("model_metadata_")).count(), 1, "{files:?}");
-    assert_eq!(files.iter().filter(|f| f.ends_with("sft_train.jsonl")).count(), 1);
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.contains("model_metadata_"))
+            .count(),
+        1,
+        "{files:?}"
+    );
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.ends_with("sft_train.jsonl"))
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -365,30 +556,86 @@ fn sixteen_concurrent_runs_one_converts_on_the_emulator() {
     rt.block_on(async {
         use autotune::storage::{PutMode, Store};
         for i in 0..100 {
-            store.put(&format!("raw_training_data/s{i}.txt"), format!("q{i}").into(), PutMode::Overwrite).await.unwrap();
-            store.put(&format!("raw_training_data/s{i}.json"), format!("{{\"a\":{i}}}").into(), PutMode::Overwrite).await.unwrap();
+            store
+                .put(
+                    &format!("raw_training_data/s{i}.txt"),
+                    format!("q{i}").into(),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+            store
+                .put(
+                    &format!("raw_training_data/s{i}.json"),
+                    format!("{{\"a\":{i}}}").into(),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
         }
     });
-    let results = concurrent_runs(&format!("gs://{bucket}"), &[("STORAGE_EMULATOR_HOST", &gcs.host), ("DRY_RUN_DURATION", "1s")]);
-    let statuses: Vec<&str> = results.iter().map(|v| v["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == "dry_run").count(), 1, "{statuses:?}");
+    let results = concurrent_runs(
+        &format!("gs://{bucket}"),
+        &[
+            ("STORAGE_EMULATOR_HOST", &gcs.host),
+            ("DRY_RUN_DURATION", "1s"),
+        ],
+    );
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|v| v["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "dry_run").count(),
+        1,
+        "{statuses:?}"
+    );
     let winner = results.iter().find(|v| v["status"] == "dry_run").unwrap();
-    assert!(winner["train_dataset_uri"].as_str().unwrap().starts_with(&format!("gs://{bucket}/training_datasets/")));
+    assert!(
+        winner["train_dataset_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("gs://{bucket}/training_datasets/"))
+    );
     let listed: Vec<String> = rt.block_on(async {
-        use futures::TryStreamExt;
         use autotune::storage::Store;
-        store.list("").map_ok(|m| m.key).try_collect().await.unwrap()
+        use futures::TryStreamExt;
+        store
+            .list("")
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap()
     });
-    assert_eq!(listed.iter().filter(|k| k.contains("model_metadata_")).count(), 1, "{listed:?}");
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|k| k.contains("model_metadata_"))
+            .count(),
+        1,
+        "{listed:?}"
+    );
     // The dataset is on the emulator, with gs:// URIs for Vertex.
-    let train_key = winner["train_dataset_uri"].as_str().unwrap().strip_prefix(&format!("gs://{bucket}/")).unwrap().to_owned();
-    let body = rt.block_on(autotune::storage::get_bytes(&store, &train_key, 1 << 30)).unwrap();
+    let train_key = winner["train_dataset_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&format!("gs://{bucket}/"))
+        .unwrap()
+        .to_owned();
+    let body = rt
+        .block_on(autotune::storage::get_bytes(&store, &train_key, 1 << 30))
+        .unwrap();
     let lines = String::from_utf8(body.to_vec()).unwrap();
-    assert_eq!(lines.lines().count() as u64, winner["counts"]["train"].as_u64().unwrap());
+    assert_eq!(
+        lines.lines().count() as u64,
+        winner["counts"]["train"].as_u64().unwrap()
+    );
 }
 
 fn lock(root: &Path) -> Option<Value> {
-    std::fs::read(root.join("trained_model/training.lock.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    std::fs::read(root.join("trained_model/training.lock.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn wait_for_held_lock(root: &Path) {
@@ -420,17 +667,36 @@ fn killed_runs_lease_is_taken_over_after_it_expires() {
     assert_eq!(dead["state"], "held", "a killed run leaves its lease");
     let (v, _) = run_in(root, &["run"], &[]);
     assert_eq!(v["status"], "skipped", "a live lease is respected: {v}");
-    let expires: chrono::DateTime<chrono::Utc> = dead["expires_at"].as_str().unwrap().parse().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        dead["expires_at"].as_str().unwrap().parse().unwrap();
     while chrono::Utc::now() <= expires + chrono::Duration::milliseconds(100) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (v, _) = run_in(root, &["run"], &[]);
-    assert_eq!(v["status"], "dry_run", "an expired lease is taken over: {v}");
+    assert_eq!(
+        v["status"], "dry_run",
+        "an expired lease is taken over: {v}"
+    );
     assert_eq!(lock(root).unwrap()["state"], "released");
 }
 
+/// Waits until the run has submitted its (dry-run) tuning job and written it into the lease.
+fn wait_for_job_in_lease(root: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(job) = lock(root).and_then(|l| l["tuning_job"].as_str().map(str::to_owned)) {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never recorded its tuning job in the lease"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn sigterm_records_interrupted_and_frees_the_lock() {
+fn sigterm_records_interrupted_hands_the_job_over_and_the_next_run_adopts_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     text_samples(root, 0, 20);
@@ -442,21 +708,116 @@ fn sigterm_records_interrupted_and_frees_the_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_held_lock(root);
+    let job = wait_for_job_in_lease(root);
     let sent = Instant::now();
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(sent.elapsed() < Duration::from_secs(10), "exits well within Cloud Run's 10 s");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "exits well within Cloud Run's 10 s"
+    );
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "interrupted", "{v}");
     assert!(v["reason"].as_str().unwrap().contains("SIGTERM"));
-    assert_eq!(lock(root).unwrap()["state"], "released");
-    let record: Value = serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    let handed = lock(root).unwrap();
+    assert_eq!(handed["state"], "released", "the lock is free");
+    assert_eq!(handed["tuning_job"], job.as_str(), "the job is handed over");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
     assert_eq!(record["status"], "interrupted");
-    // Interrupted runs are no baseline: the next run trains on the same data.
-    let (v, _) = run_in(root, &["run"], &[]);
+    assert_eq!(
+        record["model_details"]["tuning_job"],
+        job.as_str(),
+        "the record names the job"
+    );
+    // The next run adopts the job and finalises the same record; it starts no new run.
+    let (next, _) = run_in(root, &["run"], &[("DRY_RUN_DURATION", "1ms")]);
+    assert_eq!(next["status"], "dry_run", "{next}");
+    assert_eq!(
+        next["run_id"], v["run_id"],
+        "the interrupted run is finalised"
+    );
+    assert_eq!(next["metadata_uri"], v["metadata_uri"]);
+    assert!(
+        next["reason"].as_str().unwrap().contains("adopted"),
+        "{next}"
+    );
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    assert_eq!(record["status"], "dry_run");
+    assert!(record["error"].is_null());
+    assert!(
+        lock(root).unwrap()["tuning_job"].is_null(),
+        "a finished job leaves the lease"
+    );
+    let datasets = files_under(root)
+        .into_iter()
+        .filter(|f| f.ends_with("sft_train.jsonl"))
+        .count();
+    assert_eq!(datasets, 1, "adoption converts nothing again");
+    let (after, _) = run_in(root, &["run"], &[]);
+    assert_eq!(
+        after["status"], "waiting",
+        "the adopted run is the baseline: {after}"
+    );
+}
+
+#[test]
+fn a_run_killed_after_submitting_is_adopted_after_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let mut victim = autotune()
+        .arg("run")
+        .env("BUCKET_NAME", root)
+        .env("DRY_RUN_DURATION", "60s")
+        .env("LEASE_DURATION", "2s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let job = wait_for_job_in_lease(root);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> = lock(root).unwrap()["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    while chrono::Utc::now() <= expires + chrono::Duration::milliseconds(100) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (v, _) = run_in(root, &["run"], &[("DRY_RUN_DURATION", "1ms")]);
     assert_eq!(v["status"], "dry_run", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains(&job),
+        "adopts {job}: {v}"
+    );
+}
+
+#[test]
+fn detach_submits_and_a_later_run_finalises() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let (v, out) = run_in(root, &["run", "--detach"], &[]);
+    assert_eq!(v["status"], "running", "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    assert_eq!(record["status"], "running");
+    assert!(record["training_end_time"].is_null());
+    let (v2, _) = run_in(root, &["run"], &[]);
+    assert_eq!(v2["status"], "dry_run", "{v2}");
+    assert_eq!(v2["run_id"], v["run_id"]);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    assert_eq!(record["status"], "dry_run");
+    assert!(!record["training_end_time"].is_null());
 }
 
 #[test]
