@@ -9,17 +9,38 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 
 fn sample(i: usize) -> (Sample, Uris, Loaded) {
-    let meta = |k: String| ObjectMeta { key: k, size: 200, generation: "1".into() };
+    let meta = |k: String| ObjectMeta {
+        key: k,
+        size: 200,
+        generation: "1".into(),
+    };
     let key = format!("b{:03}/s{i:07}", i % 500);
     let sample = Sample {
         key: key.clone(),
-        raw: RawFile { meta: meta(format!("raw/{key}.txt")), modality: Modality::Text, ext: "txt".into(), gzip: false },
-        label: LabelFile { meta: meta(format!("raw/{key}.json")), format: LabelFormat::Json, gzip: false },
+        raw: RawFile {
+            meta: meta(format!("raw/{key}.txt")),
+            modality: Modality::Text,
+            ext: "txt".into(),
+            gzip: false,
+        },
+        label: LabelFile {
+            meta: meta(format!("raw/{key}.json")),
+            format: LabelFormat::Json,
+            gzip: false,
+        },
     };
-    let uris = Uris { raw: format!("gs://bucket/raw/{key}.txt"), label: format!("gs://bucket/raw/{key}.json") };
+    let uris = Uris {
+        raw: format!("gs://bucket/raw/{key}.txt"),
+        label: format!("gs://bucket/raw/{key}.json"),
+    };
     let loaded = Loaded {
         raw_text: Some(format!("ticket {i}: {}", "lorem ipsum dolor sit amet ".repeat(7)).into()),
-        label: format!("{{\"category\":\"c{}\",\"priority\":\"p{}\"}}", i % 7, i % 3).into(),
+        label: format!(
+            "{{\"category\":\"c{}\",\"priority\":\"p{}\"}}",
+            i % 7,
+            i % 3
+        )
+        .into(),
     };
     (sample, uris, loaded)
 }
@@ -34,10 +55,20 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("converter");
     g.throughput(Throughput::Elements(samples.len() as u64));
     g.bench_function("text_samples_one_core", |b| {
-        b.iter(|| samples.iter().filter(|(s, u, l)| converter.convert(s, u, l).is_ok()).count());
+        b.iter(|| {
+            samples
+                .iter()
+                .filter(|(s, u, l)| converter.convert(s, u, l).is_ok())
+                .count()
+        });
     });
     g.bench_function("text_samples_rayon", |b| {
-        b.iter(|| samples.par_iter().filter(|(s, u, l)| converter.convert(s, u, l).is_ok()).count());
+        b.iter(|| {
+            samples
+                .par_iter()
+                .filter(|(s, u, l)| converter.convert(s, u, l).is_ok())
+                .count()
+        });
     });
     g.finish();
 }

@@ -25,7 +25,9 @@ pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     MalformedLabel,
@@ -116,7 +118,10 @@ fn utf8<'a>(bytes: &'a [u8], key: &str, object: &str, what: &str) -> Result<&'a 
             key,
             object,
             Category::NotUtf8,
-            format!("{what} is not UTF-8 text (invalid byte at offset {})", e.valid_up_to()),
+            format!(
+                "{what} is not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })?;
     Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
@@ -131,7 +136,10 @@ impl Converter {
                 &sample.key,
                 &uris.raw,
                 Category::UnsupportedType,
-                format!(".{} is not a {:?} type Vertex AI accepts", raw.ext, raw.modality),
+                format!(
+                    ".{} is not a {:?} type Vertex AI accepts",
+                    raw.ext, raw.modality
+                ),
             ));
         };
         if let Some(max) = raw.modality.max_bytes() {
@@ -147,7 +155,12 @@ impl Converter {
                 ));
             }
             if raw.meta.size == 0 {
-                return Err(Reject::new(&sample.key, &uris.raw, Category::EmptyRaw, "empty file"));
+                return Err(Reject::new(
+                    &sample.key,
+                    &uris.raw,
+                    Category::EmptyRaw,
+                    "empty file",
+                ));
             }
             return Ok(Some(mime));
         }
@@ -165,7 +178,12 @@ impl Converter {
             let bytes = loaded.raw_text.as_deref().unwrap_or_default();
             raw_text = utf8(bytes, key, &uris.raw, "raw file")?;
             if raw_text.trim().is_empty() {
-                return Err(Reject::new(key, &uris.raw, Category::EmptyRaw, "raw text is empty"));
+                return Err(Reject::new(
+                    key,
+                    &uris.raw,
+                    Category::EmptyRaw,
+                    "raw text is empty",
+                ));
             }
         } else {
             raw_text = "";
@@ -183,7 +201,10 @@ impl Converter {
         let tokens = estimate_tokens(raw_text)
             + estimate_tokens(&answer)
             + self.prompt.as_deref().map_or(0, estimate_tokens)
-            + self.system_instruction.as_deref().map_or(0, estimate_tokens);
+            + self
+                .system_instruction
+                .as_deref()
+                .map_or(0, estimate_tokens);
         if tokens > MAX_EXAMPLE_TOKENS {
             return Err(Reject::new(
                 key,
@@ -221,7 +242,12 @@ impl Converter {
             LabelFormat::Text => text.trim_end_matches(['\r', '\n']).to_owned(),
             LabelFormat::Json => {
                 let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-                    Reject::new(key, object, Category::MalformedLabel, format!("label is not valid JSON: {e}"))
+                    Reject::new(
+                        key,
+                        object,
+                        Category::MalformedLabel,
+                        format!("label is not valid JSON: {e}"),
+                    )
                 })?;
                 let picked = match self.label_field.as_deref() {
                     Some(ptr) if !ptr.is_empty() => value.pointer(ptr).ok_or_else(|| {
@@ -242,7 +268,12 @@ impl Converter {
             }
         };
         if answer.trim().is_empty() {
-            return Err(Reject::new(key, object, Category::EmptyLabel, "label is empty"));
+            return Err(Reject::new(
+                key,
+                object,
+                Category::EmptyLabel,
+                "label is empty",
+            ));
         }
         Ok(answer)
     }
@@ -296,7 +327,13 @@ mod tests {
             label_field: Some("/label".into()),
         };
         let (s, u) = sample("txt", Modality::Text, LabelFormat::Json, 10);
-        let line = c.convert(&s, &u, &loaded("\u{feff}refund not received", r#"{"label":"billing"}"#)).unwrap();
+        let line = c
+            .convert(
+                &s,
+                &u,
+                &loaded("\u{feff}refund not received", r#"{"label":"billing"}"#),
+            )
+            .unwrap();
         assert_eq!(
             line,
             r#"{"systemInstruction":{"parts":[{"text":"Be brief."}]},"contents":[{"role":"user","parts":[{"text":"Classify:"},{"text":"refund not received"}]},{"role":"model","parts":[{"text":"billing"}]}]}"#
@@ -311,7 +348,14 @@ mod tests {
         };
         let (s, u) = sample("pdf", Modality::Document, LabelFormat::Json, 1000);
         let line = c
-            .convert(&s, &u, &Loaded { raw_text: None, label: r#"{"total":"12.50"}"#.into() })
+            .convert(
+                &s,
+                &u,
+                &Loaded {
+                    raw_text: None,
+                    label: r#"{"total":"12.50"}"#.into(),
+                },
+            )
             .unwrap();
         assert_eq!(
             line,
@@ -327,16 +371,39 @@ mod tests {
         };
         let (s, u) = sample("txt", Modality::Text, LabelFormat::Json, 10);
         let cases = [
-            (loaded("hi", "{not json"), Category::MalformedLabel, "gs://b/raw/a/x.json"),
-            (loaded("hi", r#"{"other":1}"#), Category::MissingField, "gs://b/raw/a/x.json"),
-            (loaded("hi", r#"{"answer":"  "}"#), Category::EmptyLabel, "gs://b/raw/a/x.json"),
-            (loaded("   ", r#"{"answer":"a"}"#), Category::EmptyRaw, "gs://b/raw/a/x.txt"),
             (
-                Loaded { raw_text: Some(bytes::Bytes::from_static(b"\xff\xfe")), label: r#"{"answer":"a"}"#.into() },
+                loaded("hi", "{not json"),
+                Category::MalformedLabel,
+                "gs://b/raw/a/x.json",
+            ),
+            (
+                loaded("hi", r#"{"other":1}"#),
+                Category::MissingField,
+                "gs://b/raw/a/x.json",
+            ),
+            (
+                loaded("hi", r#"{"answer":"  "}"#),
+                Category::EmptyLabel,
+                "gs://b/raw/a/x.json",
+            ),
+            (
+                loaded("   ", r#"{"answer":"a"}"#),
+                Category::EmptyRaw,
+                "gs://b/raw/a/x.txt",
+            ),
+            (
+                Loaded {
+                    raw_text: Some(bytes::Bytes::from_static(b"\xff\xfe")),
+                    label: r#"{"answer":"a"}"#.into(),
+                },
                 Category::NotUtf8,
                 "gs://b/raw/a/x.txt",
             ),
-            (loaded(&"word ".repeat(110_000), r#"{"answer":"a"}"#), Category::TooLarge, "gs://b/raw/a/x.txt"),
+            (
+                loaded(&"word ".repeat(110_000), r#"{"answer":"a"}"#),
+                Category::TooLarge,
+                "gs://b/raw/a/x.txt",
+            ),
         ];
         for (input, category, object) in cases {
             let r = c.convert(&s, &u, &input).unwrap_err();
@@ -344,9 +411,15 @@ mod tests {
             assert_eq!(r.objects, [object], "{}", r.reason);
         }
         let (big, u) = sample("png", Modality::Image, LabelFormat::Json, 21_000_000);
-        assert_eq!(Converter::precheck(&big, &u).unwrap_err().category, Category::TooLarge);
+        assert_eq!(
+            Converter::precheck(&big, &u).unwrap_err().category,
+            Category::TooLarge
+        );
         let (gif, u) = sample("gif", Modality::Image, LabelFormat::Json, 10);
-        assert_eq!(Converter::precheck(&gif, &u).unwrap_err().category, Category::UnsupportedType);
+        assert_eq!(
+            Converter::precheck(&gif, &u).unwrap_err().category,
+            Category::UnsupportedType
+        );
     }
 
     #[test]
@@ -354,6 +427,9 @@ mod tests {
         let c = Converter::default();
         let (s, u) = sample("md", Modality::Text, LabelFormat::Text, 10);
         let line = c.convert(&s, &u, &loaded("q", "  the answer  \n")).unwrap();
-        assert!(line.ends_with(r#"{"role":"model","parts":[{"text":"  the answer  "}]}]}"#), "{line}");
+        assert!(
+            line.ends_with(r#"{"role":"model","parts":[{"text":"  the answer  "}]}]}"#),
+            "{line}"
+        );
     }
 }

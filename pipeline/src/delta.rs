@@ -56,7 +56,10 @@ pub async fn read(store: &dyn Store, key: &str) -> Result<Manifest, StoreError> 
     };
     while let Some(line) = lines.next_line().await.map_err(|e| bad(e.to_string()))? {
         let e: Entry = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-        manifest.insert(e.key.into_owned(), (e.raw.into_owned(), e.label.into_owned()));
+        manifest.insert(
+            e.key.into_owned(),
+            (e.raw.into_owned(), e.label.into_owned()),
+        );
     }
     Ok(manifest)
 }
@@ -106,7 +109,10 @@ mod tests {
     async fn deletions_do_not_hide_additions() {
         let before: Vec<_> = (0..20).map(|i| sample(&format!("s{i}"), "1")).collect();
         let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
-        store.put("m.jsonl.gz", encode(&before).await, PutMode::Create).await.unwrap();
+        store
+            .put("m.jsonl.gz", encode(&before).await, PutMode::Create)
+            .await
+            .unwrap();
         let manifest = read(&store, "m.jsonl.gz").await.unwrap();
         assert_eq!(manifest.len(), 20);
         // Delete 5, add 12, change 1: the sample count grows by 7, but 13 are new or changed.

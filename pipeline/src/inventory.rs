@@ -251,12 +251,28 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
 fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) -> Option<Sample> {
     let in_labels = |k: &str| group.labels.iter().any(|l| l.meta.key == k);
     let in_raws = |k: &str| group.raws.iter().any(|r| r.meta.key == k);
-    let raw_only: Vec<&RawFile> = group.raws.iter().filter(|r| !in_labels(&r.meta.key)).collect();
-    let label_only: Vec<&LabelFile> = group.labels.iter().filter(|l| !in_raws(&l.meta.key)).collect();
-    let either: Vec<&RawFile> = group.raws.iter().filter(|r| in_labels(&r.meta.key)).collect();
+    let raw_only: Vec<&RawFile> = group
+        .raws
+        .iter()
+        .filter(|r| !in_labels(&r.meta.key))
+        .collect();
+    let label_only: Vec<&LabelFile> = group
+        .labels
+        .iter()
+        .filter(|l| !in_raws(&l.meta.key))
+        .collect();
+    let either: Vec<&RawFile> = group
+        .raws
+        .iter()
+        .filter(|r| in_labels(&r.meta.key))
+        .collect();
     let label_of = |k: &str| group.labels.iter().find(|l| l.meta.key == k).cloned();
 
-    let pair = match (raw_only.as_slice(), label_only.as_slice(), either.as_slice()) {
+    let pair = match (
+        raw_only.as_slice(),
+        label_only.as_slice(),
+        either.as_slice(),
+    ) {
         ([r], [l], []) => Some(((*r).clone(), (*l).clone())),
         ([r], [], [e]) => label_of(&e.meta.key).map(|l| ((*r).clone(), l)),
         ([], [l], [e]) => Some(((*e).clone(), (*l).clone())),
@@ -328,7 +344,10 @@ mod tests {
     async fn inventory(files: &[&str], args: &[&str]) -> (Inventory, MemoryStore) {
         let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
         for f in files {
-            store.put(f, Bytes::from("x"), PutMode::Overwrite).await.unwrap();
+            store
+                .put(f, Bytes::from("x"), PutMode::Overwrite)
+                .await
+                .unwrap();
         }
         let rules = Rules::from_settings(&settings(args));
         (take(&store, &rules).await.unwrap(), store)
@@ -337,7 +356,13 @@ mod tests {
     fn keys(inv: &Inventory) -> Vec<(String, String, String)> {
         inv.samples
             .iter()
-            .map(|s| (s.key.clone(), s.raw.meta.key.clone(), s.label.meta.key.clone()))
+            .map(|s| {
+                (
+                    s.key.clone(),
+                    s.raw.meta.key.clone(),
+                    s.label.meta.key.clone(),
+                )
+            })
             .collect()
     }
 
@@ -363,17 +388,37 @@ mod tests {
         assert_eq!(
             keys(&inv),
             [
-                ("a/b/x".into(), "raw_training_data/a/b/x.PNG".into(), "raw_training_data/a/b/x.json".into()),
-                ("img".into(), "raw_training_data/img.png".into(), "raw_training_data/img.txt".into()),
-                ("t".into(), "raw_training_data/t.txt".into(), "raw_training_data/t.json".into()),
+                (
+                    "a/b/x".into(),
+                    "raw_training_data/a/b/x.PNG".into(),
+                    "raw_training_data/a/b/x.json".into()
+                ),
+                (
+                    "img".into(),
+                    "raw_training_data/img.png".into(),
+                    "raw_training_data/img.txt".into()
+                ),
+                (
+                    "t".into(),
+                    "raw_training_data/t.txt".into(),
+                    "raw_training_data/t.json".into()
+                ),
             ]
         );
         assert!(inv.samples[0].raw.modality == Modality::Image);
         assert_eq!(inv.unpaired_raw, 1, "lonely.txt");
         assert_eq!(inv.unpaired_labels, 1, "orphan.json");
         assert_eq!(inv.ignored, 1, "notes.docx");
-        assert_eq!(inv.ambiguous.len(), 1, "g.txt.gz with g.TXT: two files that are each both");
-        assert!(inv.ambiguous[0].reason.contains("g.txt.gz"), "{}", inv.ambiguous[0].reason);
+        assert_eq!(
+            inv.ambiguous.len(),
+            1,
+            "g.txt.gz with g.TXT: two files that are each both"
+        );
+        assert!(
+            inv.ambiguous[0].reason.contains("g.txt.gz"),
+            "{}",
+            inv.ambiguous[0].reason
+        );
     }
 
     #[tokio::test]
@@ -389,15 +434,34 @@ mod tests {
                 "data/raw/out/x.txt",
             ],
             &[
-                "--raw-data-folder", "data/raw", "--label-folder", "data/labels",
-                "--jsonl-folder", "data/labels/out", "--model-meta-folder", "data/raw/out",
+                "--raw-data-folder",
+                "data/raw",
+                "--label-folder",
+                "data/labels",
+                "--jsonl-folder",
+                "data/labels/out",
+                "--model-meta-folder",
+                "data/raw/out",
             ],
         )
         .await;
-        assert_eq!(keys(&inv), [("q1".into(), "data/raw/q1.md".into(), "data/labels/q1.json".into())]);
+        assert_eq!(
+            keys(&inv),
+            [(
+                "q1".into(),
+                "data/raw/q1.md".into(),
+                "data/labels/q1.json".into()
+            )]
+        );
         assert_eq!(inv.ambiguous.len(), 1, "q2 has two raw candidates");
-        assert!(inv.ambiguous[0].reason.contains("q2.md") && inv.ambiguous[0].reason.contains("q2.csv"));
-        assert_eq!(inv.unpaired_raw + inv.unpaired_labels, 0, "output folders never count");
+        assert!(
+            inv.ambiguous[0].reason.contains("q2.md") && inv.ambiguous[0].reason.contains("q2.csv")
+        );
+        assert_eq!(
+            inv.unpaired_raw + inv.unpaired_labels,
+            0,
+            "output folders never count"
+        );
     }
 
     #[tokio::test]

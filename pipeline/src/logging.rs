@@ -44,9 +44,11 @@ pub fn progress_bar(len: u64, visible: bool) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} converting [{bar:40}] {pos}/{len} samples, {per_sec}, eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} converting [{bar:40}] {pos}/{len} samples, {per_sec}, eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
     );
     bar
 }

@@ -25,18 +25,41 @@ impl Modality {
     }
 
     /// MIME types Vertex accepts for this modality.
-    fn accepted(self) -> &'static [&'static str] {
+    pub fn accepted(self) -> &'static [&'static str] {
         match self {
             Self::Text => &["text/plain", "text/markdown", "text/csv", "text/html"],
-            Self::Image => &["image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"],
+            Self::Image => &[
+                "image/png",
+                "image/jpeg",
+                "image/webp",
+                "image/heic",
+                "image/heif",
+            ],
             Self::Document => &["application/pdf", "text/plain"],
             Self::Audio => &[
-                "audio/x-aac", "audio/aac", "audio/flac", "audio/mp3", "audio/m4a", "audio/mpeg",
-                "audio/mpga", "audio/mp4", "audio/ogg", "audio/pcm", "audio/wav", "audio/webm",
+                "audio/x-aac",
+                "audio/aac",
+                "audio/flac",
+                "audio/mp3",
+                "audio/m4a",
+                "audio/mpeg",
+                "audio/mpga",
+                "audio/mp4",
+                "audio/ogg",
+                "audio/pcm",
+                "audio/wav",
+                "audio/webm",
             ],
             Self::Video => &[
-                "video/x-flv", "video/quicktime", "video/mpeg", "video/mpegs", "video/mpg",
-                "video/mp4", "video/webm", "video/wmv", "video/3gpp",
+                "video/x-flv",
+                "video/quicktime",
+                "video/mpeg",
+                "video/mpegs",
+                "video/mpg",
+                "video/mp4",
+                "video/webm",
+                "video/wmv",
+                "video/3gpp",
             ],
         }
     }
@@ -84,7 +107,11 @@ mod tests {
         assert_eq!(Modality::Video.mime_type("mov"), Some("video/quicktime"));
         assert_eq!(Modality::Audio.mime_type("webm"), Some("audio/webm"));
         assert_eq!(Modality::Image.mime_type("pdf"), None, "a pdf is no image");
-        assert_eq!(Modality::Image.mime_type("gif"), None, "Vertex takes no gif");
+        assert_eq!(
+            Modality::Image.mime_type("gif"),
+            None,
+            "Vertex takes no gif"
+        );
         assert_eq!(Modality::Video.max_bytes(), Some(100_000_000));
     }
 }

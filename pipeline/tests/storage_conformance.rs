@@ -13,45 +13,88 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 async fn read(store: &dyn Store, key: &str) -> Vec<u8> {
-    storage::get_bytes(store, key, u64::MAX).await.unwrap().to_vec()
+    storage::get_bytes(store, key, u64::MAX)
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 async fn put_get_and_generations(store: Arc<dyn Store>) {
-    let a = store.put("dir/a.txt", Bytes::from("one"), PutMode::Overwrite).await.unwrap();
+    let a = store
+        .put("dir/a.txt", Bytes::from("one"), PutMode::Overwrite)
+        .await
+        .unwrap();
     assert_eq!(a.key, "dir/a.txt");
     assert_eq!(a.size, 3);
     assert_eq!(read(&*store, "dir/a.txt").await, b"one");
     let got = store.get("dir/a.txt").await.unwrap();
-    assert_eq!(got.generation, a.generation, "a read reports the version it reads");
-    let b = store.put("dir/a.txt", Bytes::from("two!"), PutMode::Overwrite).await.unwrap();
-    assert_ne!(a.generation, b.generation, "a rewrite changes the generation");
+    assert_eq!(
+        got.generation, a.generation,
+        "a read reports the version it reads"
+    );
+    let b = store
+        .put("dir/a.txt", Bytes::from("two!"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert_ne!(
+        a.generation, b.generation,
+        "a rewrite changes the generation"
+    );
     assert_eq!(read(&*store, "dir/a.txt").await, b"two!");
     let missing = store.get("dir/missing").await.unwrap_err();
     assert!(missing.is_not_found(), "{missing}");
-    assert!(missing.to_string().contains("dir/missing"), "the error names the object: {missing}");
+    assert!(
+        missing.to_string().contains("dir/missing"),
+        "the error names the object: {missing}"
+    );
 }
 
 async fn create_only(store: Arc<dyn Store>) {
-    store.put("lock.json", Bytes::from("x"), PutMode::Create).await.unwrap();
-    let err = store.put("lock.json", Bytes::from("y"), PutMode::Create).await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
-    assert_eq!(read(&*store, "lock.json").await, b"x", "a refused create changes nothing");
-}
-
-async fn compare_and_swap(store: Arc<dyn Store>) {
-    let v1 = store.put("cas.json", Bytes::from("1"), PutMode::Create).await.unwrap();
-    let v2 = store
-        .put("cas.json", Bytes::from("2"), PutMode::Update(v1.generation.clone()))
+    store
+        .put("lock.json", Bytes::from("x"), PutMode::Create)
         .await
         .unwrap();
     let err = store
-        .put("cas.json", Bytes::from("3"), PutMode::Update(v1.generation.clone()))
+        .put("lock.json", Bytes::from("y"), PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+    assert_eq!(
+        read(&*store, "lock.json").await,
+        b"x",
+        "a refused create changes nothing"
+    );
+}
+
+async fn compare_and_swap(store: Arc<dyn Store>) {
+    let v1 = store
+        .put("cas.json", Bytes::from("1"), PutMode::Create)
+        .await
+        .unwrap();
+    let v2 = store
+        .put(
+            "cas.json",
+            Bytes::from("2"),
+            PutMode::Update(v1.generation.clone()),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .put(
+            "cas.json",
+            Bytes::from("3"),
+            PutMode::Update(v1.generation.clone()),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Precondition { .. }), "{err}");
     assert_eq!(read(&*store, "cas.json").await, b"2");
     let err = store
-        .put("absent.json", Bytes::from("3"), PutMode::Update(v2.generation.clone()))
+        .put(
+            "absent.json",
+            Bytes::from("3"),
+            PutMode::Update(v2.generation.clone()),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Precondition { .. }), "{err}");
@@ -62,7 +105,8 @@ async fn racing_creates_and_swaps(store: Arc<dyn Store>) {
         .map(|i| {
             let s = store.clone();
             tokio::spawn(async move {
-                s.put("race.json", Bytes::from(format!("{i}")), PutMode::Create).await
+                s.put("race.json", Bytes::from(format!("{i}")), PutMode::Create)
+                    .await
             })
         })
         .collect();
@@ -81,7 +125,12 @@ async fn racing_creates_and_swaps(store: Arc<dyn Store>) {
             let s = store.clone();
             let g = generation.clone();
             tokio::spawn(async move {
-                s.put("race.json", Bytes::from(format!("t{i}")), PutMode::Update(g)).await
+                s.put(
+                    "race.json",
+                    Bytes::from(format!("t{i}")),
+                    PutMode::Update(g),
+                )
+                .await
             })
         })
         .collect();
@@ -105,15 +154,25 @@ async fn listing(store: Arc<dyn Store>) {
         "other/x.txt",
     ];
     for n in names {
-        store.put(n, Bytes::from(n.to_owned()), PutMode::Overwrite).await.unwrap();
+        store
+            .put(n, Bytes::from(n.to_owned()), PutMode::Overwrite)
+            .await
+            .unwrap();
     }
     let mut listed: Vec<_> = store.list("raw/").try_collect().await.unwrap();
     listed.sort_by(|a, b| a.key.cmp(&b.key));
     let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
-    assert_eq!(keys, ["raw/a.txt", "raw/sub/b c.txt", "raw/sub/deep/ü#?%.json"]);
+    assert_eq!(
+        keys,
+        ["raw/a.txt", "raw/sub/b c.txt", "raw/sub/deep/ü#?%.json"]
+    );
     for m in &listed {
         assert_eq!(m.size, m.key.len() as u64);
-        assert_eq!(read(&*store, &m.key).await, m.key.as_bytes(), "odd names round-trip");
+        assert_eq!(
+            read(&*store, &m.key).await,
+            m.key.as_bytes(),
+            "odd names round-trip"
+        );
         assert_eq!(store.get(&m.key).await.unwrap().generation, m.generation);
     }
     let all: Vec<_> = store.list("").try_collect().await.unwrap();
@@ -132,10 +191,16 @@ async fn multipart(store: Arc<dyn Store>) {
         expected.extend_from_slice(&part);
     }
     let visible: Vec<_> = store.list("out/").try_collect().await.unwrap();
-    assert!(visible.is_empty(), "nothing under the final name before complete: {visible:?}");
+    assert!(
+        visible.is_empty(),
+        "nothing under the final name before complete: {visible:?}"
+    );
     let meta = up.complete().await.unwrap();
     assert_eq!(meta.size, expected.len() as u64);
-    assert!(read(&*store, "out/big.jsonl").await == expected, "content survives");
+    assert!(
+        read(&*store, "out/big.jsonl").await == expected,
+        "content survives"
+    );
 
     let mut up = store.put_multipart("out/aborted.jsonl").await.unwrap();
     up.put_part(Bytes::from(part.clone())).await.unwrap();
@@ -149,7 +214,11 @@ async fn multipart(store: Arc<dyn Store>) {
         .try_collect::<Vec<_>>()
         .await
         .unwrap();
-    assert_eq!(keys, ["out/big.jsonl"], "aborted and dropped uploads leave nothing");
+    assert_eq!(
+        keys,
+        ["out/big.jsonl"],
+        "aborted and dropped uploads leave nothing"
+    );
 
     let empty = store.put_multipart("out/empty.jsonl").await.unwrap();
     assert_eq!(empty.complete().await.unwrap().size, 0);
@@ -157,13 +226,22 @@ async fn multipart(store: Arc<dyn Store>) {
 }
 
 async fn delete_and_bad_names(store: Arc<dyn Store>) {
-    store.put("d/x", Bytes::from("x"), PutMode::Overwrite).await.unwrap();
+    store
+        .put("d/x", Bytes::from("x"), PutMode::Overwrite)
+        .await
+        .unwrap();
     store.delete("d/x").await.unwrap();
     assert!(store.get("d/x").await.unwrap_err().is_not_found());
     assert!(store.delete("d/x").await.unwrap_err().is_not_found());
     for bad in ["../escape", "a//b", ""] {
-        let err = store.put(bad, Bytes::new(), PutMode::Overwrite).await.unwrap_err();
-        assert!(matches!(err, StoreError::InvalidKey { .. }), "{bad:?}: {err}");
+        let err = store
+            .put(bad, Bytes::new(), PutMode::Overwrite)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidKey { .. }),
+            "{bad:?}: {err}"
+        );
     }
 }
 
@@ -172,19 +250,40 @@ macro_rules! conformance {
         mod $backend {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn put_get_and_generations() { let (s, _g) = $make; super::put_get_and_generations(s).await }
+            async fn put_get_and_generations() {
+                let (s, _g) = $make;
+                super::put_get_and_generations(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn create_only() { let (s, _g) = $make; super::create_only(s).await }
+            async fn create_only() {
+                let (s, _g) = $make;
+                super::create_only(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn compare_and_swap() { let (s, _g) = $make; super::compare_and_swap(s).await }
+            async fn compare_and_swap() {
+                let (s, _g) = $make;
+                super::compare_and_swap(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn racing_creates_and_swaps() { let (s, _g) = $make; super::racing_creates_and_swaps(s).await }
+            async fn racing_creates_and_swaps() {
+                let (s, _g) = $make;
+                super::racing_creates_and_swaps(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn listing() { let (s, _g) = $make; super::listing(s).await }
+            async fn listing() {
+                let (s, _g) = $make;
+                super::listing(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn multipart() { let (s, _g) = $make; super::multipart(s).await }
+            async fn multipart() {
+                let (s, _g) = $make;
+                super::multipart(s).await
+            }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn delete_and_bad_names() { let (s, _g) = $make; super::delete_and_bad_names(s).await }
+            async fn delete_and_bad_names() {
+                let (s, _g) = $make;
+                super::delete_and_bad_names(s).await
+            }
         }
     };
 }

@@ -22,9 +22,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let raw = format!("ticket {i}: {}", &filler[..bytes.min(filler.len())]);
             async move {
                 let key = format!("raw_training_data/b{:03}/s{i:07}", i % 500);
-                store.put(&format!("{key}.txt"), Bytes::from(raw), PutMode::Overwrite).await?;
-                let label = format!("{{\"category\":\"c{}\",\"priority\":\"p{}\"}}", i % 7, i % 3);
-                store.put(&format!("{key}.json"), Bytes::from(label), PutMode::Overwrite).await
+                store
+                    .put(&format!("{key}.txt"), Bytes::from(raw), PutMode::Overwrite)
+                    .await?;
+                let label = format!(
+                    "{{\"category\":\"c{}\",\"priority\":\"p{}\"}}",
+                    i % 7,
+                    i % 3
+                );
+                store
+                    .put(
+                        &format!("{key}.json"),
+                        Bytes::from(label),
+                        PutMode::Overwrite,
+                    )
+                    .await
             }
         })
         .buffer_unordered(64)

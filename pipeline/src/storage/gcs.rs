@@ -206,7 +206,9 @@ impl GcsStore {
             attempt += 1;
             let result = make().send().await;
             let transient = match &result {
-                Ok(r) => r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error(),
+                Ok(r) => {
+                    r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error()
+                }
                 Err(e) => e.is_connect() || e.is_timeout(),
             };
             if !transient || attempt >= 5 {
@@ -224,11 +226,7 @@ impl GcsStore {
         format!("gs://{}/{name}", self.inner.bucket)
     }
 
-    async fn list_page(
-        &self,
-        prefix: &str,
-        token: Option<&str>,
-    ) -> Result<ListPage, StoreError> {
+    async fn list_page(&self, prefix: &str, token: Option<&str>) -> Result<ListPage, StoreError> {
         let url = format!("{}/storage/v1/b/{}/o", self.inner.base, self.inner.bucket);
         let full_prefix = self.name(prefix);
         let mut query = vec![("prefix", full_prefix.as_str()), ("maxResults", PAGE_SIZE)];
@@ -243,7 +241,9 @@ impl GcsStore {
             })
             .await?;
         let resp = check(resp, &uri, None).await?;
-        resp.json().await.map_err(|source| StoreError::Http { uri, source })
+        resp.json()
+            .await
+            .map_err(|source| StoreError::Http { uri, source })
     }
 
     fn to_meta(&self, o: ObjectResource) -> Option<ObjectMeta> {
@@ -399,7 +399,9 @@ impl Store for GcsStore {
         let base = self.request(Method::GET, &url).await?;
         let resp = self
             .send_idempotent(&uri, || {
-                base.try_clone().expect("no body").query(&[("alt", "media")])
+                base.try_clone()
+                    .expect("no body")
+                    .query(&[("alt", "media")])
             })
             .await?;
         let resp = check(resp, &uri, None).await?;

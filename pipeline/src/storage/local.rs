@@ -108,7 +108,10 @@ impl LocalStore {
         let dir = target.parent().expect("a key has a parent folder");
         fs::create_dir_all(dir).map_err(self.io(key))?;
         let name = target.file_name().unwrap_or_default().to_string_lossy();
-        Ok(dir.join(format!(".{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple())))
+        Ok(dir.join(format!(
+            ".{name}{TMP_MARK}{}",
+            uuid::Uuid::new_v4().simple()
+        )))
     }
 }
 
@@ -162,9 +165,10 @@ impl Store for LocalStore {
             for entry in walkdir::WalkDir::new(&start_dir).sort_by_file_name() {
                 let item = match entry {
                     Err(e) => {
-                        let uri = e
-                            .path()
-                            .map_or_else(|| this.root.display().to_string(), |p| p.display().to_string());
+                        let uri = e.path().map_or_else(
+                            || this.root.display().to_string(),
+                            |p| p.display().to_string(),
+                        );
                         Some(Err(StoreError::Io {
                             uri,
                             source: e.into(),
@@ -196,7 +200,9 @@ impl Store for LocalStore {
             // fstat on the open file: the generation belongs to exactly the bytes we read.
             let m = file.metadata().map_err(&io)?;
             if m.is_dir() {
-                return Err(StoreError::NotFound { uri: this.uri(&owned_key) });
+                return Err(StoreError::NotFound {
+                    uri: this.uri(&owned_key),
+                });
             }
             if m.len() <= SMALL_READ {
                 let mut buf = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0));

@@ -195,7 +195,10 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.contains(['\0', '\r', '\n']) {
         return bad("contains NUL or a line break");
     }
-    if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return bad("has an empty, '.' or '..' path segment");
     }
     Ok(())
@@ -259,7 +262,12 @@ mod tests {
         assert!(format!("{:?}", open("memory://t1").unwrap()).contains("MemoryStore"));
         assert!(format!("{:?}", open("my-bucket").unwrap()).contains("GcsStore"));
         assert!(format!("{:?}", open("gs://bkt/p").unwrap()).contains("GcsStore"));
-        assert!(open("gs://b").unwrap_err().to_string().contains("not a bucket name"));
+        assert!(
+            open("gs://b")
+                .unwrap_err()
+                .to_string()
+                .contains("not a bucket name")
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_str().unwrap().to_owned();
         assert!(format!("{:?}", open(&path).unwrap()).contains("LocalStore"));

@@ -24,7 +24,10 @@ impl Discovery {
     pub fn check(&self, name: &str, value: &Value) -> Vec<String> {
         let mut errors = Vec::new();
         let schema = &self.doc["schemas"][name];
-        assert!(schema.is_object(), "no schema {name} in the discovery document");
+        assert!(
+            schema.is_object(),
+            "no schema {name} in the discovery document"
+        );
         self.walk(schema, value, "$", &mut errors);
         errors
     }

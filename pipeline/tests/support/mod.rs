@@ -52,10 +52,22 @@ impl FakeGcs {
             let port = free_port();
             let host = format!("127.0.0.1:{port}");
             let child = Command::new(emulator_binary())
-                .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string()])
+                .args([
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-port",
+                    &port.to_string(),
+                ])
                 .args(["-backend", "filesystem", "-filesystem-root"])
                 .arg(dir.path())
-                .args(["-public-host", &host, "-external-url", &format!("http://{host}")])
+                .args([
+                    "-public-host",
+                    &host,
+                    "-external-url",
+                    &format!("http://{host}"),
+                ])
                 .args(["-log-level", "warn"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -128,7 +140,10 @@ pub fn http(method: &str, host: &str, path: &str, body: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -136,7 +151,8 @@ pub fn http(method: &str, host: &str, path: &str, body: &str) -> (u16, String) {
 pub fn autotune() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_autotune"));
     for (k, _) in std::env::vars() {
-        if k.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+        if k.chars()
+            .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
             && !matches!(k.as_str(), "PATH" | "HOME" | "TMPDIR")
         {
             c.env_remove(&k);
