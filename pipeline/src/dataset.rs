@@ -103,6 +103,7 @@ pub struct Built {
 pub struct Options {
     pub read_concurrency: usize,
     pub max_text_bytes: u64,
+    pub paths: Paths,
 }
 
 /// Runs a closure on the rayon pool and awaits its result.
@@ -211,10 +212,10 @@ pub async fn build(
     ambiguous: &[Ambiguity],
     split: Arc<Split>,
     converter: Arc<Converter>,
-    paths: &Paths,
     opts: &Options,
     progress: &indicatif::ProgressBar,
 ) -> Result<Built, StoreError> {
+    let paths = &opts.paths;
     let mut train = JsonlWriter::create(&*store, &paths.train).await?;
     let mut validation = JsonlWriter::create(&*store, &paths.validation).await?;
     let mut rejected = JsonlWriter::create(&*store, &paths.rejected).await?;

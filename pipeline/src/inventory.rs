@@ -234,7 +234,7 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
         }
     }
     for (key, group) in groups {
-        if let Some(sample) = resolve(&mut inv, store, key, group) {
+        if let Some(sample) = resolve(&mut inv, store, &key, &group) {
             samples.push(sample);
         }
     }
@@ -248,7 +248,7 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
 
 /// Picks the pair of a stem: files that can only be raw, files that can only be labels, and
 /// files that can be either (the same object in both lists).
-fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) -> Option<Sample> {
+fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> Option<Sample> {
     let in_labels = |k: &str| group.labels.iter().any(|l| l.meta.key == k);
     let in_raws = |k: &str| group.raws.iter().any(|r| r.meta.key == k);
     let raw_only: Vec<&RawFile> = group
@@ -294,7 +294,7 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) ->
                     objects.join(", ")
                 );
                 inv.ambiguous.push(Ambiguity {
-                    key,
+                    key: key.to_owned(),
                     objects,
                     reason,
                 });
@@ -303,23 +303,25 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: String, group: Group) ->
             None
         }
     };
-    match pair {
-        Some((raw, label)) => Some(Sample { key, raw, label }),
-        None => {
-            // A lone file: a raw without label, or a label without raw.
-            let lone_raw = group.raws.first().map(|r| r.meta.key.clone());
-            let lone_label = group.labels.first().map(|l| l.meta.key.clone());
-            if let Some(k) = lone_raw.or(lone_label.clone()) {
-                if group.raws.is_empty() {
-                    inv.unpaired_labels += 1;
-                } else {
-                    inv.unpaired_raw += 1;
-                }
-                inv.unpaired_examples.push(store.uri(&k));
-            }
-            None
-        }
+    if let Some((raw, label)) = pair {
+        return Some(Sample {
+            key: key.to_owned(),
+            raw,
+            label,
+        });
     }
+    // A lone file: a raw without label, or a label without raw.
+    let lone_raw = group.raws.first().map(|r| &r.meta.key);
+    let lone_label = group.labels.first().map(|l| &l.meta.key);
+    if let Some(k) = lone_raw.or(lone_label) {
+        if group.raws.is_empty() {
+            inv.unpaired_labels += 1;
+        } else {
+            inv.unpaired_raw += 1;
+        }
+        inv.unpaired_examples.push(store.uri(k));
+    }
+    None
 }
 
 #[cfg(test)]

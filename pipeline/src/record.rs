@@ -175,7 +175,12 @@ pub async fn latest(
     let mut keys: Vec<String> = store
         .list(&prefix)
         .map_ok(|m| m.key)
-        .try_filter(|k| futures::future::ready(k.ends_with(".json")))
+        .try_filter(|k| {
+            let json = std::path::Path::new(k)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            futures::future::ready(json)
+        })
         .try_collect()
         .await?;
     // Names embed the start time, so the newest sorts last.
@@ -188,7 +193,7 @@ pub async fn latest(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(object = %store.uri(&key), error = %e, "unreadable run record skipped")
+                tracing::warn!(object = %store.uri(&key), error = %e, "unreadable run record skipped");
             }
         }
     }

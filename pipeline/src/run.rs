@@ -531,71 +531,7 @@ impl Job {
         let s = &self.settings;
         let seed = self.split_seed(gates.baseline.as_ref());
         state.lock().await.record.split_seed = Some(seed.clone());
-        let samples = gates.inventory.samples.clone();
-        let split = Arc::new(Split::plan(
-            &seed,
-            s.split_ratio,
-            samples.iter().map(|x| x.key.as_str()),
-        ));
-        let folder = storage::join(&s.jsonl_folder, run_id);
-        let paths = Paths {
-            train: storage::join(&folder, &s.train_file),
-            validation: storage::join(&folder, &s.val_file),
-            rejected: storage::join(&folder, "rejected.jsonl"),
-        };
-        let converter = Arc::new(Converter {
-            prompt: s.prompt.clone(),
-            system_instruction: s.system_instruction.clone(),
-            label_field: s.label_field.clone(),
-        });
-        let progress = crate::logging::progress_bar(samples.len() as u64, self.progress);
-        let built = dataset::build(
-            self.store.clone(),
-            samples,
-            &gates.inventory.ambiguous,
-            split,
-            converter,
-            &paths,
-            &dataset::Options {
-                read_concurrency: usize::from(s.read_concurrency),
-                max_text_bytes: s.max_text_bytes,
-            },
-            &progress,
-        )
-        .await?;
-        progress.finish_and_clear();
-        {
-            let r = &mut state.lock().await.record;
-            r.counts.train = built.train_examples;
-            r.counts.validation = built.validation_examples;
-            r.counts.held_out = built.held_out;
-            r.counts.rejected = built.rejected;
-            r.counts
-                .rejected_by_category
-                .clone_from(&built.rejected_by_category);
-            r.train_dataset_uri.clone_from(&built.train_uri);
-            r.validation_dataset_uri.clone_from(&built.validation_uri);
-            r.rejected_uri.clone_from(&built.rejected_uri);
-        }
-        tracing::info!(
-            train = built.train_examples,
-            validation = built.validation_examples,
-            rejected = built.rejected,
-            held_out = built.held_out,
-            "datasets written"
-        );
-        let considered =
-            gates.inventory.samples.len() as u64 + gates.inventory.ambiguous.len() as u64;
-        let ratio = built.rejected as f64 / considered.max(1) as f64;
-        if ratio > s.max_rejected_ratio {
-            return Err(RunError::Data(format!(
-                "{} of {considered} samples rejected ({:.1}%), more than MAX_REJECTED_RATIO ({}); reasons in {}",
-                built.rejected,
-                ratio * 100.0,
-                s.max_rejected_ratio,
-                built.rejected_uri.as_deref().unwrap_or("rejected.jsonl")
-            )));
-        }
+        let built = self.build_datasets(run_id, gates, &seed, state).await?;
         let Some(train_uri) = built.train_uri.as_deref() else {
             return Err(RunError::Data(
                 "no training example could be made".to_owned(),
@@ -662,6 +598,83 @@ impl Job {
         Ok(())
     }
 
+    /// Converts and uploads the datasets; fails when too many samples are rejected.
+    async fn build_datasets(
+        &self,
+        run_id: &str,
+        gates: &Gates,
+        seed: &str,
+        state: &Mutex<State>,
+    ) -> Result<dataset::Built, RunError> {
+        let s = &self.settings;
+        let samples = gates.inventory.samples.clone();
+        let split = Arc::new(Split::plan(
+            seed,
+            s.split_ratio,
+            samples.iter().map(|x| x.key.as_str()),
+        ));
+        let folder = storage::join(&s.jsonl_folder, run_id);
+        let paths = Paths {
+            train: storage::join(&folder, &s.train_file),
+            validation: storage::join(&folder, &s.val_file),
+            rejected: storage::join(&folder, "rejected.jsonl"),
+        };
+        let converter = Arc::new(Converter {
+            prompt: s.prompt.clone(),
+            system_instruction: s.system_instruction.clone(),
+            label_field: s.label_field.clone(),
+        });
+        let progress = crate::logging::progress_bar(samples.len() as u64, self.progress);
+        let built = dataset::build(
+            self.store.clone(),
+            samples,
+            &gates.inventory.ambiguous,
+            split,
+            converter,
+            &dataset::Options {
+                read_concurrency: usize::from(s.read_concurrency),
+                max_text_bytes: s.max_text_bytes,
+                paths,
+            },
+            &progress,
+        )
+        .await?;
+        progress.finish_and_clear();
+        {
+            let r = &mut state.lock().await.record;
+            r.counts.train = built.train_examples;
+            r.counts.validation = built.validation_examples;
+            r.counts.held_out = built.held_out;
+            r.counts.rejected = built.rejected;
+            r.counts
+                .rejected_by_category
+                .clone_from(&built.rejected_by_category);
+            r.train_dataset_uri.clone_from(&built.train_uri);
+            r.validation_dataset_uri.clone_from(&built.validation_uri);
+            r.rejected_uri.clone_from(&built.rejected_uri);
+        }
+        tracing::info!(
+            train = built.train_examples,
+            validation = built.validation_examples,
+            rejected = built.rejected,
+            held_out = built.held_out,
+            "datasets written"
+        );
+        let considered =
+            gates.inventory.samples.len() as u64 + gates.inventory.ambiguous.len() as u64;
+        let ratio = built.rejected as f64 / considered.max(1) as f64;
+        if ratio > s.max_rejected_ratio {
+            return Err(RunError::Data(format!(
+                "{} of {considered} samples rejected ({:.1}%), more than MAX_REJECTED_RATIO ({}); reasons in {}",
+                built.rejected,
+                ratio * 100.0,
+                s.max_rejected_ratio,
+                built.rejected_uri.as_deref().unwrap_or("rejected.jsonl")
+            )));
+        }
+        Ok(built)
+    }
+
     /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.
     async fn continue_from_baseline(
         &self,
@@ -690,7 +703,9 @@ impl Job {
                 );
             }
             None => {
-                tracing::info!("continuous tuning: no earlier tuned model yet, tuning SOURCE_MODEL")
+                tracing::info!(
+                    "continuous tuning: no earlier tuned model yet, tuning SOURCE_MODEL"
+                );
             }
         }
     }
@@ -742,11 +757,11 @@ impl Job {
         };
         match released {
             Ok(()) if job_pending => {
-                tracing::info!("run lock released; the next run adopts the tuning job")
+                tracing::info!("run lock released; the next run adopts the tuning job");
             }
             Ok(()) => tracing::info!("run lock released"),
             Err(e) => {
-                tracing::warn!(error = %e, "could not release the run lock; it expires on its own")
+                tracing::warn!(error = %e, "could not release the run lock; it expires on its own");
             }
         }
         let reason = match (&record.error, record.status) {

@@ -413,15 +413,14 @@ impl Store for GcsStore {
         };
         let generation = header("x-goog-generation");
         let size = resp.content_length();
-        let (generation, size) = match (generation, size) {
-            (Some(g), Some(s)) => (g, s),
-            // Without the headers, ask for the metadata; the body we stream is that version's
-            // unless the object changed in between, which only the lock cares about and the
-            // lock's compare-and-swap then catches.
-            _ => {
-                let m = self.head(key).await?;
-                (m.generation, m.size)
-            }
+        // Without the headers, ask for the metadata; the body we stream is that version's
+        // unless the object changed in between, which only the lock cares about and the lock's
+        // compare-and-swap then catches.
+        let (generation, size) = if let (Some(g), Some(s)) = (generation, size) {
+            (g, s)
+        } else {
+            let m = self.head(key).await?;
+            (m.generation, m.size)
         };
         let body = resp
             .bytes_stream()

@@ -61,7 +61,7 @@ impl LocalStore {
         }
     }
 
-    fn meta(&self, key: &str, m: &fs::Metadata) -> ObjectMeta {
+    fn meta(key: &str, m: &fs::Metadata) -> ObjectMeta {
         ObjectMeta {
             key: key.to_owned(),
             size: m.len(),
@@ -100,7 +100,7 @@ impl LocalStore {
             PutMode::Overwrite => fs::rename(tmp, &target).map_err(&io)?,
         }
         let m = fs::metadata(&target).map_err(&io)?;
-        Ok(self.meta(key, &m))
+        Ok(Self::meta(key, &m))
     }
 
     fn temp_path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -138,14 +138,12 @@ impl Drop for DirLock {
     }
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> impl Future<Output = Result<T, StoreError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    }
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 #[async_trait]
@@ -177,10 +175,10 @@ impl Store for LocalStore {
                     Ok(e) if !e.file_type().is_file() => None,
                     Ok(e) => this.list_entry(&e, &prefix),
                 };
-                if let Some(item) = item {
-                    if tx.blocking_send(item).is_err() {
-                        return;
-                    }
+                if let Some(item) = item
+                    && tx.blocking_send(item).is_err()
+                {
+                    return;
                 }
             }
         });
@@ -300,7 +298,7 @@ impl LocalStore {
         }
         Some(
             e.metadata()
-                .map(|m| self.meta(key, &m))
+                .map(|m| Self::meta(key, &m))
                 .map_err(|err| StoreError::Io {
                     uri: self.uri(key),
                     source: err.into(),
