@@ -1,6 +1,8 @@
 //! End-to-end tests of the `autotune` binary: settings, gates, bad input, concurrency, signals,
 //! the delta gate and the stable split, on a local folder and on fake-gcs-server.
 
+#![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -65,10 +65,10 @@ impl Discovery {
                 let Some(s) = value.as_str() else {
                     return errors.push(format!("{path}: expected a string, got {value}"));
                 };
-                if let Some(options) = schema["enum"].as_array() {
-                    if !options.iter().any(|o| o == s) {
-                        errors.push(format!("{path}: {s:?} is not one of the enum values"));
-                    }
+                if let Some(options) = schema["enum"].as_array()
+                    && !options.iter().any(|o| o == s)
+                {
+                    errors.push(format!("{path}: {s:?} is not one of the enum values"));
                 }
                 if matches!(schema["format"].as_str(), Some("int64" | "uint64"))
                     && s.parse::<i128>().is_err()
@@ -76,20 +76,14 @@ impl Discovery {
                     errors.push(format!("{path}: {s:?} is not an int64 string"));
                 }
             }
-            "integer" => {
-                if !value.is_i64() && !value.is_u64() {
-                    errors.push(format!("{path}: expected an integer, got {value}"));
-                }
+            "integer" if !value.is_i64() && !value.is_u64() => {
+                errors.push(format!("{path}: expected an integer, got {value}"));
             }
-            "number" => {
-                if !value.is_number() {
-                    errors.push(format!("{path}: expected a number, got {value}"));
-                }
+            "number" if !value.is_number() => {
+                errors.push(format!("{path}: expected a number, got {value}"));
             }
-            "boolean" => {
-                if !value.is_boolean() {
-                    errors.push(format!("{path}: expected a boolean, got {value}"));
-                }
+            "boolean" if !value.is_boolean() => {
+                errors.push(format!("{path}: expected a boolean, got {value}"));
             }
             _ => {}
         }
