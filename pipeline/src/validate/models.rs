@@ -1,0 +1,320 @@
+//! Model limits as data: which base models can be tuned, with what limits and adapter sizes.
+//!
+//! The table ships as `models.json` (compiled in), because Google changes these numbers more
+//! often than this code; MODEL_LIMITS_FILE can replace or add entries without a rebuild. A model
+//! the table does not know gets the strictest limits of all known models, so an unknown name can
+//! only make the checks stricter, never let a bad dataset through.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::ValidateError;
+
+/// The built-in table (`shared/contracts/GOOGLE-APIS.md` §2.1, §2.2, §2.4).
+const BUILT_IN: &str = include_str!("models.json");
+
+/// Per-example media counts, GOOGLE-APIS.md §2.4 (the same for every 2.x model).
+const MAX_IMAGES: u32 = 30;
+const MAX_PDFS: u32 = 4;
+const MAX_AUDIO: u32 = 1;
+const MAX_VIDEO: u32 = 1;
+
+/// The limits of one base model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelLimits {
+    pub name: String,
+    /// Other names Vertex accepts for the same model (e.g. without the `-001` version).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Input plus output tokens of one example.
+    pub max_example_tokens: u64,
+    pub max_validation_examples: u64,
+    /// Training examples when no example has media.
+    pub max_training_examples_text: u64,
+    /// Training examples when at least one example has media.
+    pub max_training_examples_multimodal: u64,
+    pub max_training_file_bytes: u64,
+    /// LoRA adapter sizes this model accepts.
+    pub adapter_sizes: Vec<u8>,
+    #[serde(default = "max_images")]
+    pub max_images_per_example: u32,
+    #[serde(default = "max_pdfs")]
+    pub max_pdfs_per_example: u32,
+    #[serde(default = "max_audio")]
+    pub max_audio_per_example: u32,
+    #[serde(default = "max_video")]
+    pub max_video_per_example: u32,
+    /// True when the limits are not from a Google page but copied from a sibling model.
+    #[serde(default)]
+    pub assumed: bool,
+    /// Where the numbers come from.
+    #[serde(default)]
+    pub source: String,
+}
+
+fn max_images() -> u32 {
+    MAX_IMAGES
+}
+fn max_pdfs() -> u32 {
+    MAX_PDFS
+}
+fn max_audio() -> u32 {
+    MAX_AUDIO
+}
+fn max_video() -> u32 {
+    MAX_VIDEO
+}
+
+/// A model resolved against the table: its limits, and whether the name was known.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    /// The name asked for.
+    pub requested: String,
+    pub known: bool,
+    pub limits: ModelLimits,
+}
+
+impl Resolved {
+    /// Why an unknown or assumed model deserves a warning, if it does.
+    pub fn warning(&self) -> Option<String> {
+        if !self.known {
+            Some(format!(
+                "model {:?} is not in the model table; using the strictest known limits (add it with MODEL_LIMITS_FILE)",
+                self.requested
+            ))
+        } else if self.limits.assumed {
+            Some(format!(
+                "the limits of {} are assumed ({})",
+                self.limits.name, self.limits.source
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TableFile {
+    models: Vec<ModelLimits>,
+}
+
+/// The known base models.
+#[derive(Debug, Clone)]
+pub struct ModelTable {
+    models: Vec<ModelLimits>,
+}
+
+impl Default for ModelTable {
+    fn default() -> Self {
+        Self::built_in()
+    }
+}
+
+impl ModelTable {
+    /// The table compiled into the binary.
+    pub fn built_in() -> Self {
+        // The built-in file is tested (`built_in_table_parses`), so this cannot fail at run time.
+        let file: TableFile = serde_json::from_str(BUILT_IN).expect("models.json is valid");
+        Self {
+            models: file.models,
+        }
+    }
+
+    /// The built-in table, with the entries of `path` (MODEL_LIMITS_FILE) replacing those of
+    /// the same name and adding new ones.
+    pub fn load(path: Option<&Path>) -> Result<Self, ValidateError> {
+        let mut table = Self::built_in();
+        let Some(path) = path else {
+            return Ok(table);
+        };
+        let bad = |reason: String| ValidateError::ModelLimits {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let file: TableFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        for m in file.models {
+            if m.name.trim().is_empty() {
+                return Err(bad("a model has an empty name".into()));
+            }
+            table.models.retain(|k| k.name != m.name);
+            table.models.push(m);
+        }
+        Ok(table)
+    }
+
+    pub fn models(&self) -> &[ModelLimits] {
+        &self.models
+    }
+
+    /// Finds a model by name or alias. A resource path (`publishers/google/models/X`,
+    /// `projects/.../models/X`) is looked up by its last segment.
+    pub fn get(&self, model: &str) -> Option<&ModelLimits> {
+        let name = model.rsplit('/').next().unwrap_or(model).trim();
+        self.models
+            .iter()
+            .find(|m| m.name == name || m.aliases.iter().any(|a| a == name))
+    }
+
+    /// The model's limits, or the strictest known limits for an unknown model.
+    pub fn resolve(&self, model: &str) -> Resolved {
+        match self.get(model) {
+            Some(m) => Resolved {
+                requested: model.to_owned(),
+                known: true,
+                limits: m.clone(),
+            },
+            None => Resolved {
+                requested: model.to_owned(),
+                known: false,
+                limits: self.strictest(model),
+            },
+        }
+    }
+
+    /// Every limit at its smallest over the table; adapter sizes that every model accepts.
+    fn strictest(&self, name: &str) -> ModelLimits {
+        let min = |f: fn(&ModelLimits) -> u64| self.models.iter().map(f).min().unwrap_or(0);
+        let min32 = |f: fn(&ModelLimits) -> u32| self.models.iter().map(f).min().unwrap_or(0);
+        let adapter_sizes = [1u8, 2, 4, 8, 16, 32]
+            .into_iter()
+            .filter(|s| self.models.iter().all(|m| m.adapter_sizes.contains(s)))
+            .collect();
+        ModelLimits {
+            name: name.to_owned(),
+            aliases: Vec::new(),
+            max_example_tokens: min(|m| m.max_example_tokens),
+            max_validation_examples: min(|m| m.max_validation_examples),
+            max_training_examples_text: min(|m| m.max_training_examples_text),
+            max_training_examples_multimodal: min(|m| m.max_training_examples_multimodal),
+            max_training_file_bytes: min(|m| m.max_training_file_bytes),
+            adapter_sizes,
+            max_images_per_example: min32(|m| m.max_images_per_example),
+            max_pdfs_per_example: min32(|m| m.max_pdfs_per_example),
+            max_audio_per_example: min32(|m| m.max_audio_per_example),
+            max_video_per_example: min32(|m| m.max_video_per_example),
+            assumed: true,
+            source: "strictest limits of the known models".into(),
+        }
+    }
+
+    /// Refuses an adapter size the model does not accept, before anything is uploaded.
+    pub fn check_adapter_size(&self, model: &str, size: u8) -> Result<(), String> {
+        let r = self.resolve(model);
+        if r.limits.adapter_sizes.contains(&size) {
+            return Ok(());
+        }
+        let accepted: Vec<String> = r.limits.adapter_sizes.iter().map(u8::to_string).collect();
+        let whose = if r.known {
+            r.limits.name.clone()
+        } else {
+            format!("{model} (unknown model, so only sizes every known model accepts)")
+        };
+        Err(format!(
+            "ADAPTER_SIZE {size} is not accepted by {whose}; accepted: {}",
+            accepted.join(", ")
+        ))
+    }
+}
+
+/// Checks ADAPTER_SIZE against the built-in table (see [`ModelTable::check_adapter_size`] to
+/// honour MODEL_LIMITS_FILE).
+pub fn check_adapter_size(model: &str, size: u8) -> Result<(), String> {
+    ModelTable::built_in().check_adapter_size(model, size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_table_parses() {
+        let t = ModelTable::built_in();
+        for name in [
+            "gemini-2.5-flash",
+            "gemini-2.5-flash-lite",
+            "gemini-2.5-pro",
+            "gemini-2.0-flash-001",
+            "gemini-2.0-flash-lite-001",
+            "gemini-3.5-flash",
+            "gemini-3.5-flash-lite",
+            "gemini-3.1-flash-lite",
+        ] {
+            let m = t.get(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(m.max_example_tokens, 131_072, "{name}");
+            assert_eq!(m.max_validation_examples, 5_000, "{name}");
+            assert_eq!(m.max_images_per_example, 30, "{name}");
+            assert_eq!(m.max_pdfs_per_example, 4, "{name}");
+            assert_eq!(m.assumed, name.starts_with("gemini-3"), "{name}");
+        }
+    }
+
+    #[test]
+    fn adapter_sizes_follow_the_table() {
+        assert!(check_adapter_size("gemini-2.5-flash", 16).is_ok());
+        assert!(check_adapter_size("gemini-2.5-flash-lite", 1).is_ok());
+        let err = check_adapter_size("gemini-2.5-pro", 16).unwrap_err();
+        assert!(err.contains("not accepted by gemini-2.5-pro"), "{err}");
+        assert!(err.contains("1, 2, 4, 8"), "{err}");
+        assert!(
+            check_adapter_size("gemini-2.0-flash", 16).is_err(),
+            "alias of 2.0-flash-001"
+        );
+        assert!(check_adapter_size("gemini-2.5-flash", 32).is_err());
+        assert!(check_adapter_size("publishers/google/models/gemini-2.5-flash", 16).is_ok());
+    }
+
+    #[test]
+    fn unknown_models_get_the_strictest_limits() {
+        let t = ModelTable::built_in();
+        let r = t.resolve("gemini-9-ultra");
+        assert!(!r.known);
+        assert!(r.warning().unwrap().contains("not in the model table"));
+        assert_eq!(r.limits.adapter_sizes, vec![1, 2, 4, 8]);
+        assert_eq!(r.limits.max_example_tokens, 131_072);
+        assert!(t.check_adapter_size("gemini-9-ultra", 16).is_err());
+        assert!(t.check_adapter_size("gemini-9-ultra", 8).is_ok());
+        assert!(t.resolve("gemini-2.5-flash").warning().is_none());
+        assert!(
+            t.resolve("gemini-3.5-flash")
+                .warning()
+                .unwrap()
+                .contains("assumed")
+        );
+    }
+
+    #[test]
+    fn a_file_overrides_and_extends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.json");
+        std::fs::write(
+            &path,
+            r#"{"models":[
+              {"name":"gemini-2.5-pro","max_example_tokens":1000,"max_validation_examples":10,
+               "max_training_examples_text":100,"max_training_examples_multimodal":50,
+               "max_training_file_bytes":1000000,"adapter_sizes":[1,2,4,8,16]},
+              {"name":"my-model","max_example_tokens":64,"max_validation_examples":2,
+               "max_training_examples_text":3,"max_training_examples_multimodal":2,
+               "max_training_file_bytes":100,"adapter_sizes":[4],"max_images_per_example":2}]}"#,
+        )
+        .unwrap();
+        let t = ModelTable::load(Some(&path)).unwrap();
+        assert_eq!(t.get("gemini-2.5-pro").unwrap().max_example_tokens, 1000);
+        assert!(t.check_adapter_size("gemini-2.5-pro", 16).is_ok());
+        let m = t.get("my-model").unwrap();
+        assert_eq!((m.max_images_per_example, m.max_pdfs_per_example), (2, 4));
+        assert_eq!(
+            t.get("gemini-2.5-flash").unwrap().max_example_tokens,
+            131_072
+        );
+
+        std::fs::write(&path, "{not json").unwrap();
+        let err = ModelTable::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("limits.json"), "{err}");
+        let err = ModelTable::load(Some(&dir.path().join("missing.json")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.json"), "{err}");
+    }
+}
