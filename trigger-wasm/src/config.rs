@@ -8,7 +8,16 @@
 
 use std::fmt;
 
-/// Default raw-sample extensions, shared with the pipeline (issue 2).
+/// Raw-sample extension settings and defaults: the pipeline's names, so one environment
+/// configures both.
+pub const RAW_EXTENSION_SETTINGS: [(&str, &str); 5] = [
+    ("TEXT_EXTENSIONS", "txt,md,csv,html"),
+    ("IMAGE_EXTENSIONS", "png,jpg,jpeg,webp"),
+    ("DOCUMENT_EXTENSIONS", "pdf"),
+    ("AUDIO_EXTENSIONS", "mp3,wav,flac,m4a,ogg"),
+    ("VIDEO_EXTENSIONS", "mp4,mov,webm"),
+];
+/// All default raw-sample extensions.
 pub const DEFAULT_RAW_EXTENSIONS: &str =
     "txt,md,csv,html,png,jpg,jpeg,webp,pdf,mp3,wav,flac,m4a,ogg,mp4,mov,webm";
 /// Default label extensions, shared with the pipeline (issue 2).
@@ -124,10 +133,13 @@ pub fn load(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigErro
         label_folder: folder(&or("LABEL_FOLDER", "raw_training_data")),
         jsonl_folder: exclusion("JSONL_FOLDER", "training_datasets")?,
         model_meta_folder: exclusion("MODEL_META_FOLDER", "trained_model")?,
-        raw_extensions: extensions(
-            "RAW_EXTENSIONS",
-            &or("RAW_EXTENSIONS", DEFAULT_RAW_EXTENSIONS),
-        )?,
+        raw_extensions: {
+            let mut all = Vec::new();
+            for (setting, default) in RAW_EXTENSION_SETTINGS {
+                all.extend(extensions(setting, &or(setting, default))?);
+            }
+            all
+        },
         label_extensions: extensions(
             "LABEL_EXTENSIONS",
             &or("LABEL_EXTENSIONS", DEFAULT_LABEL_EXTENSIONS),
@@ -387,7 +399,7 @@ mod tests {
             ("JOB_NAME", "a/b"),
             ("REGION", "us central"),
             ("JSONL_FOLDER", "/"),
-            ("RAW_EXTENSIONS", " , "),
+            ("TEXT_EXTENSIONS", " , "),
             ("LABEL_EXTENSIONS", "js*n"),
         ] {
             let mut pairs = BASE.to_vec();
@@ -405,14 +417,23 @@ mod tests {
             ("GCE_METADATA_HOST", "127.0.0.1:8999"),
             ("RAW_DATA_FOLDER", "/raw/"),
             ("RUN_API_ENDPOINT", "http://127.0.0.1:9/"),
-            ("RAW_EXTENSIONS", ".TXT, Png"),
+            ("TEXT_EXTENSIONS", ".TXT"),
+            ("IMAGE_EXTENSIONS", "Png"),
             ("PROJECT_ID", "ignored-because-gcp-project-wins"),
         ]);
         let s = load_map(&v).unwrap();
         assert_eq!(s.job.metadata_base, "http://127.0.0.1:8999");
         assert_eq!(s.job.run_api_endpoint, "http://127.0.0.1:9");
         assert_eq!(s.filter.raw_folder, "raw");
-        assert_eq!(s.filter.raw_extensions, vec!["txt", "png"]);
+        assert_eq!(s.filter.raw_extensions[..2], ["txt", "png"]);
+        assert!(
+            !s.filter.raw_extensions.contains(&"md".to_owned()),
+            "TEXT_EXTENSIONS replaced"
+        );
+        assert!(
+            s.filter.raw_extensions.contains(&"pdf".to_owned()),
+            "other kinds keep defaults"
+        );
         assert_eq!(s.job.project, "p");
     }
 }

@@ -134,7 +134,14 @@ pub fn without(claims: &Value, key: &str) -> Value {
 /// Checks `v` against schema `name` of the discovery document: every field is declared and
 /// has the declared JSON type. Returns the list of problems.
 pub fn check_against_discovery(v: &Value, name: &str) -> Vec<String> {
-    let doc: Value = serde_json::from_slice(&fixture("run.v2.json")).unwrap();
+    // The official discovery document, from shared/contracts beside the repository.
+    let contracts = std::env::var("AUTOTUNE_CONTRACTS").map_or_else(
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts"),
+        std::path::PathBuf::from,
+    );
+    let path = contracts.join("run.v2.json");
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: Value = serde_json::from_slice(&text).unwrap();
     let mut problems = Vec::new();
     check_schema(
         &doc["schemas"],
