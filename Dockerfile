@@ -14,13 +14,14 @@ COPY . .
 RUN cargo build --release --locked -p autotune --target x86_64-unknown-linux-musl \
  && cp target/x86_64-unknown-linux-musl/release/autotune /autotune
 
-FROM scratch AS runtime
-COPY --from=build /autotune /autotune
-USER 65532:65532
-ENTRYPOINT ["/autotune", "run"]
-
 # The same runtime stage, from a binary built outside the image (CI here cannot pull images).
 FROM scratch AS prebuilt
 COPY autotune /autotune
+USER 65532:65532
+ENTRYPOINT ["/autotune", "run"]
+
+# The default (last) stage: what `docker build .` and `gcloud builds submit` produce.
+FROM scratch AS runtime
+COPY --from=build /autotune /autotune
 USER 65532:65532
 ENTRYPOINT ["/autotune", "run"]
