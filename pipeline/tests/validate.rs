@@ -2,6 +2,8 @@
 //! breaking exactly one rule (the table below says which, and on which line), and valid files
 //! covering text, every modality and multi-turn. The binary is run as a user runs it.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -275,7 +277,8 @@ fn the_estimate_multiplies_by_epochs_and_price() {
         v["estimate"]["epochs"], 2,
         "EPOCHS is read from the environment"
     );
-    assert_eq!(v["estimate"]["cost"].as_f64().unwrap(), (2 * train) as f64);
+    let cost = v["estimate"]["cost"].as_f64().unwrap();
+    assert!((cost - (2 * train) as f64).abs() < 1e-6, "{cost}");
     assert!(
         v["estimate"]["train"]["histogram"]
             .as_array()
@@ -425,5 +428,80 @@ async fn any_store_url_streams() {
         r.estimate
             .exceeds(1)
             .is_some_and(|m| m.contains("MAX_TRAINING_TOKENS 1"))
+    );
+}
+
+/// A JSONL in a (fake) GCS bucket, read as `gs://bucket/object`; `--check-files` looks up the
+/// objects its fileData parts name.
+#[test]
+fn gs_urls_and_check_files() {
+    let gcs = support::FakeGcs::start();
+    let bucket = gcs.bucket();
+    let upload = |name: &str, body: &str| {
+        let (status, resp) = support::http(
+            "POST",
+            &gcs.host,
+            &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"),
+            body,
+        );
+        assert_eq!(status, 200, "upload {name}: {resp}");
+    };
+    upload("raw/a.png", "not really a png");
+    let line = |uri: &str| {
+        format!(
+            r#"{{"contents":[{{"role":"user","parts":[{{"fileData":{{"mimeType":"image/png","fileUri":"{uri}"}}}}]}},{{"role":"model","parts":[{{"text":"a cat"}}]}}]}}"#
+        )
+    };
+    let present = format!("gs://{bucket}/raw/a.png");
+    let missing = format!("gs://{bucket}/raw/missing.png");
+    upload(
+        "runs/train.jsonl",
+        &[
+            line(&present),
+            line(&present),
+            line(&missing),
+            line(&missing),
+        ]
+        .join("\n"),
+    );
+    let url = format!("gs://{bucket}/runs/train.jsonl");
+    let run = |extra: &[&str]| {
+        let out = autotune()
+            .env("STORAGE_EMULATOR_HOST", &gcs.host)
+            .args(["validate", &url, "--output", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (v, out.status.code())
+    };
+    let (v, code) = run(&[]);
+    assert_eq!(code, Some(0), "{v:#}");
+    assert_eq!(v["examples"], 4);
+    assert_eq!(v["file"], url.as_str());
+
+    let (v, code) = run(&["--check-files"]);
+    assert_eq!(code, Some(1), "{v:#}");
+    let findings = v["findings"].as_array().unwrap();
+    assert_eq!(
+        findings.len(),
+        1,
+        "each object is looked up once: {findings:#?}"
+    );
+    assert_eq!(findings[0]["category"], "media_not_found");
+    assert_eq!(findings[0]["line"], 3);
+    assert_eq!(findings[0]["path"], "contents[0].parts[0].fileData.fileUri");
+
+    let out = autotune()
+        .env("STORAGE_EMULATOR_HOST", &gcs.host)
+        .args(["validate", &format!("gs://{bucket}/runs/nope.jsonl")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("nope.jsonl") && stderr.contains("no such object"),
+        "{stderr}"
     );
 }

@@ -59,13 +59,12 @@ fn store_for(
 ) -> Result<(Arc<dyn Store>, String), StoreError> {
     let rest = uri.strip_prefix("gs://").unwrap_or(uri);
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-    let store = match stores.get(bucket) {
-        Some(s) => Arc::clone(s),
-        None => {
-            let s = storage::open(&format!("gs://{bucket}"))?;
-            stores.insert(bucket.to_owned(), Arc::clone(&s));
-            s
-        }
+    let store = if let Some(s) = stores.get(bucket) {
+        Arc::clone(s)
+    } else {
+        let s = storage::open(&format!("gs://{bucket}"))?;
+        stores.insert(bucket.to_owned(), Arc::clone(&s));
+        s
     };
     Ok((store, key.to_owned()))
 }
@@ -106,5 +105,60 @@ fn record(out: &mut Findings, r: &FileRef, result: Result<u64, StoreError>) {
         Err(e) => out.push(line, Category::MediaNotChecked, path, || {
             format!("cannot look up {}: {e}", r.uri)
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::rules::MediaKind;
+
+    fn r(kind: MediaKind) -> FileRef {
+        FileRef {
+            line: 9,
+            path: "contents[0].parts[0].fileData.fileUri".into(),
+            uri: "gs://b/x".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn sizes_and_failures_become_findings() {
+        let mut out = Findings::new(10);
+        record(&mut out, &r(MediaKind::Image), Ok(20_000_000));
+        record(&mut out, &r(MediaKind::Video), Ok(100_000_000));
+        assert_eq!(out.total(), 0, "at the limit is allowed");
+        record(&mut out, &r(MediaKind::Image), Ok(20_000_001));
+        record(
+            &mut out,
+            &r(MediaKind::Pdf),
+            Err(StoreError::NotFound {
+                uri: "gs://b/x".into(),
+            }),
+        );
+        record(
+            &mut out,
+            &r(MediaKind::Audio),
+            Err(StoreError::Auth("no credentials".into())),
+        );
+        let got: Vec<_> = out.kept.iter().map(|f| (f.category, f.line)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Category::MediaTooLarge, Some(9)),
+                (Category::MediaNotFound, Some(9)),
+                (Category::MediaNotChecked, Some(9)),
+            ]
+        );
+        assert!(
+            out.kept[0].message.contains("20000001 bytes"),
+            "{}",
+            out.kept[0].message
+        );
+        assert!(
+            out.kept[2].message.contains("no credentials"),
+            "{}",
+            out.kept[2].message
+        );
     }
 }

@@ -459,10 +459,10 @@ impl Cx<'_> {
             );
         }
         if roles.last() == Some(&true) {
-            let last = roles.len() - 1;
+            let end = roles.len() - 1;
             self.push(
                 Category::LastRoleNotModel,
-                || format!("contents[{last}].role"),
+                || format!("contents[{end}].role"),
                 || "the last turn must be \"model\": the answer to learn".into(),
             );
         }
@@ -986,7 +986,7 @@ mod tests {
                 "extra",
             ),
             (r#"{"messages":[]}"#, C::UnknownField, "messages"),
-            (r#"[1]"#, C::WrongType, ""),
+            (r"[1]", C::WrongType, ""),
             (
                 r#"{"contents":[{"role":"user","parts":[{"text":"a"}]}"#,
                 C::InvalidJson,

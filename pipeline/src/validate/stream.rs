@@ -278,18 +278,14 @@ pub async fn run(
             bytes += chunk.len() as u64;
             let mut data = &chunk[..];
             if let Some(n) = skipping {
-                match data.iter().position(|&b| b == b'\n') {
-                    Some(i) => {
-                        skipping = None;
-                        data = &data[i + 1..];
-                        if !send(Batch::LongLine(n + i as u64)).await {
-                            return Ok(bytes);
-                        }
-                    }
-                    None => {
-                        skipping = Some(n + data.len() as u64);
-                        continue;
-                    }
+                let Some(i) = data.iter().position(|&b| b == b'\n') else {
+                    skipping = Some(n + data.len() as u64);
+                    continue;
+                };
+                skipping = None;
+                data = &data[i + 1..];
+                if !send(Batch::LongLine(n + i as u64)).await {
+                    return Ok(bytes);
                 }
             }
             let start = buf.len();
@@ -352,7 +348,7 @@ mod tests {
     const OK: &str = r#"{"contents":[{"role":"user","parts":[{"text":"abcdefgh"}]},{"role":"model","parts":[{"text":"abcd"}]}]}"#;
 
     /// Streams `data` in chunks of `chunk` bytes.
-    fn body(data: Vec<u8>, chunk: usize) -> ByteStream {
+    fn body(data: &[u8], chunk: usize) -> ByteStream {
         let chunks: Vec<_> = data
             .chunks(chunk)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -384,7 +380,7 @@ mod tests {
         }
         data.pop(); // no final line break
         for (batch, chunk) in [(1, 1), (7, 3), (100, 64), (4096, 1000), (1 << 20, 1 << 16)] {
-            let t = run(body(data.clone(), chunk), "mem", opts(batch, 1 << 20), None)
+            let t = run(body(&data, chunk), "mem", opts(batch, 1 << 20), None)
                 .await
                 .unwrap();
             assert_eq!(t.lines, 500, "batch {batch} chunk {chunk}");
@@ -407,7 +403,7 @@ mod tests {
         data.push(b'\n');
         data.extend_from_slice(&vec![b'y'; 3000]); // at the end, unterminated
         for chunk in [1, 100, 7000] {
-            let t = run(body(data.clone(), chunk), "mem", opts(64, 1000), None)
+            let t = run(body(&data, chunk), "mem", opts(64, 1000), None)
                 .await
                 .unwrap();
             let got: Vec<_> = t
@@ -455,11 +451,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn empty_input_has_no_lines() {
-        let t = run(body(Vec::new(), 10), "mem", opts(10, 100), None)
+        let t = run(body(&[], 10), "mem", opts(10, 100), None)
             .await
             .unwrap();
         assert_eq!((t.lines, t.set.examples, t.findings.total()), (0, 0, 0));
-        let t = run(body(b"\n".to_vec(), 10), "mem", opts(10, 100), None)
+        let t = run(body(b"\n", 10), "mem", opts(10, 100), None)
             .await
             .unwrap();
         assert_eq!((t.lines, t.findings.total()), (1, 1), "one blank line");
