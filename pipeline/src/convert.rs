@@ -127,7 +127,23 @@ fn utf8<'a>(bytes: &'a [u8], key: &str, object: &str, what: &str) -> Result<&'a 
     Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
+/// Why the conversion settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {reason}")]
+    Invalid { setting: &'static str, reason: String },
+}
+
 impl Converter {
+    /// The converter the settings describe.
+    pub fn from_settings(s: &crate::settings::Settings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            prompt: s.prompt.clone(),
+            system_instruction: s.system_instruction.clone(),
+            label_field: s.label_field.clone(),
+        })
+    }
+
     /// Checks what the listing already tells, before anything is read.
     pub fn precheck(sample: &Sample, uris: &Uris) -> Result<Option<&'static str>, Reject> {
         let raw = &sample.raw;

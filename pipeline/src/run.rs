@@ -619,11 +619,7 @@ impl Job {
             validation: storage::join(&folder, &s.val_file),
             rejected: storage::join(&folder, "rejected.jsonl"),
         };
-        let converter = Arc::new(Converter {
-            prompt: s.prompt.clone(),
-            system_instruction: s.system_instruction.clone(),
-            label_field: s.label_field.clone(),
-        });
+        let converter = Arc::new(Converter::from_settings(s).map_err(|e| RunError::Data(e.to_string()))?);
         let progress = crate::logging::progress_bar(samples.len() as u64, self.progress);
         let built = dataset::build(
             self.store.clone(),
