@@ -292,6 +292,29 @@ impl FakeVertex {
         name
     }
 
+    /// Replaces what the job `name` plays from its next `get` on, e.g. to let a job that
+    /// [`runs_forever`] finish when the test says so.
+    pub fn play(&self, name: &str, history: Vec<Step>) {
+        let mut s = self.state();
+        let job = s
+            .jobs
+            .iter_mut()
+            .find(|j| j.value["name"] == name)
+            .unwrap_or_else(|| panic!("the fake has no job {name}"));
+        job.history = history.into();
+    }
+
+    /// The bodies of the `create` requests answered with a job (200), in order.
+    pub fn create_bodies(&self) -> Vec<Value> {
+        let parent = format!("/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs");
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == parent && r.status == 200)
+            .filter_map(|r| r.body.clone())
+            .collect()
+    }
+
     /// Jobs created through the API (seeded ones not counted).
     pub fn created(&self) -> usize {
         let s = self.state();

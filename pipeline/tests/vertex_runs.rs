@@ -1,0 +1,815 @@
+//! `autotune run` with TUNER=vertex, as a process, against the loopback fake of Vertex AI
+//! (`tests/support/fake_vertex.rs`): the whole run, a run killed by SIGKILL after `create`,
+//! twenty concurrent runs, SIGTERM while following, a failed job, and continuous tuning.
+//!
+//! Credentials take the real path: a generated service-account key in
+//! GOOGLE_APPLICATION_CREDENTIALS whose `token_uri` is the fake. The bucket is a local folder.
+
+#![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
+
+mod support;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::autotune;
+use support::fake_vertex::{self as fake, FakeVertex, LOCATION, PROJECT};
+
+/// A fake Vertex AI, a service-account key for it, and a bucket folder with text samples.
+struct Env {
+    fake: FakeVertex,
+    key: PathBuf,
+    bucket: tempfile::TempDir,
+    /// The key and the logs of spawned runs, outside the bucket.
+    scratch: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(samples: usize) -> Self {
+        let fake = FakeVertex::start();
+        let scratch = tempfile::tempdir().unwrap();
+        let key = fake.service_account_key(scratch.path());
+        let bucket = tempfile::tempdir().unwrap();
+        text_samples(bucket.path(), 0, samples);
+        Self {
+            fake,
+            key,
+            bucket,
+            scratch,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.bucket.path()
+    }
+
+    /// `autotune run` with the Vertex tuner pointed at the fake.
+    fn cmd(&self, envs: &[(&str, &str)]) -> Command {
+        let mut c = autotune();
+        c.arg("run")
+            .env("BUCKET_NAME", self.root())
+            .env("TUNER", "vertex")
+            .env("PROJECT_ID", PROJECT)
+            .env("LOCATION", LOCATION)
+            .env("VERTEX_API_ENDPOINT", &self.fake.url)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.key)
+            .env("POLL_INTERVAL", "100ms")
+            .envs(envs.iter().copied());
+        c
+    }
+
+    /// Runs to the end (at most [`LIMIT`]); returns the JSON outcome on stdout and the run.
+    fn run(&self, envs: &[(&str, &str)]) -> (Value, Finished) {
+        let mut run = self.spawn(envs);
+        let finished = run.wait_within(LIMIT);
+        (finished.outcome(), finished)
+    }
+
+    /// Starts a run in the background, its stderr in a log file (a pipe could fill and stall
+    /// it). The run is killed if the test ends first.
+    fn spawn(&self, envs: &[(&str, &str)]) -> Running {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let log = self.scratch.path().join(format!("run-{n}.log"));
+        let child = self
+            .cmd(envs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        Running { child, log }
+    }
+
+    fn lock(&self) -> Option<Value> {
+        std::fs::read(self.root().join("trained_model/training.lock.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Waits until the run has created its tuning job and written it into the lease.
+    fn wait_for_job_in_lease(&self, run: &mut Running) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(job) = self
+                .lock()
+                .and_then(|l| l["tuning_job"].as_str().map(str::to_owned))
+            {
+                return job;
+            }
+            if let Some(status) = run.child.try_wait().unwrap() {
+                panic!(
+                    "the run ended ({status}) before recording its tuning job in the lease:\n{}",
+                    std::fs::read_to_string(&run.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run never recorded its tuning job in the lease"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The run records in the metadata folder, by file name.
+    fn records(&self) -> Vec<(String, Value)> {
+        let dir = self.root().join("trained_model");
+        let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        p.file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .starts_with("model_metadata_")
+                    })
+                    .map(|p| {
+                        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                        (name, read_json(&p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Bodies schema-clean, JWTs right, every call authorised.
+    fn assert_clean(&self) {
+        assert_eq!(
+            self.fake.violations(),
+            Vec::<String>::new(),
+            "bodies must match aiplatform.v1.json"
+        );
+        assert_eq!(self.fake.jwt_problems(), Vec::<String>::new());
+        let unauthorised: Vec<_> = self
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.status == 401)
+            .collect();
+        assert!(unauthorised.is_empty(), "{unauthorised:?}");
+    }
+}
+
+fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// `n` text samples `s{i}` (from `start`), raw and label in the default folder.
+fn text_samples(root: &Path, start: usize, n: usize) {
+    for i in start..start + n {
+        write(
+            root,
+            &format!("raw_training_data/s{i:04}.txt"),
+            format!("question number {i}"),
+        );
+        write(
+            root,
+            &format!("raw_training_data/s{i:04}.json"),
+            format!("{{\"answer\":\"a{i}\"}}"),
+        );
+    }
+}
+
+fn outcome(stdout: &[u8], stderr: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(stderr)
+        )
+    })
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn uri_path(uri: &Value) -> PathBuf {
+    uri.as_str()
+        .unwrap_or_else(|| panic!("not a URI: {uri}"))
+        .strip_prefix("file://")
+        .unwrap()
+        .into()
+}
+
+/// The run record an outcome points at.
+fn record_of(outcome: &Value) -> Value {
+    read_json(&uri_path(&outcome["metadata_uri"]))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    std::fs::canonicalize(a).unwrap() == std::fs::canonicalize(b).unwrap()
+}
+
+/// Longest any run may take here; a run that follows a job for ever fails the test instead of
+/// hanging it.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A run in the background; killed on drop if still running.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+/// A run that ended.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+    /// From the call to `wait_within` to the exit.
+    took: Duration,
+}
+
+impl Finished {
+    fn outcome(&self) -> Value {
+        outcome(&self.stdout, self.stderr.as_bytes())
+    }
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the run at most `limit`; kills it and fails if it is still running then.
+    fn wait_within(&mut self, limit: Duration) -> Finished {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the run was still running after {limit:?}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let took = start.elapsed();
+        let mut stdout = Vec::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            out.read_to_end(&mut stdout).unwrap();
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: std::fs::read_to_string(&self.log).unwrap_or_default(),
+            took,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_until(t: chrono::DateTime<chrono::Utc>) {
+    while chrono::Utc::now() <= t {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tuned_model(id: &str) -> String {
+    format!("projects/{PROJECT}/locations/{LOCATION}/models/{id}")
+}
+
+/// [`fake::succeeds`] with a given tuned model, after `running` polls in RUNNING.
+fn succeeds_with(model: &str, running: usize) -> Vec<fake::Step> {
+    let mut h = fake::succeeds();
+    let mut done = h.pop().unwrap();
+    done.extra["tunedModel"]["model"] = json!(model);
+    h.extend((1..running).map(|_| fake::step("JOB_STATE_RUNNING")));
+    h.push(done);
+    h
+}
+
+/// For a job that runs: one more poll in RUNNING, then SUCCEEDED with `model`.
+fn then_succeeds(model: &str) -> Vec<fake::Step> {
+    let mut done = fake::succeeds().pop().unwrap();
+    done.extra["tunedModel"]["model"] = json!(model);
+    vec![fake::step("JOB_STATE_RUNNING"), done]
+}
+
+/// Every string in a JSON value, nested.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn a_run_tunes_on_vertex_records_the_model_and_the_next_run_waits() {
+    let env = Env::new(20);
+    let (v, out) = env.run(&[]);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(out.status.code(), Some(0));
+
+    assert_eq!(env.fake.created(), 1, "exactly one tuning job");
+    let bodies = env.fake.create_bodies();
+    assert_eq!(bodies.len(), 1);
+    let body = &bodies[0];
+    assert!(body["baseModel"].is_string(), "{body}");
+    assert!(body.get("preTunedModel").is_none(), "{body}");
+    let run_key = body["labels"]["autotune_run_key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the create carries the run key label: {body}"));
+    assert!(!run_key.is_empty());
+    assert!(body["labels"]["autotune_run_id"].is_string(), "{body}");
+    assert!(
+        body["supervisedTuningSpec"]["trainingDatasetUri"]
+            .as_str()
+            .unwrap()
+            .ends_with("sft_train.jsonl"),
+        "{body}"
+    );
+    env.assert_clean();
+
+    let record = record_of(&v);
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["tuner"], "vertex");
+    assert_eq!(record["run_id"], v["run_id"]);
+    let d = &record["model_details"];
+    let job = d["tuning_job"].as_str().unwrap_or_else(|| panic!("{d}"));
+    assert!(
+        job.starts_with(&format!(
+            "projects/{PROJECT}/locations/{LOCATION}/tuningJobs/"
+        )),
+        "{job}"
+    );
+    assert_eq!(
+        env.fake.job(job).unwrap()["labels"]["autotune_run_key"],
+        run_key,
+        "the job the record names is the one created"
+    );
+    assert_eq!(d["tuned_model"], tuned_model("987654321@1"));
+    assert_eq!(
+        d["endpoint"],
+        format!("projects/{PROJECT}/locations/{LOCATION}/endpoints/1122334455")
+    );
+    assert_eq!(
+        d["tuning_data_stats"],
+        json!({
+            "tuningDatasetExampleCount": 500,
+            "totalBillableTokenCount": 123_456,
+            "totalTruncatedExampleCount": 2
+        })
+    );
+    assert!(record["error"].is_null(), "{record}");
+    assert!(!record["training_end_time"].is_null());
+    assert_eq!(
+        v["model_details"]["tuned_model"], d["tuned_model"],
+        "stdout says what the record says"
+    );
+    let lock = env.lock().unwrap();
+    assert_eq!(lock["state"], "released");
+    assert!(lock["tuning_job"].is_null(), "{lock}");
+
+    // Nothing new: gate 3 makes the next run wait, and it creates nothing.
+    let (again, out) = env.run(&[]);
+    assert_eq!(again["status"], "waiting", "{again}");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        again["reason"].as_str().unwrap().contains("gate 3"),
+        "{again}"
+    );
+    assert_eq!(again["baseline_run_id"], v["run_id"]);
+    assert_eq!(env.fake.created(), 1);
+    assert_eq!(env.records().len(), 1, "a waiting run writes no record");
+}
+
+#[test]
+fn a_run_killed_after_create_is_adopted_once_its_lease_expires() {
+    let env = Env::new(20);
+    env.fake.set_history(fake::runs_forever());
+    let mut victim = env.spawn(&[("LEASE_DURATION", "2s")]);
+    let job = env.wait_for_job_in_lease(&mut victim);
+    victim.child.kill().unwrap(); // SIGKILL: no chance to record or release anything
+    victim.child.wait().unwrap();
+
+    let dead = env.lock().unwrap();
+    assert_eq!(dead["state"], "held", "a killed run leaves its lease");
+    let record_key = dead["run_record"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the lease names the record to finalise: {dead}"))
+        .to_owned();
+    let record_path = env.root().join(&record_key);
+    let before = read_json(&record_path);
+    assert_eq!(before["status"], "running", "{before}");
+    assert_eq!(before["model_details"]["tuning_job"], job.as_str());
+    assert_eq!(env.fake.created(), 1);
+
+    let expires: chrono::DateTime<chrono::Utc> =
+        dead["expires_at"].as_str().unwrap().parse().unwrap();
+    // While the lease is live, a run keeps off (checked only with time to spare, since a run
+    // that came after the expiry would adopt the job, which runs for ever yet).
+    if chrono::Utc::now() + chrono::Duration::milliseconds(800) < expires {
+        let (v, _) = env.run(&[]);
+        assert_eq!(v["status"], "skipped", "{v}");
+    }
+    wait_until(expires + chrono::Duration::milliseconds(100));
+
+    // Vertex finishes the job; the next run adopts it rather than tuning again.
+    env.fake
+        .play(&job, then_succeeds(&tuned_model("987654321@1")));
+    let (v, out) = env.run(&[("LEASE_DURATION", "2s")]);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("adopted") && reason.contains(&job),
+        "{reason}"
+    );
+    assert_eq!(v["run_id"], before["run_id"], "the killed run is finalised");
+    assert!(
+        same_file(&uri_path(&v["metadata_uri"]), &record_path),
+        "the same record: {} vs {}",
+        v["metadata_uri"],
+        record_path.display()
+    );
+    assert_eq!(
+        env.fake.created(),
+        1,
+        "exactly one create: {:?}",
+        env.fake.create_bodies()
+    );
+    env.assert_clean();
+
+    let after = read_json(&record_path);
+    assert_eq!(after["status"], "success", "{after}");
+    assert_eq!(after["run_id"], before["run_id"]);
+    assert_eq!(after["model_details"]["tuning_job"], job.as_str());
+    assert_eq!(
+        after["model_details"]["tuned_model"],
+        tuned_model("987654321@1")
+    );
+    assert!(after["error"].is_null(), "{after}");
+    assert!(!after["training_end_time"].is_null());
+    assert_eq!(
+        after["train_dataset_uri"], before["train_dataset_uri"],
+        "what the killed run built is kept"
+    );
+    assert_eq!(env.records().len(), 1, "no second record");
+    let lock = env.lock().unwrap();
+    assert_eq!(lock["state"], "released");
+    assert!(
+        lock["tuning_job"].is_null(),
+        "a finished job leaves the lease"
+    );
+
+    let (next, _) = env.run(&[]);
+    assert_eq!(
+        next["status"], "waiting",
+        "the adopted run is the baseline: {next}"
+    );
+    assert_eq!(env.fake.created(), 1);
+}
+
+#[test]
+fn twenty_concurrent_runs_create_one_job() {
+    let env = Env::new(20);
+    env.fake
+        .set_history(succeeds_with(&tuned_model("987654321@1"), 5));
+    let mut runs: Vec<Running> = (0..20).map(|_| env.spawn(&[])).collect();
+    let results: Vec<(Value, Option<i32>)> = runs
+        .iter_mut()
+        .map(|r| {
+            let f = r.wait_within(LIMIT);
+            (f.outcome(), f.status.code())
+        })
+        .collect();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|(v, _)| v["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "success").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| ["success", "skipped", "waiting"].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        results.iter().all(|(_, code)| *code == Some(0)),
+        "{results:?}"
+    );
+    assert_eq!(
+        env.fake.created(),
+        1,
+        "exactly one create: {:?}",
+        env.fake.create_bodies()
+    );
+    env.assert_clean();
+    let records = env.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].1["status"], "success");
+    let winner = &results
+        .iter()
+        .find(|(v, _)| v["status"] == "success")
+        .unwrap()
+        .0;
+    assert_eq!(records[0].1["run_id"], winner["run_id"]);
+    let datasets = walkdir_count(env.root(), "sft_train.jsonl");
+    assert_eq!(datasets, 1, "one run converted");
+    assert_eq!(env.lock().unwrap()["state"], "released");
+}
+
+fn walkdir_count(dir: &Path, name: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            if p.is_dir() {
+                walkdir_count(&p, name)
+            } else {
+                usize::from(p.file_name().is_some_and(|n| n == name))
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn sigterm_while_following_hands_the_job_over_and_the_next_run_finalises() {
+    let env = Env::new(20);
+    env.fake.set_history(fake::runs_forever());
+    let mut run = env.spawn(&[]);
+    let job = env.wait_for_job_in_lease(&mut run);
+    // Let it follow for a few polls.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.fake.count("GET", &job) < 2 {
+        assert!(Instant::now() < deadline, "the run never polled its job");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &run.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let finished = run.wait_within(Duration::from_secs(10));
+    assert!(
+        finished.took < Duration::from_secs(10),
+        "exits within Cloud Run's 10 s"
+    );
+    assert_eq!(finished.status.code(), Some(1), "interrupted exits 1");
+    let v = finished.outcome();
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("SIGTERM"), "{v}");
+
+    let handed = env.lock().unwrap();
+    assert_eq!(handed["state"], "released", "the lock is free: {handed}");
+    assert_eq!(handed["tuning_job"], job.as_str(), "the job is handed over");
+    let record_path = uri_path(&v["metadata_uri"]);
+    assert!(same_file(
+        &env.root().join(handed["run_record"].as_str().unwrap()),
+        &record_path
+    ));
+    let record = read_json(&record_path);
+    assert_eq!(record["status"], "interrupted", "{record}");
+    assert_eq!(record["model_details"]["tuning_job"], job.as_str());
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SIGTERM"),
+        "{record}"
+    );
+    assert_eq!(
+        env.fake.count("POST", ":cancel"),
+        0,
+        "the job is left running for the next run"
+    );
+    assert_eq!(
+        env.fake.job(&job).unwrap()["state"],
+        "JOB_STATE_RUNNING",
+        "the job still runs"
+    );
+
+    // Vertex finishes; the next run adopts the job and finalises the interrupted run.
+    env.fake
+        .play(&job, then_succeeds(&tuned_model("987654321@1")));
+    let (next, out) = env.run(&[]);
+    assert_eq!(next["status"], "success", "{next}");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        next["run_id"], v["run_id"],
+        "the interrupted run is finalised"
+    );
+    assert_eq!(next["metadata_uri"], v["metadata_uri"]);
+    assert!(
+        next["reason"].as_str().unwrap().contains("adopted"),
+        "{next}"
+    );
+    let record = read_json(&record_path);
+    assert_eq!(record["status"], "success", "{record}");
+    assert!(record["error"].is_null(), "{record}");
+    assert_eq!(record["model_details"]["tuning_job"], job.as_str());
+    assert_eq!(
+        record["model_details"]["tuned_model"],
+        tuned_model("987654321@1")
+    );
+    assert!(!record["training_end_time"].is_null());
+    assert_eq!(env.fake.created(), 1, "still one create");
+    assert_eq!(env.records().len(), 1);
+    env.assert_clean();
+    let lock = env.lock().unwrap();
+    assert_eq!(lock["state"], "released");
+    assert!(lock["tuning_job"].is_null(), "{lock}");
+}
+
+#[test]
+fn a_failed_job_records_googles_error_word_for_word() {
+    let env = Env::new(20);
+    let error = fake::data_error();
+    env.fake.set_history(fake::fails(&error));
+    let (v, out) = env.run(&[]);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    let message = error["message"].as_str().unwrap();
+    let violation = error["details"][0]["fieldViolations"][0]["description"]
+        .as_str()
+        .unwrap();
+    assert!(v["reason"].as_str().unwrap().contains(message), "{v}");
+
+    let record = record_of(&v);
+    assert_eq!(record["status"], "failed");
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(message),
+        "Google's message word for word: {record}"
+    );
+    let d = &record["model_details"];
+    assert_eq!(
+        d["error"], error,
+        "Google's error, field violations included, word for word"
+    );
+    assert_eq!(d["state"], "JOB_STATE_FAILED");
+    assert!(d["tuning_job"].is_string(), "{d}");
+    assert!(d.get("tuned_model").is_none(), "{d}");
+    assert!(!record["training_end_time"].is_null());
+
+    // The log says it too (JSON lines on stderr).
+    let mut logged = Vec::new();
+    for line in out.stderr.lines() {
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            strings(&v, &mut logged);
+        }
+    }
+    assert!(
+        logged.iter().any(|s| s.contains(message)),
+        "the log holds Google's message: {logged:?}"
+    );
+    assert!(
+        logged.iter().any(|s| s.contains(violation)),
+        "the log holds the field violation: {logged:?}"
+    );
+
+    let lock = env.lock().unwrap();
+    assert_eq!(lock["state"], "released", "{lock}");
+    assert!(
+        lock["tuning_job"].is_null(),
+        "a failed job is finished: {lock}"
+    );
+    assert_eq!(env.fake.created(), 1);
+    env.assert_clean();
+}
+
+#[test]
+fn continuous_tuning_continues_from_the_last_tuned_model() {
+    let env = Env::new(20);
+    let continuous = [("TUNING_MODE", "continuous")];
+    let first_model = tuned_model("987654321@1");
+    env.fake.set_history(succeeds_with(&first_model, 1));
+    let (first, _) = env.run(&continuous);
+    assert_eq!(first["status"], "success", "{first}");
+    assert_eq!(first["model_details"]["tuned_model"], first_model.as_str());
+    let bodies = env.fake.create_bodies();
+    assert_eq!(bodies.len(), 1);
+    assert!(
+        bodies[0]["baseModel"].is_string() && bodies[0].get("preTunedModel").is_none(),
+        "the first run tunes SOURCE_MODEL: {}",
+        bodies[0]
+    );
+    assert!(
+        record_of(&first)["model_details"]
+            .get("parent_model")
+            .is_none()
+    );
+
+    text_samples(env.root(), 20, 12);
+    let second_model = tuned_model("555666777@1");
+    env.fake.set_history(succeeds_with(&second_model, 1));
+    let (second, out) = env.run(&continuous);
+    assert_eq!(second["status"], "success", "{second}");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(env.fake.created(), 2);
+    let bodies = env.fake.create_bodies();
+    assert_eq!(bodies.len(), 2);
+    let body = &bodies[1];
+    assert_eq!(
+        body["preTunedModel"]["tunedModelName"],
+        first_model.as_str(),
+        "continues from the first run's model: {body}"
+    );
+    assert!(body.get("baseModel").is_none(), "no baseModel: {body}");
+    assert_ne!(
+        body["labels"]["autotune_run_key"], bodies[0]["labels"]["autotune_run_key"],
+        "new data, new run key"
+    );
+    env.assert_clean();
+
+    let record = record_of(&second);
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["baseline_run_id"], first["run_id"]);
+    let d = &record["model_details"];
+    assert_eq!(d["parent_model"], first_model.as_str(), "lineage: {d}");
+    assert_eq!(d["tuned_model"], second_model.as_str());
+    assert_eq!(env.records().len(), 2);
+}
+
+#[test]
+fn detach_submits_and_a_later_run_finalises() {
+    let env = Env::new(20);
+    env.fake.set_history(fake::runs_forever());
+    let (v, done) = env.run(&[("DETACH", "true")]);
+    assert_eq!(v["status"], "running", "{v}");
+    assert_eq!(done.status.code(), Some(0));
+    let job = v["model_details"]["tuning_job"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_owned();
+    let record = record_of(&v);
+    assert_eq!(record["status"], "running");
+    assert!(record["training_end_time"].is_null());
+    let lock = env.lock().unwrap();
+    assert_eq!(lock["state"], "released", "{lock}");
+    assert_eq!(lock["tuning_job"], job.as_str(), "handed over: {lock}");
+
+    env.fake
+        .play(&job, then_succeeds(&tuned_model("987654321@1")));
+    let (next, done) = env.run(&[]);
+    assert_eq!(next["status"], "success", "{next}");
+    assert_eq!(done.status.code(), Some(0));
+    assert_eq!(next["run_id"], v["run_id"]);
+    assert_eq!(next["metadata_uri"], v["metadata_uri"]);
+    let record = record_of(&v);
+    assert_eq!(record["status"], "success");
+    assert!(!record["training_end_time"].is_null());
+    assert_eq!(env.fake.created(), 1);
+    assert_eq!(env.records().len(), 1);
+    env.assert_clean();
+}
+
+/// MAX_TUNING_DURATION is "the longest a tuning job may run", but `Vertex::follow` starts its
+/// deadline when it starts following, so every run that adopts the job restarts the clock: a
+/// job whose runs each die before the limit (Cloud Run task timeouts, SIGTERM) is never
+/// cancelled. Fails today (the adopting run polls for another full MAX_TUNING_DURATION).
+#[test]
+#[ignore = "known bug: the watchdog restarts in every run that adopts the job (see the doc comment)"]
+fn the_watchdog_counts_from_the_job_not_from_the_adopting_run() {
+    let env = Env::new(20);
+    env.fake.set_history(fake::runs_forever());
+    let limit = [("MAX_TUNING_DURATION", "2s")];
+    let (v, _) = env.run(&[("DETACH", "true"), limit[0]]);
+    assert_eq!(v["status"], "running", "{v}");
+    let job = v["model_details"]["tuning_job"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(2500));
+    // The job has run past MAX_TUNING_DURATION: the run that adopts it cancels it at once.
+    let polls_before = env.fake.count("GET", &job);
+    let (next, _) = env.run(&limit);
+    assert_eq!(next["status"], "failed", "{next}");
+    assert_eq!(next["model_details"]["timed_out"], true, "{next}");
+    let polls = env.fake.count("GET", &job) - polls_before;
+    assert!(
+        polls <= 3,
+        "the adopting run followed the job for another MAX_TUNING_DURATION ({polls} polls) before cancelling it"
+    );
+}
