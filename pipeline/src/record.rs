@@ -112,6 +112,10 @@ pub struct RunRecord {
     pub lock_generation: Option<String>,
     #[serde(default)]
     pub baseline_run_id: Option<String>,
+    /// Token and cost estimate of the datasets, to compare with Vertex's billable tokens in
+    /// `model_details.tuning_data_stats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<serde_json::Value>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -144,6 +148,7 @@ impl RunRecord {
             manifest_uri: None,
             lock_generation: None,
             baseline_run_id: None,
+            estimate: None,
             error: None,
         }
     }

@@ -619,7 +619,8 @@ impl Job {
             validation: storage::join(&folder, &s.val_file),
             rejected: storage::join(&folder, "rejected.jsonl"),
         };
-        let converter = Arc::new(Converter::from_settings(s).map_err(|e| RunError::Data(e.to_string()))?);
+        let converter =
+            Arc::new(Converter::from_settings(s).map_err(|e| RunError::Data(e.to_string()))?);
         let progress = crate::logging::progress_bar(samples.len() as u64, self.progress);
         let built = dataset::build(
             self.store.clone(),
@@ -630,12 +631,13 @@ impl Job {
             &dataset::Options {
                 read_concurrency: usize::from(s.read_concurrency),
                 max_text_bytes: s.max_text_bytes,
-                paths,
+                paths: paths.clone(),
             },
             &progress,
         )
         .await?;
         progress.finish_and_clear();
+        self.check_datasets(&paths, &built, state).await?;
         {
             let r = &mut state.lock().await.record;
             r.counts.train = built.train_examples;
@@ -669,6 +671,82 @@ impl Job {
             )));
         }
         Ok(built)
+    }
+
+    /// The quality and budget gate: the written files must pass Vertex's rules, and the
+    /// estimated training tokens must fit MAX_TRAINING_TOKENS, before anything is tuned.
+    async fn check_datasets(
+        &self,
+        paths: &Paths,
+        built: &dataset::Built,
+        state: &Mutex<State>,
+    ) -> Result<(), RunError> {
+        use crate::validate::{self, Dataset, Estimate, ModelTable, SetEstimate};
+        let s = &self.settings;
+        let table = ModelTable::load(s.model_limits_file.as_deref())
+            .map_err(|e| RunError::Data(e.to_string()))?;
+        let mut model = table.resolve(&s.source_model);
+        model.limits.allow_local_uris =
+            self.tuner.name() == "dry-run" && self.store.uri("x").starts_with("file://");
+        if let Some(w) = model.warning() {
+            tracing::warn!("{w}");
+        }
+        let config = |dataset| validate::Config {
+            dataset,
+            model: model.clone(),
+            check_files: false,
+            max_findings: 20,
+            epochs: s.epochs,
+            price_per_million_training_tokens: s.price_per_million_training_tokens,
+        };
+        let mut sets = Vec::new();
+        for (key, uri, dataset) in [
+            (&paths.train, &built.train_uri, Dataset::Training),
+            (
+                &paths.validation,
+                &built.validation_uri,
+                Dataset::Validation,
+            ),
+        ] {
+            if uri.is_none() {
+                continue;
+            }
+            let report = validate::validate_object(&*self.store, key, &config(dataset))
+                .await
+                .map_err(|e| RunError::Data(e.to_string()))?;
+            if !report.valid {
+                let first = report.findings.first().map_or_else(String::new, |f| {
+                    format!("; first: line {:?} {}: {}", f.line, f.path, f.message)
+                });
+                return Err(RunError::Data(format!(
+                    "{} breaks Vertex AI's dataset rules: {} errors{first}",
+                    report.file, report.errors
+                )));
+            }
+            sets.push((dataset, report.estimate));
+        }
+        let pick = |d: Dataset| {
+            sets.iter()
+                .find(|(x, _)| *x == d)
+                .map_or_else(SetEstimate::default, |(_, e)| match d {
+                    Dataset::Training => e.train.clone(),
+                    Dataset::Validation => e.validation.clone(),
+                })
+        };
+        let estimate = Estimate::new(
+            pick(Dataset::Training),
+            pick(Dataset::Validation),
+            s.epochs,
+            s.price_per_million_training_tokens,
+        );
+        tracing::info!(training_tokens = estimate.training_tokens, cost = ?estimate.cost, "token estimate");
+        state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
+        if let Some(max) = s.max_training_tokens
+            && let Some(over) = estimate.exceeds(max)
+        {
+            return Err(RunError::Data(over));
+        }
+        Ok(())
     }
 
     /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.

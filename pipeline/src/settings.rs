@@ -178,6 +178,20 @@ pub struct Settings {
     )]
     pub tuned_model_display_name: String,
 
+    /// A JSON file of model limits (tokens per example, adapter sizes) that replaces or adds to
+    /// the built-in table.
+    #[arg(long, env = "MODEL_LIMITS_FILE", value_name = "MODEL_LIMITS_FILE")]
+    pub model_limits_file: Option<std::path::PathBuf>,
+
+    /// Price of a million training tokens, for the cost estimate (no price is built in).
+    #[arg(long, env = "PRICE_PER_MILLION_TRAINING_TOKENS", value_name = "PRICE_PER_MILLION_TRAINING_TOKENS", value_parser = parse_positive)]
+    pub price_per_million_training_tokens: Option<f64>,
+
+    /// Budget: a run whose estimated training tokens (times EPOCHS) exceed this stops before
+    /// tuning.
+    #[arg(long, env = "MAX_TRAINING_TOKENS", value_name = "MAX_TRAINING_TOKENS")]
+    pub max_training_tokens: Option<u64>,
+
     /// How long the dry-run tuner pretends a tuning job runs (to rehearse locks and signals).
     #[arg(long, env = "DRY_RUN_DURATION", value_name = "DRY_RUN_DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub dry_run_duration: Duration,

@@ -846,3 +846,93 @@ fn unlock_refuses_a_live_lease_without_force() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn budget_quality_and_adapter_gates_stop_before_tuning() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bucket");
+    std::fs::create_dir(&root).unwrap();
+    text_samples(&root, 0, 20);
+
+    // The budget gate says by how much the run would exceed it, and nothing is tuned.
+    let (v, out) = run_in(
+        &root,
+        &["run"],
+        &[
+            ("MAX_TRAINING_TOKENS", "10"),
+            ("EPOCHS", "3"),
+            ("PRICE_PER_MILLION_TRAINING_TOKENS", "2.5"),
+        ],
+    );
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("exceed MAX_TRAINING_TOKENS 10 by"),
+        "{reason}"
+    );
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
+    let estimate = &record["estimate"];
+    let per_epoch = estimate["train"]["tokens"].as_u64().unwrap();
+    assert!(per_epoch > 0);
+    assert_eq!(
+        estimate["training_tokens"].as_u64().unwrap(),
+        per_epoch * 3,
+        "times EPOCHS"
+    );
+    let cost = estimate["cost"].as_f64().unwrap();
+    assert!(
+        (cost - per_epoch as f64 * 3.0 * 2.5 / 1e6).abs() < 1e-9,
+        "{estimate}"
+    );
+    assert!(
+        record["model_details"]["tuning_job"].is_null(),
+        "no job was submitted"
+    );
+
+    // A model whose limits the files break: the quality gate names the file and the rule.
+    let limits = dir.path().join("limits.json");
+    std::fs::write(
+        &limits,
+        r#"{"models":[{"name":"tiny-model","max_example_tokens":1000,"max_validation_examples":100,
+            "max_training_examples_text":3,"max_training_examples_multimodal":3,
+            "max_training_file_bytes":1000000,"adapter_sizes":[1,4]}]}"#,
+    )
+    .unwrap();
+    let limits = limits.to_str().unwrap();
+    let (v, _) = run_in(
+        &root,
+        &["run"],
+        &[
+            ("MODEL_LIMITS_FILE", limits),
+            ("SOURCE_MODEL", "tiny-model"),
+        ],
+    );
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("breaks Vertex AI's dataset rules"),
+        "{v}"
+    );
+
+    // An adapter size the model does not take is refused before anything is read or written.
+    let before = files_under(&root);
+    let out = autotune()
+        .args(["run", "--bucket-name"])
+        .arg(&root)
+        .env("MODEL_LIMITS_FILE", limits)
+        .env("SOURCE_MODEL", "tiny-model")
+        .env("ADAPTER_SIZE", "8")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ADAPTER_SIZE"));
+    assert_eq!(files_under(&root), before);
+
+    // Within budget, the run goes on, and the record keeps the estimate.
+    let (v, _) = run_in(&root, &["run"], &[("MAX_TRAINING_TOKENS", "1000000")]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+}

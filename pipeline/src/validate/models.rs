@@ -51,6 +51,10 @@ pub struct ModelLimits {
     /// Where the numbers come from.
     #[serde(default)]
     pub source: String,
+    /// Accept `file://` media URIs: a local dry run references media on disk, which Vertex
+    /// could not read but which is right for a rehearsal. Never read from a limits file.
+    #[serde(skip)]
+    pub allow_local_uris: bool,
 }
 
 fn max_images() -> u32 {
@@ -193,6 +197,7 @@ impl ModelTable {
             max_images_per_example: min32(|m| m.max_images_per_example),
             max_pdfs_per_example: min32(|m| m.max_pdfs_per_example),
             max_audio_per_example: min32(|m| m.max_audio_per_example),
+            allow_local_uris: false,
             max_video_per_example: min32(|m| m.max_video_per_example),
             assumed: true,
             source: "strictest limits of the known models".into(),
