@@ -552,13 +552,23 @@ impl Tuner for Vertex {
 
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
         let url = format!("{}/{name}", self.v1);
-        let deadline = Instant::now() + self.max_duration;
+        let mut deadline = None;
         let mut last_state = String::new();
         loop {
             let job = self
                 .idempotent(Method::GET, &url, &[], self.poll_backoff)
                 .await
                 .map_err(|f| lost(name, &f))?;
+            // MAX_TUNING_DURATION counts from the job's creation, not from when this run began
+            // to follow it: a run that adopts a job must not restart the clock.
+            let deadline = *deadline.get_or_insert_with(|| {
+                let age = job["createTime"]
+                    .as_str()
+                    .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                    .and_then(|created| (chrono::Utc::now() - created).to_std().ok())
+                    .unwrap_or_default();
+                Instant::now() + self.max_duration.saturating_sub(age)
+            });
             let state = job["state"].as_str().unwrap_or("JOB_STATE_UNSPECIFIED");
             if state != last_state {
                 tracing::info!(job = %name, %state, "tuning job state");

@@ -740,11 +740,11 @@ impl State {
         let name = format!("projects/{PROJECT}/locations/{LOCATION}/tuningJobs/{id}");
         value["name"] = json!(name);
         value["state"] = json!("JOB_STATE_PENDING");
-        value["createTime"] = json!(format!(
-            "2026-11-24T10:{:02}:{:02}.123456Z",
-            (id / 60) % 60,
-            id % 60
-        ));
+        // The real clock (the watchdog counts from it), a microsecond per id later so that
+        // creation order is also time order.
+        let created = chrono::Utc::now()
+            + chrono::Duration::microseconds(i64::try_from(self.jobs.len()).unwrap_or(0));
+        value["createTime"] = json!(created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
         value["updateTime"] = value["createTime"].clone();
         if value["preTunedModel"].is_object() {
             // Output only: the base model of the parent.
