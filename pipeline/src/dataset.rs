@@ -92,10 +92,22 @@ pub struct Built {
     pub held_out: u64,
     pub rejected: u64,
     pub rejected_by_category: BTreeMap<Category, u64>,
+    /// The first few rejects of each category, for reports.
+    pub reject_examples: BTreeMap<Category, Vec<RejectExample>>,
     pub train_uri: Option<String>,
     pub validation_uri: Option<String>,
     pub rejected_uri: Option<String>,
     pub train_bytes: u64,
+}
+
+/// How many rejects of each category reports show.
+const REJECT_EXAMPLES: usize = 3;
+
+/// One reject, as reports show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectExample {
+    pub key: String,
+    pub reason: String,
 }
 
 /// Settings of the build stage.
@@ -104,6 +116,9 @@ pub struct Options {
     pub read_concurrency: usize,
     pub max_text_bytes: u64,
     pub paths: Paths,
+    /// Where the files go, when not to the store the samples come from (`plan` converts into
+    /// a throwaway in-memory store).
+    pub sink: Option<Arc<dyn Store>>,
 }
 
 /// Runs a closure on the rayon pool and awaits its result.
@@ -216,13 +231,21 @@ pub async fn build(
     progress: &indicatif::ProgressBar,
 ) -> Result<Built, StoreError> {
     let paths = &opts.paths;
-    let mut train = JsonlWriter::create(&*store, &paths.train).await?;
-    let mut validation = JsonlWriter::create(&*store, &paths.validation).await?;
-    let mut rejected = JsonlWriter::create(&*store, &paths.rejected).await?;
+    let sink = opts.sink.clone().unwrap_or_else(|| store.clone());
+    let mut train = JsonlWriter::create(&*sink, &paths.train).await?;
+    let mut validation = JsonlWriter::create(&*sink, &paths.validation).await?;
+    let mut rejected = JsonlWriter::create(&*sink, &paths.rejected).await?;
     let mut built = Built::default();
     let reject = async |r: Reject, rejected: &mut JsonlWriter, built: &mut Built| {
         tracing::warn!(sample = %r.key, objects = ?r.objects, category = ?r.category, "sample rejected: {}", r.reason);
         *built.rejected_by_category.entry(r.category).or_default() += 1;
+        let examples = built.reject_examples.entry(r.category).or_default();
+        if examples.len() < REJECT_EXAMPLES {
+            examples.push(RejectExample {
+                key: r.key.clone(),
+                reason: r.reason.clone(),
+            });
+        }
         built.rejected += 1;
         rejected
             .write_line(&serde_json::to_string(&r).expect("a reject serialises"))

@@ -14,6 +14,7 @@
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`validate`]: `autotune validate`, Vertex's dataset rules checked locally.
+//! * [`summary`]: the readable tables of `autotune plan`.
 //! * [`run`]: the job itself, tying the gates and stages together; [`logging`]: logs and bars.
 //!
 //! Library code returns its own error types; `anyhow` lives only in `main.rs`.
@@ -30,5 +31,6 @@ pub mod run;
 pub mod settings;
 pub mod split;
 pub mod storage;
+pub mod summary;
 pub mod tuner;
 pub mod validate;

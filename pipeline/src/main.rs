@@ -46,8 +46,8 @@ enum Command {
     Plan {
         #[command(flatten)]
         settings: Settings,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "json")]
+        /// Output format: readable tables, or the same data as JSON.
+        #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Check a Vertex AI tuning JSONL file against Vertex's rules.
@@ -112,7 +112,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let outcome = job.plan().await;
             match output {
                 Output::Json => print(&outcome),
-                Output::Text => println!("{:?}: {}", outcome.status, outcome.reason),
+                Output::Text => print!("{}", autotune::summary::render(&outcome)),
             }
             Ok(ExitCode::from(outcome.status.exit_code() as u8))
         }

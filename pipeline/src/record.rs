@@ -116,6 +116,9 @@ pub struct RunRecord {
     /// `model_details.tuning_data_stats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<serde_json::Value>,
+    /// The first few rejects of each category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_examples: Option<serde_json::Value>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -149,6 +152,7 @@ impl RunRecord {
             lock_generation: None,
             baseline_run_id: None,
             estimate: None,
+            reject_examples: None,
             error: None,
         }
     }

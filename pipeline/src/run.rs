@@ -66,10 +66,20 @@ pub struct Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub lock: String,
+    /// What the split would do, before conversion.
     pub would_train: u64,
     pub would_validate: u64,
     pub would_hold_out: u64,
     pub split_seed: String,
+    /// The conversion, done in memory: examples, rejects by category with examples.
+    pub built: dataset::Built,
+    /// Tokens per example (histogram), totals for training and validation, billed tokens and
+    /// cost; absent when the files break Vertex's rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::validate::Estimate>,
+    /// Why a run would stop before tuning (rejects, Vertex's rules, budget), if it would.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl Outcome {
@@ -235,34 +245,43 @@ impl Job {
             .unwrap_or_else(|| split::DEFAULT_SEED.to_owned())
     }
 
-    /// `autotune plan`: the gates and the split, writing nothing.
-    pub async fn plan(&self) -> Outcome {
+    /// Gate 1 as `plan` reports it; `Err` when the plan ends there.
+    async fn lock_finding(&self) -> Result<String, Outcome> {
         let min = self.settings.min_samples;
-        let lock = match lease::status(&*self.store, &self.lock_key()).await {
+        match lease::status(&*self.store, &self.lock_key()).await {
             Ok(lease::Status::Live(r)) => {
                 let reason = format!(
                     "gate 1: run {} ({}) holds the lock until {}",
                     r.run_id, r.owner, r.expires_at
                 );
-                return Outcome::new(RunStatus::Skipped, reason, min);
+                Err(Outcome::new(RunStatus::Skipped, reason, min))
             }
-            Ok(lease::Status::Unreadable(e)) => {
-                return Outcome::new(
-                    RunStatus::Failed,
-                    format!("gate 1: lock unreadable: {e}"),
-                    min,
-                );
-            }
-            Ok(lease::Status::Expired(r)) => {
-                format!("expired lease of run {} (would be taken over)", r.run_id)
-            }
+            Ok(lease::Status::Unreadable(e)) => Err(Outcome::new(
+                RunStatus::Failed,
+                format!("gate 1: lock unreadable: {e}"),
+                min,
+            )),
+            Ok(lease::Status::Expired(r)) => Ok(format!(
+                "expired lease of run {} (would be taken over)",
+                r.run_id
+            )),
             Ok(lease::Status::Free(r)) => {
-                match r.as_ref().and_then(lease::LeaseRecord::pending_job) {
+                Ok(match r.as_ref().and_then(lease::LeaseRecord::pending_job) {
                     Some((job, _)) => format!("free; a run would first adopt tuning job {job}"),
                     None => "free".to_owned(),
-                }
+                })
             }
-            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+            Err(e) => Err(Outcome::new(RunStatus::Failed, e.to_string(), min)),
+        }
+    }
+
+    /// `autotune plan`: the gates, the split, the conversion (in memory), Vertex's rules and
+    /// the token estimate, writing nothing.
+    pub async fn plan(&self) -> Outcome {
+        let min = self.settings.min_samples;
+        let lock = match self.lock_finding().await {
+            Ok(l) => l,
+            Err(o) => return o,
         };
         let gates = match self.evaluate().await {
             Ok(Ok(g)) => g,
@@ -275,31 +294,72 @@ impl Job {
             self.settings.split_ratio,
             gates.inventory.samples.iter().map(|s| s.key.as_str()),
         );
-        let mut plan = Plan {
-            lock,
-            would_train: 0,
-            would_validate: 0,
-            would_hold_out: 0,
-            split_seed: seed,
-        };
+        let (mut train, mut validate, mut hold) = (0, 0, 0);
         for s in gates.inventory.samples.iter() {
             match split.side(&s.key) {
-                Side::Train => plan.would_train += 1,
-                Side::Validation => plan.would_validate += 1,
-                Side::HeldOut => plan.would_hold_out += 1,
+                Side::Train => train += 1,
+                Side::Validation => validate += 1,
+                Side::HeldOut => hold += 1,
             }
         }
-        let mut o = self.wait(
-            format!(
+        // Convert into a throwaway in-memory store: the bucket is only read.
+        let sink: Arc<dyn Store> = Arc::new(crate::storage::memory::MemoryStore::named(&format!(
+            "plan-{}",
+            uuid::Uuid::new_v4().simple()
+        )));
+        let (built, paths) = match self
+            .convert("plan", &gates, &seed, Some(sink.clone()))
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => return Outcome::new(RunStatus::Failed, e.to_string(), min),
+        };
+        let mut problems = Vec::new();
+        if let Err(e) = self.check_rejects(&gates, &built) {
+            problems.push(e.to_string());
+        }
+        let estimate = match self.estimate(&*sink, &paths, &built).await {
+            Ok(e) => {
+                if let Err(over) = self.check_budget(&e) {
+                    problems.push(over.to_string());
+                }
+                Some(e)
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        };
+        let mut o = self.wait(String::new(), &gates);
+        if problems.is_empty() {
+            o.status = RunStatus::Success;
+            o.reason = format!(
                 "all gates pass: a run would convert {} pairs ({} new or changed) and start tuning with the {} tuner",
                 gates.inventory.samples.len(),
                 gates.delta,
                 self.tuner.name()
-            ),
-            &gates,
-        );
-        o.status = RunStatus::Success;
-        o.plan = Some(plan);
+            );
+        } else {
+            o.status = RunStatus::Failed;
+            o.reason = format!("a run would stop before tuning: {}", problems.join("; "));
+        }
+        o.counts.train = built.train_examples;
+        o.counts.validation = built.validation_examples;
+        o.counts.held_out = built.held_out;
+        o.counts.rejected = built.rejected;
+        o.counts
+            .rejected_by_category
+            .clone_from(&built.rejected_by_category);
+        o.plan = Some(Plan {
+            lock,
+            would_train: train,
+            would_validate: validate,
+            would_hold_out: hold,
+            split_seed: seed,
+            built,
+            estimate,
+            problems,
+        });
         o
     }
 
@@ -598,7 +658,8 @@ impl Job {
         Ok(())
     }
 
-    /// Converts and uploads the datasets; fails when too many samples are rejected.
+    /// Converts and uploads the datasets, then the gates on what was written: too many
+    /// rejects, Vertex's dataset rules, the token budget.
     async fn build_datasets(
         &self,
         run_id: &str,
@@ -606,6 +667,45 @@ impl Job {
         seed: &str,
         state: &Mutex<State>,
     ) -> Result<dataset::Built, RunError> {
+        let folder = storage::join(&self.settings.jsonl_folder, run_id);
+        let (built, paths) = self.convert(&folder, gates, seed, None).await?;
+        {
+            let r = &mut state.lock().await.record;
+            r.counts.train = built.train_examples;
+            r.counts.validation = built.validation_examples;
+            r.counts.held_out = built.held_out;
+            r.counts.rejected = built.rejected;
+            r.counts
+                .rejected_by_category
+                .clone_from(&built.rejected_by_category);
+            r.train_dataset_uri.clone_from(&built.train_uri);
+            r.validation_dataset_uri.clone_from(&built.validation_uri);
+            r.rejected_uri.clone_from(&built.rejected_uri);
+            r.reject_examples = serde_json::to_value(&built.reject_examples).ok();
+        }
+        tracing::info!(
+            train = built.train_examples,
+            validation = built.validation_examples,
+            rejected = built.rejected,
+            held_out = built.held_out,
+            "datasets written"
+        );
+        self.check_rejects(gates, &built)?;
+        let estimate = self.estimate(&*self.store, &paths, &built).await?;
+        tracing::info!(training_tokens = estimate.training_tokens, cost = ?estimate.cost, "token estimate");
+        state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
+        self.check_budget(&estimate)?;
+        Ok(built)
+    }
+
+    /// Converts every sample into `folder` of `sink` (default: the bucket itself).
+    async fn convert(
+        &self,
+        folder: &str,
+        gates: &Gates,
+        seed: &str,
+        sink: Option<Arc<dyn Store>>,
+    ) -> Result<(dataset::Built, Paths), RunError> {
         let s = &self.settings;
         let samples = gates.inventory.samples.clone();
         let split = Arc::new(Split::plan(
@@ -613,11 +713,10 @@ impl Job {
             s.split_ratio,
             samples.iter().map(|x| x.key.as_str()),
         ));
-        let folder = storage::join(&s.jsonl_folder, run_id);
         let paths = Paths {
-            train: storage::join(&folder, &s.train_file),
-            validation: storage::join(&folder, &s.val_file),
-            rejected: storage::join(&folder, "rejected.jsonl"),
+            train: storage::join(folder, &s.train_file),
+            validation: storage::join(folder, &s.val_file),
+            rejected: storage::join(folder, "rejected.jsonl"),
         };
         let converter =
             Arc::new(Converter::from_settings(s).map_err(|e| RunError::Data(e.to_string()))?);
@@ -632,32 +731,18 @@ impl Job {
                 read_concurrency: usize::from(s.read_concurrency),
                 max_text_bytes: s.max_text_bytes,
                 paths: paths.clone(),
+                sink,
             },
             &progress,
         )
         .await?;
         progress.finish_and_clear();
-        self.check_datasets(&paths, &built, state).await?;
-        {
-            let r = &mut state.lock().await.record;
-            r.counts.train = built.train_examples;
-            r.counts.validation = built.validation_examples;
-            r.counts.held_out = built.held_out;
-            r.counts.rejected = built.rejected;
-            r.counts
-                .rejected_by_category
-                .clone_from(&built.rejected_by_category);
-            r.train_dataset_uri.clone_from(&built.train_uri);
-            r.validation_dataset_uri.clone_from(&built.validation_uri);
-            r.rejected_uri.clone_from(&built.rejected_uri);
-        }
-        tracing::info!(
-            train = built.train_examples,
-            validation = built.validation_examples,
-            rejected = built.rejected,
-            held_out = built.held_out,
-            "datasets written"
-        );
+        Ok((built, paths))
+    }
+
+    /// Fails when more than MAX_REJECTED_RATIO of the samples were rejected.
+    fn check_rejects(&self, gates: &Gates, built: &dataset::Built) -> Result<(), RunError> {
+        let s = &self.settings;
         let considered =
             gates.inventory.samples.len() as u64 + gates.inventory.ambiguous.len() as u64;
         let ratio = built.rejected as f64 / considered.max(1) as f64;
@@ -670,17 +755,27 @@ impl Job {
                 built.rejected_uri.as_deref().unwrap_or("rejected.jsonl")
             )));
         }
-        Ok(built)
+        Ok(())
     }
 
-    /// The quality and budget gate: the written files must pass Vertex's rules, and the
-    /// estimated training tokens must fit MAX_TRAINING_TOKENS, before anything is tuned.
-    async fn check_datasets(
+    /// The budget gate: MAX_TRAINING_TOKENS.
+    fn check_budget(&self, estimate: &crate::validate::Estimate) -> Result<(), RunError> {
+        match self.settings.max_training_tokens {
+            Some(max) => estimate
+                .exceeds(max)
+                .map_or(Ok(()), |over| Err(RunError::Data(over))),
+            None => Ok(()),
+        }
+    }
+
+    /// The quality gate: the written files must pass Vertex's rules. Returns the token and
+    /// cost estimate the validator made on the way.
+    async fn estimate(
         &self,
+        store: &dyn Store,
         paths: &Paths,
         built: &dataset::Built,
-        state: &Mutex<State>,
-    ) -> Result<(), RunError> {
+    ) -> Result<crate::validate::Estimate, RunError> {
         use crate::validate::{self, Dataset, Estimate, ModelTable, SetEstimate};
         let s = &self.settings;
         let table = ModelTable::load(s.model_limits_file.as_deref())
@@ -711,7 +806,7 @@ impl Job {
             if uri.is_none() {
                 continue;
             }
-            let report = validate::validate_object(&*self.store, key, &config(dataset))
+            let report = validate::validate_object(store, key, &config(dataset))
                 .await
                 .map_err(|e| RunError::Data(e.to_string()))?;
             if !report.valid {
@@ -733,20 +828,12 @@ impl Job {
                     Dataset::Validation => e.validation.clone(),
                 })
         };
-        let estimate = Estimate::new(
+        Ok(Estimate::new(
             pick(Dataset::Training),
             pick(Dataset::Validation),
             s.epochs,
             s.price_per_million_training_tokens,
-        );
-        tracing::info!(training_tokens = estimate.training_tokens, cost = ?estimate.cost, "token estimate");
-        state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
-        if let Some(max) = s.max_training_tokens
-            && let Some(over) = estimate.exceeds(max)
-        {
-            return Err(RunError::Data(over));
-        }
-        Ok(())
+        ))
     }
 
     /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.

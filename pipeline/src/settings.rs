@@ -117,6 +117,11 @@ pub struct Settings {
     #[arg(long, env = "LABEL_FIELD", value_name = "LABEL_FIELD", value_parser = parse_json_pointer)]
     pub label_field: Option<String>,
 
+    /// TOML file of conversion templates (`prompt`, `system_instruction`, `answer`, `turns`);
+    /// its keys win over PROMPT and SYSTEM_INSTRUCTION when both are set.
+    #[arg(long, env = "CONVERT_CONFIG", value_name = "CONVERT_CONFIG")]
+    pub convert_config: Option<std::path::PathBuf>,
+
     /// The run fails before tuning when more than this share of pairs is rejected.
     #[arg(long, env = "MAX_REJECTED_RATIO", value_name = "MAX_REJECTED_RATIO", default_value_t = 0.1, value_parser = parse_unit_ratio)]
     pub max_rejected_ratio: f64,

@@ -187,7 +187,7 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
 
     text_samples(root, 5, 20);
     let before = files_under(root);
-    let (plan, _) = run_in(root, &["plan"], &[]);
+    let (plan, _) = run_in(root, &["plan", "--output", "json"], &[]);
     assert_eq!(plan["status"], "success", "{plan}");
     assert_eq!(
         plan["plan"]["would_train"].as_u64().unwrap()

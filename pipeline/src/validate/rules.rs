@@ -627,7 +627,8 @@ impl Cx<'_> {
         let kind = mime.and_then(|(key, m)| self.media(m, &|| join(&at(), key), part));
         let Some((ukey, uri)) = uri else { return };
         let uat = || join(&at(), ukey);
-        if !valid_uri(uri) && !(self.limits.allow_local_uris && uri.starts_with("file://")) {
+        let local_ok = self.limits.allow_local_uris && uri.starts_with("file://");
+        if !(valid_uri(uri) || local_ok) {
             self.push(Category::InvalidFileUri, uat, || {
                 format!("{uri:?} is neither gs://bucket/object nor an https:// URL")
             });

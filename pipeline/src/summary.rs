@@ -1,0 +1,150 @@
+//! Readable tables of an [`Outcome`]: what `autotune plan --output text` prints. The JSON
+//! output (`--output json`) is the same data for machines.
+
+use std::fmt::Write;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::run::Outcome;
+use crate::validate::SetEstimate;
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    t
+}
+
+/// Renders an outcome as text tables.
+pub fn render(o: &Outcome) -> String {
+    let mut out = String::new();
+    let status = serde_json::to_value(o.status).unwrap_or_default();
+    let _ = writeln!(out, "{}: {}\n", status.as_str().unwrap_or("?"), o.reason);
+
+    let mut gates = table(&["gate", "finding"]);
+    let lock = o.plan.as_ref().map_or("see reason", |p| p.lock.as_str());
+    gates.add_row(vec!["1 lock".to_owned(), lock.to_owned()]);
+    gates.add_row(vec![
+        "2 validation".to_owned(),
+        format!(
+            "{} matched pairs (MIN_SAMPLES {})",
+            o.counts.pairs, o.min_samples
+        ),
+    ]);
+    let baseline = o
+        .baseline_run_id
+        .as_deref()
+        .map_or_else(|| "no earlier run".to_owned(), |b| format!("since run {b}"));
+    gates.add_row(vec![
+        "3 delta".to_owned(),
+        format!("{} new or changed ({baseline})", o.sample_delta),
+    ]);
+    let _ = writeln!(out, "Gates\n{gates}\n");
+
+    let c = &o.counts;
+    let mut samples = table(&[
+        "pairs",
+        "train",
+        "validation",
+        "held out",
+        "rejected",
+        "ambiguous",
+        "unpaired raw",
+        "unpaired labels",
+        "ignored",
+    ]);
+    samples.add_row(
+        [
+            c.pairs,
+            c.train,
+            c.validation,
+            c.held_out,
+            c.rejected,
+            c.ambiguous,
+            c.unpaired_raw,
+            c.unpaired_labels,
+            c.ignored,
+        ]
+        .map(|n| n.to_string())
+        .to_vec(),
+    );
+    let _ = writeln!(out, "Samples\n{samples}");
+    if !o.unpaired_examples.is_empty() {
+        let _ = writeln!(
+            out,
+            "unpaired, for example: {}",
+            o.unpaired_examples.join(", ")
+        );
+    }
+    out.push('\n');
+
+    if let Some(plan) = &o.plan {
+        render_plan(&mut out, plan);
+    }
+    out
+}
+
+/// Rejects, token estimate and problems of a plan.
+fn render_plan(out: &mut String, plan: &crate::run::Plan) {
+    if !plan.built.rejected_by_category.is_empty() {
+        let mut rejects = table(&["category", "samples", "examples"]);
+        for (category, n) in &plan.built.rejected_by_category {
+            let examples = plan
+                .built
+                .reject_examples
+                .get(category)
+                .map_or_else(String::new, |v| {
+                    v.iter()
+                        .map(|e| format!("{}: {}", e.key, e.reason))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            let name = serde_json::to_value(category).unwrap_or_default();
+            rejects.add_row(vec![
+                name.as_str().unwrap_or("?").to_owned(),
+                n.to_string(),
+                examples,
+            ]);
+        }
+        let _ = writeln!(out, "Rejects\n{rejects}\n");
+    }
+    if let Some(e) = &plan.estimate {
+        let mut tokens = table(&["dataset", "examples", "tokens", "largest example"]);
+        for (name, set) in [("training", &e.train), ("validation", &e.validation)] {
+            tokens.add_row(vec![
+                name.to_owned(),
+                set.examples.to_string(),
+                set.tokens.to_string(),
+                set.max_example_tokens.to_string(),
+            ]);
+        }
+        let cost = e.cost.map_or_else(
+            || "set PRICE_PER_MILLION_TRAINING_TOKENS for a cost".to_owned(),
+            |c| format!("estimated cost {c:.2}"),
+        );
+        let _ = writeln!(
+            out,
+            "Token estimate\n{tokens}\nbilled: {} training tokens × {} epoch(s) = {}; {cost}\n",
+            e.train.tokens, e.epochs, e.training_tokens
+        );
+        let _ = writeln!(out, "Tokens per training example\n{}", histogram(&e.train));
+    }
+    for p in &plan.problems {
+        let _ = writeln!(out, "would stop: {p}");
+    }
+}
+
+fn histogram(set: &SetEstimate) -> Table {
+    let buckets = set.histogram.buckets();
+    let most = buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+    let mut t = table(&["tokens", "examples", ""]);
+    for b in buckets {
+        let range = b.to.map_or_else(
+            || format!("{}+", b.from),
+            |to| format!("{}–{}", b.from, to - 1),
+        );
+        let bar = "█".repeat(usize::try_from(b.count * 40 / most).unwrap_or(40).max(1));
+        t.add_row(vec![range, b.count.to_string(), bar]);
+    }
+    t
+}
