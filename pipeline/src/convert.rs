@@ -131,7 +131,10 @@ fn utf8<'a>(bytes: &'a [u8], key: &str, object: &str, what: &str) -> Result<&'a 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{setting}: {reason}")]
-    Invalid { setting: &'static str, reason: String },
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
 }
 
 impl Converter {
