@@ -116,6 +116,9 @@ pub struct RunRecord {
     /// `model_details.tuning_data_stats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<serde_json::Value>,
+    /// The first few unpaired files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpaired_examples: Vec<String>,
     /// The first few rejects of each category.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject_examples: Option<serde_json::Value>,
@@ -153,6 +156,7 @@ impl RunRecord {
             baseline_run_id: None,
             estimate: None,
             reject_examples: None,
+            unpaired_examples: Vec::new(),
             error: None,
         }
     }

@@ -574,6 +574,7 @@ impl Job {
             split_ratio: Some(s.split_ratio),
             lock_generation: Some(lease.generation().await),
             baseline_run_id: gates.baseline.as_ref().map(|b| b.record.run_id.clone()),
+            unpaired_examples: gates.inventory.unpaired_examples.clone(),
             ..RunRecord::empty()
         }
     }
@@ -943,7 +944,7 @@ impl Job {
             counts: record.counts.clone(),
             sample_delta: record.sample_delta,
             min_samples: self.settings.min_samples,
-            unpaired_examples: Vec::new(),
+            unpaired_examples: record.unpaired_examples.clone(),
             metadata_uri,
             train_dataset_uri: record.train_dataset_uri.clone(),
             validation_dataset_uri: record.validation_dataset_uri.clone(),

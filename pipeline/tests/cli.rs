@@ -186,6 +186,7 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
     assert_eq!(files_under(root).len(), 10, "a waiting run writes nothing");
 
     text_samples(root, 5, 20);
+    write(root, "raw_training_data/lonely.txt", "no label");
     let before = files_under(root);
     let (plan, _) = run_in(root, &["plan", "--output", "json"], &[]);
     assert_eq!(plan["status"], "success", "{plan}");
@@ -204,6 +205,14 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
     assert_eq!(v["status"], "dry_run", "{v}");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(v["counts"]["pairs"], 25);
+    assert_eq!(v["counts"]["unpaired_raw"], 1, "{v}");
+    assert!(
+        v["unpaired_examples"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("raw_training_data/lonely.txt"),
+        "the report names it: {v}"
+    );
     let train = read_jsonl(&uri_path(&v["train_dataset_uri"]));
     let val = read_jsonl(&uri_path(&v["validation_dataset_uri"]));
     assert_eq!(train.len() + val.len(), 25);
