@@ -50,6 +50,18 @@ fn bench(c: &mut Criterion) {
         prompt: Some("Classify this support request. Answer with JSON.".into()),
         system_instruction: Some("You are a support triage assistant.".into()),
         label_field: None,
+        ..Converter::default()
+    };
+    // The same examples from CONVERT_CONFIG templates reading label fields and sample facts.
+    let templated = Converter {
+        templates: autotune::convert::Templates::parse(
+            "system_instruction = \"You are a support triage assistant.\"\n\
+             prompt = \"Classify request {sample.key} ({sample.mime_type}). Answer with JSON.\"\n\
+             answer = \"{label.category}/{label.priority}\"",
+            "bench.toml",
+        )
+        .expect("the bench templates parse"),
+        ..Converter::default()
     };
     let samples: Vec<_> = (0..10_000).map(sample).collect();
     let mut g = c.benchmark_group("converter");
@@ -67,6 +79,14 @@ fn bench(c: &mut Criterion) {
             samples
                 .par_iter()
                 .filter(|(s, u, l)| converter.convert(s, u, l).is_ok())
+                .count()
+        });
+    });
+    g.bench_function("text_samples_templates_one_core", |b| {
+        b.iter(|| {
+            samples
+                .iter()
+                .filter(|(s, u, l)| templated.convert(s, u, l).is_ok())
                 .count()
         });
     });
