@@ -11,29 +11,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{FakeGcs, autotune, discovery::Discovery};
-
-fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, data).unwrap();
-}
-
-/// `n` text samples `s{i}` (from `start`), raw and label in the default folder.
-fn text_samples(root: &Path, start: usize, n: usize) {
-    for i in start..start + n {
-        write(
-            root,
-            &format!("raw_training_data/s{i:04}.txt"),
-            format!("question number {i}"),
-        );
-        write(
-            root,
-            &format!("raw_training_data/s{i:04}.json"),
-            format!("{{\"answer\":\"a{i}\"}}"),
-        );
-    }
-}
+use support::{FakeGcs, autotune, discovery::Discovery, text_samples, uri_path, write};
 
 fn run_in(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Value, Output) {
     let out = autotune()
@@ -78,14 +56,6 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn uri_path(uri: &Value) -> std::path::PathBuf {
-    uri.as_str()
-        .unwrap()
-        .strip_prefix("file://")
-        .unwrap()
-        .into()
-}
-
 #[test]
 fn help_names_every_setting_and_its_variable() {
     let out = autotune().args(["run", "--help"]).output().unwrap();
@@ -108,6 +78,18 @@ fn help_names_every_setting_and_its_variable() {
         "SYSTEM_INSTRUCTION",
         "LABEL_FIELD",
         "MAX_REJECTED_RATIO",
+        "CONVERT_CONFIG",
+        "MODEL_LIMITS_FILE",
+        "PRICE_PER_MILLION_TRAINING_TOKENS",
+        "MAX_TRAINING_TOKENS",
+        "EPOCHS",
+        "ADAPTER_SIZE",
+        "TUNING_MODE",
+        "POLL_INTERVAL",
+        "MAX_TUNING_DURATION",
+        "VERTEX_API_ENDPOINT",
+        "TUNING_SERVICE_ACCOUNT",
+        "DETACH",
         "SPLIT_SEED",
         "LEASE_DURATION",
         "LOG_FORMAT",

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::autotune;
 use support::fake_vertex::{self as fake, FakeVertex, LOCATION, PROJECT};
+use support::{autotune, text_samples, uri_path};
 
 /// A fake Vertex AI, a service-account key for it, and a bucket folder with text samples.
 struct Env {
@@ -156,28 +156,6 @@ impl Env {
     }
 }
 
-fn write(root: &Path, rel: &str, data: impl AsRef<[u8]>) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, data).unwrap();
-}
-
-/// `n` text samples `s{i}` (from `start`), raw and label in the default folder.
-fn text_samples(root: &Path, start: usize, n: usize) {
-    for i in start..start + n {
-        write(
-            root,
-            &format!("raw_training_data/s{i:04}.txt"),
-            format!("question number {i}"),
-        );
-        write(
-            root,
-            &format!("raw_training_data/s{i:04}.json"),
-            format!("{{\"answer\":\"a{i}\"}}"),
-        );
-    }
-}
-
 fn outcome(stdout: &[u8], stderr: &[u8]) -> Value {
     let text = String::from_utf8_lossy(stdout);
     serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -191,14 +169,6 @@ fn outcome(stdout: &[u8], stderr: &[u8]) -> Value {
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn uri_path(uri: &Value) -> PathBuf {
-    uri.as_str()
-        .unwrap_or_else(|| panic!("not a URI: {uri}"))
-        .strip_prefix("file://")
-        .unwrap()
-        .into()
 }
 
 /// The run record an outcome points at.

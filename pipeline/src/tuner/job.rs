@@ -107,7 +107,13 @@ pub fn run_key(s: &Settings, samples: &[crate::inventory::Sample], split_seed: &
             h.update([0]);
         }
     }
+    // Templates shape the dataset as much as PROMPT does: their text is part of the key.
+    let templates = s
+        .convert_config
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok());
     let shape = serde_json::json!([
+        templates,
         split_seed,
         s.split_ratio,
         s.prompt,
@@ -211,5 +217,48 @@ impl Request {
         self.body
             .labels
             .insert("autotune_run_key".to_owned(), label_value(&self.run_key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(extra: &[&str]) -> Settings {
+        let mut args = vec!["autotune", "--bucket-name", "memory://k"];
+        args.extend_from_slice(extra);
+        Cli::parse_from(args).settings
+    }
+
+    #[test]
+    fn the_run_key_changes_with_what_shapes_the_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t.toml");
+        std::fs::write(&t, "prompt = \"A {label.q}\"").unwrap();
+        let t = t.to_str().unwrap();
+        let base = run_key(&settings(&[]), &[], "seed");
+        assert_eq!(base, run_key(&settings(&[]), &[], "seed"), "stable");
+        assert_ne!(base, run_key(&settings(&[]), &[], "other seed"));
+        assert_ne!(base, run_key(&settings(&["--prompt", "p"]), &[], "seed"));
+        assert_ne!(
+            base,
+            run_key(&settings(&["--source-model", "m"]), &[], "seed")
+        );
+        let with_templates = run_key(&settings(&["--convert-config", t]), &[], "seed");
+        assert_ne!(base, with_templates);
+        std::fs::write(t, "prompt = \"B {label.q}\"").unwrap();
+        assert_ne!(
+            with_templates,
+            run_key(&settings(&["--convert-config", t]), &[], "seed"),
+            "editing the templates changes the key"
+        );
     }
 }

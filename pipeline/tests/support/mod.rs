@@ -161,3 +161,35 @@ pub fn autotune() -> Command {
     c.env("LOG_FORMAT", "json");
     c
 }
+
+/// Writes a file under `root`, creating its folders.
+pub fn write(root: &std::path::Path, rel: &str, data: impl AsRef<[u8]>) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// `n` text samples `s{i}` (from `start`), raw and label in the default folder.
+pub fn text_samples(root: &std::path::Path, start: usize, n: usize) {
+    for i in start..start + n {
+        write(
+            root,
+            &format!("raw_training_data/s{i:04}.txt"),
+            format!("question number {i}"),
+        );
+        write(
+            root,
+            &format!("raw_training_data/s{i:04}.json"),
+            format!("{{\"answer\":\"a{i}\"}}"),
+        );
+    }
+}
+
+/// The local path of a `file://` URI in an outcome.
+pub fn uri_path(uri: &serde_json::Value) -> PathBuf {
+    uri.as_str()
+        .unwrap_or_else(|| panic!("not a URI: {uri}"))
+        .strip_prefix("file://")
+        .unwrap_or_else(|| panic!("not a file:// URI: {uri}"))
+        .into()
+}
