@@ -153,9 +153,10 @@ fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
     autotune::convert::Converter::from_settings(&settings)?;
     // An adapter size the model does not accept is refused before any upload.
     if let Some(size) = settings.adapter_size {
-        let table = autotune::validate::ModelTable::load(settings.model_limits_file.as_deref())?;
+        let table =
+            autotune::validate::ModelTable::load(settings.model.model_limits_file.as_deref())?;
         table
-            .check_adapter_size(&settings.source_model, size)
+            .check_adapter_size(&settings.model.source_model, size)
             .map_err(|e| anyhow::anyhow!("ADAPTER_SIZE: {e}"))?;
     }
     Ok(Job {

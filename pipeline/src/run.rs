@@ -569,7 +569,7 @@ impl Job {
             trigger_event_id: s.trigger.trigger_event_id.clone(),
             run_id: run_id.to_owned(),
             tuner: self.tuner.name().to_owned(),
-            source_model: s.source_model.clone(),
+            source_model: s.model.source_model.clone(),
             counts: counts_of(&gates.inventory),
             split_ratio: Some(s.split_ratio),
             lock_generation: Some(lease.generation().await),
@@ -779,9 +779,9 @@ impl Job {
     ) -> Result<crate::validate::Estimate, RunError> {
         use crate::validate::{self, Dataset, Estimate, ModelTable, SetEstimate};
         let s = &self.settings;
-        let table = ModelTable::load(s.model_limits_file.as_deref())
+        let table = ModelTable::load(s.model.model_limits_file.as_deref())
             .map_err(|e| RunError::Data(e.to_string()))?;
-        let mut model = table.resolve(&s.source_model);
+        let mut model = table.resolve(&s.model.source_model);
         model.limits.allow_local_uris =
             self.tuner.name() == "dry-run" && self.store.uri("x").starts_with("file://");
         if let Some(w) = model.warning() {
@@ -792,8 +792,8 @@ impl Job {
             model: model.clone(),
             check_files: false,
             max_findings: 20,
-            epochs: s.epochs,
-            price_per_million_training_tokens: s.price_per_million_training_tokens,
+            epochs: s.model.epochs,
+            price_per_million_training_tokens: s.model.price_per_million_training_tokens,
         };
         let mut sets = Vec::new();
         for (key, uri, dataset) in [
@@ -832,8 +832,8 @@ impl Job {
         Ok(Estimate::new(
             pick(Dataset::Training),
             pick(Dataset::Validation),
-            s.epochs,
-            s.price_per_million_training_tokens,
+            s.model.epochs,
+            s.model.price_per_million_training_tokens,
         ))
     }
 

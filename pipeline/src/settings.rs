@@ -74,15 +74,6 @@ pub struct Settings {
     #[arg(long, env = "SPLIT_SEED", value_name = "SPLIT_SEED")]
     pub split_seed: Option<String>,
 
-    /// Base model to tune.
-    #[arg(
-        long,
-        env = "SOURCE_MODEL",
-        value_name = "SOURCE_MODEL",
-        default_value = "gemini-2.5-flash"
-    )]
-    pub source_model: String,
-
     /// Training dataset file name.
     #[arg(long, env = "TRAIN_FILE", value_name = "TRAIN_FILE", default_value = "sft_train.jsonl", value_parser = parse_file_name)]
     pub train_file: String,
@@ -162,10 +153,6 @@ pub struct Settings {
     #[arg(long, env = "LEASE_DURATION", value_name = "LEASE_DURATION", default_value = "5m", value_parser = parse_lease)]
     pub lease_duration: Duration,
 
-    /// Tuning epochs (Vertex default when unset).
-    #[arg(long, env = "EPOCHS", value_name = "EPOCHS", value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub epochs: Option<u32>,
-
     /// LoRA adapter size: 1, 2, 4, 8, 16 or 32.
     #[arg(long, env = "ADAPTER_SIZE", value_name = "ADAPTER_SIZE", value_parser = parse_adapter_size)]
     pub adapter_size: Option<u8>,
@@ -183,15 +170,6 @@ pub struct Settings {
     )]
     pub tuned_model_display_name: String,
 
-    /// A JSON file of model limits (tokens per example, adapter sizes) that replaces or adds to
-    /// the built-in table.
-    #[arg(long, env = "MODEL_LIMITS_FILE", value_name = "MODEL_LIMITS_FILE")]
-    pub model_limits_file: Option<std::path::PathBuf>,
-
-    /// Price of a million training tokens, for the cost estimate (no price is built in).
-    #[arg(long, env = "PRICE_PER_MILLION_TRAINING_TOKENS", value_name = "PRICE_PER_MILLION_TRAINING_TOKENS", value_parser = parse_positive)]
-    pub price_per_million_training_tokens: Option<f64>,
-
     /// Budget: a run whose estimated training tokens (times EPOCHS) exceed this stops before
     /// tuning.
     #[arg(long, env = "MAX_TRAINING_TOKENS", value_name = "MAX_TRAINING_TOKENS")]
@@ -202,10 +180,40 @@ pub struct Settings {
     pub dry_run_duration: Duration,
 
     #[command(flatten)]
+    pub model: ModelSettings,
+
+    #[command(flatten)]
     pub trigger: Trigger,
 
     #[command(flatten)]
     pub vertex: crate::tuner::vertex::VertexSettings,
+}
+
+/// The base model and what the token estimate needs: shared by `run`, `plan` and `validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelSettings {
+    /// Base model to tune.
+    #[arg(
+        long,
+        visible_alias = "model",
+        env = "SOURCE_MODEL",
+        value_name = "SOURCE_MODEL",
+        default_value = "gemini-2.5-flash"
+    )]
+    pub source_model: String,
+
+    /// Tuning epochs (Vertex default when unset).
+    #[arg(long, env = "EPOCHS", value_name = "EPOCHS", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub epochs: Option<u32>,
+
+    /// A JSON file of model limits (tokens per example, adapter sizes) that replaces or adds to
+    /// the built-in table.
+    #[arg(long, env = "MODEL_LIMITS_FILE", value_name = "MODEL_LIMITS_FILE")]
+    pub model_limits_file: Option<std::path::PathBuf>,
+
+    /// Price of a million training tokens, for the cost estimate (no price is built in).
+    #[arg(long, env = "PRICE_PER_MILLION_TRAINING_TOKENS", value_name = "PRICE_PER_MILLION_TRAINING_TOKENS", value_parser = parse_positive)]
+    pub price_per_million_training_tokens: Option<f64>,
 }
 
 /// The upload event that started this execution, passed by the trigger as container overrides.

@@ -119,8 +119,8 @@ pub fn run_key(s: &Settings, samples: &[crate::inventory::Sample], split_seed: &
         s.prompt,
         s.system_instruction,
         s.label_field,
-        s.source_model,
-        s.epochs,
+        s.model.source_model,
+        s.model.epochs,
         s.adapter_size,
         s.learning_rate_multiplier,
         s.train_file,
@@ -174,13 +174,13 @@ impl Request {
             .take(128)
             .collect();
         let body = TuningJob {
-            base_model: Some(s.source_model.clone()),
+            base_model: Some(s.model.source_model.clone()),
             pre_tuned_model: None,
             supervised_tuning_spec: SupervisedTuningSpec {
                 training_dataset_uri: train_uri.to_owned(),
                 validation_dataset_uri: validation_uri.map(str::to_owned),
                 hyper_parameters: HyperParameters {
-                    epoch_count: s.epochs.map(|e| e.to_string()),
+                    epoch_count: s.model.epochs.map(|e| e.to_string()),
                     adapter_size: s.adapter_size.and_then(adapter_size_enum),
                     learning_rate_multiplier: s.learning_rate_multiplier,
                 },

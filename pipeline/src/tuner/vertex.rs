@@ -165,7 +165,7 @@ impl Vertex {
                 s.location
             ),
             v1,
-            source_model: s.source_model.clone(),
+            source_model: s.model.source_model.clone(),
             poll_interval: s.vertex.poll_interval,
             max_duration: s.vertex.max_tuning_duration,
             backoff: ExponentialBuilder::default()
@@ -674,7 +674,7 @@ mod tests {
             "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/tuningJobs"
         );
         let body = serde_json::to_value(&r.body).unwrap();
-        assert_eq!(body["baseModel"], s.source_model.as_str());
+        assert_eq!(body["baseModel"], s.model.source_model.as_str());
         assert_eq!(body["serviceAccount"], "sa@p.iam.gserviceaccount.com");
         assert!(body.get("preTunedModel").is_none());
         r.continue_from("projects/p/locations/us-east5/models/1@2");

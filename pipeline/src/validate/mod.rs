@@ -24,7 +24,7 @@ pub mod report;
 pub mod rules;
 pub mod stream;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,15 +49,9 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub validation: bool,
 
-    /// Base model whose limits apply.
-    #[arg(
-        long = "source-model",
-        visible_alias = "model",
-        env = "SOURCE_MODEL",
-        value_name = "SOURCE_MODEL",
-        default_value = "gemini-2.5-flash"
-    )]
-    pub model: String,
+    /// Base model whose limits apply, the limits file, and what the estimate needs.
+    #[command(flatten)]
+    pub model: crate::settings::ModelSettings,
 
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -66,19 +60,6 @@ pub struct ValidateArgs {
     /// Look up every `gs://` fileData object: missing or oversized objects become findings.
     #[arg(long)]
     pub check_files: bool,
-
-    /// JSON file of model limits replacing or adding to the built-in table.
-    #[arg(long, env = "MODEL_LIMITS_FILE", value_name = "MODEL_LIMITS_FILE")]
-    pub model_limits_file: Option<PathBuf>,
-
-    /// Tuning epochs the estimate multiplies by (1 when unset).
-    #[arg(long, env = "EPOCHS", value_name = "EPOCHS", value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub epochs: Option<u32>,
-
-    /// Price of one million training tokens, from Google's current price list; no cost is
-    /// estimated without it.
-    #[arg(long, env = "PRICE_PER_MILLION_TRAINING_TOKENS", value_name = "PRICE_PER_MILLION_TRAINING_TOKENS", value_parser = parse_price)]
-    pub price_per_million_training_tokens: Option<f64>,
 
     /// Findings listed in full (all are counted).
     #[arg(
@@ -94,15 +75,6 @@ pub struct ValidateArgs {
 pub enum OutputFormat {
     Text,
     Json,
-}
-
-fn parse_price(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v >= 0.0 && v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not a price (a number ≥ 0)"))
-    }
 }
 
 /// The one error type of validation: the file could not be validated at all (as opposed to
@@ -143,18 +115,18 @@ pub struct Config {
 impl Config {
     /// The configuration of `autotune validate`'s arguments.
     pub fn from_args(args: &ValidateArgs) -> Result<Self, ValidateError> {
-        let table = ModelTable::load(args.model_limits_file.as_deref())?;
+        let table = ModelTable::load(args.model.model_limits_file.as_deref())?;
         Ok(Self {
             dataset: if args.validation {
                 Dataset::Validation
             } else {
                 Dataset::Training
             },
-            model: table.resolve(&args.model),
+            model: table.resolve(&args.model.source_model),
             check_files: args.check_files,
             max_findings: args.max_findings,
-            epochs: args.epochs,
-            price_per_million_training_tokens: args.price_per_million_training_tokens,
+            epochs: args.model.epochs,
+            price_per_million_training_tokens: args.model.price_per_million_training_tokens,
         })
     }
 }
