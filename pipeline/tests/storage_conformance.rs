@@ -309,3 +309,67 @@ fn gcs() -> (Arc<dyn Store>, support::FakeGcs) {
 conformance!(memory_backend, memory());
 conformance!(local_backend, local());
 conformance!(gcs_backend, gcs());
+
+/// A loopback server answering GETs with `answers` in turn (then 404), counting requests.
+async fn scripted_server(
+    answers: Vec<(u16, &'static str)>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut answers = answers.into_iter();
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let mut got = 0;
+            while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf[got..]).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (status, body) = answers.next().unwrap_or((404, "{}"));
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    (host, count)
+}
+
+#[tokio::test]
+async fn gcs_retries_transient_failures_then_reports_the_last() {
+    let page = r#"{"items":[{"name":"root/a.txt","size":"3","generation":"7"}]}"#;
+    let (host, count) = scripted_server(vec![(503, "{}"), (429, "{}"), (200, page)]).await;
+    let store = GcsStore::with_emulator("bucket/root", Some(&host)).unwrap();
+    let listed: Vec<_> = store.list("").try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, "a.txt");
+    assert_eq!(listed[0].generation, "7");
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "two retries"
+    );
+
+    let busy = r#"{"error":{"code":503,"message":"backend busy"}}"#;
+    let (host, count) = scripted_server(vec![(503, busy); 10]).await;
+    let store = GcsStore::with_emulator("bucket", Some(&host)).unwrap();
+    let err = store.get("x.txt").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Api { status: 503, message, .. } if message == "backend busy"),
+        "{err}"
+    );
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "one try and four retries"
+    );
+}

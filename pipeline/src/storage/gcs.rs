@@ -193,32 +193,49 @@ impl GcsStore {
         Ok(builder.bearer_auth(token.as_str()))
     }
 
-    /// Sends a request, retrying transient failures (429, 5xx, connection errors) with
-    /// exponential back-off. Only for requests that are safe to repeat.
+    /// Sends a request, retrying transient failures (429, 5xx, connection errors and
+    /// time-outs) with exponential back-off and jitter. Only for requests safe to repeat.
     async fn send_idempotent(
         &self,
         uri: &str,
         make: impl Fn() -> RequestBuilder,
     ) -> Result<Response, StoreError> {
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = make().send().await;
-            let transient = match &result {
-                Ok(r) => {
-                    r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error()
+        use backon::{ExponentialBuilder, Retryable};
+        /// Why an attempt should be repeated; a transient status keeps its response so the
+        /// last one can still be reported.
+        enum Failed {
+            Status(Response),
+            Http(reqwest::Error),
+        }
+        let attempt = || async {
+            match make().send().await {
+                Ok(r)
+                    if r.status() == StatusCode::TOO_MANY_REQUESTS
+                        || r.status().is_server_error() =>
+                {
+                    Err(Failed::Status(r))
                 }
-                Err(e) => e.is_connect() || e.is_timeout(),
-            };
-            if !transient || attempt >= 5 {
-                return result.map_err(|source| StoreError::Http {
-                    uri: uri.to_owned(),
-                    source,
-                });
+                Ok(r) => Ok(r),
+                Err(e) => Err(Failed::Http(e)),
             }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_times(4)
+            .with_jitter();
+        match attempt
+            .retry(backoff)
+            .when(|f| match f {
+                Failed::Status(_) => true,
+                Failed::Http(e) => e.is_connect() || e.is_timeout(),
+            })
+            .await
+        {
+            Ok(r) | Err(Failed::Status(r)) => Ok(r),
+            Err(Failed::Http(source)) => Err(StoreError::Http {
+                uri: uri.to_owned(),
+                source,
+            }),
         }
     }
 
