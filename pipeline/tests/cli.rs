@@ -625,6 +625,20 @@ fn sixteen_concurrent_runs_one_converts_on_the_emulator() {
     );
 }
 
+/// Starts `autotune run` in the background with a dry-run tuner that "tunes" for a minute, so
+/// the run holds its lease (and its job) while the test acts on it. Output is piped.
+fn spawn_slow_run(root: &Path, envs: &[(&str, &str)]) -> Child {
+    autotune()
+        .arg("run")
+        .env("BUCKET_NAME", root)
+        .env("DRY_RUN_DURATION", "60s")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn lock(root: &Path) -> Option<Value> {
     std::fs::read(root.join("trained_model/training.lock.json"))
         .ok()
@@ -644,15 +658,7 @@ fn killed_runs_lease_is_taken_over_after_it_expires() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     text_samples(root, 0, 20);
-    let mut victim = autotune()
-        .arg("run")
-        .env("BUCKET_NAME", root)
-        .env("DRY_RUN_DURATION", "60s")
-        .env("LEASE_DURATION", "3s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut victim = spawn_slow_run(root, &[("LEASE_DURATION", "3s")]);
     wait_for_held_lock(root);
     victim.kill().unwrap(); // SIGKILL: no chance to release
     victim.wait().unwrap();
@@ -693,14 +699,7 @@ fn sigterm_records_interrupted_hands_the_job_over_and_the_next_run_adopts_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     text_samples(root, 0, 20);
-    let child = autotune()
-        .arg("run")
-        .env("BUCKET_NAME", root)
-        .env("DRY_RUN_DURATION", "60s")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_slow_run(root, &[]);
     let job = wait_for_job_in_lease(root);
     let sent = Instant::now();
     std::process::Command::new("kill")
@@ -764,15 +763,7 @@ fn a_run_killed_after_submitting_is_adopted_after_its_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     text_samples(root, 0, 20);
-    let mut victim = autotune()
-        .arg("run")
-        .env("BUCKET_NAME", root)
-        .env("DRY_RUN_DURATION", "60s")
-        .env("LEASE_DURATION", "2s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut victim = spawn_slow_run(root, &[("LEASE_DURATION", "2s")]);
     let job = wait_for_job_in_lease(root);
     victim.kill().unwrap();
     victim.wait().unwrap();
@@ -818,14 +809,7 @@ fn unlock_refuses_a_live_lease_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     text_samples(root, 0, 20);
-    let mut child = autotune()
-        .arg("run")
-        .env("BUCKET_NAME", root)
-        .env("DRY_RUN_DURATION", "60s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_slow_run(root, &[]);
     wait_for_held_lock(root);
     let (v, out) = run_in(root, &["unlock"], &[]);
     assert_eq!(v["status"], "refused", "{v}");

@@ -313,19 +313,13 @@ impl GcsStore {
             .body(body)
             .send()
             .await
-            .map_err(|source| StoreError::Http {
-                uri: uri.clone(),
-                source,
-            })?;
+            .map_err(http_error(&uri))?;
         let resp = check(resp, &uri, expected.as_deref()).await?;
         self.parse_object(resp, &uri).await
     }
 
     async fn parse_object(&self, resp: Response, uri: &str) -> Result<ObjectMeta, StoreError> {
-        let o: ObjectResource = resp.json().await.map_err(|source| StoreError::Http {
-            uri: uri.to_owned(),
-            source,
-        })?;
+        let o: ObjectResource = resp.json().await.map_err(http_error(uri))?;
         self.to_meta(o).ok_or_else(|| StoreError::Api {
             uri: uri.to_owned(),
             status: 200,
@@ -351,6 +345,14 @@ fn content_type(key: &str) -> &'static str {
         Some("jsonl") => "application/jsonl",
         Some("gz") => "application/gzip",
         _ => "application/octet-stream",
+    }
+}
+
+/// Wraps a transport error with the object it concerns.
+fn http_error(uri: &str) -> impl Fn(reqwest::Error) -> StoreError + '_ {
+    move |source| StoreError::Http {
+        uri: uri.to_owned(),
+        source,
     }
 }
 
@@ -507,10 +509,7 @@ impl ResumableUpload {
             .json(&meta)
             .send()
             .await
-            .map_err(|source| StoreError::Http {
-                uri: uri.clone(),
-                source,
-            })?;
+            .map_err(http_error(&uri))?;
         let resp = check(resp, &uri, None).await?;
         let location = resp
             .headers()
@@ -545,10 +544,7 @@ impl ResumableUpload {
             .body(chunk)
             .send()
             .await
-            .map_err(|source| StoreError::Http {
-                uri: uri.clone(),
-                source,
-            })?;
+            .map_err(http_error(&uri))?;
         self.offset = end;
         // 308 is "resume incomplete": the expected answer to every chunk but the last.
         if resp.status().as_u16() == 308 {
