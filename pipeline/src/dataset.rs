@@ -255,7 +255,7 @@ pub async fn build(
         let r = Reject {
             key: a.key.clone(),
             objects: a.objects.clone(),
-            category: Category::Ambiguous,
+            category: a.category,
             reason: a.reason.clone(),
         };
         reject(r, &mut rejected, &mut built).await?;

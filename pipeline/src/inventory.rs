@@ -56,6 +56,8 @@ pub struct Sample {
 pub struct Ambiguity {
     pub key: String,
     pub objects: Vec<String>,
+    /// `Ambiguous` or `InvalidName`.
+    pub category: crate::convert::Category,
     pub reason: String,
 }
 
@@ -211,6 +213,7 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
                     inv.ambiguous.push(Ambiguity {
                         key: key.clone(),
                         objects: vec![key],
+                        category: crate::convert::Category::InvalidName,
                         reason,
                     });
                     continue;
@@ -296,6 +299,7 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> 
                 inv.ambiguous.push(Ambiguity {
                     key: key.to_owned(),
                     objects,
+                    category: crate::convert::Category::Ambiguous,
                     reason,
                 });
                 return None;

@@ -298,22 +298,67 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
         gz("{\"answer\":\"compressed answer\"}"),
     );
     write(root, &format!("{r}/image.png"), b"\x89PNG fake");
+    // A file name that is not UTF-8 cannot be an object name: reported, not fatal.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        std::fs::write(root.join(r).join(name), "x").unwrap();
+    }
     write(
         root,
         &format!("{r}/image.json"),
         "{\"answer\":\"an image\"}",
     );
 
-    let (v, out) = run_in(
-        root,
-        &["run"],
-        &[
-            ("LABEL_FIELD", "/answer"),
-            ("IMAGE_EXTENSIONS", "png,gif"),
-            ("SPLIT_RATIO", "1"),
-            ("MAX_REJECTED_RATIO", "0.2"),
-        ],
+    let env = [
+        ("LABEL_FIELD", "/answer"),
+        ("IMAGE_EXTENSIONS", "png,gif"),
+        ("SPLIT_RATIO", "1"),
+        ("MAX_REJECTED_RATIO", "0.2"),
+    ];
+    // `plan` shows the same rejects and the token estimate, and writes nothing.
+    let before = files_under(root);
+    let (plan, _) = run_in(root, &["plan", "--output", "json"], &env);
+    assert_eq!(plan["counts"]["rejected"], 7, "{plan}");
+    assert_eq!(
+        plan["plan"]["built"]["rejected_by_category"]["malformed_label"], 1,
+        "{plan}"
     );
+    assert_eq!(
+        plan["plan"]["built"]["reject_examples"]["not_utf8"][0]["key"],
+        "latin1"
+    );
+    assert!(
+        plan["plan"]["estimate"]["train"]["tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{plan}"
+    );
+    let text = autotune()
+        .args(["plan", "--bucket-name"])
+        .arg(root)
+        .envs(env)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    for expected in [
+        "Gates",
+        "Rejects",
+        "malformed_label",
+        "label is not valid JSON",
+        "invalid_name",
+        "Token estimate",
+        "Tokens per training example",
+    ] {
+        assert!(
+            text.contains(expected),
+            "plan's tables lack {expected:?}:\n{text}"
+        );
+    }
+    assert_eq!(files_under(root), before, "plan writes nothing");
+
+    let (v, out) = run_in(root, &["run"], &env);
     assert_eq!(
         v["status"],
         "dry_run",
@@ -321,7 +366,7 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(v["counts"]["train"], 42, "40 text + zipped + image: {v}");
-    assert_eq!(v["counts"]["rejected"], 6, "{v}");
+    assert_eq!(v["counts"]["rejected"], 7, "{v}");
     let rejects = read_jsonl(&uri_path(&v["rejected_uri"]));
     let by_key: BTreeMap<String, &Value> = rejects
         .iter()
@@ -334,6 +379,7 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
         ("anim", "unsupported_type", "anim.gif"),
         ("huge", "too_large", "huge.png"),
         ("dup", "ambiguous", "dup.md"),
+        ("raw_training_data/caf\u{fffd}.txt", "invalid_name", "caf"),
     ] {
         let r = by_key
             .get(key)

@@ -74,6 +74,8 @@ pub enum Category {
     TooLarge,
     ReadError,
     Ambiguous,
+    /// An object whose name cannot be used (not UTF-8, or not a valid object name).
+    InvalidName,
 }
 
 /// A sample skipped with its reason; one line of `rejected.jsonl`.
