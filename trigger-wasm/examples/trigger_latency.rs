@@ -74,23 +74,43 @@ fn main() {
     let token = format!("Bearer {}", test_key().sign(&good_claims()));
     let accepted_obj = "raw_training_data/batch/sample_001.png";
     let ignored_obj = "training_datasets/run-1/sft_train.jsonl";
-    let scenarios: [(&str, &str, &[&str]); 3] = [
+    let jwks_json = String::from_utf8(test_key().jwks()).unwrap();
+    // (label, AUTH_MODE, extra `wasmtime serve` arguments, JWKS_JSON preloaded)
+    let scenarios: [(&str, &str, &[&str], bool); 4] = [
         (
             "oidc, fresh instance per request (serve default)",
             "oidc",
             &[],
+            false,
+        ),
+        (
+            "oidc + JWKS_JSON, fresh instance per request",
+            "oidc",
+            &[],
+            true,
         ),
         (
             "oidc, instance reuse (token + JWKS cached)",
             "oidc",
             &["--max-instance-reuse-count", "100000"],
+            false,
         ),
-        ("shared secret, fresh instance per request", "token", &[]),
+        (
+            "shared secret, fresh instance per request",
+            "token",
+            &[],
+            false,
+        ),
     ];
-    for (label, mode, args) in scenarios {
+    for (label, mode, args, preload) in scenarios {
         let mut env = base_env(&fake);
         env.push(("AUTH_MODE".into(), mode.into()));
         env.push(("TRIGGER_TOKEN".into(), SECRET.into()));
+        if preload {
+            env.push(("JWKS_JSON".into(), jwks_json.clone()));
+        }
+        let jwks_fetches = || fake.count(|r| r.path == "/oauth2/v3/certs");
+        let fetches_before = jwks_fetches();
         let served = Served::start(&env, args);
         for (what, object, want) in [
             ("accepted", accepted_obj, "started"),
@@ -108,6 +128,13 @@ fn main() {
                 format!("{what:<9} {label}"),
                 p50,
                 p99
+            );
+        }
+        if preload {
+            assert_eq!(
+                jwks_fetches(),
+                fetches_before,
+                "with JWKS_JSON the component must not fetch the JWKS"
             );
         }
     }

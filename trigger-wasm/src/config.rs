@@ -39,6 +39,10 @@ pub enum AuthMode {
         audience: String,
         allowed_invokers: Vec<String>,
         jwks_url: String,
+        /// `JWKS_JSON`: a key set document given inline, used before `jwks_url` (which is then
+        /// fetched only for a `kid` this set lacks). Kept as text here: the service parses it
+        /// once per instance and reports a malformed one as a configuration error.
+        jwks_json: Option<String>,
     },
     /// Shared secret in the `X-Trigger-Token` header, for hosts that cannot mint OIDC tokens.
     Token { secret: String },
@@ -226,6 +230,7 @@ fn load_auth(opt: &dyn Fn(&str) -> Option<String>) -> Result<AuthMode, ConfigErr
                 audience,
                 allowed_invokers,
                 jwks_url,
+                jwks_json: opt("JWKS_JSON"),
             })
         }
         "token" => {
@@ -370,6 +375,7 @@ mod tests {
             AuthMode::Oidc {
                 allowed_invokers,
                 jwks_url,
+                jwks_json,
                 ..
             } => {
                 assert_eq!(
@@ -377,9 +383,15 @@ mod tests {
                     vec!["push@p.iam.gserviceaccount.com", "x@y"]
                 );
                 assert_eq!(jwks_url, DEFAULT_JWKS_URL);
+                assert_eq!(jwks_json, None);
             }
             other => panic!("expected oidc, got {other:?}"),
         }
+        v.push(("JWKS_JSON", " {\"keys\":[]} "));
+        assert!(matches!(
+            load_map(&v).unwrap().auth,
+            AuthMode::Oidc { jwks_json: Some(j), .. } if j == "{\"keys\":[]}"
+        ));
         let mut t = BASE[..3].to_vec();
         t.push(("TRIGGER_TOKEN", "short"));
         assert_eq!(load_map(&t).unwrap_err().setting, "TRIGGER_TOKEN");

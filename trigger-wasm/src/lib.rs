@@ -28,6 +28,7 @@
 //! * [`event`] turns the three delivery forms into one [`event::StorageEvent`].
 //! * [`filter`] decides start vs. ignore, naming the reason.
 //! * [`auth`] verifies Google-signed OIDC ID tokens (RS256) or a shared secret.
+//! * [`rs256`] is the RSA public-key operation behind it, prepared once per key.
 //! * [`run_api`] builds the Run Admin API requests and classifies Google's answers.
 //! * [`service`] ties them together and owns the caches (access token, JWKS). The caches live in
 //!   the instance, so they pay off when the host reuses instances (`wasmtime serve
@@ -39,6 +40,7 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod log;
+pub mod rs256;
 pub mod run_api;
 pub mod service;
 pub mod upstream;

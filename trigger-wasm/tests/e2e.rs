@@ -298,6 +298,77 @@ fn caches_survive_between_requests_when_the_instance_is_reused() {
     );
 }
 
+#[test]
+fn preloaded_jwks_json_means_no_jwks_fetch() {
+    let fake = fake();
+    // Should the component fetch JWKS_URL anyway, that request fails and is counted.
+    fake.set(|b| b.jwks_status = 503);
+    let mut env = base_env(&fake);
+    env.push((
+        "JWKS_JSON".into(),
+        String::from_utf8(test_key().jwks()).unwrap(),
+    ));
+    // A fresh instance per request (serve's default): each one parses JWKS_JSON itself.
+    let served = Served::start(&env, &[]);
+    let r = binary_event(
+        served.port,
+        &oidc(),
+        "ev-pre",
+        "finalized",
+        "raw_training_data/pre/a.png",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["outcome"], "started");
+    let r = binary_event(
+        served.port,
+        &oidc(),
+        "ev-pre-2",
+        "finalized",
+        "training_datasets/run-1/sft_train.jsonl",
+    );
+    assert_eq!(r.json()["outcome"], "ignored");
+    let r = binary_event(
+        served.port,
+        &format!("Bearer {}", other_key().sign(&good_claims())),
+        "ev-forged",
+        "finalized",
+        "raw_training_data/pre/b.png",
+    );
+    assert_eq!(
+        r.status, 401,
+        "a forged token is refused by the preloaded key"
+    );
+    assert_eq!(fake.run_calls().len(), 1, "exactly one :run request");
+    assert_eq!(
+        fake.count(|r| r.path == "/oauth2/v3/certs"),
+        0,
+        "the JWKS endpoint must not be asked"
+    );
+
+    // A malformed JWKS_JSON answers 500 naming the setting and starts nothing.
+    let mut bad = base_env(&fake);
+    bad.push(("JWKS_JSON".into(), "{\"keys\": 1}".into()));
+    let served = Served::start(&bad, &[]);
+    let r = binary_event(
+        served.port,
+        &oidc(),
+        "ev-bad",
+        "finalized",
+        "raw_training_data/pre/c.png",
+    );
+    assert_eq!(r.status, 500);
+    assert!(
+        r.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("setting JWKS_JSON"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(fake.run_calls().len(), 1);
+    assert_eq!(fake.count(|r| r.path == "/oauth2/v3/certs"), 0);
+}
+
 /// Method, raw headers, body.
 type RawRequest = (String, Vec<(String, Vec<u8>)>, Vec<u8>);
 
