@@ -289,15 +289,7 @@ impl Lease {
     }
 
     async fn update(&self, change: impl FnOnce(&mut LeaseRecord)) -> Result<(), StoreError> {
-        let mut cur = self.current.lock().await;
-        let mut next = cur.0.clone();
-        change(&mut next);
-        let meta = self
-            .store
-            .put(&self.key, body(&next), PutMode::Update(cur.1.clone()))
-            .await?;
-        *cur = (next, meta.generation);
-        Ok(())
+        swap(&*self.store, &self.key, &self.current, change).await
     }
 
     /// Frees the lock for the next run; the job it carried, if any, is finished.
@@ -314,20 +306,15 @@ impl Lease {
         if let Some(h) = self.heartbeat.take() {
             h.abort();
         }
-        let mut cur = self.current.lock().await;
-        let mut released = cur.0.clone();
-        released.state = LeaseState::Released;
-        released.released_at = Some(Utc::now());
-        if !keep_job {
-            released.tuning_job = None;
-            released.run_record = None;
-        }
-        let meta = self
-            .store
-            .put(&self.key, body(&released), PutMode::Update(cur.1.clone()))
-            .await?;
-        *cur = (released, meta.generation);
-        Ok(())
+        self.update(|r| {
+            r.state = LeaseState::Released;
+            r.released_at = Some(Utc::now());
+            if !keep_job {
+                r.tuning_job = None;
+                r.run_record = None;
+            }
+        })
+        .await
     }
 }
 
@@ -345,11 +332,25 @@ async fn renew(
     ttl: Duration,
     current: &Mutex<(LeaseRecord, String)>,
 ) -> Result<(), StoreError> {
+    swap(store, key, current, |r| {
+        let now = Utc::now();
+        r.renewed_at = Some(now);
+        r.expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    })
+    .await
+}
+
+/// Every change of a held lease: compare-and-swap on the generation this run last wrote, so a
+/// lease someone else took over is never overwritten.
+async fn swap(
+    store: &dyn Store,
+    key: &str,
+    current: &Mutex<(LeaseRecord, String)>,
+    change: impl FnOnce(&mut LeaseRecord),
+) -> Result<(), StoreError> {
     let mut cur = current.lock().await;
     let mut next = cur.0.clone();
-    let now = Utc::now();
-    next.renewed_at = Some(now);
-    next.expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    change(&mut next);
     let meta = store
         .put(key, body(&next), PutMode::Update(cur.1.clone()))
         .await?;

@@ -6,6 +6,7 @@
 //! [`Findings`] accumulator through closures, so that paths and messages are only formatted
 //! for findings that are kept: a file where every line is bad costs counting, not formatting.
 
+use crate::convert::template::json_type;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -274,17 +275,6 @@ fn field<'v>(
     Some(v)
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_owned()
@@ -326,7 +316,7 @@ impl Cx<'_> {
     }
 
     fn wrong_type(&mut self, path: impl FnOnce() -> String, want: &str, got: &Value) {
-        let got = type_name(got);
+        let got = json_type(got);
         self.push(Category::WrongType, path, || {
             format!("must be {want}, not {got}")
         });
@@ -507,7 +497,7 @@ impl Cx<'_> {
                 "must be a Content object {\"parts\":[{\"text\":\"...\"}]}, not a string".into()
             }),
             other => {
-                let got = type_name(other);
+                let got = json_type(other);
                 self.push(Category::InvalidSystemInstruction, at, || {
                     format!(
                         "must be a Content object {{\"parts\":[{{\"text\":\"...\"}}]}}, not {got}"
@@ -834,7 +824,7 @@ pub fn check_line(
         }
     };
     let Value::Object(obj) = &value else {
-        let got = type_name(&value);
+        let got = json_type(&value);
         out.push(Some(line), Category::WrongType, String::new, || {
             format!("a line must be one JSON object (an example), not {got}")
         });
