@@ -2,7 +2,7 @@
 //! the pipeline runs it.
 
 use autotune::convert::{Converter, Loaded, Uris};
-use autotune::inventory::{LabelFile, LabelFormat, RawFile, Sample};
+use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};
 use autotune::modality::Modality;
 use autotune::storage::ObjectMeta;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -9,8 +9,8 @@
 //!
 //! Run it with `cargo run -p autotune --example custom_converter`.
 
-use autotune::convert::{Category, Converter, Loaded, Reject, SampleConverter, Uris};
-use autotune::inventory::{LabelFile, LabelFormat, RawFile, Sample};
+use autotune::convert::{Converter, Loaded, SampleConverter, Uris};
+use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};
 use autotune::modality::Modality;
 use autotune::storage::ObjectMeta;
 use autotune::validate::{ModelTable, rules};

@@ -7,8 +7,10 @@
 //!                                                                   └ rejects ──▶├─ val.jsonl
 //!                                                                                └─ rejected.jsonl
 //! ```
-//! Batches keep their order, so the same inventory always yields the same files. Nothing is
-//! held whole: at most a few batches of sample bytes are in memory, and the writers upload in
+//! Batches keep their order, so the same inventory always yields the same files. Each line is
+//! checked against Vertex's dataset rules on the rayon worker that made it (when
+//! [`Options::check`] is set), so the run validates its files without reading them back. Nothing
+//! is held whole: at most a few batches of sample bytes are in memory, and the writers upload in
 //! parts. An upload that does not complete (an error, a signal) leaves nothing under the final
 //! names.
 
@@ -21,11 +23,13 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
-use crate::convert::{Category, Converter, Loaded, Reject, Uris};
-use crate::inventory::{Ambiguity, Sample};
+use crate::convert::{Converter, Loaded, Uris};
+use crate::inventory::Ambiguity;
 use crate::modality::Modality;
+use crate::sample::{Category, Reject, Sample};
 use crate::split::{Side, Split};
 use crate::storage::{self, MultipartUpload, Store, StoreError};
+use crate::validate::{self, Tally};
 
 const BATCH: usize = 64;
 const WRITE_BUFFER: usize = 1 << 20;
@@ -98,6 +102,11 @@ pub struct Built {
     pub validation_uri: Option<String>,
     pub rejected_uri: Option<String>,
     pub train_bytes: u64,
+    /// Vertex's rules checked on every line written, per file (with [`Options::check`]).
+    #[serde(skip)]
+    pub train_tally: Option<Tally>,
+    #[serde(skip)]
+    pub validation_tally: Option<Tally>,
 }
 
 /// How many rejects of each category reports show.
@@ -119,6 +128,8 @@ pub struct Options {
     /// Where the files go, when not to the store the samples come from (`plan` converts into
     /// a throwaway in-memory store).
     pub sink: Option<Arc<dyn Store>>,
+    /// Check every line written against these rules.
+    pub check: Option<Arc<validate::Options>>,
 }
 
 /// Runs a closure on the rayon pool and awaits its result.
@@ -220,6 +231,44 @@ pub fn uris(store: &dyn Store, sample: &Sample) -> Uris {
     }
 }
 
+/// A batch converted on rayon: its lines in order, and their checks per file.
+struct Converted {
+    lines: Vec<(usize, Result<String, Reject>)>,
+    tallies: Option<(Tally, Tally)>,
+}
+
+fn convert_batch(
+    batch: Vec<(usize, Uris, Result<Loaded, Reject>)>,
+    samples: &[Sample],
+    converter: &dyn crate::convert::SampleConverter,
+    split: &Split,
+    check: Option<&validate::Options>,
+) -> Converted {
+    let lines: Vec<(usize, Result<String, Reject>)> = batch
+        .into_par_iter()
+        .map(|(i, u, loaded)| {
+            let line = loaded.and_then(|l| converter.convert(&samples[i], &u, &l));
+            (i, line)
+        })
+        .collect();
+    // Checked in file order, so findings carry the line numbers of the files.
+    let tallies = check.map(|opts| {
+        let mut train = Tally::new(opts.max_findings);
+        let mut validation = Tally::new(opts.max_findings);
+        for (i, line) in &lines {
+            if let Ok(line) = line {
+                let tally = match split.side(*i) {
+                    Side::Train => &mut train,
+                    _ => &mut validation,
+                };
+                tally.check(line.as_bytes(), opts, None);
+            }
+        }
+        (train, validation)
+    });
+    Converted { lines, tallies }
+}
+
 /// Builds the run's files. `progress` is told of every sample done.
 pub async fn build(
     store: Arc<dyn Store>,
@@ -263,7 +312,7 @@ pub async fn build(
 
     let n = samples.len();
     let indices: Vec<usize> = (0..n)
-        .filter(|&i| split.side(&samples[i].key) != Side::HeldOut)
+        .filter(|&i| split.side(i) != Side::HeldOut)
         .collect();
     built.held_out = (n - indices.len()) as u64;
     progress.inc(built.held_out);
@@ -279,26 +328,23 @@ pub async fn build(
             }
         })
         .buffered(opts.read_concurrency.max(1));
+    let check = opts.check.clone();
     let mut batches = reads
         .chunks(BATCH)
         .map(|batch| {
-            let (samples, converter) = (samples.clone(), converter.clone());
-            on_rayon(move || {
-                batch
-                    .into_par_iter()
-                    .map(|(i, u, loaded)| {
-                        let line = loaded.and_then(|l| converter.convert(&samples[i], &u, &l));
-                        (i, line)
-                    })
-                    .collect::<Vec<_>>()
-            })
+            let (samples, converter, split, check) =
+                (samples.clone(), converter.clone(), split.clone(), check.clone());
+            on_rayon(move || convert_batch(batch, &samples, &*converter, &split, check.as_deref()))
         })
         .buffered(2);
 
+    let mut tallies = opts.check.as_ref().map(|c| {
+        (Tally::new(c.max_findings), Tally::new(c.max_findings))
+    });
     while let Some(batch) = batches.next().await {
-        for (i, line) in batch {
+        for (i, line) in batch.lines {
             match line {
-                Ok(line) => match split.side(&samples[i].key) {
+                Ok(line) => match split.side(i) {
                     Side::Train => train.write_line(&line).await?,
                     Side::Validation => validation.write_line(&line).await?,
                     Side::HeldOut => unreachable!("held-out samples are not converted"),
@@ -307,6 +353,14 @@ pub async fn build(
             }
             progress.inc(1);
         }
+        if let (Some((t, v)), Some((bt, bv))) = (tallies.as_mut(), batch.tallies) {
+            t.append(bt);
+            v.append(bv);
+        }
+    }
+    if let Some((t, v)) = tallies {
+        built.train_tally = Some(t);
+        built.validation_tally = Some(v);
     }
     built.train_examples = train.lines;
     built.train_bytes = train.bytes;

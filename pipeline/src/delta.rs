@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::inventory::Sample;
+use crate::sample::Sample;
 use crate::storage::{self, Store, StoreError};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ pub fn count(samples: &[Sample], previous: &Manifest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{LabelFile, LabelFormat, RawFile};
+    use crate::sample::{LabelFile, LabelFormat, RawFile};
     use crate::modality::Modality;
     use crate::storage::{ObjectMeta, PutMode, memory::MemoryStore};
 

@@ -14,42 +14,12 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::modality::Modality;
-use crate::settings::Settings;
+use crate::sample::{LabelFile, LabelFormat, RawFile, Sample};
+use crate::sample::Category;
 use crate::storage::{ObjectMeta, Store, StoreError};
 
 /// How many unpaired files the report names.
 const NAMED_UNPAIRED: usize = 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LabelFormat {
-    Json,
-    Text,
-}
-
-#[derive(Debug, Clone)]
-pub struct RawFile {
-    pub meta: ObjectMeta,
-    pub modality: Modality,
-    /// Lower-case extension, without `.gz`.
-    pub ext: String,
-    pub gzip: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct LabelFile {
-    pub meta: ObjectMeta,
-    pub format: LabelFormat,
-    pub gzip: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Sample {
-    /// Path relative to the folders, without extension: the sample's identity across runs.
-    pub key: String,
-    pub raw: RawFile,
-    pub label: LabelFile,
-}
 
 /// A stem that could not be paired unambiguously, or a name that could not be listed.
 #[derive(Debug, Clone, Serialize)]
@@ -57,7 +27,7 @@ pub struct Ambiguity {
     pub key: String,
     pub objects: Vec<String>,
     /// `Ambiguous` or `InvalidName`.
-    pub category: crate::convert::Category,
+    pub category: Category,
     pub reason: String,
 }
 
@@ -95,28 +65,29 @@ fn folder_prefix(folder: &str) -> String {
 }
 
 impl Rules {
-    pub fn from_settings(s: &Settings) -> Self {
+    /// Rules for samples under `raw_folder` and `label_folder` (which may be the same),
+    /// never counting objects under `output_folders` (the job's own files). `raw_extensions`
+    /// maps each modality to its extensions (lower-case, without dot); the first modality to
+    /// name an extension keeps it.
+    pub fn new(
+        raw_folder: &str,
+        label_folder: &str,
+        output_folders: &[&str],
+        raw_extensions: &[(Modality, &[String])],
+        label_extensions: &[String],
+    ) -> Self {
         let mut raw_exts = HashMap::new();
-        for (exts, m) in [
-            (&s.text_extensions, Modality::Text),
-            (&s.image_extensions, Modality::Image),
-            (&s.document_extensions, Modality::Document),
-            (&s.audio_extensions, Modality::Audio),
-            (&s.video_extensions, Modality::Video),
-        ] {
-            for e in exts {
-                raw_exts.entry(e.clone()).or_insert(m);
+        for (m, exts) in raw_extensions {
+            for e in *exts {
+                raw_exts.entry(e.clone()).or_insert(*m);
             }
         }
         Self {
-            raw_prefix: folder_prefix(&s.raw_data_folder),
-            label_prefix: folder_prefix(&s.label_folder),
-            excluded: vec![
-                folder_prefix(&s.jsonl_folder),
-                folder_prefix(&s.model_meta_folder),
-            ],
+            raw_prefix: folder_prefix(raw_folder),
+            label_prefix: folder_prefix(label_folder),
+            excluded: output_folders.iter().map(|f| folder_prefix(f)).collect(),
             raw_exts,
-            label_exts: s.label_extensions.clone(),
+            label_exts: label_extensions.to_vec(),
         }
     }
 
@@ -213,7 +184,7 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
                     inv.ambiguous.push(Ambiguity {
                         key: key.clone(),
                         objects: vec![key],
-                        category: crate::convert::Category::InvalidName,
+                        category: Category::InvalidName,
                         reason,
                     });
                     continue;
@@ -299,7 +270,7 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> 
                 inv.ambiguous.push(Ambiguity {
                     key: key.to_owned(),
                     objects,
-                    category: crate::convert::Category::Ambiguous,
+                    category: Category::Ambiguous,
                     reason,
                 });
                 return None;
@@ -333,18 +304,30 @@ mod tests {
     use super::*;
     use crate::storage::{PutMode, memory::MemoryStore};
     use bytes::Bytes;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        s: Settings,
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|&x| x.to_owned()).collect()
     }
 
-    fn settings(args: &[&str]) -> Settings {
-        let mut v = vec!["t", "--bucket-name", "memory://x"];
-        v.extend_from_slice(args);
-        T::parse_from(v).s
+    /// The default extensions, and folders from `args` pairs (`raw`, `label`, `jsonl`, `meta`).
+    fn rules(args: &[&str]) -> Rules {
+        let get = |name: &str, default: &'static str| {
+            args.chunks(2)
+                .find(|kv| kv[0] == name)
+                .map_or(default, |kv| kv[1])
+        };
+        let text = strings(&["txt", "md", "csv", "html"]);
+        let image = strings(&["png", "jpg", "jpeg", "webp"]);
+        Rules::new(
+            get("--raw-data-folder", "raw_training_data"),
+            get("--label-folder", "raw_training_data"),
+            &[
+                get("--jsonl-folder", "training_datasets"),
+                get("--model-meta-folder", "trained_model"),
+            ],
+            &[(Modality::Text, &text), (Modality::Image, &image)],
+            &strings(&["json", "txt"]),
+        )
     }
 
     async fn inventory(files: &[&str], args: &[&str]) -> (Inventory, MemoryStore) {
@@ -355,7 +338,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let rules = Rules::from_settings(&settings(args));
+        let rules = rules(args);
         (take(&store, &rules).await.unwrap(), store)
     }
 

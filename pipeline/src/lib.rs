@@ -1,36 +1,60 @@
 //! autotune retrains Gemini on Vertex AI whenever enough new labelled data lands in a bucket.
 //!
 //! The `autotune` binary is the job a Cloud Run Job runs after each upload (and what a new user
-//! runs on a laptop, against a local folder). Its architecture, one module per concept:
+//! runs on a laptop, against a local folder). Its architecture, one module per concept, listed
+//! bottom-up: a module imports only modules listed above it.
 //!
 //! * [`storage`]: the bucket seam, a small trait with GCS, local-folder and in-memory backends.
-//! * [`settings`]: every setting is an environment variable and a long flag.
+//! * [`modality`]: what kind of file a raw sample is, its MIME type and Vertex's size limit.
+//! * [`sample`]: the shared words: a sample, a reject and its category.
+//! * [`status`]: the status of a run.
+//! * [`logging`]: logs and progress bars.
 //! * [`lease`]: gate 1, a lease object that exactly one run can hold.
 //! * [`inventory`]: listing the raw and label folders and pairing files into samples.
 //! * [`delta`]: gate 3, samples new or changed since the last successful run (manifests).
-//! * [`modality`], [`convert`]: one sample into one Vertex AI tuning example.
 //! * [`split`]: the deterministic, leak-free train/validation split.
+//! * [`convert`]: one sample into one Vertex AI tuning example.
+//! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
+//!   the run writes).
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
-//! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
-//! * [`validate`]: `autotune validate`, Vertex's dataset rules checked locally.
+//! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
+//! * [`run`]: the job itself, one file per stage (gates, build, quality, tune, record, plan).
 //! * [`summary`]: the readable tables of `autotune plan`.
-//! * [`run`]: the job itself, tying the gates and stages together; [`logging`]: logs and bars.
+//! * [`settings`]: every setting is an environment variable and a long flag; the composition
+//!   root that builds each component's configuration from them.
 //!
 //! Library code returns its own error types; `anyhow` lives only in `main.rs`.
 
-pub mod convert;
-pub mod dataset;
-pub mod delta;
-pub mod inventory;
-pub mod lease;
-pub mod logging;
-pub mod modality;
-pub mod record;
-pub mod run;
-pub mod settings;
-pub mod split;
 pub mod storage;
-pub mod summary;
-pub mod tuner;
+
+pub mod modality;
+
+pub mod sample;
+pub mod status;
+
+pub mod logging;
+
+pub mod lease;
+
+pub mod inventory;
+
+pub mod delta;
+
+pub mod split;
+
+pub mod convert;
+
 pub mod validate;
+
+pub mod dataset;
+
+pub mod record;
+
+pub mod tuner;
+
+pub mod run;
+
+pub mod summary;
+
+pub mod settings;

@@ -7,15 +7,23 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::settings::LogFormat;
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Text on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
 
 /// Installs the subscriber. Returns whether progress bars may be drawn.
-pub fn init(format: LogFormat) -> bool {
+pub fn init(format: Format) -> bool {
     let terminal = std::io::stderr().is_terminal();
     let json = match format {
-        LogFormat::Auto => !terminal,
-        LogFormat::Text => false,
-        LogFormat::Json => true,
+        Format::Auto => !terminal,
+        Format::Text => false,
+        Format::Json => true,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);

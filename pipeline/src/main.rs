@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use autotune::lease::{self, UnlockOutcome};
-use autotune::run::{Job, tuner_for};
-use autotune::settings::{LogFormat, Settings};
+use autotune::run::Job;
+use autotune::settings::{LogFormat, Settings, ValidateArgs};
 use autotune::storage;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -51,7 +51,7 @@ enum Command {
         output: Output,
     },
     /// Check a Vertex AI tuning JSONL file against Vertex's rules.
-    Validate(autotune::validate::ValidateArgs),
+    Validate(ValidateArgs),
     /// Free the run lock (refuses a live lease without --force).
     Unlock {
         /// Bucket, as for `run`.
@@ -117,8 +117,14 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(outcome.status.exit_code() as u8))
         }
         Command::Validate(args) => {
-            let code = autotune::validate::command(&args).await?;
-            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+            let config = args.config()?;
+            let report = autotune::validate::validate_path(&args.path, &config).await?;
+            if args.json() {
+                print(&report);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(1)))
         }
         Command::Unlock {
             bucket_name,
@@ -146,21 +152,13 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The job the settings describe; every setting is checked here, before any work.
 fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
     let store = storage::open(&settings.bucket_name).context("BUCKET_NAME")?;
-    let tuner = tuner_for(&settings).context("TUNER")?;
-    // Bad conversion settings (a template that does not parse) stop the job before any work.
-    autotune::convert::Converter::from_settings(&settings)?;
-    // An adapter size the model does not accept is refused before any upload.
-    if let Some(size) = settings.adapter_size {
-        let table =
-            autotune::validate::ModelTable::load(settings.model.model_limits_file.as_deref())?;
-        table
-            .check_adapter_size(&settings.model.source_model, size)
-            .map_err(|e| anyhow::anyhow!("ADAPTER_SIZE: {e}"))?;
-    }
+    let tuner = settings.tuner()?;
+    let config = settings.job_config()?;
     Ok(Job {
-        settings,
+        config,
         store,
         tuner,
         progress,
@@ -169,7 +167,7 @@ fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let progress = autotune::logging::init(cli.log_format);
+    let progress = autotune::logging::init(cli.log_format.into());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -9,42 +9,12 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::convert::Category;
+use crate::sample::Category;
+pub use crate::status::RunStatus;
 use crate::storage::{self, PutMode, Store, StoreError};
 
 const METADATA_PREFIX: &str = "model_metadata_";
 const MANIFEST_PREFIX: &str = "model_manifest_";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// The tuning job succeeded.
-    Success,
-    /// The dry-run tuner built the request and stopped.
-    DryRun,
-    Failed,
-    /// A signal stopped the run.
-    Interrupted,
-    /// The tuning job is submitted and not finished: a later run follows it (`--detach`).
-    Running,
-    /// Gate 2 or 3 is not met yet.
-    Waiting,
-    /// Gate 1: another run holds the lock.
-    Skipped,
-    /// Seed records may carry statuses we do not know.
-    #[serde(other)]
-    Unknown,
-}
-
-impl RunStatus {
-    /// Exit code of the process: 0 unless the run failed.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Self::Failed | Self::Interrupted | Self::Unknown => 1,
-            _ => 0,
-        }
-    }
-}
 
 /// Sample counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -2,10 +2,26 @@
 //! and each is also a long flag (`MIN_SAMPLES` ↔ `--min-samples`). New settings follow the same
 //! rule. A bad value is refused by clap at parse time, naming the flag and its variable, with
 //! exit code 2.
+//!
+//! This module is the composition root, as ripgrep's `HiArgs` is: the flags live here and
+//! nowhere else, and [`Settings::job_config`], [`Settings::tuner`] and
+//! [`ValidateArgs::config`] turn them into each component's own typed configuration
+//! (`inventory::Rules`, the converter, `tuner::vertex::Config`, `validate::Config`, …). No
+//! component sees a flag. Files that settings name (PROMPT=@file, CONVERT_CONFIG,
+//! MODEL_LIMITS_FILE) are read here, once; what the run key digests comes from the same bytes.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::convert::{Converter, Templates};
+use crate::inventory::Rules;
+use crate::modality::Modality;
+use crate::run;
+use crate::tuner::{self, Tuner, TunerKind, TuningMode, job, vertex};
+use crate::validate::{self, ModelTable};
 
 /// Settings shared by `run` and `plan`.
 #[derive(Debug, Clone, Args)]
@@ -61,7 +77,8 @@ pub struct Settings {
         long,
         env = "MIN_SAMPLES",
         value_name = "MIN_SAMPLES",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub min_samples: u64,
 
@@ -93,7 +110,7 @@ pub struct Settings {
 
     /// Tuner: `dry-run` (default without PROJECT_ID) or `vertex` (default with it).
     #[arg(long, env = "TUNER", value_name = "TUNER")]
-    pub tuner: Option<TunerKind>,
+    pub tuner: Option<TunerArg>,
 
     /// Instruction placed before the raw content in the user turn; inline text or `@file`.
     #[arg(long, env = "PROMPT", value_name = "PROMPT", value_parser = parse_text_or_file)]
@@ -111,7 +128,7 @@ pub struct Settings {
     /// TOML file of conversion templates (`prompt`, `system_instruction`, `answer`, `turns`);
     /// its keys win over PROMPT and SYSTEM_INSTRUCTION when both are set.
     #[arg(long, env = "CONVERT_CONFIG", value_name = "CONVERT_CONFIG")]
-    pub convert_config: Option<std::path::PathBuf>,
+    pub convert_config: Option<PathBuf>,
 
     /// The run fails before tuning when more than this share of pairs is rejected.
     #[arg(long, env = "MAX_REJECTED_RATIO", value_name = "MAX_REJECTED_RATIO", default_value_t = 0.1, value_parser = parse_unit_ratio)]
@@ -142,11 +159,11 @@ pub struct Settings {
     pub label_extensions: Vec<String>,
 
     /// Largest text or label object read, in bytes (after decompression).
-    #[arg(long, env = "MAX_TEXT_BYTES", value_name = "MAX_TEXT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "MAX_TEXT_BYTES", value_name = "MAX_TEXT_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub max_text_bytes: u64,
 
     /// Objects read at once during conversion.
-    #[arg(long, env = "READ_CONCURRENCY", value_name = "READ_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "READ_CONCURRENCY", value_name = "READ_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub read_concurrency: u16,
 
     /// Lifetime of the run lock; a heartbeat renews it every third of this while the run lives.
@@ -172,11 +189,11 @@ pub struct Settings {
 
     /// Budget: a run whose estimated training tokens (times EPOCHS) exceed this stops before
     /// tuning.
-    #[arg(long, env = "MAX_TRAINING_TOKENS", value_name = "MAX_TRAINING_TOKENS")]
+    #[arg(long, env = "MAX_TRAINING_TOKENS", value_name = "MAX_TRAINING_TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_training_tokens: Option<u64>,
 
     /// How long the dry-run tuner pretends a tuning job runs (to rehearse locks and signals).
-    #[arg(long, env = "DRY_RUN_DURATION", value_name = "DRY_RUN_DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DRY_RUN_DURATION", value_name = "DRY_RUN_DURATION", default_value = "0s", value_parser = parse_duration)]
     pub dry_run_duration: Duration,
 
     #[command(flatten)]
@@ -186,7 +203,62 @@ pub struct Settings {
     pub trigger: Trigger,
 
     #[command(flatten)]
-    pub vertex: crate::tuner::vertex::VertexSettings,
+    pub vertex: VertexSettings,
+}
+
+/// Settings of the Vertex tuner. (Doc comments here are `--help` text, where backticks would show.)
+#[allow(clippy::doc_markdown)]
+#[derive(Debug, Clone, Args)]
+pub struct VertexSettings {
+    /// Vertex AI API root; `{LOCATION}` is replaced by LOCATION (e.g.
+    /// `https://aiplatform.eu.rep.googleapis.com` for a multi-region endpoint).
+    #[arg(
+        long,
+        env = "VERTEX_API_ENDPOINT",
+        value_name = "VERTEX_API_ENDPOINT",
+        default_value = "https://{LOCATION}-aiplatform.googleapis.com"
+    )]
+    pub vertex_api_endpoint: String,
+
+    /// How often the tuning job's state is read.
+    #[arg(long, env = "POLL_INTERVAL", value_name = "POLL_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    pub poll_interval: Duration,
+
+    /// Longest a tuning job may run; then it is cancelled and the run records `timed_out`.
+    #[arg(long, env = "MAX_TUNING_DURATION", value_name = "MAX_TUNING_DURATION", default_value = "24h", value_parser = parse_positive_duration)]
+    pub max_tuning_duration: Duration,
+
+    /// Service account the tuning job runs as (default: Vertex AI's fine-tuning service agent).
+    #[arg(
+        long,
+        env = "TUNING_SERVICE_ACCOUNT",
+        value_name = "TUNING_SERVICE_ACCOUNT"
+    )]
+    pub tuning_service_account: Option<String>,
+
+    /// `full` tunes SOURCE_MODEL; `continuous` starts from the last successful run's tuned model.
+    #[arg(long, env = "TUNING_MODE", value_name = "TUNING_MODE", value_enum, default_value_t = TuningModeArg::Full)]
+    pub tuning_mode: TuningModeArg,
+}
+
+impl VertexSettings {
+    /// The API root for `location`, without a trailing slash.
+    pub fn api_root(&self, location: &str) -> String {
+        self.vertex_api_endpoint
+            .replace("{LOCATION}", location)
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[allow(clippy::doc_markdown)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum TuningModeArg {
+    /// Tune SOURCE_MODEL on the whole dataset.
+    #[default]
+    Full,
+    /// Tune the previous run's tuned model (`preTunedModel`); SOURCE_MODEL on the first run.
+    Continuous,
 }
 
 /// The base model and what the token estimate needs: shared by `run`, `plan` and `validate`.
@@ -233,9 +305,8 @@ pub struct Trigger {
     pub trigger_event_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TunerKind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TunerArg {
     DryRun,
     Vertex,
 }
@@ -249,14 +320,376 @@ pub enum LogFormat {
     Json,
 }
 
-impl Settings {
-    pub fn tuner_kind(&self) -> TunerKind {
-        self.tuner.unwrap_or(if self.project_id.is_some() {
-            TunerKind::Vertex
-        } else {
-            TunerKind::DryRun
+impl From<LogFormat> for crate::logging::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Auto => Self::Auto,
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
+/// Arguments of `autotune validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// A JSONL file: a local path, `gs://bucket/object`, or any store URL followed by the object.
+    pub path: String,
+
+    /// The file is a validation dataset (its own example limit; no training-file limits).
+    #[arg(long)]
+    pub validation: bool,
+
+    /// Base model whose limits apply, the limits file, and what the estimate needs.
+    #[command(flatten)]
+    pub model: ModelSettings,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+
+    /// Look up every `gs://` fileData object: missing or oversized objects become findings.
+    #[arg(long)]
+    pub check_files: bool,
+
+    /// Findings listed in full (all are counted).
+    #[arg(
+        long,
+        env = "MAX_FINDINGS",
+        value_name = "MAX_FINDINGS",
+        default_value_t = 100
+    )]
+    pub max_findings: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+impl ValidateArgs {
+    /// The validator's configuration.
+    pub fn config(&self) -> Result<validate::Config, SettingsError> {
+        let table = self.model.table()?;
+        Ok(validate::Config {
+            dataset: if self.validation {
+                validate::Dataset::Validation
+            } else {
+                validate::Dataset::Training
+            },
+            model: table.resolve(&self.model.source_model),
+            check_files: self.check_files,
+            max_findings: self.max_findings,
+            epochs: self.model.epochs,
+            price_per_million_training_tokens: self.model.price_per_million_training_tokens,
         })
     }
+
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+}
+
+/// A setting that cannot be used, named as the user set it. The binary exits 2 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct SettingsError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Largest file a setting may name (a prompt, templates, model limits): these are
+/// configuration, never data, and must not exhaust memory (`PROMPT=@/dev/zero`).
+pub const MAX_SETTING_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a file a setting names: a regular file of at most [`MAX_SETTING_FILE_BYTES`], as
+/// UTF-8 text.
+pub fn read_setting_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut text = String::new();
+    file.take(MAX_SETTING_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_SETTING_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_SETTING_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
+impl ModelSettings {
+    /// The model table, with MODEL_LIMITS_FILE's entries.
+    pub fn table(&self) -> Result<ModelTable, SettingsError> {
+        ModelTable::load(self.model_limits_file.as_deref())
+            .map_err(|e| invalid("MODEL_LIMITS_FILE", e.to_string()))
+    }
+}
+
+impl Settings {
+    pub fn tuner_kind(&self) -> TunerKind {
+        match self.tuner {
+            Some(TunerArg::DryRun) => TunerKind::DryRun,
+            Some(TunerArg::Vertex) => TunerKind::Vertex,
+            None if self.project_id.is_some() => TunerKind::Vertex,
+            None => TunerKind::DryRun,
+        }
+    }
+
+    /// The Vertex tuner's configuration.
+    pub fn vertex_config(&self) -> Result<vertex::Config, SettingsError> {
+        let project = self
+            .project_id
+            .clone()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "PROJECT_ID",
+                    "TUNER=vertex needs PROJECT_ID (the Google Cloud project to tune in)",
+                )
+            })?;
+        Ok(vertex::Config {
+            project,
+            location: self.location.clone(),
+            api_root: self.vertex.api_root(&self.location),
+            source_model: self.model.source_model.clone(),
+            poll_interval: self.vertex.poll_interval,
+            max_tuning_duration: self.vertex.max_tuning_duration,
+        })
+    }
+
+    /// The tuner the settings ask for.
+    pub fn tuner(&self) -> Result<Arc<dyn Tuner>, SettingsError> {
+        match self.tuner_kind() {
+            TunerKind::DryRun => Ok(Arc::new(tuner::dry_run::DryRun {
+                duration: self.dry_run_duration,
+            })),
+            TunerKind::Vertex => {
+                let v = vertex::Vertex::new(self.vertex_config()?)
+                    .map_err(|e| invalid("TUNER", e.to_string()))?;
+                Ok(Arc::new(v))
+            }
+        }
+    }
+
+    /// The sample rules of the inventory.
+    pub fn rules(&self) -> Rules {
+        Rules::new(
+            &self.raw_data_folder,
+            &self.label_folder,
+            &[&self.jsonl_folder, &self.model_meta_folder],
+            &[
+                (Modality::Text, &self.text_extensions),
+                (Modality::Image, &self.image_extensions),
+                (Modality::Document, &self.document_extensions),
+                (Modality::Audio, &self.audio_extensions),
+                (Modality::Video, &self.video_extensions),
+            ],
+            &self.label_extensions,
+        )
+    }
+
+    /// CONVERT_CONFIG's text, read once.
+    fn convert_config_text(&self) -> Result<Option<String>, SettingsError> {
+        self.convert_config
+            .as_deref()
+            .map(read_setting_file)
+            .transpose()
+            .map_err(|e| invalid("CONVERT_CONFIG", e))
+    }
+
+    /// The converter, and the text of the templates it was parsed from.
+    pub fn converter(&self) -> Result<(Converter, Option<String>), SettingsError> {
+        let text = self.convert_config_text()?;
+        let templates = match (&text, &self.convert_config) {
+            (Some(t), Some(path)) => Templates::parse(t, &path.display().to_string())
+                .map_err(|e| invalid("CONVERT_CONFIG", strip_setting(&e.to_string())))?,
+            _ => Templates::default(),
+        };
+        let converter = Converter {
+            prompt: self.prompt.clone(),
+            system_instruction: self.system_instruction.clone(),
+            label_field: self.label_field.clone(),
+            templates,
+        };
+        Ok((converter, text))
+    }
+
+    /// The create-request template of the tuner.
+    pub fn request_template(&self) -> job::Template {
+        job::Template {
+            jobs_url: job::Template::jobs_url(
+                &self.vertex.api_root(&self.location),
+                self.project_id.as_deref().unwrap_or("PROJECT_ID"),
+                &self.location,
+            ),
+            source_model: self.model.source_model.clone(),
+            epochs: self.model.epochs,
+            adapter_size: self.adapter_size,
+            learning_rate_multiplier: self.learning_rate_multiplier,
+            display_name: self.tuned_model_display_name.clone(),
+            service_account: self.vertex.tuning_service_account.clone(),
+        }
+    }
+
+    /// Checks that the settings make sense together: outputs never overwrite each other or
+    /// hide the samples.
+    fn check(&self) -> Result<(), SettingsError> {
+        let names = [
+            ("TRAIN_FILE", self.train_file.as_str()),
+            ("VAL_FILE", self.val_file.as_str()),
+            ("rejected.jsonl", run::REJECTED_FILE),
+        ];
+        for (i, (a, x)) in names.iter().enumerate() {
+            for (b, y) in &names[i + 1..] {
+                if x == y {
+                    return Err(invalid(
+                        a,
+                        format!("{a} and {b} are both {x:?}: one file would replace the other"),
+                    ));
+                }
+            }
+        }
+        let folder = |f: &str| f.trim_matches('/').to_owned();
+        let outputs = [
+            ("JSONL_FOLDER", folder(&self.jsonl_folder)),
+            ("MODEL_META_FOLDER", folder(&self.model_meta_folder)),
+        ];
+        let inputs = [
+            ("RAW_DATA_FOLDER", folder(&self.raw_data_folder)),
+            ("LABEL_FOLDER", folder(&self.label_folder)),
+        ];
+        for (o, out) in &outputs {
+            for (i, input) in &inputs {
+                let inside = |inner: &str, outer: &str| {
+                    outer.is_empty() || inner == outer || inner.starts_with(&format!("{outer}/"))
+                };
+                if inside(input, out) {
+                    return Err(invalid(
+                        o,
+                        format!(
+                            "{o} ({out:?}) contains {i} ({input:?}): the job's own files are never samples, so no sample would ever be found"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (name, value) in [
+            ("RAW_DATA_FOLDER", &self.raw_data_folder),
+            ("LABEL_FOLDER", &self.label_folder),
+            ("JSONL_FOLDER", &self.jsonl_folder),
+            ("MODEL_META_FOLDER", &self.model_meta_folder),
+        ] {
+            check_folder(value).map_err(|r| invalid(name, r))?;
+        }
+        Ok(())
+    }
+
+    /// Everything the job needs, checked and composed. Files the settings name are read here,
+    /// once.
+    pub fn job_config(&self) -> Result<run::Config, SettingsError> {
+        self.check()?;
+        let (converter, templates_text) = self.converter()?;
+        let table = self.model.table()?;
+        if let Some(size) = self.adapter_size {
+            table
+                .check_adapter_size(&self.model.source_model, size)
+                .map_err(|e| invalid("ADAPTER_SIZE", e))?;
+        }
+        let model = table.resolve(&self.model.source_model);
+        let shape = job::digest(&serde_json::json!([
+            templates_text,
+            self.split_ratio,
+            self.prompt,
+            self.system_instruction,
+            self.label_field,
+            self.model.source_model,
+            self.model.epochs,
+            self.adapter_size,
+            self.learning_rate_multiplier,
+            self.train_file,
+            self.val_file,
+        ]));
+        Ok(run::Config {
+            bucket: self.bucket_name.clone(),
+            jsonl_folder: self.jsonl_folder.clone(),
+            model_meta_folder: self.model_meta_folder.clone(),
+            train_file: self.train_file.clone(),
+            val_file: self.val_file.clone(),
+            min_samples: self.min_samples,
+            split_ratio: self.split_ratio,
+            split_seed: self.split_seed.clone(),
+            rules: self.rules(),
+            converter: Arc::new(converter),
+            read_concurrency: usize::from(self.read_concurrency),
+            max_text_bytes: self.max_text_bytes,
+            lease_duration: self.lease_duration,
+            max_rejected_ratio: self.max_rejected_ratio,
+            max_training_tokens: self.max_training_tokens,
+            model,
+            epochs: self.model.epochs,
+            price_per_million_training_tokens: self.model.price_per_million_training_tokens,
+            request: self.request_template(),
+            tuning_mode: match self.vertex.tuning_mode {
+                TuningModeArg::Full => TuningMode::Full,
+                TuningModeArg::Continuous => TuningMode::Continuous,
+            },
+            shape,
+            trigger: run::Trigger {
+                bucket: self.trigger.trigger_bucket.clone(),
+                object: self.trigger.trigger_object.clone(),
+                generation: self.trigger.trigger_generation.clone(),
+                event_id: self.trigger.trigger_event_id.clone(),
+            },
+        })
+    }
+}
+
+/// A component's error names its setting already (`CONVERT_CONFIG: …`); the composed error
+/// names it once.
+fn strip_setting(message: &str) -> String {
+    message
+        .strip_prefix("CONVERT_CONFIG: ")
+        .unwrap_or(message)
+        .to_owned()
+}
+
+/// A folder setting: a relative path inside the bucket, without `..`, `.` or empty segments.
+fn check_folder(folder: &str) -> Result<(), String> {
+    if folder.starts_with('/') || folder.starts_with('\\') {
+        return Err(format!(
+            "{folder:?} is an absolute path; folders are relative to the bucket"
+        ));
+    }
+    let trimmed = folder.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(());
+    }
+    if trimmed
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(format!(
+            "{folder:?} has an empty, `.` or `..` segment; folders are relative to the bucket"
+        ));
+    }
+    Ok(())
 }
 
 fn parse_bucket(s: &str) -> Result<String, String> {
@@ -298,10 +731,33 @@ fn parse_adapter_size(s: &str) -> Result<u8, String> {
     }
 }
 
+/// Lease bounds: a second at least (renewals every third of it), a day at most (a dead run's
+/// lock must expire within a day).
+const MIN_LEASE: Duration = Duration::from_secs(1);
+const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
 fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_LEASE || d > MAX_LEASE {
+        return Err("must be between 1s and 24h".to_owned());
+    }
+    Ok(d)
+}
+
+/// A humantime duration of at most a year: larger values overflow the clocks they are added to.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < Duration::from_secs(1) {
-        return Err("must be at least 1s".to_owned());
+    if d > MAX {
+        return Err(format!("{s:?} is longer than a year"));
+    }
+    Ok(d)
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be longer than 0s".to_owned());
     }
     Ok(d)
 }
@@ -336,8 +792,7 @@ fn parse_json_pointer(s: &str) -> Result<String, String> {
 fn parse_text_or_file(s: &str) -> Result<String, String> {
     match s.strip_prefix('@') {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read prompt file {path}: {e}"))?;
+            let text = read_setting_file(Path::new(path))?;
             Ok(text.trim_end_matches(['\r', '\n']).to_owned())
         }
         None => Ok(s.to_owned()),
@@ -371,5 +826,107 @@ mod tests {
         assert_eq!(parse_adapter_size("16").unwrap(), 16);
         assert!(parse_json_pointer("answer").is_err());
         assert!(parse_file_name("a/b.jsonl").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(extra: &[&str]) -> Settings {
+        use clap::Parser;
+        let mut args = vec!["autotune", "--bucket-name", "memory://s"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().settings
+    }
+
+    fn parse_err(extra: &[&str]) -> String {
+        use clap::Parser;
+        let mut args = vec!["autotune", "--bucket-name", "memory://s"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn vertex_settings_have_defaults_flags_and_checks() {
+        let s = settings(&["--project-id", "p"]);
+        let c = s.vertex_config().unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert_eq!(c.max_tuning_duration, Duration::from_secs(24 * 3600));
+        assert_eq!(s.vertex.tuning_mode, TuningModeArg::Full);
+        assert_eq!(
+            s.vertex.api_root("europe-west4"),
+            "https://europe-west4-aiplatform.googleapis.com"
+        );
+        let s = settings(&[
+            "--project-id",
+            "p",
+            "--vertex-api-endpoint",
+            "http://127.0.0.1:9/",
+            "--poll-interval",
+            "5s",
+            "--max-tuning-duration",
+            "2h 30m",
+            "--tuning-mode",
+            "continuous",
+        ]);
+        let c = s.vertex_config().unwrap();
+        assert_eq!(c.api_root, "http://127.0.0.1:9");
+        assert_eq!(c.poll_interval, Duration::from_secs(5));
+        assert_eq!(c.max_tuning_duration, Duration::from_secs(9000));
+        assert_eq!(
+            s.job_config().unwrap().tuning_mode,
+            TuningMode::Continuous
+        );
+        assert!(parse_err(&["--poll-interval", "0s"]).contains("POLL_INTERVAL"));
+        assert!(parse_err(&["--tuning-mode", "partial"]).contains("TUNING_MODE"));
+        let e = settings(&[]).vertex_config().unwrap_err().to_string();
+        assert!(e.contains("PROJECT_ID"), "{e}");
+    }
+
+    #[test]
+    fn the_shape_digest_changes_with_what_shapes_the_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t.toml");
+        std::fs::write(&t, "prompt = \"A {label.q}\"").unwrap();
+        let t = t.to_str().unwrap();
+        let shape = |extra: &[&str]| settings(extra).job_config().unwrap().shape;
+        let base = shape(&[]);
+        assert_eq!(base, shape(&[]), "stable");
+        assert_ne!(base, shape(&["--prompt", "p"]));
+        assert_ne!(base, shape(&["--source-model", "m"]));
+        assert_ne!(base, shape(&["--split-ratio", "0.8"]));
+        let with_templates = shape(&["--convert-config", t]);
+        assert_ne!(base, with_templates);
+        std::fs::write(t, "prompt = \"B {label.q}\"").unwrap();
+        assert_ne!(
+            with_templates,
+            shape(&["--convert-config", t]),
+            "editing the templates changes the key"
+        );
+    }
+
+    #[test]
+    fn a_bad_convert_config_names_the_setting_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("convert.toml");
+        std::fs::write(&path, "prompt = \"Q: {label.question\"\n").unwrap();
+        let s = settings(&["--convert-config", path.to_str().unwrap()]);
+        let e = s.job_config().unwrap_err().to_string();
+        assert!(e.starts_with("CONVERT_CONFIG: "), "{e}");
+        assert!(!e.contains("CONVERT_CONFIG: CONVERT_CONFIG"), "{e}");
+        assert!(e.contains("template `prompt`, line 1, column 4"), "{e}");
+        std::fs::write(&path, "prompt = \"Q: {label.question}\"\n").unwrap();
+        let c = s.job_config().unwrap();
+        assert_eq!(
+            c.converter.templates.prompt.clone().unwrap().to_string(),
+            "Q: {label.question}"
+        );
+        let e = settings(&["--convert-config", "/nonexistent/c.toml"])
+            .job_config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("CONVERT_CONFIG: cannot read /nonexistent/c.toml"), "{e}");
     }
 }

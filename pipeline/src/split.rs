@@ -6,8 +6,6 @@
 //! more samples fall on the validation side, the ones with the smallest hashes validate and the
 //! rest are held out of both files, so the cap cannot leak them into training either.
 
-use std::collections::HashSet;
-
 use sha2::{Digest, Sha256};
 
 /// Vertex AI's limit on validation examples.
@@ -31,54 +29,70 @@ pub fn position(seed: &str, key: &str) -> u64 {
     u64::from_be_bytes(d[..8].try_into().expect("sha256 has 32 bytes"))
 }
 
-#[derive(Debug, Clone)]
+/// Every sample's side, in the order of the keys it was made from. Each key is hashed once.
+#[derive(Debug, Clone, Default)]
 pub struct Split {
-    seed: String,
-    /// Positions below this train.
-    threshold: u64,
-    /// Validation-side keys kept, when the cap applies; `None` keeps them all.
-    kept: Option<HashSet<String>>,
+    sides: Vec<Side>,
+    train: u64,
+    validation: u64,
+    held_out: u64,
 }
 
 impl Split {
-    /// Plans the split for the given keys.
-    pub fn plan<'a>(seed: &str, ratio: f64, keys: impl IntoIterator<Item = &'a str>) -> Self {
+    /// Assigns a side to each key.
+    pub fn assign<'a>(seed: &str, ratio: f64, keys: impl IntoIterator<Item = &'a str>) -> Self {
         let threshold = if ratio >= 1.0 {
             u64::MAX
         } else {
             (ratio * 2f64.powi(64)) as u64
         };
-        let mut validation: Vec<(u64, &str)> = keys
-            .into_iter()
-            .map(|k| (position(seed, k), k))
-            .filter(|(p, _)| *p >= threshold)
+        let positions: Vec<u64> = keys.into_iter().map(|k| position(seed, k)).collect();
+        let mut sides: Vec<Side> = positions
+            .iter()
+            .map(|&p| {
+                if p < threshold {
+                    Side::Train
+                } else {
+                    Side::Validation
+                }
+            })
             .collect();
-        let kept = (validation.len() > MAX_VALIDATION).then(|| {
+        let mut validation: Vec<(u64, usize)> = positions
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| sides[i] == Side::Validation)
+            .map(|(i, &p)| (p, i))
+            .collect();
+        if validation.len() > MAX_VALIDATION {
             validation.sort_unstable();
-            validation[..MAX_VALIDATION]
-                .iter()
-                .map(|(_, k)| (*k).to_owned())
-                .collect()
-        });
+            for &(_, i) in &validation[MAX_VALIDATION..] {
+                sides[i] = Side::HeldOut;
+            }
+        }
+        let count = |side| sides.iter().filter(|&&s| s == side).count() as u64;
         Self {
-            seed: seed.to_owned(),
-            threshold,
-            kept,
+            train: count(Side::Train),
+            validation: count(Side::Validation),
+            held_out: count(Side::HeldOut),
+            sides,
         }
     }
 
-    pub fn side(&self, key: &str) -> Side {
-        if position(&self.seed, key) < self.threshold {
-            Side::Train
-        } else if self.kept.as_ref().is_none_or(|k| k.contains(key)) {
-            Side::Validation
-        } else {
-            Side::HeldOut
-        }
+    /// The side of the `i`-th key.
+    pub fn side(&self, i: usize) -> Side {
+        self.sides[i]
     }
 
-    pub fn seed(&self) -> &str {
-        &self.seed
+    pub fn train(&self) -> u64 {
+        self.train
+    }
+
+    pub fn validation(&self) -> u64 {
+        self.validation
+    }
+
+    pub fn held_out(&self) -> u64 {
+        self.held_out
     }
 }
 
@@ -90,26 +104,27 @@ pub const DEFAULT_SEED: &str = "autotune";
 mod tests {
     use super::*;
 
+    fn sides_of(split: &Split, n: usize) -> Vec<Side> {
+        (0..n).map(|i| split.side(i)).collect()
+    }
+
     #[test]
     fn ratio_is_respected_and_stable_under_growth() {
         let keys: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
-        let small = Split::plan("s", 0.8, keys[..2_000].iter().map(String::as_str));
-        let large = Split::plan("s", 0.8, keys.iter().map(String::as_str));
-        let val = keys
-            .iter()
-            .filter(|k| large.side(k) == Side::Validation)
-            .count();
+        let small = Split::assign("s", 0.8, keys[..2_000].iter().map(String::as_str));
+        let large = Split::assign("s", 0.8, keys.iter().map(String::as_str));
+        let val = large.validation();
         assert!((1_800..2_200).contains(&val), "about 20% validate: {val}");
-        for k in &keys[..2_000] {
-            assert_eq!(
-                small.side(k),
-                large.side(k),
-                "{k} kept its side as data grew"
-            );
-        }
-        let other_seed = Split::plan("t", 0.8, keys.iter().map(String::as_str));
-        assert!(
-            keys.iter().any(|k| other_seed.side(k) != large.side(k)),
+        assert_eq!(large.train() + val, 10_000);
+        assert_eq!(
+            sides_of(&small, 2_000),
+            sides_of(&large, 2_000),
+            "keys kept their side as data grew"
+        );
+        let other_seed = Split::assign("t", 0.8, keys.iter().map(String::as_str));
+        assert_ne!(
+            sides_of(&other_seed, 10_000),
+            sides_of(&large, 10_000),
             "the seed matters"
         );
     }
@@ -117,21 +132,21 @@ mod tests {
     #[test]
     fn validation_is_capped_without_leaking_into_training() {
         let keys: Vec<String> = (0..30_000).map(|i| format!("k{i}")).collect();
-        let before = Split::plan("s", 0.5, keys[..12_000].iter().map(String::as_str));
-        let after = Split::plan("s", 0.5, keys.iter().map(String::as_str));
-        let count = |s: &Split, side| keys.iter().filter(|k| s.side(k) == side).count();
-        assert_eq!(count(&after, Side::Validation), MAX_VALIDATION);
-        for k in &keys[..12_000] {
-            if before.side(k) != Side::Train {
-                assert_ne!(after.side(k), Side::Train, "{k} never moves into training");
+        let before = Split::assign("s", 0.5, keys[..12_000].iter().map(String::as_str));
+        let after = Split::assign("s", 0.5, keys.iter().map(String::as_str));
+        assert_eq!(after.validation(), MAX_VALIDATION as u64);
+        for i in 0..12_000 {
+            if before.side(i) != Side::Train {
+                assert_ne!(after.side(i), Side::Train, "{i} never moves into training");
             }
         }
-        assert!(count(&after, Side::HeldOut) > 0);
+        assert!(after.held_out() > 0);
+        assert_eq!(after.train() + after.validation() + after.held_out(), 30_000);
     }
 
     #[test]
     fn ratio_one_means_no_validation() {
-        let s = Split::plan("s", 1.0, ["a", "b", "c"]);
-        assert!(["a", "b", "c"].iter().all(|k| s.side(k) == Side::Train));
+        let s = Split::assign("s", 1.0, ["a", "b", "c"]);
+        assert_eq!(sides_of(&s, 3), [Side::Train; 3]);
     }
 }

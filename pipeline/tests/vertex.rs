@@ -9,51 +9,67 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use autotune::record::RunStatus;
-use autotune::settings::Settings;
-use autotune::tuner::vertex::{MetadataServer, Vertex};
+use autotune::status::RunStatus;
+use autotune::tuner::vertex::{self, MetadataServer, Vertex};
 use autotune::tuner::{Tuner, TunerError, job};
-use clap::Parser;
 use serde_json::{Value, json};
 use support::fake_vertex::{self as fake, FakeVertex, Fault, LOCATION, PROJECT};
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    settings: Settings,
+/// The tuner's configuration and the request template, as the settings build them by default.
+#[derive(Clone)]
+struct Conf {
+    vertex: vertex::Config,
+    template: job::Template,
 }
 
-fn settings(fake: &FakeVertex, extra: &[&str]) -> Settings {
-    let mut args = vec![
-        "autotune",
-        "--bucket-name",
-        "memory://vertex-test",
-        "--project-id",
-        PROJECT,
-        "--location",
-        LOCATION,
-        "--vertex-api-endpoint",
-        &fake.url,
-    ];
-    args.extend_from_slice(extra);
-    Cli::try_parse_from(args).unwrap().settings
+impl Conf {
+    fn new(endpoint: &str) -> Self {
+        let vertex = vertex::Config {
+            project: PROJECT.to_owned(),
+            location: LOCATION.to_owned(),
+            api_root: endpoint.trim_end_matches('/').to_owned(),
+            source_model: "gemini-2.5-flash".to_owned(),
+            poll_interval: Duration::from_secs(60),
+            max_tuning_duration: Duration::from_secs(24 * 3600),
+        };
+        let template = job::Template {
+            jobs_url: job::Template::jobs_url(&vertex.api_root, PROJECT, LOCATION),
+            source_model: vertex.source_model.clone(),
+            epochs: None,
+            adapter_size: None,
+            learning_rate_multiplier: None,
+            display_name: "autotune-{run_id}".to_owned(),
+            service_account: None,
+        };
+        Self { vertex, template }
+    }
+
+    fn model(mut self, model: &str) -> Self {
+        model.clone_into(&mut self.vertex.source_model);
+        model.clone_into(&mut self.template.source_model);
+        self
+    }
+}
+
+fn settings(fake: &FakeVertex) -> Conf {
+    Conf::new(&fake.url)
 }
 
 struct Setup {
     fake: FakeVertex,
-    settings: Settings,
+    settings: Conf,
     vertex: Vertex,
     _dir: tempfile::TempDir,
 }
 
 /// A fake, and a tuner that signs JWTs with a generated key whose `token_uri` is the fake.
-fn setup(extra: &[&str]) -> Setup {
+fn setup(change: impl FnOnce(Conf) -> Conf) -> Setup {
     let fake = FakeVertex::start();
     let dir = tempfile::tempdir().unwrap();
     let key = fake.service_account_key(dir.path());
-    let settings = settings(&fake, extra);
+    let settings = change(settings(&fake));
     let provider = gcp_auth::CustomServiceAccount::from_file(&key).unwrap();
-    let vertex = Vertex::from_settings(&settings)
+    let vertex = Vertex::new(settings.vertex.clone())
         .unwrap()
         .with_token_provider(Arc::new(provider))
         .with_http_timeout(None)
@@ -66,9 +82,9 @@ fn setup(extra: &[&str]) -> Setup {
     }
 }
 
-fn request(s: &Settings, run_key: &str) -> job::Request {
+fn request(s: &Conf, run_key: &str) -> job::Request {
     job::Request::build(
-        s,
+        &s.template,
         "20261124-100000-abcdef",
         run_key,
         "gs://bucket/training_datasets/20261124-100000-abcdef/sft_train.jsonl",
@@ -114,14 +130,12 @@ fn failed(e: TunerError) -> (String, Value) {
 
 #[tokio::test(start_paused = true)]
 async fn submits_and_follows_a_job_to_success() {
-    let t = setup(&[
-        "--epochs",
-        "3",
-        "--adapter-size",
-        "4",
-        "--tuning-service-account",
-        "tuner@test-project.iam.gserviceaccount.com",
-    ]);
+    let t = setup(|mut c| {
+        c.template.epochs = Some(3);
+        c.template.adapter_size = Some(4);
+        c.template.service_account = Some("tuner@test-project.iam.gserviceaccount.com".to_owned());
+        c
+    });
     let r = request(&t.settings, "0123456789abcdef0123456789abcdef");
     assert_eq!(
         r.url,
@@ -192,7 +206,7 @@ async fn submits_and_follows_a_job_to_success() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_job_keeps_googles_error_word_for_word() {
-    let t = setup(&[]);
+    let t = setup(|c| c);
     t.fake.set_history(fake::fails(&fake::data_error()));
     let name = t
         .vertex
@@ -213,7 +227,7 @@ async fn a_failed_job_keeps_googles_error_word_for_word() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_job_is_a_failure() {
-    let t = setup(&[]);
+    let t = setup(|c| c);
     t.fake.set_history(fake::cancelled());
     let name = t
         .vertex
@@ -232,7 +246,10 @@ async fn a_cancelled_job_is_a_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn bursts_of_429_and_503_are_retried_with_backoff() {
-    let t = setup(&["--poll-interval", "30s"]);
+    let t = setup(|mut c| {
+        c.vertex.poll_interval = Duration::from_secs(30);
+        c
+    });
     let busy = |code: u16, status: &str| {
         Fault::Refuse(code, fake::google_error(code, status, "try later"))
     };
@@ -269,7 +286,7 @@ async fn bursts_of_429_and_503_are_retried_with_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn field_violations_appear_word_for_word() {
-    let t = setup(&[]);
+    let t = setup(|c| c);
     let error = json!({
         "code": 400,
         "message": "Request contains an invalid argument.",
@@ -318,7 +335,7 @@ async fn field_violations_appear_word_for_word() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unknown_model_names_source_model() {
-    let t = setup(&["--source-model", "gemini-1.5-pro-001"]);
+    let t = setup(|c| c.model("gemini-1.5-pro-001"));
     let (message, details) = failed(
         t.vertex
             .submit(&request(&t.settings, "k-404"))
@@ -330,7 +347,7 @@ async fn an_unknown_model_names_source_model() {
     assert_eq!(details["error"]["status"], "NOT_FOUND");
     assert_eq!(t.fake.created(), 0);
 
-    let t = setup(&["--source-model", "gemini-1.0-pro-002"]);
+    let t = setup(|c| c.model("gemini-1.0-pro-002"));
     let (message, details) = failed(
         t.vertex
             .submit(&request(&t.settings, "k-400m"))
@@ -347,7 +364,7 @@ async fn an_unknown_model_names_source_model() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_create_answer_is_looked_up_before_any_retry() {
-    let t = setup(&[]);
+    let t = setup(|c| c);
     t.fake.fail_creates([Fault::CreateThen(500)]);
     let name = t
         .vertex
@@ -367,7 +384,7 @@ async fn a_lost_create_answer_is_looked_up_before_any_retry() {
 /// On the real clock: a timeout needs a request in flight while time passes.
 #[tokio::test]
 async fn a_create_that_times_out_is_looked_up_before_any_retry() {
-    let t = setup(&[]);
+    let t = setup(|c| c);
     let vertex = t
         .vertex
         .with_http_timeout(Some(Duration::from_millis(300)))
@@ -396,9 +413,8 @@ async fn refused_connections_are_retried_then_reported() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let mut s = settings(&fake, &[]);
-    s.vertex.vertex_api_endpoint = endpoint.clone();
-    let vertex = Vertex::from_settings(&s)
+    let s = Conf::new(&endpoint);
+    let vertex = Vertex::new(s.vertex)
         .unwrap()
         .with_token_provider(Arc::new(
             gcp_auth::CustomServiceAccount::from_file(&key).unwrap(),
@@ -411,7 +427,10 @@ async fn refused_connections_are_retried_then_reported() {
 
 #[tokio::test(start_paused = true)]
 async fn the_watchdog_cancels_a_job_past_max_tuning_duration() {
-    let t = setup(&["--max-tuning-duration", "3h", "--poll-interval", "60s"]);
+    let t = setup(|mut c| {
+        c.vertex.max_tuning_duration = Duration::from_secs(3 * 3600);
+        c
+    });
     t.fake.set_history(fake::runs_forever());
     let name = t
         .vertex
@@ -454,7 +473,7 @@ async fn the_watchdog_cancels_a_job_past_max_tuning_duration() {
 
 #[tokio::test(start_paused = true)]
 async fn continuous_mode_sends_the_previous_model_and_no_base_model() {
-    let t = setup(&["--tuning-mode", "continuous"]);
+    let t = setup(|c| c);
     let previous = format!("projects/{PROJECT}/locations/{LOCATION}/models/987654321@1");
     let mut r = request(&t.settings, "k-full");
     let full_key = r.run_key.clone();
@@ -490,7 +509,7 @@ async fn continuous_mode_sends_the_previous_model_and_no_base_model() {
 
 #[tokio::test(start_paused = true)]
 async fn find_follows_pages_and_ignores_failed_jobs() {
-    let t = setup(&[]);
+    let t = setup(|c| c);
     t.fake.set_page_size(2);
     assert_eq!(t.vertex.find("k-find").await.unwrap(), None);
     t.fake.seed_job("k-find", "JOB_STATE_FAILED");
@@ -520,7 +539,7 @@ async fn find_follows_pages_and_ignores_failed_jobs() {
 
 #[tokio::test(start_paused = true)]
 async fn twenty_concurrent_callers_make_one_job() {
-    let t = setup(&[]);
+    let t = setup(|c| c);
     t.fake.set_page_size(3);
     t.fake.seed_job("k-race", "JOB_STATE_FAILED");
     for i in 0..4 {
@@ -548,8 +567,8 @@ async fn twenty_concurrent_callers_make_one_job() {
 #[tokio::test(start_paused = true)]
 async fn tokens_from_the_metadata_server() {
     let fake = FakeVertex::start();
-    let s = settings(&fake, &[]);
-    let vertex = Vertex::from_settings(&s)
+    let s = settings(&fake);
+    let vertex = Vertex::new(s.vertex.clone())
         .unwrap()
         .with_token_provider(Arc::new(MetadataServer::new(&fake.host)))
         .with_http_timeout(None)
@@ -566,9 +585,9 @@ async fn tokens_from_the_metadata_server() {
 #[test]
 fn project_id_is_required() {
     let fake = FakeVertex::start();
-    let mut s = settings(&fake, &[]);
-    s.project_id = None;
-    let e = Vertex::from_settings(&s).unwrap_err();
+    let mut s = settings(&fake);
+    s.vertex.project = String::new();
+    let e = Vertex::new(s.vertex).unwrap_err();
     assert!(e.to_string().contains("PROJECT_ID"), "{e}");
 }
 
@@ -628,20 +647,8 @@ async fn child_submits_with_environment_credentials() {
         );
         return;
     };
-    let s = Cli::try_parse_from([
-        "autotune",
-        "--bucket-name",
-        "memory://vertex-test",
-        "--project-id",
-        PROJECT,
-        "--location",
-        LOCATION,
-        "--vertex-api-endpoint",
-        &url,
-    ])
-    .unwrap()
-    .settings;
-    let vertex = Vertex::from_settings(&s).unwrap();
+    let s = Conf::new(&url);
+    let vertex = Vertex::new(s.vertex.clone()).unwrap();
     let key = format!("k-env-{}", std::process::id());
     let name = vertex.submit(&request(&s, &key)).await.unwrap();
     assert!(name.contains("/tuningJobs/"), "{name}");

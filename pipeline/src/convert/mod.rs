@@ -19,7 +19,7 @@
 //! over its setting: `prompt` over PROMPT, `system_instruction` over SYSTEM_INSTRUCTION,
 //! `answer` over LABEL_FIELD; a key left out keeps the setting. PROMPT and SYSTEM_INSTRUCTION
 //! stay literal text (their braces were never placeholders). Templates are parsed once by
-//! [`Converter::from_settings`], so a broken template stops the job at start-up (exit 2) with
+//! the settings at start-up (from the same bytes the run key digests), so a broken template stops the job at start-up (exit 2) with
 //! the file, the template, the line and the column; a label lacking a field a placeholder reads
 //! rejects that sample alone (`missing_field`, naming the placeholder and the label object).
 //!
@@ -45,7 +45,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::inventory::{LabelFormat, Sample};
+use crate::sample::{Category, LabelFormat, Reject, Sample};
 use crate::modality::Modality;
 use template::{Context, LabelView};
 pub use template::{Missing, Template, TemplateError, Templates};
@@ -58,44 +58,6 @@ pub const MAX_EXAMPLE_TOKENS: u64 = 131_072;
 /// English text. Good enough to refuse examples that Vertex would truncate.
 pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    MalformedLabel,
-    MissingField,
-    EmptyLabel,
-    EmptyRaw,
-    NotUtf8,
-    UnsupportedType,
-    TooLarge,
-    ReadError,
-    Ambiguous,
-    /// An object whose name cannot be used (not UTF-8, or not a valid object name).
-    InvalidName,
-}
-
-/// A sample skipped with its reason; one line of `rejected.jsonl`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Reject {
-    pub key: String,
-    pub objects: Vec<String>,
-    pub category: Category,
-    pub reason: String,
-}
-
-impl Reject {
-    pub fn new(key: &str, object: &str, category: Category, reason: impl Into<String>) -> Self {
-        Self {
-            key: key.to_owned(),
-            objects: vec![object.to_owned()],
-            category,
-            reason: reason.into(),
-        }
-    }
 }
 
 /// The bytes a sample needs, read by the I/O stage.
@@ -225,20 +187,6 @@ enum Reply<'a> {
 }
 
 impl Converter {
-    /// The converter the settings describe; reads and parses CONVERT_CONFIG when it is set.
-    pub fn from_settings(s: &crate::settings::Settings) -> Result<Self, ConfigError> {
-        let templates = match &s.convert_config {
-            Some(path) => Templates::load(path)?,
-            None => Templates::default(),
-        };
-        Ok(Self {
-            prompt: s.prompt.clone(),
-            system_instruction: s.system_instruction.clone(),
-            label_field: s.label_field.clone(),
-            templates,
-        })
-    }
-
     /// Checks what the listing already tells, before anything is read.
     pub fn precheck(sample: &Sample, uris: &Uris) -> Result<Option<&'static str>, Reject> {
         let raw = &sample.raw;
@@ -470,7 +418,7 @@ impl Converter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{LabelFile, RawFile};
+    use crate::sample::{LabelFile, RawFile};
     use crate::storage::ObjectMeta;
 
     fn sample(raw_ext: &str, modality: Modality, label: LabelFormat, size: u64) -> (Sample, Uris) {
@@ -780,36 +728,6 @@ mod tests {
             r.reason.contains(".txt label cannot hold turns"),
             "{}",
             r.reason
-        );
-    }
-
-    #[test]
-    fn a_bad_convert_config_is_a_config_error_naming_the_setting() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct T {
-            #[command(flatten)]
-            s: crate::settings::Settings,
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("convert.toml");
-        std::fs::write(&path, "prompt = \"Q: {label.question\"\n").unwrap();
-        let s = T::parse_from([
-            "t",
-            "--bucket-name",
-            "memory://x",
-            "--convert-config",
-            path.to_str().unwrap(),
-        ])
-        .s;
-        let e = Converter::from_settings(&s).unwrap_err().to_string();
-        assert!(e.starts_with("CONVERT_CONFIG: "), "{e}");
-        assert!(e.contains("template `prompt`, line 1, column 4"), "{e}");
-        std::fs::write(&path, "prompt = \"Q: {label.question}\"\n").unwrap();
-        let c = Converter::from_settings(&s).unwrap();
-        assert_eq!(
-            c.templates.prompt.unwrap().to_string(),
-            "Q: {label.question}"
         );
     }
 

@@ -15,12 +15,11 @@
 //! per-sample [`Missing`], which the converter turns into a `missing_field` reject.
 
 use std::fmt::{self, Write as _};
-use std::path::Path;
 
 use serde_json::Value;
 
 use super::ConfigError;
-use crate::inventory::Sample;
+use crate::sample::Sample;
 use crate::modality::Modality;
 
 /// The setting that names the file, in every error about it.
@@ -411,13 +410,6 @@ fn invalid(reason: String) -> ConfigError {
 }
 
 impl Templates {
-    /// Reads and parses the CONVERT_CONFIG file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text, &path.display().to_string())
-    }
-
     /// Parses the TOML text of a CONVERT_CONFIG file; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let file: File = toml::from_str(text)
@@ -452,7 +444,7 @@ impl Templates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{LabelFile, LabelFormat, RawFile};
+    use crate::sample::{LabelFile, LabelFormat, RawFile};
     use crate::storage::ObjectMeta;
 
     fn sample() -> Sample {
@@ -660,12 +652,5 @@ mod tests {
             assert!(e.starts_with("CONVERT_CONFIG: "), "{e}");
             assert!(e.contains(needle), "{text:?}: {e}");
         }
-        let e = Templates::load(Path::new("/nonexistent/c.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("CONVERT_CONFIG: cannot read /nonexistent/c.toml"),
-            "{e}"
-        );
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Tuned, Tuner, TunerError, job};
-use crate::record::RunStatus;
+use super::{Tuned, Tuner, TunerError, TunerKind, job};
+use crate::status::RunStatus;
 
 #[derive(Debug, Clone, Default)]
 pub struct DryRun {
@@ -17,8 +17,8 @@ pub struct DryRun {
 
 #[async_trait]
 impl Tuner for DryRun {
-    fn name(&self) -> &'static str {
-        "dry-run"
+    fn kind(&self) -> TunerKind {
+        TunerKind::DryRun
     }
 
     async fn find(&self, _run_key: &str) -> Result<Option<String>, TunerError> {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::settings::Settings;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,9 +95,10 @@ pub fn label_value(s: &str) -> String {
         .collect()
 }
 
-/// The run key: a digest of the samples (keys and versions), the split, the settings that shape
-/// the dataset, and the base model. The same data tuned the same way has the same key.
-pub fn run_key(s: &Settings, samples: &[crate::inventory::Sample], split_seed: &str) -> String {
+/// The run key: a digest of the samples (keys and versions), the split seed, and `shape`, the
+/// digest of every setting that shapes the dataset or the job (taken once, at start-up, from
+/// the same bytes the run uses). The same data tuned the same way has the same key.
+pub fn run_key(shape: &str, samples: &[crate::sample::Sample], split_seed: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for x in samples {
@@ -107,27 +107,17 @@ pub fn run_key(s: &Settings, samples: &[crate::inventory::Sample], split_seed: &
             h.update([0]);
         }
     }
-    // Templates shape the dataset as much as PROMPT does: their text is part of the key.
-    let templates = s
-        .convert_config
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok());
-    let shape = serde_json::json!([
-        templates,
-        split_seed,
-        s.split_ratio,
-        s.prompt,
-        s.system_instruction,
-        s.label_field,
-        s.model.source_model,
-        s.model.epochs,
-        s.adapter_size,
-        s.learning_rate_multiplier,
-        s.train_file,
-        s.val_file,
-    ]);
-    h.update(shape.to_string().as_bytes());
+    for part in [split_seed, shape] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
     hex16(&h.finalize())
+}
+
+/// A digest of settings, in the form the run key takes them.
+pub fn digest(parts: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex16(&Sha256::digest(parts.to_string().as_bytes()))
 }
 
 /// The first 16 bytes of a digest in hex: 128 bits name a dataset well enough.
@@ -149,50 +139,66 @@ pub struct Request {
     pub run_key: String,
 }
 
+/// Everything a create request takes from the settings: where it goes and how to tune.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// `{root}/v1/projects/{project}/locations/{location}/tuningJobs`.
+    pub jobs_url: String,
+    pub source_model: String,
+    pub epochs: Option<u32>,
+    /// 1, 2, 4, 8, 16 or 32.
+    pub adapter_size: Option<u8>,
+    pub learning_rate_multiplier: Option<f64>,
+    /// `{run_id}` is replaced by the run id.
+    pub display_name: String,
+    pub service_account: Option<String>,
+}
+
+impl Template {
+    /// The jobs URL of a project and location under an API root (no trailing slash).
+    pub fn jobs_url(api_root: &str, project: &str, location: &str) -> String {
+        format!("{api_root}/v1/projects/{project}/locations/{location}/tuningJobs")
+    }
+}
+
 impl Request {
     pub fn build(
-        s: &Settings,
+        t: &Template,
         run_id: &str,
         run_key: &str,
         train_uri: &str,
         validation_uri: Option<&str>,
     ) -> Self {
-        let project = s.project_id.as_deref().unwrap_or("PROJECT_ID");
-        let url = format!(
-            "{root}/v1/projects/{project}/locations/{loc}/tuningJobs",
-            root = s.vertex.api_root(&s.location),
-            loc = s.location
-        );
         let mut labels = BTreeMap::new();
         labels.insert("pipeline".to_owned(), "autotune".to_owned());
         labels.insert("autotune_run_id".to_owned(), label_value(run_id));
         labels.insert("autotune_run_key".to_owned(), label_value(run_key));
-        let display: String = s
-            .tuned_model_display_name
+        let display: String = t
+            .display_name
             .replace("{run_id}", run_id)
             .chars()
             .take(128)
             .collect();
         let body = TuningJob {
-            base_model: Some(s.model.source_model.clone()),
+            base_model: Some(t.source_model.clone()),
             pre_tuned_model: None,
             supervised_tuning_spec: SupervisedTuningSpec {
                 training_dataset_uri: train_uri.to_owned(),
                 validation_dataset_uri: validation_uri.map(str::to_owned),
                 hyper_parameters: HyperParameters {
-                    epoch_count: s.model.epochs.map(|e| e.to_string()),
-                    adapter_size: s.adapter_size.and_then(adapter_size_enum),
-                    learning_rate_multiplier: s.learning_rate_multiplier,
+                    epoch_count: t.epochs.map(|e| e.to_string()),
+                    adapter_size: t.adapter_size.and_then(adapter_size_enum),
+                    learning_rate_multiplier: t.learning_rate_multiplier,
                 },
                 export_last_checkpoint_only: true,
             },
             tuned_model_display_name: display,
             description: Some(format!("autotune run {run_id}")),
             labels,
-            service_account: s.vertex.tuning_service_account.clone(),
+            service_account: t.service_account.clone(),
         };
         Self {
-            url,
+            url: t.jobs_url.clone(),
             body,
             run_key: run_key.to_owned(),
         }
@@ -222,43 +228,14 @@ impl Request {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        settings: Settings,
-    }
-
-    fn settings(extra: &[&str]) -> Settings {
-        let mut args = vec!["autotune", "--bucket-name", "memory://k"];
-        args.extend_from_slice(extra);
-        Cli::parse_from(args).settings
-    }
-
     #[test]
-    fn the_run_key_changes_with_what_shapes_the_dataset() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("t.toml");
-        std::fs::write(&t, "prompt = \"A {label.q}\"").unwrap();
-        let t = t.to_str().unwrap();
-        let base = run_key(&settings(&[]), &[], "seed");
-        assert_eq!(base, run_key(&settings(&[]), &[], "seed"), "stable");
-        assert_ne!(base, run_key(&settings(&[]), &[], "other seed"));
-        assert_ne!(base, run_key(&settings(&["--prompt", "p"]), &[], "seed"));
-        assert_ne!(
-            base,
-            run_key(&settings(&["--source-model", "m"]), &[], "seed")
-        );
-        let with_templates = run_key(&settings(&["--convert-config", t]), &[], "seed");
-        assert_ne!(base, with_templates);
-        std::fs::write(t, "prompt = \"B {label.q}\"").unwrap();
-        assert_ne!(
-            with_templates,
-            run_key(&settings(&["--convert-config", t]), &[], "seed"),
-            "editing the templates changes the key"
-        );
+    fn the_run_key_changes_with_the_seed_and_the_shape() {
+        let base = run_key("shape", &[], "seed");
+        assert_eq!(base, run_key("shape", &[], "seed"), "stable");
+        assert_ne!(base, run_key("shape", &[], "other seed"));
+        assert_ne!(base, run_key("other shape", &[], "seed"));
+        assert_eq!(base.len(), 32);
     }
 }

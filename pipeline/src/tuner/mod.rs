@@ -13,7 +13,7 @@ pub mod vertex;
 
 use async_trait::async_trait;
 
-use crate::record::RunStatus;
+use crate::status::RunStatus;
 
 /// What a tuner reports back for the run record.
 #[derive(Debug, Clone)]
@@ -36,9 +36,46 @@ pub enum TunerError {
     Unavailable(String),
 }
 
+/// What a run tunes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TuningMode {
+    /// SOURCE_MODEL, on the whole dataset.
+    #[default]
+    Full,
+    /// The last successful run's tuned model (`preTunedModel`); SOURCE_MODEL on the first run.
+    Continuous,
+}
+
+/// Which tuner carries a request out. A type, so the run never compares names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunerKind {
+    /// Records the request and sends nothing (the default without PROJECT_ID).
+    DryRun,
+    /// Vertex AI supervised tuning.
+    Vertex,
+}
+
+impl TunerKind {
+    /// The name in settings, logs and run records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DryRun => "dry-run",
+            Self::Vertex => "vertex",
+        }
+    }
+}
+
+impl std::fmt::Display for TunerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[async_trait]
 pub trait Tuner: Send + Sync {
-    fn name(&self) -> &'static str;
+    fn kind(&self) -> TunerKind;
     /// A job already created for this run key that is running or succeeded, by resource name.
     async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError>;
     /// Creates the job and returns its resource name.

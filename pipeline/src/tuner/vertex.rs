@@ -18,80 +18,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
-use clap::{Args, ValueEnum};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, sleep};
 
 pub use auth::MetadataServer;
 
-use super::{Tuned, Tuner, TunerError, job};
-use crate::record::RunStatus;
-use crate::settings::Settings;
+use super::{Tuned, Tuner, TunerError, TunerKind, job};
+use crate::status::RunStatus;
 use api::{Api, Failure};
 
-/// Settings of the Vertex tuner. (Doc comments here are `--help` text, where backticks would show.)
-#[allow(clippy::doc_markdown)]
-#[derive(Debug, Clone, Args)]
-pub struct VertexSettings {
-    /// Vertex AI API root; `{LOCATION}` is replaced by LOCATION (e.g.
-    /// `https://aiplatform.eu.rep.googleapis.com` for a multi-region endpoint).
-    #[arg(
-        long,
-        env = "VERTEX_API_ENDPOINT",
-        value_name = "VERTEX_API_ENDPOINT",
-        default_value = "https://{LOCATION}-aiplatform.googleapis.com"
-    )]
-    pub vertex_api_endpoint: String,
-
-    /// How often the tuning job's state is read.
-    #[arg(long, env = "POLL_INTERVAL", value_name = "POLL_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+/// What the Vertex tuner needs, built by the settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PROJECT_ID.
+    pub project: String,
+    pub location: String,
+    /// API root without trailing slash (`https://{LOCATION}-aiplatform.googleapis.com`).
+    pub api_root: String,
+    /// SOURCE_MODEL, named in errors when the model is refused.
+    pub source_model: String,
     pub poll_interval: Duration,
-
-    /// Longest a tuning job may run; then it is cancelled and the run records `timed_out`.
-    #[arg(long, env = "MAX_TUNING_DURATION", value_name = "MAX_TUNING_DURATION", default_value = "24h", value_parser = parse_positive_duration)]
     pub max_tuning_duration: Duration,
-
-    /// Service account the tuning job runs as (default: Vertex AI's fine-tuning service agent).
-    #[arg(
-        long,
-        env = "TUNING_SERVICE_ACCOUNT",
-        value_name = "TUNING_SERVICE_ACCOUNT"
-    )]
-    pub tuning_service_account: Option<String>,
-
-    /// `full` tunes SOURCE_MODEL; `continuous` starts from the last successful run's tuned model.
-    #[arg(long, env = "TUNING_MODE", value_name = "TUNING_MODE", value_enum, default_value_t = TuningMode::Full)]
-    pub tuning_mode: TuningMode,
-}
-
-#[allow(clippy::doc_markdown)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TuningMode {
-    /// Tune SOURCE_MODEL on the whole dataset.
-    #[default]
-    Full,
-    /// Tune the previous run's tuned model (`preTunedModel`); SOURCE_MODEL on the first run.
-    Continuous,
-}
-
-impl VertexSettings {
-    /// The API root for `location`, without a trailing slash.
-    pub fn api_root(&self, location: &str) -> String {
-        self.vertex_api_endpoint
-            .replace("{LOCATION}", location)
-            .trim_end_matches('/')
-            .to_owned()
-    }
-}
-
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d.is_zero() {
-        return Err("must be longer than 0s".to_owned());
-    }
-    Ok(d)
 }
 
 /// States a job can still reach SUCCEEDED from, or SUCCEEDED itself: a job in one of them is
@@ -147,27 +95,24 @@ impl std::fmt::Debug for Vertex {
 }
 
 impl Vertex {
-    /// Needs `PROJECT_ID`. Credentials are chosen now from the environment and opened on first use.
-    pub fn from_settings(s: &Settings) -> Result<Self, TunerError> {
-        let Some(project) = s.project_id.as_deref().filter(|p| !p.is_empty()) else {
+    /// Credentials are chosen now from the environment and opened on first use.
+    pub fn new(config: Config) -> Result<Self, TunerError> {
+        if config.project.is_empty() {
             return Err(TunerError::Unavailable(
                 "TUNER=vertex needs PROJECT_ID (the Google Cloud project to tune in)".to_owned(),
             ));
-        };
+        }
         let credentials = auth::Credentials::from_env(|k| std::env::var(k).ok());
         let api = Api::new(credentials, Some(Duration::from_secs(120)))
             .map_err(TunerError::Unavailable)?;
-        let v1 = format!("{}/v1", s.vertex.api_root(&s.location));
+        let v1 = format!("{}/v1", config.api_root);
         Ok(Self {
             api,
-            jobs_url: format!(
-                "{v1}/projects/{project}/locations/{}/tuningJobs",
-                s.location
-            ),
+            jobs_url: job::Template::jobs_url(&config.api_root, &config.project, &config.location),
             v1,
-            source_model: s.model.source_model.clone(),
-            poll_interval: s.vertex.poll_interval,
-            max_duration: s.vertex.max_tuning_duration,
+            source_model: config.source_model,
+            poll_interval: config.poll_interval,
+            max_duration: config.max_tuning_duration,
             backoff: ExponentialBuilder::default()
                 .with_jitter()
                 .with_min_delay(Duration::from_secs(1))
@@ -453,8 +398,8 @@ fn lost(name: &str, f: &Failure) -> TunerError {
 
 #[async_trait]
 impl Tuner for Vertex {
-    fn name(&self) -> &'static str {
-        "vertex"
+    fn kind(&self) -> TunerKind {
+        TunerKind::Vertex
     }
 
     async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError> {
@@ -590,26 +535,30 @@ impl Tuner for Vertex {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        settings: Settings,
+    fn config() -> Config {
+        Config {
+            project: "p".to_owned(),
+            location: "us-east5".to_owned(),
+            api_root: "https://us-east5-aiplatform.googleapis.com".to_owned(),
+            source_model: "gemini-2.5-flash".to_owned(),
+            poll_interval: Duration::from_secs(60),
+            max_tuning_duration: Duration::from_secs(24 * 3600),
+        }
     }
 
-    fn settings(extra: &[&str]) -> Settings {
-        let mut args = vec![
-            "autotune",
-            "--bucket-name",
-            "memory://t",
-            "--project-id",
-            "p",
-        ];
-        args.extend_from_slice(extra);
-        Cli::try_parse_from(args).unwrap().settings
+    fn template() -> job::Template {
+        let c = config();
+        job::Template {
+            jobs_url: job::Template::jobs_url(&c.api_root, &c.project, &c.location),
+            source_model: c.source_model,
+            epochs: None,
+            adapter_size: None,
+            learning_rate_multiplier: None,
+            display_name: "autotune-{run_id}".to_owned(),
+            service_account: Some("sa@p.iam.gserviceaccount.com".to_owned()),
+        }
     }
 
     fn status(http: u16, error: Value) -> Failure {
@@ -617,64 +566,15 @@ mod tests {
     }
 
     #[test]
-    fn settings_have_defaults_flags_and_checks() {
-        let s = settings(&[]);
-        assert_eq!(s.vertex.poll_interval, Duration::from_secs(60));
-        assert_eq!(s.vertex.max_tuning_duration, Duration::from_secs(24 * 3600));
-        assert_eq!(s.vertex.tuning_mode, TuningMode::Full);
-        assert_eq!(s.vertex.tuning_service_account, None);
-        assert_eq!(
-            s.vertex.api_root("europe-west4"),
-            "https://europe-west4-aiplatform.googleapis.com"
-        );
-        let s = settings(&[
-            "--vertex-api-endpoint",
-            "http://127.0.0.1:9/",
-            "--poll-interval",
-            "5s",
-            "--max-tuning-duration",
-            "2h 30m",
-            "--tuning-mode",
-            "continuous",
-        ]);
-        assert_eq!(s.vertex.api_root("x"), "http://127.0.0.1:9");
-        assert_eq!(s.vertex.poll_interval, Duration::from_secs(5));
-        assert_eq!(s.vertex.max_tuning_duration, Duration::from_secs(9000));
-        assert_eq!(s.vertex.tuning_mode, TuningMode::Continuous);
-        let bad = Cli::try_parse_from([
-            "autotune",
-            "--bucket-name",
-            "memory://t",
-            "--poll-interval",
-            "0s",
-        ]);
-        let e = bad.err().unwrap().to_string();
-        assert!(e.contains("POLL_INTERVAL"), "{e}");
-        let bad = Cli::try_parse_from([
-            "autotune",
-            "--bucket-name",
-            "memory://t",
-            "--tuning-mode",
-            "partial",
-        ]);
-        assert!(bad.is_err());
-    }
-
-    #[test]
     fn the_request_follows_settings_and_continuous_mode() {
-        let s = settings(&[
-            "--location",
-            "us-east5",
-            "--tuning-service-account",
-            "sa@p.iam.gserviceaccount.com",
-        ]);
-        let mut r = job::Request::build(&s, "run-1", "abc", "gs://b/t.jsonl", None);
+        let t = template();
+        let mut r = job::Request::build(&t, "run-1", "abc", "gs://b/t.jsonl", None);
         assert_eq!(
             r.url,
             "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/tuningJobs"
         );
         let body = serde_json::to_value(&r.body).unwrap();
-        assert_eq!(body["baseModel"], s.model.source_model.as_str());
+        assert_eq!(body["baseModel"], t.source_model.as_str());
         assert_eq!(body["serviceAccount"], "sa@p.iam.gserviceaccount.com");
         assert!(body.get("preTunedModel").is_none());
         r.continue_from("projects/p/locations/us-east5/models/1@2");
@@ -688,7 +588,7 @@ mod tests {
         assert_eq!(r.run_key.len(), 32);
         assert_eq!(body["labels"]["autotune_run_key"], r.run_key.as_str());
         let again = {
-            let mut x = job::Request::build(&s, "run-2", "abc", "gs://b/t.jsonl", None);
+            let mut x = job::Request::build(&t, "run-2", "abc", "gs://b/t.jsonl", None);
             x.continue_from("projects/p/locations/us-east5/models/1@2");
             x.run_key
         };
@@ -820,9 +720,9 @@ mod tests {
 
     #[test]
     fn project_id_is_needed() {
-        let mut s = settings(&[]);
-        s.project_id = None;
-        let e = Vertex::from_settings(&s).unwrap_err();
+        let mut c = config();
+        c.project = String::new();
+        let e = Vertex::new(c).unwrap_err();
         assert!(e.to_string().contains("PROJECT_ID"), "{e}");
     }
 }

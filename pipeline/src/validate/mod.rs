@@ -28,54 +28,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::{Args, ValueEnum};
 use tokio::sync::mpsc;
 
 pub use estimate::{Estimate, SetEstimate};
 pub use models::{ModelLimits, ModelTable, check_adapter_size};
 pub use report::{Dataset, Report};
 pub use rules::{Category, Finding, Severity};
-pub use stream::Options;
+pub use stream::{Options, Tally};
 
 use crate::storage::{self, Store, StoreError};
-
-/// Arguments of `autotune validate`.
-#[derive(Debug, Clone, Args)]
-pub struct ValidateArgs {
-    /// A JSONL file: a local path, `gs://bucket/object`, or any store URL followed by the object.
-    pub path: String,
-
-    /// The file is a validation dataset (its own example limit; no training-file limits).
-    #[arg(long)]
-    pub validation: bool,
-
-    /// Base model whose limits apply, the limits file, and what the estimate needs.
-    #[command(flatten)]
-    pub model: crate::settings::ModelSettings,
-
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub output: OutputFormat,
-
-    /// Look up every `gs://` fileData object: missing or oversized objects become findings.
-    #[arg(long)]
-    pub check_files: bool,
-
-    /// Findings listed in full (all are counted).
-    #[arg(
-        long,
-        env = "MAX_FINDINGS",
-        value_name = "MAX_FINDINGS",
-        default_value_t = 100
-    )]
-    pub max_findings: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
-}
 
 /// The one error type of validation: the file could not be validated at all (as opposed to
 /// findings, which are the result of validating it).
@@ -112,39 +73,10 @@ pub struct Config {
     pub price_per_million_training_tokens: Option<f64>,
 }
 
-impl Config {
-    /// The configuration of `autotune validate`'s arguments.
-    pub fn from_args(args: &ValidateArgs) -> Result<Self, ValidateError> {
-        let table = ModelTable::load(args.model.model_limits_file.as_deref())?;
-        Ok(Self {
-            dataset: if args.validation {
-                Dataset::Validation
-            } else {
-                Dataset::Training
-            },
-            model: table.resolve(&args.model.source_model),
-            check_files: args.check_files,
-            max_findings: args.max_findings,
-            epochs: args.model.epochs,
-            price_per_million_training_tokens: args.model.price_per_million_training_tokens,
-        })
-    }
-}
-
-/// Runs the command; returns the process exit code (0 when the file has no errors).
-pub async fn command(args: &ValidateArgs) -> Result<i32, ValidateError> {
-    let config = Config::from_args(args)?;
-    let (store, key) = open_path(&args.path)?;
-    let report = validate_object(&*store, &key, &config).await?;
-    match args.output {
-        OutputFormat::Text => print!("{}", report.to_text()),
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| ValidateError::Internal(e.to_string()))?
-        ),
-    }
-    Ok(report.exit_code())
+/// Validates the file at `path` (see [`open_path`]).
+pub async fn validate_path(path: &str, config: &Config) -> Result<Report, ValidateError> {
+    let (store, key) = open_path(path)?;
+    validate_object(&*store, &key, config).await
 }
 
 /// Splits PATH into a store and an object key: `scheme://bucket/object` opens the bucket;
@@ -231,14 +163,27 @@ pub async fn validate_object(
     } else {
         (None, None)
     };
-    let tally = stream::run(get.body, &uri, opts, refs_tx).await?;
-    let mut findings = tally.findings;
+    let mut tally = stream::run(get.body, &uri, opts, refs_tx).await?;
     if let Some(task) = lookups {
         let looked = task
             .await
             .map_err(|e| ValidateError::Internal(format!("file lookups: {e}")))?;
-        merge_findings(&mut findings, looked);
+        merge_findings(&mut tally.findings, looked);
     }
+    Ok(report(uri, config, tally, started.elapsed().as_secs_f64()))
+}
+
+/// The options of a check of lines as they are written (no `fileData` lookups).
+pub fn line_options(config: &Config) -> Options {
+    let mut opts = Options::new(config.model.limits.clone());
+    opts.max_findings = config.max_findings;
+    opts
+}
+
+/// The report of a whole file from the tally of its lines: the file-level limits and the
+/// estimate are added here.
+pub fn report(uri: String, config: &Config, tally: stream::Tally, seconds: f64) -> Report {
+    let mut findings = tally.findings;
     file_level(
         &mut findings,
         config,
@@ -246,7 +191,6 @@ pub async fn validate_object(
         tally.set.examples,
         tally.multimodal_examples,
     );
-
     let (train, validation) = match config.dataset {
         Dataset::Training => (tally.set, SetEstimate::default()),
         Dataset::Validation => (SetEstimate::default(), tally.set),
@@ -257,7 +201,7 @@ pub async fn validate_object(
         config.epochs,
         config.price_per_million_training_tokens,
     );
-    Ok(Report::new(
+    Report::new(
         uri,
         config.dataset,
         config.model.clone(),
@@ -266,8 +210,8 @@ pub async fn validate_object(
         tally.lines,
         tally.multimodal_examples,
         estimate,
-        started.elapsed().as_secs_f64(),
-    ))
+        seconds,
+    )
 }
 
 /// Adds the lookup findings, keeping the first ones in line order.

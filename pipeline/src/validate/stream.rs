@@ -76,7 +76,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn new(cap: usize) -> Self {
+    pub fn new(cap: usize) -> Self {
         Self {
             findings: Findings::new(cap),
             lines: 0,
@@ -104,6 +104,52 @@ fn long_line(t: &mut Tally, line: u64, bytes: u64, max: usize) {
     });
 }
 
+impl Tally {
+    /// Checks the next line of the file (without its line break) into the tally. The build
+    /// stage calls this on every line it writes, so the run never reads its files back.
+    pub fn check(&mut self, line: &[u8], opts: &Options, refs: Option<&mut Vec<FileRef>>) {
+        self.lines += 1;
+        self.bytes += line.len() as u64 + 1;
+        let n = self.lines;
+        // The reader skips long lines that span chunks; one that arrived whole is refused the
+        // same way, so the result never depends on chunk sizes.
+        if line.len() > opts.max_line_bytes {
+            long_line(self, n, line.len() as u64, opts.max_line_bytes);
+            return;
+        }
+        if let Some(ex) = rules::check_line(line, n, &opts.limits, &mut self.findings, refs) {
+            self.set.add(ex.tokens);
+            self.multimodal_examples += u64::from(ex.multimodal);
+        }
+    }
+
+    /// Adds the tally of the lines that follow this one's.
+    pub fn append(&mut self, t: Tally) -> Vec<FileRef> {
+        let base = self.lines;
+        for (sum, n) in self.findings.counts.iter_mut().zip(t.findings.counts) {
+            *sum += n;
+        }
+        let room = self.findings.cap.saturating_sub(self.findings.kept.len());
+        self.findings
+            .kept
+            .extend(t.findings.kept.into_iter().take(room).map(|mut f| {
+                f.line = f.line.map(|l| l + base);
+                f
+            }));
+        self.lines += t.lines;
+        self.bytes += t.bytes;
+        self.multimodal_examples += t.multimodal_examples;
+        self.set.merge(&t.set);
+        t.refs
+            .into_iter()
+            .map(|mut r| {
+                r.line += base;
+                r
+            })
+            .collect()
+    }
+}
+
 fn check_batch(batch: &Batch, opts: &Options) -> Tally {
     let mut t = Tally::new(opts.max_findings);
     match batch {
@@ -117,21 +163,8 @@ fn check_batch(batch: &Batch, opts: &Options) -> Tally {
                 return t;
             }
             let mut refs = opts.collect_refs.then(Vec::new);
-            for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-                let n = i as u64 + 1;
-                t.lines = n;
-                // The reader skips long lines that span chunks; one that arrived whole is
-                // refused the same way, so the result never depends on chunk sizes.
-                if line.len() > opts.max_line_bytes {
-                    long_line(&mut t, n, line.len() as u64, opts.max_line_bytes);
-                    continue;
-                }
-                if let Some(ex) =
-                    rules::check_line(line, n, &opts.limits, &mut t.findings, refs.as_mut())
-                {
-                    t.set.add(ex.tokens);
-                    t.multimodal_examples += u64::from(ex.multimodal);
-                }
+            for line in body.split(|&b| b == b'\n') {
+                t.check(line, opts, refs.as_mut());
             }
             t.refs = refs.unwrap_or_default();
         }
@@ -157,25 +190,9 @@ impl Merger {
     }
 
     fn fold(&mut self, t: Tally) {
-        let base = self.total.lines;
-        let total = &mut self.total;
-        for (sum, n) in total.findings.counts.iter_mut().zip(t.findings.counts) {
-            *sum += n;
-        }
-        let room = total.findings.cap.saturating_sub(total.findings.kept.len());
-        total
-            .findings
-            .kept
-            .extend(t.findings.kept.into_iter().take(room).map(|mut f| {
-                f.line = f.line.map(|l| l + base);
-                f
-            }));
-        total.lines += t.lines;
-        total.multimodal_examples += t.multimodal_examples;
-        total.set.merge(&t.set);
+        let refs = self.total.append(t);
         if let Some(tx) = &self.refs {
-            for mut r in t.refs {
-                r.line += base;
+            for r in refs {
                 // The lookup task only ends early on its own failure; lookups then stop.
                 if tx.blocking_send(r).is_err() {
                     break;

@@ -1,0 +1,114 @@
+//! The build stage: reads, converts and splits every sample, streams the train, validation and
+//! rejects files, and checks each line against Vertex's rules as it is written.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::dataset::{self, Built, Paths};
+use crate::split::Split;
+use crate::storage::{self, Store};
+use crate::validate;
+
+use super::{Gates, Job, REJECTED_FILE, RunError, State};
+
+impl Job {
+    /// Converts and uploads the datasets into the run's folder, and records what was built.
+    pub(super) async fn build_datasets(
+        &self,
+        run_id: &str,
+        gates: &Gates,
+        seed: &str,
+        state: &Mutex<State>,
+    ) -> Result<Built, RunError> {
+        let folder = storage::join(&self.config.jsonl_folder, run_id);
+        let split = self.split(gates, seed);
+        let built = self.convert(&folder, gates, split, None).await?;
+        {
+            let r = &mut state.lock().await.record;
+            r.counts.train = built.train_examples;
+            r.counts.validation = built.validation_examples;
+            r.counts.held_out = built.held_out;
+            r.counts.rejected = built.rejected;
+            r.counts
+                .rejected_by_category
+                .clone_from(&built.rejected_by_category);
+            r.train_dataset_uri.clone_from(&built.train_uri);
+            r.validation_dataset_uri.clone_from(&built.validation_uri);
+            r.rejected_uri.clone_from(&built.rejected_uri);
+            r.reject_examples = serde_json::to_value(&built.reject_examples).ok();
+        }
+        tracing::info!(
+            train = built.train_examples,
+            validation = built.validation_examples,
+            rejected = built.rejected,
+            held_out = built.held_out,
+            "datasets written"
+        );
+        Ok(built)
+    }
+
+    /// Every sample's side, computed once.
+    pub(super) fn split(&self, gates: &Gates, seed: &str) -> Arc<Split> {
+        Arc::new(Split::assign(
+            seed,
+            self.config.split_ratio,
+            gates.inventory.samples.iter().map(|x| x.key.as_str()),
+        ))
+    }
+
+    /// The files of a run in `folder`.
+    pub(super) fn paths(&self, folder: &str) -> Paths {
+        Paths {
+            train: storage::join(folder, &self.config.train_file),
+            validation: storage::join(folder, &self.config.val_file),
+            rejected: storage::join(folder, REJECTED_FILE),
+        }
+    }
+
+    /// The rules every written line is checked against.
+    pub(super) fn validate_config(&self, dataset: validate::Dataset) -> validate::Config {
+        let mut model = self.config.model.clone();
+        model.limits.allow_local_uris = self.tuner.kind() == crate::tuner::TunerKind::DryRun
+            && self.store.uri("x").starts_with("file://");
+        validate::Config {
+            dataset,
+            model,
+            check_files: false,
+            max_findings: 20,
+            epochs: self.config.epochs,
+            price_per_million_training_tokens: self.config.price_per_million_training_tokens,
+        }
+    }
+
+    /// Converts every sample into `folder` of `sink` (default: the bucket itself).
+    pub(super) async fn convert(
+        &self,
+        folder: &str,
+        gates: &Gates,
+        split: Arc<Split>,
+        sink: Option<Arc<dyn Store>>,
+    ) -> Result<Built, RunError> {
+        let samples = gates.inventory.samples.clone();
+        let check = validate::line_options(&self.validate_config(validate::Dataset::Training));
+        let progress = crate::logging::progress_bar(samples.len() as u64, self.progress);
+        let built = dataset::build(
+            self.store.clone(),
+            samples,
+            &gates.inventory.ambiguous,
+            split,
+            self.config.converter.clone(),
+            &dataset::Options {
+                read_concurrency: self.config.read_concurrency,
+                max_text_bytes: self.config.max_text_bytes,
+                paths: self.paths(folder),
+                sink,
+                check: Some(Arc::new(check)),
+            },
+            &progress,
+        )
+        .await?;
+        progress.finish_and_clear();
+        Ok(built)
+    }
+}

@@ -1,0 +1,167 @@
+//! Gates 1 to 3, read-only: the lock as it stands, the inventory (gate 2) and the delta against
+//! the last successful run (gate 3). `run` and `plan` share them.
+
+use crate::inventory::{self, Inventory};
+use crate::lease::{self, LeaseRecord};
+use crate::record::{self, Stored};
+use crate::split;
+use crate::storage::StoreError;
+
+use super::Job;
+
+/// Gate 1 as it stands, before any write.
+#[derive(Debug)]
+pub enum Lock {
+    /// No lease, or a released one; a released lease may carry a job to adopt.
+    Free { pending_job: Option<String> },
+    /// A lease whose holder died; it will be taken over.
+    Expired {
+        run_id: String,
+        pending_job: Option<String>,
+    },
+    /// Another run holds the lock: this one is skipped.
+    Live(LeaseRecord),
+    /// The lock object is not a lease: an operator must look.
+    Unreadable { uri: String, reason: String },
+    /// The lock could not be read at all.
+    Failed(StoreError),
+}
+
+/// What gates 2 and 3 found.
+#[derive(Debug)]
+pub struct Gates {
+    pub inventory: Inventory,
+    /// The last successful run, the baseline of gate 3.
+    pub baseline: Option<Stored>,
+    /// Samples new or changed since the baseline.
+    pub delta: u64,
+}
+
+/// The decision of gates 2 and 3.
+#[derive(Debug)]
+pub enum Gate {
+    Pass(Gates),
+    Wait { reason: String, gates: Gates },
+}
+
+impl Job {
+    /// Gate 1 without taking the lock.
+    pub(super) async fn peek_lock(&self) -> Lock {
+        let key = self.lock_key();
+        match lease::status(&*self.store, &key).await {
+            Ok(lease::Status::Live(r)) => Lock::Live(r),
+            Ok(lease::Status::Unreadable(reason)) => Lock::Unreadable {
+                uri: self.store.uri(&key),
+                reason,
+            },
+            Ok(lease::Status::Expired(r)) => Lock::Expired {
+                pending_job: r.pending_job().map(|(j, _)| j.to_owned()),
+                run_id: r.run_id,
+            },
+            Ok(lease::Status::Free(r)) => Lock::Free {
+                pending_job: r
+                    .as_ref()
+                    .and_then(LeaseRecord::pending_job)
+                    .map(|(j, _)| j.to_owned()),
+            },
+            Err(e) => Lock::Failed(e),
+        }
+    }
+
+    /// Gates 2 and 3.
+    pub(super) async fn evaluate(&self) -> Result<Gate, StoreError> {
+        let inventory = inventory::take(&*self.store, &self.config.rules).await?;
+        let min = self.config.min_samples;
+        let pairs = inventory.samples.len() as u64;
+        tracing::info!(
+            pairs,
+            unpaired_raw = inventory.unpaired_raw,
+            unpaired_labels = inventory.unpaired_labels,
+            ambiguous = inventory.ambiguous.len(),
+            "inventory taken"
+        );
+        let baseline = record::latest(
+            &*self.store,
+            &self.config.model_meta_folder,
+            self.baseline_statuses(),
+        )
+        .await?;
+        let mut gates = Gates {
+            inventory,
+            baseline,
+            delta: 0,
+        };
+        if pairs < min {
+            let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
+            return Ok(Gate::Wait { reason, gates });
+        }
+        gates.delta = self
+            .delta_against(&gates.inventory, gates.baseline.as_ref())
+            .await?;
+        if gates.delta < min {
+            let since = gates
+                .baseline
+                .as_ref()
+                .map_or_else(String::new, |b| format!(" since run {}", b.record.run_id));
+            let reason = format!(
+                "gate 3: {} new or changed samples{since}, fewer than MIN_SAMPLES ({min})",
+                gates.delta
+            );
+            return Ok(Gate::Wait { reason, gates });
+        }
+        Ok(Gate::Pass(gates))
+    }
+
+    /// Gate 3 again once the lock is held: a run that finished between our look and our lock
+    /// moved the baseline. `Some(reason)` when the run must wait after all.
+    pub(super) async fn recheck(&self, gates: &mut Gates) -> Result<Option<String>, StoreError> {
+        let now = record::latest(
+            &*self.store,
+            &self.config.model_meta_folder,
+            self.baseline_statuses(),
+        )
+        .await?;
+        if now.as_ref().map(|s| &s.key) == gates.baseline.as_ref().map(|s| &s.key) {
+            return Ok(None);
+        }
+        gates.baseline = now;
+        gates.delta = self
+            .delta_against(&gates.inventory, gates.baseline.as_ref())
+            .await?;
+        let min = self.config.min_samples;
+        Ok((gates.delta < min).then(|| {
+            format!(
+                "gate 3: another run finished meanwhile; {} new or changed samples remain, fewer than MIN_SAMPLES ({min})",
+                gates.delta
+            )
+        }))
+    }
+
+    async fn delta_against(
+        &self,
+        inv: &Inventory,
+        baseline: Option<&Stored>,
+    ) -> Result<u64, StoreError> {
+        let Some(b) = baseline else {
+            return Ok(inv.samples.len() as u64);
+        };
+        match crate::delta::read(&*self.store, &b.manifest_key()).await {
+            Ok(m) => Ok(crate::delta::count(&inv.samples, &m)),
+            // A record from the seed, without manifest: fall back to its count difference.
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(record = %self.store.uri(&b.key), "baseline has no manifest; counting the difference in samples, as the seed did");
+                Ok((inv.samples.len() as u64).saturating_sub(b.record.sample_size))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// SPLIT_SEED, else the baseline's seed, else the default.
+    pub(super) fn split_seed(&self, baseline: Option<&Stored>) -> String {
+        self.config
+            .split_seed
+            .clone()
+            .or_else(|| baseline.and_then(|b| b.record.split_seed.clone()))
+            .unwrap_or_else(|| split::DEFAULT_SEED.to_owned())
+    }
+}

@@ -1,0 +1,316 @@
+//! The job: three gates, then the datasets, tuning and the run record, one stage per file.
+//!
+//! ```text
+//!  gates    gate 1 (peek)   lock live?                      ── yes ─▶ skipped   (nothing written)
+//!           inventory       list raw + label folders, pair
+//!           gate 2          pairs ≥ MIN_SAMPLES?            ── no ──▶ waiting   (nothing written)
+//!           gate 3          new/changed since baseline ≥ MIN_SAMPLES?  ── no ──▶ waiting
+//!           gate 1 (take)   create-only / compare-and-swap lease       ── lost ─▶ skipped
+//!                           baseline moved meanwhile? re-check gate 3
+//!  build    read ▶ convert (rayon) ▶ split ▶ stream train / val / rejected, each line checked
+//!  quality  rejects ≤ MAX_REJECTED_RATIO, Vertex's dataset rules, MAX_TRAINING_TOKENS
+//!  tune     find or submit the job, record it in the lease, follow it (or adopt an earlier one)
+//!  record   manifest + model_metadata_*.json, release the lease
+//! ```
+//!
+//! Each stage returns a typed decision ([`gates::Lock`], [`gates::Gate`], [`tune::Tuning`]) or a
+//! [`RunError`] with one variant per way a run can fail; [`outcome`] turns the end of a run into
+//! the JSON `run` and `plan` print. The gates are read-only until the lease is taken, so waiting
+//! and skipped runs write nothing. Everything after the lease is raced against the shutdown
+//! future (SIGTERM, Ctrl-C) and against loss of the lease; either way the run records why it
+//! stopped and frees the lock.
+//!
+//! [`Config`] is all the job knows of the settings: the composition root
+//! (`settings::Settings::job_config`) builds it, tests build it directly.
+
+mod build;
+mod gates;
+mod outcome;
+mod plan;
+mod quality;
+mod record;
+mod tune;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+
+use crate::convert::Converter;
+use crate::inventory::Rules;
+use crate::lease::{self, Acquired, Lease, LeaseError};
+use crate::status::RunStatus;
+use crate::storage::{Store, StoreError};
+use crate::tuner::{Tuner, TunerError, TunerKind, TuningMode, job};
+use crate::validate::models::Resolved;
+
+pub use gates::{Gate, Gates, Lock};
+pub use outcome::{Outcome, Plan};
+pub use tune::Tuning;
+
+/// The name of the rejects file in a run's dataset folder.
+pub const REJECTED_FILE: &str = "rejected.jsonl";
+
+/// The upload event that started this execution, recorded with the run.
+#[derive(Debug, Clone, Default)]
+pub struct Trigger {
+    pub bucket: Option<String>,
+    pub object: Option<String>,
+    pub generation: Option<String>,
+    pub event_id: Option<String>,
+}
+
+/// What the job needs to know, built once from the settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// BUCKET_NAME as given, for logs.
+    pub bucket: String,
+    pub jsonl_folder: String,
+    pub model_meta_folder: String,
+    pub train_file: String,
+    pub val_file: String,
+    /// Gates 2 and 3.
+    pub min_samples: u64,
+    pub split_ratio: f64,
+    /// SPLIT_SEED; the last successful run's seed when unset.
+    pub split_seed: Option<String>,
+    pub rules: Rules,
+    pub converter: Arc<Converter>,
+    pub read_concurrency: usize,
+    pub max_text_bytes: u64,
+    pub lease_duration: Duration,
+    pub max_rejected_ratio: f64,
+    pub max_training_tokens: Option<u64>,
+    /// The base model's limits (Vertex's rules, the estimate).
+    pub model: Resolved,
+    pub epochs: Option<u32>,
+    pub price_per_million_training_tokens: Option<f64>,
+    /// The tuning job request, less the datasets.
+    pub request: job::Template,
+    pub tuning_mode: TuningMode,
+    /// Digest of every setting that shapes the datasets or the job (part of the run key).
+    pub shape: String,
+    pub trigger: Trigger,
+}
+
+/// Why a run that passed the gates failed: one variant per kind of failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The bucket failed (after retries).
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Tuner(#[from] TunerError),
+    #[error("no training example could be made")]
+    NoTrainingExamples,
+    #[error(
+        "{rejected} of {considered} samples rejected ({percent:.1}%), more than MAX_REJECTED_RATIO ({max}); reasons in {where_}"
+    )]
+    TooManyRejects {
+        rejected: u64,
+        considered: u64,
+        percent: f64,
+        max: f64,
+        where_: String,
+    },
+    #[error("{file} breaks Vertex AI's dataset rules: {errors} errors{first}")]
+    BreaksRules {
+        file: String,
+        errors: u64,
+        first: String,
+    },
+    #[error("{0}")]
+    OverBudget(String),
+    /// The tuning job ended without success; Google's message when it gave one.
+    #[error("the tuning job failed{}", .0.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    JobFailed(Option<String>),
+    #[error("the run lock was lost to another run; stopped")]
+    LeaseLost,
+}
+
+pub struct Job {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub tuner: Arc<dyn Tuner>,
+    /// Show progress bars (a terminal, text logs).
+    pub progress: bool,
+}
+
+/// A run in progress, as far as it got: updated by every stage, so an interruption still
+/// records what was done.
+struct State {
+    record: crate::record::RunRecord,
+    /// The record's claimed object name, once claimed.
+    meta_key: Option<String>,
+    /// The tuning job, once submitted or found.
+    job: Option<String>,
+}
+
+fn new_run_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", Utc::now().format("%Y%m%d-%H%M%S"), &id[..6])
+}
+
+impl Job {
+    fn lock_key(&self) -> String {
+        lease::lock_key(&self.config.model_meta_folder)
+    }
+
+    /// Which past runs count as a baseline: a dry run stands in for a real one only for dry
+    /// runs, so rehearsing on a bucket never makes a real run wait.
+    fn baseline_statuses(&self) -> &'static [RunStatus] {
+        match self.tuner.kind() {
+            TunerKind::DryRun => &[RunStatus::Success, RunStatus::DryRun],
+            TunerKind::Vertex => &[RunStatus::Success],
+        }
+    }
+
+    /// `autotune run`. `shutdown` resolves with the signal's name when the process is asked to
+    /// stop. With `detach`, the run submits the tuning job, records it and exits; a later run
+    /// follows it to its end.
+    pub async fn run(&self, shutdown: impl Future<Output = &'static str>, detach: bool) -> Outcome {
+        let min = self.config.min_samples;
+        let run_id = new_run_id();
+        tracing::info!(%run_id, bucket = %self.config.bucket, tuner = %self.tuner.kind(), "run starting");
+        // Gate 1, read-only: do not even list when a run is in progress.
+        let adopt = match self.peek_lock().await {
+            Lock::Free { pending_job } => pending_job.is_some(),
+            Lock::Expired { pending_job, .. } => pending_job.is_some(),
+            lock @ (Lock::Live(_) | Lock::Unreadable { .. } | Lock::Failed(_)) => {
+                let o = Outcome::of_lock(&lock, min);
+                tracing::info!("{}", o.reason);
+                return o;
+            }
+        };
+        let mut gates = if adopt {
+            None
+        } else {
+            match self.evaluate().await {
+                Ok(Gate::Pass(g)) => Some(g),
+                Ok(Gate::Wait { reason, gates }) => {
+                    tracing::info!("{reason}");
+                    return Outcome::waiting(reason, &gates, min);
+                }
+                Err(e) => return Outcome::failed(RunError::from(e).to_string(), min),
+            }
+        };
+        // Gate 1, for real.
+        let acquired = Lease::acquire(
+            self.store.clone(),
+            &self.lock_key(),
+            &run_id,
+            &lease::owner(),
+            self.config.lease_duration,
+        )
+        .await;
+        let mut lease = match acquired {
+            Ok(Acquired::Won(l)) => l,
+            Ok(Acquired::Held(r)) => {
+                let reason = format!("gate 1: run {} ({}) took the lock first", r.run_id, r.owner);
+                tracing::info!("{reason}");
+                return Outcome::new(RunStatus::Skipped, reason, min);
+            }
+            Err(e) => return Outcome::failed(e.to_string(), min),
+        };
+        lease.start_heartbeat();
+        tracing::info!(%run_id, "run lock taken");
+        if lease.record().await.pending_job().is_some() {
+            return self.adopt(lease, shutdown).await;
+        }
+        let Some(gates) = gates.as_mut() else {
+            // The job we meant to adopt was finalised by another run meanwhile.
+            release_quietly(lease).await;
+            return Outcome::new(
+                RunStatus::Skipped,
+                "gate 1: another run finished the pending tuning job first",
+                min,
+            );
+        };
+
+        // A run that finished between our look and our lock moved the baseline.
+        match self.recheck(gates).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                release_quietly(lease).await;
+                tracing::info!("{reason}");
+                return Outcome::waiting(reason, gates, min);
+            }
+            Err(e) => {
+                release_quietly(lease).await;
+                return Outcome::failed(RunError::from(e).to_string(), min);
+            }
+        }
+
+        let started = Utc::now();
+        let state = Mutex::new(State {
+            record: self.initial_record(&run_id, gates, started, &lease).await,
+            meta_key: None,
+            job: None,
+        });
+        let result = tokio::select! {
+            r = self.train(&run_id, gates, &state, &lease, detach) => r.map_err(|e| (RunStatus::Failed, e.to_string())),
+            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
+            () = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost.to_string())),
+        };
+        let mut state = state.into_inner();
+        self.finish(&mut state, result, started, lease).await
+    }
+
+    /// Build, check, submit, follow. Updates `state` as it goes.
+    async fn train(
+        &self,
+        run_id: &str,
+        gates: &Gates,
+        state: &Mutex<State>,
+        lease: &Lease,
+        detach: bool,
+    ) -> Result<(), RunError> {
+        let seed = self.split_seed(gates.baseline.as_ref());
+        state.lock().await.record.split_seed = Some(seed.clone());
+        let built = self.build_datasets(run_id, gates, &seed, state).await?;
+        let estimate = self.quality(gates, &built)?;
+        tracing::info!(
+            training_tokens = estimate.training_tokens,
+            cost = estimate.cost.map_or_else(|| "no price set".to_owned(), |c| format!("{c:.2}")),
+            "token estimate"
+        );
+        state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
+        self.check_budget(&estimate)?;
+        let Some(train_uri) = built.train_uri.as_deref() else {
+            return Err(RunError::NoTrainingExamples);
+        };
+        match self
+            .tune(run_id, gates, &seed, train_uri, built.validation_uri.as_deref(), state, lease, detach)
+            .await?
+        {
+            Tuning::Submitted { job } => {
+                tracing::info!(%job, "detached: a later run follows the job and finalises this run");
+            }
+            Tuning::Finished => {}
+        }
+        Ok(())
+    }
+}
+
+/// Releases a lease whose run ends before it started work.
+async fn release_quietly(lease: Lease) {
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "could not release the run lock; it expires on its own");
+    }
+}
+
+/// Adds the fields of `extra` (an object) to `into`.
+fn merge(into: &mut serde_json::Value, extra: &serde_json::Value) {
+    if !into.is_object() {
+        *into = serde_json::json!({});
+    }
+    if let (Some(into), Some(extra)) = (into.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            into.insert(k.clone(), v.clone());
+        }
+    }
+}

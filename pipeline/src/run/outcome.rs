@@ -1,0 +1,157 @@
+//! What `run` and `plan` print on stdout: one JSON object, made from a stage's decision or from
+//! the run record at the end.
+
+use serde::Serialize;
+
+use crate::dataset;
+use crate::record::{Counts, RunRecord};
+use crate::status::RunStatus;
+
+use super::record::counts_of;
+use super::{Gates, Lock};
+
+/// What `run` and `plan` print on stdout: one JSON object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub status: RunStatus,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub counts: Counts,
+    pub sample_delta: u64,
+    pub min_samples: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpaired_examples: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_dataset_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_dataset_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub model_details: serde_json::Value,
+}
+
+/// What `autotune plan` adds: the split a run would make now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub lock: String,
+    /// What the split would do, before conversion.
+    pub would_train: u64,
+    pub would_validate: u64,
+    pub would_hold_out: u64,
+    pub split_seed: String,
+    /// The conversion, done in memory: examples, rejects by category with examples.
+    pub built: dataset::Built,
+    /// Tokens per example (histogram), totals for training and validation, billed tokens and
+    /// cost; absent when the files break Vertex's rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::validate::Estimate>,
+    /// Why a run would stop before tuning (rejects, Vertex's rules, budget), if it would.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    pub fn new(status: RunStatus, reason: impl Into<String>, min_samples: u64) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            run_id: None,
+            counts: Counts::default(),
+            sample_delta: 0,
+            min_samples,
+            unpaired_examples: Vec::new(),
+            metadata_uri: None,
+            train_dataset_uri: None,
+            validation_dataset_uri: None,
+            rejected_uri: None,
+            manifest_uri: None,
+            baseline_run_id: None,
+            plan: None,
+            model_details: serde_json::Value::Null,
+        }
+    }
+
+    pub(super) fn failed(reason: impl Into<String>, min_samples: u64) -> Self {
+        Self::new(RunStatus::Failed, reason, min_samples)
+    }
+
+    /// A lock that ends the run before it starts (live, unreadable or failing).
+    pub(super) fn of_lock(lock: &Lock, min_samples: u64) -> Self {
+        match lock {
+            Lock::Live(r) => Self::new(
+                RunStatus::Skipped,
+                format!(
+                    "gate 1: run {} ({}) holds the lock until {}",
+                    r.run_id, r.owner, r.expires_at
+                ),
+                min_samples,
+            ),
+            Lock::Unreadable { uri, reason } => Self::failed(
+                format!(
+                    "gate 1: the lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
+                ),
+                min_samples,
+            ),
+            Lock::Failed(e) => Self::failed(format!("gate 1: {e}"), min_samples),
+            Lock::Free { .. } | Lock::Expired { .. } => {
+                Self::new(RunStatus::Success, "gate 1: the lock is free", min_samples)
+            }
+        }
+    }
+
+    /// Gate 2 or 3 says wait.
+    pub(super) fn waiting(reason: String, gates: &Gates, min_samples: u64) -> Self {
+        let mut o = Self::new(RunStatus::Waiting, reason, min_samples);
+        o.counts = counts_of(&gates.inventory);
+        o.sample_delta = gates.delta;
+        o.unpaired_examples
+            .clone_from(&gates.inventory.unpaired_examples);
+        o.baseline_run_id = gates.baseline.as_ref().map(|b| b.record.run_id.clone());
+        o
+    }
+
+    /// The end of a run that took the lease, from its record.
+    pub(super) fn of_record(
+        record: &RunRecord,
+        metadata_uri: Option<String>,
+        min_samples: u64,
+    ) -> Self {
+        let reason = match (&record.error, record.status) {
+            (Some(e), _) => e.clone(),
+            (None, RunStatus::DryRun) => {
+                "dry run: datasets written, Vertex AI request recorded".to_owned()
+            }
+            (None, RunStatus::Running) => {
+                "tuning job submitted; a later run follows it and finalises this run".to_owned()
+            }
+            (None, _) => "tuning succeeded".to_owned(),
+        };
+        Self {
+            status: record.status,
+            reason,
+            run_id: Some(record.run_id.clone()),
+            counts: record.counts.clone(),
+            sample_delta: record.sample_delta,
+            min_samples,
+            unpaired_examples: record.unpaired_examples.clone(),
+            metadata_uri,
+            train_dataset_uri: record.train_dataset_uri.clone(),
+            validation_dataset_uri: record.validation_dataset_uri.clone(),
+            rejected_uri: record.rejected_uri.clone(),
+            manifest_uri: record.manifest_uri.clone(),
+            baseline_run_id: record.baseline_run_id.clone(),
+            plan: None,
+            model_details: record.model_details.clone(),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The record stage: the run record a run starts with, and the end of every run that took the
+//! lease: the record written (with the error, if any) and the lock freed, or handed over with a
+//! job still running.
+
+use chrono::{DateTime, Utc};
+
+use crate::lease::Lease;
+use crate::record::{self, Counts, RunRecord};
+use crate::status::RunStatus;
+
+use super::{Gates, Job, Outcome, State};
+
+/// Counts the inventory already knows.
+pub(super) fn counts_of(inv: &crate::inventory::Inventory) -> Counts {
+    Counts {
+        pairs: inv.samples.len() as u64,
+        ambiguous: inv.ambiguous.len() as u64,
+        unpaired_raw: inv.unpaired_raw,
+        unpaired_labels: inv.unpaired_labels,
+        ignored: inv.ignored,
+        ..Counts::default()
+    }
+}
+
+impl Job {
+    pub(super) async fn initial_record(
+        &self,
+        run_id: &str,
+        gates: &Gates,
+        started: DateTime<Utc>,
+        lease: &Lease,
+    ) -> RunRecord {
+        let c = &self.config;
+        RunRecord {
+            status: RunStatus::Failed,
+            sample_size: gates.inventory.samples.len() as u64,
+            previous_sample_size: gates.baseline.as_ref().map_or(0, |b| b.record.sample_size),
+            sample_delta: gates.delta,
+            training_start_time: started,
+            trigger_bucket: c.trigger.bucket.clone(),
+            trigger_object: c.trigger.object.clone(),
+            trigger_generation: c.trigger.generation.clone(),
+            trigger_event_id: c.trigger.event_id.clone(),
+            run_id: run_id.to_owned(),
+            tuner: self.tuner.kind().name().to_owned(),
+            source_model: c.request.source_model.clone(),
+            counts: counts_of(&gates.inventory),
+            split_ratio: Some(c.split_ratio),
+            lock_generation: Some(lease.generation().await),
+            baseline_run_id: gates.baseline.as_ref().map(|b| b.record.run_id.clone()),
+            unpaired_examples: gates.inventory.unpaired_examples.clone(),
+            ..RunRecord::empty()
+        }
+    }
+
+    /// Writes the record, and frees the lock, handing a still-running job over to the next run.
+    pub(super) async fn finish(
+        &self,
+        state: &mut State,
+        result: Result<(), (RunStatus, String)>,
+        started: DateTime<Utc>,
+        lease: Lease,
+    ) -> Outcome {
+        let record = &mut state.record;
+        let end = Utc::now();
+        if let Err((status, error)) = result {
+            tracing::error!(run_id = %record.run_id, status = status.as_str(), "run ended: {error}");
+            record.status = status;
+            record.error = Some(error);
+        }
+        let job_pending = state.job.is_some()
+            && matches!(record.status, RunStatus::Running | RunStatus::Interrupted);
+        if !job_pending {
+            record.training_end_time = Some(end);
+            record.training_duration_seconds = Some((end - started).num_seconds());
+        }
+        let meta_key = match state.meta_key.clone() {
+            Some(k) => Ok(k),
+            None => record::claim_names(
+                &*self.store,
+                &self.config.model_meta_folder,
+                started,
+                None,
+            )
+            .await
+            .map(|(k, _)| k),
+        };
+        let metadata_uri = match meta_key {
+            Ok(k) => match record::write(&*self.store, &k, record).await {
+                Ok(uri) => Some(uri),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not write the run record");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "could not name the run record");
+                None
+            }
+        };
+        let released = if job_pending {
+            lease.hand_over().await
+        } else {
+            lease.release().await
+        };
+        match released {
+            Ok(()) if job_pending => {
+                tracing::info!("run lock released; the next run adopts the tuning job");
+            }
+            Ok(()) => tracing::info!("run lock released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the run lock; it expires on its own");
+            }
+        }
+        tracing::info!(
+            run_id = %record.run_id,
+            status = record.status.as_str(),
+            metadata = metadata_uri.as_deref().unwrap_or("not written"),
+            "run finished"
+        );
+        Outcome::of_record(record, metadata_uri, self.config.min_samples)
+    }
+}

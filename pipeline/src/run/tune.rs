@@ -1,0 +1,205 @@
+//! The tune stage: find or submit the tuning job, record it in the lease and the run record
+//! before following it (so whoever adopts it can finalise the run), then follow it; and
+//! adoption, which follows a job an earlier run submitted and could not see to its end.
+
+use std::future::Future;
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+
+use crate::lease::Lease;
+use crate::record::{self, RunRecord};
+use crate::status::RunStatus;
+use crate::storage;
+use crate::tuner::{Tuned, TuningMode, job};
+
+use super::{Gates, Job, Outcome, RunError, State, merge};
+
+/// How the tune stage ended.
+#[derive(Debug)]
+pub enum Tuning {
+    /// Submitted and left to a later run (`--detach`).
+    Submitted { job: String },
+    /// Followed to its end, successfully (a failed job is a [`RunError::JobFailed`]).
+    Finished,
+}
+
+/// The run's error for a job that ended badly, with Google's message when it gave one.
+fn job_failed(tuned: &Tuned) -> RunError {
+    RunError::JobFailed(
+        tuned.model_details["error"]["message"]
+            .as_str()
+            .map(str::to_owned),
+    )
+}
+
+impl Job {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn tune(
+        &self,
+        run_id: &str,
+        gates: &Gates,
+        seed: &str,
+        train_uri: &str,
+        validation_uri: Option<&str>,
+        state: &Mutex<State>,
+        lease: &Lease,
+        detach: bool,
+    ) -> Result<Tuning, RunError> {
+        // The manifest and the record's name exist before the job does, so that whoever adopts
+        // the job can finalise this run.
+        let manifest = crate::delta::encode(&gates.inventory.samples).await;
+        let started = state.lock().await.record.training_start_time;
+        let (meta_key, manifest_key) = record::claim_names(
+            &*self.store,
+            &self.config.model_meta_folder,
+            started,
+            Some(manifest),
+        )
+        .await?;
+        {
+            let mut st = state.lock().await;
+            st.record.manifest_uri = manifest_key.map(|k| self.store.uri(&k));
+            st.meta_key = Some(meta_key.clone());
+        }
+
+        let run_key = job::run_key(&self.config.shape, &gates.inventory.samples, seed);
+        let mut request =
+            job::Request::build(&self.config.request, run_id, &run_key, train_uri, validation_uri);
+        self.continue_from_baseline(&mut request, gates, state).await;
+        merge(
+            &mut state.lock().await.record.model_details,
+            &serde_json::json!({ "request": request }),
+        );
+
+        let name = match self.tuner.find(&request.run_key).await? {
+            Some(existing) => {
+                tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
+                existing
+            }
+            None => self.tuner.submit(&request).await?,
+        };
+        {
+            let mut st = state.lock().await;
+            st.job = Some(name.clone());
+            st.record.status = RunStatus::Running;
+            merge(
+                &mut st.record.model_details,
+                &serde_json::json!({ "tuning_job": name }),
+            );
+            record::write(&*self.store, &meta_key, &st.record).await?;
+        }
+        lease.attach_job(&name, &meta_key).await?;
+        if detach {
+            return Ok(Tuning::Submitted { job: name });
+        }
+        tracing::info!(job = %name, "following the tuning job");
+        let tuned = self.tuner.follow(&name).await?;
+        let mut st = state.lock().await;
+        merge(&mut st.record.model_details, &tuned.model_details);
+        st.record.status = tuned.status;
+        if tuned.status == RunStatus::Failed {
+            return Err(job_failed(&tuned));
+        }
+        Ok(Tuning::Finished)
+    }
+
+    /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.
+    async fn continue_from_baseline(
+        &self,
+        request: &mut job::Request,
+        gates: &Gates,
+        state: &Mutex<State>,
+    ) {
+        if self.config.tuning_mode != TuningMode::Continuous {
+            return;
+        }
+        let parent = gates
+            .baseline
+            .as_ref()
+            .filter(|b| b.record.status == RunStatus::Success)
+            .and_then(|b| b.record.model_details["tuned_model"].as_str());
+        match parent {
+            Some(parent) => {
+                tracing::info!(
+                    parent,
+                    "continuous tuning from the last successful run's model"
+                );
+                request.continue_from(parent);
+                merge(
+                    &mut state.lock().await.record.model_details,
+                    &serde_json::json!({ "parent_model": parent }),
+                );
+            }
+            None => {
+                tracing::info!(
+                    "continuous tuning: no earlier tuned model yet, tuning SOURCE_MODEL"
+                );
+            }
+        }
+    }
+
+    /// Follows a tuning job that a previous run submitted and could not see to its end (it was
+    /// killed, timed out, stopped by SIGTERM, or detached), and finalises that run's record.
+    pub(super) async fn adopt(
+        &self,
+        lease: Lease,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> Outcome {
+        let held = lease.record().await;
+        let (job, record_key) = held
+            .pending_job()
+            .expect("adopt is called with a pending job");
+        let job = job.to_owned();
+        let record_key = record_key.map(str::to_owned);
+        let previous = match &record_key {
+            Some(k) => match storage::get_bytes(&*self.store, k, 16 * 1024 * 1024).await {
+                Ok(b) => serde_json::from_slice::<RunRecord>(&b).ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the adopted run's record is unreadable; starting a new one");
+                    None
+                }
+            },
+            None => None,
+        };
+        let started = previous
+            .as_ref()
+            .map_or_else(Utc::now, |r| r.training_start_time);
+        let mut record = previous.unwrap_or_else(|| RunRecord {
+            status: RunStatus::Running,
+            training_start_time: started,
+            run_id: held.run_id.clone(),
+            tuner: self.tuner.kind().name().to_owned(),
+            ..RunRecord::empty()
+        });
+        tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
+        let result = tokio::select! {
+            r = self.tuner.follow(&job) => match r {
+                Ok(tuned) => {
+                    merge(&mut record.model_details, &tuned.model_details);
+                    record.status = tuned.status;
+                    record.error = None;
+                    if tuned.status == RunStatus::Failed {
+                        Err((RunStatus::Failed, job_failed(&tuned).to_string()))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e) => Err((RunStatus::Failed, RunError::from(e).to_string())),
+            },
+            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
+            () = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost.to_string())),
+        };
+        let mut state = State {
+            record,
+            meta_key: record_key,
+            job: Some(job.clone()),
+        };
+        let mut outcome = self.finish(&mut state, result, started, lease).await;
+        outcome.reason = format!(
+            "adopted tuning job {job} of run {}: {}",
+            state.record.run_id, outcome.reason
+        );
+        outcome
+    }
+}
