@@ -2,8 +2,8 @@
 //! the pipeline runs it.
 
 use autotune::convert::{Converter, Loaded, Uris};
-use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};
 use autotune::modality::Modality;
+use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};
 use autotune::storage::ObjectMeta;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;

@@ -10,8 +10,8 @@
 //! Run it with `cargo run -p autotune --example custom_converter`.
 
 use autotune::convert::{Converter, Loaded, SampleConverter, Uris};
-use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};
 use autotune::modality::Modality;
+use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};
 use autotune::storage::ObjectMeta;
 use autotune::validate::{ModelTable, rules};
 

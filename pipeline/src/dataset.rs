@@ -311,9 +311,7 @@ pub async fn build(
     }
 
     let n = samples.len();
-    let indices: Vec<usize> = (0..n)
-        .filter(|&i| split.side(i) != Side::HeldOut)
-        .collect();
+    let indices: Vec<usize> = (0..n).filter(|&i| split.side(i) != Side::HeldOut).collect();
     built.held_out = (n - indices.len()) as u64;
     progress.inc(built.held_out);
 
@@ -332,15 +330,20 @@ pub async fn build(
     let mut batches = reads
         .chunks(BATCH)
         .map(|batch| {
-            let (samples, converter, split, check) =
-                (samples.clone(), converter.clone(), split.clone(), check.clone());
+            let (samples, converter, split, check) = (
+                samples.clone(),
+                converter.clone(),
+                split.clone(),
+                check.clone(),
+            );
             on_rayon(move || convert_batch(batch, &samples, &*converter, &split, check.as_deref()))
         })
         .buffered(2);
 
-    let mut tallies = opts.check.as_ref().map(|c| {
-        (Tally::new(c.max_findings), Tally::new(c.max_findings))
-    });
+    let mut tallies = opts
+        .check
+        .as_ref()
+        .map(|c| (Tally::new(c.max_findings), Tally::new(c.max_findings)));
     while let Some(batch) = batches.next().await {
         for (i, line) in batch.lines {
             match line {

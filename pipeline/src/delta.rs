@@ -79,8 +79,8 @@ pub fn count(samples: &[Sample], previous: &Manifest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::{LabelFile, LabelFormat, RawFile};
     use crate::modality::Modality;
+    use crate::sample::{LabelFile, LabelFormat, RawFile};
     use crate::storage::{ObjectMeta, PutMode, memory::MemoryStore};
 
     fn sample(key: &str, raw_gen: &str) -> Sample {

@@ -14,8 +14,8 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::modality::Modality;
-use crate::sample::{LabelFile, LabelFormat, RawFile, Sample};
 use crate::sample::Category;
+use crate::sample::{LabelFile, LabelFormat, RawFile, Sample};
 use crate::storage::{ObjectMeta, Store, StoreError};
 
 /// How many unpaired files the report names.

@@ -124,7 +124,9 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", report.to_text());
             }
-            Ok(ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(1)))
+            Ok(ExitCode::from(
+                u8::try_from(report.exit_code()).unwrap_or(1),
+            ))
         }
         Command::Unlock {
             bucket_name,

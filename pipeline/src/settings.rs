@@ -414,7 +414,8 @@ pub const MAX_SETTING_FILE_BYTES: u64 = 1 << 20;
 /// UTF-8 text.
 pub fn read_setting_file(path: &Path) -> Result<String, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -875,10 +876,7 @@ mod tests {
         assert_eq!(c.api_root, "http://127.0.0.1:9");
         assert_eq!(c.poll_interval, Duration::from_secs(5));
         assert_eq!(c.max_tuning_duration, Duration::from_secs(9000));
-        assert_eq!(
-            s.job_config().unwrap().tuning_mode,
-            TuningMode::Continuous
-        );
+        assert_eq!(s.job_config().unwrap().tuning_mode, TuningMode::Continuous);
         assert!(parse_err(&["--poll-interval", "0s"]).contains("POLL_INTERVAL"));
         assert!(parse_err(&["--tuning-mode", "partial"]).contains("TUNING_MODE"));
         let e = settings(&[]).vertex_config().unwrap_err().to_string();
@@ -927,6 +925,9 @@ mod tests {
             .job_config()
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("CONVERT_CONFIG: cannot read /nonexistent/c.toml"), "{e}");
+        assert!(
+            e.starts_with("CONVERT_CONFIG: cannot read /nonexistent/c.toml"),
+            "{e}"
+        );
     }
 }

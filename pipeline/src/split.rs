@@ -141,7 +141,10 @@ mod tests {
             }
         }
         assert!(after.held_out() > 0);
-        assert_eq!(after.train() + after.validation() + after.held_out(), 30_000);
+        assert_eq!(
+            after.train() + after.validation() + after.held_out(),
+            30_000
+        );
     }
 
     #[test]

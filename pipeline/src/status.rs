@@ -48,7 +48,6 @@ impl RunStatus {
     }
 }
 
-
 impl std::fmt::Display for RunStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -45,8 +45,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::sample::{Category, LabelFormat, Reject, Sample};
 use crate::modality::Modality;
+use crate::sample::{Category, LabelFormat, Reject, Sample};
 use template::{Context, LabelView};
 pub use template::{Missing, Template, TemplateError, Templates};
 use turns::Turn;

@@ -19,8 +19,8 @@ use std::fmt::{self, Write as _};
 use serde_json::Value;
 
 use super::ConfigError;
-use crate::sample::Sample;
 use crate::modality::Modality;
+use crate::sample::Sample;
 
 /// The setting that names the file, in every error about it.
 const SETTING: &str = "CONVERT_CONFIG";

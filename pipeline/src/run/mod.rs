@@ -275,7 +275,9 @@ impl Job {
         let estimate = self.quality(gates, &built)?;
         tracing::info!(
             training_tokens = estimate.training_tokens,
-            cost = estimate.cost.map_or_else(|| "no price set".to_owned(), |c| format!("{c:.2}")),
+            cost = estimate
+                .cost
+                .map_or_else(|| "no price set".to_owned(), |c| format!("{c:.2}")),
             "token estimate"
         );
         state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
@@ -284,7 +286,16 @@ impl Job {
             return Err(RunError::NoTrainingExamples);
         };
         match self
-            .tune(run_id, gates, &seed, train_uri, built.validation_uri.as_deref(), state, lease, detach)
+            .tune(
+                run_id,
+                gates,
+                &seed,
+                train_uri,
+                built.validation_uri.as_deref(),
+                state,
+                lease,
+                detach,
+            )
             .await?
         {
             Tuning::Submitted { job } => {

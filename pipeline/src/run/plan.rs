@@ -12,9 +12,9 @@ impl Job {
     /// Gate 1 as `plan` reports it; `Err` when the plan ends there.
     async fn lock_finding(&self) -> Result<String, Outcome> {
         match self.peek_lock().await {
-            Lock::Expired { run_id, .. } => {
-                Ok(format!("expired lease of run {run_id} (would be taken over)"))
-            }
+            Lock::Expired { run_id, .. } => Ok(format!(
+                "expired lease of run {run_id} (would be taken over)"
+            )),
             Lock::Free {
                 pending_job: Some(job),
             } => Ok(format!("free; a run would first adopt tuning job {job}")),
@@ -105,9 +105,15 @@ impl Job {
     }
 
     /// The estimate of files made in memory: their checks are named as the run would name them.
-    fn estimate_plan(&self, built: &crate::dataset::Built) -> Result<crate::validate::Estimate, RunError> {
+    fn estimate_plan(
+        &self,
+        built: &crate::dataset::Built,
+    ) -> Result<crate::validate::Estimate, RunError> {
         let mut named = crate::dataset::Built {
-            train_uri: built.train_tally.as_ref().map(|_| self.config.train_file.clone()),
+            train_uri: built
+                .train_tally
+                .as_ref()
+                .map(|_| self.config.train_file.clone()),
             validation_uri: built
                 .validation_tally
                 .as_ref()

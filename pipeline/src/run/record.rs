@@ -76,14 +76,11 @@ impl Job {
         }
         let meta_key = match state.meta_key.clone() {
             Some(k) => Ok(k),
-            None => record::claim_names(
-                &*self.store,
-                &self.config.model_meta_folder,
-                started,
-                None,
-            )
-            .await
-            .map(|(k, _)| k),
+            None => {
+                record::claim_names(&*self.store, &self.config.model_meta_folder, started, None)
+                    .await
+                    .map(|(k, _)| k)
+            }
         };
         let metadata_uri = match meta_key {
             Ok(k) => match record::write(&*self.store, &k, record).await {

@@ -64,9 +64,15 @@ impl Job {
         }
 
         let run_key = job::run_key(&self.config.shape, &gates.inventory.samples, seed);
-        let mut request =
-            job::Request::build(&self.config.request, run_id, &run_key, train_uri, validation_uri);
-        self.continue_from_baseline(&mut request, gates, state).await;
+        let mut request = job::Request::build(
+            &self.config.request,
+            run_id,
+            &run_key,
+            train_uri,
+            validation_uri,
+        );
+        self.continue_from_baseline(&mut request, gates, state)
+            .await;
         merge(
             &mut state.lock().await.record.model_details,
             &serde_json::json!({ "request": request }),

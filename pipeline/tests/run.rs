@@ -1,0 +1,594 @@
+//! The run as a whole, in process: the memory store as the bucket and a scripted tuner. Every
+//! gate outcome, every stage failure, adoption, detach and interruption, with what each leaves
+//! in the bucket (records, datasets, the lock).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use autotune::convert::Converter;
+use autotune::inventory::Rules;
+use autotune::lease::{self, LeaseRecord, LeaseState};
+use autotune::modality::Modality;
+use autotune::run::{Config, Job, Outcome, Trigger};
+use autotune::status::RunStatus;
+use autotune::storage::{self, PutMode, Store, memory::MemoryStore};
+use autotune::tuner::{Tuned, Tuner, TunerError, TunerKind, TuningMode, job};
+use autotune::validate::ModelTable;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+/// What the scripted tuner does when followed.
+#[derive(Clone)]
+enum Follow {
+    Succeed,
+    /// The job ends FAILED with Google's message.
+    Fail(&'static str),
+    /// Never ends (the run is interrupted meanwhile).
+    Hang,
+}
+
+/// A tuner that records its calls and answers from a script.
+struct Scripted {
+    kind: TunerKind,
+    submit_error: Option<&'static str>,
+    follow: Follow,
+    submitted: Mutex<Vec<job::Request>>,
+    followed: Mutex<Vec<String>>,
+    /// Told when a job is submitted.
+    on_submit: tokio::sync::Notify,
+}
+
+impl Scripted {
+    fn new(follow: Follow) -> Arc<Self> {
+        Arc::new(Self {
+            kind: TunerKind::Vertex,
+            submit_error: None,
+            follow,
+            submitted: Mutex::new(Vec::new()),
+            followed: Mutex::new(Vec::new()),
+            on_submit: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn submits(&self) -> usize {
+        self.submitted.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl Tuner for Scripted {
+    fn kind(&self) -> TunerKind {
+        self.kind
+    }
+
+    async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError> {
+        let submitted = self.submitted.lock().unwrap();
+        Ok(submitted
+            .iter()
+            .position(|r| r.run_key == run_key)
+            .map(|i| format!("jobs/{i}")))
+    }
+
+    async fn submit(&self, request: &job::Request) -> Result<String, TunerError> {
+        if let Some(message) = self.submit_error {
+            return Err(TunerError::Failed {
+                message: message.to_owned(),
+                model_details: json!({}),
+            });
+        }
+        let name = {
+            let mut submitted = self.submitted.lock().unwrap();
+            submitted.push(request.clone());
+            format!("jobs/{}", submitted.len() - 1)
+        };
+        self.on_submit.notify_one();
+        Ok(name)
+    }
+
+    async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
+        self.followed.lock().unwrap().push(name.to_owned());
+        match self.follow {
+            Follow::Succeed => Ok(Tuned {
+                status: RunStatus::Success,
+                model_details: json!({"tuning_job": name, "tuned_model": format!("models/{name}")}),
+            }),
+            Follow::Fail(message) => Ok(Tuned {
+                status: RunStatus::Failed,
+                model_details: json!({"tuning_job": name, "error": {"message": message}}),
+            }),
+            Follow::Hang => std::future::pending().await,
+        }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|&s| s.to_owned()).collect()
+}
+
+/// The configuration the settings build by default, with MIN_SAMPLES 5.
+fn config() -> Config {
+    let text = strings(&["txt"]);
+    let model = ModelTable::built_in().resolve("gemini-2.5-flash");
+    Config {
+        bucket: "memory://run-test".to_owned(),
+        jsonl_folder: "training_datasets".to_owned(),
+        model_meta_folder: "trained_model".to_owned(),
+        train_file: "sft_train.jsonl".to_owned(),
+        val_file: "sft_val.jsonl".to_owned(),
+        min_samples: 5,
+        split_ratio: 0.8,
+        split_seed: None,
+        rules: Rules::new(
+            "raw_training_data",
+            "raw_training_data",
+            &["training_datasets", "trained_model"],
+            &[(Modality::Text, &text)],
+            &strings(&["json"]),
+        ),
+        converter: Arc::new(Converter::default()),
+        read_concurrency: 8,
+        max_text_bytes: 1 << 20,
+        lease_duration: Duration::from_secs(60),
+        max_rejected_ratio: 0.1,
+        max_training_tokens: None,
+        model,
+        epochs: None,
+        price_per_million_training_tokens: None,
+        request: job::Template {
+            jobs_url: job::Template::jobs_url("https://vertex.test", "p", "us-central1"),
+            source_model: "gemini-2.5-flash".to_owned(),
+            epochs: None,
+            adapter_size: None,
+            learning_rate_multiplier: None,
+            display_name: "autotune-{run_id}".to_owned(),
+            service_account: None,
+        },
+        tuning_mode: TuningMode::Full,
+        shape: "test".to_owned(),
+        trigger: Trigger::default(),
+    }
+}
+
+fn bucket() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::named(&uuid::Uuid::new_v4().to_string()))
+}
+
+async fn put(store: &dyn Store, key: &str, body: impl Into<Bytes>) {
+    store
+        .put(key, body.into(), PutMode::Overwrite)
+        .await
+        .unwrap();
+}
+
+/// `n` text pairs from `start`; labels of the samples in `bad` are not JSON.
+async fn samples(store: &dyn Store, start: usize, n: usize, bad: &[usize]) {
+    for i in start..start + n {
+        put(
+            store,
+            &format!("raw_training_data/s{i:03}.txt"),
+            format!("question {i}"),
+        )
+        .await;
+        let label = if bad.contains(&i) {
+            "{not json".to_owned()
+        } else {
+            format!("{{\"answer\":\"a{i}\"}}")
+        };
+        put(store, &format!("raw_training_data/s{i:03}.json"), label).await;
+    }
+}
+
+async fn keys(store: &dyn Store, prefix: &str) -> Vec<String> {
+    let mut k: Vec<String> = store
+        .list(prefix)
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
+    k.sort();
+    k
+}
+
+fn job(store: &Arc<dyn Store>, tuner: &Arc<Scripted>, config: Config) -> Job {
+    Job {
+        config,
+        store: store.clone(),
+        tuner: tuner.clone(),
+        progress: false,
+    }
+}
+
+async fn run(job: &Job) -> Outcome {
+    job.run(std::future::pending(), false).await
+}
+
+async fn lease_of(store: &dyn Store) -> LeaseRecord {
+    let body = storage::get_bytes(store, &lease::lock_key("trained_model"), 1 << 16)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn record_of(store: &dyn Store, outcome: &Outcome) -> Value {
+    let uri = outcome
+        .metadata_uri
+        .as_deref()
+        .expect("a record was written");
+    let key = uri.split_once("/trained_model/").map(|(_, k)| k).unwrap();
+    let body = storage::get_bytes(store, &format!("trained_model/{key}"), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// A lease held by another run, expiring in `secs`.
+async fn foreign_lease(store: &dyn Store, secs: i64) {
+    let now = chrono::Utc::now();
+    let lease = json!({
+        "state": "held", "run_id": "other", "owner": "elsewhere",
+        "acquired_at": now, "expires_at": now + chrono::Duration::seconds(secs),
+    });
+    put(
+        store,
+        &lease::lock_key("trained_model"),
+        serde_json::to_vec(&lease).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_run_writes_datasets_tunes_and_records() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(o.counts.pairs, 20);
+    assert_eq!(o.counts.train + o.counts.validation, 20);
+    assert!(o.counts.validation > 0 && o.counts.train > 0);
+    assert_eq!(tuner.submits(), 1);
+    let run_id = o.run_id.clone().unwrap();
+    assert_eq!(
+        keys(&*store, "training_datasets/").await,
+        [
+            format!("training_datasets/{run_id}/sft_train.jsonl"),
+            format!("training_datasets/{run_id}/sft_val.jsonl"),
+        ],
+        "no rejects file when nothing is rejected"
+    );
+    let record = record_of(&*store, &o).await;
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["sample_size"], 20);
+    assert_eq!(record["model_details"]["tuned_model"], "models/jobs/0");
+    let request = &record["model_details"]["request"];
+    assert_eq!(
+        request["body"]["supervisedTuningSpec"]["trainingDatasetUri"],
+        o.train_dataset_uri.clone().unwrap()
+    );
+    assert!(
+        record["estimate"]["training_tokens"].as_u64().unwrap() > 0,
+        "the estimate comes from the lines checked as they were written"
+    );
+    let lease = lease_of(&*store).await;
+    assert_eq!(lease.state, LeaseState::Released);
+    assert!(lease.tuning_job.is_none(), "the job is finished");
+}
+
+#[tokio::test]
+async fn a_live_lease_skips_the_run_before_listing() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    foreign_lease(&*store, 600).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Skipped);
+    assert!(o.reason.contains("gate 1: run other"), "{}", o.reason);
+    assert_eq!(o.counts.pairs, 0, "nothing was listed");
+    assert!(keys(&*store, "training_datasets/").await.is_empty());
+    assert_eq!(
+        keys(&*store, "trained_model/").await,
+        ["trained_model/training.lock.json"]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    foreign_lease(&*store, -5).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(lease_of(&*store).await.run_id, o.run_id.unwrap());
+}
+
+#[tokio::test]
+async fn an_unreadable_lock_fails_and_says_how_to_clear_it() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    put(&*store, "trained_model/training.lock.json", "garbage").await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert!(
+        o.reason.contains("unreadable") && o.reason.contains("autotune unlock --force"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(tuner.submits(), 0);
+}
+
+#[tokio::test]
+async fn too_few_pairs_wait_at_gate_2_and_write_nothing() {
+    let store = bucket();
+    samples(&*store, 0, 3, &[]).await;
+    put(&*store, "raw_training_data/lonely.txt", "x").await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Waiting);
+    assert!(
+        o.reason.starts_with("gate 2: 3 matched pairs"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(o.counts.unpaired_raw, 1);
+    assert!(
+        keys(&*store, "trained_model/").await.is_empty(),
+        "not even a lock"
+    );
+}
+
+#[tokio::test]
+async fn nothing_new_waits_at_gate_3_until_enough_arrives() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, config());
+    let first = run(&j).await;
+    assert_eq!(first.status, RunStatus::Success);
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Waiting);
+    assert!(
+        o.reason.starts_with("gate 3: 0 new or changed"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(o.baseline_run_id, first.run_id);
+    samples(&*store, 20, 4, &[]).await;
+    assert_eq!(run(&j).await.status, RunStatus::Waiting, "4 < MIN_SAMPLES");
+    samples(&*store, 24, 1, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(o.sample_delta, 5);
+    assert_eq!(tuner.submits(), 2);
+}
+
+#[tokio::test]
+async fn too_many_rejects_stop_the_run_before_tuning() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[1, 2, 3]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert!(
+        o.reason.contains("3 of 20 samples rejected")
+            && o.reason.contains("MAX_REJECTED_RATIO")
+            && o.reason.contains("rejected.jsonl"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(tuner.submits(), 0);
+    let record = record_of(&*store, &o).await;
+    assert_eq!(record["status"], "failed");
+    assert_eq!(
+        record["counts"]["rejected_by_category"]["malformed_label"],
+        3
+    );
+    assert_eq!(lease_of(&*store).await.state, LeaseState::Released);
+}
+
+#[tokio::test]
+async fn a_budget_stops_the_run_before_tuning() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let mut c = config();
+    c.max_training_tokens = Some(1);
+    let o = run(&job(&store, &tuner, c)).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert!(o.reason.contains("MAX_TRAINING_TOKENS"), "{}", o.reason);
+    assert_eq!(tuner.submits(), 0);
+}
+
+#[tokio::test]
+async fn lines_that_break_vertex_rules_stop_the_run_naming_the_file_and_line() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let mut c = config();
+    c.model.limits.max_example_tokens = 2;
+    c.max_rejected_ratio = 1.0;
+    let o = run(&job(&store, &tuner, c)).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert!(
+        o.reason
+            .contains("sft_train.jsonl breaks Vertex AI's dataset rules")
+            && o.reason.contains("first: line 1 "),
+        "{}",
+        o.reason
+    );
+    assert!(!o.reason.contains("Some("), "no Debug output: {}", o.reason);
+    assert_eq!(tuner.submits(), 0);
+}
+
+#[tokio::test]
+async fn no_training_example_fails_the_run() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let mut c = config();
+    c.split_ratio = 1e-12;
+    let o = run(&job(&store, &tuner, c)).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.reason, "no training example could be made");
+    assert_eq!(tuner.submits(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_submit_fails_the_run_and_frees_the_lock() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Arc::new(Scripted {
+        submit_error: Some("HTTP 400: Base model gemini-9 is not supported."),
+        ..Arc::into_inner(Scripted::new(Follow::Succeed)).unwrap()
+    });
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert!(
+        o.reason.contains("gemini-9 is not supported"),
+        "{}",
+        o.reason
+    );
+    let lease = lease_of(&*store).await;
+    assert_eq!(lease.state, LeaseState::Released);
+    assert!(lease.tuning_job.is_none());
+}
+
+#[tokio::test]
+async fn a_failed_job_is_recorded_with_googles_message() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Fail("quota exceeded"));
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert_eq!(o.reason, "the tuning job failed: quota exceeded");
+    let record = record_of(&*store, &o).await;
+    assert_eq!(record["error"], "the tuning job failed: quota exceeded");
+    assert_eq!(record["model_details"]["tuning_job"], "jobs/0");
+    assert!(lease_of(&*store).await.tuning_job.is_none());
+}
+
+#[tokio::test]
+async fn an_interrupted_run_hands_its_job_to_the_next_run_which_adopts_it() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let hanging = Scripted::new(Follow::Hang);
+    let j = job(&store, &hanging, config());
+    let signal = {
+        let t = hanging.clone();
+        async move {
+            t.on_submit.notified().await;
+            "SIGTERM"
+        }
+    };
+    let o = j.run(signal, false).await;
+    assert_eq!(o.status, RunStatus::Interrupted);
+    assert_eq!(o.reason, "interrupted by SIGTERM");
+    let lease = lease_of(&*store).await;
+    assert_eq!(lease.state, LeaseState::Released);
+    assert_eq!(lease.tuning_job.as_deref(), Some("jobs/0"), "handed over");
+    let interrupted = record_of(&*store, &o).await;
+    assert_eq!(interrupted["status"], "interrupted");
+    assert!(
+        interrupted["training_end_time"].is_null(),
+        "the job still runs"
+    );
+
+    // The next run adopts the job instead of building again.
+    let tuner = Scripted::new(Follow::Succeed);
+    let adopted = run(&job(&store, &tuner, config())).await;
+    assert_eq!(adopted.status, RunStatus::Success, "{}", adopted.reason);
+    assert!(
+        adopted.reason.starts_with(&format!(
+            "adopted tuning job jobs/0 of run {}",
+            o.run_id.clone().unwrap()
+        )),
+        "{}",
+        adopted.reason
+    );
+    assert_eq!(tuner.submits(), 0, "no second job");
+    assert_eq!(*tuner.followed.lock().unwrap(), ["jobs/0"]);
+    assert_eq!(
+        adopted.metadata_uri, o.metadata_uri,
+        "the same record, finalised"
+    );
+    let record = record_of(&*store, &adopted).await;
+    assert_eq!(record["status"], "success");
+    assert!(record["error"].is_null());
+    assert!(lease_of(&*store).await.tuning_job.is_none());
+}
+
+#[tokio::test]
+async fn a_detached_run_records_running_and_a_later_run_finalises_it() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, config());
+    let o = j.run(std::future::pending(), true).await;
+    assert_eq!(o.status, RunStatus::Running, "{}", o.reason);
+    assert!(tuner.followed.lock().unwrap().is_empty());
+    assert_eq!(
+        lease_of(&*store).await.tuning_job.as_deref(),
+        Some("jobs/0")
+    );
+    let next = run(&j).await;
+    assert_eq!(next.status, RunStatus::Success, "{}", next.reason);
+    assert_eq!(next.run_id, o.run_id, "the detached run is finalised");
+    assert_eq!(tuner.submits(), 1);
+}
+
+#[tokio::test]
+async fn a_dry_run_counts_as_a_baseline_only_for_dry_runs() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let dry: Arc<dyn Tuner> = Arc::new(autotune::tuner::dry_run::DryRun::default());
+    let j = Job {
+        config: config(),
+        store: store.clone(),
+        tuner: dry.clone(),
+        progress: false,
+    };
+    let o = j.run(std::future::pending(), false).await;
+    assert_eq!(o.status, RunStatus::DryRun, "{}", o.reason);
+    assert_eq!(
+        j.run(std::future::pending(), false).await.status,
+        RunStatus::Waiting
+    );
+    let real = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &real, config())).await;
+    assert_eq!(
+        o.status,
+        RunStatus::Success,
+        "a real run is not held back by a rehearsal"
+    );
+}
+
+#[tokio::test]
+async fn plan_predicts_the_run_and_writes_nothing() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, config());
+    let plan = j.plan().await;
+    assert_eq!(plan.status, RunStatus::Success, "{}", plan.reason);
+    let p = plan.plan.as_ref().unwrap();
+    assert_eq!(p.would_train + p.would_validate, 20);
+    assert_eq!(plan.counts.train, p.would_train);
+    assert!(p.estimate.is_some());
+    assert!(keys(&*store, "trained_model/").await.is_empty());
+    assert!(keys(&*store, "training_datasets/").await.is_empty());
+
+    let mut c = config();
+    c.split_ratio = 1e-12;
+    let j = job(&store, &tuner, c);
+    let plan = j.plan().await;
+    assert_eq!(plan.status, RunStatus::Failed, "{}", plan.reason);
+    assert!(
+        plan.reason.contains("no training example could be made"),
+        "plan predicts what run does: {}",
+        plan.reason
+    );
+    assert_eq!(run(&j).await.status, RunStatus::Failed);
+}
