@@ -432,6 +432,14 @@ async fn the_watchdog_cancels_a_job_past_max_tuning_duration() {
         c
     });
     t.fake.set_history(fake::runs_forever());
+    // One wall clock for the fake's createTime and the tuner's "now": the job's age is then
+    // exactly zero when it is first read, whatever the real time between create and get.
+    fn created() -> chrono::DateTime<chrono::Utc> {
+        "2026-11-24T10:00:00Z".parse().unwrap()
+    }
+    t.fake.set_created_at(created());
+    let vertex = t.vertex.with_clock(created);
+    let t = Setup { vertex, ..t };
     let name = t
         .vertex
         .submit(&request(&t.settings, "k-slow"))

@@ -81,6 +81,8 @@ pub struct Vertex {
     /// One create at a time in this process, so concurrent callers with the same run key see
     /// each other's job instead of racing (across processes the run lock does this).
     submitting: tokio::sync::Mutex<()>,
+    /// The wall clock the watchdog compares a job's `createTime` with.
+    now: fn() -> chrono::DateTime<chrono::Utc>,
 }
 
 impl std::fmt::Debug for Vertex {
@@ -125,7 +127,16 @@ impl Vertex {
                 .without_max_times()
                 .with_total_delay(Some(Duration::from_secs(15 * 60))),
             submitting: tokio::sync::Mutex::new(()),
+            now: chrono::Utc::now,
         })
+    }
+
+    /// Uses `now` as the wall clock that a job's age is measured with (tests on a paused tokio
+    /// clock pair it with the fake's creation time).
+    #[must_use]
+    pub fn with_clock(mut self, now: fn() -> chrono::DateTime<chrono::Utc>) -> Self {
+        self.now = now;
+        self
     }
 
     /// Uses `provider` for tokens instead of the environment's credentials.
@@ -510,7 +521,7 @@ impl Tuner for Vertex {
                 let age = job["createTime"]
                     .as_str()
                     .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                    .and_then(|created| (chrono::Utc::now() - created).to_std().ok())
+                    .and_then(|created| ((self.now)() - created).to_std().ok())
                     .unwrap_or_default();
                 Instant::now() + self.max_duration.saturating_sub(age)
             });

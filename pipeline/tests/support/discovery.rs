@@ -1,5 +1,6 @@
-//! Checks JSON against a Google discovery document from `shared/contracts/`: every field name
-//! must be known, every enum value listed, every JSON type right (int64 as a string).
+//! Checks JSON against a Google discovery document kept in `tests/contracts/` (copies with their
+//! provenance and revision in `tests/contracts/PROVENANCE.md`): every field name must be known,
+//! every enum value listed, every JSON type right (int64 as a string).
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Loads `shared/contracts/{file}`; `shared/` sits beside the repository.
+    /// Loads `tests/contracts/{file}`.
     pub fn load(file: &str) -> Self {
         let path = contracts_dir().join(file);
         let text = std::fs::read_to_string(&path)
@@ -94,5 +95,5 @@ pub fn contracts_dir() -> PathBuf {
     if let Ok(p) = std::env::var("AUTOTUNE_CONTRACTS") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contracts")
 }

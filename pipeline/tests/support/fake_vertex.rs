@@ -164,6 +164,8 @@ struct State {
     get_faults: VecDeque<u16>,
     list_faults: VecDeque<u16>,
     history: Vec<Step>,
+    /// The `createTime` of jobs created from now on; the real clock when unset.
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
     page_size: usize,
     tokens: Vec<String>,
     public_key: Option<Vec<u8>>,
@@ -197,6 +199,7 @@ impl FakeVertex {
             get_faults: VecDeque::new(),
             list_faults: VecDeque::new(),
             history: succeeds(),
+            created_at: None,
             page_size: 100,
             tokens: Vec::new(),
             public_key: None,
@@ -242,6 +245,12 @@ impl FakeVertex {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Jobs created from now on say they were created at `t` (a test of the watchdog then
+    /// gives the tuner the same clock).
+    pub fn set_created_at(&self, t: chrono::DateTime<chrono::Utc>) {
+        self.state().created_at = Some(t);
     }
 
     /// The history every job created from now on plays.
@@ -742,7 +751,7 @@ impl State {
         value["state"] = json!("JOB_STATE_PENDING");
         // The real clock (the watchdog counts from it), a microsecond per id later so that
         // creation order is also time order.
-        let created = chrono::Utc::now()
+        let created = self.created_at.unwrap_or_else(chrono::Utc::now)
             + chrono::Duration::microseconds(i64::try_from(self.jobs.len()).unwrap_or(0));
         value["createTime"] = json!(created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
         value["updateTime"] = value["createTime"].clone();

@@ -134,9 +134,9 @@ pub fn without(claims: &Value, key: &str) -> Value {
 /// Checks `v` against schema `name` of the discovery document: every field is declared and
 /// has the declared JSON type. Returns the list of problems.
 pub fn check_against_discovery(v: &Value, name: &str) -> Vec<String> {
-    // The official discovery document, from shared/contracts beside the repository.
+    // The official discovery document, kept in the repository with its provenance.
     let contracts = std::env::var("AUTOTUNE_CONTRACTS").map_or_else(
-        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts"),
+        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/contracts"),
         std::path::PathBuf::from,
     );
     let path = contracts.join("run.v2.json");
