@@ -114,8 +114,14 @@ async fn read(
         Ok(got) => {
             let generation = got.generation.clone();
             let uri = store.uri(key);
-            let body = got.bytes_limited(&uri, 64 * 1024).await?;
-            let record = serde_json::from_slice(&body).map_err(|e| e.to_string());
+            let record = match got.bytes_limited(&uri, 64 * 1024).await {
+                Ok(body) => serde_json::from_slice(&body).map_err(|e| e.to_string()),
+                // A lock is a few hundred bytes: anything larger is damage, not a lease.
+                Err(StoreError::TooLarge { size, limit, .. }) => {
+                    Err(format!("{size} bytes, more than a lease can be ({limit})"))
+                }
+                Err(e) => return Err(e),
+            };
             Ok(Some((record, generation)))
         }
         Err(e) if e.is_not_found() => Ok(None),
@@ -372,7 +378,7 @@ pub async fn unlock(
         Ok(r) if r.is_live(Utc::now()) && !force => return Ok(UnlockOutcome::Refused(r)),
         Ok(r) => r,
         Err(reason) if !force => {
-            return Err(LeaseError::Unreadable {
+            return Ok(UnlockOutcome::Unreadable {
                 uri: store.uri(key),
                 reason,
             });
@@ -394,6 +400,11 @@ pub async fn unlock(
 #[derive(Debug)]
 pub enum UnlockOutcome {
     NotLocked,
+    /// The lock object is not a lease; `--force` deletes it.
+    Unreadable {
+        uri: String,
+        reason: String,
+    },
     Refused(LeaseRecord),
     Unlocked(Option<LeaseRecord>),
 }
@@ -564,7 +575,10 @@ mod tests {
         s.put("lock", Bytes::from("garbage"), PutMode::Overwrite)
             .await
             .unwrap();
-        assert!(unlock(&*s, "lock", false).await.is_err());
+        assert!(matches!(
+            unlock(&*s, "lock", false).await.unwrap(),
+            UnlockOutcome::Unreadable { .. }
+        ));
         let err = Lease::acquire(s.clone(), "lock", "x", "o", Duration::from_secs(1))
             .await
             .unwrap_err();

@@ -24,7 +24,9 @@
 //! * [`settings`]: every setting is an environment variable and a long flag; the composition
 //!   root that builds each component's configuration from them.
 //!
-//! Library code returns its own error types; `anyhow` lives only in `main.rs`.
+//! Library code returns its own error types; `anyhow` lives only in `main.rs`. Modules that are
+//! the job's own machinery (`delta`, `split`, `dataset`, `record`) are private; what of them
+//! shows in the API is re-exported here.
 
 pub mod storage;
 
@@ -39,17 +41,17 @@ pub mod lease;
 
 pub mod inventory;
 
-pub mod delta;
+mod delta;
 
-pub mod split;
+mod split;
 
 pub mod convert;
 
 pub mod validate;
 
-pub mod dataset;
+mod dataset;
 
-pub mod record;
+mod record;
 
 pub mod tuner;
 
@@ -58,3 +60,7 @@ pub mod run;
 pub mod summary;
 
 pub mod settings;
+
+pub use dataset::{Built, RejectExample};
+pub use record::{Counts, RunRecord};
+pub use split::{DEFAULT_SEED, MAX_VALIDATION, Side};

@@ -136,15 +136,31 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let store = storage::open(&bucket_name).context("BUCKET_NAME")?;
             let key = lease::lock_key(&model_meta_folder);
             let outcome = lease::unlock(&*store, &key, force).await?;
-            let (status, code, detail) = match outcome {
-                UnlockOutcome::NotLocked => ("not_locked", 0, serde_json::Value::Null),
-                UnlockOutcome::Unlocked(r) => ("unlocked", 0, serde_json::to_value(r)?),
-                UnlockOutcome::Refused(r) => ("refused", 1, serde_json::to_value(r)?),
-            };
-            let reason = match status {
-                "refused" => "the lease is live: a run holds it; pass --force to free it anyway",
-                "unlocked" => "lock released",
-                _ => "no lock held",
+            let (status, code, reason, detail) = match outcome {
+                UnlockOutcome::NotLocked => (
+                    "not_locked",
+                    0,
+                    "no lock held".to_owned(),
+                    serde_json::Value::Null,
+                ),
+                UnlockOutcome::Unlocked(r) => (
+                    "unlocked",
+                    0,
+                    "lock released".to_owned(),
+                    serde_json::to_value(r)?,
+                ),
+                UnlockOutcome::Refused(r) => (
+                    "refused",
+                    1,
+                    "the lease is live: a run holds it; pass --force to free it anyway".to_owned(),
+                    serde_json::to_value(r)?,
+                ),
+                UnlockOutcome::Unreadable { uri, reason } => (
+                    "unreadable",
+                    1,
+                    format!("{uri} is not a lease ({reason}); pass --force to delete it"),
+                    serde_json::Value::Null,
+                ),
             };
             print(
                 &serde_json::json!({ "status": status, "reason": reason, "lock": store.uri(&key), "lease": detail }),

@@ -957,3 +957,93 @@ fn budget_quality_and_adapter_gates_stop_before_tuning() {
     let (v, _) = run_in(&root, &["run"], &[("MAX_TRAINING_TOKENS", "1000000")]);
     assert_eq!(v["status"], "dry_run", "{v}");
 }
+
+#[test]
+fn settings_that_would_lose_data_or_read_outside_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let bucket = root.to_str().unwrap();
+    for (vars, named) in [
+        (&[("VAL_FILE", "sft_train.jsonl")][..], "VAL_FILE"),
+        (&[("TRAIN_FILE", "rejected.jsonl")][..], "rejected.jsonl"),
+        (&[("JSONL_FOLDER", "raw_training_data")][..], "JSONL_FOLDER"),
+        (
+            &[("MODEL_META_FOLDER", "raw_training_data/")][..],
+            "MODEL_META_FOLDER",
+        ),
+        (
+            &[
+                ("RAW_DATA_FOLDER", "data/raw"),
+                ("LABEL_FOLDER", "data/labels"),
+                ("MODEL_META_FOLDER", "data"),
+            ][..],
+            "MODEL_META_FOLDER",
+        ),
+        (
+            &[("RAW_DATA_FOLDER", "../../../../etc")][..],
+            "RAW_DATA_FOLDER",
+        ),
+        (&[("LABEL_FOLDER", "/etc")][..], "LABEL_FOLDER"),
+        (&[("MIN_SAMPLES", "0")][..], "MIN_SAMPLES"),
+        (&[("LEASE_DURATION", "100000y")][..], "LEASE_DURATION"),
+        (&[("LEASE_DURATION", "1000000000y")][..], "LEASE_DURATION"),
+        (
+            &[("DRY_RUN_DURATION", "1000000000y")][..],
+            "DRY_RUN_DURATION",
+        ),
+        (&[("READ_CONCURRENCY", "0")][..], "READ_CONCURRENCY"),
+        (&[("READ_CONCURRENCY", "100000")][..], "READ_CONCURRENCY"),
+        (&[("MAX_TEXT_BYTES", "0")][..], "MAX_TEXT_BYTES"),
+        (&[("PROMPT", "@/dev/zero")][..], "PROMPT"),
+        (
+            &[("SYSTEM_INSTRUCTION", "@/dev/zero")][..],
+            "SYSTEM_INSTRUCTION",
+        ),
+        (&[("CONVERT_CONFIG", "/dev/zero")][..], "CONVERT_CONFIG"),
+        (&[("CONVERT_CONFIG", "/")][..], "CONVERT_CONFIG"),
+    ] {
+        let started = Instant::now();
+        let out = autotune()
+            .arg("run")
+            .env("BUCKET_NAME", bucket)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{vars:?}: {stderr}");
+        assert!(stderr.contains(named), "{vars:?} names {named}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{vars:?} is refused at once, not after reading a device"
+        );
+    }
+    assert_eq!(
+        files_under(root).len(),
+        40,
+        "nothing was written by a refused run"
+    );
+}
+
+#[test]
+fn unlock_reports_and_force_clears_a_damaged_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for garbage in ["not a lease".to_owned(), "x".repeat(200_000)] {
+        write(root, "trained_model/training.lock.json", &garbage);
+        let (v, out) = run_in(root, &["unlock"], &[]);
+        assert_eq!(v["status"], "unreadable", "{v}");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            v["reason"].as_str().unwrap().contains("--force"),
+            "says how to clear it: {v}"
+        );
+        let (v, out) = run_in(root, &["unlock", "--force"], &[]);
+        assert_eq!(v["status"], "unlocked", "{v}");
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            !root.join("trained_model/training.lock.json").exists(),
+            "the damaged object is gone"
+        );
+    }
+}
