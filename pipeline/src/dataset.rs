@@ -286,7 +286,7 @@ pub async fn build(
     let mut rejected = JsonlWriter::create(&*sink, &paths.rejected).await?;
     let mut built = Built::default();
     let reject = async |r: Reject, rejected: &mut JsonlWriter, built: &mut Built| {
-        tracing::warn!(sample = %r.key, objects = ?r.objects, category = ?r.category, "sample rejected: {}", r.reason);
+        tracing::warn!(sample = %r.key, objects = %r.objects.join(", "), category = %r.category, "sample rejected: {}", r.reason);
         *built.rejected_by_category.entry(r.category).or_default() += 1;
         let examples = built.reject_examples.entry(r.category).or_default();
         if examples.len() < REJECT_EXAMPLES {

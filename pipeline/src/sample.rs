@@ -57,6 +57,30 @@ pub enum Category {
     InvalidName,
 }
 
+impl Category {
+    /// The name in `rejected.jsonl`, records and logs (`malformed_label`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedLabel => "malformed_label",
+            Self::MissingField => "missing_field",
+            Self::EmptyLabel => "empty_label",
+            Self::EmptyRaw => "empty_raw",
+            Self::NotUtf8 => "not_utf8",
+            Self::UnsupportedType => "unsupported_type",
+            Self::TooLarge => "too_large",
+            Self::ReadError => "read_error",
+            Self::Ambiguous => "ambiguous",
+            Self::InvalidName => "invalid_name",
+        }
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A sample skipped with its reason; one line of `rejected.jsonl`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reject {
@@ -73,6 +97,29 @@ impl Reject {
             objects: vec![object.to_owned()],
             category,
             reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_names_are_the_serialised_ones() {
+        for c in [
+            Category::MalformedLabel,
+            Category::MissingField,
+            Category::EmptyLabel,
+            Category::EmptyRaw,
+            Category::NotUtf8,
+            Category::UnsupportedType,
+            Category::TooLarge,
+            Category::ReadError,
+            Category::Ambiguous,
+            Category::InvalidName,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
     }
 }
