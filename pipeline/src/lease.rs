@@ -157,7 +157,20 @@ pub struct Lease {
     ttl: Duration,
     current: Arc<Mutex<(LeaseRecord, String)>>,
     lost: CancellationToken,
+    /// Why the lease was lost, set before `lost` fires.
+    why: Arc<std::sync::Mutex<Option<Lost>>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Why a run no longer holds its lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Lost {
+    /// Another run took the lease over (its generation changed, or it was deleted).
+    #[error("the run lock was lost to another run ({0}); stopped")]
+    TakenOver(String),
+    /// Renewals failed until the lease expired: the storage, not another run, is the cause.
+    #[error("the run lock could not be renewed before it expired: {0}; stopped")]
+    Unrenewable(String),
 }
 
 fn record(run_id: &str, owner: &str, ttl: Duration) -> LeaseRecord {
@@ -222,6 +235,7 @@ impl Lease {
                 ttl,
                 current: Arc::new(Mutex::new((mine, meta.generation))),
                 lost: CancellationToken::new(),
+                why: Arc::default(),
                 heartbeat: None,
             })),
             // Lost the race: report whoever won.
@@ -254,6 +268,12 @@ impl Lease {
     pub fn start_heartbeat(&mut self) {
         let (store, key, ttl) = (self.store.clone(), self.key.clone(), self.ttl);
         let (current, lost) = (self.current.clone(), self.lost.clone());
+        let why = self.why.clone();
+        let lose = move |reason: Lost| {
+            *why.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+            lost.cancel();
+        };
         self.heartbeat = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(ttl / 3);
             tick.tick().await;
@@ -263,14 +283,14 @@ impl Lease {
                     Ok(()) => tracing::debug!("run lock renewed"),
                     Err(e @ (StoreError::Precondition { .. } | StoreError::NotFound { .. })) => {
                         tracing::error!(error = %e, "run lock lost: another run took it over");
-                        lost.cancel();
+                        lose(Lost::TakenOver(e.to_string()));
                         return;
                     }
                     Err(e) => {
                         let expired = current.lock().await.0.expires_at <= Utc::now();
                         tracing::warn!(error = %e, "run lock renewal failed; retrying");
                         if expired {
-                            lost.cancel();
+                            lose(Lost::Unrenewable(e.to_string()));
                             return;
                         }
                     }
@@ -279,9 +299,17 @@ impl Lease {
         }));
     }
 
-    /// Resolves when the heartbeat finds the lease taken over.
-    pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.lost.clone().cancelled_owned()
+    /// Resolves, with the reason, when the heartbeat finds the lease taken over or cannot
+    /// renew it before it expires.
+    pub fn lost(&self) -> impl Future<Output = Lost> + Send + 'static {
+        let (token, why) = (self.lost.clone(), self.why.clone());
+        async move {
+            token.cancelled().await;
+            why.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| Lost::TakenOver("no reason recorded".to_owned()))
+        }
     }
 
     /// Records a submitted tuning job in the lease, so that if this run dies the next one

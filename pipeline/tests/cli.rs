@@ -1054,7 +1054,11 @@ fn logs_show_the_values_users_read_never_rust_debug_output() {
     let root = dir.path();
     text_samples(root, 0, 20);
     write(root, "raw_training_data/s0003.json", "{not json");
-    let (v, out) = run_in(root, &["run"], &[("LOG_FORMAT", "json"), ("MAX_REJECTED_RATIO", "0.5")]);
+    let (v, out) = run_in(
+        root,
+        &["run"],
+        &[("LOG_FORMAT", "json"), ("MAX_REJECTED_RATIO", "0.5")],
+    );
     assert_eq!(v["status"], "dry_run", "{v}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     for debug in ["Some(", "None", "DryRun", "MalformedLabel", "[\\\""] {
@@ -1066,7 +1070,12 @@ fn logs_show_the_values_users_read_never_rust_debug_output() {
         .collect();
     let rejected = lines
         .iter()
-        .find(|l| l["message"].as_str().unwrap_or("").starts_with("sample rejected"))
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("sample rejected")
+        })
         .expect("the reject is logged");
     assert_eq!(rejected["category"], "malformed_label", "{rejected}");
     let finished = lines
@@ -1074,5 +1083,11 @@ fn logs_show_the_values_users_read_never_rust_debug_output() {
         .find(|l| l["message"] == "run finished")
         .expect("the end is logged");
     assert_eq!(finished["status"], "dry_run", "{finished}");
-    assert!(finished["metadata"].as_str().unwrap().starts_with("file://"), "{finished}");
+    assert!(
+        finished["metadata"]
+            .as_str()
+            .unwrap()
+            .starts_with("file://"),
+        "{finished}"
+    );
 }

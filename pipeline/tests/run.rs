@@ -592,3 +592,99 @@ async fn plan_predicts_the_run_and_writes_nothing() {
     );
     assert_eq!(run(&j).await.status, RunStatus::Failed);
 }
+
+/// A bucket whose writes start failing when `down` is set, as a storage outage would.
+#[derive(Debug)]
+struct Outage {
+    inner: MemoryStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Outage {
+    fn failure(&self, key: &str) -> storage::StoreError {
+        storage::StoreError::Api {
+            uri: self.inner.uri(key),
+            status: 503,
+            message: "Service Unavailable".to_owned(),
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Store for Outage {
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, storage::StoreError>> {
+        self.inner.list(prefix)
+    }
+    async fn get(&self, key: &str) -> Result<storage::GetResult, storage::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<storage::ObjectMeta, storage::StoreError> {
+        if self.is_down() {
+            return Err(self.failure(key));
+        }
+        self.inner.put(key, data, mode).await
+    }
+    async fn put_multipart(
+        &self,
+        key: &str,
+    ) -> Result<Box<dyn storage::MultipartUpload>, storage::StoreError> {
+        if self.is_down() {
+            return Err(self.failure(key));
+        }
+        self.inner.put_multipart(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), storage::StoreError> {
+        self.inner.delete(key).await
+    }
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+}
+
+#[tokio::test]
+async fn a_storage_outage_is_reported_as_such_not_as_a_lost_lock() {
+    let outage = Arc::new(Outage {
+        inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let store: Arc<dyn Store> = outage.clone();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Hang);
+    let mut c = config();
+    c.lease_duration = Duration::from_secs(1);
+    let j = job(&store, &tuner, c);
+    let run = j.run(std::future::pending(), false);
+    let cut = async {
+        tuner.on_submit.notified().await;
+        outage.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    };
+    let o = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            o = run => o,
+            () = cut => unreachable!(),
+        }
+    })
+    .await
+    .expect("the run ends once its lease expires unrenewed");
+    assert_eq!(o.status, RunStatus::Failed);
+    assert!(
+        o.reason.contains("could not be renewed before it expired")
+            && o.reason.contains("503")
+            && !o.reason.contains("another run"),
+        "{}",
+        o.reason
+    );
+}

@@ -128,8 +128,8 @@ pub enum RunError {
     /// The tuning job ended without success; Google's message when it gave one.
     #[error("the tuning job failed{}", .0.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     JobFailed(Option<String>),
-    #[error("the run lock was lost to another run; stopped")]
-    LeaseLost,
+    #[error(transparent)]
+    LeaseLost(lease::Lost),
 }
 
 pub struct Job {
@@ -254,7 +254,7 @@ impl Job {
         let result = tokio::select! {
             r = self.train(&run_id, gates, &state, &lease, detach) => r.map_err(|e| (RunStatus::Failed, e.to_string())),
             signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
-            () = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost.to_string())),
+            lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
         let mut state = state.into_inner();
         self.finish(&mut state, result, started, lease).await

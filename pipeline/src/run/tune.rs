@@ -194,7 +194,7 @@ impl Job {
                 Err(e) => Err((RunStatus::Failed, RunError::from(e).to_string())),
             },
             signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
-            () = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost.to_string())),
+            lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
         let mut state = State {
             record,
