@@ -49,11 +49,54 @@ pub struct LeaseRecord {
     /// The run record to finalise with the adopted job's outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_record: Option<String>,
+    /// LEASE_DURATION of the holder: no renewal extends the lease further than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u64>,
 }
 
+/// The longest a lease may last (LEASE_DURATION's bound); leases that do not record their
+/// duration are held to it.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Clock difference tolerated between runs before a lease counts as damaged.
+const SKEW: chrono::Duration = chrono::Duration::minutes(1);
+
 impl LeaseRecord {
+    /// The lease's own duration.
+    fn duration(&self) -> chrono::Duration {
+        let secs = self
+            .duration_seconds
+            .unwrap_or(MAX_DURATION.as_secs())
+            .min(MAX_DURATION.as_secs());
+        chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+
+    /// When the holder last wrote the lease.
+    fn touched_at(&self) -> DateTime<Utc> {
+        self.renewed_at
+            .unwrap_or(self.acquired_at)
+            .max(self.acquired_at)
+    }
+
+    /// Why a held lease cannot be trusted: it claims more time left than its own duration
+    /// (hand-edited, or written by a clock far ahead). `None` for a sound lease.
+    pub fn damage(&self, now: DateTime<Utc>) -> Option<String> {
+        let d = self.duration();
+        (self.state == LeaseState::Held && self.expires_at - now > d + SKEW).then(|| {
+            format!(
+                "it claims to hold the lock until {}, longer than its duration ({}s) from now",
+                self.expires_at,
+                d.num_seconds()
+            )
+        })
+    }
+
+    /// Held and not expired. A damaged lease counts as live only until it has gone unrenewed
+    /// for its own duration; then it is taken over like an expired one.
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
-        self.state == LeaseState::Held && self.expires_at > now
+        self.state == LeaseState::Held
+            && self.expires_at > now
+            && (self.damage(now).is_none() || self.touched_at() + self.duration() > now)
     }
 
     /// A job left for the next holder to adopt, with the record to finalise.
@@ -181,6 +224,7 @@ fn record(run_id: &str, owner: &str, ttl: Duration) -> LeaseRecord {
         owner: owner.to_owned(),
         acquired_at: now,
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+        duration_seconds: Some(ttl.as_secs()),
         renewed_at: None,
         released_at: None,
         tuning_job: None,

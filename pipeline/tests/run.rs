@@ -688,3 +688,51 @@ async fn a_storage_outage_is_reported_as_such_not_as_a_lost_lock() {
         o.reason
     );
 }
+
+/// A lease held by `other` that claims to last until 2099.
+async fn damaged_lease(store: &dyn Store, touched_secs_ago: i64, duration: Option<u64>) {
+    let touched = chrono::Utc::now() - chrono::Duration::seconds(touched_secs_ago);
+    let mut lease = json!({
+        "state": "held", "run_id": "other", "owner": "elsewhere",
+        "acquired_at": touched, "expires_at": "2099-01-01T00:00:00Z",
+    });
+    if let Some(d) = duration {
+        lease["duration_seconds"] = json!(d);
+    }
+    put(
+        store,
+        &lease::lock_key("trained_model"),
+        serde_json::to_vec(&lease).unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_damaged_lease_is_reported_then_taken_over_once_unrenewed_for_its_duration() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, config());
+
+    // Freshly written: skipped, saying what is wrong and how to fix it, in run and plan.
+    damaged_lease(&*store, 0, None).await;
+    for o in [run(&j).await, j.plan().await] {
+        assert_eq!(o.status, RunStatus::Skipped);
+        assert!(
+            o.reason.contains("damaged") && o.reason.contains("autotune unlock --force"),
+            "{}",
+            o.reason
+        );
+    }
+    // Its own duration (60 s) has passed without a renewal: taken over.
+    damaged_lease(&*store, 120, Some(60)).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+
+    // Without a recorded duration, the longest lease (24 h) applies.
+    damaged_lease(&*store, 23 * 3600, None).await;
+    samples(&*store, 20, 5, &[]).await;
+    assert_eq!(run(&j).await.status, RunStatus::Skipped);
+    damaged_lease(&*store, 25 * 3600, None).await;
+    assert_eq!(run(&j).await.status, RunStatus::Success);
+}

@@ -88,14 +88,21 @@ impl Outcome {
     /// A lock that ends the run before it starts (live, unreadable or failing).
     pub(super) fn of_lock(lock: &Lock, min_samples: u64) -> Self {
         match lock {
-            Lock::Live(r) => Self::new(
-                RunStatus::Skipped,
-                format!(
-                    "gate 1: run {} ({}) holds the lock until {}",
-                    r.run_id, r.owner, r.expires_at
-                ),
-                min_samples,
-            ),
+            Lock::Live(r) => {
+                let damage = r.damage(chrono::Utc::now()).map_or_else(String::new, |d| {
+                    format!(
+                        "; the lease looks damaged ({d}): it is taken over once it has gone unrenewed for its duration, or free it now with `autotune unlock --force` if no run holds it"
+                    )
+                });
+                Self::new(
+                    RunStatus::Skipped,
+                    format!(
+                        "gate 1: run {} ({}) holds the lock until {}{damage}",
+                        r.run_id, r.owner, r.expires_at
+                    ),
+                    min_samples,
+                )
+            }
             Lock::Unreadable { uri, reason } => Self::failed(
                 format!(
                     "gate 1: the lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
