@@ -38,6 +38,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 pub struct JsonlWriter {
     upload: Box<dyn MultipartUpload>,
     buf: Vec<u8>,
+    /// SHA-256 of every byte written, so runs can tell identical datasets apart cheaply.
+    digest: sha2::Sha256,
     pub lines: u64,
     pub bytes: u64,
     pub uri: String,
@@ -48,6 +50,7 @@ impl JsonlWriter {
         Ok(Self {
             upload: store.put_multipart(key).await?,
             buf: Vec::with_capacity(WRITE_BUFFER),
+            digest: sha2::Sha256::default(),
             lines: 0,
             bytes: 0,
             uri: store.uri(key),
@@ -55,6 +58,9 @@ impl JsonlWriter {
     }
 
     pub async fn write_line(&mut self, line: &str) -> Result<(), StoreError> {
+        use sha2::Digest;
+        self.digest.update(line.as_bytes());
+        self.digest.update(b"\n");
         self.buf.extend_from_slice(line.as_bytes());
         self.buf.push(b'\n');
         self.lines += 1;
@@ -64,6 +70,12 @@ impl JsonlWriter {
             self.upload.put_part(Bytes::from(chunk)).await?;
         }
         Ok(())
+    }
+
+    /// The SHA-256 of the lines written so far, in hex.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        hex(&self.digest.clone().finalize())
     }
 
     /// Publishes the file if it has lines; an empty file is discarded and gives `None`.
@@ -78,6 +90,14 @@ impl JsonlWriter {
         self.upload.complete().await?;
         Ok(Some(self.uri))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Where a run's files go.
@@ -102,6 +122,13 @@ pub struct Built {
     pub validation_uri: Option<String>,
     pub rejected_uri: Option<String>,
     pub train_bytes: u64,
+    /// SHA-256 of the training and validation files' bytes.
+    pub train_digest: String,
+    pub validation_digest: String,
+    /// Per sample (inventory order): its line was written, or it was held out. A rejected
+    /// sample is `false`.
+    #[serde(skip)]
+    pub converted: Vec<bool>,
     /// Vertex's rules checked on every line written, per file (with [`Options::check`]).
     #[serde(skip)]
     pub train_tally: Option<Tally>,
@@ -314,6 +341,7 @@ pub async fn build(
     let indices: Vec<usize> = (0..n).filter(|&i| split.side(i) != Side::HeldOut).collect();
     built.held_out = (n - indices.len()) as u64;
     progress.inc(built.held_out);
+    built.converted = (0..n).map(|i| split.side(i) == Side::HeldOut).collect();
 
     let reads = stream::iter(indices)
         .map(|i| {
@@ -347,11 +375,14 @@ pub async fn build(
     while let Some(batch) = batches.next().await {
         for (i, line) in batch.lines {
             match line {
-                Ok(line) => match split.side(i) {
-                    Side::Train => train.write_line(&line).await?,
-                    Side::Validation => validation.write_line(&line).await?,
-                    Side::HeldOut => unreachable!("held-out samples are not converted"),
-                },
+                Ok(line) => {
+                    built.converted[i] = true;
+                    match split.side(i) {
+                        Side::Train => train.write_line(&line).await?,
+                        Side::Validation => validation.write_line(&line).await?,
+                        Side::HeldOut => unreachable!("held-out samples are not converted"),
+                    }
+                }
                 Err(r) => reject(r, &mut rejected, &mut built).await?,
             }
             progress.inc(1);
@@ -365,6 +396,8 @@ pub async fn build(
         built.train_tally = Some(t);
         built.validation_tally = Some(v);
     }
+    built.train_digest = train.digest();
+    built.validation_digest = validation.digest();
     built.train_examples = train.lines;
     built.train_bytes = train.bytes;
     built.validation_examples = validation.lines;

@@ -64,16 +64,16 @@ pub async fn read(store: &dyn Store, key: &str) -> Result<Manifest, StoreError> 
     Ok(manifest)
 }
 
-/// Samples that are new or changed relative to `previous`.
-pub fn count(samples: &[Sample], previous: &Manifest) -> u64 {
+/// Which samples are new or changed relative to `previous`, in the order of `samples`.
+pub fn changed(samples: &[Sample], previous: &Manifest) -> Vec<bool> {
     samples
         .iter()
-        .filter(|s| {
+        .map(|s| {
             previous.get(&s.key).is_none_or(|(raw, label)| {
                 *raw != s.raw.meta.generation || *label != s.label.meta.generation
             })
         })
-        .count() as u64
+        .collect()
 }
 
 #[cfg(test)]
@@ -119,7 +119,8 @@ mod tests {
         let mut now: Vec<_> = before[5..].iter().map(|s| sample(&s.key, "1")).collect();
         now.extend((100..112).map(|i| sample(&format!("s{i}"), "1")));
         now[0] = sample("s5", "2");
-        assert_eq!(count(&now, &manifest), 13);
-        assert_eq!(count(&before, &manifest), 0);
+        let count = |s: &[Sample]| changed(s, &manifest).iter().filter(|&&c| c).count();
+        assert_eq!(count(&now), 13);
+        assert_eq!(count(&before), 0);
     }
 }

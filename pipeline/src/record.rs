@@ -82,6 +82,10 @@ pub struct RunRecord {
     pub lock_generation: Option<String>,
     #[serde(default)]
     pub baseline_run_id: Option<String>,
+    /// SHA-256 over the training and validation files: a run whose datasets equal its
+    /// baseline's has nothing new to tune (`unchanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
     /// Token and cost estimate of the datasets, to compare with Vertex's billable tokens in
     /// `model_details.tuning_data_stats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +128,7 @@ impl RunRecord {
             manifest_uri: None,
             lock_generation: None,
             baseline_run_id: None,
+            dataset_digest: None,
             estimate: None,
             reject_examples: None,
             unpaired_examples: Vec::new(),

@@ -19,6 +19,8 @@ pub enum RunStatus {
     Waiting,
     /// Gate 1: another run holds the lock.
     Skipped,
+    /// The datasets came out identical to the last run's: nothing new to tune.
+    Unchanged,
     /// Seed records may carry statuses we do not know.
     #[serde(other)]
     Unknown,
@@ -35,6 +37,7 @@ impl RunStatus {
             Self::Running => "running",
             Self::Waiting => "waiting",
             Self::Skipped => "skipped",
+            Self::Unchanged => "unchanged",
             Self::Unknown => "unknown",
         }
     }
@@ -68,6 +71,7 @@ mod tests {
             RunStatus::Running,
             RunStatus::Waiting,
             RunStatus::Skipped,
+            RunStatus::Unchanged,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }

@@ -736,3 +736,79 @@ async fn a_damaged_lease_is_reported_then_taken_over_once_unrenewed_for_its_dura
     damaged_lease(&*store, 25 * 3600, None).await;
     assert_eq!(run(&j).await.status, RunStatus::Success);
 }
+
+#[tokio::test]
+async fn new_samples_that_are_all_rejected_do_not_retrain() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let mut c = config();
+    c.max_rejected_ratio = 1.0;
+    let j = job(&store, &tuner, c);
+    let first = run(&j).await;
+    assert_eq!(first.status, RunStatus::Success);
+    let records = keys(&*store, "trained_model/model_metadata_").await;
+    // Ten new samples, every one rejected: gate 3 passes on the listing, but nothing converted.
+    samples(&*store, 20, 10, &(20..30).collect::<Vec<_>>()).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Waiting, "{}", o.reason);
+    assert!(
+        o.reason
+            .starts_with("gate 3: 0 of 10 new or changed samples converted"),
+        "{}",
+        o.reason
+    );
+    assert!(
+        o.reason.contains("rejected.jsonl"),
+        "says where the reasons are: {}",
+        o.reason
+    );
+    assert_eq!(tuner.submits(), 1, "no second tuning");
+    assert_eq!(
+        keys(&*store, "trained_model/model_metadata_").await,
+        records,
+        "a waiting run writes no record"
+    );
+    let first_id = first.run_id.unwrap();
+    let datasets: Vec<String> = keys(&*store, "training_datasets/")
+        .await
+        .into_iter()
+        .filter(|k| !k.contains(&first_id))
+        .collect();
+    assert_eq!(datasets.len(), 1, "only the rejects remain: {datasets:?}");
+    assert!(datasets[0].ends_with("/rejected.jsonl"), "{datasets:?}");
+    assert_eq!(lease_of(&*store).await.state, LeaseState::Released);
+}
+
+#[tokio::test]
+async fn re_uploads_without_a_change_are_unchanged_not_retrained() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, config());
+    let first = run(&j).await;
+    assert_eq!(first.status, RunStatus::Success);
+    // The same bytes again: new generations, same content.
+    samples(&*store, 0, 20, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Unchanged, "{}", o.reason);
+    assert_eq!(o.status.exit_code(), 0);
+    assert_eq!(tuner.submits(), 1, "nothing new is tuned");
+    assert_eq!(
+        o.train_dataset_uri, first.train_dataset_uri,
+        "the record points at the identical datasets already tuned"
+    );
+    let run_id = o.run_id.clone().unwrap();
+    assert!(
+        keys(&*store, &format!("training_datasets/{run_id}/"))
+            .await
+            .is_empty(),
+        "the duplicate datasets are removed"
+    );
+    let record = record_of(&*store, &o).await;
+    assert_eq!(record["status"], "unchanged");
+    // The unchanged run is the new baseline: the next event waits at gate 3.
+    let next = run(&j).await;
+    assert_eq!(next.status, RunStatus::Waiting, "{}", next.reason);
+    assert!(next.reason.starts_with("gate 3: 0 new"), "{}", next.reason);
+}

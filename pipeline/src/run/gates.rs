@@ -35,6 +35,9 @@ pub struct Gates {
     pub baseline: Option<Stored>,
     /// Samples new or changed since the baseline.
     pub delta: u64,
+    /// Which samples are new or changed (inventory order); `None` when every sample is new or
+    /// the baseline has no manifest (a seed record).
+    pub changed: Option<Vec<bool>>,
 }
 
 /// The decision of gates 2 and 3.
@@ -90,12 +93,13 @@ impl Job {
             inventory,
             baseline,
             delta: 0,
+            changed: None,
         };
         if pairs < min {
             let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
             return Ok(Gate::Wait { reason, gates });
         }
-        gates.delta = self
+        (gates.delta, gates.changed) = self
             .delta_against(&gates.inventory, gates.baseline.as_ref())
             .await?;
         if gates.delta < min {
@@ -125,7 +129,7 @@ impl Job {
             return Ok(None);
         }
         gates.baseline = now;
-        gates.delta = self
+        (gates.delta, gates.changed) = self
             .delta_against(&gates.inventory, gates.baseline.as_ref())
             .await?;
         let min = self.config.min_samples;
@@ -141,16 +145,23 @@ impl Job {
         &self,
         inv: &Inventory,
         baseline: Option<&Stored>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, Option<Vec<bool>>), StoreError> {
         let Some(b) = baseline else {
-            return Ok(inv.samples.len() as u64);
+            return Ok((inv.samples.len() as u64, None));
         };
         match crate::delta::read(&*self.store, &b.manifest_key()).await {
-            Ok(m) => Ok(crate::delta::count(&inv.samples, &m)),
+            Ok(m) => {
+                let changed = crate::delta::changed(&inv.samples, &m);
+                let n = changed.iter().filter(|&&c| c).count() as u64;
+                Ok((n, Some(changed)))
+            }
             // A record from the seed, without manifest: fall back to its count difference.
             Err(e) if e.is_not_found() => {
                 tracing::warn!(record = %self.store.uri(&b.key), "baseline has no manifest; counting the difference in samples, as the seed did");
-                Ok((inv.samples.len() as u64).saturating_sub(b.record.sample_size))
+                Ok((
+                    (inv.samples.len() as u64).saturating_sub(b.record.sample_size),
+                    None,
+                ))
             }
             Err(e) => Err(e),
         }

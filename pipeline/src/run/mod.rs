@@ -162,10 +162,12 @@ impl Job {
 
     /// Which past runs count as a baseline: a dry run stands in for a real one only for dry
     /// runs, so rehearsing on a bucket never makes a real run wait.
+    /// A run that found its datasets unchanged moves the baseline too: what it would have
+    /// tuned is what the run before it tuned.
     fn baseline_statuses(&self) -> &'static [RunStatus] {
         match self.tuner.kind() {
-            TunerKind::DryRun => &[RunStatus::Success, RunStatus::DryRun],
-            TunerKind::Vertex => &[RunStatus::Success],
+            TunerKind::DryRun => &[RunStatus::Success, RunStatus::Unchanged, RunStatus::DryRun],
+            TunerKind::Vertex => &[RunStatus::Success, RunStatus::Unchanged],
         }
     }
 
@@ -252,12 +254,45 @@ impl Job {
             job: None,
         });
         let result = tokio::select! {
-            r = self.train(&run_id, gates, &state, &lease, detach) => r.map_err(|e| (RunStatus::Failed, e.to_string())),
+            r = self.train(&run_id, gates, &state, &lease, detach) => r,
             signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
         let mut state = state.into_inner();
-        self.finish(&mut state, result, started, lease).await
+        match result {
+            Ok(Trained::Waiting(reason)) => {
+                self.discard(&state.record).await;
+                release_quietly(lease).await;
+                tracing::info!("{reason}");
+                Outcome::waiting(reason, gates, min)
+            }
+            Ok(Trained::Unchanged) => {
+                self.discard(&state.record).await;
+                let baseline = gates.baseline.as_ref().map(|b| &b.record);
+                let r = &mut state.record;
+                r.status = RunStatus::Unchanged;
+                r.train_dataset_uri = baseline.and_then(|b| b.train_dataset_uri.clone());
+                r.validation_dataset_uri = baseline.and_then(|b| b.validation_dataset_uri.clone());
+                self.finish(&mut state, Ok(()), started, lease).await
+            }
+            Ok(Trained::Tuned) => self.finish(&mut state, Ok(()), started, lease).await,
+            Err(e) => self.finish(&mut state, Err(e), started, lease).await,
+        }
+    }
+
+    /// Removes the datasets of a run that will not tune them.
+    async fn discard(&self, record: &crate::record::RunRecord) {
+        for uri in [&record.train_dataset_uri, &record.validation_dataset_uri]
+            .into_iter()
+            .flatten()
+        {
+            let key = uri
+                .strip_prefix(&self.store.uri(""))
+                .unwrap_or(uri.as_str());
+            if let Err(e) = self.store.delete(key).await {
+                tracing::warn!(object = %uri, error = %e, "could not remove a dataset that will not be tuned");
+            }
+        }
     }
 
     /// Build, check, submit, follow. Updates `state` as it goes.
@@ -268,11 +303,15 @@ impl Job {
         state: &Mutex<State>,
         lease: &Lease,
         detach: bool,
-    ) -> Result<(), RunError> {
+    ) -> Result<Trained, (RunStatus, String)> {
+        let failed = |e: RunError| (RunStatus::Failed, e.to_string());
         let seed = self.split_seed(gates.baseline.as_ref());
         state.lock().await.record.split_seed = Some(seed.clone());
-        let built = self.build_datasets(run_id, gates, &seed, state).await?;
-        let estimate = self.quality(gates, &built)?;
+        let built = self
+            .build_datasets(run_id, gates, &seed, state)
+            .await
+            .map_err(failed)?;
+        let estimate = self.quality(gates, &built).map_err(failed)?;
         tracing::info!(
             training_tokens = estimate.training_tokens,
             cost = estimate
@@ -281,30 +320,88 @@ impl Job {
             "token estimate"
         );
         state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
-        self.check_budget(&estimate)?;
+        self.check_budget(&estimate).map_err(failed)?;
+        if let Some(reason) = self.too_few_converted(gates, &built) {
+            return Ok(Trained::Waiting(reason));
+        }
+        let digest = self.dataset_digest(&built);
+        state.lock().await.record.dataset_digest = Some(digest.clone());
+        if gates
+            .baseline
+            .as_ref()
+            .and_then(|b| b.record.dataset_digest.as_ref())
+            == Some(&digest)
+        {
+            tracing::info!("the datasets equal the last run's: nothing new to tune");
+            return Ok(Trained::Unchanged);
+        }
         let Some(train_uri) = built.train_uri.as_deref() else {
-            return Err(RunError::NoTrainingExamples);
+            return Err(failed(RunError::NoTrainingExamples));
         };
         match self
             .tune(
                 run_id,
                 gates,
-                &seed,
+                &digest,
                 train_uri,
                 built.validation_uri.as_deref(),
                 state,
                 lease,
                 detach,
             )
-            .await?
+            .await
+            .map_err(failed)?
         {
             Tuning::Submitted { job } => {
                 tracing::info!(%job, "detached: a later run follows the job and finalises this run");
             }
             Tuning::Finished => {}
         }
-        Ok(())
+        Ok(Trained::Tuned)
     }
+
+    /// Gate 3 on what converted: new or changed samples that were rejected do not count.
+    fn too_few_converted(&self, gates: &Gates, built: &crate::Built) -> Option<String> {
+        let min = self.config.min_samples;
+        let converted = match &gates.changed {
+            Some(changed) => changed
+                .iter()
+                .zip(&built.converted)
+                .filter(|(c, ok)| **c && **ok)
+                .count() as u64,
+            None if gates.baseline.is_none() => {
+                built.converted.iter().filter(|&&ok| ok).count() as u64
+            }
+            // A seed baseline without manifest: only the count difference is known.
+            None => return None,
+        };
+        (converted < min).then(|| {
+            format!(
+                "gate 3: {converted} of {} new or changed samples converted (the others were rejected, see {}), fewer than MIN_SAMPLES ({min})",
+                gates.delta,
+                built.rejected_uri.as_deref().unwrap_or("the run's rejects")
+            )
+        })
+    }
+
+    /// What is tuned, as one digest: the two files' bytes and the settings of the job.
+    fn dataset_digest(&self, built: &crate::Built) -> String {
+        job::digest(&serde_json::json!([
+            built.train_digest,
+            built.validation_digest,
+            self.config.shape,
+        ]))
+    }
+}
+
+/// How a run that took the lease ended, short of failing.
+enum Trained {
+    /// Tuned, or submitted with `--detach`.
+    Tuned,
+    /// Too few new samples converted: the run stops as if gate 3 had said wait.
+    Waiting(String),
+    /// The datasets equal the baseline's.
+    Unchanged,
 }
 
 /// Releases a lease whose run ends before it started work.

@@ -39,7 +39,7 @@ impl Job {
         &self,
         run_id: &str,
         gates: &Gates,
-        seed: &str,
+        digest: &str,
         train_uri: &str,
         validation_uri: Option<&str>,
         state: &Mutex<State>,
@@ -63,7 +63,9 @@ impl Job {
             st.meta_key = Some(meta_key.clone());
         }
 
-        let run_key = job::run_key(&self.config.shape, &gates.inventory.samples, seed);
+        // The run key is the digest of what goes into the files (and the job's settings): the
+        // same datasets tuned the same way are the same job.
+        let run_key = digest.to_owned();
         let mut request = job::Request::build(
             &self.config.request,
             run_id,
@@ -120,10 +122,23 @@ impl Job {
         if self.config.tuning_mode != TuningMode::Continuous {
             return;
         }
-        let parent = gates
-            .baseline
+        // The baseline may be a run that found nothing new: the parent is the last run that
+        // tuned.
+        let last_success = match gates.baseline.as_ref() {
+            Some(b) if b.record.status == RunStatus::Success => Some(b.clone()),
+            _ => record::latest(
+                &*self.store,
+                &self.config.model_meta_folder,
+                &[RunStatus::Success],
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the last successful run");
+                None
+            }),
+        };
+        let parent = last_success
             .as_ref()
-            .filter(|b| b.record.status == RunStatus::Success)
             .and_then(|b| b.record.model_details["tuned_model"].as_str());
         match parent {
             Some(parent) => {
