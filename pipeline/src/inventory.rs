@@ -6,10 +6,12 @@
 //! kept in memory, never contents. When the folders are the same, one file may qualify as raw
 //! text and as a label (`x.txt`); it then pairs with the other file of its stem, never with
 //! itself, and a stem with more candidates than one pair can use is rejected as ambiguous.
+//! Which names are samples is decided by `autotune-layout`, which the trigger shares.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use autotune_layout::{Class, Layout};
 use futures::TryStreamExt;
 use serde::Serialize;
 
@@ -20,12 +22,8 @@ use crate::storage::{ObjectMeta, Store, StoreError};
 /// How many unpaired files the report names.
 const NAMED_UNPAIRED: usize = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LabelFormat {
-    Json,
-    Text,
-}
+/// How a label is read; defined with the rest of the layout in `autotune-layout`.
+pub use autotune_layout::LabelFormat;
 
 #[derive(Debug, Clone)]
 pub struct RawFile {
@@ -75,119 +73,41 @@ pub struct Inventory {
     pub ignored: u64,
 }
 
-/// Which objects are samples, from the settings.
+/// Which objects are samples: the folders and extensions of an [`autotune_layout::Layout`],
+/// the rules the trigger applies to upload events too.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    raw_prefix: String,
-    label_prefix: String,
-    excluded: Vec<String>,
-    raw_exts: HashMap<String, Modality>,
-    label_exts: Vec<String>,
-}
-
-fn folder_prefix(folder: &str) -> String {
-    let f = folder.trim_matches('/');
-    if f.is_empty() {
-        String::new()
-    } else {
-        format!("{f}/")
-    }
+    layout: Layout,
 }
 
 impl Rules {
+    pub fn new(layout: Layout) -> Self {
+        Self { layout }
+    }
+
     pub fn from_settings(s: &Settings) -> Self {
-        let mut raw_exts = HashMap::new();
-        for (exts, m) in [
-            (&s.text_extensions, Modality::Text),
-            (&s.image_extensions, Modality::Image),
-            (&s.document_extensions, Modality::Document),
-            (&s.audio_extensions, Modality::Audio),
-            (&s.video_extensions, Modality::Video),
+        let mut layout = Layout::new(
+            &s.raw_data_folder,
+            &s.label_folder,
+            &s.jsonl_folder,
+            &s.model_meta_folder,
+        )
+        .with_label_extensions(&s.label_extensions);
+        for (m, exts) in [
+            (Modality::Text, &s.text_extensions),
+            (Modality::Image, &s.image_extensions),
+            (Modality::Document, &s.document_extensions),
+            (Modality::Audio, &s.audio_extensions),
+            (Modality::Video, &s.video_extensions),
         ] {
-            for e in exts {
-                raw_exts.entry(e.clone()).or_insert(m);
-            }
+            layout = layout.with_extensions(m, exts);
         }
-        Self {
-            raw_prefix: folder_prefix(&s.raw_data_folder),
-            label_prefix: folder_prefix(&s.label_folder),
-            excluded: vec![
-                folder_prefix(&s.jsonl_folder),
-                folder_prefix(&s.model_meta_folder),
-            ],
-            raw_exts,
-            label_exts: s.label_extensions.clone(),
-        }
+        Self::new(layout)
     }
 
-    /// The prefixes to list: one when a folder contains the other.
-    fn list_prefixes(&self) -> Vec<&str> {
-        let (r, l) = (self.raw_prefix.as_str(), self.label_prefix.as_str());
-        if l.starts_with(r) {
-            vec![r]
-        } else if r.starts_with(l) {
-            vec![l]
-        } else {
-            vec![r, l]
-        }
-    }
-
-    fn excluded(&self, key: &str) -> bool {
-        self.excluded
-            .iter()
-            .any(|p| !p.is_empty() && key.starts_with(p.as_str()))
-    }
-
-    /// Splits `rel` into stem, lower-case extension and whether it was gzipped.
-    fn split_ext(rel: &str) -> Option<(&str, String, bool)> {
-        let file_start = rel.rfind('/').map_or(0, |i| i + 1);
-        let dot = rel[file_start..].rfind('.')? + file_start;
-        let ext = rel[dot + 1..].to_ascii_lowercase();
-        if ext == "gz" {
-            let inner = &rel[..dot];
-            let dot2 = inner[file_start..].rfind('.')? + file_start;
-            return Some((&rel[..dot2], inner[dot2 + 1..].to_ascii_lowercase(), true));
-        }
-        (dot > file_start).then(|| (&rel[..dot], ext, false))
-    }
-
-    fn raw_candidate(&self, meta: &ObjectMeta) -> Option<(String, RawFile)> {
-        let rel = meta.key.strip_prefix(self.raw_prefix.as_str())?;
-        let (stem, ext, gzip) = Self::split_ext(rel)?;
-        let modality = *self.raw_exts.get(&ext)?;
-        if gzip && modality != Modality::Text {
-            return None;
-        }
-        Some((
-            stem.to_owned(),
-            RawFile {
-                meta: meta.clone(),
-                modality,
-                ext,
-                gzip,
-            },
-        ))
-    }
-
-    fn label_candidate(&self, meta: &ObjectMeta) -> Option<(String, LabelFile)> {
-        let rel = meta.key.strip_prefix(self.label_prefix.as_str())?;
-        let (stem, ext, gzip) = Self::split_ext(rel)?;
-        if !self.label_exts.contains(&ext) {
-            return None;
-        }
-        let format = if ext == "json" {
-            LabelFormat::Json
-        } else {
-            LabelFormat::Text
-        };
-        Some((
-            stem.to_owned(),
-            LabelFile {
-                meta: meta.clone(),
-                format,
-                gzip,
-            },
-        ))
+    /// The layout the rules apply.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 }
 
@@ -202,7 +122,7 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut inv = Inventory::default();
     let mut samples = Vec::new();
-    for prefix in rules.list_prefixes() {
+    for prefix in rules.layout.list_prefixes() {
         let mut listing = store.list(prefix);
         loop {
             let meta = match listing.try_next().await {
@@ -220,19 +140,38 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
                 }
                 Err(e) => return Err(e),
             };
-            if rules.excluded(&meta.key) {
-                continue;
+            let (raw, label) = match rules.layout.classify(&meta.key) {
+                Class::Output(_) => continue,
+                Class::Outside | Class::Ignored(_) => {
+                    inv.ignored += 1;
+                    continue;
+                }
+                Class::Raw(r) => (Some(r), None),
+                Class::Label(l) => (None, Some(l)),
+                Class::Both(r, l) => (Some(r), Some(l)),
+            };
+            if let Some(r) = raw {
+                groups
+                    .entry(r.stem.to_owned())
+                    .or_default()
+                    .raws
+                    .push(RawFile {
+                        meta: meta.clone(),
+                        modality: r.modality,
+                        ext: r.ext.to_owned(),
+                        gzip: r.gzip,
+                    });
             }
-            let raw = rules.raw_candidate(&meta);
-            let label = rules.label_candidate(&meta);
-            if raw.is_none() && label.is_none() {
-                inv.ignored += 1;
-            }
-            if let Some((stem, r)) = raw {
-                groups.entry(stem).or_default().raws.push(r);
-            }
-            if let Some((stem, l)) = label {
-                groups.entry(stem).or_default().labels.push(l);
+            if let Some(l) = label {
+                groups
+                    .entry(l.stem.to_owned())
+                    .or_default()
+                    .labels
+                    .push(LabelFile {
+                        meta: meta.clone(),
+                        format: l.format,
+                        gzip: l.gzip,
+                    });
             }
         }
     }
@@ -468,6 +407,17 @@ mod tests {
             0,
             "output folders never count"
         );
+    }
+
+    #[test]
+    fn default_settings_are_the_shared_layout_defaults() {
+        // The trigger's defaults are the same `Layout::default()` (trigger-wasm's config tests).
+        assert_eq!(
+            Rules::from_settings(&settings(&[])).layout(),
+            &Layout::default()
+        );
+        let r = Rules::from_settings(&settings(&["--image-extensions", ".GIF,png"]));
+        assert_eq!(r.layout().extensions(Modality::Image), ["gif", "png"]);
     }
 
     #[tokio::test]

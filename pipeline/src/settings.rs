@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use autotune_layout as layout;
 use clap::{Args, ValueEnum};
 
 /// Settings shared by `run` and `plan`.
@@ -25,7 +26,7 @@ pub struct Settings {
         long,
         env = "RAW_DATA_FOLDER",
         value_name = "RAW_DATA_FOLDER",
-        default_value = "raw_training_data"
+        default_value = layout::defaults::RAW_DATA_FOLDER
     )]
     pub raw_data_folder: String,
 
@@ -34,7 +35,7 @@ pub struct Settings {
         long,
         env = "LABEL_FOLDER",
         value_name = "LABEL_FOLDER",
-        default_value = "raw_training_data"
+        default_value = layout::defaults::LABEL_FOLDER
     )]
     pub label_folder: String,
 
@@ -43,7 +44,7 @@ pub struct Settings {
         long,
         env = "JSONL_FOLDER",
         value_name = "JSONL_FOLDER",
-        default_value = "training_datasets"
+        default_value = layout::defaults::JSONL_FOLDER
     )]
     pub jsonl_folder: String,
 
@@ -52,7 +53,7 @@ pub struct Settings {
         long,
         env = "MODEL_META_FOLDER",
         value_name = "MODEL_META_FOLDER",
-        default_value = "trained_model"
+        default_value = layout::defaults::MODEL_META_FOLDER
     )]
     pub model_meta_folder: String,
 
@@ -118,27 +119,27 @@ pub struct Settings {
     pub max_rejected_ratio: f64,
 
     /// Raw text extensions (comma-separated; `.gz` variants are decompressed).
-    #[arg(long, env = "TEXT_EXTENSIONS", value_name = "TEXT_EXTENSIONS", value_delimiter = ',', default_value = "txt,md,csv,html", value_parser = parse_extension)]
+    #[arg(long, env = "TEXT_EXTENSIONS", value_name = "TEXT_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::TEXT_EXTENSIONS, value_parser = parse_extension)]
     pub text_extensions: Vec<String>,
 
     /// Image extensions.
-    #[arg(long, env = "IMAGE_EXTENSIONS", value_name = "IMAGE_EXTENSIONS", value_delimiter = ',', default_value = "png,jpg,jpeg,webp", value_parser = parse_extension)]
+    #[arg(long, env = "IMAGE_EXTENSIONS", value_name = "IMAGE_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::IMAGE_EXTENSIONS, value_parser = parse_extension)]
     pub image_extensions: Vec<String>,
 
     /// Document extensions.
-    #[arg(long, env = "DOCUMENT_EXTENSIONS", value_name = "DOCUMENT_EXTENSIONS", value_delimiter = ',', default_value = "pdf", value_parser = parse_extension)]
+    #[arg(long, env = "DOCUMENT_EXTENSIONS", value_name = "DOCUMENT_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::DOCUMENT_EXTENSIONS, value_parser = parse_extension)]
     pub document_extensions: Vec<String>,
 
     /// Audio extensions.
-    #[arg(long, env = "AUDIO_EXTENSIONS", value_name = "AUDIO_EXTENSIONS", value_delimiter = ',', default_value = "mp3,wav,flac,m4a,ogg", value_parser = parse_extension)]
+    #[arg(long, env = "AUDIO_EXTENSIONS", value_name = "AUDIO_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::AUDIO_EXTENSIONS, value_parser = parse_extension)]
     pub audio_extensions: Vec<String>,
 
     /// Video extensions.
-    #[arg(long, env = "VIDEO_EXTENSIONS", value_name = "VIDEO_EXTENSIONS", value_delimiter = ',', default_value = "mp4,mov,webm", value_parser = parse_extension)]
+    #[arg(long, env = "VIDEO_EXTENSIONS", value_name = "VIDEO_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::VIDEO_EXTENSIONS, value_parser = parse_extension)]
     pub video_extensions: Vec<String>,
 
     /// Label extensions: `json` (parsed) and `txt` (used as it is).
-    #[arg(long, env = "LABEL_EXTENSIONS", value_name = "LABEL_EXTENSIONS", value_delimiter = ',', default_value = "json,txt", value_parser = parse_extension)]
+    #[arg(long, env = "LABEL_EXTENSIONS", value_name = "LABEL_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::LABEL_EXTENSIONS, value_parser = parse_extension)]
     pub label_extensions: Vec<String>,
 
     /// Largest text or label object read, in bytes (after decompression).
@@ -307,11 +308,7 @@ fn parse_lease(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_extension(s: &str) -> Result<String, String> {
-    let e = s.trim().trim_start_matches('.').to_ascii_lowercase();
-    if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!("{s:?} is not a file extension"));
-    }
-    Ok(e)
+    layout::parse_extension(s).map_err(|e| e.to_string())
 }
 
 fn parse_file_name(s: &str) -> Result<String, String> {
