@@ -11,7 +11,6 @@
 //! sample is.
 
 use autotune_layout::{Layout, Modality, defaults};
-use std::fmt;
 
 /// Google's OIDC signing keys.
 pub const DEFAULT_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
@@ -71,19 +70,12 @@ pub struct Settings {
 }
 
 /// A setting is missing or malformed; the message names it and says what is expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {setting}: {problem}")]
 pub struct ConfigError {
     pub setting: &'static str,
     pub problem: String,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "setting {}: {}", self.setting, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn err(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError {

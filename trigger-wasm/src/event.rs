@@ -62,16 +62,9 @@ pub struct StorageEvent {
 }
 
 /// Why a body is not a storage event; the text is returned to the caller with 400.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct DecodeError(pub String);
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 fn bad(msg: impl Into<String>) -> DecodeError {
     DecodeError(msg.into())
