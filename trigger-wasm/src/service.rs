@@ -547,6 +547,56 @@ mod tests {
     }
 
     #[test]
+    fn a_percent_encoded_ce_subject_starts_the_job() {
+        // Binary mode as a spec-following CloudEvents SDK sends it (issue 10 item 6).
+        let name = "raw_training_data/naïve café 100%.txt";
+        let headers = [
+            ("content-type", "application/json; charset=utf-8"),
+            ("ce-specversion", "1.0"),
+            ("ce-id", "ev-encoded"),
+            ("ce-type", "google.cloud.storage.object.v1.finalized"),
+            (
+                "ce-source",
+                "//storage.googleapis.com/projects/_/buckets/ml-bucket",
+            ),
+            (
+                "ce-subject",
+                "objects/raw_training_data/na%C3%AFve%20caf%C3%A9%20100%25.txt",
+            ),
+            ("x-trigger-token", SECRET),
+        ];
+        let req = InboundRequest {
+            method: "POST".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: json!({"bucket": "ml-bucket", "name": name, "generation": "3"})
+                .to_string()
+                .into_bytes(),
+            body_too_large: false,
+        };
+        let e = env(&[("AUTH_MODE", "token"), ("TRIGGER_TOKEN", SECRET)]);
+        let mut up = Script::google();
+        let r = handle(
+            &req,
+            &e,
+            &mut up,
+            &mut State::default(),
+            crate::testutil::now(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["outcome"], "started");
+        assert_eq!(r.body["object"], format!("gs://ml-bucket/{name}"));
+        let run = up.sent.iter().find(|r| r.url.ends_with(":run")).unwrap();
+        let body: Value = serde_json::from_slice(&run.body).unwrap();
+        assert_eq!(
+            body["overrides"]["containerOverrides"][0]["env"][1],
+            json!({"name": "TRIGGER_OBJECT", "value": name})
+        );
+    }
+
+    #[test]
     fn running_execution_suppresses_a_start() {
         for latest in [
             r#"{"name":"j-0","completionStatus":"EXECUTION_RUNNING"}"#,
