@@ -6,17 +6,17 @@
 //! kept in memory, never contents. When the folders are the same, one file may qualify as raw
 //! text and as a label (`x.txt`); it then pairs with the other file of its stem, never with
 //! itself, and a stem with more candidates than one pair can use is rejected as ambiguous.
+//! Which names are samples is decided by `autotune-layout`, which the trigger shares.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use autotune_layout::{Class, Layout};
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use crate::modality::Modality;
-use crate::sample::Category;
-use crate::sample::{LabelFile, LabelFormat, RawFile, Sample};
-use crate::storage::{ObjectMeta, Store, StoreError};
+use crate::sample::{Category, LabelFile, RawFile, Sample};
+use crate::storage::{Store, StoreError};
 
 /// How many unpaired files the report names.
 const NAMED_UNPAIRED: usize = 10;
@@ -45,120 +45,21 @@ pub struct Inventory {
     pub ignored: u64,
 }
 
-/// Which objects are samples, from the settings.
+/// Which objects are samples: the folders and extensions of an [`autotune_layout::Layout`],
+/// the rules the trigger applies to upload events too.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    raw_prefix: String,
-    label_prefix: String,
-    excluded: Vec<String>,
-    raw_exts: HashMap<String, Modality>,
-    label_exts: Vec<String>,
-}
-
-fn folder_prefix(folder: &str) -> String {
-    let f = folder.trim_matches('/');
-    if f.is_empty() {
-        String::new()
-    } else {
-        format!("{f}/")
-    }
+    layout: Layout,
 }
 
 impl Rules {
-    /// Rules for samples under `raw_folder` and `label_folder` (which may be the same),
-    /// never counting objects under `output_folders` (the job's own files). `raw_extensions`
-    /// maps each modality to its extensions (lower-case, without dot); the first modality to
-    /// name an extension keeps it.
-    pub fn new(
-        raw_folder: &str,
-        label_folder: &str,
-        output_folders: &[&str],
-        raw_extensions: &[(Modality, &[String])],
-        label_extensions: &[String],
-    ) -> Self {
-        let mut raw_exts = HashMap::new();
-        for (m, exts) in raw_extensions {
-            for e in *exts {
-                raw_exts.entry(e.clone()).or_insert(*m);
-            }
-        }
-        Self {
-            raw_prefix: folder_prefix(raw_folder),
-            label_prefix: folder_prefix(label_folder),
-            excluded: output_folders.iter().map(|f| folder_prefix(f)).collect(),
-            raw_exts,
-            label_exts: label_extensions.to_vec(),
-        }
+    pub fn new(layout: Layout) -> Self {
+        Self { layout }
     }
 
-    /// The prefixes to list: one when a folder contains the other.
-    fn list_prefixes(&self) -> Vec<&str> {
-        let (r, l) = (self.raw_prefix.as_str(), self.label_prefix.as_str());
-        if l.starts_with(r) {
-            vec![r]
-        } else if r.starts_with(l) {
-            vec![l]
-        } else {
-            vec![r, l]
-        }
-    }
-
-    fn excluded(&self, key: &str) -> bool {
-        self.excluded
-            .iter()
-            .any(|p| !p.is_empty() && key.starts_with(p.as_str()))
-    }
-
-    /// Splits `rel` into stem, lower-case extension and whether it was gzipped.
-    fn split_ext(rel: &str) -> Option<(&str, String, bool)> {
-        let file_start = rel.rfind('/').map_or(0, |i| i + 1);
-        let dot = rel[file_start..].rfind('.')? + file_start;
-        let ext = rel[dot + 1..].to_ascii_lowercase();
-        if ext == "gz" {
-            let inner = &rel[..dot];
-            let dot2 = inner[file_start..].rfind('.')? + file_start;
-            return Some((&rel[..dot2], inner[dot2 + 1..].to_ascii_lowercase(), true));
-        }
-        (dot > file_start).then(|| (&rel[..dot], ext, false))
-    }
-
-    fn raw_candidate(&self, meta: &ObjectMeta) -> Option<(String, RawFile)> {
-        let rel = meta.key.strip_prefix(self.raw_prefix.as_str())?;
-        let (stem, ext, gzip) = Self::split_ext(rel)?;
-        let modality = *self.raw_exts.get(&ext)?;
-        if gzip && modality != Modality::Text {
-            return None;
-        }
-        Some((
-            stem.to_owned(),
-            RawFile {
-                meta: meta.clone(),
-                modality,
-                ext,
-                gzip,
-            },
-        ))
-    }
-
-    fn label_candidate(&self, meta: &ObjectMeta) -> Option<(String, LabelFile)> {
-        let rel = meta.key.strip_prefix(self.label_prefix.as_str())?;
-        let (stem, ext, gzip) = Self::split_ext(rel)?;
-        if !self.label_exts.contains(&ext) {
-            return None;
-        }
-        let format = if ext == "json" {
-            LabelFormat::Json
-        } else {
-            LabelFormat::Text
-        };
-        Some((
-            stem.to_owned(),
-            LabelFile {
-                meta: meta.clone(),
-                format,
-                gzip,
-            },
-        ))
+    /// The layout the rules apply.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 }
 
@@ -173,7 +74,7 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut inv = Inventory::default();
     let mut samples = Vec::new();
-    for prefix in rules.list_prefixes() {
+    for prefix in rules.layout.list_prefixes() {
         let mut listing = store.list(prefix);
         loop {
             let meta = match listing.try_next().await {
@@ -191,19 +92,38 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
                 }
                 Err(e) => return Err(e),
             };
-            if rules.excluded(&meta.key) {
-                continue;
+            let (raw, label) = match rules.layout.classify(&meta.key) {
+                Class::Output(_) => continue,
+                Class::Outside | Class::Ignored(_) => {
+                    inv.ignored += 1;
+                    continue;
+                }
+                Class::Raw(r) => (Some(r), None),
+                Class::Label(l) => (None, Some(l)),
+                Class::Both(r, l) => (Some(r), Some(l)),
+            };
+            if let Some(r) = raw {
+                groups
+                    .entry(r.stem.to_owned())
+                    .or_default()
+                    .raws
+                    .push(RawFile {
+                        meta: meta.clone(),
+                        modality: r.modality,
+                        ext: r.ext.to_owned(),
+                        gzip: r.gzip,
+                    });
             }
-            let raw = rules.raw_candidate(&meta);
-            let label = rules.label_candidate(&meta);
-            if raw.is_none() && label.is_none() {
-                inv.ignored += 1;
-            }
-            if let Some((stem, r)) = raw {
-                groups.entry(stem).or_default().raws.push(r);
-            }
-            if let Some((stem, l)) = label {
-                groups.entry(stem).or_default().labels.push(l);
+            if let Some(l) = label {
+                groups
+                    .entry(l.stem.to_owned())
+                    .or_default()
+                    .labels
+                    .push(LabelFile {
+                        meta: meta.clone(),
+                        format: l.format,
+                        gzip: l.gzip,
+                    });
             }
         }
     }
@@ -305,29 +225,19 @@ mod tests {
     use crate::storage::{PutMode, memory::MemoryStore};
     use bytes::Bytes;
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|&x| x.to_owned()).collect()
-    }
-
-    /// The default extensions, and folders from `args` pairs (`raw`, `label`, `jsonl`, `meta`).
+    /// Default extensions, and folders from `args` pairs (`--raw-data-folder`, …).
     fn rules(args: &[&str]) -> Rules {
         let get = |name: &str, default: &'static str| {
             args.chunks(2)
                 .find(|kv| kv[0] == name)
                 .map_or(default, |kv| kv[1])
         };
-        let text = strings(&["txt", "md", "csv", "html"]);
-        let image = strings(&["png", "jpg", "jpeg", "webp"]);
-        Rules::new(
+        Rules::new(Layout::new(
             get("--raw-data-folder", "raw_training_data"),
             get("--label-folder", "raw_training_data"),
-            &[
-                get("--jsonl-folder", "training_datasets"),
-                get("--model-meta-folder", "trained_model"),
-            ],
-            &[(Modality::Text, &text), (Modality::Image, &image)],
-            &strings(&["json", "txt"]),
-        )
+            get("--jsonl-folder", "training_datasets"),
+            get("--model-meta-folder", "trained_model"),
+        ))
     }
 
     async fn inventory(files: &[&str], args: &[&str]) -> (Inventory, MemoryStore) {
@@ -394,7 +304,7 @@ mod tests {
                 ),
             ]
         );
-        assert!(inv.samples[0].raw.modality == Modality::Image);
+        assert!(inv.samples[0].raw.modality == crate::modality::Modality::Image);
         assert_eq!(inv.unpaired_raw, 1, "lonely.txt");
         assert_eq!(inv.unpaired_labels, 1, "orphan.json");
         assert_eq!(inv.ignored, 1, "notes.docx");

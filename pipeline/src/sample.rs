@@ -8,12 +8,9 @@ use serde::Serialize;
 use crate::modality::Modality;
 use crate::storage::ObjectMeta;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LabelFormat {
-    Json,
-    Text,
-}
+/// How a label is read; defined with the rest of the sample layout in `autotune-layout`, which
+/// the trigger shares.
+pub use autotune_layout::LabelFormat;
 
 #[derive(Debug, Clone)]
 pub struct RawFile {

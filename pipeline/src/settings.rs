@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use autotune_layout as layout;
 use clap::{Args, ValueEnum};
 
 use crate::convert::{Converter, Templates};
@@ -41,7 +42,7 @@ pub struct Settings {
         long,
         env = "RAW_DATA_FOLDER",
         value_name = "RAW_DATA_FOLDER",
-        default_value = "raw_training_data"
+        default_value = layout::defaults::RAW_DATA_FOLDER
     )]
     pub raw_data_folder: String,
 
@@ -50,7 +51,7 @@ pub struct Settings {
         long,
         env = "LABEL_FOLDER",
         value_name = "LABEL_FOLDER",
-        default_value = "raw_training_data"
+        default_value = layout::defaults::LABEL_FOLDER
     )]
     pub label_folder: String,
 
@@ -59,7 +60,7 @@ pub struct Settings {
         long,
         env = "JSONL_FOLDER",
         value_name = "JSONL_FOLDER",
-        default_value = "training_datasets"
+        default_value = layout::defaults::JSONL_FOLDER
     )]
     pub jsonl_folder: String,
 
@@ -68,7 +69,7 @@ pub struct Settings {
         long,
         env = "MODEL_META_FOLDER",
         value_name = "MODEL_META_FOLDER",
-        default_value = "trained_model"
+        default_value = layout::defaults::MODEL_META_FOLDER
     )]
     pub model_meta_folder: String,
 
@@ -135,27 +136,27 @@ pub struct Settings {
     pub max_rejected_ratio: f64,
 
     /// Raw text extensions (comma-separated; `.gz` variants are decompressed).
-    #[arg(long, env = "TEXT_EXTENSIONS", value_name = "TEXT_EXTENSIONS", value_delimiter = ',', default_value = "txt,md,csv,html", value_parser = parse_extension)]
+    #[arg(long, env = "TEXT_EXTENSIONS", value_name = "TEXT_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::TEXT_EXTENSIONS, value_parser = parse_extension)]
     pub text_extensions: Vec<String>,
 
     /// Image extensions.
-    #[arg(long, env = "IMAGE_EXTENSIONS", value_name = "IMAGE_EXTENSIONS", value_delimiter = ',', default_value = "png,jpg,jpeg,webp", value_parser = parse_extension)]
+    #[arg(long, env = "IMAGE_EXTENSIONS", value_name = "IMAGE_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::IMAGE_EXTENSIONS, value_parser = parse_extension)]
     pub image_extensions: Vec<String>,
 
     /// Document extensions.
-    #[arg(long, env = "DOCUMENT_EXTENSIONS", value_name = "DOCUMENT_EXTENSIONS", value_delimiter = ',', default_value = "pdf", value_parser = parse_extension)]
+    #[arg(long, env = "DOCUMENT_EXTENSIONS", value_name = "DOCUMENT_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::DOCUMENT_EXTENSIONS, value_parser = parse_extension)]
     pub document_extensions: Vec<String>,
 
     /// Audio extensions.
-    #[arg(long, env = "AUDIO_EXTENSIONS", value_name = "AUDIO_EXTENSIONS", value_delimiter = ',', default_value = "mp3,wav,flac,m4a,ogg", value_parser = parse_extension)]
+    #[arg(long, env = "AUDIO_EXTENSIONS", value_name = "AUDIO_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::AUDIO_EXTENSIONS, value_parser = parse_extension)]
     pub audio_extensions: Vec<String>,
 
     /// Video extensions.
-    #[arg(long, env = "VIDEO_EXTENSIONS", value_name = "VIDEO_EXTENSIONS", value_delimiter = ',', default_value = "mp4,mov,webm", value_parser = parse_extension)]
+    #[arg(long, env = "VIDEO_EXTENSIONS", value_name = "VIDEO_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::VIDEO_EXTENSIONS, value_parser = parse_extension)]
     pub video_extensions: Vec<String>,
 
     /// Label extensions: `json` (parsed) and `txt` (used as it is).
-    #[arg(long, env = "LABEL_EXTENSIONS", value_name = "LABEL_EXTENSIONS", value_delimiter = ',', default_value = "json,txt", value_parser = parse_extension)]
+    #[arg(long, env = "LABEL_EXTENSIONS", value_name = "LABEL_EXTENSIONS", value_delimiter = ',', default_value = layout::defaults::LABEL_EXTENSIONS, value_parser = parse_extension)]
     pub label_extensions: Vec<String>,
 
     /// Largest text or label object read, in bytes (after decompression).
@@ -489,21 +490,25 @@ impl Settings {
         }
     }
 
-    /// The sample rules of the inventory.
+    /// The sample rules of the inventory: the layout the trigger shares.
     pub fn rules(&self) -> Rules {
-        Rules::new(
+        let mut layout = autotune_layout::Layout::new(
             &self.raw_data_folder,
             &self.label_folder,
-            &[&self.jsonl_folder, &self.model_meta_folder],
-            &[
-                (Modality::Text, &self.text_extensions),
-                (Modality::Image, &self.image_extensions),
-                (Modality::Document, &self.document_extensions),
-                (Modality::Audio, &self.audio_extensions),
-                (Modality::Video, &self.video_extensions),
-            ],
-            &self.label_extensions,
+            &self.jsonl_folder,
+            &self.model_meta_folder,
         )
+        .with_label_extensions(&self.label_extensions);
+        for (m, exts) in [
+            (Modality::Text, &self.text_extensions),
+            (Modality::Image, &self.image_extensions),
+            (Modality::Document, &self.document_extensions),
+            (Modality::Audio, &self.audio_extensions),
+            (Modality::Video, &self.video_extensions),
+        ] {
+            layout = layout.with_extensions(m, exts);
+        }
+        Rules::new(layout)
     }
 
     /// CONVERT_CONFIG's text, read once.
@@ -764,11 +769,7 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_extension(s: &str) -> Result<String, String> {
-    let e = s.trim().trim_start_matches('.').to_ascii_lowercase();
-    if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!("{s:?} is not a file extension"));
-    }
-    Ok(e)
+    layout::parse_extension(s).map_err(|e| e.to_string())
 }
 
 fn parse_file_name(s: &str) -> Result<String, String> {
@@ -847,6 +848,17 @@ mod tests {
         let mut args = vec!["autotune", "--bucket-name", "memory://s"];
         args.extend_from_slice(extra);
         Cli::try_parse_from(args).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn default_settings_are_the_shared_layout_defaults() {
+        // The trigger's defaults are the same `Layout::default()` (trigger-wasm's config tests).
+        assert_eq!(
+            settings(&[]).rules().layout(),
+            &autotune_layout::Layout::default()
+        );
+        let r = settings(&["--image-extensions", ".GIF,png"]).rules();
+        assert_eq!(r.layout().extensions(Modality::Image), ["gif", "png"]);
     }
 
     #[test]

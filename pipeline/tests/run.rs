@@ -15,6 +15,7 @@ use autotune::status::RunStatus;
 use autotune::storage::{self, PutMode, Store, memory::MemoryStore};
 use autotune::tuner::{Tuned, Tuner, TunerError, TunerKind, TuningMode, job};
 use autotune::validate::ModelTable;
+use autotune_layout::Layout;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde_json::{Value, json};
@@ -103,13 +104,8 @@ impl Tuner for Scripted {
     }
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|&s| s.to_owned()).collect()
-}
-
 /// The configuration the settings build by default, with MIN_SAMPLES 5.
 fn config() -> Config {
-    let text = strings(&["txt"]);
     let model = ModelTable::built_in().resolve("gemini-2.5-flash");
     Config {
         bucket: "memory://run-test".to_owned(),
@@ -121,11 +117,14 @@ fn config() -> Config {
         split_ratio: 0.8,
         split_seed: None,
         rules: Rules::new(
-            "raw_training_data",
-            "raw_training_data",
-            &["training_datasets", "trained_model"],
-            &[(Modality::Text, &text)],
-            &strings(&["json"]),
+            Layout::new(
+                "raw_training_data",
+                "raw_training_data",
+                "training_datasets",
+                "trained_model",
+            )
+            .with_extensions(Modality::Text, ["txt"])
+            .with_label_extensions(["json"]),
         ),
         converter: Arc::new(Converter::default()),
         read_concurrency: 8,

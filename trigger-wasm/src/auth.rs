@@ -18,7 +18,6 @@ use rsa::{BigUint, RsaPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::fmt;
 use subtle::ConstantTimeEq;
 
 /// Accepted `iss` values of Google ID tokens.
@@ -32,17 +31,10 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Header carrying the shared secret in `AUTH_MODE=token`.
 pub const TOKEN_HEADER: &str = "x-trigger-token";
 
-/// Why a caller was refused; every variant is answered 401 with this text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a caller was refused; answered 401 with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct AuthError(pub String);
-
-impl fmt::Display for AuthError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for AuthError {}
 
 fn deny(msg: impl Into<String>) -> AuthError {
     AuthError(msg.into())

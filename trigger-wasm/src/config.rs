@@ -5,23 +5,13 @@
 //! `spin:`/`fermyon:` import (SPIN-WASM.md §4). Names follow the seed (`BUCKET_NAME`,
 //! `RAW_DATA_FOLDER`, …, `GCP_PROJECT`, REGION, `JOB_NAME`). Settings are read per request: it costs
 //! microseconds and a bad value is reported on the request it breaks, naming the setting.
+//!
+//! The layout settings (folders and extensions) and their defaults are the pipeline's, from the
+//! shared `autotune-layout` crate, so one environment configures both and they agree on what a
+//! sample is.
 
-use std::fmt;
+use autotune_layout::{Layout, Modality, defaults};
 
-/// Raw-sample extension settings and defaults: the pipeline's names, so one environment
-/// configures both.
-pub const RAW_EXTENSION_SETTINGS: [(&str, &str); 5] = [
-    ("TEXT_EXTENSIONS", "txt,md,csv,html"),
-    ("IMAGE_EXTENSIONS", "png,jpg,jpeg,webp"),
-    ("DOCUMENT_EXTENSIONS", "pdf"),
-    ("AUDIO_EXTENSIONS", "mp3,wav,flac,m4a,ogg"),
-    ("VIDEO_EXTENSIONS", "mp4,mov,webm"),
-];
-/// All default raw-sample extensions.
-pub const DEFAULT_RAW_EXTENSIONS: &str =
-    "txt,md,csv,html,png,jpg,jpeg,webp,pdf,mp3,wav,flac,m4a,ogg,mp4,mov,webm";
-/// Default label extensions, shared with the pipeline (issue 2).
-pub const DEFAULT_LABEL_EXTENSIONS: &str = "json,txt";
 /// Google's OIDC signing keys.
 pub const DEFAULT_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// Run Admin API origin.
@@ -54,14 +44,8 @@ pub enum AuthMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSettings {
     pub bucket: String,
-    pub raw_folder: String,
-    pub label_folder: String,
-    pub jsonl_folder: String,
-    pub model_meta_folder: String,
-    /// Lower-case, without dot.
-    pub raw_extensions: Vec<String>,
-    /// Lower-case, without dot.
-    pub label_extensions: Vec<String>,
+    /// Folders and extensions, as the pipeline reads them.
+    pub layout: Layout,
 }
 
 /// The job to start and how to reach Google.
@@ -86,19 +70,12 @@ pub struct Settings {
 }
 
 /// A setting is missing or malformed; the message names it and says what is expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {setting}: {problem}")]
 pub struct ConfigError {
     pub setting: &'static str,
     pub problem: String,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "setting {}: {}", self.setting, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn err(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -131,24 +108,25 @@ pub fn load(get: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigErro
             Ok(v)
         }
     };
-    let filter = FilterSettings {
-        bucket: req("BUCKET_NAME")?,
-        raw_folder: folder(&or("RAW_DATA_FOLDER", "raw_training_data")),
-        label_folder: folder(&or("LABEL_FOLDER", "raw_training_data")),
-        jsonl_folder: exclusion("JSONL_FOLDER", "training_datasets")?,
-        model_meta_folder: exclusion("MODEL_META_FOLDER", "trained_model")?,
-        raw_extensions: {
-            let mut all = Vec::new();
-            for (setting, default) in RAW_EXTENSION_SETTINGS {
-                all.extend(extensions(setting, &or(setting, default))?);
-            }
-            all
-        },
-        label_extensions: extensions(
-            "LABEL_EXTENSIONS",
-            &or("LABEL_EXTENSIONS", DEFAULT_LABEL_EXTENSIONS),
-        )?,
-    };
+    let bucket = req("BUCKET_NAME")?;
+    let mut layout = Layout::new(
+        &or("RAW_DATA_FOLDER", defaults::RAW_DATA_FOLDER),
+        &or("LABEL_FOLDER", defaults::LABEL_FOLDER),
+        &exclusion("JSONL_FOLDER", defaults::JSONL_FOLDER)?,
+        &exclusion("MODEL_META_FOLDER", defaults::MODEL_META_FOLDER)?,
+    );
+    for m in Modality::ALL {
+        let setting = m.extensions_setting();
+        layout = layout.with_extensions(
+            m,
+            extensions(setting, &or(setting, m.default_extensions()))?,
+        );
+    }
+    let layout = layout.with_label_extensions(extensions(
+        "LABEL_EXTENSIONS",
+        &or("LABEL_EXTENSIONS", defaults::LABEL_EXTENSIONS),
+    )?);
+    let filter = FilterSettings { bucket, layout };
 
     let Some(project) = opt("GCP_PROJECT").or_else(|| opt("PROJECT_ID")) else {
         return Err(err(
@@ -258,21 +236,7 @@ fn folder(v: &str) -> String {
 }
 
 fn extensions(setting: &'static str, v: &str) -> Result<Vec<String>, ConfigError> {
-    let list: Vec<String> = v
-        .split(',')
-        .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if list.is_empty() {
-        return Err(err(setting, "lists no extension"));
-    }
-    if let Some(bad) = list
-        .iter()
-        .find(|e| !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
-    {
-        return Err(err(setting, format!("{bad:?} is not a file extension")));
-    }
-    Ok(list)
+    autotune_layout::parse_extension_list(v).map_err(|e| err(setting, e.to_string()))
 }
 
 /// Project, region and job names go into the URL path, so they must be plain segments.
@@ -327,14 +291,14 @@ mod tests {
     #[test]
     fn defaults_follow_the_seed() {
         let s = load_map(BASE).unwrap();
-        assert_eq!(s.filter.raw_folder, "raw_training_data");
-        assert_eq!(s.filter.label_folder, "raw_training_data");
-        assert_eq!(s.filter.jsonl_folder, "training_datasets");
-        assert_eq!(s.filter.model_meta_folder, "trained_model");
+        // The layout defaults are the pipeline's: both come from autotune-layout.
+        assert_eq!(s.filter.layout, Layout::default());
+        assert_eq!(s.filter.layout.raw_folder(), "raw_training_data");
+        assert_eq!(s.filter.layout.label_folder(), "raw_training_data");
         assert_eq!(s.job.region, "us-central1");
         assert_eq!(s.job.run_api_endpoint, "https://run.googleapis.com");
         assert_eq!(s.job.metadata_base, "http://metadata.google.internal");
-        assert!(s.filter.label_extensions.contains(&"json".to_owned()));
+        assert_eq!(s.filter.layout.label_extensions(), ["json", "txt"]);
         assert_eq!(s.auth, AuthMode::None);
     }
 
@@ -413,6 +377,9 @@ mod tests {
             ("JSONL_FOLDER", "/"),
             ("TEXT_EXTENSIONS", " , "),
             ("LABEL_EXTENSIONS", "js*n"),
+            // The pipeline reads an extension after the last dot only, so neither would match.
+            ("IMAGE_EXTENSIONS", "tar.gz"),
+            ("TEXT_EXTENSIONS", "txt,gz"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.retain(|(name, _)| *name != k);
@@ -436,14 +403,17 @@ mod tests {
         let s = load_map(&v).unwrap();
         assert_eq!(s.job.metadata_base, "http://127.0.0.1:8999");
         assert_eq!(s.job.run_api_endpoint, "http://127.0.0.1:9");
-        assert_eq!(s.filter.raw_folder, "raw");
-        assert_eq!(s.filter.raw_extensions[..2], ["txt", "png"]);
-        assert!(
-            !s.filter.raw_extensions.contains(&"md".to_owned()),
+        let l = &s.filter.layout;
+        assert_eq!(l.raw_folder(), "raw");
+        assert_eq!(
+            l.extensions(Modality::Text),
+            ["txt"],
             "TEXT_EXTENSIONS replaced"
         );
-        assert!(
-            s.filter.raw_extensions.contains(&"pdf".to_owned()),
+        assert_eq!(l.extensions(Modality::Image), ["png"]);
+        assert_eq!(
+            l.extensions(Modality::Document),
+            ["pdf"],
             "other kinds keep defaults"
         );
         assert_eq!(s.job.project, "p");

@@ -2,7 +2,9 @@
 //! (GOOGLE-APIS.md §4):
 //!
 //! 1. **`CloudEvents` binary mode** (Eventarc → HTTP/Cloud Run target): `ce-*` headers, body is
-//!    the `StorageObjectData` JSON. A `google.cloud.pubsub.topic.v1.messagePublished` event (an
+//!    the `StorageObjectData` JSON. Header values are percent-decoded as the `CloudEvents` HTTP
+//!    binding requires (§3.1.3.2: spaces, `"`, `%` and non-ASCII arrive encoded), so
+//!    `ce-subject: objects/na%C3%AFve%20caf%C3%A9.txt` names `naïve café.txt`. A `google.cloud.pubsub.topic.v1.messagePublished` event (an
 //!    Eventarc Pub/Sub trigger on a GCS notification topic) carries form 3 as its data.
 //! 2. **`CloudEvents` structured mode**: `Content-Type: application/cloudevents+json`, attributes
 //!    and `data` (or `data_base64`) in one JSON document.
@@ -62,16 +64,9 @@ pub struct StorageEvent {
 }
 
 /// Why a body is not a storage event; the text is returned to the caller with 400.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct DecodeError(pub String);
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 fn bad(msg: impl Into<String>) -> DecodeError {
     DecodeError(msg.into())
@@ -217,6 +212,9 @@ struct CeAttrs<'a> {
     ty: &'a str,
     source: &'a str,
     subject: Option<&'a str>,
+    /// The `ce-subject` header as sent, before percent-decoding (binary mode only): a sender
+    /// that predates the binding's encoding rule sends the object name unencoded.
+    subject_as_sent: Option<&'a str>,
 }
 
 fn check_attrs(a: &CeAttrs<'_>, prefix: &str) -> Result<(), DecodeError> {
@@ -266,8 +264,9 @@ fn storage_event(
         }
     };
     let subj_object = a.subject.and_then(|s| s.strip_prefix("objects/"));
+    let subj_as_sent = a.subject_as_sent.and_then(|s| s.strip_prefix("objects/"));
     let object = match (d.name.as_deref(), subj_object) {
-        (Some(n), Some(s)) if n != s => {
+        (Some(n), Some(s)) if n != s && subj_as_sent != Some(n) => {
             return Err(bad(format!(
                 "data.name {n:?} disagrees with the CloudEvent subject object {s:?}"
             )));
@@ -296,17 +295,68 @@ fn storage_event(
     })
 }
 
+/// A `ce-*` header value decoded as the HTTP protocol binding says (§3.1.3.2): a double-quoted
+/// string (older versions of the binding) is unescaped first, then one round of
+/// percent-decoding, accepting lower-case and needlessly encoded octets but refusing bytes that
+/// are not UTF-8.
+fn header_value(name: &str, raw: &str) -> Result<String, DecodeError> {
+    let unquoted;
+    let v = match raw.strip_prefix('"') {
+        Some(inner) => {
+            unquoted = unquote(inner).ok_or_else(|| {
+                bad(format!(
+                    "{name} starts with a double quote but is not a quoted string"
+                ))
+            })?;
+            unquoted.as_str()
+        }
+        None => raw,
+    };
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| {
+            bad(format!(
+                "{name} is not UTF-8 once percent-decoded (CloudEvents HTTP binding 3.1.3.2)"
+            ))
+        })
+}
+
+/// The content of an RFC 7230 quoted-string after its opening quote, backslash escapes
+/// resolved; `None` unless the closing quote ends the value.
+fn unquote(inner: &str) -> Option<String> {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return chars.next().is_none().then_some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 fn decode_binary(headers: Headers<'_>, body: &[u8]) -> Result<StorageEvent, DecodeError> {
-    let get = |n: &str| header(headers, n).map(str::trim);
+    let raw = |n: &str| header(headers, n).map(str::trim);
+    let get = |n: &str| raw(n).map(|v| header_value(n, v)).transpose();
+    let (specversion, id, ty, source, subject) = (
+        get("ce-specversion")?,
+        get("ce-id")?,
+        get("ce-type")?,
+        get("ce-source")?,
+        get("ce-subject")?,
+    );
     let attrs = CeAttrs {
-        specversion: get("ce-specversion").unwrap_or(""),
-        id: get("ce-id").unwrap_or(""),
-        ty: get("ce-type").unwrap_or(""),
-        source: get("ce-source").unwrap_or(""),
-        subject: get("ce-subject"),
+        specversion: specversion.as_deref().unwrap_or(""),
+        id: id.as_deref().unwrap_or(""),
+        ty: ty.as_deref().unwrap_or(""),
+        source: source.as_deref().unwrap_or(""),
+        subject: subject.as_deref(),
+        subject_as_sent: raw("ce-subject"),
     };
     check_attrs(&attrs, "ce-")?;
-    if let Some(ct) = get("content-type") {
+    if let Some(ct) = raw("content-type") {
         let ct = ct.to_ascii_lowercase();
         if !(ct.starts_with("application/json") || ct.contains("+json")) {
             return Err(bad(format!(
@@ -341,6 +391,7 @@ fn decode_structured(body: &[u8]) -> Result<StorageEvent, DecodeError> {
         ty: s("type")?.unwrap_or(""),
         source: s("source")?.unwrap_or(""),
         subject: s("subject")?,
+        subject_as_sent: None,
     };
     check_attrs(&attrs, "")?;
     if let Some(ct) = s("datacontenttype")? {
@@ -531,6 +582,85 @@ mod tests {
         }
         let other = decode(&binary_headers("com.example.other"), &body).unwrap();
         assert_eq!(other.kind, EventKind::Other("com.example.other".into()));
+    }
+
+    /// `objects/raw_training_data/naïve café 100%.txt` as a spec-following `CloudEvents` SDK
+    /// sends it in `ce-subject`: space, `"`, `%` and non-ASCII percent-encoded (HTTP protocol
+    /// binding §3.1.3.2).
+    const ENCODED_SUBJECT: &str = "objects/raw_training_data/na%C3%AFve%20caf%C3%A9%20100%25.txt";
+    const DECODED_NAME: &str = "raw_training_data/naïve café 100%.txt";
+
+    #[test]
+    fn binary_mode_percent_decodes_header_values_per_the_binding() {
+        let mut headers = binary_headers(FINALIZED);
+        headers[5].1 = ENCODED_SUBJECT.into();
+        let body = serde_json::json!({"bucket": "ml-bucket", "name": DECODED_NAME}).to_string();
+        let ev = decode(&headers, body.as_bytes()).unwrap();
+        assert_eq!(ev.object, DECODED_NAME);
+        // Without data, the decoded subject is the object name.
+        assert_eq!(decode(&headers, b"{}").unwrap().object, DECODED_NAME);
+        // Lower-case hex digits and needlessly encoded characters are accepted.
+        headers[5].1 = "objects/raw_training_data/na%c3%afve%20caf%c3%a9%20100%25.t%78t".into();
+        assert_eq!(
+            decode(&headers, body.as_bytes()).unwrap().object,
+            DECODED_NAME
+        );
+        // Every attribute is decoded, not only the subject.
+        headers[2].1 = "ev%201".into();
+        headers[4].1 = "//storage.googleapis.com/projects/_/buckets/ml%2Dbucket".into();
+        let ev = decode(&headers, b"{}").unwrap();
+        assert_eq!((ev.id.as_str(), ev.bucket.as_str()), ("ev 1", "ml-bucket"));
+        // A double-quoted value (older versions of the binding) is unescaped first.
+        let quoted = binary_headers(FINALIZED)
+            .into_iter()
+            .map(|(k, v)| {
+                if k == "ce-subject" {
+                    (
+                        k,
+                        r#""objects/raw_training_data/a \"b\" 5%25.txt""#.to_owned(),
+                    )
+                } else {
+                    (k, v)
+                }
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            decode(&quoted, b"{}").unwrap().object,
+            r#"raw_training_data/a "b" 5%.txt"#
+        );
+    }
+
+    #[test]
+    fn header_values_that_do_not_decode_are_refused_by_name() {
+        for (at, header, value) in [
+            // An overlong encoding of a space: invalid UTF-8, which the binding says to reject.
+            (5, "ce-subject", "objects/raw_training_data/%C0%A0.txt"),
+            (5, "ce-subject", "objects/raw_training_data/%FF.txt"),
+            (2, "ce-id", "%E2%82"),
+            (5, "ce-subject", "\"objects/unterminated"),
+            (5, "ce-subject", "\"objects/x\\\""),
+        ] {
+            let mut headers = binary_headers(FINALIZED);
+            headers[at].1 = value.into();
+            let e = decode(&headers, b"{}").unwrap_err();
+            assert!(e.0.contains(header), "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_subject_sent_without_percent_encoding_still_matches_data_name() {
+        // Senders that predate the encoding rule send the name as it is; data.name, which is
+        // authoritative, then equals the subject verbatim rather than decoded.
+        let mut headers = binary_headers(FINALIZED);
+        headers[5].1 = "objects/raw_training_data/a%20b.txt".into();
+        let body = br#"{"bucket": "ml-bucket", "name": "raw_training_data/a%20b.txt"}"#;
+        assert_eq!(
+            decode(&headers, body).unwrap().object,
+            "raw_training_data/a%20b.txt"
+        );
+        // A subject that matches neither way is still an inconsistency.
+        headers[5].1 = "objects/raw_training_data/a%20c.txt".into();
+        assert!(decode(&headers, body).unwrap_err().0.contains("disagrees"));
     }
 
     #[test]

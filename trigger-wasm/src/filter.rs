@@ -5,16 +5,14 @@
 //! above all the pipeline's own writes under `JSONL_FOLDER` and `MODEL_META_FOLDER` (which would
 //! otherwise re-trigger the job in a loop), is ignored with a reason. Ignored events are answered
 //! 200 so Pub/Sub and Eventarc do not redeliver them.
+//!
+//! What counts as a sample is the pipeline's own rule (`autotune-layout`): the trigger starts the
+//! job exactly for the objects the job's inventory would count.
+
+use autotune_layout::{Class, Ignored, OutputFolder};
 
 use crate::config::FilterSettings;
 use crate::event::{EventKind, StorageEvent};
-
-/// Media whose `.gz` form is not a sample: the pipeline only decompresses text raw files and
-/// labels on the fly (issue 2).
-const BINARY_MEDIA: &[&str] = &[
-    "png", "jpg", "jpeg", "webp", "gif", "pdf", "mp3", "wav", "flac", "m4a", "ogg", "mp4", "mov",
-    "webm",
-];
 
 /// Start the job, or ignore the event for the stated reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +21,8 @@ pub enum Decision {
     Ignore(String),
 }
 
-/// Decides whether `ev` should start the job.
+/// Decides whether `ev` should start the job: a finalize in `BUCKET_NAME` of an object the
+/// pipeline counts as a raw sample or a label ([`autotune_layout::Layout::classify`]).
 pub fn decide(ev: &StorageEvent, s: &FilterSettings) -> Decision {
     if ev.kind != EventKind::Finalize {
         return Decision::Ignore(format!("event type {} is not an object finalize", ev.kind));
@@ -35,82 +34,50 @@ pub fn decide(ev: &StorageEvent, s: &FilterSettings) -> Decision {
         ));
     }
     let name = ev.object.as_str();
-    // Exclusions first: they win even when the folders overlap with the input folders.
-    if under(name, &s.jsonl_folder) {
-        return Decision::Ignore(format!(
-            "object is under JSONL_FOLDER {:?} (pipeline output)",
-            s.jsonl_folder
-        ));
-    }
-    if under(name, &s.model_meta_folder) {
-        return Decision::Ignore(format!(
-            "object is under MODEL_META_FOLDER {:?} (pipeline metadata)",
-            s.model_meta_folder
-        ));
-    }
-    if name.ends_with('/') {
-        return Decision::Ignore("object is a folder placeholder".into());
-    }
-    let in_raw = under(name, &s.raw_folder);
-    let in_label = under(name, &s.label_folder);
-    if !in_raw && !in_label {
-        return Decision::Ignore(format!(
+    let l = &s.layout;
+    let reason = match l.classify(name) {
+        Class::Raw(_) | Class::Label(_) | Class::Both(..) => return Decision::Start,
+        Class::Output(which) => format!(
+            "object is under {} {:?} ({})",
+            which.setting(),
+            l.output_folder(which),
+            match which {
+                OutputFolder::Jsonl => "pipeline output",
+                OutputFolder::ModelMeta => "pipeline metadata",
+            }
+        ),
+        Class::Ignored(Ignored::FolderPlaceholder) => "object is a folder placeholder".into(),
+        Class::Outside => format!(
             "object is under neither RAW_DATA_FOLDER {:?} nor LABEL_FOLDER {:?}",
-            s.raw_folder, s.label_folder
-        ));
-    }
-    if (in_raw && has_extension(name, &s.raw_extensions))
-        || (in_label && has_extension(name, &s.label_extensions))
-    {
-        return Decision::Start;
-    }
-    Decision::Ignore(format!(
-        "extension of {name:?} is not a sample or label extension"
-    ))
-}
-
-/// `name` lies below `folder` (`""` = bucket root).
-fn under(name: &str, folder: &str) -> bool {
-    folder.is_empty()
-        || name
-            .strip_prefix(folder)
-            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
-}
-
-/// Case-insensitive extension match; `x.txt.gz` counts as `txt` unless `txt` is binary media.
-fn has_extension(name: &str, exts: &[String]) -> bool {
-    let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
-    let (base, gz) = match base.strip_suffix(".gz") {
-        Some(b) => (b.to_owned(), true),
-        None => (base, false),
+            l.raw_folder(),
+            l.label_folder()
+        ),
+        Class::Ignored(Ignored::CompressedMedia) => format!(
+            "extension of {name:?} is not a sample extension: only text samples and labels \
+             are read gzip-compressed"
+        ),
+        Class::Ignored(Ignored::Extension) => {
+            format!("extension of {name:?} is not a sample or label extension")
+        }
     };
-    exts.iter().any(|e| {
-        let Some(stem) = base.strip_suffix(e.as_str()) else {
-            return false;
-        };
-        // A real stem before the dot: ".json" alone is a hidden file, not a sample.
-        let ok = stem.len() > 1 && stem.ends_with('.');
-        ok && !(gz && BINARY_MEDIA.contains(&e.as_str()))
-    })
+    Decision::Ignore(reason)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Form;
+    use autotune_layout::Layout;
 
     fn settings() -> FilterSettings {
         FilterSettings {
             bucket: "ml-bucket".into(),
-            raw_folder: "raw_training_data".into(),
-            label_folder: "labels".into(),
-            jsonl_folder: "training_datasets".into(),
-            model_meta_folder: "trained_model".into(),
-            raw_extensions: crate::config::DEFAULT_RAW_EXTENSIONS
-                .split(',')
-                .map(str::to_owned)
-                .collect(),
-            label_extensions: vec!["json".into(), "txt".into()],
+            layout: Layout::new(
+                "raw_training_data",
+                "labels",
+                "training_datasets",
+                "trained_model",
+            ),
         }
     }
 
@@ -190,8 +157,8 @@ mod tests {
     #[test]
     fn exclusions_win_over_overlapping_input_folders() {
         let mut s = settings();
-        s.raw_folder = String::new(); // bucket root
-        s.label_folder = String::new();
+        // Both input folders at the bucket root.
+        s.layout = Layout::new("", "/", "training_datasets", "trained_model");
         let e = ev(EventKind::Finalize, "ml-bucket", "trained_model/x.json");
         assert!(matches!(decide(&e, &s), Decision::Ignore(_)));
         let e = ev(EventKind::Finalize, "ml-bucket", "anywhere/x.json");

@@ -13,10 +13,13 @@
 //!   wasi:http/incoming-handler ──► glue (spin-sdk #[http_component], body read with 1 MiB cap)
 //!                                    │  InboundRequest { method, headers, body }
 //!                                    ▼
-//!   service::handle ── auth ────► 401 (OIDC RS256 via JWKS, or shared secret)
-//!                   ── event ───► 400 (CloudEvents binary / structured, Pub/Sub push envelope)
-//!                   ── filter ──► 200 "ignored: <reason>"
+//!   service::handle ── auth ────► Rejection::Unauthorized (OIDC RS256 via JWKS, or shared secret)
+//!                   ── event ───► Rejection::MalformedEvent (CloudEvents binary / structured,
+//!                   │             Pub/Sub push envelope)
+//!                   ── filter ──► Outcome::Ignored (with the reason)
 //!                   ── run_api ─► metadata token → jobs.get (storm control) → jobs.run
+//!                   │             → Outcome::Started / AlreadyRunning, or Rejection::Upstream…
+//!                   └─ reply ───► the one mapping of Outcome / Rejection to status and JSON
 //!                                    │  every outbound call goes through the `Upstream` trait
 //!                                    ▼
 //!   glue::WasiUpstream (wasi:http/outgoing-handler with timeouts)   |  tests: scripted fakes
@@ -26,10 +29,13 @@
 //!   component imports no `spin:`/`fermyon:` interface and runs unchanged under Spin 2–4,
 //!   `SpinKube` and `wasmtime serve`.
 //! * [`event`] turns the three delivery forms into one [`event::StorageEvent`].
-//! * [`filter`] decides start vs. ignore, naming the reason.
+//! * [`filter`] decides start vs. ignore, naming the reason, by the pipeline's own sample rules
+//!   (the `autotune-layout` crate).
 //! * [`auth`] verifies Google-signed OIDC ID tokens (RS256) or a shared secret.
 //! * [`rs256`] is the RSA public-key operation behind it, prepared once per key.
 //! * [`run_api`] builds the Run Admin API requests and classifies Google's answers.
+//! * [`reply`] holds every way a request ends ([`reply::Outcome`], [`reply::Rejection`]) and
+//!   maps each to its HTTP status and body, in one place.
 //! * [`service`] ties them together and owns the caches (access token, JWKS). The caches live in
 //!   the instance, so they pay off when the host reuses instances (`wasmtime serve
 //!   --max-instance-reuse-count`); a host that creates one instance per request refetches.
@@ -40,6 +46,7 @@ pub mod config;
 pub mod event;
 pub mod filter;
 pub mod log;
+pub mod reply;
 pub mod rs256;
 pub mod run_api;
 pub mod service;

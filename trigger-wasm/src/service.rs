@@ -3,20 +3,16 @@
 //! [`Upstream`], so this module is exercised natively with scripted fakes and, compiled to
 //! wasm, by the end-to-end tests under `wasmtime serve`.
 //!
-//! Status codes (what Pub/Sub and Eventarc make of them):
-//! * 200: started, already running, or ignored with a reason: acknowledged, no redelivery.
-//! * 400 malformed event, 401 refused caller, 405 not POST, 413 body over 1 MiB.
-//! * 503: transient upstream failure (429, 5xx, timeout): redelivered later.
-//! * 500: permanent upstream failure or bad configuration: needs an operator (logged).
+//! The answer is an [`Outcome`] or a [`Rejection`]; [`crate::reply`] maps both to HTTP.
 
-use crate::auth::{self, Expect};
+use crate::auth::{self, AuthError, Expect};
 use crate::config::{self, AuthMode, Settings};
 use crate::event::{self, header};
 use crate::filter::{self, Decision};
 use crate::log::{Severity, emit};
-use crate::run_api::{self, AccessToken, Failure};
-use crate::upstream::{Method, OutRequest, OutResponse, TransportError, Upstream};
-use serde_json::{Value, json};
+use crate::reply::{Outcome, Rejection, Reply};
+use crate::run_api::{self, AccessToken};
+use crate::upstream::{Method, OutRequest, OutResponse, Upstream};
 use sha2::Digest as _;
 
 /// JWKS lifetime when the response has no usable `Cache-Control: max-age`.
@@ -34,27 +30,6 @@ pub struct InboundRequest {
     pub body: Vec<u8>,
     /// The body was longer than the limit (reading stopped there).
     pub body_too_large: bool,
-}
-
-/// The answer: status and a small JSON document saying what happened and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Value,
-}
-
-impl Reply {
-    fn new(status: u16, outcome: &str, detail: Value) -> Self {
-        let mut body = json!({ "outcome": outcome });
-        if let (Some(map), Value::Object(extra)) = (body.as_object_mut(), detail) {
-            map.extend(extra);
-        }
-        Reply { status, body }
-    }
-
-    fn error(status: u16, reason: impl Into<String>) -> Self {
-        Reply::new(status, "error", json!({ "reason": reason.into() }))
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +72,7 @@ pub fn handle(
     state: &mut State,
     now: i64,
 ) -> Reply {
-    let reply = handle_inner(req, env, up, state, now);
+    let reply = Reply::from(handle_inner(req, env, up, state, now));
     let outcome = reply.body["outcome"].as_str().unwrap_or("");
     let reason = reply.body["reason"].as_str().unwrap_or("");
     let severity = match reply.status {
@@ -120,42 +95,26 @@ fn handle_inner(
     up: &mut dyn Upstream,
     state: &mut State,
     now: i64,
-) -> Reply {
+) -> Result<Outcome, Rejection> {
     if req.method != "POST" {
-        return Reply::error(
-            405,
-            format!("method {} not allowed; POST events", req.method),
-        );
+        return Err(Rejection::MethodNotAllowed(req.method.clone()));
     }
     if req.body_too_large {
-        return Reply::error(
-            413,
-            format!("body larger than {} bytes", crate::MAX_BODY_BYTES),
-        );
+        return Err(Rejection::BodyTooLarge);
     }
-    let settings = match config::load(env) {
-        Ok(s) => s,
-        Err(e) => return Reply::error(500, format!("configuration error: {e}")),
-    };
-    if let Err(e) = preload_jwks(&settings, state) {
-        return Reply::error(500, format!("configuration error: {e}"));
-    }
-    if let Err(r) = authenticate(req, &settings, up, state, now) {
-        return r;
-    }
-    let ev = match event::decode(&req.headers, &req.body) {
-        Ok(ev) => ev,
-        Err(e) => return Reply::error(400, format!("malformed event: {e}")),
-    };
+    let settings = config::load(env)?;
+    preload_jwks(&settings, state)?;
+    authenticate(req, &settings, up, state, now)?;
+    let ev = event::decode(&req.headers, &req.body)?;
     let object = format!("gs://{}/{}", ev.bucket, ev.object);
     if let Decision::Ignore(reason) = filter::decide(&ev, &settings.filter) {
-        return Reply::new(
-            200,
-            "ignored",
-            json!({ "reason": reason, "object": object, "event_id": ev.id }),
-        );
+        return Ok(Outcome::Ignored {
+            reason,
+            object,
+            event_id: ev.id,
+        });
     }
-    start_job(&settings, &ev, &object, up, state, now)
+    start_job(&settings, &ev, object, up, state, now)
 }
 
 /// Parses `JWKS_JSON` into `state.preloaded` unless the same text is already parsed there: once
@@ -193,8 +152,7 @@ fn authenticate(
     up: &mut dyn Upstream,
     state: &mut State,
     now: i64,
-) -> Result<(), Reply> {
-    let unauthorized = |e: auth::AuthError| Reply::error(401, format!("unauthorized: {e}"));
+) -> Result<(), Rejection> {
     match &s.auth {
         AuthMode::None => {
             emit(
@@ -204,18 +162,17 @@ fn authenticate(
             );
             Ok(())
         }
-        AuthMode::Token { secret } => {
-            auth::check_shared_secret(header(&req.headers, auth::TOKEN_HEADER), secret)
-                .map_err(unauthorized)
-        }
+        AuthMode::Token { secret } => Ok(auth::check_shared_secret(
+            header(&req.headers, auth::TOKEN_HEADER),
+            secret,
+        )?),
         AuthMode::Oidc {
             audience,
             allowed_invokers,
             jwks_url,
             ..
         } => {
-            let token =
-                auth::bearer(header(&req.headers, "authorization")).map_err(unauthorized)?;
+            let token = auth::bearer(header(&req.headers, "authorization"))?;
             let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
             state
                 .verified
@@ -223,7 +180,7 @@ fn authenticate(
             if state.verified.iter().any(|(d, _)| *d == digest) {
                 return Ok(());
             }
-            let t = auth::parse_token(token).map_err(unauthorized)?;
+            let t = auth::parse_token(token)?;
             let expect = Expect {
                 audience,
                 allowed_invokers,
@@ -249,7 +206,7 @@ fn authenticate(
                 let key = jwks_key(&t.kid, jwks_url, s.job.timeout_ms, up, state, now)?;
                 auth::verify(&t, &key, expect)
             };
-            let caller = verified.map_err(unauthorized)?;
+            let caller = verified?;
             if state.verified.len() >= VERIFIED_TOKEN_CACHE {
                 state.verified.remove(0);
             }
@@ -267,7 +224,7 @@ fn jwks_key(
     up: &mut dyn Upstream,
     state: &mut State,
     now: i64,
-) -> Result<auth::VerifyKey, Reply> {
+) -> Result<auth::VerifyKey, Rejection> {
     if let Some(c) = &state.jwks {
         let fresh = now - c.fetched_at < c.max_age;
         if fresh {
@@ -275,7 +232,7 @@ fn jwks_key(
                 return Ok(k.clone());
             }
             if now - c.fetched_at < JWKS_MIN_REFETCH_SECS {
-                return Err(Reply::error(401, "unauthorized: unknown JWT kid"));
+                return Err(unknown_kid());
             }
         }
     }
@@ -287,8 +244,7 @@ fn jwks_key(
         timeout_ms,
     };
     let resp = call(up, &req, "JWKS fetch")?;
-    let jwks = auth::parse_jwks(&resp.body)
-        .map_err(|e| Reply::error(503, format!("JWKS at JWKS_URL unusable: {e}")))?;
+    let jwks = auth::parse_jwks(&resp.body).map_err(Rejection::UnusableJwks)?;
     let max_age = resp
         .cache_control
         .as_deref()
@@ -301,7 +257,11 @@ fn jwks_key(
         fetched_at: now,
         max_age,
     });
-    key.ok_or_else(|| Reply::error(401, "unauthorized: unknown JWT kid"))
+    key.ok_or_else(unknown_kid)
+}
+
+fn unknown_kid() -> Rejection {
+    Rejection::Unauthorized(AuthError("unknown JWT kid".into()))
 }
 
 /// `max-age=N` from a Cache-Control value.
@@ -311,37 +271,27 @@ fn max_age(cc: &str) -> Option<i64> {
         .find_map(|n| n.trim().parse().ok())
 }
 
-/// Sends `req`; a transport error or a non-2xx answer becomes the reply to give.
-fn call(up: &mut dyn Upstream, req: &OutRequest, what: &str) -> Result<OutResponse, Reply> {
+/// Sends `req`; a transport error or a non-2xx answer is the rejection to answer with.
+fn call(
+    up: &mut dyn Upstream,
+    req: &OutRequest,
+    what: &'static str,
+) -> Result<OutResponse, Rejection> {
     match up.send(req) {
-        Err(e) => {
-            let status = 503;
-            let kind = match e {
-                TransportError::Timeout(_) => "timed out",
-                TransportError::Failed(_) => "failed",
-            };
-            Err(Reply::error(
-                status,
-                format!("{what} {kind} ({} {}): {e}", req.method, req.url),
-            ))
-        }
+        Err(error) => Err(Rejection::Unreachable {
+            call: what,
+            method: req.method,
+            url: req.url.clone(),
+            error,
+        }),
         Ok(r) if (200..300).contains(&r.status) => Ok(r),
-        Ok(r) => {
-            let msg = run_api::google_message(&r);
-            let status = match run_api::classify(r.status) {
-                Failure::Transient => 503,
-                Failure::Permanent => 500,
-            };
-            let mut reply = Reply::error(
-                status,
-                format!(
-                    "{what} answered {} ({} {}): {msg}",
-                    r.status, req.method, req.url
-                ),
-            );
-            reply.body["upstream_status"] = Value::from(r.status);
-            Err(reply)
-        }
+        Ok(r) => Err(Rejection::Upstream {
+            call: what,
+            method: req.method,
+            url: req.url.clone(),
+            status: r.status,
+            message: run_api::google_message(&r),
+        }),
     }
 }
 
@@ -351,7 +301,7 @@ fn access_token(
     up: &mut dyn Upstream,
     state: &mut State,
     now: i64,
-) -> Result<String, Reply> {
+) -> Result<String, Rejection> {
     if let Some(t) = &state.token
         && now < t.refresh_at
     {
@@ -362,7 +312,7 @@ fn access_token(
         &run_api::token_request(&s.job),
         "metadata token request",
     )?;
-    let t = run_api::parse_token(&resp.body, now).map_err(|e| Reply::error(503, e))?;
+    let t = run_api::parse_token(&resp.body, now).map_err(Rejection::UnusableAccessToken)?;
     let token = t.token.clone();
     state.token = Some(t);
     Ok(token)
@@ -371,66 +321,51 @@ fn access_token(
 fn start_job(
     s: &Settings,
     ev: &event::StorageEvent,
-    object: &str,
+    object: String,
     up: &mut dyn Upstream,
     state: &mut State,
     now: i64,
-) -> Reply {
-    match try_start_job(s, ev, object, up, state, now) {
-        Ok(r) => r,
-        Err(r) => {
-            // A refused access token may have been revoked or rotated: fetch a new one next time.
-            if r.body["upstream_status"] == 401 {
-                state.token = None;
-            }
-            r
-        }
+) -> Result<Outcome, Rejection> {
+    let started = try_start_job(s, ev, object, up, state, now);
+    if let Err(r) = &started
+        && r.refused_access_token()
+    {
+        // A refused access token may have been revoked or rotated: fetch a new one next time.
+        state.token = None;
     }
+    started
 }
 
 fn try_start_job(
     s: &Settings,
     ev: &event::StorageEvent,
-    object: &str,
+    object: String,
     up: &mut dyn Upstream,
     state: &mut State,
     now: i64,
-) -> Result<Reply, Reply> {
+) -> Result<Outcome, Rejection> {
     let token = access_token(s, up, state, now)?;
 
     // Storm control: a bulk upload of thousands of files must not start thousands of runs.
     // Two events racing past this check can still start two executions; the pipeline's lock
     // gate is the second line of defence.
     let job = call(up, &run_api::get_job_request(&s.job, &token), "jobs.get")?;
-    match run_api::latest_busy_execution(&job.body) {
-        Ok(Some(busy)) => {
-            return Ok(Reply::new(
-                200,
-                "already_running",
-                json!({
-                    "reason": format!("execution {} is {}; not starting another", busy.execution, busy.status),
-                    "execution": busy.execution,
-                    "object": object,
-                    "event_id": ev.id,
-                }),
-            ));
-        }
-        Ok(None) => {}
-        Err(e) => return Err(Reply::error(503, e)),
+    if let Some(busy) = run_api::latest_busy_execution(&job.body).map_err(Rejection::UnusableJob)? {
+        return Ok(Outcome::AlreadyRunning {
+            execution: busy.execution,
+            status: busy.status,
+            object,
+            event_id: ev.id.clone(),
+        });
     }
 
     let op = call(up, &run_api::run_request(&s.job, &token, ev), "jobs.run")?;
-    let execution = run_api::started_execution(&op.body).unwrap_or_default();
-    Ok(Reply::new(
-        200,
-        "started",
-        json!({
-            "reason": format!("started {} for {object}", run_api::job_name(&s.job)),
-            "execution": execution,
-            "object": object,
-            "event_id": ev.id,
-        }),
-    ))
+    Ok(Outcome::Started {
+        job: run_api::job_name(&s.job),
+        execution: run_api::started_execution(&op.body).unwrap_or_default(),
+        object,
+        event_id: ev.id.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -439,6 +374,8 @@ mod tests {
     use crate::testutil::{
         AUDIENCE, INVOKER, SECRET, check_against_discovery, fixture, good_claims, test_key, with,
     };
+    use crate::upstream::TransportError;
+    use serde_json::{Value, json};
     use std::collections::HashMap;
 
     /// In-process upstream: answers by URL suffix, records every request.
@@ -607,6 +544,56 @@ mod tests {
         let r = handle(&req, &env(&[]), &mut up, &mut state, later);
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(up.count(TOKEN_URL), 2);
+    }
+
+    #[test]
+    fn a_percent_encoded_ce_subject_starts_the_job() {
+        // Binary mode as a spec-following CloudEvents SDK sends it (issue 10 item 6).
+        let name = "raw_training_data/naïve café 100%.txt";
+        let headers = [
+            ("content-type", "application/json; charset=utf-8"),
+            ("ce-specversion", "1.0"),
+            ("ce-id", "ev-encoded"),
+            ("ce-type", "google.cloud.storage.object.v1.finalized"),
+            (
+                "ce-source",
+                "//storage.googleapis.com/projects/_/buckets/ml-bucket",
+            ),
+            (
+                "ce-subject",
+                "objects/raw_training_data/na%C3%AFve%20caf%C3%A9%20100%25.txt",
+            ),
+            ("x-trigger-token", SECRET),
+        ];
+        let req = InboundRequest {
+            method: "POST".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: json!({"bucket": "ml-bucket", "name": name, "generation": "3"})
+                .to_string()
+                .into_bytes(),
+            body_too_large: false,
+        };
+        let e = env(&[("AUTH_MODE", "token"), ("TRIGGER_TOKEN", SECRET)]);
+        let mut up = Script::google();
+        let r = handle(
+            &req,
+            &e,
+            &mut up,
+            &mut State::default(),
+            crate::testutil::now(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["outcome"], "started");
+        assert_eq!(r.body["object"], format!("gs://ml-bucket/{name}"));
+        let run = up.sent.iter().find(|r| r.url.ends_with(":run")).unwrap();
+        let body: Value = serde_json::from_slice(&run.body).unwrap();
+        assert_eq!(
+            body["overrides"]["containerOverrides"][0]["env"][1],
+            json!({"name": "TRIGGER_OBJECT", "value": name})
+        );
     }
 
     #[test]

@@ -48,6 +48,16 @@ pub enum TransportError {
     Failed(String),
 }
 
+impl TransportError {
+    /// What happened to the call, as a past participle: "timed out" or "failed".
+    pub fn verb(&self) -> &'static str {
+        match self {
+            TransportError::Timeout(_) => "timed out",
+            TransportError::Failed(_) => "failed",
+        }
+    }
+}
+
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

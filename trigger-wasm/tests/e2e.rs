@@ -96,6 +96,27 @@ fn accepted_event_starts_one_execution_and_a_running_one_suppresses_the_next() {
 }
 
 #[test]
+fn an_object_whose_name_the_binding_percent_encodes_starts_the_job() {
+    // Issue 10 item 6: spaces, '%' and non-ASCII arrive percent-encoded in ce-subject.
+    let name = "raw_training_data/naïve café 100%.txt";
+    assert_eq!(
+        ce_headers("ev-enc", "finalized", name)[5].1,
+        "objects/raw_training_data/na%C3%AFve%20caf%C3%A9%20100%25.txt",
+        "headers as the cloudevents SDKs make them"
+    );
+    let fake = fake();
+    let served = Served::start(&base_env(&fake), &[]);
+    let r = binary_event(served.port, &oidc(), "ev-enc", "finalized", name);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["outcome"], "started");
+    let runs = fake.run_calls();
+    assert_eq!(runs.len(), 1);
+    let sent: Value = serde_json::from_slice(&runs[0].body).unwrap();
+    let env = &sent["overrides"]["containerOverrides"][0]["env"];
+    assert_eq!(env[1], json!({"name": "TRIGGER_OBJECT", "value": name}));
+}
+
+#[test]
 fn every_event_form_is_accepted() {
     let fake = fake();
     let served = Served::start(&base_env(&fake), &[]);

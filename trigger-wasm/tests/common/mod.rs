@@ -673,7 +673,17 @@ pub fn post(port: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
     raw_request(port, "POST", &h, body)
 }
 
-/// Binary-mode `CloudEvent` headers for a storage event.
+/// What the `CloudEvents` HTTP binding (§3.1.3.2) percent-encodes in a header value: space,
+/// `"`, `%`, controls, and (always, by `utf8_percent_encode`) every non-ASCII byte.
+const CE_HEADER_ENCODE: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// A `ce-*` header value as a spec-following `CloudEvents` SDK writes it.
+pub fn ce_header_value(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, CE_HEADER_ENCODE).to_string()
+}
+
+/// Binary-mode `CloudEvent` headers for a storage event, values encoded as the binding says.
 pub fn ce_headers(id: &str, ty: &str, object: &str) -> Vec<(String, String)> {
     vec![
         (
@@ -681,7 +691,7 @@ pub fn ce_headers(id: &str, ty: &str, object: &str) -> Vec<(String, String)> {
             "application/json; charset=utf-8".into(),
         ),
         ("ce-specversion".into(), "1.0".into()),
-        ("ce-id".into(), id.into()),
+        ("ce-id".into(), ce_header_value(id)),
         (
             "ce-type".into(),
             format!("google.cloud.storage.object.v1.{ty}"),
@@ -690,7 +700,10 @@ pub fn ce_headers(id: &str, ty: &str, object: &str) -> Vec<(String, String)> {
             "ce-source".into(),
             format!("//storage.googleapis.com/projects/_/buckets/{BUCKET}"),
         ),
-        ("ce-subject".into(), format!("objects/{object}")),
+        (
+            "ce-subject".into(),
+            ce_header_value(&format!("objects/{object}")),
+        ),
         ("ce-time".into(), "2026-11-24T10:00:00.123Z".into()),
     ]
 }
