@@ -271,9 +271,18 @@ pub struct ModelSettings {
         visible_alias = "model",
         env = "SOURCE_MODEL",
         value_name = "SOURCE_MODEL",
-        default_value = "gemini-2.5-flash"
+        default_value = "gemini-3.5-flash"
     )]
     pub source_model: String,
+
+    /// The date retirement checks use (tests; default: today, UTC).
+    #[arg(
+        long,
+        env = "AUTOTUNE_TODAY",
+        value_name = "AUTOTUNE_TODAY",
+        hide = true
+    )]
+    pub today: Option<chrono::NaiveDate>,
 
     /// Tuning epochs (Vertex default when unset).
     #[arg(long, env = "EPOCHS", value_name = "EPOCHS", value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -379,7 +388,7 @@ impl ValidateArgs {
             } else {
                 validate::Dataset::Training
             },
-            model: table.resolve(&self.model.source_model),
+            model: self.model.resolve(&table)?,
             check_files: self.check_files,
             max_findings: self.max_findings,
             epochs: self.model.epochs,
@@ -441,6 +450,22 @@ impl ModelSettings {
     pub fn table(&self) -> Result<ModelTable, SettingsError> {
         ModelTable::load(self.model_limits_file.as_deref())
             .map_err(|e| invalid("MODEL_LIMITS_FILE", e.to_string()))
+    }
+
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.today
+            .unwrap_or_else(|| chrono::Utc::now().date_naive())
+    }
+
+    /// SOURCE_MODEL resolved, refused when retired and warned about when it retires soon.
+    pub fn resolve(&self, table: &ModelTable) -> Result<validate::models::Resolved, SettingsError> {
+        let model = table.resolve(&self.source_model);
+        match model.check_retirement("SOURCE_MODEL", self.today()) {
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Ok(None) => {}
+            Err(retired) => return Err(invalid("SOURCE_MODEL", retired)),
+        }
+        Ok(model)
     }
 }
 
@@ -618,7 +643,7 @@ impl Settings {
                 .check_adapter_size(&self.model.source_model, size)
                 .map_err(|e| invalid("ADAPTER_SIZE", e))?;
         }
-        let model = table.resolve(&self.model.source_model);
+        let model = self.model.resolve(&table)?;
         let shape = job::digest(&serde_json::json!([
             templates_text,
             self.split_ratio,
@@ -657,6 +682,8 @@ impl Settings {
                 TuningModeArg::Continuous => TuningMode::Continuous,
             },
             shape,
+            table,
+            today: self.model.today(),
             trigger: run::Trigger {
                 bucket: self.trigger.trigger_bucket.clone(),
                 object: self.trigger.trigger_object.clone(),

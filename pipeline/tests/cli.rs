@@ -1091,3 +1091,45 @@ fn logs_show_the_values_users_read_never_rust_debug_output() {
         "{finished}"
     );
 }
+
+#[test]
+fn a_retired_model_is_refused_before_any_work_and_one_retiring_soon_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    write(
+        root,
+        "x.jsonl",
+        "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"q\"}]},{\"role\":\"model\",\"parts\":[{\"text\":\"a\"}]}]}\n",
+    );
+    let file = root.join("x.jsonl");
+    for args in [
+        vec!["run".to_owned()],
+        vec!["plan".to_owned()],
+        vec!["validate".to_owned(), file.to_str().unwrap().to_owned()],
+    ] {
+        let out = autotune()
+            .args(&args)
+            .env("BUCKET_NAME", root)
+            .env("SOURCE_MODEL", "gemini-2.5-flash")
+            .env("AUTOTUNE_TODAY", "2026-11-29")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("SOURCE_MODEL") && stderr.contains("gemini-3.5-flash"),
+            "{args:?} names the setting and the successor: {stderr}"
+        );
+    }
+    assert!(!root.join("trained_model").exists(), "nothing was written");
+
+    // The default model, a month before its retirement: the run goes on, with a warning.
+    let (v, out) = run_in(root, &["run"], &[("AUTOTUNE_TODAY", "2027-05-01")]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gemini-3.5-flash retires on 2027-05-19"),
+        "{stderr}"
+    );
+}

@@ -146,6 +146,8 @@ fn config() -> Config {
         },
         tuning_mode: TuningMode::Full,
         shape: "test".to_owned(),
+        table: ModelTable::built_in(),
+        today: "2026-11-29".parse().unwrap(),
         trigger: Trigger::default(),
     }
 }
@@ -810,4 +812,34 @@ async fn re_uploads_without_a_change_are_unchanged_not_retrained() {
     let next = run(&j).await;
     assert_eq!(next.status, RunStatus::Waiting, "{}", next.reason);
     assert!(next.reason.starts_with("gate 3: 0 new"), "{}", next.reason);
+}
+
+#[tokio::test]
+async fn continuous_tuning_refuses_a_parent_whose_base_model_is_retired() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    // A first run in September, on gemini-2.5-flash, before it retired.
+    let mut c = config();
+    c.request.source_model = "gemini-2.5-flash".to_owned();
+    c.today = "2026-09-01".parse().unwrap();
+    c.tuning_mode = TuningMode::Continuous;
+    assert_eq!(
+        run(&job(&store, &tuner, c)).await.status,
+        RunStatus::Success
+    );
+    // Now: the parent is a tuned gemini-2.5-flash, which retired on 2026-10-20.
+    samples(&*store, 20, 10, &[]).await;
+    let mut c = config();
+    c.tuning_mode = TuningMode::Continuous;
+    let o = run(&job(&store, &tuner, c)).await;
+    assert_eq!(o.status, RunStatus::Failed, "{}", o.reason);
+    assert!(
+        o.reason.contains("parent model models/jobs/0")
+            && o.reason
+                .contains("gemini-2.5-flash was retired on 2026-10-20"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(tuner.submits(), 1, "no job on a retired base");
 }

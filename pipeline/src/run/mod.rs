@@ -44,6 +44,7 @@ use crate::lease::{self, Acquired, Lease, LeaseError};
 use crate::status::RunStatus;
 use crate::storage::{Store, StoreError};
 use crate::tuner::{Tuner, TunerError, TunerKind, TuningMode, job};
+use crate::validate::ModelTable;
 use crate::validate::models::Resolved;
 
 pub use gates::{Gate, Gates, Lock};
@@ -92,6 +93,10 @@ pub struct Config {
     pub tuning_mode: TuningMode,
     /// Digest of every setting that shapes the datasets or the job (part of the run key).
     pub shape: String,
+    /// The model table, for the base model of a parent in continuous tuning.
+    pub table: ModelTable,
+    /// The date retirement checks use.
+    pub today: chrono::NaiveDate,
     pub trigger: Trigger,
 }
 
@@ -130,6 +135,9 @@ pub enum RunError {
     JobFailed(Option<String>),
     #[error(transparent)]
     LeaseLost(lease::Lost),
+    /// Continuous tuning from a model whose base Vertex no longer tunes.
+    #[error("TUNING_MODE=continuous: the parent model {parent} is a tuned {reason}")]
+    ParentRetired { parent: String, reason: String },
 }
 
 pub struct Job {

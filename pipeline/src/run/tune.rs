@@ -74,7 +74,7 @@ impl Job {
             validation_uri,
         );
         self.continue_from_baseline(&mut request, gates, state)
-            .await;
+            .await?;
         merge(
             &mut state.lock().await.record.model_details,
             &serde_json::json!({ "request": request }),
@@ -118,9 +118,9 @@ impl Job {
         request: &mut job::Request,
         gates: &Gates,
         state: &Mutex<State>,
-    ) {
+    ) -> Result<(), RunError> {
         if self.config.tuning_mode != TuningMode::Continuous {
-            return;
+            return Ok(());
         }
         // The baseline may be a run that found nothing new: the parent is the last run that
         // tuned.
@@ -140,6 +140,20 @@ impl Job {
         let parent = last_success
             .as_ref()
             .and_then(|b| b.record.model_details["tuned_model"].as_str());
+        if let (Some(parent), Some(base)) = (parent, last_success.as_ref()) {
+            // A tuned model retires with its base: check the parent's base like SOURCE_MODEL.
+            let base = self.config.table.resolve(&base.record.source_model);
+            match base.check_retirement("SOURCE_MODEL", self.config.today) {
+                Ok(Some(warning)) => tracing::warn!(parent, "the parent's base model: {warning}"),
+                Ok(None) => {}
+                Err(reason) => {
+                    return Err(RunError::ParentRetired {
+                        parent: parent.to_owned(),
+                        reason,
+                    });
+                }
+            }
+        }
         match parent {
             Some(parent) => {
                 tracing::info!(
@@ -158,6 +172,7 @@ impl Job {
                 );
             }
         }
+        Ok(())
     }
 
     /// Follows a tuning job that a previous run submitted and could not see to its end (it was

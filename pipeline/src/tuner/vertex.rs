@@ -204,7 +204,7 @@ impl Vertex {
             if model_refused(f, model) {
                 format!(
                     "Vertex AI does not know the model {model:?} or cannot tune it; set SOURCE_MODEL to a \
-                     tunable Gemini model (e.g. gemini-2.5-flash): {}",
+                     tunable Gemini model (e.g. gemini-3.5-flash): {}",
                     f.describe()
                 )
             } else {

@@ -51,6 +51,15 @@ pub struct ModelLimits {
     /// Where the numbers come from.
     #[serde(default)]
     pub source: String,
+    /// When Google released the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<chrono::NaiveDate>,
+    /// When Vertex AI retires it (the earliest date Google gives); tuned models retire with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retires: Option<chrono::NaiveDate>,
+    /// The model Google names to move to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<String>,
     /// Accept `file://` media URIs: a local dry run references media on disk, which Vertex
     /// could not read but which is right for a rehearsal. Never read from a limits file.
     #[serde(skip)]
@@ -70,6 +79,41 @@ fn max_video() -> u32 {
     MAX_VIDEO
 }
 
+/// How many days before a model's retirement runs warn: Google blocks new tuning a month
+/// before the retirement date.
+pub const RETIREMENT_WARNING_DAYS: i64 = 30;
+
+/// Where a model is in its life on a given day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Not retiring within [`RETIREMENT_WARNING_DAYS`], or no date is known.
+    Current,
+    RetiresSoon {
+        on: chrono::NaiveDate,
+        successor: Option<String>,
+    },
+    Retired {
+        on: chrono::NaiveDate,
+        successor: Option<String>,
+    },
+}
+
+impl ModelLimits {
+    pub fn lifecycle(&self, today: chrono::NaiveDate) -> Lifecycle {
+        let Some(on) = self.retires else {
+            return Lifecycle::Current;
+        };
+        let successor = self.successor.clone();
+        if today >= on {
+            Lifecycle::Retired { on, successor }
+        } else if (on - today).num_days() <= RETIREMENT_WARNING_DAYS {
+            Lifecycle::RetiresSoon { on, successor }
+        } else {
+            Lifecycle::Current
+        }
+    }
+}
+
 /// A model resolved against the table: its limits, and whether the name was known.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resolved {
@@ -80,6 +124,38 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// Checks the model's retirement date on `today`: `Err` for a retired model (naming the
+    /// successor), `Ok(Some(warning))` for one retiring within a month. `setting` names where
+    /// the model came from (SOURCE_MODEL, or a parent model's base).
+    pub fn check_retirement(
+        &self,
+        setting: &str,
+        today: chrono::NaiveDate,
+    ) -> Result<Option<String>, String> {
+        if !self.known {
+            return Ok(None);
+        }
+        let name = &self.limits.name;
+        let instead = |s: &Option<String>| {
+            s.as_ref().map_or_else(
+                || "a current tunable model (see the Vertex AI model versions page)".to_owned(),
+                |s| format!("its successor {s}"),
+            )
+        };
+        match self.limits.lifecycle(today) {
+            Lifecycle::Current => Ok(None),
+            Lifecycle::RetiresSoon { on, successor } => Ok(Some(format!(
+                "{setting} {name} retires on {on} ({} days from {today}; Vertex AI blocks new tuning a month before): move to {}",
+                (on - today).num_days(),
+                instead(&successor)
+            ))),
+            Lifecycle::Retired { on, successor } => Err(format!(
+                "{name} was retired on {on}: Vertex AI no longer tunes it; set {setting} to {}",
+                instead(&successor)
+            )),
+        }
+    }
+
     /// Why an unknown or assumed model deserves a warning, if it does.
     pub fn warning(&self) -> Option<String> {
         if !self.known {
@@ -198,6 +274,9 @@ impl ModelTable {
             max_pdfs_per_example: min32(|m| m.max_pdfs_per_example),
             max_audio_per_example: min32(|m| m.max_audio_per_example),
             allow_local_uris: false,
+            released: None,
+            retires: None,
+            successor: None,
             max_video_per_example: min32(|m| m.max_video_per_example),
             assumed: true,
             source: "strictest limits of the known models".into(),
@@ -251,7 +330,7 @@ mod tests {
             assert_eq!(m.max_validation_examples, 5_000, "{name}");
             assert_eq!(m.max_images_per_example, 30, "{name}");
             assert_eq!(m.max_pdfs_per_example, 4, "{name}");
-            assert_eq!(m.assumed, name.starts_with("gemini-3"), "{name}");
+            assert_eq!(m.assumed, name == "gemini-3.5-flash-lite", "{name}");
         }
     }
 
@@ -281,8 +360,9 @@ mod tests {
         assert!(t.check_adapter_size("gemini-9-ultra", 16).is_err());
         assert!(t.check_adapter_size("gemini-9-ultra", 8).is_ok());
         assert!(t.resolve("gemini-2.5-flash").warning().is_none());
+        assert!(t.resolve("gemini-3.5-flash").warning().is_none());
         assert!(
-            t.resolve("gemini-3.5-flash")
+            t.resolve("gemini-3.5-flash-lite")
                 .warning()
                 .unwrap()
                 .contains("assumed")
@@ -321,5 +401,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing.json"), "{err}");
+    }
+
+    #[test]
+    fn retirement_is_checked_against_the_given_day() {
+        let t = ModelTable::built_in();
+        let day = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
+        let current = t.resolve("gemini-3.5-flash");
+        assert_eq!(
+            current.check_retirement("SOURCE_MODEL", day("2026-11-29")),
+            Ok(None)
+        );
+        let soon = current
+            .check_retirement("SOURCE_MODEL", day("2027-04-25"))
+            .unwrap()
+            .unwrap();
+        assert!(soon.contains("retires on 2027-05-19 (24 days"), "{soon}");
+        let gone = current
+            .check_retirement("SOURCE_MODEL", day("2027-05-19"))
+            .unwrap_err();
+        assert!(gone.contains("was retired on 2027-05-19"), "{gone}");
+        let old = t
+            .resolve("gemini-2.5-flash")
+            .check_retirement("SOURCE_MODEL", day("2026-11-29"))
+            .unwrap_err();
+        assert!(
+            old.contains("gemini-2.5-flash was retired on 2026-10-20")
+                && old.contains("set SOURCE_MODEL to its successor gemini-3.5-flash"),
+            "{old}"
+        );
+        assert_eq!(
+            t.resolve("my-own-model")
+                .check_retirement("SOURCE_MODEL", day("2030-01-01")),
+            Ok(None),
+            "no dates known, nothing claimed"
+        );
+    }
+
+    #[test]
+    fn every_built_in_model_has_dates_and_a_source() {
+        for m in ModelTable::built_in().models() {
+            assert!(m.released.is_some() && m.retires.is_some(), "{}", m.name);
+            assert!(m.retires > m.released, "{}", m.name);
+            assert!(m.source.contains("https://"), "{}: {}", m.name, m.source);
+        }
     }
 }

@@ -31,6 +31,8 @@ const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// Models the fake tunes; others are unknown (404), `gemini-1.0-pro-002` is known but not tunable.
 const TUNABLE: &[&str] = &[
+    "gemini-3.5-flash",
+    "gemini-3.1-flash-lite",
     "gemini-2.5-flash",
     "gemini-2.5-pro",
     "gemini-2.5-flash-lite",
@@ -757,7 +759,7 @@ impl State {
         value["updateTime"] = value["createTime"].clone();
         if value["preTunedModel"].is_object() {
             // Output only: the base model of the parent.
-            value["preTunedModel"]["baseModel"] = json!("gemini-2.5-flash");
+            value["preTunedModel"]["baseModel"] = json!("gemini-3.5-flash");
         }
         self.jobs.push(Job {
             value: value.clone(),
