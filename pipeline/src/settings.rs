@@ -570,6 +570,7 @@ impl Settings {
                 self.project_id.as_deref().unwrap_or("PROJECT_ID"),
                 &self.location,
             ),
+            location: self.location.clone(),
             source_model: self.model.source_model.clone(),
             epochs: self.model.epochs,
             adapter_size: self.adapter_size,

@@ -33,6 +33,8 @@ enum Follow {
 /// A tuner that records its calls and answers from a script.
 struct Scripted {
     kind: TunerKind,
+    /// Where the tuned models it reports live.
+    location: &'static str,
     submit_error: Option<&'static str>,
     follow: Follow,
     submitted: Mutex<Vec<job::Request>>,
@@ -45,6 +47,7 @@ impl Scripted {
     fn new(follow: Follow) -> Arc<Self> {
         Arc::new(Self {
             kind: TunerKind::Vertex,
+            location: "us-central1",
             submit_error: None,
             follow,
             submitted: Mutex::new(Vec::new()),
@@ -93,7 +96,10 @@ impl Tuner for Scripted {
         match self.follow {
             Follow::Succeed => Ok(Tuned {
                 status: RunStatus::Success,
-                model_details: json!({"tuning_job": name, "tuned_model": format!("models/{name}")}),
+                model_details: json!({
+                    "tuning_job": name,
+                    "tuned_model": format!("projects/p/locations/{}/models/{}@1", self.location, name.trim_start_matches("jobs/")),
+                }),
             }),
             Follow::Fail(message) => Ok(Tuned {
                 status: RunStatus::Failed,
@@ -106,7 +112,7 @@ impl Tuner for Scripted {
 
 /// The configuration the settings build by default, with MIN_SAMPLES 5.
 fn config() -> Config {
-    let model = ModelTable::built_in().resolve("gemini-2.5-flash");
+    let model = ModelTable::built_in().resolve("gemini-3.5-flash");
     Config {
         bucket: "memory://run-test".to_owned(),
         jsonl_folder: "training_datasets".to_owned(),
@@ -137,7 +143,8 @@ fn config() -> Config {
         price_per_million_training_tokens: None,
         request: job::Template {
             jobs_url: job::Template::jobs_url("https://vertex.test", "p", "us-central1"),
-            source_model: "gemini-2.5-flash".to_owned(),
+            location: "us-central1".to_owned(),
+            source_model: "gemini-3.5-flash".to_owned(),
             epochs: None,
             adapter_size: None,
             learning_rate_multiplier: None,
@@ -262,7 +269,10 @@ async fn a_full_run_writes_datasets_tunes_and_records() {
     let record = record_of(&*store, &o).await;
     assert_eq!(record["status"], "success");
     assert_eq!(record["sample_size"], 20);
-    assert_eq!(record["model_details"]["tuned_model"], "models/jobs/0");
+    assert_eq!(
+        record["model_details"]["tuned_model"],
+        "projects/p/locations/us-central1/models/0@1"
+    );
     let request = &record["model_details"]["request"];
     assert_eq!(
         request["body"]["supervisedTuningSpec"]["trainingDatasetUri"],
@@ -835,11 +845,57 @@ async fn continuous_tuning_refuses_a_parent_whose_base_model_is_retired() {
     let o = run(&job(&store, &tuner, c)).await;
     assert_eq!(o.status, RunStatus::Failed, "{}", o.reason);
     assert!(
-        o.reason.contains("parent model models/jobs/0")
+        o.reason
+            .contains("parent model projects/p/locations/us-central1/models/0@1")
             && o.reason
                 .contains("gemini-2.5-flash was retired on 2026-10-20"),
         "{}",
         o.reason
     );
     assert_eq!(tuner.submits(), 1, "no job on a retired base");
+}
+
+#[tokio::test]
+async fn continuous_tuning_adds_a_version_under_the_parent_in_its_location() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let mut c = config();
+    c.tuning_mode = TuningMode::Continuous;
+    let j = job(&store, &tuner, c.clone());
+    assert_eq!(run(&j).await.status, RunStatus::Success);
+    samples(&*store, 20, 10, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let second = serde_json::to_value(&tuner.submitted.lock().unwrap()[1].body).unwrap();
+    assert_eq!(
+        second["preTunedModel"]["tunedModelName"],
+        "projects/p/locations/us-central1/models/0@1"
+    );
+    assert!(second.get("baseModel").is_none());
+    assert!(
+        second.get("tunedModelDisplayName").is_none(),
+        "a display name of its own would make a new Model instead of a version: {second}"
+    );
+
+    // A parent in another location is refused before any job is created.
+    let elsewhere = Arc::new(Scripted {
+        location: "europe-west4",
+        ..Arc::into_inner(Scripted::new(Follow::Succeed)).unwrap()
+    });
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    assert_eq!(
+        run(&job(&store, &elsewhere, c.clone())).await.status,
+        RunStatus::Success
+    );
+    samples(&*store, 20, 10, &[]).await;
+    let o = run(&job(&store, &elsewhere, c)).await;
+    assert_eq!(o.status, RunStatus::Failed);
+    assert!(
+        o.reason.contains("is not in LOCATION (us-central1)"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(elsewhere.submits(), 1);
 }

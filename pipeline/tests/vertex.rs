@@ -34,6 +34,7 @@ impl Conf {
         };
         let template = job::Template {
             jobs_url: job::Template::jobs_url(&vertex.api_root, PROJECT, LOCATION),
+            location: LOCATION.to_owned(),
             source_model: vertex.source_model.clone(),
             epochs: None,
             adapter_size: None,

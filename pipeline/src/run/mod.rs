@@ -135,8 +135,13 @@ pub enum RunError {
     JobFailed(Option<String>),
     #[error(transparent)]
     LeaseLost(lease::Lost),
+    /// Continuous tuning from a model in another location than the job's.
+    #[error(
+        "TUNING_MODE=continuous: the parent model {parent} is not in LOCATION ({location}); Vertex AI tunes a model where it lives: set LOCATION to the parent's, or copy the model"
+    )]
+    ParentElsewhere { parent: String, location: String },
     /// Continuous tuning from a model whose base Vertex no longer tunes.
-    #[error("TUNING_MODE=continuous: the parent model {parent} is a tuned {reason}")]
+    #[error("TUNING_MODE=continuous: the base model of the parent model {parent}: {reason}")]
     ParentRetired { parent: String, reason: String },
 }
 

@@ -140,6 +140,15 @@ impl Job {
         let parent = last_success
             .as_ref()
             .and_then(|b| b.record.model_details["tuned_model"].as_str());
+        if let Some(parent) = parent {
+            let at = job::model_location(parent).unwrap_or("unknown");
+            if at != self.config.request.location {
+                return Err(RunError::ParentElsewhere {
+                    parent: parent.to_owned(),
+                    location: self.config.request.location.clone(),
+                });
+            }
+        }
         if let (Some(parent), Some(base)) = (parent, last_success.as_ref()) {
             // A tuned model retires with its base: check the parent's base like SOURCE_MODEL.
             let base = self.config.table.resolve(&base.record.source_model);

@@ -27,7 +27,7 @@ impl Tuner for DryRun {
 
     async fn submit(&self, request: &job::Request) -> Result<String, TunerError> {
         tracing::info!(url = %request.url, "dry run: the Vertex AI request is recorded, not sent");
-        Ok(format!("dry-run/{}", request.body.tuned_model_display_name))
+        Ok(format!("dry-run/{}", request.run_key))
     }
 
     async fn follow(&self, _name: &str) -> Result<Tuned, TunerError> {

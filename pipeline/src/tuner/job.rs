@@ -16,7 +16,11 @@ pub struct TuningJob {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pre_tuned_model: Option<PreTunedModel>,
     pub supervised_tuning_spec: SupervisedTuningSpec,
-    pub tuned_model_display_name: String,
+    /// Absent in continuous tuning: Vertex then keeps the parent's display name and adds a
+    /// version under the parent Model; a new name would make a new Model (aiplatform.v1.json,
+    /// `TuningJob.tunedModelDisplayName`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuned_model_display_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub labels: BTreeMap<String, String>,
@@ -124,6 +128,8 @@ pub struct Request {
 pub struct Template {
     /// `{root}/v1/projects/{project}/locations/{location}/tuningJobs`.
     pub jobs_url: String,
+    /// LOCATION: where the job runs, and where a parent model must be.
+    pub location: String,
     pub source_model: String,
     pub epochs: Option<u32>,
     /// 1, 2, 4, 8, 16 or 32.
@@ -139,6 +145,17 @@ impl Template {
     pub fn jobs_url(api_root: &str, project: &str, location: &str) -> String {
         format!("{api_root}/v1/projects/{project}/locations/{location}/tuningJobs")
     }
+}
+
+/// The location of a model resource name (`projects/p/locations/l/models/m@v`).
+pub fn model_location(name: &str) -> Option<&str> {
+    let mut parts = name.split('/');
+    while let Some(p) = parts.next() {
+        if p == "locations" {
+            return parts.next();
+        }
+    }
+    None
 }
 
 impl Request {
@@ -172,7 +189,7 @@ impl Request {
                 },
                 export_last_checkpoint_only: true,
             },
-            tuned_model_display_name: display,
+            tuned_model_display_name: Some(display),
             description: Some(format!("autotune run {run_id}")),
             labels,
             service_account: t.service_account.clone(),
@@ -185,11 +202,12 @@ impl Request {
     }
 
     /// Continuous tuning: start from `tuned_model_name` (the previous run's `tunedModel.model`)
-    /// instead of `SOURCE_MODEL`. The parent is folded into the run key (and its label), because
+    /// instead of `SOURCE_MODEL`, as a new version of that Model (no display name of its own). The parent is folded into the run key (and its label), because
     /// the same data tuned from another parent is another job; call this before using `run_key`.
     pub fn continue_from(&mut self, tuned_model_name: &str) {
         use sha2::{Digest, Sha256};
         self.body.base_model = None;
+        self.body.tuned_model_display_name = None;
         self.body.pre_tuned_model = Some(PreTunedModel {
             tuned_model_name: tuned_model_name.to_owned(),
             checkpoint_id: None,

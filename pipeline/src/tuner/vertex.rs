@@ -563,6 +563,7 @@ mod tests {
         let c = config();
         job::Template {
             jobs_url: job::Template::jobs_url(&c.api_root, &c.project, &c.location),
+            location: c.location.clone(),
             source_model: c.source_model,
             epochs: None,
             adapter_size: None,
@@ -591,6 +592,10 @@ mod tests {
         r.continue_from("projects/p/locations/us-east5/models/1@2");
         let body = serde_json::to_value(&r.body).unwrap();
         assert!(body.get("baseModel").is_none());
+        assert!(
+            body.get("tunedModelDisplayName").is_none(),
+            "a version under the parent, not a new model"
+        );
         assert_eq!(
             body["preTunedModel"],
             json!({"tunedModelName": "projects/p/locations/us-east5/models/1@2"})
