@@ -106,6 +106,8 @@ pub struct Paths {
     pub train: String,
     pub validation: String,
     pub rejected: String,
+    /// Which sample made which line: a Vertex line cannot say it itself.
+    pub index: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -121,6 +123,8 @@ pub struct Built {
     pub train_uri: Option<String>,
     pub validation_uri: Option<String>,
     pub rejected_uri: Option<String>,
+    /// `index.jsonl`: file, line, sample key and content digest of every line written.
+    pub index_uri: Option<String>,
     pub train_bytes: u64,
     /// SHA-256 of the training and validation files' bytes.
     pub train_digest: String,
@@ -258,9 +262,43 @@ pub fn uris(store: &dyn Store, sample: &Sample) -> Uris {
     }
 }
 
-/// A batch converted on rayon: its lines in order, and their checks per file.
+/// One line of the run's `index.jsonl`.
+#[derive(Serialize)]
+struct IndexEntry<'a> {
+    /// The dataset file, by name.
+    file: &'a str,
+    /// 1-based line number in that file.
+    line: u64,
+    key: &'a str,
+    /// SHA-256 of the sample's content: the label's bytes and the raw text (media: its size
+    /// and version, as listed; media are never read).
+    digest: &'a str,
+}
+
+/// The content digest of a loaded sample (see [`IndexEntry::digest`]).
+fn content_digest(sample: &Sample, loaded: &Loaded) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"label\0");
+    h.update(&loaded.label);
+    match &loaded.raw_text {
+        Some(text) => {
+            h.update(b"\0text\0");
+            h.update(text);
+        }
+        None => {
+            h.update(b"\0media\0");
+            h.update(sample.raw.meta.size.to_be_bytes());
+            h.update(sample.raw.meta.generation.as_bytes());
+        }
+    }
+    hex(&h.finalize())
+}
+
+/// A batch converted on rayon: its lines in order (with the sample's content digest), and
+/// their checks per file.
 struct Converted {
-    lines: Vec<(usize, Result<String, Reject>)>,
+    lines: Vec<(usize, Result<(String, String), Reject>)>,
     tallies: Option<(Tally, Tally)>,
 }
 
@@ -271,10 +309,13 @@ fn convert_batch(
     split: &Split,
     check: Option<&validate::Options>,
 ) -> Converted {
-    let lines: Vec<(usize, Result<String, Reject>)> = batch
+    let lines: Vec<(usize, Result<(String, String), Reject>)> = batch
         .into_par_iter()
         .map(|(i, u, loaded)| {
-            let line = loaded.and_then(|l| converter.convert(&samples[i], &u, &l));
+            let line = loaded.and_then(|l| {
+                let line = converter.convert(&samples[i], &u, &l)?;
+                Ok((line, content_digest(&samples[i], &l)))
+            });
             (i, line)
         })
         .collect();
@@ -283,7 +324,7 @@ fn convert_batch(
         let mut train = Tally::new(opts.max_findings);
         let mut validation = Tally::new(opts.max_findings);
         for (i, line) in &lines {
-            if let Ok(line) = line {
+            if let Ok((line, _)) = line {
                 let tally = match split.side(*i) {
                     Side::Train => &mut train,
                     _ => &mut validation,
@@ -311,6 +352,9 @@ pub async fn build(
     let mut train = JsonlWriter::create(&*sink, &paths.train).await?;
     let mut validation = JsonlWriter::create(&*sink, &paths.validation).await?;
     let mut rejected = JsonlWriter::create(&*sink, &paths.rejected).await?;
+    let mut index = JsonlWriter::create(&*sink, &paths.index).await?;
+    let file_name = |key: &str| key.rsplit('/').next().unwrap_or(key).to_owned();
+    let (train_name, validation_name) = (file_name(&paths.train), file_name(&paths.validation));
     let mut built = Built::default();
     let reject = async |r: Reject, rejected: &mut JsonlWriter, built: &mut Built| {
         tracing::warn!(sample = %r.key, objects = %r.objects.join(", "), category = %r.category, "sample rejected: {}", r.reason);
@@ -375,13 +419,23 @@ pub async fn build(
     while let Some(batch) = batches.next().await {
         for (i, line) in batch.lines {
             match line {
-                Ok(line) => {
+                Ok((line, digest)) => {
                     built.converted[i] = true;
-                    match split.side(i) {
-                        Side::Train => train.write_line(&line).await?,
-                        Side::Validation => validation.write_line(&line).await?,
+                    let (writer, name) = match split.side(i) {
+                        Side::Train => (&mut train, &train_name),
+                        Side::Validation => (&mut validation, &validation_name),
                         Side::HeldOut => unreachable!("held-out samples are not converted"),
-                    }
+                    };
+                    writer.write_line(&line).await?;
+                    let entry = IndexEntry {
+                        file: name,
+                        line: writer.lines,
+                        key: &samples[i].key,
+                        digest: &digest,
+                    };
+                    index
+                        .write_line(&serde_json::to_string(&entry).expect("an entry serialises"))
+                        .await?;
                 }
                 Err(r) => reject(r, &mut rejected, &mut built).await?,
             }
@@ -404,5 +458,6 @@ pub async fn build(
     built.train_uri = train.finish().await?;
     built.validation_uri = validation.finish().await?;
     built.rejected_uri = rejected.finish().await?;
+    built.index_uri = index.finish().await?;
     Ok(built)
 }

@@ -70,6 +70,9 @@ pub struct RunRecord {
     pub validation_dataset_uri: Option<String>,
     #[serde(default)]
     pub rejected_uri: Option<String>,
+    /// Which sample made which line (`index.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_uri: Option<String>,
     #[serde(default)]
     pub counts: Counts,
     #[serde(default)]
@@ -122,6 +125,7 @@ impl RunRecord {
             train_dataset_uri: None,
             validation_dataset_uri: None,
             rejected_uri: None,
+            index_uri: None,
             counts: Counts::default(),
             split_seed: None,
             split_ratio: None,

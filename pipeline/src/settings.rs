@@ -587,6 +587,7 @@ impl Settings {
             ("TRAIN_FILE", self.train_file.as_str()),
             ("VAL_FILE", self.val_file.as_str()),
             ("rejected.jsonl", run::REJECTED_FILE),
+            ("index.jsonl", run::INDEX_FILE),
         ];
         for (i, (a, x)) in names.iter().enumerate() {
             for (b, y) in &names[i + 1..] {

@@ -261,14 +261,68 @@ async fn a_full_run_writes_datasets_tunes_and_records() {
     assert_eq!(
         keys(&*store, "training_datasets/").await,
         [
+            format!("training_datasets/{run_id}/index.jsonl"),
             format!("training_datasets/{run_id}/sft_train.jsonl"),
             format!("training_datasets/{run_id}/sft_val.jsonl"),
         ],
         "no rejects file when nothing is rejected"
     );
+    // The index says which sample made which line of which file.
+    let index = storage::get_bytes(
+        &*store,
+        &format!("training_datasets/{run_id}/index.jsonl"),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let entries: Vec<Value> = index
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 20);
+    let train = storage::get_bytes(
+        &*store,
+        &format!("training_datasets/{run_id}/sft_train.jsonl"),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let train: Vec<&[u8]> = train
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    for e in entries.iter().filter(|e| e["file"] == "sft_train.jsonl") {
+        let line = train[usize::try_from(e["line"].as_u64().unwrap() - 1).unwrap()];
+        let n = e["key"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('s')
+            .parse::<usize>()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(line).contains(&format!("question {n}")),
+            "{e} names its line"
+        );
+        assert_eq!(e["digest"].as_str().unwrap().len(), 64);
+    }
     let record = record_of(&*store, &o).await;
     assert_eq!(record["status"], "success");
     assert_eq!(record["sample_size"], 20);
+    assert_eq!(
+        record["index_uri"].as_str(),
+        Some(
+            format!(
+                "{}index.jsonl",
+                o.train_dataset_uri
+                    .clone()
+                    .unwrap()
+                    .trim_end_matches("sft_train.jsonl")
+            )
+            .as_str()
+        )
+    );
+
     assert_eq!(
         record["model_details"]["tuned_model"],
         "projects/p/locations/us-central1/models/0@1"

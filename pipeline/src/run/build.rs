@@ -10,7 +10,7 @@ use crate::split::Split;
 use crate::storage::{self, Store};
 use crate::validate;
 
-use super::{Gates, Job, REJECTED_FILE, RunError, State};
+use super::{Gates, INDEX_FILE, Job, REJECTED_FILE, RunError, State};
 
 impl Job {
     /// Converts and uploads the datasets into the run's folder, and records what was built.
@@ -36,6 +36,7 @@ impl Job {
             r.train_dataset_uri.clone_from(&built.train_uri);
             r.validation_dataset_uri.clone_from(&built.validation_uri);
             r.rejected_uri.clone_from(&built.rejected_uri);
+            r.index_uri.clone_from(&built.index_uri);
             r.reject_examples = serde_json::to_value(&built.reject_examples).ok();
         }
         tracing::info!(
@@ -63,6 +64,7 @@ impl Job {
             train: storage::join(folder, &self.config.train_file),
             validation: storage::join(folder, &self.config.val_file),
             rejected: storage::join(folder, REJECTED_FILE),
+            index: storage::join(folder, INDEX_FILE),
         }
     }
 

@@ -53,6 +53,8 @@ pub use tune::Tuning;
 
 /// The name of the rejects file in a run's dataset folder.
 pub const REJECTED_FILE: &str = "rejected.jsonl";
+/// The name of the index (file, line, sample key, content digest) in a run's dataset folder.
+pub const INDEX_FILE: &str = "index.jsonl";
 
 /// The upload event that started this execution, recorded with the run.
 #[derive(Debug, Clone, Default)]
@@ -295,9 +297,13 @@ impl Job {
 
     /// Removes the datasets of a run that will not tune them.
     async fn discard(&self, record: &crate::record::RunRecord) {
-        for uri in [&record.train_dataset_uri, &record.validation_dataset_uri]
-            .into_iter()
-            .flatten()
+        for uri in [
+            &record.train_dataset_uri,
+            &record.validation_dataset_uri,
+            &record.index_uri,
+        ]
+        .into_iter()
+        .flatten()
         {
             let key = uri
                 .strip_prefix(&self.store.uri(""))

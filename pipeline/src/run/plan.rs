@@ -52,6 +52,7 @@ impl Job {
         built.train_uri = None;
         built.validation_uri = None;
         built.rejected_uri = None;
+        built.index_uri = None;
         let mut problems = Vec::new();
         if let Err(e) = self.check_rejects(&gates, &built) {
             problems.push(e.to_string());
