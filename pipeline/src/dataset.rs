@@ -14,7 +14,7 @@
 //! parts. An upload that does not complete (an error, a signal) leaves nothing under the final
 //! names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
 use crate::convert::{Converter, Loaded, Uris};
+use crate::delta;
 use crate::inventory::Ambiguity;
 use crate::modality::Modality;
 use crate::sample::{Category, Reject, Sample};
@@ -129,10 +130,14 @@ pub struct Built {
     /// SHA-256 of the training and validation files' bytes.
     pub train_digest: String,
     pub validation_digest: String,
-    /// Per sample (inventory order): its line was written, or it was held out. A rejected
-    /// sample is `false`.
+    /// Exact duplicates of a sample written before them (same content digest), skipped.
+    pub duplicates: u64,
+    /// Samples on the training side whose content validated in an earlier run: validated.
+    pub pinned_to_validation: u64,
+    /// Per sample (inventory order): its content digest and file; `digest: None` for a
+    /// rejected or held-out sample.
     #[serde(skip)]
-    pub converted: Vec<bool>,
+    pub outcomes: Vec<delta::Outcome>,
     /// Vertex's rules checked on every line written, per file (with [`Options::check`]).
     #[serde(skip)]
     pub train_tally: Option<Tally>,
@@ -161,6 +166,8 @@ pub struct Options {
     pub sink: Option<Arc<dyn Store>>,
     /// Check every line written against these rules.
     pub check: Option<Arc<validate::Options>>,
+    /// Content digests that validated in an earlier run: such a sample validates again.
+    pub pinned: Arc<HashSet<[u8; 32]>>,
 }
 
 /// Runs a closure on the rayon pool and awaits its result.
@@ -276,7 +283,7 @@ struct IndexEntry<'a> {
 }
 
 /// The content digest of a loaded sample (see [`IndexEntry::digest`]).
-fn content_digest(sample: &Sample, loaded: &Loaded) -> String {
+fn content_digest(sample: &Sample, loaded: &Loaded) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(b"label\0");
@@ -292,49 +299,36 @@ fn content_digest(sample: &Sample, loaded: &Loaded) -> String {
             h.update(sample.raw.meta.generation.as_bytes());
         }
     }
-    hex(&h.finalize())
+    h.finalize().into()
 }
 
-/// A batch converted on rayon: its lines in order (with the sample's content digest), and
-/// their checks per file.
-struct Converted {
-    lines: Vec<(usize, Result<(String, String), Reject>)>,
-    tallies: Option<(Tally, Tally)>,
+/// A sample converted on rayon: its line, its content digest, and the line's check.
+struct Line {
+    text: String,
+    digest: [u8; 32],
+    check: Option<validate::LineCheck>,
 }
 
 fn convert_batch(
     batch: Vec<(usize, Uris, Result<Loaded, Reject>)>,
     samples: &[Sample],
     converter: &dyn crate::convert::SampleConverter,
-    split: &Split,
     check: Option<&validate::Options>,
-) -> Converted {
-    let lines: Vec<(usize, Result<(String, String), Reject>)> = batch
+) -> Vec<(usize, Result<Line, Reject>)> {
+    batch
         .into_par_iter()
         .map(|(i, u, loaded)| {
             let line = loaded.and_then(|l| {
-                let line = converter.convert(&samples[i], &u, &l)?;
-                Ok((line, content_digest(&samples[i], &l)))
+                let text = converter.convert(&samples[i], &u, &l)?;
+                Ok(Line {
+                    check: check.map(|opts| validate::check_line(text.as_bytes(), opts)),
+                    digest: content_digest(&samples[i], &l),
+                    text,
+                })
             });
             (i, line)
         })
-        .collect();
-    // Checked in file order, so findings carry the line numbers of the files.
-    let tallies = check.map(|opts| {
-        let mut train = Tally::new(opts.max_findings);
-        let mut validation = Tally::new(opts.max_findings);
-        for (i, line) in &lines {
-            if let Ok((line, _)) = line {
-                let tally = match split.side(*i) {
-                    Side::Train => &mut train,
-                    _ => &mut validation,
-                };
-                tally.check(line.as_bytes(), opts, None);
-            }
-        }
-        (train, validation)
-    });
-    Converted { lines, tallies }
+        .collect()
 }
 
 /// Builds the run's files. `progress` is told of every sample done.
@@ -385,7 +379,7 @@ pub async fn build(
     let indices: Vec<usize> = (0..n).filter(|&i| split.side(i) != Side::HeldOut).collect();
     built.held_out = (n - indices.len()) as u64;
     progress.inc(built.held_out);
-    built.converted = (0..n).map(|i| split.side(i) == Side::HeldOut).collect();
+    built.outcomes = vec![delta::Outcome::default(); n];
 
     let reads = stream::iter(indices)
         .map(|i| {
@@ -402,13 +396,8 @@ pub async fn build(
     let mut batches = reads
         .chunks(BATCH)
         .map(|batch| {
-            let (samples, converter, split, check) = (
-                samples.clone(),
-                converter.clone(),
-                split.clone(),
-                check.clone(),
-            );
-            on_rayon(move || convert_batch(batch, &samples, &*converter, &split, check.as_deref()))
+            let (samples, converter, check) = (samples.clone(), converter.clone(), check.clone());
+            on_rayon(move || convert_batch(batch, &samples, &*converter, check.as_deref()))
         })
         .buffered(2);
 
@@ -416,34 +405,58 @@ pub async fn build(
         .check
         .as_ref()
         .map(|c| (Tally::new(c.max_findings), Tally::new(c.max_findings)));
+    // Exact duplicates (the same content under two keys) are written once: the first by key.
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
     while let Some(batch) = batches.next().await {
-        for (i, line) in batch.lines {
+        for (i, line) in batch {
             match line {
-                Ok((line, digest)) => {
-                    built.converted[i] = true;
-                    let (writer, name) = match split.side(i) {
-                        Side::Train => (&mut train, &train_name),
-                        Side::Validation => (&mut validation, &validation_name),
+                Ok(line) => {
+                    progress.inc(1);
+                    if !seen.insert(line.digest) {
+                        built.duplicates += 1;
+                        built.outcomes[i].digest = Some(line.digest);
+                        continue;
+                    }
+                    let mut side = split.side(i);
+                    // Content that ever validated keeps validating (renamed, or a new ratio).
+                    if side == Side::Train && opts.pinned.contains(&line.digest) {
+                        side = Side::Validation;
+                        built.pinned_to_validation += 1;
+                    }
+                    built.outcomes[i] = delta::Outcome {
+                        digest: Some(line.digest),
+                        validation: Some(side == Side::Validation),
+                    };
+                    let (writer, name, tally) = match side {
+                        Side::Train => {
+                            (&mut train, &train_name, tallies.as_mut().map(|t| &mut t.0))
+                        }
+                        Side::Validation => (
+                            &mut validation,
+                            &validation_name,
+                            tallies.as_mut().map(|t| &mut t.1),
+                        ),
                         Side::HeldOut => unreachable!("held-out samples are not converted"),
                     };
-                    writer.write_line(&line).await?;
+                    writer.write_line(&line.text).await?;
+                    if let (Some(tally), Some(check)) = (tally, line.check) {
+                        tally.add(check);
+                    }
                     let entry = IndexEntry {
                         file: name,
                         line: writer.lines,
                         key: &samples[i].key,
-                        digest: &digest,
+                        digest: &hex(&line.digest),
                     };
                     index
                         .write_line(&serde_json::to_string(&entry).expect("an entry serialises"))
                         .await?;
                 }
-                Err(r) => reject(r, &mut rejected, &mut built).await?,
+                Err(r) => {
+                    progress.inc(1);
+                    reject(r, &mut rejected, &mut built).await?;
+                }
             }
-            progress.inc(1);
-        }
-        if let (Some((t, v)), Some((bt, bv))) = (tallies.as_mut(), batch.tallies) {
-            t.append(bt);
-            v.append(bv);
         }
     }
     if let Some((t, v)) = tallies {

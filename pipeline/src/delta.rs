@@ -1,11 +1,14 @@
 //! Gate 3: enough new or changed samples since the last successful run.
 //!
-//! Each successful run stores a manifest of its samples (key, raw and label versions),
-//! gzip-compressed JSON lines, beside its record. The delta is the number of current samples
-//! that are absent from that manifest or whose raw or label version changed. The seed compared
+//! Each successful run stores a manifest of its samples (key, raw and label versions, content
+//! digest, the file each went into), gzip-compressed JSON lines, beside its record. The delta
+//! is the number of current samples that are absent from that manifest or whose raw or label
+//! version changed; once the build has read them, only those whose content digest changed
+//! count (a re-upload of the same bytes is no change). Content that was ever on the validation
+//! side stays there, whatever its name or the split ratio (`Comparison::validation`). The seed compared
 //! sample counts, so deleting five samples hid five additions; a deletion changes nothing here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_compression::tokio::bufread::GzipDecoder;
 use async_compression::tokio::write::GzipEncoder;
@@ -21,59 +24,169 @@ struct Entry<'a> {
     key: std::borrow::Cow<'a, str>,
     raw: std::borrow::Cow<'a, str>,
     label: std::borrow::Cow<'a, str>,
+    /// SHA-256 of the sample's content (hex), when the run read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<std::borrow::Cow<'a, str>>,
+    /// `t` or `v`: the file the sample went into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    side: Option<char>,
 }
 
-/// Versions of a previous run's samples, by key.
-pub type Manifest = HashMap<String, (String, String)>;
+/// What a previous run knew of one sample.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub raw: String,
+    pub label: String,
+    pub digest: Option<[u8; 32]>,
+}
 
-/// Encodes the manifest of `samples`.
-pub async fn encode(samples: &[Sample]) -> Bytes {
+/// A previous run's samples, by key.
+pub type Manifest = HashMap<String, Known>;
+
+/// What a run did with one sample, for the manifest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// The content digest, when the sample was read.
+    pub digest: Option<[u8; 32]>,
+    /// The file it went into: `Some(true)` validation, `Some(false)` training.
+    pub validation: Option<bool>,
+}
+
+/// The current samples against a previous run's manifest, aligned with the samples.
+#[derive(Debug, Clone, Default)]
+pub struct Comparison {
+    /// New, or a version changed since (the listing's view: a re-upload of the same bytes is
+    /// changed here, and unchanged once its content digest is known).
+    pub changed: Vec<bool>,
+    /// The content digest the previous run took of the same key.
+    pub previous: Vec<Option<[u8; 32]>>,
+    /// Content digests that were ever on the validation side: they stay there, whatever their
+    /// name or the current split ratio.
+    pub validation: HashSet<[u8; 32]>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Encodes the manifest of `samples` and what the run did with each (`outcomes`, aligned; may
+/// be empty when nothing was built). Validation digests of `previous` that no current sample
+/// carries are kept, so a deleted validation sample re-uploaded later still validates.
+pub async fn encode(
+    samples: &[Sample],
+    outcomes: &[Outcome],
+    previous_validation: &HashSet<[u8; 32]>,
+) -> Bytes {
     let mut enc = GzipEncoder::new(Vec::new());
-    for s in samples {
+    let mut carried: HashSet<[u8; 32]> = previous_validation.clone();
+    let write = async |e: &Entry<'_>, enc: &mut GzipEncoder<Vec<u8>>| {
+        let mut line = serde_json::to_vec(e).expect("an entry serialises");
+        line.push(b'\n');
+        enc.write_all(&line).await.expect("writing to memory");
+    };
+    for (i, s) in samples.iter().enumerate() {
+        let o = outcomes.get(i).copied().unwrap_or_default();
+        if let Some(d) = o.digest {
+            carried.remove(&d);
+        }
         let e = Entry {
             key: s.key.as_str().into(),
             raw: s.raw.meta.generation.as_str().into(),
             label: s.label.meta.generation.as_str().into(),
+            digest: o.digest.map(|d| hex(&d).into()),
+            side: o.validation.map(|v| if v { 'v' } else { 't' }),
         };
-        let mut line = serde_json::to_vec(&e).expect("an entry serialises");
-        line.push(b'\n');
-        enc.write_all(&line).await.expect("writing to memory");
+        write(&e, &mut enc).await;
+    }
+    // Validation content no longer present under any key: remembered without a key.
+    let mut carried: Vec<[u8; 32]> = carried.into_iter().collect();
+    carried.sort_unstable();
+    for d in carried {
+        let e = Entry {
+            key: "".into(),
+            raw: "".into(),
+            label: "".into(),
+            digest: Some(hex(&d).into()),
+            side: Some('v'),
+        };
+        write(&e, &mut enc).await;
     }
     enc.shutdown().await.expect("writing to memory");
     Bytes::from(enc.into_inner())
 }
 
 /// Reads a manifest, streaming and decompressing it.
-pub async fn read(store: &dyn Store, key: &str) -> Result<Manifest, StoreError> {
+pub async fn read(
+    store: &dyn Store,
+    key: &str,
+) -> Result<(Manifest, HashSet<[u8; 32]>), StoreError> {
     let uri = store.uri(key);
     let got = store.get(key).await?;
     let reader = tokio::io::BufReader::new(storage::into_async_read(got.body));
     let mut lines = tokio::io::BufReader::new(GzipDecoder::new(reader)).lines();
     let mut manifest = Manifest::new();
+    let mut validation = HashSet::new();
     let bad = |e: String| StoreError::Io {
         uri: uri.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     };
     while let Some(line) = lines.next_line().await.map_err(|e| bad(e.to_string()))? {
         let e: Entry = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        let digest = e.digest.as_deref().and_then(unhex);
+        let is_validation = e.side == Some('v');
+        if let (Some(d), true) = (digest, is_validation) {
+            validation.insert(d);
+        }
+        if e.key.is_empty() {
+            continue;
+        }
         manifest.insert(
             e.key.into_owned(),
-            (e.raw.into_owned(), e.label.into_owned()),
+            Known {
+                raw: e.raw.into_owned(),
+                label: e.label.into_owned(),
+                digest,
+            },
         );
     }
-    Ok(manifest)
+    Ok((manifest, validation))
 }
 
-/// Which samples are new or changed relative to `previous`, in the order of `samples`.
-pub fn changed(samples: &[Sample], previous: &Manifest) -> Vec<bool> {
-    samples
-        .iter()
-        .map(|s| {
-            previous.get(&s.key).is_none_or(|(raw, label)| {
-                *raw != s.raw.meta.generation || *label != s.label.meta.generation
-            })
-        })
-        .collect()
+/// Compares the current samples with a previous run's manifest.
+pub fn compare(
+    samples: &[Sample],
+    previous: &Manifest,
+    validation: HashSet<[u8; 32]>,
+) -> Comparison {
+    let mut c = Comparison {
+        validation,
+        ..Comparison::default()
+    };
+    for s in samples {
+        let known = previous.get(&s.key);
+        c.changed.push(
+            known.is_none_or(|k| {
+                k.raw != s.raw.meta.generation || k.label != s.label.meta.generation
+            }),
+        );
+        c.previous.push(known.and_then(|k| k.digest));
+    }
+    c
 }
 
 #[cfg(test)]
@@ -110,16 +223,26 @@ mod tests {
         let before: Vec<_> = (0..20).map(|i| sample(&format!("s{i}"), "1")).collect();
         let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
         store
-            .put("m.jsonl.gz", encode(&before).await, PutMode::Create)
+            .put(
+                "m.jsonl.gz",
+                encode(&before, &[], &HashSet::new()).await,
+                PutMode::Create,
+            )
             .await
             .unwrap();
-        let manifest = read(&store, "m.jsonl.gz").await.unwrap();
+        let (manifest, validation) = read(&store, "m.jsonl.gz").await.unwrap();
         assert_eq!(manifest.len(), 20);
         // Delete 5, add 12, change 1: the sample count grows by 7, but 13 are new or changed.
         let mut now: Vec<_> = before[5..].iter().map(|s| sample(&s.key, "1")).collect();
         now.extend((100..112).map(|i| sample(&format!("s{i}"), "1")));
         now[0] = sample("s5", "2");
-        let count = |s: &[Sample]| changed(s, &manifest).iter().filter(|&&c| c).count();
+        let count = |s: &[Sample]| {
+            compare(s, &manifest, validation.clone())
+                .changed
+                .iter()
+                .filter(|&&c| c)
+                .count()
+        };
         assert_eq!(count(&now), 13);
         assert_eq!(count(&before), 0);
     }

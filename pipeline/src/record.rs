@@ -27,6 +27,10 @@ pub struct Counts {
     pub rejected: u64,
     pub rejected_by_category: BTreeMap<Category, u64>,
     pub ambiguous: u64,
+    /// Exact duplicates (same content under another key) written once.
+    pub duplicates: u64,
+    /// Training-side samples whose content validated before, kept on the validation side.
+    pub pinned_to_validation: u64,
     pub unpaired_raw: u64,
     pub unpaired_labels: u64,
     pub ignored: u64,

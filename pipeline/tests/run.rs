@@ -803,7 +803,7 @@ async fn a_damaged_lease_is_reported_then_taken_over_once_unrenewed_for_its_dura
 }
 
 #[tokio::test]
-async fn new_samples_that_are_all_rejected_do_not_retrain() {
+async fn new_samples_that_are_rejected_do_not_retrain() {
     let store = bucket();
     samples(&*store, 0, 20, &[]).await;
     let tuner = Scripted::new(Follow::Succeed);
@@ -812,14 +812,25 @@ async fn new_samples_that_are_all_rejected_do_not_retrain() {
     let j = job(&store, &tuner, c);
     let first = run(&j).await;
     assert_eq!(first.status, RunStatus::Success);
-    let records = keys(&*store, "trained_model/model_metadata_").await;
-    // Ten new samples, every one rejected: gate 3 passes on the listing, but nothing converted.
+
+    // Ten new samples, all rejected: the datasets come out as before, so nothing is tuned,
+    // and the run becomes the baseline (the next event does not build again).
     samples(&*store, 20, 10, &(20..30).collect::<Vec<_>>()).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Unchanged, "{}", o.reason);
+    assert_eq!(tuner.submits(), 1, "no second tuning");
+    let next = run(&j).await;
+    assert_eq!(next.status, RunStatus::Waiting);
+    assert!(next.reason.starts_with("gate 3: 0 new"), "{}", next.reason);
+
+    // Ten more, nine rejected: the datasets differ, but only one new sample converted.
+    let records = keys(&*store, "trained_model/model_metadata_").await;
+    samples(&*store, 30, 10, &(30..39).collect::<Vec<_>>()).await;
     let o = run(&j).await;
     assert_eq!(o.status, RunStatus::Waiting, "{}", o.reason);
     assert!(
         o.reason
-            .starts_with("gate 3: 0 of 10 new or changed samples converted"),
+            .starts_with("gate 3: 1 of 10 new or changed samples have new content and converted"),
         "{}",
         o.reason
     );
@@ -834,14 +845,16 @@ async fn new_samples_that_are_all_rejected_do_not_retrain() {
         records,
         "a waiting run writes no record"
     );
-    let first_id = first.run_id.unwrap();
-    let datasets: Vec<String> = keys(&*store, "training_datasets/")
+    let unchanged_id = keys(&*store, "training_datasets/")
         .await
         .into_iter()
-        .filter(|k| !k.contains(&first_id))
-        .collect();
-    assert_eq!(datasets.len(), 1, "only the rejects remain: {datasets:?}");
-    assert!(datasets[0].ends_with("/rejected.jsonl"), "{datasets:?}");
+        .filter(|k| k.ends_with("/sft_train.jsonl") || k.ends_with("/sft_val.jsonl"))
+        .filter(|k| !k.contains(first.run_id.as_deref().unwrap()))
+        .collect::<Vec<_>>();
+    assert!(
+        unchanged_id.is_empty(),
+        "only the first run's datasets remain: {unchanged_id:?}"
+    );
     assert_eq!(lease_of(&*store).await.state, LeaseState::Released);
 }
 
@@ -952,4 +965,126 @@ async fn continuous_tuning_adds_a_version_under_the_parent_in_its_location() {
         o.reason
     );
     assert_eq!(elsewhere.submits(), 1);
+}
+
+/// The keys in a run's validation file, from its index.
+async fn validation_keys(store: &dyn Store, o: &Outcome) -> std::collections::BTreeSet<String> {
+    let run_id = o.run_id.as_deref().unwrap();
+    let index = storage::get_bytes(
+        store,
+        &format!("training_datasets/{run_id}/index.jsonl"),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    index
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+        .filter(|e| e["file"] == "sft_val.jsonl")
+        .map(|e| e["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn exact_duplicates_are_written_once_so_none_leaks_across_the_split() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    // s100 and s101 are copies of s003 (an NFC/NFD twin is the same case: other key, same bytes).
+    for twin in ["s100", "s101"] {
+        put(
+            &*store,
+            &format!("raw_training_data/{twin}.txt"),
+            "question 3",
+        )
+        .await;
+        put(
+            &*store,
+            &format!("raw_training_data/{twin}.json"),
+            "{\"answer\":\"a3\"}",
+        )
+        .await;
+    }
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(o.counts.pairs, 22);
+    assert_eq!(o.counts.duplicates, 2);
+    assert_eq!(
+        o.counts.train + o.counts.validation,
+        20,
+        "each content once"
+    );
+}
+
+#[tokio::test]
+async fn validation_content_stays_on_the_validation_side_after_a_rename_or_a_new_ratio() {
+    let store = bucket();
+    samples(&*store, 0, 40, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let first = run(&job(&store, &tuner, config())).await;
+    assert_eq!(first.status, RunStatus::Success, "{}", first.reason);
+    let validated = validation_keys(&*store, &first).await;
+    assert!(!validated.is_empty());
+
+    // Move every validation sample to a new name, and add enough new data for a run.
+    for key in &validated {
+        let n: usize = key.trim_start_matches('s').parse().unwrap();
+        for (ext, body) in [
+            ("txt", format!("question {n}")),
+            ("json", format!("{{\"answer\":\"a{n}\"}}")),
+        ] {
+            store
+                .delete(&format!("raw_training_data/{key}.{ext}"))
+                .await
+                .unwrap();
+            put(
+                &*store,
+                &format!("raw_training_data/moved/{key}.{ext}"),
+                body,
+            )
+            .await;
+        }
+    }
+    samples(&*store, 40, 10, &[]).await;
+    // And a ratio that would train almost everything.
+    let mut c = config();
+    c.split_ratio = 0.99;
+    let second = run(&job(&store, &tuner, c)).await;
+    assert_eq!(second.status, RunStatus::Success, "{}", second.reason);
+    let now = validation_keys(&*store, &second).await;
+    for key in &validated {
+        assert!(
+            now.contains(&format!("moved/{key}")),
+            "{key} moved into training: {now:?}"
+        );
+    }
+    assert!(second.counts.pinned_to_validation >= validated.len() as u64);
+}
+
+#[tokio::test]
+async fn touched_files_do_not_count_as_new_content() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, config());
+    assert_eq!(run(&j).await.status, RunStatus::Success);
+    // Twelve re-uploads of the same bytes and four real new samples: 16 by the listing, 4 new.
+    samples(&*store, 0, 12, &[]).await;
+    samples(&*store, 20, 4, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Waiting, "{}", o.reason);
+    assert!(
+        o.reason
+            .starts_with("gate 3: 4 of 16 new or changed samples have new content"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(tuner.submits(), 1);
+    samples(&*store, 24, 1, &[]).await;
+    assert_eq!(
+        run(&j).await.status,
+        RunStatus::Success,
+        "five new samples now"
+    );
 }

@@ -30,6 +30,8 @@ impl Job {
             r.counts.validation = built.validation_examples;
             r.counts.held_out = built.held_out;
             r.counts.rejected = built.rejected;
+            r.counts.duplicates = built.duplicates;
+            r.counts.pinned_to_validation = built.pinned_to_validation;
             r.counts
                 .rejected_by_category
                 .clone_from(&built.rejected_by_category);
@@ -106,6 +108,13 @@ impl Job {
                 paths: self.paths(folder),
                 sink,
                 check: Some(Arc::new(check)),
+                pinned: Arc::new(
+                    gates
+                        .comparison
+                        .as_ref()
+                        .map(|c| c.validation.clone())
+                        .unwrap_or_default(),
+                ),
             },
             &progress,
         )

@@ -35,9 +35,9 @@ pub struct Gates {
     pub baseline: Option<Stored>,
     /// Samples new or changed since the baseline.
     pub delta: u64,
-    /// Which samples are new or changed (inventory order); `None` when every sample is new or
-    /// the baseline has no manifest (a seed record).
-    pub changed: Option<Vec<bool>>,
+    /// The samples against the baseline's manifest (inventory order); `None` when there is no
+    /// baseline or it has no manifest (a seed record).
+    pub comparison: Option<crate::delta::Comparison>,
 }
 
 /// The decision of gates 2 and 3.
@@ -93,13 +93,13 @@ impl Job {
             inventory,
             baseline,
             delta: 0,
-            changed: None,
+            comparison: None,
         };
         if pairs < min {
             let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
             return Ok(Gate::Wait { reason, gates });
         }
-        (gates.delta, gates.changed) = self
+        (gates.delta, gates.comparison) = self
             .delta_against(&gates.inventory, gates.baseline.as_ref())
             .await?;
         if gates.delta < min {
@@ -129,7 +129,7 @@ impl Job {
             return Ok(None);
         }
         gates.baseline = now;
-        (gates.delta, gates.changed) = self
+        (gates.delta, gates.comparison) = self
             .delta_against(&gates.inventory, gates.baseline.as_ref())
             .await?;
         let min = self.config.min_samples;
@@ -145,15 +145,15 @@ impl Job {
         &self,
         inv: &Inventory,
         baseline: Option<&Stored>,
-    ) -> Result<(u64, Option<Vec<bool>>), StoreError> {
+    ) -> Result<(u64, Option<crate::delta::Comparison>), StoreError> {
         let Some(b) = baseline else {
             return Ok((inv.samples.len() as u64, None));
         };
         match crate::delta::read(&*self.store, &b.manifest_key()).await {
-            Ok(m) => {
-                let changed = crate::delta::changed(&inv.samples, &m);
-                let n = changed.iter().filter(|&&c| c).count() as u64;
-                Ok((n, Some(changed)))
+            Ok((m, validation)) => {
+                let c = crate::delta::compare(&inv.samples, &m, validation);
+                let n = c.changed.iter().filter(|&&c| c).count() as u64;
+                Ok((n, Some(c)))
             }
             // A record from the seed, without manifest: fall back to its count difference.
             Err(e) if e.is_not_found() => {

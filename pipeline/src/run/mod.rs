@@ -340,9 +340,6 @@ impl Job {
         );
         state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
         self.check_budget(&estimate).map_err(failed)?;
-        if let Some(reason) = self.too_few_converted(gates, &built) {
-            return Ok(Trained::Waiting(reason));
-        }
         let digest = self.dataset_digest(&built);
         state.lock().await.record.dataset_digest = Some(digest.clone());
         if gates
@@ -352,7 +349,13 @@ impl Job {
             == Some(&digest)
         {
             tracing::info!("the datasets equal the last run's: nothing new to tune");
+            self.claim_record(gates, &built, state)
+                .await
+                .map_err(failed)?;
             return Ok(Trained::Unchanged);
+        }
+        if let Some(reason) = self.too_few_changed(gates, &built) {
+            return Ok(Trained::Waiting(reason));
         }
         let Some(train_uri) = built.train_uri.as_deref() else {
             return Err(failed(RunError::NoTrainingExamples));
@@ -361,6 +364,7 @@ impl Job {
             .tune(
                 run_id,
                 gates,
+                &built,
                 &digest,
                 train_uri,
                 built.validation_uri.as_deref(),
@@ -379,26 +383,29 @@ impl Job {
         Ok(Trained::Tuned)
     }
 
-    /// Gate 3 on what converted: new or changed samples that were rejected do not count.
-    fn too_few_converted(&self, gates: &Gates, built: &crate::Built) -> Option<String> {
+    /// Gate 3 on what the build read: a sample counts as new when it was written and its
+    /// content differs from the baseline's sample of the same key (a rejected sample, an exact
+    /// duplicate or a re-upload of the same bytes does not count).
+    fn too_few_changed(&self, gates: &Gates, built: &crate::Built) -> Option<String> {
         let min = self.config.min_samples;
-        let converted = match &gates.changed {
-            Some(changed) => changed
-                .iter()
-                .zip(&built.converted)
-                .filter(|(c, ok)| **c && **ok)
+        let written = |i: usize| built.outcomes[i].validation.is_some();
+        let new = match &gates.comparison {
+            Some(c) => (0..built.outcomes.len())
+                .filter(|&i| {
+                    written(i) && c.changed[i] && built.outcomes[i].digest != c.previous[i]
+                })
                 .count() as u64,
             None if gates.baseline.is_none() => {
-                built.converted.iter().filter(|&&ok| ok).count() as u64
+                (0..built.outcomes.len()).filter(|&i| written(i)).count() as u64
             }
             // A seed baseline without manifest: only the count difference is known.
             None => return None,
         };
-        (converted < min).then(|| {
+        (new < min).then(|| {
             format!(
-                "gate 3: {converted} of {} new or changed samples converted (the others were rejected, see {}), fewer than MIN_SAMPLES ({min})",
+                "gate 3: {new} of {} new or changed samples have new content and converted (rejects in {}), fewer than MIN_SAMPLES ({min})",
                 gates.delta,
-                built.rejected_uri.as_deref().unwrap_or("the run's rejects")
+                built.rejected_uri.as_deref().unwrap_or("the run's rejected.jsonl")
             )
         })
     }

@@ -34,11 +34,41 @@ fn job_failed(tuned: &Tuned) -> RunError {
 }
 
 impl Job {
+    /// Writes the run's manifest (what the next run compares with) and claims the record's
+    /// name beside it; returns the record's key.
+    pub(super) async fn claim_record(
+        &self,
+        gates: &Gates,
+        built: &crate::Built,
+        state: &Mutex<State>,
+    ) -> Result<String, RunError> {
+        let previous = gates
+            .comparison
+            .as_ref()
+            .map(|c| c.validation.clone())
+            .unwrap_or_default();
+        let manifest =
+            crate::delta::encode(&gates.inventory.samples, &built.outcomes, &previous).await;
+        let started = state.lock().await.record.training_start_time;
+        let (meta_key, manifest_key) = record::claim_names(
+            &*self.store,
+            &self.config.model_meta_folder,
+            started,
+            Some(manifest),
+        )
+        .await?;
+        let mut st = state.lock().await;
+        st.record.manifest_uri = manifest_key.map(|k| self.store.uri(&k));
+        st.meta_key = Some(meta_key.clone());
+        Ok(meta_key)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn tune(
         &self,
         run_id: &str,
         gates: &Gates,
+        built: &crate::Built,
         digest: &str,
         train_uri: &str,
         validation_uri: Option<&str>,
@@ -48,21 +78,7 @@ impl Job {
     ) -> Result<Tuning, RunError> {
         // The manifest and the record's name exist before the job does, so that whoever adopts
         // the job can finalise this run.
-        let manifest = crate::delta::encode(&gates.inventory.samples).await;
-        let started = state.lock().await.record.training_start_time;
-        let (meta_key, manifest_key) = record::claim_names(
-            &*self.store,
-            &self.config.model_meta_folder,
-            started,
-            Some(manifest),
-        )
-        .await?;
-        {
-            let mut st = state.lock().await;
-            st.record.manifest_uri = manifest_key.map(|k| self.store.uri(&k));
-            st.meta_key = Some(meta_key.clone());
-        }
-
+        let meta_key = self.claim_record(gates, built, state).await?;
         // The run key is the digest of what goes into the files (and the job's settings): the
         // same datasets tuned the same way are the same job.
         let run_key = digest.to_owned();

@@ -34,7 +34,7 @@ pub use estimate::{Estimate, SetEstimate};
 pub use models::{ModelLimits, ModelTable, check_adapter_size};
 pub use report::{Dataset, Report};
 pub use rules::{Category, Finding, Severity};
-pub use stream::{Options, Tally};
+pub use stream::{LineCheck, Options, Tally, check_line};
 
 use crate::storage::{self, Store, StoreError};
 

@@ -123,6 +123,29 @@ impl Tally {
         }
     }
 
+    /// Adds the check of the next line (see [`check_line`]).
+    pub fn add(&mut self, c: LineCheck) {
+        self.lines += 1;
+        self.bytes += c.bytes;
+        if let Some((tokens, multimodal)) = c.example {
+            self.set.add(tokens);
+            self.multimodal_examples += u64::from(multimodal);
+        }
+        if let Some(f) = c.findings {
+            let line = self.lines;
+            for (sum, n) in self.findings.counts.iter_mut().zip(f.counts) {
+                *sum += n;
+            }
+            let room = self.findings.cap.saturating_sub(self.findings.kept.len());
+            self.findings
+                .kept
+                .extend(f.kept.into_iter().take(room).map(|mut f| {
+                    f.line = f.line.map(|_| line);
+                    f
+                }));
+        }
+    }
+
     /// Adds the tally of the lines that follow this one's.
     pub fn append(&mut self, t: Tally) -> Vec<FileRef> {
         let base = self.lines;
@@ -147,6 +170,28 @@ impl Tally {
                 r
             })
             .collect()
+    }
+}
+
+/// The check of one line, made apart from the file (on a rayon worker) and added to the tally
+/// of the file it goes into, in file order ([`Tally::add`]).
+#[derive(Debug)]
+pub struct LineCheck {
+    bytes: u64,
+    /// Tokens, and whether it has media, when the line is an example.
+    example: Option<(u64, bool)>,
+    /// Only when the line breaks a rule.
+    findings: Option<Box<Findings>>,
+}
+
+/// Checks one line (without its line break) of a file.
+pub fn check_line(line: &[u8], opts: &Options) -> LineCheck {
+    let mut t = Tally::new(opts.max_findings);
+    t.check(line, opts, None);
+    LineCheck {
+        bytes: t.bytes,
+        example: (t.set.examples > 0).then_some((t.set.tokens, t.multimodal_examples > 0)),
+        findings: (t.findings.total() > 0).then(|| Box::new(t.findings)),
     }
 }
 
