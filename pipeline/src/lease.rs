@@ -122,12 +122,19 @@ pub enum Status {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
+    /// Not a `#[source]`: the message already includes it, and would repeat it in chains.
     #[error("run lock: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(
         "run lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
     )]
     Unreadable { uri: String, reason: String },
+}
+
+impl From<StoreError> for LeaseError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// Who holds the lease: the Cloud Run execution and task when there is one, else host and pid.
@@ -436,8 +443,24 @@ async fn swap(
     Ok(())
 }
 
-/// `autotune unlock`: frees the lock. A live lease is refused unless `force`.
+/// `autotune unlock`: frees the lock. A live lease is refused unless `force`. A holder that
+/// renews meanwhile makes the compare-and-swap fail: the lock is read again and the release
+/// retried, a few times.
 pub async fn unlock(
+    store: &dyn Store,
+    key: &str,
+    force: bool,
+) -> Result<UnlockOutcome, LeaseError> {
+    let mut tries = 0;
+    loop {
+        match unlock_once(store, key, force).await {
+            Err(LeaseError::Store(StoreError::Precondition { .. })) if tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn unlock_once(
     store: &dyn Store,
     key: &str,
     force: bool,
