@@ -145,6 +145,7 @@ async fn read_object(
             Category::ReadError,
             "object vanished after listing".to_owned(),
         ),
+        e @ StoreError::NotARegularFile { .. } => (Category::NotARegularFile, e.to_string()),
         e => (Category::ReadError, e.to_string()),
     })?;
     let too_large = |n: u64| {
@@ -315,4 +316,117 @@ pub async fn build(
     built.validation_uri = validation.finish().await?;
     built.rejected_uri = rejected.finish().await?;
     Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{self, Rules};
+    use crate::storage::PutMode;
+    use crate::storage::local::LocalStore;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        s: crate::settings::Settings,
+    }
+
+    fn options(max_text_bytes: u64) -> Options {
+        Options {
+            read_concurrency: 32,
+            max_text_bytes,
+            paths: Paths {
+                train: "out/train.jsonl".into(),
+                validation: "out/val.jsonl".into(),
+                rejected: "out/rejected.jsonl".into(),
+            },
+            sink: None,
+        }
+    }
+
+    async fn text_samples(store: &dyn Store, n: usize) {
+        for i in 0..n {
+            for (ext, body) in [("txt", format!("q{i}")), ("json", format!("\"a{i}\""))] {
+                let key = format!("raw_training_data/s{i:03}.{ext}");
+                store
+                    .put(&key, Bytes::from(body), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Lists the bucket, lets `meanwhile` change it, then builds; the rejects' lines.
+    async fn build_after(
+        store: Arc<dyn Store>,
+        opts: &Options,
+        meanwhile: impl FnOnce(),
+    ) -> (Built, Vec<serde_json::Value>) {
+        let settings = T::parse_from(["t", "--bucket-name", "memory://unused"]).s;
+        let inv = inventory::take(&*store, &Rules::from_settings(&settings))
+            .await
+            .unwrap();
+        meanwhile();
+        let split = Arc::new(Split::plan(
+            "seed",
+            1.0,
+            inv.samples.iter().map(|s| s.key.as_str()),
+        ));
+        let built = build(
+            store.clone(),
+            inv.samples.clone(),
+            &inv.ambiguous,
+            split,
+            Arc::new(Converter::default()),
+            opts,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .await
+        .unwrap();
+        let rejects = match storage::get_bytes(&*store, &opts.paths.rejected, u64::MAX).await {
+            Ok(b) => String::from_utf8(b.to_vec())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        (built, rejects)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fifo_swapped_in_after_listing_is_rejected_and_the_rest_train() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(LocalStore::new(dir.path().to_str().unwrap()).unwrap());
+        text_samples(&*store, 5).await;
+        let raw = dir.path().join("raw_training_data/s002.txt");
+        let opts = options(1 << 20);
+        let building = build_after(store.clone(), &opts, || {
+            std::fs::remove_file(&raw).unwrap();
+            let made = std::process::Command::new("mkfifo").arg(&raw).status();
+            assert!(made.unwrap().success());
+        });
+        let (built, rejects) = tokio::time::timeout(std::time::Duration::from_secs(20), building)
+            .await
+            .expect("a FIFO never blocks the build");
+        assert_eq!(built.train_examples, 4);
+        assert_eq!(built.rejected, 1);
+        assert_eq!(rejects[0]["key"], "s002");
+        assert_eq!(rejects[0]["category"], "not_a_regular_file");
+        assert!(
+            rejects[0]["objects"][0]
+                .as_str()
+                .unwrap()
+                .ends_with("raw_training_data/s002.txt"),
+            "{}",
+            rejects[0]
+        );
+        assert!(
+            rejects[0]["reason"].as_str().unwrap().contains("FIFO"),
+            "{}",
+            rejects[0]
+        );
+    }
 }

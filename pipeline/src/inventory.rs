@@ -56,7 +56,7 @@ pub struct Sample {
 pub struct Ambiguity {
     pub key: String,
     pub objects: Vec<String>,
-    /// `Ambiguous` or `InvalidName`.
+    /// `Ambiguous`, `InvalidName` or `NotARegularFile`.
     pub category: crate::convert::Category,
     pub reason: String,
 }
@@ -216,6 +216,18 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
                         category: crate::convert::Category::InvalidName,
                         reason,
                     });
+                    continue;
+                }
+                // A link or a special file: never read, reported as that object's problem.
+                Err(StoreError::NotARegularFile { key, uri, reason }) => {
+                    if !rules.excluded(&key) {
+                        inv.ambiguous.push(Ambiguity {
+                            key,
+                            objects: vec![uri],
+                            category: crate::convert::Category::NotARegularFile,
+                            reason,
+                        });
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),

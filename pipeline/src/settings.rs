@@ -25,6 +25,7 @@ pub struct Settings {
         long,
         env = "RAW_DATA_FOLDER",
         value_name = "RAW_DATA_FOLDER",
+        value_parser = parse_folder,
         default_value = "raw_training_data"
     )]
     pub raw_data_folder: String,
@@ -34,6 +35,7 @@ pub struct Settings {
         long,
         env = "LABEL_FOLDER",
         value_name = "LABEL_FOLDER",
+        value_parser = parse_folder,
         default_value = "raw_training_data"
     )]
     pub label_folder: String,
@@ -43,6 +45,7 @@ pub struct Settings {
         long,
         env = "JSONL_FOLDER",
         value_name = "JSONL_FOLDER",
+        value_parser = parse_folder,
         default_value = "training_datasets"
     )]
     pub jsonl_folder: String,
@@ -52,6 +55,7 @@ pub struct Settings {
         long,
         env = "MODEL_META_FOLDER",
         value_name = "MODEL_META_FOLDER",
+        value_parser = parse_folder,
         default_value = "trained_model"
     )]
     pub model_meta_folder: String,
@@ -322,6 +326,23 @@ fn parse_file_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// A folder inside the bucket: relative, without `.` or `..` segments, so that nothing
+/// outside the bucket is ever listed or read. Empty means the bucket's root.
+fn parse_folder(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        return Err(format!(
+            "{s:?} is an absolute path: folders are relative to the bucket"
+        ));
+    }
+    let body = s.trim_end_matches('/');
+    if !body.is_empty() && crate::storage::validate_key(body).is_err() {
+        return Err(format!(
+            "{s:?} has an empty, '.' or '..' segment, or a line break: folders stay inside the bucket"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_json_pointer(s: &str) -> Result<String, String> {
     if s.is_empty() || s.starts_with('/') {
         Ok(s.to_owned())
@@ -371,5 +392,23 @@ mod tests {
         assert_eq!(parse_adapter_size("16").unwrap(), 16);
         assert!(parse_json_pointer("answer").is_err());
         assert!(parse_file_name("a/b.jsonl").is_err());
+    }
+
+    #[test]
+    fn folders_stay_inside_the_bucket() {
+        for good in ["", "raw", "raw/", "data/raw", "a.b/c"] {
+            assert!(parse_folder(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "/etc",
+            "../../../../etc",
+            "..",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a\nb",
+        ] {
+            assert!(parse_folder(bad).is_err(), "{bad:?}");
+        }
     }
 }

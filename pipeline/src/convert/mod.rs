@@ -76,6 +76,9 @@ pub enum Category {
     Ambiguous,
     /// An object whose name cannot be used (not UTF-8, or not a valid object name).
     InvalidName,
+    /// A FIFO, socket, device or symbolic link where a file was expected (local folders):
+    /// never read, never followed.
+    NotARegularFile,
 }
 
 /// A sample skipped with its reason; one line of `rejected.jsonl`.
