@@ -133,7 +133,8 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-/// Reads one object whole, decompressing `.gz`, refusing more than `limit` bytes.
+/// Reads one object whole, decompressing every member of a `.gz`, refusing more than `limit`
+/// bytes. A truncated or corrupt `.gz` is a read error.
 async fn read_object(
     store: &dyn Store,
     key: &str,
@@ -160,10 +161,11 @@ async fn read_object(
     let reader = storage::into_async_read(got.body);
     let mut buf = Vec::new();
     let read = if gzip {
-        async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader))
-            .take(limit + 1)
-            .read_to_end(&mut buf)
-            .await
+        // A gzip file may hold several members (`cat a.gz b.gz`); `zcat` prints them all.
+        let mut decoder =
+            async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader));
+        decoder.multiple_members(true);
+        decoder.take(limit + 1).read_to_end(&mut buf).await
     } else {
         reader.take(limit + 1).read_to_end(&mut buf).await
     };
@@ -428,5 +430,78 @@ mod tests {
             "{}",
             rejects[0]
         );
+    }
+
+    async fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        async_compression::tokio::bufread::GzipEncoder::new(data)
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn every_gzip_member_is_read_and_a_truncated_gzip_is_rejected_naming_it() {
+        let store: Arc<dyn Store> = Arc::new(crate::storage::memory::MemoryStore::named(
+            &uuid::Uuid::new_v4().to_string(),
+        ));
+        text_samples(&*store, 3).await;
+        // `cat a.gz b.gz > ab.gz` is a valid gzip file: `zcat` prints both.
+        let mut two = gzip(b"first member, ").await;
+        two.extend(gzip(b"second member").await);
+        let long: Vec<u8> = (0..50_000u32)
+            .map(|i| b"abcdefgh"[(i % 8) as usize])
+            .collect();
+        let mut cut = gzip(b"the first of two members, ").await;
+        let second = gzip(&long).await;
+        cut.extend_from_slice(&second[..second.len() / 2]);
+        for (key, body) in [
+            ("raw_training_data/multi.txt.gz", two),
+            ("raw_training_data/multi.json", b"\"ok\"".to_vec()),
+            ("raw_training_data/cut.txt", b"question".to_vec()),
+            ("raw_training_data/cut.json.gz", cut),
+            ("raw_training_data/end.txt.gz", {
+                let mut whole = gzip(b"cut before its trailer").await;
+                whole.truncate(whole.len() - 4);
+                whole
+            }),
+            ("raw_training_data/end.json", b"\"x\"".to_vec()),
+        ] {
+            store
+                .put(key, Bytes::from(body), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        let opts = options(1 << 20);
+        let (built, rejects) = build_after(store.clone(), &opts, || {}).await;
+        let train = storage::get_bytes(&*store, &opts.paths.train, u64::MAX)
+            .await
+            .unwrap();
+        let train = String::from_utf8(train.to_vec()).unwrap();
+        assert!(
+            train.contains("first member, second member"),
+            "every member is decoded: {train}"
+        );
+        assert_eq!(built.train_examples, 4, "{rejects:?}");
+        let mut rejected: Vec<(&str, &str)> = rejects
+            .iter()
+            .map(|r| {
+                let object = r["objects"][0].as_str().unwrap();
+                (
+                    object.rsplit_once('/').unwrap().1,
+                    r["category"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        rejected.sort_unstable();
+        assert_eq!(
+            rejected,
+            [("cut.json.gz", "read_error"), ("end.txt.gz", "read_error")],
+            "{rejects:?}"
+        );
+        for r in &rejects {
+            assert!(r["reason"].as_str().unwrap().contains("gzip"), "{r}");
+        }
     }
 }
