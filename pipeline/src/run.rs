@@ -196,6 +196,27 @@ impl Job {
         }
     }
 
+    /// Removes the temporary files that killed runs left in the output folders; the lock
+    /// holder does it, before it writes its own.
+    async fn clean_up(&self) {
+        for folder in [
+            &self.settings.jsonl_folder,
+            &self.settings.model_meta_folder,
+        ] {
+            // "folder/", or "" for the bucket's root.
+            let prefix = storage::join(folder, "");
+            match self.store.clean_up(&prefix).await {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, folder = %folder, "removed temporary files of interrupted runs");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for temporary files of interrupted runs");
+                }
+            }
+        }
+    }
+
     /// Gates 2 and 3, read-only. `Err(outcome)` when a gate says wait.
     async fn evaluate(&self) -> Result<Result<Gates, Outcome>, StoreError> {
         let rules = Rules::from_settings(&self.settings);
@@ -426,6 +447,7 @@ impl Job {
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
+        self.clean_up().await;
         if lease.record().await.pending_job().is_some() {
             return self.adopt(lease, shutdown).await;
         }

@@ -1123,3 +1123,101 @@ fn a_fifo_as_the_lock_ends_the_run_at_once_naming_it() {
         );
     }
 }
+
+/// Hidden temporary upload files under `root`.
+fn temporaries(root: &Path) -> Vec<String> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| f.contains(".autotune-tmp-"))
+        .collect()
+}
+
+/// A tmpfs of `size` on a fresh folder, unmounted on drop; `None` where mounting is not
+/// allowed (not root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_run_leaving_no_temporary_file_and_frees_the_lock() {
+    let Some(fs) = Tmpfs::mount("512k") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let root = fs.0.path();
+    // 12 samples of 30 KB fit (about 430 KB); their 360 KB training file does not.
+    for i in 0..12 {
+        let text = format!("sample {i} ") + &"word ".repeat(6_000);
+        write(root, &format!("raw_training_data/s{i:02}.txt"), text);
+        write(root, &format!("raw_training_data/s{i:02}.json"), "\"a\"");
+    }
+    let (v, out) = run_within(60, root, &["run"], &[]);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "names the cause: {v}"
+    );
+    assert!(
+        v["reason"].as_str().unwrap().contains("sft_train.jsonl"),
+        "names the object: {v}"
+    );
+    assert_eq!(temporaries(root), Vec::<String>::new());
+    assert_eq!(
+        lock(root).unwrap()["state"],
+        "released",
+        "the lock is freed"
+    );
+}
+
+#[test]
+fn the_next_run_removes_a_killed_runs_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 12);
+    let stale = [
+        "training_datasets/20250101-000000-abcdef/.sft_train.jsonl.autotune-tmp-0123456789abcdef",
+        "trained_model/.training.lock.json.autotune-tmp-0123456789abcdef",
+    ];
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for rel in stale {
+        write(root, rel, "half a file");
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(rel))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    // A fresh one may belong to a live writer between creating and locking it: it stays.
+    let fresh = "training_datasets/.x.autotune-tmp-fedcba9876543210";
+    write(root, fresh, "new");
+    // An ordinary hidden file of the user's stays whatever its age.
+    write(root, "raw_training_data/.notes", "keep");
+    let (v, _) = run_within(60, root, &["run"], &[]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+    assert_eq!(temporaries(root), [fresh.to_owned()]);
+    assert!(root.join("raw_training_data/.notes").exists());
+}
