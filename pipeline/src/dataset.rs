@@ -182,7 +182,8 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-/// Reads one object whole, decompressing `.gz`, refusing more than `limit` bytes.
+/// Reads one object whole, decompressing every member of a `.gz`, refusing more than `limit`
+/// bytes. A truncated or corrupt `.gz` is a read error.
 async fn read_object(
     store: &dyn Store,
     key: &str,
@@ -194,6 +195,7 @@ async fn read_object(
             Category::ReadError,
             "object vanished after listing".to_owned(),
         ),
+        e @ StoreError::NotARegularFile { .. } => (Category::NotARegularFile, e.to_string()),
         e => (Category::ReadError, e.to_string()),
     })?;
     let too_large = |n: u64| {
@@ -208,10 +210,11 @@ async fn read_object(
     let reader = storage::into_async_read(got.body);
     let mut buf = Vec::new();
     let read = if gzip {
-        async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader))
-            .take(limit + 1)
-            .read_to_end(&mut buf)
-            .await
+        // A gzip file may hold several members (`cat a.gz b.gz`); `zcat` prints them all.
+        let mut decoder =
+            async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader));
+        decoder.multiple_members(true);
+        decoder.take(limit + 1).read_to_end(&mut buf).await
     } else {
         reader.take(limit + 1).read_to_end(&mut buf).await
     };
@@ -473,4 +476,184 @@ pub async fn build(
     built.rejected_uri = rejected.finish().await?;
     built.index_uri = index.finish().await?;
     Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{self, Rules};
+    use crate::storage::PutMode;
+    use crate::storage::local::LocalStore;
+
+    fn options(max_text_bytes: u64) -> Options {
+        Options {
+            read_concurrency: 32,
+            max_text_bytes,
+            paths: Paths {
+                train: "out/train.jsonl".into(),
+                validation: "out/val.jsonl".into(),
+                rejected: "out/rejected.jsonl".into(),
+                index: "out/index.jsonl".into(),
+            },
+            sink: None,
+            check: None,
+            pinned: Arc::default(),
+        }
+    }
+
+    async fn text_samples(store: &dyn Store, n: usize) {
+        for i in 0..n {
+            for (ext, body) in [("txt", format!("q{i}")), ("json", format!("\"a{i}\""))] {
+                let key = format!("raw_training_data/s{i:03}.{ext}");
+                store
+                    .put(&key, Bytes::from(body), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Lists the bucket, lets `meanwhile` change it, then builds; the rejects' lines.
+    async fn build_after(
+        store: Arc<dyn Store>,
+        opts: &Options,
+        meanwhile: impl FnOnce(),
+    ) -> (Built, Vec<serde_json::Value>) {
+        let rules = Rules::new(autotune_layout::Layout::default());
+        let inv = inventory::take(&*store, &rules).await.unwrap();
+        meanwhile();
+        let split = Arc::new(Split::assign(
+            "seed",
+            1.0,
+            inv.samples.iter().map(|s| s.key.as_str()),
+        ));
+        let built = build(
+            store.clone(),
+            inv.samples.clone(),
+            &inv.ambiguous,
+            split,
+            Arc::new(Converter::default()),
+            opts,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .await
+        .unwrap();
+        let rejects = match storage::get_bytes(&*store, &opts.paths.rejected, u64::MAX).await {
+            Ok(b) => String::from_utf8(b.to_vec())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        (built, rejects)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fifo_swapped_in_after_listing_is_rejected_and_the_rest_train() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(LocalStore::new(dir.path().to_str().unwrap()).unwrap());
+        text_samples(&*store, 5).await;
+        let raw = dir.path().join("raw_training_data/s002.txt");
+        let opts = options(1 << 20);
+        let building = build_after(store.clone(), &opts, || {
+            std::fs::remove_file(&raw).unwrap();
+            let made = std::process::Command::new("mkfifo").arg(&raw).status();
+            assert!(made.unwrap().success());
+        });
+        let (built, rejects) = tokio::time::timeout(std::time::Duration::from_secs(20), building)
+            .await
+            .expect("a FIFO never blocks the build");
+        assert_eq!(built.train_examples, 4);
+        assert_eq!(built.rejected, 1);
+        assert_eq!(rejects[0]["key"], "s002");
+        assert_eq!(rejects[0]["category"], "not_a_regular_file");
+        assert!(
+            rejects[0]["objects"][0]
+                .as_str()
+                .unwrap()
+                .ends_with("raw_training_data/s002.txt"),
+            "{}",
+            rejects[0]
+        );
+        assert!(
+            rejects[0]["reason"].as_str().unwrap().contains("FIFO"),
+            "{}",
+            rejects[0]
+        );
+    }
+
+    async fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        async_compression::tokio::bufread::GzipEncoder::new(data)
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn every_gzip_member_is_read_and_a_truncated_gzip_is_rejected_naming_it() {
+        let store: Arc<dyn Store> = Arc::new(crate::storage::memory::MemoryStore::named(
+            &uuid::Uuid::new_v4().to_string(),
+        ));
+        text_samples(&*store, 3).await;
+        // `cat a.gz b.gz > ab.gz` is a valid gzip file: `zcat` prints both.
+        let mut two = gzip(b"first member, ").await;
+        two.extend(gzip(b"second member").await);
+        let long: Vec<u8> = (0..50_000u32)
+            .map(|i| b"abcdefgh"[(i % 8) as usize])
+            .collect();
+        let mut cut = gzip(b"the first of two members, ").await;
+        let second = gzip(&long).await;
+        cut.extend_from_slice(&second[..second.len() / 2]);
+        for (key, body) in [
+            ("raw_training_data/multi.txt.gz", two),
+            ("raw_training_data/multi.json", b"\"ok\"".to_vec()),
+            ("raw_training_data/cut.txt", b"question".to_vec()),
+            ("raw_training_data/cut.json.gz", cut),
+            ("raw_training_data/end.txt.gz", {
+                let mut whole = gzip(b"cut before its trailer").await;
+                whole.truncate(whole.len() - 4);
+                whole
+            }),
+            ("raw_training_data/end.json", b"\"x\"".to_vec()),
+        ] {
+            store
+                .put(key, Bytes::from(body), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        let opts = options(1 << 20);
+        let (built, rejects) = build_after(store.clone(), &opts, || {}).await;
+        let train = storage::get_bytes(&*store, &opts.paths.train, u64::MAX)
+            .await
+            .unwrap();
+        let train = String::from_utf8(train.to_vec()).unwrap();
+        assert!(
+            train.contains("first member, second member"),
+            "every member is decoded: {train}"
+        );
+        assert_eq!(built.train_examples, 4, "{rejects:?}");
+        let mut rejected: Vec<(&str, &str)> = rejects
+            .iter()
+            .map(|r| {
+                let object = r["objects"][0].as_str().unwrap();
+                (
+                    object.rsplit_once('/').unwrap().1,
+                    r["category"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        rejected.sort_unstable();
+        assert_eq!(
+            rejected,
+            [("cut.json.gz", "read_error"), ("end.txt.gz", "read_error")],
+            "{rejects:?}"
+        );
+        for r in &rejects {
+            assert!(r["reason"].as_str().unwrap().contains("gzip"), "{r}");
+        }
+    }
 }

@@ -26,7 +26,7 @@ const NAMED_UNPAIRED: usize = 10;
 pub struct Ambiguity {
     pub key: String,
     pub objects: Vec<String>,
-    /// `Ambiguous` or `InvalidName`.
+    /// `Ambiguous`, `InvalidName` or `NotARegularFile`.
     pub category: Category,
     pub reason: String,
 }
@@ -88,6 +88,18 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
                         category: Category::InvalidName,
                         reason,
                     });
+                    continue;
+                }
+                // A link or a special file: never read, reported as that object's problem.
+                Err(StoreError::NotARegularFile { key, uri, reason }) => {
+                    if !matches!(rules.layout.classify(&key), Class::Output(_)) {
+                        inv.ambiguous.push(Ambiguity {
+                            key,
+                            objects: vec![uri],
+                            category: Category::NotARegularFile,
+                            reason,
+                        });
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),

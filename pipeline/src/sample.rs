@@ -52,6 +52,9 @@ pub enum Category {
     Ambiguous,
     /// An object whose name cannot be used (not UTF-8, or not a valid object name).
     InvalidName,
+    /// A FIFO, socket, device or symbolic link where a file was expected (local folders):
+    /// never read, never followed.
+    NotARegularFile,
 }
 
 impl Category {
@@ -68,6 +71,7 @@ impl Category {
             Self::ReadError => "read_error",
             Self::Ambiguous => "ambiguous",
             Self::InvalidName => "invalid_name",
+            Self::NotARegularFile => "not_a_regular_file",
         }
     }
 }
@@ -115,6 +119,7 @@ mod tests {
             Category::ReadError,
             Category::Ambiguous,
             Category::InvalidName,
+            Category::NotARegularFile,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }

@@ -42,6 +42,7 @@ pub struct Settings {
         long,
         env = "RAW_DATA_FOLDER",
         value_name = "RAW_DATA_FOLDER",
+        value_parser = parse_folder,
         default_value = layout::defaults::RAW_DATA_FOLDER
     )]
     pub raw_data_folder: String,
@@ -51,6 +52,7 @@ pub struct Settings {
         long,
         env = "LABEL_FOLDER",
         value_name = "LABEL_FOLDER",
+        value_parser = parse_folder,
         default_value = layout::defaults::LABEL_FOLDER
     )]
     pub label_folder: String,
@@ -60,6 +62,7 @@ pub struct Settings {
         long,
         env = "JSONL_FOLDER",
         value_name = "JSONL_FOLDER",
+        value_parser = parse_folder,
         default_value = layout::defaults::JSONL_FOLDER
     )]
     pub jsonl_folder: String,
@@ -69,6 +72,7 @@ pub struct Settings {
         long,
         env = "MODEL_META_FOLDER",
         value_name = "MODEL_META_FOLDER",
+        value_parser = parse_folder,
         default_value = layout::defaults::MODEL_META_FOLDER
     )]
     pub model_meta_folder: String,
@@ -623,14 +627,6 @@ impl Settings {
                 }
             }
         }
-        for (name, value) in [
-            ("RAW_DATA_FOLDER", &self.raw_data_folder),
-            ("LABEL_FOLDER", &self.label_folder),
-            ("JSONL_FOLDER", &self.jsonl_folder),
-            ("MODEL_META_FOLDER", &self.model_meta_folder),
-        ] {
-            check_folder(value).map_err(|r| invalid(name, r))?;
-        }
         Ok(())
     }
 
@@ -703,28 +699,6 @@ fn strip_setting(message: &str) -> String {
         .strip_prefix("CONVERT_CONFIG: ")
         .unwrap_or(message)
         .to_owned()
-}
-
-/// A folder setting: a relative path inside the bucket, without `..`, `.` or empty segments.
-fn check_folder(folder: &str) -> Result<(), String> {
-    if folder.starts_with('/') || folder.starts_with('\\') {
-        return Err(format!(
-            "{folder:?} is an absolute path; folders are relative to the bucket"
-        ));
-    }
-    let trimmed = folder.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Ok(());
-    }
-    if trimmed
-        .split('/')
-        .any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return Err(format!(
-            "{folder:?} has an empty, `.` or `..` segment; folders are relative to the bucket"
-        ));
-    }
-    Ok(())
 }
 
 fn parse_bucket(s: &str) -> Result<String, String> {
@@ -805,6 +779,23 @@ fn parse_file_name(s: &str) -> Result<String, String> {
     crate::storage::validate_key(s).map_err(|e| e.to_string())?;
     if s.contains('/') {
         return Err(format!("{s:?} must be a file name, not a path"));
+    }
+    Ok(s.to_owned())
+}
+
+/// A folder inside the bucket: relative, without `.` or `..` segments, so that nothing
+/// outside the bucket is ever listed or read. Empty means the bucket's root.
+fn parse_folder(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        return Err(format!(
+            "{s:?} is an absolute path: folders are relative to the bucket"
+        ));
+    }
+    let body = s.trim_end_matches('/');
+    if !body.is_empty() && crate::storage::validate_key(body).is_err() {
+        return Err(format!(
+            "{s:?} has an empty, '.' or '..' segment, or a line break: folders stay inside the bucket"
+        ));
     }
     Ok(s.to_owned())
 }
@@ -970,5 +961,23 @@ mod tests {
             e.starts_with("CONVERT_CONFIG: cannot read /nonexistent/c.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn folders_stay_inside_the_bucket() {
+        for good in ["", "raw", "raw/", "data/raw", "a.b/c"] {
+            assert!(parse_folder(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "/etc",
+            "../../../../etc",
+            "..",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a\nb",
+        ] {
+            assert!(parse_folder(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -958,6 +958,270 @@ fn budget_quality_and_adapter_gates_stop_before_tuning() {
     assert_eq!(v["status"], "dry_run", "{v}");
 }
 
+/// Runs `autotune` and fails the test, instead of hanging it, when the process is not done
+/// within `secs`.
+fn run_within(secs: u64, root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Value, Output) {
+    let mut child = autotune()
+        .args(args)
+        .arg("--bucket-name")
+        .arg(root)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{args:?} still running after {secs} s\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out)
+}
+
+fn mkfifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+#[test]
+fn folder_settings_outside_the_bucket_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bucket");
+    text_samples(&root, 0, 12);
+    for var in [
+        "RAW_DATA_FOLDER",
+        "LABEL_FOLDER",
+        "JSONL_FOLDER",
+        "MODEL_META_FOLDER",
+    ] {
+        for value in ["../../../../etc", "/etc", "data/../../x"] {
+            for command in ["run", "plan"] {
+                let out = autotune()
+                    .arg(command)
+                    .arg("--bucket-name")
+                    .arg(&root)
+                    .env(var, value)
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+                assert!(stderr.contains(var), "names {var}: {stderr}");
+                assert!(
+                    !String::from_utf8_lossy(&out.stdout).contains("passwd"),
+                    "nothing outside the bucket is listed"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn links_and_special_files_in_a_local_bucket_are_rejected_never_read() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bucket");
+    let outside = dir.path().join("outside");
+    text_samples(&root, 0, 12);
+    write(&outside, "secret.txt", "TOP SECRET");
+    write(&outside, "s.txt", "TOP SECRET question");
+    write(&outside, "s.json", "{\"answer\":\"TOP SECRET answer\"}");
+    let r = root.join("raw_training_data");
+    symlink(outside.join("secret.txt"), r.join("evil.txt")).unwrap();
+    write(&root, "raw_training_data/evil.json", "{\"answer\":\"x\"}");
+    mkfifo(&r.join("pipe.txt"));
+    write(&root, "raw_training_data/pipe.json", "{\"answer\":\"x\"}");
+    symlink(&outside, r.join("linked")).unwrap();
+
+    let env = [("MAX_REJECTED_RATIO", "0.5"), ("LABEL_FIELD", "/answer")];
+    let (v, out) = run_within(60, &root, &["run"], &env);
+    assert_eq!(
+        v["status"],
+        "dry_run",
+        "{v}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        v["counts"]["train"].as_u64().unwrap() + v["counts"]["validation"].as_u64().unwrap(),
+        12,
+        "{v}"
+    );
+    let rejects = read_jsonl(&uri_path(&v["rejected_uri"]));
+    for object in [
+        "raw_training_data/evil.txt",
+        "raw_training_data/pipe.txt",
+        "raw_training_data/linked",
+    ] {
+        let r = rejects
+            .iter()
+            .find(|r| r["objects"][0].as_str().unwrap().ends_with(object))
+            .unwrap_or_else(|| panic!("{object} is rejected: {rejects:?}"));
+        assert_eq!(r["category"], "not_a_regular_file", "{r}");
+    }
+    assert_eq!(v["counts"]["rejected"], 3, "{v}");
+    for file in [
+        "train_dataset_uri",
+        "validation_dataset_uri",
+        "rejected_uri",
+    ] {
+        let text = std::fs::read_to_string(uri_path(&v[file])).unwrap();
+        assert!(!text.contains("TOP SECRET"), "{file} holds outside data");
+    }
+
+    // A symlinked raw folder is not listed: the run fails naming it.
+    let linked_root = dir.path().join("linked_bucket");
+    std::fs::create_dir_all(&linked_root).unwrap();
+    text_samples(&outside, 0, 12);
+    symlink(
+        outside.join("raw_training_data"),
+        linked_root.join("raw_training_data"),
+    )
+    .unwrap();
+    let (v, out) = run_within(60, &linked_root, &["run"], &[]);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("raw_training_data") && reason.contains("symbolic link"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_fifo_as_the_lock_ends_the_run_at_once_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 12);
+    mkfifo(&root.join("trained_model/training.lock.json"));
+    for command in [&["run"][..], &["plan", "--output", "json"]] {
+        let (v, out) = run_within(30, root, command, &[]);
+        assert_eq!(v["status"], "failed", "{command:?}: {v}");
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        let reason = v["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("trained_model/training.lock.json") && reason.contains("FIFO"),
+            "{command:?}: {v}"
+        );
+    }
+}
+
+/// Hidden temporary upload files under `root`.
+fn temporaries(root: &Path) -> Vec<String> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| f.contains(".autotune-tmp-"))
+        .collect()
+}
+
+/// A tmpfs of `size` on a fresh folder, unmounted on drop; `None` where mounting is not
+/// allowed (not root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_run_leaving_no_temporary_file_and_frees_the_lock() {
+    let Some(fs) = Tmpfs::mount("512k") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let root = fs.0.path();
+    // 12 samples of 30 KB fit (about 430 KB); their 360 KB training file does not.
+    for i in 0..12 {
+        let text = format!("sample {i} ") + &"word ".repeat(6_000);
+        write(root, &format!("raw_training_data/s{i:02}.txt"), text);
+        write(root, &format!("raw_training_data/s{i:02}.json"), "\"a\"");
+    }
+    let (v, out) = run_within(60, root, &["run"], &[]);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "names the cause: {v}"
+    );
+    assert!(
+        v["reason"].as_str().unwrap().contains("sft_train.jsonl"),
+        "names the object: {v}"
+    );
+    assert_eq!(temporaries(root), Vec::<String>::new());
+    assert_eq!(
+        lock(root).unwrap()["state"],
+        "released",
+        "the lock is freed"
+    );
+}
+
+#[test]
+fn the_next_run_removes_a_killed_runs_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 12);
+    let stale = [
+        "training_datasets/20250101-000000-abcdef/.sft_train.jsonl.autotune-tmp-0123456789abcdef",
+        "trained_model/.training.lock.json.autotune-tmp-0123456789abcdef",
+    ];
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for rel in stale {
+        write(root, rel, "half a file");
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(rel))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    // A fresh one may belong to a live writer between creating and locking it: it stays.
+    let fresh = "training_datasets/.x.autotune-tmp-fedcba9876543210";
+    write(root, fresh, "new");
+    // An ordinary hidden file of the user's stays whatever its age.
+    write(root, "raw_training_data/.notes", "keep");
+    let (v, _) = run_within(60, root, &["run"], &[]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+    assert_eq!(temporaries(root), [fresh.to_owned()]);
+    assert!(root.join("raw_training_data/.notes").exists());
+}
+
 #[test]
 fn settings_that_would_lose_data_or_read_outside_exit_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -373,3 +373,320 @@ async fn gcs_retries_transient_failures_then_reports_the_last() {
         "one try and four retries"
     );
 }
+
+/// What only a folder on disk can do to its reader: links, FIFOs, `..`, a full disk. The local
+/// backend never opens or lists anything outside its root, never blocks on opening, and leaves
+/// no temporary file behind on any failure (issue 9, items 4, 5 and 8).
+mod local_only {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A bucket folder beside a folder outside it, holding a secret.
+    fn bucket_and_outside() -> (tempfile::TempDir, std::path::PathBuf, LocalStore) {
+        let parent = tempfile::tempdir().unwrap();
+        let bucket = parent.path().join("bucket");
+        let outside = parent.path().join("outside");
+        std::fs::create_dir_all(&bucket).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "SECRET").unwrap();
+        let store = LocalStore::new(bucket.to_str().unwrap()).unwrap();
+        (parent, bucket, store)
+    }
+
+    async fn list(store: &LocalStore, prefix: &str) -> Vec<Result<String, StoreError>> {
+        use futures::StreamExt;
+        store.list(prefix).map(|r| r.map(|m| m.key)).collect().await
+    }
+
+    fn not_regular(err: &StoreError, object: &str) {
+        assert!(
+            matches!(err, StoreError::NotARegularFile { .. }),
+            "not_a_regular_file expected: {err}"
+        );
+        assert!(err.to_string().contains(object), "names {object}: {err}");
+    }
+
+    #[tokio::test]
+    async fn a_file_swapped_for_a_symlink_after_listing_is_not_followed() {
+        let (parent, bucket, store) = bucket_and_outside();
+        store
+            .put("raw/a.txt", Bytes::from("mine"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let listed = list(&store, "raw/").await;
+        assert_eq!(listed.len(), 1);
+        std::fs::remove_file(bucket.join("raw/a.txt")).unwrap();
+        symlink(
+            parent.path().join("outside/secret.txt"),
+            bucket.join("raw/a.txt"),
+        )
+        .unwrap();
+        let err = store.get("raw/a.txt").await.unwrap_err();
+        not_regular(&err, "raw/a.txt");
+        // A relative link inside the bucket is not followed either.
+        std::fs::remove_file(bucket.join("raw/a.txt")).unwrap();
+        std::fs::write(bucket.join("raw/b.txt"), "b").unwrap();
+        symlink("b.txt", bucket.join("raw/a.txt")).unwrap();
+        not_regular(&store.get("raw/a.txt").await.unwrap_err(), "raw/a.txt");
+        // A link in the listing is reported as unusable, never as an object.
+        let listed = list(&store, "raw/").await;
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        not_regular(listed[0].as_ref().unwrap_err(), "raw/a.txt");
+        assert_eq!(listed[1].as_ref().unwrap(), "raw/b.txt");
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_folder_is_neither_listed_nor_read() {
+        let (parent, bucket, store) = bucket_and_outside();
+        symlink(parent.path().join("outside"), bucket.join("raw")).unwrap();
+        let listed = list(&store, "raw/").await;
+        assert_eq!(listed.len(), 1, "one error, no objects: {listed:?}");
+        let err = listed[0].as_ref().unwrap_err();
+        assert!(err.to_string().contains("raw"), "names the folder: {err}");
+        assert!(err.to_string().contains("symbolic link"), "says why: {err}");
+        not_regular(
+            &store.get("raw/secret.txt").await.unwrap_err(),
+            "raw/secret.txt",
+        );
+        // Listing the whole bucket reports the link and does not descend into it.
+        let all = list(&store, "").await;
+        assert_eq!(all.len(), 1, "{all:?}");
+        not_regular(all[0].as_ref().unwrap_err(), "raw");
+        // Writing through the link is refused too: nothing lands outside.
+        let err = store
+            .put("raw/new.txt", Bytes::from("x"), PutMode::Overwrite)
+            .await
+            .unwrap_err();
+        not_regular(&err, "raw/new.txt");
+        assert!(!parent.path().join("outside/new.txt").exists());
+        assert!(store.delete("raw/secret.txt").await.is_err());
+        assert!(parent.path().join("outside/secret.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn dot_dot_prefixes_and_keys_are_refused() {
+        let (_parent, _bucket, store) = bucket_and_outside();
+        for prefix in [
+            "../",
+            "../outside/",
+            "a/../../outside/",
+            "/etc/",
+            "..",
+            "a//b/",
+        ] {
+            let listed = list(&store, prefix).await;
+            assert_eq!(listed.len(), 1, "{prefix:?}: {listed:?}");
+            let err = listed[0].as_ref().unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidKey { .. }),
+                "{prefix:?}: {err}"
+            );
+        }
+        for key in [
+            "../outside/secret.txt",
+            "/etc/passwd",
+            "a/../../outside/secret.txt",
+        ] {
+            let err = store.get(key).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidKey { .. }), "{key}: {err}");
+        }
+    }
+
+    /// Opens a FIFO for writing, which releases a reader blocked in `open`, so that a test of
+    /// today's code fails instead of hanging.
+    fn unblock(fifo: &Path) {
+        let _ = std::fs::OpenOptions::new().write(true).open(fifo);
+    }
+
+    fn mkfifo(path: &Path) {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo {}", path.display());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fifo_is_never_opened_for_reading_nor_listed_as_an_object() {
+        let (_parent, bucket, store) = bucket_and_outside();
+        store
+            .put("raw/f.txt", Bytes::from("x"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(list(&store, "raw/").await.len(), 1);
+        let fifo = bucket.join("raw/f.txt");
+        std::fs::remove_file(&fifo).unwrap();
+        mkfifo(&fifo);
+        let got = tokio::time::timeout(Duration::from_secs(5), store.get("raw/f.txt")).await;
+        let Ok(got) = got else {
+            unblock(&fifo);
+            panic!("opening a FIFO blocked the read");
+        };
+        let err = got.unwrap_err();
+        not_regular(&err, "raw/f.txt");
+        assert!(err.to_string().contains("FIFO"), "says what it is: {err}");
+        let listed = list(&store, "raw/").await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        not_regular(listed[0].as_ref().unwrap_err(), "raw/f.txt");
+    }
+
+    /// Files whose names mark them as temporary uploads.
+    fn temporaries(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in walkdir(dir) {
+            let name = e.file_name().unwrap().to_string_lossy().into_owned();
+            if name.contains(".autotune-tmp-") {
+                out.push(e.display().to_string());
+            }
+        }
+        out
+    }
+
+    fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A tmpfs of `size` mounted on a fresh folder, unmounted on drop; `None` where mounting is
+    /// not allowed (not root).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Self(dir))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_leaves_no_temporary_file() {
+        let Some(fs) = Tmpfs::mount("64k") else {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        };
+        let store = LocalStore::new(fs.0.path().to_str().unwrap()).unwrap();
+        // The upload buffers 1 MiB: the disk fills when the buffer is flushed by complete.
+        let mut up = store.put_multipart("out/train.jsonl").await.unwrap();
+        up.put_part(Bytes::from(vec![b'x'; 200 * 1024]))
+            .await
+            .unwrap();
+        let err = up.complete().await.unwrap_err();
+        assert!(err.to_string().contains("out/train.jsonl"), "{err}");
+        assert!(
+            temporaries(fs.0.path()).is_empty(),
+            "{:?}",
+            temporaries(fs.0.path())
+        );
+        // Parts past the buffer fail in put_part; dropping the upload cleans up.
+        let mut up = store.put_multipart("out/train.jsonl").await.unwrap();
+        let mut failed = false;
+        for _ in 0..8 {
+            if up
+                .put_part(Bytes::from(vec![b'x'; 512 * 1024]))
+                .await
+                .is_err()
+            {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "a 64 KiB disk takes 4 MiB");
+        drop(up);
+        assert!(
+            temporaries(fs.0.path()).is_empty(),
+            "{:?}",
+            temporaries(fs.0.path())
+        );
+        // A small put that does not fit fails the same way.
+        let err = store
+            .put(
+                "out/x",
+                Bytes::from(vec![0; 128 * 1024]),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("out/x"), "{err}");
+        assert!(temporaries(fs.0.path()).is_empty());
+        assert!(list(&store, "").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_leaves_no_temporary_file() {
+        let (_parent, bucket, store) = bucket_and_outside();
+        let mut up = store.put_multipart("out/train.jsonl").await.unwrap();
+        up.put_part(Bytes::from("line\n")).await.unwrap();
+        // A folder where the file should go: the rename fails.
+        std::fs::create_dir_all(bucket.join("out/train.jsonl/x")).unwrap();
+        assert!(up.complete().await.is_err());
+        assert!(
+            temporaries(&bucket).is_empty(),
+            "{:?}",
+            temporaries(&bucket)
+        );
+    }
+
+    #[tokio::test]
+    async fn temporaries_of_a_killed_writer_are_removed_by_clean_up() {
+        let (_parent, bucket, store) = bucket_and_outside();
+        std::fs::create_dir_all(bucket.join("out/run1")).unwrap();
+        let stale = bucket.join("out/run1/.train.jsonl.autotune-tmp-0123456789abcdef");
+        std::fs::write(&stale, "half a file").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // A live upload's temporary file (locked by its writer) stays, even when old.
+        let mut live = store.put_multipart("out/run2/train.jsonl").await.unwrap();
+        live.put_part(Bytes::from("x")).await.unwrap();
+        let live_tmp = temporaries(&bucket.join("out/run2"));
+        assert_eq!(live_tmp.len(), 1);
+        std::fs::File::options()
+            .write(true)
+            .open(&live_tmp[0])
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // A fresh one (its writer may be between creating and locking it) stays too.
+        let fresh = bucket.join("out/.x.autotune-tmp-fedcba9876543210");
+        std::fs::write(&fresh, "new").unwrap();
+        // Someone else's file that only looks similar stays.
+        std::fs::write(bucket.join("out/run1/notes.txt"), "keep").unwrap();
+        let removed = store.clean_up("out/").await.unwrap();
+        assert_eq!(removed, 1);
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+        assert!(bucket.join("out/run1/notes.txt").exists());
+        assert_eq!(temporaries(&bucket.join("out/run2")), live_tmp);
+        live.complete().await.unwrap();
+        assert_eq!(read(&store, "out/run2/train.jsonl").await, b"x");
+    }
+}

@@ -560,6 +560,46 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_labels_pass_through_exactly_as_written() {
+        // Compact JSON lists an object's keys in order, as it always did.
+        let label = r#"{"huge":1e+400,"id":123456789012345678901234567890,"list":[1.0,100,2e-3],"neg":-0.0,"price":1.10}"#;
+        let (s, u) = sample("txt", Modality::Text, LabelFormat::Json, 10);
+        let model_turn = |c: &Converter, label: &str| {
+            let line = c.convert(&s, &u, &loaded("q", label)).unwrap();
+            assert_valid(&line);
+            let v: Value = serde_json::from_str(&line).unwrap();
+            v["contents"][1]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        // The whole label, as compact JSON.
+        assert_eq!(model_turn(&Converter::default(), label), label);
+        let spaced = label.replace(',', ", ").replace(':', ": ");
+        assert_eq!(model_turn(&Converter::default(), &spaced), label);
+        // One field, by LABEL_FIELD.
+        for (pointer, expected) in [
+            ("/id", "123456789012345678901234567890"),
+            ("/price", "1.10"),
+            ("/neg", "-0.0"),
+            ("/huge", "1e+400"),
+            ("/list", "[1.0,100,2e-3]"),
+        ] {
+            let c = Converter {
+                label_field: Some(pointer.into()),
+                ..Converter::default()
+            };
+            assert_eq!(model_turn(&c, label), expected, "{pointer}");
+        }
+        // Templates.
+        let c = templated("answer = \"{label.id} costs {label.price}, {label.list.2}\"");
+        assert_eq!(
+            model_turn(&c, label),
+            "123456789012345678901234567890 costs 1.10, 2e-3"
+        );
+    }
+
+    #[test]
     fn text_label_is_used_as_is() {
         let c = Converter::default();
         let (s, u) = sample("md", Modality::Text, LabelFormat::Text, 10);

@@ -235,6 +235,7 @@ impl Job {
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
+        self.clean_up().await;
         if lease.record().await.pending_job().is_some() {
             return self.adopt(lease, shutdown).await;
         }
@@ -292,6 +293,24 @@ impl Job {
             }
             Ok(Trained::Tuned) => self.finish(&mut state, Ok(()), started, lease).await,
             Err(e) => self.finish(&mut state, Err(e), started, lease).await,
+        }
+    }
+
+    /// Removes the temporary files that killed runs left in the output folders; the lock
+    /// holder does it, before it writes its own.
+    async fn clean_up(&self) {
+        for folder in [&self.config.jsonl_folder, &self.config.model_meta_folder] {
+            // "folder/", or "" for the bucket's root.
+            let prefix = crate::storage::join(folder, "");
+            match self.store.clean_up(&prefix).await {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, folder = %folder, "removed temporary files of interrupted runs");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for temporary files of interrupted runs");
+                }
+            }
         }
     }
 

@@ -1,141 +1,220 @@
-//! Local-folder backend: the bucket is a directory, objects are files.
+//! Local-folder backend: the bucket is a directory, objects are regular files.
 //!
-//! Writes go to a hidden temporary file beside the target and are published atomically:
-//! `link(2)` for create-only puts (it fails if the name exists) and `rename(2)` for the rest.
+//! Nothing outside the bucket is ever opened or listed, whatever happens to the folder while a
+//! run reads it. The root is opened once, and every path is resolved beneath that descriptor
+//! without following a link: `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or, on
+//! kernels without it, one `O_NOFOLLOW` open per folder on the way. What was opened is then
+//! checked with `fstat`: only regular files are read. Opening never blocks (`O_NONBLOCK`), so
+//! a FIFO or a device under an object's name is refused ([`StoreError::NotARegularFile`],
+//! naming the object) instead of waited on. Listings walk folder descriptors the same way:
+//! they never descend into a linked folder, and report links and special files as unusable
+//! objects (errors naming them) rather than as objects. Keys and prefixes with `..` segments
+//! or a leading `/` are refused before any path is touched.
+//!
+//! Writes go to a hidden temporary file beside the target, locked (`flock`) by its writer, and
+//! are published atomically: `linkat(2)` for create-only puts (it fails if the name exists) and
+//! `renameat(2)` for the rest. Every failure removes the temporary file; one left by a killed
+//! process is no longer locked, which is how [`Store::clean_up`] tells it from a live upload.
 //! Compare-and-swap holds an exclusive `flock` on the parent directory while it compares the
 //! generation and renames, so two processes racing on the lock object behave as on GCS. The
 //! generation is derived from the file's inode and modification time, both of which change when
 //! a new version is renamed into place.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::ffi::CStr;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
+use rustix::fs::{AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, Stat};
+use rustix::io::Errno;
 use tokio::io::AsyncWriteExt;
 
-use super::{GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError, validate_key};
+use super::{
+    GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError, validate_key,
+    validate_prefix,
+};
 
 /// Marks temporary files; listings never show them.
 const TMP_MARK: &str = ".autotune-tmp-";
 /// Objects up to this size are read in one blocking call.
 const SMALL_READ: u64 = 256 * 1024;
+/// An unlocked temporary file younger than this is left alone by [`Store::clean_up`]: its
+/// writer may be between creating and locking it.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+/// Why links are refused, for error messages.
+const NO_LINKS: &str = "the local backend reads regular files only and never follows links";
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// The root folder, opened once: every path is resolved beneath this descriptor.
+    dir: Arc<OwnedFd>,
 }
 
-impl LocalStore {
-    pub fn new(path: &str) -> Result<Self, StoreError> {
-        let root = PathBuf::from(path);
-        let root = root.canonicalize().map_err(|e| StoreError::InvalidUrl {
-            url: path.to_owned(),
-            reason: format!("bucket folder cannot be opened: {e}"),
-        })?;
-        if !root.is_dir() {
-            return Err(StoreError::InvalidUrl {
-                url: path.to_owned(),
-                reason: "not a folder".to_owned(),
-            });
-        }
-        Ok(Self { root })
-    }
+/// Set once `openat2` turned out to be missing (ENOSYS), so the fallback is used directly.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
-    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        validate_key(key)?;
-        Ok(self.root.join(key))
-    }
-
-    fn io(&self, key: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
-        let uri = self.uri(key);
-        move |source| match source.kind() {
-            std::io::ErrorKind::NotFound => StoreError::NotFound { uri: uri.clone() },
-            _ => StoreError::Io {
-                uri: uri.clone(),
-                source,
-            },
+/// Opens `rel` (a checked key, or `.`) beneath `root` without following any link, with
+/// `O_NOFOLLOW | O_CLOEXEC` added to `flags`. A link anywhere on the way fails with `ELOOP`
+/// (or `EXDEV` for a path leaving `root`).
+fn open_beneath(root: BorrowedFd<'_>, rel: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        use rustix::fs::ResolveFlags;
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+            Err(Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            other => return other,
         }
     }
+    open_by_components(root, rel, flags)
+}
 
-    fn meta(key: &str, m: &fs::Metadata) -> ObjectMeta {
-        ObjectMeta {
-            key: key.to_owned(),
-            size: m.len(),
-            generation: generation(m),
-        }
+/// The fallback of [`open_beneath`]: one `O_NOFOLLOW` open per folder on the way, so no link
+/// is followed; keys have no `..` segment, so the path cannot climb out of `root`.
+fn open_by_components(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let (folders, name) = match rel.rsplit_once('/') {
+        Some((folders, name)) => (Some(folders), name),
+        None => (None, rel),
+    };
+    let mut at: Option<OwnedFd> = None;
+    for folder in folders.into_iter().flat_map(|f| f.split('/')) {
+        let parent = at.as_ref().map_or(root, AsFd::as_fd);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let opened = rustix::fs::openat(parent, folder, flags, Mode::empty())
+            .map_err(|e| link_as_loop(parent, folder, e))?;
+        at = Some(opened);
     }
+    let parent = at.as_ref().map_or(root, AsFd::as_fd);
+    rustix::fs::openat(
+        parent,
+        name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
 
-    /// Publishes a written temporary file under `key` according to `mode`.
-    fn commit(&self, tmp: &Path, key: &str, mode: &PutMode) -> Result<ObjectMeta, StoreError> {
-        let target = self.path(key)?;
-        let io = self.io(key);
-        let dir = target.parent().expect("a key has a parent folder");
-        let _guard = DirLock::acquire(dir).map_err(&io)?;
-        match mode {
-            PutMode::Create => {
-                let linked = fs::hard_link(tmp, &target);
-                let _ = fs::remove_file(tmp);
-                match linked {
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Err(StoreError::AlreadyExists { uri: self.uri(key) });
-                    }
-                    other => other.map_err(&io)?,
-                }
-            }
-            PutMode::Update(expected) => {
-                let current = fs::metadata(&target).ok().map(|m| generation(&m));
-                if current.as_ref() != Some(expected) {
-                    let _ = fs::remove_file(tmp);
-                    return Err(StoreError::Precondition {
-                        uri: self.uri(key),
-                        expected: expected.clone(),
-                    });
-                }
-                fs::rename(tmp, &target).map_err(&io)?;
-            }
-            PutMode::Overwrite => fs::rename(tmp, &target).map_err(&io)?,
-        }
-        let m = fs::metadata(&target).map_err(&io)?;
-        Ok(Self::meta(key, &m))
+/// `open(O_DIRECTORY | O_NOFOLLOW)` of a link fails with `ENOTDIR`: tells it apart as `ELOOP`.
+fn link_as_loop(parent: BorrowedFd<'_>, name: &str, e: Errno) -> Errno {
+    let is_link = || {
+        rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+    };
+    if e == Errno::NOTDIR && is_link() {
+        Errno::LOOP
+    } else {
+        e
     }
+}
 
-    fn temp_path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        let target = self.path(key)?;
-        let dir = target.parent().expect("a key has a parent folder");
-        fs::create_dir_all(dir).map_err(self.io(key))?;
-        let name = target.file_name().unwrap_or_default().to_string_lossy();
-        Ok(dir.join(format!(
-            ".{name}{TMP_MARK}{}",
-            uuid::Uuid::new_v4().simple()
-        )))
+/// Opens the folder `rel` (a checked key, or `.`) beneath `root` as [`open_beneath`] does;
+/// a link in its place fails with `ELOOP`.
+fn open_folder_beneath(root: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK;
+    open_beneath(root, rel, flags).map_err(|e| {
+        if e != Errno::NOTDIR {
+            return e;
+        }
+        let (parent, name) = split_key(rel);
+        match open_beneath(root, if parent.is_empty() { "." } else { parent }, flags) {
+            Ok(parent) => link_as_loop(parent.as_fd(), name, e),
+            Err(_) => e,
+        }
+    })
+}
+
+/// What a file that is not a regular file is, for messages; `None` for a regular file.
+fn not_regular(st: &Stat) -> Option<&'static str> {
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a folder"),
+        FileType::Symlink => Some("a symbolic link"),
+        FileType::Fifo => Some("a FIFO (named pipe)"),
+        FileType::Socket => Some("a socket"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Unknown => Some("a special file"),
     }
 }
 
 /// An inode's number and modification time: a new version renamed into place has a new inode,
 /// and the nanosecond mtime keeps a recycled inode number from looking unchanged.
-fn generation(m: &fs::Metadata) -> String {
-    format!("{}{:09}-{}", m.mtime(), m.mtime_nsec(), m.ino())
+fn generation(st: &Stat) -> String {
+    format!("{}{:09}-{}", st.st_mtime, st.st_mtime_nsec, st.st_ino)
 }
 
-/// An exclusive `flock` on a directory, released on drop.
-struct DirLock(fs::File);
+fn size(st: &Stat) -> u64 {
+    u64::try_from(st.st_size).unwrap_or(0)
+}
 
-impl DirLock {
-    fn acquire(dir: &Path) -> std::io::Result<Self> {
-        let f = fs::File::open(dir)?;
-        f.lock()?;
-        Ok(Self(f))
+/// A key's folder (empty at the root) and file name.
+fn split_key(key: &str) -> (&str, &str) {
+    key.rsplit_once('/').unwrap_or(("", key))
+}
+
+fn join_key(folder: &str, name: &str) -> String {
+    if folder.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{folder}/{name}")
     }
 }
 
-impl Drop for DirLock {
+/// An exclusive `flock` on a folder descriptor, released on drop.
+struct DirLock<'a>(BorrowedFd<'a>);
+
+impl<'a> DirLock<'a> {
+    fn acquire(dir: BorrowedFd<'a>) -> rustix::io::Result<Self> {
+        rustix::fs::flock(dir, FlockOperation::LockExclusive)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for DirLock<'_> {
     fn drop(&mut self) {
-        let _ = self.0.unlock();
+        let _ = rustix::fs::flock(self.0, FlockOperation::Unlock);
     }
+}
+
+/// Removes a temporary file on drop. After a successful publish its name is already gone
+/// (renamed into place), and the `ENOENT` is ignored.
+struct RemoveOnDrop<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a str,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::unlinkat(self.dir, self.name, AtFlags::empty());
+    }
+}
+
+/// One entry met by a walk.
+enum Found<'a> {
+    /// A regular file: its folder, name, key and status.
+    File {
+        dir: BorrowedFd<'a>,
+        name: &'a CStr,
+        key: &'a str,
+        stat: &'a Stat,
+    },
+    /// Something that is not an object: a link, a special file, a name that is not UTF-8, or
+    /// a folder that cannot be read.
+    Unusable(StoreError),
 }
 
 async fn blocking<T: Send + 'static>(
@@ -146,73 +225,378 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
+impl LocalStore {
+    pub fn new(path: &str) -> Result<Self, StoreError> {
+        let invalid = |reason: String| StoreError::InvalidUrl {
+            url: path.to_owned(),
+            reason,
+        };
+        let root = PathBuf::from(path)
+            .canonicalize()
+            .map_err(|e| invalid(format!("bucket folder cannot be opened: {e}")))?;
+        let dir = rustix::fs::open(
+            &root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::NOTDIR => invalid("not a folder".to_owned()),
+            e => invalid(format!(
+                "bucket folder cannot be opened: {}",
+                std::io::Error::from(e)
+            )),
+        })?;
+        Ok(Self {
+            root,
+            dir: Arc::new(dir),
+        })
+    }
+
+    fn root_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    fn not_a_regular_file(&self, key: &str, what: &str) -> StoreError {
+        StoreError::NotARegularFile {
+            key: key.to_owned(),
+            uri: self.uri(key),
+            reason: format!("{what}, not a regular file: {NO_LINKS}"),
+        }
+    }
+
+    /// The error of a failed system call on `key`.
+    fn fail(&self, key: &str, e: Errno) -> StoreError {
+        match e {
+            Errno::NOENT => StoreError::NotFound { uri: self.uri(key) },
+            Errno::LOOP | Errno::XDEV => {
+                self.not_a_regular_file(key, "a symbolic link, or inside a linked folder")
+            }
+            e => StoreError::Io {
+                uri: self.uri(key),
+                source: e.into(),
+            },
+        }
+    }
+
+    fn io(&self, key: &str, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            uri: self.uri(key),
+            source,
+        }
+    }
+
+    fn meta(key: &str, st: &Stat) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_owned(),
+            size: size(st),
+            generation: generation(st),
+        }
+    }
+
+    /// Opens the folder `rel` beneath the root (creating it when asked), one `O_NOFOLLOW` step
+    /// at a time, as a fresh open file description (which `flock` needs).
+    fn open_folder(&self, rel: &str, create: bool) -> rustix::io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut at = rustix::fs::openat(self.root_fd(), ".", flags, Mode::empty())?;
+        for folder in rel.split('/').filter(|f| !f.is_empty()) {
+            let open = |at: &OwnedFd| {
+                rustix::fs::openat(at, folder, flags, Mode::empty())
+                    .map_err(|e| link_as_loop(at.as_fd(), folder, e))
+            };
+            at = match open(&at) {
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&at, folder, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    open(&at)?
+                }
+                other => other?,
+            };
+        }
+        Ok(at)
+    }
+
+    /// Creates a locked temporary file beside `key`: its folder, its name, the open file.
+    fn create_temp(&self, key: &str) -> Result<(OwnedFd, String, std::fs::File), StoreError> {
+        let (folder, name) = split_key(key);
+        let dir = self
+            .open_folder(folder, true)
+            .map_err(|e| self.fail(key, e))?;
+        let tmp = format!(".{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple());
+        let fd = rustix::fs::openat(
+            &dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(|e| self.fail(key, e))?;
+        // Held while the file is open: a temporary file nobody holds was left by a killed run.
+        if let Err(e) = rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+            return Err(self.fail(key, e));
+        }
+        Ok((dir, tmp, std::fs::File::from(fd)))
+    }
+
+    /// Publishes the written temporary file `tmp` (open as `file`) in `dir` under `key`
+    /// according to `mode`. The caller removes `tmp` whatever happens.
+    fn commit(
+        &self,
+        dir: BorrowedFd<'_>,
+        tmp: &str,
+        file: &std::fs::File,
+        key: &str,
+        mode: &PutMode,
+    ) -> Result<ObjectMeta, StoreError> {
+        let name = split_key(key).1;
+        let _guard = DirLock::acquire(dir).map_err(|e| self.fail(key, e))?;
+        match mode {
+            PutMode::Create => match rustix::fs::linkat(dir, tmp, dir, name, AtFlags::empty()) {
+                Err(Errno::EXIST) => {
+                    return Err(StoreError::AlreadyExists { uri: self.uri(key) });
+                }
+                other => other.map_err(|e| self.fail(key, e))?,
+            },
+            PutMode::Update(expected) => {
+                let current = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .ok()
+                    .map(|st| generation(&st));
+                if current.as_ref() != Some(expected) {
+                    return Err(StoreError::Precondition {
+                        uri: self.uri(key),
+                        expected: expected.clone(),
+                    });
+                }
+                rustix::fs::renameat(dir, tmp, dir, name).map_err(|e| self.fail(key, e))?;
+            }
+            PutMode::Overwrite => {
+                rustix::fs::renameat(dir, tmp, dir, name).map_err(|e| self.fail(key, e))?;
+            }
+        }
+        let st = rustix::fs::fstat(file).map_err(|e| self.fail(key, e))?;
+        Ok(Self::meta(key, &st))
+    }
+
+    /// Opens `key` for reading: a regular file beneath the root, reached without links, opened
+    /// without blocking.
+    fn open_object(&self, key: &str) -> Result<(std::fs::File, Stat), StoreError> {
+        let fd =
+            open_beneath(self.root_fd(), key, OFlags::RDONLY | OFlags::NONBLOCK).map_err(|e| {
+                match e {
+                    Errno::NOTDIR => StoreError::NotFound { uri: self.uri(key) },
+                    e => self.fail(key, e),
+                }
+            })?;
+        // fstat on the open file: the checks and the generation belong to what is read.
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.fail(key, e))?;
+        match not_regular(&st) {
+            None => {}
+            // A folder is no object, as on GCS.
+            Some("a folder") => return Err(StoreError::NotFound { uri: self.uri(key) }),
+            Some(what) => return Err(self.not_a_regular_file(key, what)),
+        }
+        // A regular file never blocks; reads need no O_NONBLOCK.
+        let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| self.fail(key, e))?;
+        rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| self.fail(key, e))?;
+        Ok((std::fs::File::from(fd), st))
+    }
+
+    /// Walks the folders under `prefix`, calling `visit` for each entry whose key starts with
+    /// it, until `visit` returns false. Never descends into a link.
+    fn walk_prefix(&self, prefix: &str, visit: &mut dyn FnMut(Found<'_>) -> bool) {
+        let start = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let rel = if start.is_empty() { "." } else { start };
+        let fd = match open_folder_beneath(self.root_fd(), rel) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return,
+            Err(Errno::LOOP | Errno::XDEV) => {
+                let source = std::io::Error::other(format!(
+                    "a symbolic link, or inside a linked folder: it is not listed, as {NO_LINKS}; \
+                     move the files into the bucket or point BUCKET_NAME at the real folder"
+                ));
+                visit(Found::Unusable(self.io(start, source)));
+                return;
+            }
+            Err(e) => {
+                visit(Found::Unusable(self.fail(start, e)));
+                return;
+            }
+        };
+        self.walk(fd, start, prefix, visit);
+    }
+
+    /// Visits the entries of the open folder `fd` (at `folder`) in name order, and the
+    /// folders under it; false when `visit` asked to stop.
+    fn walk(
+        &self,
+        fd: OwnedFd,
+        folder: &str,
+        prefix: &str,
+        visit: &mut dyn FnMut(Found<'_>) -> bool,
+    ) -> bool {
+        let mut dir = match Dir::new(fd) {
+            Ok(dir) => dir,
+            Err(e) => return visit(Found::Unusable(self.fail(folder, e))),
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            match entry {
+                Ok(e) if e.file_name() != c"." && e.file_name() != c".." => {
+                    names.push(e.file_name().to_owned());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if !visit(Found::Unusable(self.fail(folder, e))) {
+                        return false;
+                    }
+                    break;
+                }
+            }
+        }
+        names.sort();
+        let Ok(dir_fd) = dir.fd() else {
+            return true;
+        };
+        for name in &names {
+            let Ok(text) = name.to_str() else {
+                let key = join_key(folder, &name.to_string_lossy());
+                let e = StoreError::InvalidKey {
+                    key: key.clone(),
+                    reason: "file name is not UTF-8".to_owned(),
+                };
+                if key.starts_with(prefix) && !visit(Found::Unusable(e)) {
+                    return false;
+                }
+                continue;
+            };
+            let key = join_key(folder, text);
+            let st = match rustix::fs::statat(dir_fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => {
+                    if key.starts_with(prefix) && !visit(Found::Unusable(self.fail(&key, e))) {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let found = match not_regular(&st) {
+                None => Found::File {
+                    dir: dir_fd,
+                    name,
+                    key: &key,
+                    stat: &st,
+                },
+                // Temporary files are this backend's own business, whatever they became.
+                Some(_) if key_is_temporary(&key) => continue,
+                Some("a folder") => {
+                    let sub = format!("{key}/");
+                    if !sub.starts_with(prefix) && !prefix.starts_with(&sub) {
+                        continue;
+                    }
+                    let flags = OFlags::RDONLY
+                        | OFlags::DIRECTORY
+                        | OFlags::NOFOLLOW
+                        | OFlags::NONBLOCK
+                        | OFlags::CLOEXEC;
+                    match rustix::fs::openat(dir_fd, name.as_c_str(), flags, Mode::empty()) {
+                        Ok(fd) => {
+                            if !self.walk(fd, &key, prefix, visit) {
+                                return false;
+                            }
+                            continue;
+                        }
+                        Err(Errno::NOENT) => continue,
+                        // Swapped for a link or a file since it was looked at. Reported even
+                        // when the prefix lies beyond it: the listing would miss things.
+                        Err(e) => {
+                            let e = match e {
+                                Errno::LOOP | Errno::NOTDIR => {
+                                    self.not_a_regular_file(&key, "a symbolic link")
+                                }
+                                e => self.fail(&key, e),
+                            };
+                            if !visit(Found::Unusable(e)) {
+                                return false;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Some(what) => Found::Unusable(self.not_a_regular_file(&key, what)),
+            };
+            if key.starts_with(prefix) && !visit(found) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Removes the temporary file `name` in `dir` if it is old and no writer holds it.
+    fn remove_if_stale(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> bool {
+        let modified =
+            std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
+        if modified.elapsed().unwrap_or_default() < STALE_AFTER {
+            return false;
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(dir, name, flags, Mode::empty()) else {
+            return false;
+        };
+        // Same file still, and nobody writing it (a live writer holds its lock).
+        let same = rustix::fs::fstat(&fd).is_ok_and(|st| st.st_ino == stat.st_ino);
+        if !same || rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return false;
+        }
+        rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
+    }
+}
+
 #[async_trait]
 impl Store for LocalStore {
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
+        if let Err(e) = validate_prefix(prefix) {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let this = self.clone();
         let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
-            let start_dir = match prefix.rfind('/') {
-                Some(i) => this.root.join(&prefix[..i]),
-                None => this.root.clone(),
-            };
-            if !start_dir.is_dir() {
-                return;
-            }
-            for entry in walkdir::WalkDir::new(&start_dir).sort_by_file_name() {
-                let item = match entry {
-                    Err(e) => {
-                        let uri = e.path().map_or_else(
-                            || this.root.display().to_string(),
-                            |p| p.display().to_string(),
-                        );
-                        Some(Err(StoreError::Io {
-                            uri,
-                            source: e.into(),
-                        }))
-                    }
-                    Ok(e) if !e.file_type().is_file() => None,
-                    Ok(e) => this.list_entry(&e, &prefix),
+            this.walk_prefix(&prefix, &mut |found| {
+                let item = match found {
+                    Found::File { key, .. } if key_is_temporary(key) => return true,
+                    Found::File { key, stat, .. } => Ok(Self::meta(key, stat)),
+                    Found::Unusable(e) => Err(e),
                 };
-                if let Some(item) = item
-                    && tx.blocking_send(item).is_err()
-                {
-                    return;
-                }
-            }
+                tx.blocking_send(item).is_ok()
+            });
         });
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })
             .boxed()
     }
 
     async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
-        let path = self.path(key)?;
+        validate_key(key)?;
         let this = self.clone();
         let owned_key = key.to_owned();
-        // One blocking hop opens, stats and (for small objects, the common case) reads the
+        // One blocking hop opens, checks and (for small objects, the common case) reads the
         // file: tokio::fs would spend a thread hand-off on each step.
-        let (file, m, small) = blocking(move || {
-            let io = this.io(&owned_key);
-            let mut file = fs::File::open(&path).map_err(&io)?;
-            // fstat on the open file: the generation belongs to exactly the bytes we read.
-            let m = file.metadata().map_err(&io)?;
-            if m.is_dir() {
-                return Err(StoreError::NotFound {
-                    uri: this.uri(&owned_key),
-                });
+        let (file, st, small) = blocking(move || {
+            let key = owned_key;
+            let (mut file, st) = this.open_object(&key)?;
+            if size(&st) <= SMALL_READ {
+                // One byte more than the size, so that reaching the end needs no reallocation.
+                let mut buf = Vec::with_capacity(usize::try_from(size(&st)).unwrap_or(0) + 1);
+                file.read_to_end(&mut buf).map_err(|e| this.io(&key, e))?;
+                return Ok((None, st, Some(Bytes::from(buf))));
             }
-            if m.len() <= SMALL_READ {
-                let mut buf = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0));
-                std::io::Read::read_to_end(&mut file, &mut buf).map_err(&io)?;
-                return Ok((None, m, Some(Bytes::from(buf))));
-            }
-            Ok((Some(file), m, None))
+            Ok((Some(file), st, None))
         })
         .await?;
         if let Some(data) = small {
             return Ok(GetResult {
-                generation: generation(&m),
+                generation: generation(&st),
                 size: data.len() as u64,
                 body: futures::stream::once(async move { Ok(data) }).boxed(),
             });
@@ -228,49 +612,58 @@ impl Store for LocalStore {
             })
             .boxed();
         Ok(GetResult {
-            generation: generation(&m),
-            size: m.len(),
+            generation: generation(&st),
+            size: size(&st),
             body,
         })
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
+        validate_key(key)?;
         let this = self.clone();
         let key = key.to_owned();
         blocking(move || {
-            let tmp = this.temp_path(&key)?;
-            let written = fs::File::create(&tmp).and_then(|mut f| {
-                f.write_all(&data)?;
-                f.sync_data()
-            });
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(this.io(&key)(e));
-            }
-            this.commit(&tmp, &key, &mode)
+            let (dir, tmp, mut file) = this.create_temp(&key)?;
+            let _remove = RemoveOnDrop {
+                dir: dir.as_fd(),
+                name: &tmp,
+            };
+            file.write_all(&data)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| this.io(&key, e))?;
+            this.commit(dir.as_fd(), &tmp, &file, &key, &mode)
         })
         .await
     }
 
     async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-        let tmp = self.temp_path(key)?;
-        let file = tokio::fs::File::create(&tmp).await.map_err(self.io(key))?;
+        validate_key(key)?;
+        let this = self.clone();
+        let owned_key = key.to_owned();
+        let (dir, tmp, file) = blocking(move || this.create_temp(&owned_key)).await?;
         Ok(Box::new(LocalUpload {
             store: self.clone(),
             key: key.to_owned(),
-            file: Some(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+            file: Some(tokio::io::BufWriter::with_capacity(
+                1 << 20,
+                tokio::fs::File::from_std(file),
+            )),
+            dir: Arc::new(dir),
             tmp,
         }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        validate_key(key)?;
         let this = self.clone();
         let key = key.to_owned();
         blocking(move || {
-            let path = this.path(&key)?;
-            let dir = path.parent().expect("a key has a parent folder");
-            let _guard = DirLock::acquire(dir).map_err(this.io(&key))?;
-            fs::remove_file(&path).map_err(this.io(&key))
+            let (folder, name) = split_key(&key);
+            let dir = this
+                .open_folder(folder, false)
+                .map_err(|e| this.fail(&key, e))?;
+            let _guard = DirLock::acquire(dir.as_fd()).map_err(|e| this.fail(&key, e))?;
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| this.fail(&key, e))
         })
         .await
     }
@@ -278,72 +671,156 @@ impl Store for LocalStore {
     fn uri(&self, key: &str) -> String {
         format!("file://{}", self.root.join(key).display())
     }
+
+    async fn clean_up(&self, prefix: &str) -> Result<u64, StoreError> {
+        validate_prefix(prefix)?;
+        let this = self.clone();
+        let prefix = prefix.to_owned();
+        blocking(move || {
+            let mut removed = 0;
+            this.walk_prefix(&prefix, &mut |found| {
+                if let Found::File {
+                    dir,
+                    name,
+                    key,
+                    stat,
+                } = found
+                    && key_is_temporary(key)
+                    && Self::remove_if_stale(dir, name, stat)
+                {
+                    tracing::info!(
+                        object = %this.uri(key),
+                        "removed a temporary file left by an interrupted run"
+                    );
+                    removed += 1;
+                }
+                true
+            });
+            Ok(removed)
+        })
+        .await
+    }
 }
 
-impl LocalStore {
-    fn list_entry(
-        &self,
-        e: &walkdir::DirEntry,
-        prefix: &str,
-    ) -> Option<Result<ObjectMeta, StoreError>> {
-        let rel = e.path().strip_prefix(&self.root).ok()?;
-        let Some(key) = rel.to_str() else {
-            return Some(Err(StoreError::InvalidKey {
-                key: rel.to_string_lossy().into_owned(),
-                reason: "file name is not UTF-8".to_owned(),
-            }));
-        };
-        if !key.starts_with(prefix) || key.contains(TMP_MARK) {
-            return None;
-        }
-        Some(
-            e.metadata()
-                .map(|m| Self::meta(key, &m))
-                .map_err(|err| StoreError::Io {
-                    uri: self.uri(key),
-                    source: err.into(),
-                }),
-        )
-    }
+/// Whether a key names one of this backend's temporary files (hidden, with the mark).
+fn key_is_temporary(key: &str) -> bool {
+    let name = split_key(key).1;
+    name.starts_with('.') && name.contains(TMP_MARK)
 }
 
 struct LocalUpload {
     store: LocalStore,
     key: String,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    tmp: PathBuf,
+    /// The folder of the temporary file and of the object.
+    dir: Arc<OwnedFd>,
+    tmp: String,
+}
+
+impl LocalUpload {
+    fn remove_temp(&self) -> rustix::io::Result<()> {
+        rustix::fs::unlinkat(&*self.dir, self.tmp.as_str(), AtFlags::empty())
+    }
 }
 
 #[async_trait]
 impl MultipartUpload for LocalUpload {
     async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
         let f = self.file.as_mut().expect("upload is open");
-        f.write_all(&data).await.map_err(self.store.io(&self.key))
+        let written = f.write_all(&data).await;
+        written.map_err(|e| {
+            // A full disk or any other failure: the partial file goes now, not on drop.
+            let _ = self.remove_temp();
+            self.store.io(&self.key, e)
+        })
     }
 
     async fn complete(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
         let mut f = self.file.take().expect("upload is open");
-        let io = self.store.io(&self.key);
-        f.flush().await.map_err(&io)?;
-        f.get_ref().sync_data().await.map_err(&io)?;
-        drop(f);
-        let (store, key, tmp) = (self.store.clone(), self.key.clone(), self.tmp.clone());
-        let result = blocking(move || store.commit(&tmp, &key, &PutMode::Overwrite)).await;
-        // Committed (or failed): either way the temporary name is gone or must go.
-        let _ = fs::remove_file(&self.tmp);
-        result
+        let flushed = async {
+            f.flush().await?;
+            f.get_ref().sync_data().await?;
+            Ok::<_, std::io::Error>(f.into_inner().into_std().await)
+        }
+        .await;
+        // On every path below the temporary name goes: renamed into place, or removed by
+        // `Drop` (which runs when `self` goes out of scope).
+        let file = flushed.map_err(|e| self.store.io(&self.key, e))?;
+        let (store, key, dir, tmp) = (
+            self.store.clone(),
+            self.key.clone(),
+            self.dir.clone(),
+            self.tmp.clone(),
+        );
+        blocking(move || store.commit(dir.as_fd(), &tmp, &file, &key, &PutMode::Overwrite)).await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), StoreError> {
         self.file.take();
-        fs::remove_file(&self.tmp).map_err(self.store.io(&self.key))
+        self.remove_temp()
+            .map_err(|e| self.store.fail(&self.key, e))
     }
 }
 
 impl Drop for LocalUpload {
     fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = fs::remove_file(&self.tmp);
+        // Completed: the name was renamed away and this finds nothing. Aborted or failed:
+        // the partial file goes.
+        let _ = self.remove_temp();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root() -> (tempfile::TempDir, OwnedFd) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bucket/a/b")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("bucket/a/b/f.txt"), "in").unwrap();
+        std::fs::write(dir.path().join("outside/s.txt"), "out").unwrap();
+        symlink(
+            dir.path().join("outside"),
+            dir.path().join("bucket/a/linked"),
+        )
+        .unwrap();
+        symlink("f.txt", dir.path().join("bucket/a/b/rel.txt")).unwrap();
+        let fd = rustix::fs::open(
+            dir.path().join("bucket"),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        (dir, fd)
+    }
+
+    /// openat2 and its fallback agree: files beneath the root open, links never resolve.
+    #[test]
+    fn both_ways_of_opening_refuse_links() {
+        type Open = fn(BorrowedFd<'_>, &str, OFlags) -> rustix::io::Result<OwnedFd>;
+        let (_dir, fd) = root();
+        let ways: [(&str, Open); 2] = [
+            ("openat2", open_beneath),
+            ("O_NOFOLLOW per folder", |root, rel, flags| {
+                open_by_components(root, rel, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC)
+            }),
+        ];
+        for (way, open) in ways {
+            let f = open(fd.as_fd(), "a/b/f.txt", OFlags::RDONLY).unwrap();
+            let mut text = String::new();
+            std::fs::File::from(f).read_to_string(&mut text).unwrap();
+            assert_eq!(text, "in", "{way}");
+            for linked in ["a/linked/s.txt", "a/linked", "a/b/rel.txt"] {
+                let e = open(fd.as_fd(), linked, OFlags::RDONLY).unwrap_err();
+                assert_eq!(e, Errno::LOOP, "{way}: {linked}");
+            }
+            assert_eq!(
+                open(fd.as_fd(), "a/none", OFlags::RDONLY).unwrap_err(),
+                Errno::NOENT,
+                "{way}"
+            );
         }
     }
 }

@@ -115,6 +115,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// The URI by which other systems (Vertex AI, people) name this object.
     fn uri(&self, key: &str) -> String;
+    /// Removes what writes interrupted by a killed process left under `prefix` (hidden
+    /// temporary files no live writer holds) and says how many. Backends whose interrupted
+    /// uploads leave nothing visible do nothing.
+    async fn clean_up(&self, _prefix: &str) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Lists a prefix into a vector; for small listings such as run metadata.
@@ -147,6 +153,14 @@ pub enum StoreError {
     TooLarge { uri: String, size: u64, limit: u64 },
     #[error("invalid object name {key:?}: {reason}")]
     InvalidKey { key: String, reason: String },
+    /// A FIFO, socket, device, folder or symbolic link where an object was expected (local
+    /// folders): such objects are never read, and links are never followed.
+    #[error("{uri}: {reason}")]
+    NotARegularFile {
+        key: String,
+        uri: String,
+        reason: String,
+    },
     #[error("invalid storage URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("{uri}: {source}")]
@@ -204,6 +218,22 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks a listing prefix: empty (everything), or the start of an object name, which may end
+/// with `/`. Like a key it has no empty, `.` or `..` segment and does not start with `/`, so a
+/// listing never leaves the store's root.
+pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    validate_key(prefix.strip_suffix('/').unwrap_or(prefix)).map_err(|e| match e {
+        StoreError::InvalidKey { reason, .. } => StoreError::InvalidKey {
+            key: prefix.to_owned(),
+            reason: format!("listing prefix {reason}"),
+        },
+        e => e,
+    })
+}
+
 /// Opens the store a URL names: `gs://bucket[/prefix]`, `file:///path`, `memory://name`, or a
 /// plain path. A bare bucket name (no scheme, no path separator, not an existing folder) is
 /// taken as `gs://`, as the seed's BUCKET_NAME was.
@@ -255,6 +285,12 @@ mod tests {
             assert!(validate_key(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(validate_key(&"x".repeat(1025)).is_err());
+        for good in ["", "a/", "a/b", "a/b/", "a/partial"] {
+            assert!(validate_prefix(good).is_ok(), "{good:?} is a prefix");
+        }
+        for bad in ["/", "/etc/", "..", "../", "a/../", "a//", "./a/"] {
+            assert!(validate_prefix(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]
