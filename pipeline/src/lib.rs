@@ -3,6 +3,8 @@
 //! The `autotune` binary is the job a Cloud Run Job runs after each upload (and what a new user
 //! runs on a laptop, against a local folder). Its architecture, one module per concept:
 //!
+//! * [`client`]: the Google client core under storage and Vertex AI: HTTP with deadlines,
+//!   retry classification apart from the back-off policy, access tokens.
 //! * [`storage`]: the bucket seam, a small trait with GCS, local-folder and in-memory backends.
 //! * [`settings`]: every setting is an environment variable and a long flag.
 //! * [`lease`]: gate 1, a lease object that exactly one run can hold.
@@ -19,6 +21,7 @@
 //!
 //! Library code returns its own error types; `anyhow` lives only in `main.rs`.
 
+pub mod client;
 pub mod convert;
 pub mod dataset;
 pub mod delta;

@@ -5,6 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
+use autotune::client::{Options, RetryConfig};
 use autotune::storage::{
     self, MultipartUpload, PutMode, Store, StoreError, gcs::GcsStore, local::LocalStore,
     memory::MemoryStore,
@@ -344,11 +345,24 @@ async fn scripted_server(
     (host, count)
 }
 
+/// The default deadlines, and quick retries: one try and four retries, 10 ms apart and more.
+fn quick_retries() -> Options {
+    Options {
+        retry: RetryConfig {
+            min_delay: std::time::Duration::from_millis(10),
+            max_delay: std::time::Duration::from_millis(200),
+            max_retries: Some(4),
+            deadline: None,
+        },
+        ..Options::default()
+    }
+}
+
 #[tokio::test]
 async fn gcs_retries_transient_failures_then_reports_the_last() {
     let page = r#"{"items":[{"name":"root/a.txt","size":"3","generation":"7"}]}"#;
     let (host, count) = scripted_server(vec![(503, "{}"), (429, "{}"), (200, page)]).await;
-    let store = GcsStore::with_emulator("bucket/root", Some(&host)).unwrap();
+    let store = GcsStore::with_options("bucket/root", Some(&host), quick_retries()).unwrap();
     let listed: Vec<_> = store.list("").try_collect().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].key, "a.txt");
@@ -361,7 +375,7 @@ async fn gcs_retries_transient_failures_then_reports_the_last() {
 
     let busy = r#"{"error":{"code":503,"message":"backend busy"}}"#;
     let (host, count) = scripted_server(vec![(503, busy); 10]).await;
-    let store = GcsStore::with_emulator("bucket", Some(&host)).unwrap();
+    let store = GcsStore::with_options("bucket", Some(&host), quick_retries()).unwrap();
     let err = store.get("x.txt").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Api { status: 503, message, .. } if message == "backend busy"),
@@ -372,4 +386,249 @@ async fn gcs_retries_transient_failures_then_reports_the_last() {
         5,
         "one try and four retries"
     );
+}
+
+/// A loopback endpoint that accepts connections and never answers: a frozen storage server.
+struct Frozen {
+    host: String,
+}
+
+impl Frozen {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming() {
+                held.push(s);
+            }
+        });
+        Self { host }
+    }
+}
+
+/// Issue 9 item 6: with the storage endpoint frozen, every operation fails within its deadline
+/// (the default one: 60 s per attempt, retries within 2 minutes), naming the operation and the
+/// object, instead of hanging. On a paused clock: the endpoint never answers, so the clock only
+/// jumps from one deadline to the next.
+#[tokio::test(start_paused = true)]
+async fn a_frozen_endpoint_fails_within_the_deadline() {
+    let frozen = Frozen::start();
+    let store = GcsStore::with_emulator("bucket/root", Some(&frozen.host)).unwrap();
+    let limit = std::time::Duration::from_secs(60 + 120 + 60);
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(limit, store.get("x.txt"))
+        .await
+        .expect("the read gives up within its deadline")
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("gs://bucket/root/x.txt"), "{message}");
+    assert!(message.contains("read"), "names the operation: {message}");
+    assert!(message.contains("no answer within 1m"), "{message}");
+    assert!(
+        started.elapsed() <= std::time::Duration::from_secs(60 + 120),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(limit, store.list("raw/").try_collect::<Vec<_>>())
+        .await
+        .expect("the listing gives up within its deadline")
+        .unwrap_err();
+    assert!(err.to_string().contains("gs://bucket/root/raw/"), "{err}");
+    assert!(err.to_string().contains("list"), "{err}");
+    assert!(started.elapsed() <= std::time::Duration::from_secs(60 + 120));
+
+    let err = tokio::time::timeout(
+        limit,
+        store.put("lock.json", Bytes::from("{}"), PutMode::Create),
+    )
+    .await
+    .expect("the write gives up within its deadline")
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gs://bucket/root/lock.json"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("write"), "{err}");
+
+    let mut up = store.put_multipart("out/big.jsonl").await.unwrap();
+    let err = tokio::time::timeout(limit, async {
+        up.put_part(Bytes::from(vec![7u8; 9 << 20])).await?;
+        up.complete().await
+    })
+    .await
+    .expect("the upload gives up within its deadline")
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gs://bucket/root/out/big.jsonl"),
+        "{err}"
+    );
+}
+
+const MIB: usize = 1 << 20;
+
+/// Deterministic bytes that differ at every offset that matters.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+        .collect()
+}
+
+/// Streams `data` through a resumable upload in uneven parts and returns what the store said.
+async fn upload(
+    store: &GcsStore,
+    key: &str,
+    data: &[u8],
+) -> Result<storage::ObjectMeta, StoreError> {
+    let mut up = store.put_multipart(key).await?;
+    for part in data.chunks(3 * MIB + 17) {
+        up.put_part(Bytes::copy_from_slice(part)).await?;
+    }
+    up.complete().await
+}
+
+fn scripted() -> (support::scripted_gcs::ScriptedGcs, GcsStore) {
+    let fake = support::scripted_gcs::ScriptedGcs::start();
+    let store = GcsStore::with_options("bucket", Some(&fake.host), quick_retries()).unwrap();
+    (fake, store)
+}
+
+/// Issue 10 item 3: a 308 whose `Range` says only half the chunk was persisted; the upload
+/// resumes from there.
+#[tokio::test]
+async fn a_resumable_upload_resumes_from_the_persisted_offset() {
+    use support::scripted_gcs::ChunkFault;
+    let (fake, store) = scripted();
+    fake.fail_chunks([
+        ChunkFault::PersistOnly(4 * MIB),
+        ChunkFault::Pass,
+        ChunkFault::PersistOnly(MIB / 4),
+    ]);
+    let data = pattern(20 * MIB + 12345);
+    let meta = upload(&store, "out/half.jsonl", &data).await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(
+        fake.object("out/half.jsonl").unwrap() == data,
+        "byte-identical"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+/// Issue 10 item 3: the connection drops in the middle of a chunk; the uploader asks the
+/// session how far it got and sends the rest.
+#[tokio::test]
+async fn a_resumable_upload_survives_a_connection_dropped_mid_chunk() {
+    use support::scripted_gcs::ChunkFault;
+    let (fake, store) = scripted();
+    fake.fail_chunks([
+        ChunkFault::Pass,
+        ChunkFault::DropAfter(3 * MIB + 1000),
+        ChunkFault::DropAfter(100),
+    ]);
+    let data = pattern(19 * MIB + 1);
+    let meta = upload(&store, "out/dropped.jsonl", &data).await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(
+        fake.object("out/dropped.jsonl").unwrap() == data,
+        "byte-identical"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    let (_, status_queries, _) = fake.counts();
+    assert!(
+        status_queries >= 2,
+        "the session is asked after each drop: {status_queries}"
+    );
+}
+
+/// Issue 10 item 3: bursts of 503 on the session start, on chunks and on the last chunk
+/// (one of them after the chunk was persisted), then success.
+#[tokio::test]
+async fn a_resumable_upload_retries_503_bursts() {
+    use support::scripted_gcs::{ChunkFault, WriteFault};
+    let (fake, store) = scripted();
+    fake.fail_writes([WriteFault::Status(503), WriteFault::Status(429)]);
+    fake.fail_chunks([
+        ChunkFault::Status(503),
+        ChunkFault::Status(503),
+        ChunkFault::Pass,
+        ChunkFault::PersistThen(503),
+        ChunkFault::Status(500),
+        ChunkFault::PersistThen(503),
+    ]);
+    let data = pattern(17 * MIB + 3);
+    let meta = upload(&store, "out/bursts.jsonl", &data).await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(
+        fake.object("out/bursts.jsonl").unwrap() == data,
+        "byte-identical"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+/// Issue 10 item 3: single-request writes are retried on 429 and 5xx; a create-only write
+/// whose first answer was lost after it took effect still succeeds once, and a real conflict
+/// is still refused.
+#[tokio::test]
+async fn single_request_writes_are_retried_and_stay_create_only() {
+    use support::scripted_gcs::WriteFault;
+    let (fake, store) = scripted();
+    fake.fail_writes([WriteFault::Status(503), WriteFault::Status(429)]);
+    let meta = store
+        .put("lock.json", Bytes::from("mine"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(fake.object("lock.json").unwrap(), "mine");
+    let err = store
+        .put("lock.json", Bytes::from("theirs"), PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+
+    fake.fail_writes([WriteFault::StoreThen(503)]);
+    let swapped = store
+        .put(
+            "lock.json",
+            Bytes::from("renewed"),
+            PutMode::Update(meta.generation.clone()),
+        )
+        .await
+        .expect("the swap that took effect is recognised as ours");
+    assert_eq!(fake.object("lock.json").unwrap(), "renewed");
+    assert_ne!(swapped.generation, meta.generation);
+
+    fake.fail_writes([WriteFault::StoreThen(500)]);
+    store
+        .put("other.json", Bytes::from("x"), PutMode::Create)
+        .await
+        .expect("the create that took effect is recognised as ours");
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+/// `GCE_METADATA_HOST` is honoured for storage as for tuning: credentials chosen from an
+/// environment that names only a metadata server get their tokens there, and every storage
+/// request carries one (the fake refuses the others).
+#[tokio::test]
+async fn storage_takes_tokens_from_gce_metadata_host() {
+    use autotune::client::Credentials;
+    use autotune::storage::gcs::Config;
+    let fake = support::scripted_gcs::ScriptedGcs::start();
+    fake.require_tokens();
+    let host = fake.host.clone();
+    let credentials =
+        Credentials::from_env_with(|k| (k == "GCE_METADATA_HOST").then(|| host.clone()));
+    let config = Config::with_credentials(
+        &format!("http://{}", fake.host),
+        Arc::new(credentials),
+        quick_retries(),
+    );
+    let store = GcsStore::open("bucket", config).unwrap();
+    store
+        .put("a.json", Bytes::from("{}"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(read(&store, "a.json").await, b"{}");
+    assert_eq!(fake.metadata_tokens(), 1, "one token, cached");
+    assert_eq!(fake.unauthorised(), 0);
 }

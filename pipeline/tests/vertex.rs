@@ -15,7 +15,7 @@ use autotune::tuner::vertex::{MetadataServer, Vertex};
 use autotune::tuner::{Tuner, TunerError, job};
 use clap::Parser;
 use serde_json::{Value, json};
-use support::fake_vertex::{self as fake, FakeVertex, Fault, LOCATION, PROJECT};
+use support::fake_vertex::{self as fake, FakeVertex, Fault, LOCATION, ListFilter, PROJECT};
 
 #[derive(Parser)]
 struct Cli {
@@ -516,6 +516,55 @@ async fn find_follows_pages_and_ignores_failed_jobs() {
     let done = t.fake.seed_job("k-find", "JOB_STATE_SUCCEEDED");
     assert_eq!(t.vertex.find("k-find").await.unwrap(), Some(done));
     assert_clean(&t.fake);
+}
+
+/// Issue 10 item 2: Google documents no filter fields for `tuningJobs.list`, so whatever a
+/// server does with a label filter (refuse it, accept it and match nothing, ignore it), a create
+/// whose answer is lost after it made the job (500) leaves exactly one job, found among pages
+/// of other jobs by its label.
+async fn one_job_whatever_the_server_does_with_a_filter(mode: ListFilter) {
+    let t = setup(&[]);
+    t.fake.set_list_filter(mode);
+    t.fake.set_page_size(2);
+    for i in 0..5 {
+        t.fake
+            .seed_job(&format!("k-other-{i}"), "JOB_STATE_RUNNING");
+    }
+    t.fake.seed_job("k-dup", "JOB_STATE_FAILED");
+    t.fake.fail_creates([Fault::CreateThen(500)]);
+    let r = request(&t.settings, "k-dup");
+    let name = find_or_submit(&t.vertex, &r).await;
+    assert_eq!(t.fake.created(), 1, "{mode:?}: exactly one job");
+    assert_eq!(t.fake.count("POST", "/tuningJobs"), 1, "{mode:?}");
+    assert_eq!(
+        t.fake.job(&name).unwrap()["labels"]["autotune_run_key"],
+        "k-dup"
+    );
+    assert_eq!(
+        t.vertex.find("k-dup").await.unwrap(),
+        Some(name),
+        "{mode:?}: a later run adopts it"
+    );
+    assert!(
+        t.fake.count("GET", "/tuningJobs") >= 4,
+        "{mode:?}: pages of two are followed"
+    );
+    assert_clean(&t.fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_refuses_the_label_filter_gives_one_job() {
+    one_job_whatever_the_server_does_with_a_filter(ListFilter::Refuse).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_whose_label_filter_matches_nothing_gives_one_job() {
+    one_job_whatever_the_server_does_with_a_filter(ListFilter::MatchNothing).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_ignores_the_label_filter_gives_one_job() {
+    one_job_whatever_the_server_does_with_a_filter(ListFilter::Ignore).await;
 }
 
 #[tokio::test(start_paused = true)]

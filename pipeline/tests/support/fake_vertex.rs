@@ -49,6 +49,19 @@ pub enum Fault {
     CreateAndHang(Duration),
 }
 
+/// How `list` treats a `filter` (Google documents no filter fields for `tuningJobs.list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFilter {
+    /// `labels.KEY="VALUE"` selects the jobs with that label.
+    Honour,
+    /// Any filter is refused with 400 INVALID_ARGUMENT.
+    Refuse,
+    /// Any filter is accepted and matches nothing.
+    MatchNothing,
+    /// Any filter is accepted and ignored: every job is listed.
+    Ignore,
+}
+
 /// One step of a job's history: its state and what appears with it.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -165,6 +178,7 @@ struct State {
     list_faults: VecDeque<u16>,
     history: Vec<Step>,
     page_size: usize,
+    list_filter: ListFilter,
     tokens: Vec<String>,
     public_key: Option<Vec<u8>>,
     jwt_problems: Vec<String>,
@@ -198,6 +212,7 @@ impl FakeVertex {
             list_faults: VecDeque::new(),
             history: succeeds(),
             page_size: 100,
+            list_filter: ListFilter::Honour,
             tokens: Vec::new(),
             public_key: None,
             jwt_problems: Vec::new(),
@@ -265,6 +280,11 @@ impl FakeVertex {
     /// Largest page `list` returns, to make clients follow page tokens.
     pub fn set_page_size(&self, n: usize) {
         self.state().page_size = n.max(1);
+    }
+
+    /// How `list` treats filters from now on.
+    pub fn set_list_filter(&self, mode: ListFilter) {
+        self.state().list_filter = mode;
     }
 
     /// Adds a job made by someone else (another run key, or an earlier attempt) in `state`.
@@ -837,7 +857,20 @@ impl State {
             return fault_answer(code);
         }
         let filter = query_param(query, "filter").unwrap_or_default();
-        let wanted = if filter.is_empty() {
+        if !filter.is_empty() {
+            match self.list_filter {
+                ListFilter::Honour | ListFilter::Ignore => {}
+                ListFilter::Refuse => {
+                    return error_answer(
+                        400,
+                        "INVALID_ARGUMENT",
+                        &format!("Unsupported filter: {filter}"),
+                    );
+                }
+                ListFilter::MatchNothing => return (200, json!({})),
+            }
+        }
+        let wanted = if filter.is_empty() || self.list_filter == ListFilter::Ignore {
             None
         } else {
             // The one form the fake understands: labels.KEY="VALUE".

@@ -3,6 +3,7 @@
 
 pub mod discovery;
 pub mod fake_vertex;
+pub mod scripted_gcs;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,8 +1,11 @@
-//! Access tokens for the Vertex tuner. `gcp_auth` covers a service-account key
-//! (`GOOGLE_APPLICATION_CREDENTIALS`, whose `token_uri` it honours), gcloud's application-default
-//! credentials and the metadata server at its fixed address; [`MetadataServer`] adds the
-//! `GCE_METADATA_HOST` override (GOOGLE-APIS.md §5), which `gcp_auth` ignores, so emulators and
-//! tests can stand in for the metadata server.
+//! Access tokens. `gcp_auth` covers a service-account key (`GOOGLE_APPLICATION_CREDENTIALS`,
+//! whose `token_uri` it honours), gcloud's application-default credentials and the metadata
+//! server at its fixed address; [`MetadataServer`] adds the `GCE_METADATA_HOST` override
+//! (GOOGLE-APIS.md §5), which `gcp_auth` ignores, so emulators and tests can stand in for the
+//! metadata server. Storage and Vertex AI choose their credentials the same way, here.
+//!
+//! Deadlines are the caller's: [`crate::client::Client`] bounds every token fetch by its
+//! request timeout.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +14,12 @@ use async_trait::async_trait;
 use gcp_auth::{Token, TokenProvider};
 use tokio::sync::{Mutex, OnceCell};
 
-pub(super) const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+use super::http::{Client, Error};
+use super::{Options, chain};
 
-/// Where tokens come from, chosen when the tuner is built and opened on first use (opening may
-/// talk to the network, and `from_settings` is not async).
-pub(super) struct Credentials {
+/// Where tokens come from, chosen when a client is built and opened on first use (opening may
+/// talk to the network, and constructors are not async).
+pub struct Credentials {
     source: Source,
     provider: OnceCell<Arc<dyn TokenProvider>>,
 }
@@ -43,9 +47,14 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// From the process environment; see [`Credentials::from_env_with`].
+    pub fn from_env() -> Self {
+        Self::from_env_with(|k| std::env::var(k).ok())
+    }
+
     /// `GOOGLE_APPLICATION_CREDENTIALS` first (as every Google client library does), then
     /// `GCE_METADATA_HOST`, then `gcp_auth`'s own discovery (gcloud, the metadata server).
-    pub(super) fn from_env(var: impl Fn(&str) -> Option<String>) -> Self {
+    pub fn from_env_with(var: impl Fn(&str) -> Option<String>) -> Self {
         let source =
             if let Some(path) = var("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty()) {
                 Source::KeyFile(PathBuf::from(path))
@@ -60,20 +69,21 @@ impl Credentials {
         }
     }
 
-    pub(super) fn given(provider: Arc<dyn TokenProvider>) -> Self {
+    /// Tokens from `provider`.
+    pub fn given(provider: Arc<dyn TokenProvider>) -> Self {
         Self {
             source: Source::Given,
             provider: OnceCell::new_with(Some(provider)),
         }
     }
 
-    /// A bearer token for the cloud-platform scope.
-    pub(super) async fn token(&self) -> Result<Arc<Token>, String> {
+    /// A bearer token for `scopes`.
+    pub async fn token(&self, scopes: &[&str]) -> Result<Arc<Token>, String> {
         let provider = self.provider.get_or_try_init(|| self.open()).await?;
         provider
-            .token(&[SCOPE])
+            .token(scopes)
             .await
-            .map_err(|e| format!("could not get a Google access token: {}", chain(&e)))
+            .map_err(|e| format!("could not get a Google access token: {}", describe(&e)))
     }
 
     async fn open(&self) -> Result<Arc<dyn TokenProvider>, String> {
@@ -84,7 +94,7 @@ impl Credentials {
                     format!(
                         "GOOGLE_APPLICATION_CREDENTIALS={}: not a usable service-account key: {}",
                         path.display(),
-                        chain(&e)
+                        describe(&e)
                     )
                 }),
             Source::Metadata(host) => Ok(Arc::new(MetadataServer::new(host))),
@@ -92,7 +102,7 @@ impl Credentials {
                 format!(
                     "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account \
                      key, run `gcloud auth application-default login`, or run on Google Cloud ({})",
-                    chain(&e)
+                    describe(&e)
                 )
             }),
             Source::Given => Err("no token provider".to_owned()),
@@ -100,21 +110,15 @@ impl Credentials {
     }
 }
 
-/// An error and its sources on one line: `gcp_auth`'s top-level messages alone hide the cause.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    if let Some(gcp_auth::Error::NoAuthMethod(a, b, c)) = e.downcast_ref::<gcp_auth::Error>() {
+/// A gcp_auth error on one line, with what each discovery method said.
+fn describe(e: &gcp_auth::Error) -> String {
+    let mut s = chain(e);
+    if let gcp_auth::Error::NoAuthMethod(a, b, c) = e {
         s = format!(
             "{s} (gcloud: {}; metadata server: {}; application default: {})",
-            chain(&**a),
-            chain(&**b),
-            chain(&**c)
+            describe(a),
+            describe(b),
+            describe(c)
         );
     }
     s
@@ -124,7 +128,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// (`host[:port]`, no scheme), cached until shortly before they expire.
 pub struct MetadataServer {
     base: String,
-    http: reqwest::Client,
+    http: Option<Client>,
     token: Mutex<Option<Arc<Token>>>,
 }
 
@@ -147,45 +151,33 @@ impl MetadataServer {
         };
         Self {
             base,
-            // The metadata server is local; it needs no pool timer, and no proxy may see it.
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .pool_idle_timeout(None)
-                .build()
-                .unwrap_or_default(),
+            // The caller bounds each token fetch; this client runs no timer of its own.
+            http: Client::local(Options::default().without_timers()).ok(),
             token: Mutex::new(None),
         }
     }
 
-    async fn get(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<bytes::Bytes, gcp_auth::Error> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(query)
-            .header("Metadata-Flavor", "Google")
-            .send()
-            .await
-            .map_err(|e| gcp_auth::Error::Other("metadata server request failed", Box::new(e)))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            gcp_auth::Error::Other("metadata server response unreadable", Box::new(e))
-        })?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body)
-                .chars()
-                .take(300)
-                .collect::<String>();
-            return Err(gcp_auth::Error::Other(
-                "metadata server refused",
-                format!("HTTP {status}: {text}").into(),
-            ));
-        }
-        Ok(body)
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<bytes::Bytes, Error> {
+        let url = format!("{}{path}", self.base);
+        let Some(http) = &self.http else {
+            return Err(Error::Invalid {
+                url,
+                message: "no HTTP client".into(),
+            });
+        };
+        let answer = http
+            .call(
+                http.request(reqwest::Method::GET, &url)
+                    .query(query)
+                    .header("Metadata-Flavor", "Google"),
+            )
+            .await?;
+        Ok(answer.body)
     }
+}
+
+fn other(what: &'static str, e: Error) -> gcp_auth::Error {
+    gcp_auth::Error::Other(what, Box::new(e))
 }
 
 #[async_trait]
@@ -200,7 +192,8 @@ impl TokenProvider for MetadataServer {
                 "/computeMetadata/v1/instance/service-accounts/default/token",
                 &[("scopes", scopes.join(","))],
             )
-            .await?;
+            .await
+            .map_err(|e| other("metadata server token request failed", e))?;
         let token: Arc<Token> = Arc::new(
             serde_json::from_slice(&body)
                 .map_err(|e| gcp_auth::Error::Json("metadata server token unreadable", e))?,
@@ -212,7 +205,8 @@ impl TokenProvider for MetadataServer {
     async fn project_id(&self) -> Result<Arc<str>, gcp_auth::Error> {
         let body = self
             .get("/computeMetadata/v1/project/project-id", &[])
-            .await?;
+            .await
+            .map_err(|e| other("metadata server project request failed", e))?;
         Ok(Arc::from(String::from_utf8_lossy(&body).trim()))
     }
 }
