@@ -147,7 +147,8 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
-    let store = storage::open(&settings.bucket_name).context("BUCKET_NAME")?;
+    let store = storage::open_with(&settings.bucket_name, &settings.http.client_options())
+        .context("BUCKET_NAME")?;
     let tuner = tuner_for(&settings).context("TUNER")?;
     // Bad conversion settings (a template that does not parse) stop the job before any work.
     autotune::convert::Converter::from_settings(&settings)?;

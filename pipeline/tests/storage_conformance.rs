@@ -632,3 +632,51 @@ async fn storage_takes_tokens_from_gce_metadata_host() {
     assert_eq!(fake.metadata_tokens(), 1, "one token, cached");
     assert_eq!(fake.unauthorised(), 0);
 }
+
+/// Issue 9 item 6 at process level: `autotune run` against a frozen storage endpoint ends with
+/// a `failed` outcome naming the operation and the object, after HTTP_TIMEOUT per attempt and
+/// HTTP_RETRIES retries with back-off (here at most 3 × 1 s + 1–2 s + 2–4 s), not never.
+#[test]
+fn a_run_against_a_frozen_storage_endpoint_fails_in_bounded_time() {
+    let frozen = Frozen::start();
+    let started = std::time::Instant::now();
+    let out = support::autotune()
+        .arg("run")
+        .env("BUCKET_NAME", "gs://frozen-bucket")
+        .env("STORAGE_EMULATOR_HOST", &frozen.host)
+        .env("HTTP_CONNECT_TIMEOUT", "1s")
+        .env("HTTP_TIMEOUT", "1s")
+        .env("HTTP_RETRIES", "2")
+        .env("HTTP_RETRY_DEADLINE", "10s")
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed");
+    let reason = outcome["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gs://frozen-bucket/trained_model/training.lock.json"),
+        "{reason}"
+    );
+    assert!(reason.contains("read failed"), "{reason}");
+    assert!(reason.contains("no answer within 1s"), "{reason}");
+    assert!(reason.contains("gave up after 3 attempts"), "{reason}");
+    assert!(
+        elapsed >= std::time::Duration::from_secs(3),
+        "three attempts of 1 s: {elapsed:?}"
+    );
+    assert!(elapsed < std::time::Duration::from_secs(60), "{elapsed:?}");
+
+    let bad = support::autotune()
+        .args(["run", "--bucket-name", "memory://x", "--http-timeout", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HTTP_TIMEOUT"));
+}

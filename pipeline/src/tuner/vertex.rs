@@ -169,11 +169,12 @@ impl Vertex {
             max_retries: Some(8),
             deadline: None,
         };
+        // HTTP_CONNECT_TIMEOUT and HTTP_TIMEOUT; creates and lists keep their own retries
+        // (a create is retried only while no job can exist).
         let options = Options {
             retry: backoff,
-            ..Options::default()
-        }
-        .with_timeout(Some(Duration::from_secs(120)));
+            ..s.http.client_options()
+        };
         let api = Api::new(Credentials::from_env(), options).map_err(TunerError::Unavailable)?;
         let v1 = format!("{}/v1", s.vertex.api_root(&s.location));
         Ok(Self {
@@ -206,7 +207,7 @@ impl Vertex {
         self
     }
 
-    /// Bounds each HTTP call (120 s by default). `None` runs no timer during a call, for tests
+    /// Bounds each HTTP call (HTTP_TIMEOUT by default). `None` runs no timer during a call, for tests
     /// on a paused clock, where any pending timer fires as soon as the runtime waits on a socket.
     pub fn with_http_timeout(self, timeout: Option<Duration>) -> Result<Self, TunerError> {
         let options = self.api.options().clone().with_timeout(timeout);
