@@ -606,18 +606,16 @@ async fn single_request_writes_are_retried_and_stay_create_only() {
     assert_eq!(fake.violations(), Vec::<String>::new());
 }
 
-/// `GCE_METADATA_HOST` is honoured for storage as for tuning: credentials chosen from an
-/// environment that names only a metadata server get their tokens there, and every storage
-/// request carries one (the fake refuses the others).
+/// Storage takes its tokens as Vertex AI does: here from a metadata server at a given host (as
+/// `GCE_METADATA_HOST` names one), and every storage request carries one (the fake refuses the
+/// others).
 #[tokio::test]
 async fn storage_takes_tokens_from_gce_metadata_host() {
     use autotune::client::Credentials;
     use autotune::storage::gcs::Config;
     let fake = support::scripted_gcs::ScriptedGcs::start();
     fake.require_tokens();
-    let host = fake.host.clone();
-    let credentials =
-        Credentials::from_env_with(|k| (k == "GCE_METADATA_HOST").then(|| host.clone()));
+    let credentials = Credentials::metadata_server(&fake.host);
     let config = Config::with_credentials(
         &format!("http://{}", fake.host),
         Arc::new(credentials),
@@ -679,4 +677,59 @@ fn a_run_against_a_frozen_storage_endpoint_fails_in_bounded_time() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HTTP_TIMEOUT"));
+}
+
+/// `GCE_METADATA_HOST` in the real environment reaches storage's credentials (Application
+/// Default Credentials), in a child process since the environment is process-wide.
+#[test]
+fn storage_honours_gce_metadata_host_from_the_environment() {
+    let fake = support::scripted_gcs::ScriptedGcs::start();
+    fake.require_tokens();
+    let home = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        "child_writes_with_environment_credentials",
+        "--ignored",
+        "--nocapture",
+    ]);
+    for k in [
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "STORAGE_EMULATOR_HOST",
+        "GOOGLE_CLOUD_QUOTA_PROJECT",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("GCE_METADATA_HOST", &fake.host)
+        .env("FAKE_GCS_URL", format!("http://{}", fake.host))
+        .env("HOME", home.path());
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fake.object("env.json").unwrap(), "{}");
+    assert!(fake.metadata_tokens() >= 1);
+    assert_eq!(fake.unauthorised(), 0);
+}
+
+#[tokio::test]
+#[ignore = "run by storage_honours_gce_metadata_host_from_the_environment in a child process"]
+async fn child_writes_with_environment_credentials() {
+    let Ok(url) = std::env::var("FAKE_GCS_URL") else {
+        eprintln!("FAKE_GCS_URL is unset: this test runs as a child of another");
+        return;
+    };
+    // Cloud Storage as in production (credentials from the environment), at the fake's URL.
+    let config = autotune::storage::gcs::Config {
+        endpoint: url,
+        ..autotune::storage::gcs::Config::google(quick_retries())
+    };
+    let store = GcsStore::open("bucket", config).unwrap();
+    store
+        .put("env.json", Bytes::from("{}"), PutMode::Overwrite)
+        .await
+        .unwrap();
 }

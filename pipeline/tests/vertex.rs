@@ -1,6 +1,6 @@
 //! The Vertex AI tuner against a loopback fake of Vertex AI, its OAuth token endpoint and the
-//! metadata server (`tests/support/fake_vertex.rs`). Tokens come from a generated service-account
-//! key through `gcp_auth`, or from the fake metadata server. Polls, back-off and the watchdog run
+//! metadata server (`tests/support/fake_vertex.rs`). Tokens are JWTs self-signed by a generated
+//! service-account key (google-cloud-auth), or come from the fake metadata server. Polls, back-off and the watchdog run
 //! on a paused tokio clock: the fake lives on its own thread and the real clock, and the tuner
 //! runs no timer while a request is in flight, so the paused clock only jumps across sleeps.
 
@@ -9,9 +9,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use autotune::client::{Credentials, TokenError, TokenProvider};
 use autotune::record::RunStatus;
 use autotune::settings::Settings;
-use autotune::tuner::vertex::{MetadataServer, Vertex};
+use autotune::tuner::vertex::Vertex;
 use autotune::tuner::{Tuner, TunerError, job};
 use clap::Parser;
 use serde_json::{Value, json};
@@ -39,6 +40,28 @@ fn settings(fake: &FakeVertex, extra: &[&str]) -> Settings {
     Cli::try_parse_from(args).unwrap().settings
 }
 
+/// Credentials from a service-account key file: self-signed JWTs. On the real clock only:
+/// google-cloud-auth refreshes its cached tokens on a timer, which a paused clock jumps to.
+fn key_credentials(key: &std::path::Path) -> Credentials {
+    Credentials::from_json(serde_json::from_slice(&std::fs::read(key).unwrap()).unwrap())
+}
+
+/// A token the fake issued, handed over as is: no timer runs, so the paused clock only jumps
+/// across the tuner's own sleeps.
+#[derive(Debug)]
+struct FakeToken(String);
+
+#[async_trait::async_trait]
+impl TokenProvider for FakeToken {
+    async fn token(&self, _scopes: &[&str]) -> Result<String, TokenError> {
+        Ok(self.0.clone())
+    }
+}
+
+fn fake_token(fake: &FakeVertex) -> Arc<dyn TokenProvider> {
+    Arc::new(FakeToken(fake.issue_token()))
+}
+
 struct Setup {
     fake: FakeVertex,
     settings: Settings,
@@ -46,16 +69,14 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-/// A fake, and a tuner that signs JWTs with a generated key whose `token_uri` is the fake.
+/// A fake, and a tuner with a token the fake issued.
 fn setup(extra: &[&str]) -> Setup {
     let fake = FakeVertex::start();
     let dir = tempfile::tempdir().unwrap();
-    let key = fake.service_account_key(dir.path());
     let settings = settings(&fake, extra);
-    let provider = gcp_auth::CustomServiceAccount::from_file(&key).unwrap();
     let vertex = Vertex::from_settings(&settings)
         .unwrap()
-        .with_token_provider(Arc::new(provider))
+        .with_token_provider(fake_token(&fake))
         .with_http_timeout(None)
         .unwrap();
     Setup {
@@ -390,8 +411,6 @@ async fn a_create_that_times_out_is_looked_up_before_any_retry() {
 #[tokio::test(start_paused = true)]
 async fn refused_connections_are_retried_then_reported() {
     let fake = FakeVertex::start();
-    let dir = tempfile::tempdir().unwrap();
-    let key = fake.service_account_key(dir.path());
     // A port with nothing listening: connections are refused, so no job can exist.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
@@ -400,9 +419,7 @@ async fn refused_connections_are_retried_then_reported() {
     s.vertex.vertex_api_endpoint = endpoint.clone();
     let vertex = Vertex::from_settings(&s)
         .unwrap()
-        .with_token_provider(Arc::new(
-            gcp_auth::CustomServiceAccount::from_file(&key).unwrap(),
-        ))
+        .with_token_provider(fake_token(&fake))
         .with_http_timeout(None)
         .unwrap();
     let (message, _) = failed(vertex.find("k-refused").await.unwrap_err());
@@ -594,21 +611,38 @@ async fn twenty_concurrent_callers_make_one_job() {
     assert_clean(&t.fake);
 }
 
-#[tokio::test(start_paused = true)]
+/// On the real clock, with one-second polls.
+#[tokio::test]
 async fn tokens_from_the_metadata_server() {
     let fake = FakeVertex::start();
-    let s = settings(&fake, &[]);
+    let s = settings(&fake, &["--poll-interval", "1s"]);
     let vertex = Vertex::from_settings(&s)
         .unwrap()
-        .with_token_provider(Arc::new(MetadataServer::new(&fake.host)))
-        .with_http_timeout(None)
-        .unwrap();
+        .with_credentials(Credentials::metadata_server(&fake.host));
     let name = vertex.submit(&request(&s, "k-metadata")).await.unwrap();
     assert_eq!(
         vertex.follow(&name).await.unwrap().status,
         RunStatus::Success
     );
     assert_eq!(fake.metadata_tokens(), 1, "one token, cached across calls");
+    assert_clean(&fake);
+}
+
+/// A service-account key: JWTs self-signed with it (https://google.aip.dev/auth/4111), no
+/// token endpoint; on the real clock.
+#[tokio::test]
+async fn tokens_self_signed_with_a_service_account_key() {
+    let fake = FakeVertex::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = fake.service_account_key(dir.path());
+    let s = settings(&fake, &[]);
+    let vertex = Vertex::from_settings(&s)
+        .unwrap()
+        .with_credentials(key_credentials(&key));
+    let name = vertex.submit(&request(&s, "k-key")).await.unwrap();
+    assert!(name.contains("/tuningJobs/"), "{name}");
+    assert!(fake.self_signed_jwts() >= 2, "list and create carry one");
+    assert_eq!(fake.tokens_issued(), 0, "no token endpoint");
     assert_clean(&fake);
 }
 
@@ -659,7 +693,7 @@ fn credentials_come_from_the_environment() {
         );
     };
     child(&[("GOOGLE_APPLICATION_CREDENTIALS", key.to_str().unwrap())]);
-    assert!(fake.tokens_issued() >= 1 && fake.metadata_tokens() == 0);
+    assert!(fake.self_signed_jwts() >= 1 && fake.metadata_tokens() == 0);
     assert_eq!(fake.created(), 1);
     child(&[("GCE_METADATA_HOST", &fake.host)]);
     assert_eq!(fake.metadata_tokens(), 1);

@@ -50,9 +50,9 @@ pub enum Error {
         body: Bytes,
         retry_after: Option<Duration>,
     },
-    /// No access token could be had.
-    #[error("Google credentials: {0}")]
-    Auth(String),
+    /// No access token could be had; `transient` when another attempt may succeed.
+    #[error("Google credentials: {message}")]
+    Auth { message: String, transient: bool },
     /// A request that cannot be made, or an answer that cannot be read.
     #[error("{url}: {message}")]
     Invalid { url: String, message: String },
@@ -82,8 +82,8 @@ impl Error {
             Self::Status { body, .. } => body_message(body),
             Self::Connect { message, .. }
             | Self::Interrupted { message, .. }
-            | Self::Invalid { message, .. } => message.clone(),
-            Self::Auth(m) => m.clone(),
+            | Self::Invalid { message, .. }
+            | Self::Auth { message, .. } => message.clone(),
             Self::Timeout { .. } => self.to_string(),
         }
     }
@@ -231,28 +231,6 @@ impl Client {
         })
     }
 
-    /// A client for a local service that no proxy may see (the metadata server).
-    pub(crate) fn local(options: Options) -> Result<Self, Error> {
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(t) = options.connect_timeout {
-            b = b.connect_timeout(t);
-        }
-        if !options.has_timers() {
-            b = b.pool_idle_timeout(None);
-        }
-        let http = b.build().map_err(|e| Error::Invalid {
-            url: String::new(),
-            message: format!("HTTP client: {}", chain(&e)),
-        })?;
-        Ok(Self {
-            http,
-            auth: Auth::Anonymous,
-            options,
-        })
-    }
-
     pub fn options(&self) -> &Options {
         &self.options
     }
@@ -272,11 +250,17 @@ impl Client {
         let url = request.url().to_string();
         if let Auth::Bearer { credentials, scope } = &self.auth {
             let token = within(self.options.request_timeout, &url, async {
-                credentials.token(&[scope]).await.map_err(Error::Auth)
+                credentials.token(&[scope]).await.map_err(|e| Error::Auth {
+                    message: e.message,
+                    transient: e.transient,
+                })
             })
             .await?;
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
-                .map_err(|_| Error::Auth("the access token is not a valid header value".into()))?;
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::Auth {
+                    message: "the access token is not a valid header value".into(),
+                    transient: false,
+                })?;
             value.set_sensitive(true);
             request.headers_mut().insert(AUTHORIZATION, value);
         }

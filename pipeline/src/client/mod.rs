@@ -13,8 +13,8 @@
 //!   a maximum number of retries and an overall deadline: [`RetryConfig`]). Callers with their
 //!   own notion of safety (a Vertex create that may have made a job, a resumable upload that
 //!   asks the server how far it got) use the policy's delays with their own classification.
-//! * [`token`]: where access tokens come from (`GOOGLE_APPLICATION_CREDENTIALS`,
-//!   `GCE_METADATA_HOST`, then gcp_auth's discovery), chosen once and opened on first use.
+//! * [`token`]: where access tokens come from: Application Default Credentials of every kind
+//!   (google-cloud-auth), chosen once and opened on first use.
 //!
 //! Timers run on `tokio::time`, so tests can pause the clock. [`Options::without_timers`] turns
 //! every per-attempt timer off, for tests on a paused clock that talk to a live loopback fake
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use http::{Answer, Auth, Client, Error};
 pub use retry::{Backoff, Failed, Idempotency, RetryConfig};
-pub use token::{Credentials, MetadataServer};
+pub use token::{Credentials, TokenError, TokenProvider};
 
 /// Deadlines and retries for one client.
 ///
@@ -91,7 +91,7 @@ impl Options {
     }
 }
 
-/// An error and its sources on one line (reqwest's and gcp_auth's top-level messages alone
+/// An error and its sources on one line (reqwest's and google-cloud-auth's top-level messages alone
 /// hide the cause).
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();

@@ -38,7 +38,8 @@ pub fn transient_status(status: u16) -> bool {
 
 /// Whether another attempt after `error` can succeed and is safe to make.
 ///
-/// A refused connection never reached the server, so it is retried whatever the request. A
+/// A refused connection, or a transient failure to get a token, never reached the server, so
+/// it is retried whatever the request. A
 /// timeout, a broken connection or a transient status may follow a request that took effect,
 /// so they are retried only for idempotent requests. Other statuses (4xx), missing credentials
 /// and malformed requests or answers are final.
@@ -49,7 +50,9 @@ pub fn retryable(error: &Error, idempotency: Idempotency) -> bool {
         Error::Status { status, .. } => {
             idempotency == Idempotency::Idempotent && transient_status(*status)
         }
-        Error::Auth(_) | Error::Invalid { .. } => false,
+        // Token fetches are reads: a transient failure (network, server error) is retried.
+        Error::Auth { transient, .. } => *transient,
+        Error::Invalid { .. } => false,
     }
 }
 
@@ -255,7 +258,12 @@ mod tests {
         for s in [400, 401, 403, 404, 409, 412] {
             assert!(!retryable(&status(s), Idempotent), "{s}");
         }
-        assert!(!retryable(&Error::Auth("none".into()), Idempotent));
+        let auth = |transient| Error::Auth {
+            message: "no token".into(),
+            transient,
+        };
+        assert!(!retryable(&auth(false), Idempotent));
+        assert!(retryable(&auth(true), NotIdempotent), "no request was sent");
     }
 
     #[tokio::test(start_paused = true)]

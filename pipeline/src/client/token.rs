@@ -1,212 +1,214 @@
-//! Access tokens. `gcp_auth` covers a service-account key (`GOOGLE_APPLICATION_CREDENTIALS`,
-//! whose `token_uri` it honours), gcloud's application-default credentials and the metadata
-//! server at its fixed address; [`MetadataServer`] adds the `GCE_METADATA_HOST` override
-//! (GOOGLE-APIS.md §5), which `gcp_auth` ignores, so emulators and tests can stand in for the
-//! metadata server. Storage and Vertex AI choose their credentials the same way, here.
+//! Access tokens, from Google's own credentials library, `google-cloud-auth`, which implements
+//! every kind of Application Default Credentials Google's client libraries accept:
 //!
-//! Deadlines are the caller's: [`crate::client::Client`] bounds every token fetch by its
-//! request timeout.
+//! * a service-account key (`"type": "service_account"`): self-signed JWTs, no token endpoint;
+//! * an authorized user from `gcloud auth application-default login` (`authorized_user`);
+//! * workload identity federation (`external_account`), with subject tokens from a file, a URL
+//!   or an executable (the latter only with `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1`), and
+//!   optional service-account impersonation;
+//! * an impersonated service account (`impersonated_service_account`);
+//! * the metadata server (Cloud Run, GCE), at `GCE_METADATA_HOST` when that is set.
+//!
+//! [`Credentials::from_env`] follows ADC: `GOOGLE_APPLICATION_CREDENTIALS`, then gcloud's
+//! well-known file, then the metadata server. Storage and Vertex AI choose credentials the same
+//! way, here. Deadlines are the caller's: [`crate::client::Client`] bounds every token fetch by
+//! its request timeout.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Once};
 
 use async_trait::async_trait;
-use gcp_auth::{Token, TokenProvider};
-use tokio::sync::{Mutex, OnceCell};
+use google_cloud_auth::credentials::{
+    AccessTokenCredentials, Builder, external_account, impersonated, mds, service_account,
+    user_account,
+};
+use serde_json::Value;
 
-use super::http::{Client, Error};
-use super::{Options, chain};
+use super::chain;
 
-/// Where tokens come from, chosen when a client is built and opened on first use (opening may
-/// talk to the network, and constructors are not async).
-pub struct Credentials {
-    source: Source,
-    provider: OnceCell<Arc<dyn TokenProvider>>,
+/// Why no token could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TokenError {
+    pub message: String,
+    /// A network problem or a server error: another attempt may succeed.
+    pub transient: bool,
 }
 
+impl TokenError {
+    pub fn new(message: impl Into<String>, transient: bool) -> Self {
+        Self {
+            message: message.into(),
+            transient,
+        }
+    }
+}
+
+/// The token seam: anything that gives bearer tokens for scopes.
+#[async_trait]
+pub trait TokenProvider: Send + Sync + std::fmt::Debug {
+    async fn token(&self, scopes: &[&str]) -> Result<String, TokenError>;
+}
+
+/// Where tokens come from, chosen when a client is built and opened on first use for each set
+/// of scopes (opening reads files; fetching talks to the network).
+pub struct Credentials {
+    source: Source,
+    opened: Mutex<HashMap<Vec<String>, AccessTokenCredentials>>,
+}
+
+#[derive(Debug)]
 enum Source {
-    KeyFile(PathBuf),
+    /// Application Default Credentials from the process environment.
+    Adc,
+    /// A credentials file's contents, of any ADC type.
+    Json(Value),
+    /// The metadata server at this URL.
     Metadata(String),
-    Discover,
-    Given,
+    /// Tokens from the caller's provider.
+    Given(Arc<dyn TokenProvider>),
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let source = match &self.source {
-            Source::KeyFile(p) => format!("GOOGLE_APPLICATION_CREDENTIALS={}", p.display()),
-            Source::Metadata(h) => format!("GCE_METADATA_HOST={h}"),
-            Source::Discover => "gcp_auth discovery".to_owned(),
-            Source::Given => "given token provider".to_owned(),
+            Source::Adc => "application default credentials".to_owned(),
+            Source::Json(v) => format!("{} credentials", v["type"].as_str().unwrap_or("unknown")),
+            Source::Metadata(url) => format!("metadata server at {url}"),
+            Source::Given(p) => format!("{p:?}"),
         };
         f.debug_struct("Credentials")
             .field("source", &source)
-            .field("opened", &self.provider.initialized())
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// From the process environment; see [`Credentials::from_env_with`].
-    pub fn from_env() -> Self {
-        Self::from_env_with(|k| std::env::var(k).ok())
-    }
-
-    /// `GOOGLE_APPLICATION_CREDENTIALS` first (as every Google client library does), then
-    /// `GCE_METADATA_HOST`, then `gcp_auth`'s own discovery (gcloud, the metadata server).
-    pub fn from_env_with(var: impl Fn(&str) -> Option<String>) -> Self {
-        let source =
-            if let Some(path) = var("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty()) {
-                Source::KeyFile(PathBuf::from(path))
-            } else if let Some(host) = var("GCE_METADATA_HOST").filter(|h| !h.is_empty()) {
-                Source::Metadata(host)
-            } else {
-                Source::Discover
-            };
-        Self {
-            source,
-            provider: OnceCell::new(),
-        }
-    }
-
-    /// Tokens from `provider`.
-    pub fn given(provider: Arc<dyn TokenProvider>) -> Self {
-        Self {
-            source: Source::Given,
-            provider: OnceCell::new_with(Some(provider)),
-        }
-    }
-
-    /// A bearer token for `scopes`.
-    pub async fn token(&self, scopes: &[&str]) -> Result<Arc<Token>, String> {
-        let provider = self.provider.get_or_try_init(|| self.open()).await?;
-        provider
-            .token(scopes)
-            .await
-            .map_err(|e| format!("could not get a Google access token: {}", describe(&e)))
-    }
-
-    async fn open(&self) -> Result<Arc<dyn TokenProvider>, String> {
-        match &self.source {
-            Source::KeyFile(path) => gcp_auth::CustomServiceAccount::from_file(path)
-                .map(|p| Arc::new(p) as Arc<dyn TokenProvider>)
-                .map_err(|e| {
-                    format!(
-                        "GOOGLE_APPLICATION_CREDENTIALS={}: not a usable service-account key: {}",
-                        path.display(),
-                        describe(&e)
-                    )
-                }),
-            Source::Metadata(host) => Ok(Arc::new(MetadataServer::new(host))),
-            Source::Discover => gcp_auth::provider().await.map_err(|e| {
-                format!(
-                    "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account \
-                     key, run `gcloud auth application-default login`, or run on Google Cloud ({})",
-                    describe(&e)
-                )
-            }),
-            Source::Given => Err("no token provider".to_owned()),
-        }
-    }
-}
-
-/// A gcp_auth error on one line, with what each discovery method said.
-fn describe(e: &gcp_auth::Error) -> String {
-    let mut s = chain(e);
-    if let gcp_auth::Error::NoAuthMethod(a, b, c) = e {
-        s = format!(
-            "{s} (gcloud: {}; metadata server: {}; application default: {})",
-            describe(a),
-            describe(b),
-            describe(c)
-        );
-    }
-    s
-}
-
-/// Tokens of the instance's service account from the metadata server at `GCE_METADATA_HOST`
-/// (`host[:port]`, no scheme), cached until shortly before they expire.
-pub struct MetadataServer {
-    base: String,
-    http: Option<Client>,
-    token: Mutex<Option<Arc<Token>>>,
-}
-
-impl std::fmt::Debug for MetadataServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataServer")
-            .field("base", &self.base)
             .finish_non_exhaustive()
     }
 }
 
-impl MetadataServer {
-    /// `host` as in `GCE_METADATA_HOST`: `host[:port]`; a leading `http://` is tolerated.
-    pub fn new(host: &str) -> Self {
+/// google-cloud-auth signs with the process's rustls provider: ring, as the rest of the
+/// binary uses.
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only when a provider is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl Credentials {
+    /// Application Default Credentials: `GOOGLE_APPLICATION_CREDENTIALS` (any credentials
+    /// file), gcloud's application-default file, then the metadata server (honouring
+    /// `GCE_METADATA_HOST`).
+    pub fn from_env() -> Self {
+        Self::with_source(Source::Adc)
+    }
+
+    /// The contents of a credentials file of any ADC type.
+    pub fn from_json(json: Value) -> Self {
+        Self::with_source(Source::Json(json))
+    }
+
+    /// The metadata server at `host` (`host[:port]` as in `GCE_METADATA_HOST`, or a URL).
+    pub fn metadata_server(host: &str) -> Self {
         let host = host.trim_end_matches('/');
-        let base = if host.starts_with("http://") || host.starts_with("https://") {
+        let url = if host.contains("://") {
             host.to_owned()
         } else {
             format!("http://{host}")
         };
+        Self::with_source(Source::Metadata(url))
+    }
+
+    /// Tokens from `provider`.
+    pub fn given(provider: Arc<dyn TokenProvider>) -> Self {
+        Self::with_source(Source::Given(provider))
+    }
+
+    fn with_source(source: Source) -> Self {
         Self {
-            base,
-            // The caller bounds each token fetch; this client runs no timer of its own.
-            http: Client::local(Options::default().without_timers()).ok(),
-            token: Mutex::new(None),
+            source,
+            opened: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<bytes::Bytes, Error> {
-        let url = format!("{}{path}", self.base);
-        let Some(http) = &self.http else {
-            return Err(Error::Invalid {
-                url,
-                message: "no HTTP client".into(),
-            });
-        };
-        let answer = http
-            .call(
-                http.request(reqwest::Method::GET, &url)
-                    .query(query)
-                    .header("Metadata-Flavor", "Google"),
-            )
-            .await?;
-        Ok(answer.body)
-    }
-}
-
-fn other(what: &'static str, e: Error) -> gcp_auth::Error {
-    gcp_auth::Error::Other(what, Box::new(e))
-}
-
-#[async_trait]
-impl TokenProvider for MetadataServer {
-    async fn token(&self, scopes: &[&str]) -> Result<Arc<Token>, gcp_auth::Error> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref().filter(|t| !t.has_expired()) {
-            return Ok(t.clone());
+    /// A bearer token for `scopes`.
+    pub async fn token(&self, scopes: &[&str]) -> Result<String, TokenError> {
+        if let Source::Given(p) = &self.source {
+            return p.token(scopes).await;
         }
-        let body = self
-            .get(
-                "/computeMetadata/v1/instance/service-accounts/default/token",
-                &[("scopes", scopes.join(","))],
-            )
+        let credentials = self.open(scopes)?;
+        credentials
+            .access_token()
             .await
-            .map_err(|e| other("metadata server token request failed", e))?;
-        let token: Arc<Token> = Arc::new(
-            serde_json::from_slice(&body)
-                .map_err(|e| gcp_auth::Error::Json("metadata server token unreadable", e))?,
-        );
-        *cached = Some(token.clone());
-        Ok(token)
+            .map(|t| t.token)
+            .map_err(|e| {
+                TokenError::new(
+                    format!("could not get a Google access token: {}", chain(&e)),
+                    e.is_transient(),
+                )
+            })
     }
 
-    async fn project_id(&self) -> Result<Arc<str>, gcp_auth::Error> {
-        let body = self
-            .get("/computeMetadata/v1/project/project-id", &[])
-            .await
-            .map_err(|e| other("metadata server project request failed", e))?;
-        Ok(Arc::from(String::from_utf8_lossy(&body).trim()))
+    /// The library's credentials for `scopes`, built once.
+    fn open(&self, scopes: &[&str]) -> Result<AccessTokenCredentials, TokenError> {
+        let key: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let mut opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = opened.get(&key) {
+            return Ok(c.clone());
+        }
+        install_crypto_provider();
+        let built = match &self.source {
+            Source::Adc => Builder::default()
+                .with_scopes(key.clone())
+                .build_access_token_credentials()
+                .map_err(|e| {
+                    let file = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
+                        .map(|p| format!("GOOGLE_APPLICATION_CREDENTIALS={p}: "))
+                        .unwrap_or_default();
+                    format!(
+                        "{file}no usable Google credentials ({}); set GOOGLE_APPLICATION_CREDENTIALS \
+                         to a credentials file, run `gcloud auth application-default login`, or run \
+                         on Google Cloud",
+                        chain(&e)
+                    )
+                }),
+            Source::Json(json) => from_json(json.clone(), key.clone()),
+            Source::Metadata(url) => mds::Builder::default()
+                .with_endpoint(url.clone())
+                .with_scopes(key.clone())
+                .build_access_token_credentials()
+                .map_err(|e| format!("metadata server at {url}: {}", chain(&e))),
+            Source::Given(_) => Err("no credentials to open".to_owned()),
+        }
+        .map_err(|m| TokenError::new(m, false))?;
+        opened.insert(key, built.clone());
+        Ok(built)
     }
+}
+
+/// Credentials from a credentials file's contents, dispatched on its `type` as ADC does.
+fn from_json(json: Value, scopes: Vec<String>) -> Result<AccessTokenCredentials, String> {
+    let kind = json["type"].as_str().unwrap_or_default().to_owned();
+    let built = match kind.as_str() {
+        "service_account" => service_account::Builder::new(json)
+            .with_access_specifier(service_account::AccessSpecifier::from_scopes(scopes))
+            .build_access_token_credentials(),
+        "authorized_user" => user_account::Builder::new(json)
+            .with_scopes(scopes)
+            .build_access_token_credentials(),
+        "impersonated_service_account" => impersonated::Builder::new(json)
+            .with_scopes(scopes)
+            .build_access_token_credentials(),
+        "external_account" => external_account::Builder::new(json)
+            .with_scopes(scopes)
+            .build_access_token_credentials(),
+        other => {
+            return Err(format!(
+                "credentials of type {other:?} are not supported (service_account, authorized_user, \
+                 impersonated_service_account, external_account are)"
+            ));
+        }
+    };
+    built.map_err(|e| format!("{kind} credentials: {}", chain(&e)))
 }

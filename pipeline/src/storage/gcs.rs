@@ -439,7 +439,7 @@ fn failure(operation: &'static str, uri: &str, f: Failed, expected: Option<&str>
             status: *status,
             message: f.error.message(),
         },
-        (Error::Auth(m), _) => StoreError::Auth(m.clone()),
+        (Error::Auth { message, .. }, _) => StoreError::Auth(message.clone()),
         _ => StoreError::Http {
             uri,
             operation,

@@ -28,8 +28,6 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, sleep};
 
-pub use crate::client::MetadataServer;
-
 use super::{Tuned, Tuner, TunerError, job};
 use crate::client::{Credentials, Options, RetryConfig};
 use crate::record::RunStatus;
@@ -200,8 +198,14 @@ impl Vertex {
 
     /// Uses `provider` for tokens instead of the environment's credentials.
     #[must_use]
-    pub fn with_token_provider(mut self, provider: Arc<dyn gcp_auth::TokenProvider>) -> Self {
-        if let Err(e) = self.api.set_credentials(Credentials::given(provider)) {
+    pub fn with_token_provider(self, provider: Arc<dyn crate::client::TokenProvider>) -> Self {
+        self.with_credentials(Credentials::given(provider))
+    }
+
+    /// Uses `credentials` instead of the environment's (Application Default Credentials).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        if let Err(e) = self.api.set_credentials(credentials) {
             tracing::error!(error = %e, "could not rebuild the Vertex AI client");
         }
         self

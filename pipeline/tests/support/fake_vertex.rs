@@ -1,6 +1,7 @@
 //! A loopback fake of Vertex AI `projects.locations.tuningJobs` (create, get, list with label
 //! filters and pages, cancel), of the OAuth token endpoint of a service-account key, and of the
-//! metadata server's token endpoint.
+//! metadata server's token endpoint. It accepts the tokens it issued and JWTs self-signed by the
+//! generated service-account key.
 //!
 //! It runs on its own thread and runtime, on the real clock, so the client under test may run on
 //! a paused clock. It checks every request body, and every answer it gives, against
@@ -183,6 +184,7 @@ struct State {
     public_key: Option<Vec<u8>>,
     jwt_problems: Vec<String>,
     metadata_tokens: usize,
+    self_signed: usize,
 }
 
 pub struct FakeVertex {
@@ -217,6 +219,7 @@ impl FakeVertex {
             public_key: None,
             jwt_problems: Vec::new(),
             metadata_tokens: 0,
+            self_signed: 0,
         }));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
@@ -374,6 +377,19 @@ impl FakeVertex {
 
     pub fn tokens_issued(&self) -> usize {
         self.state().tokens.len()
+    }
+
+    /// A token as if issued by the token endpoint, for clients given it directly.
+    pub fn issue_token(&self) -> String {
+        self.state().issue()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Calls authorised by a self-signed JWT of the generated key.
+    pub fn self_signed_jwts(&self) -> usize {
+        self.state().self_signed
     }
 
     pub fn metadata_tokens(&self) -> usize {
@@ -571,10 +587,13 @@ impl State {
             return (c, v, Then::Now);
         }
         if !self.authorised(headers) {
+            let problem = self.jwt_problems.last().cloned().unwrap_or_default();
             let (c, v) = error_answer(
                 401,
                 "UNAUTHENTICATED",
-                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+                &format!(
+                    "Request had invalid authentication credentials. Expected OAuth 2 access token. {problem}"
+                ),
             );
             return (c, v, Then::Now);
         }
@@ -620,12 +639,33 @@ impl State {
         (code, value, then)
     }
 
-    fn authorised(&self, headers: &hyper::HeaderMap) -> bool {
-        headers
+    /// A token this fake issued, or a self-signed JWT of the generated key (what Google's
+    /// libraries send for a service-account key: https://google.aip.dev/auth/4111).
+    fn authorised(&mut self, headers: &hyper::HeaderMap) -> bool {
+        let Some(token) = headers
             .get("authorization")
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|t| self.tokens.iter().any(|x| x == t))
+        else {
+            return false;
+        };
+        if self.tokens.iter().any(|x| x == token) {
+            return true;
+        }
+        if token.split('.').count() != 3 {
+            return false;
+        }
+        match self.check_jwt(token, None) {
+            Ok(()) => {
+                self.self_signed += 1;
+                true
+            }
+            Err(problem) => {
+                self.jwt_problems
+                    .push(format!("self-signed JWT: {problem}"));
+                false
+            }
+        }
     }
 
     fn issue(&mut self) -> Value {
@@ -639,7 +679,12 @@ impl State {
         let form = String::from_utf8_lossy(body).into_owned();
         let grant = query_param(&form, "grant_type").unwrap_or_default();
         let assertion = query_param(&form, "assertion").unwrap_or_default();
-        match self.check_jwt(&grant, &assertion) {
+        let checked = if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+            self.check_jwt(&assertion, Some(&format!("{}/token", self.url)))
+        } else {
+            Err(format!("grant_type {grant:?}"))
+        };
+        match checked {
             Ok(()) => (200, self.issue()),
             Err(problem) => {
                 self.jwt_problems.push(problem.clone());
@@ -651,15 +696,14 @@ impl State {
         }
     }
 
-    fn check_jwt(&self, grant: &str, assertion: &str) -> Result<(), String> {
-        if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-            return Err(format!("grant_type {grant:?}"));
-        }
+    /// Checks a JWT signed by the generated key: for the token endpoint (`aud` is its URL) or
+    /// self-signed for an API (no `aud`, `sub` is the account, a `scope`).
+    fn check_jwt(&self, assertion: &str, aud: Option<&str>) -> Result<(), String> {
         let parts: Vec<&str> = assertion.split('.').collect();
         let [header, claims, signature] = parts[..] else {
             return Err("assertion is not a JWT".to_owned());
         };
-        // gcp_auth pads its base64url; JWTs usually do not. Accept both.
+        // Some libraries pad their base64url; JWTs usually do not. Accept both.
         let b64 = base64::engine::GeneralPurpose::new(
             &base64::alphabet::URL_SAFE,
             base64::engine::GeneralPurposeConfig::new()
@@ -682,8 +726,17 @@ impl State {
         if claims["iss"] != CLIENT_EMAIL {
             return Err(format!("iss {}", claims["iss"]));
         }
-        if claims["aud"] != format!("{}/token", self.url).as_str() {
-            return Err(format!("aud {}", claims["aud"]));
+        match aud {
+            Some(aud) if claims["aud"] != aud => return Err(format!("aud {}", claims["aud"])),
+            Some(_) => {}
+            None => {
+                if claims["sub"] != CLIENT_EMAIL || !claims["aud"].is_null() {
+                    return Err(format!("sub {} aud {}", claims["sub"], claims["aud"]));
+                }
+                if header["kid"] != "0123456789abcdef" {
+                    return Err(format!("kid {}", header["kid"]));
+                }
+            }
         }
         if !claims["scope"]
             .as_str()

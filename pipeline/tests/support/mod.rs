@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod discovery;
+pub mod fake_auth;
 pub mod fake_vertex;
 pub mod scripted_gcs;
 

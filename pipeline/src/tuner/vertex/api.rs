@@ -128,7 +128,7 @@ impl From<Error> for Failure {
                 http: *status,
                 error: e.google_error().unwrap_or_default(),
             },
-            Error::Auth(m) => Self::Fatal(m.clone()),
+            Error::Auth { message, .. } => Self::Fatal(message.clone()),
             Error::Invalid { .. } => Self::Fatal(e.to_string()),
         }
     }
