@@ -733,3 +733,60 @@ async fn child_writes_with_environment_credentials() {
         .await
         .unwrap();
 }
+
+/// A read whose connection breaks mid-body resumes where it stopped (`Range: bytes=N-`),
+/// pinned to the generation it began with, and ends byte-identical.
+#[tokio::test]
+async fn a_read_that_breaks_mid_body_resumes_where_it_stopped() {
+    use support::scripted_gcs::{Read, ReadFault};
+    let (fake, store) = scripted();
+    let data = pattern(3 * MIB + 5);
+    let meta = store
+        .put("big.bin", Bytes::from(data.clone()), PutMode::Overwrite)
+        .await
+        .unwrap();
+    fake.fail_reads([ReadFault::DropAfter(MIB), ReadFault::DropAfter(100)]);
+    assert!(read(&store, "big.bin").await == data, "byte-identical");
+    // Three reads: the first, then two that ask for the rest of the same generation, each
+    // from where the bytes stopped (at most 1 MiB, then at most 100 bytes more).
+    let reads = fake.reads();
+    assert_eq!(reads.len(), 3, "{reads:?}");
+    assert_eq!(
+        reads[0],
+        Read {
+            range: None,
+            generation: None
+        }
+    );
+    let mut last = 0;
+    for (r, most) in reads[1..].iter().zip([MIB, MIB + 100]) {
+        assert_eq!(
+            r.generation.as_deref(),
+            Some(meta.generation.as_str()),
+            "{r:?}"
+        );
+        let from: usize = r
+            .range
+            .as_deref()
+            .and_then(|x| x.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+            .unwrap_or_else(|| panic!("{r:?}"));
+        assert!(from >= last && from <= most, "{reads:?}");
+        last = from;
+    }
+    assert!(last > 0, "the read resumed past the start: {reads:?}");
+
+    // The object replaced meanwhile: the read fails naming it, rather than splicing versions.
+    fake.fail_reads([ReadFault::DropAfter(MIB)]);
+    let got = store.get("big.bin").await.unwrap();
+    fake.overwrite("big.bin", b"another version");
+    let err = got
+        .bytes_limited("gs://bucket/big.bin", u64::MAX)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("gs://bucket/big.bin"), "{err}");
+    assert!(
+        err.to_string().contains("changed while it was read"),
+        "{err}"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}

@@ -15,6 +15,8 @@
 //!   from what it reports. The unacknowledged bytes stay in memory until the server has them,
 //!   so memory stays bounded by about two chunks. Status queries happen only after a failure:
 //!   the emulator finalises an object on one. The object appears only when the last chunk lands.
+//! * reads stream; a read whose connection breaks asks for the rest (`Range`) of the same
+//!   generation;
 //! * listings use pages of 1,000, GCS's maximum.
 //!
 //! Failures name the operation and the object (`gs://bucket/key: read failed: …`).
@@ -500,14 +502,18 @@ impl Store for GcsStore {
             let m = self.head(key).await?;
             (m.generation, m.size)
         };
-        let body = download
-            .body
-            .map_err(move |e| StoreError::Http {
-                uri: uri.clone(),
-                operation: "read",
-                source: Box::new(Failed::once(e)),
-            })
-            .boxed();
+        let body = Resuming {
+            store: self.clone(),
+            uri,
+            url,
+            generation: generation.clone(),
+            body: Some(download.body),
+            received: 0,
+            backoff: None,
+            attempts: 0,
+            done: false,
+        }
+        .into_stream();
         Ok(GetResult {
             generation,
             size,
@@ -565,6 +571,129 @@ impl Store for GcsStore {
     fn uri(&self, key: &str) -> String {
         self.uri_of_name(&self.name(key))
     }
+}
+
+/// A media download that survives a broken connection: it asks again for the rest
+/// (`Range: bytes=N-`) of the same generation, with the client's back-off; the policy restarts
+/// whenever bytes arrive. A generation that is gone (the object was replaced) ends the read
+/// with an error rather than splicing two versions.
+struct Resuming {
+    store: GcsStore,
+    uri: String,
+    url: String,
+    generation: String,
+    body: Option<BoxStream<'static, Result<Bytes, Error>>>,
+    received: u64,
+    backoff: Option<Backoff>,
+    attempts: usize,
+    done: bool,
+}
+
+impl Resuming {
+    fn into_stream(self) -> super::ByteStream {
+        stream::unfold(self, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            match s.next().await {
+                Ok(Some(piece)) => Some((Ok(piece), s)),
+                Ok(None) => None,
+                Err(e) => {
+                    s.done = true;
+                    Some((Err(e), s))
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            let error = match self.body.as_mut() {
+                Some(body) => match body.next().await {
+                    None => return Ok(None),
+                    Some(Ok(piece)) => {
+                        self.received += piece.len() as u64;
+                        self.backoff = None;
+                        self.attempts = 0;
+                        return Ok(Some(piece));
+                    }
+                    Some(Err(e)) => {
+                        self.body = None;
+                        e
+                    }
+                },
+                None => match reopen(&self.store, &self.url, &self.generation, self.received).await
+                {
+                    Ok(body) => {
+                        self.body = Some(body);
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+            };
+            self.attempts += 1;
+            let client = self.store.client();
+            let backoff = self
+                .backoff
+                .get_or_insert_with(|| client.options().retry.backoff());
+            let elapsed = backoff.elapsed();
+            let delay = if retryable(&error, Idempotency::Idempotent) {
+                backoff.next_delay(error.retry_after())
+            } else {
+                None
+            };
+            let Some(delay) = delay else {
+                return Err(match error.status() {
+                    Some(404 | 412) => StoreError::Api {
+                        uri: self.uri.clone(),
+                        status: error.status().unwrap_or_default(),
+                        message: format!(
+                            "the object changed while it was read (generation {} is gone)",
+                            self.generation
+                        ),
+                    },
+                    _ => failure(
+                        "read",
+                        &self.uri,
+                        Failed {
+                            error,
+                            attempts: self.attempts,
+                            elapsed,
+                        },
+                        None,
+                    ),
+                });
+            };
+            tracing::warn!(uri = %self.uri, error = %error, received = self.received, "a read broke off; resuming where it stopped");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The rest, from byte `received` on, of generation `generation` of the object at `url`.
+async fn reopen(
+    store: &GcsStore,
+    url: &str,
+    generation: &str,
+    received: u64,
+) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
+    let client = store.client();
+    let rb = client
+        .request(Method::GET, url)
+        .query(&[("alt", "media"), ("generation", generation)])
+        .header(reqwest::header::RANGE, format!("bytes={received}-"));
+    let download = client.download(rb).await?;
+    if download.status.as_u16() != 206 && received > 0 {
+        return Err(Error::Invalid {
+            url: url.to_owned(),
+            message: format!(
+                "asked for the bytes from {received} on, the server answered {}",
+                download.status
+            ),
+        });
+    }
+    Ok(download.body)
 }
 
 /// A resumable upload. `buf` holds every byte the server has not acknowledged, from offset

@@ -16,7 +16,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
@@ -37,6 +40,20 @@ pub enum ChunkFault {
     DropAfter(usize),
     /// Persist the chunk (completing the object if it is the last), then answer this status.
     PersistThen(u16),
+}
+
+/// What the fake does with the next media read instead of the normal answer.
+#[derive(Debug, Clone)]
+pub enum ReadFault {
+    /// Send the head and this many bytes of the body, then drop the connection.
+    DropAfter(usize),
+}
+
+/// A media read: the `Range` and `generation` it asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub range: Option<String>,
+    pub generation: Option<String>,
 }
 
 /// What the fake does with the next `POST` upload (multipart, or the start of a resumable
@@ -69,6 +86,8 @@ struct State {
     next_generation: u64,
     next_session: u64,
     chunk_faults: VecDeque<ChunkFault>,
+    read_faults: VecDeque<ReadFault>,
+    reads: Vec<Read>,
     write_faults: VecDeque<WriteFault>,
     violations: Vec<String>,
     chunks: usize,
@@ -140,6 +159,20 @@ impl ScriptedGcs {
         self.state().chunk_faults.extend(faults);
     }
 
+    pub fn fail_reads(&self, faults: impl IntoIterator<Item = ReadFault>) {
+        self.state().read_faults.extend(faults);
+    }
+
+    /// The media reads received, in order.
+    pub fn reads(&self) -> Vec<Read> {
+        self.state().reads.clone()
+    }
+
+    /// Replaces an object's bytes (a new generation), as another writer would.
+    pub fn overwrite(&self, name: &str, data: &[u8]) {
+        self.state().store(name, Bytes::copy_from_slice(data));
+    }
+
     pub fn fail_writes(&self, faults: impl IntoIterator<Item = WriteFault>) {
         self.state().write_faults.extend(faults);
     }
@@ -195,13 +228,17 @@ impl Drop for ScriptedGcs {
     }
 }
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<BoxBody<Bytes, std::io::Error>>;
+
+fn full(data: Bytes) -> BoxBody<Bytes, std::io::Error> {
+    Full::new(data).map_err(|never| match never {}).boxed()
+}
 
 fn answer(status: u16, body: &Value) -> Answer {
     Response::builder()
         .status(status)
         .header("content-type", "application/json; charset=UTF-8")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(full(Bytes::from(body.to_string())))
         .unwrap()
 }
 
@@ -218,7 +255,7 @@ fn resume_incomplete(persisted: usize) -> Answer {
     if persisted > 0 {
         b = b.header("range", format!("bytes=0-{}", persisted - 1));
     }
-    b.body(Full::new(Bytes::new())).unwrap()
+    b.body(full(Bytes::new())).unwrap()
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
@@ -294,7 +331,7 @@ impl State {
                 Response::builder()
                     .status(200)
                     .header("location", location)
-                    .body(Full::new(Bytes::new()))
+                    .body(full(Bytes::new()))
                     .unwrap()
             }
             Some("multipart") => {
@@ -317,6 +354,59 @@ impl State {
             }
             other => error(400, &format!("unsupported uploadType {other:?}")),
         }
+    }
+
+    /// A media read: `generation` must be the current one, `Range: bytes=N-` is honoured
+    /// (206), and a scripted fault cuts the body short.
+    fn media(&mut self, o: &Object, query: &str, range: &str) -> Answer {
+        let generation = query_param(query, "generation");
+        self.reads.push(Read {
+            range: (!range.is_empty()).then(|| range.to_owned()),
+            generation: generation.clone(),
+        });
+        if generation.is_some_and(|g| g != o.generation.to_string()) {
+            return error(404, "No such object (generation)");
+        }
+        let start = match range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+        {
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if n < o.data.len() => n,
+                _ => return error(416, "Requested range not satisfiable"),
+            },
+            None if range.is_empty() => 0,
+            None => {
+                self.violations.push(format!("unexpected Range {range:?}"));
+                return error(400, "bad Range");
+            }
+        };
+        let rest = o.data.slice(start..);
+        let mut b = Response::builder()
+            .status(if range.is_empty() { 200 } else { 206 })
+            .header("x-goog-generation", o.generation.to_string())
+            .header("content-length", rest.len().to_string());
+        if !range.is_empty() {
+            b = b.header(
+                "content-range",
+                format!("bytes {start}-{}/{}", o.data.len() - 1, o.data.len()),
+            );
+        }
+        let body = match self.read_faults.pop_front() {
+            Some(ReadFault::DropAfter(n)) => {
+                let first = rest.slice(..n.min(rest.len()));
+                // The bytes, then (once they have had time to leave) the drop.
+                let frames = futures::stream::iter([Ok(Frame::data(first))]).chain(
+                    futures::stream::once(async {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        Err(std::io::Error::other("scripted connection drop"))
+                    }),
+                );
+                BodyExt::boxed(StreamBody::new(frames))
+            }
+            None => full(rest),
+        };
+        b.body(body).unwrap()
     }
 
     fn store(&mut self, name: &str, data: Bytes) -> Value {
@@ -344,6 +434,7 @@ async fn handle(
     };
     let content_type = header("content-type");
     let content_range = header("content-range");
+    let range = header("range");
     let lock = || {
         state
             .lock()
@@ -400,12 +491,7 @@ async fn handle(
                 return Ok(error(404, "No such object"));
             };
             if query_param(&query, "alt").as_deref() == Some("media") {
-                return Ok(Response::builder()
-                    .status(200)
-                    .header("x-goog-generation", o.generation.to_string())
-                    .header("content-length", o.data.len().to_string())
-                    .body(Full::new(o.data))
-                    .unwrap());
+                return Ok(s.media(&o, &query, &range));
             }
             Ok(answer(200, &s.resource(&name)))
         }
