@@ -18,7 +18,9 @@
 //!
 //! Timers run on `tokio::time`, so tests can pause the clock. [`Options::without_timers`] turns
 //! every per-attempt timer off, for tests on a paused clock that talk to a live loopback fake
-//! (a timer pending while the fake answers would fire at once on a paused clock).
+//! (a timer pending while the fake answers would fire at once on a paused clock). Such tests
+//! also give a [`TokenProvider`] of their own: google-cloud-auth refreshes cached tokens on a
+//! timer, which a paused clock would jump to.
 
 pub mod http;
 pub mod retry;
