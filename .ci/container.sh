@@ -19,6 +19,7 @@ ctr=""
 cleanup() { [ -n "$ctr" ] && $B rm "$ctr" >/dev/null 2>&1; $B rmi -f autotune:ci >/dev/null 2>&1; rm -rf "$ctx"; }
 trap cleanup EXIT
 cp "$bin" "$ctx/autotune"
+cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
 cp Dockerfile "$ctx/Dockerfile"
 $B bud --isolation chroot --target prebuilt -t autotune:ci -f "$ctx/Dockerfile" "$ctx"
 size=$($B images --format '{{.Size}}' autotune:ci)

@@ -4,6 +4,8 @@
 //! runs on a laptop, against a local folder). Its architecture, one module per concept, listed
 //! bottom-up: a module imports only modules listed above it.
 //!
+//! * [`client`]: the Google client core under storage and Vertex AI: HTTP with deadlines,
+//!   retry classification apart from the back-off policy, access tokens.
 //! * [`storage`]: the bucket seam, a small trait with GCS, local-folder and in-memory backends.
 //! * [`modality`]: what kind of file a raw sample is, its MIME type and Vertex's size limit.
 //! * [`sample`]: the shared words: a sample, a reject and its category.
@@ -45,6 +47,7 @@ mod delta;
 
 mod split;
 
+pub mod client;
 pub mod convert;
 
 pub mod validate;

@@ -172,7 +172,8 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
 
 /// The job the settings describe; every setting is checked here, before any work.
 fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
-    let store = storage::open(&settings.bucket_name).context("BUCKET_NAME")?;
+    let store = storage::open_with(&settings.bucket_name, &settings.http.client_options())
+        .context("BUCKET_NAME")?;
     let tuner = settings.tuner()?;
     let config = settings.job_config()?;
     Ok(Job {

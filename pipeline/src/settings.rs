@@ -209,6 +209,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub vertex: VertexSettings,
+
+    #[command(flatten)]
+    pub http: HttpSettings,
 }
 
 /// Settings of the Vertex tuner. (Doc comments here are `--help` text, where backticks would show.)
@@ -264,6 +267,64 @@ pub enum TuningModeArg {
     Full,
     /// Tune the previous run's tuned model (`preTunedModel`); SOURCE_MODEL on the first run.
     Continuous,
+}
+
+/// Deadlines and retries of every request to Cloud Storage and Vertex AI (issue 9 item 6).
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
+    /// Longest wait for a connection to a Google API (or the storage emulator).
+    #[arg(long, env = "HTTP_CONNECT_TIMEOUT", value_name = "HTTP_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_http_timeout)]
+    pub http_connect_timeout: Duration,
+
+    /// Longest a request may take: a small call from sending to the last byte of its answer;
+    /// an upload chunk or a download, without a byte moving.
+    #[arg(long, env = "HTTP_TIMEOUT", value_name = "HTTP_TIMEOUT", default_value = "60s", value_parser = parse_http_timeout)]
+    pub http_timeout: Duration,
+
+    /// Retries of a failed storage request (408, 429, 5xx, timeouts, lost connections).
+    #[arg(long, env = "HTTP_RETRIES", value_name = "HTTP_RETRIES", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub http_retries: u32,
+
+    /// No retry of a storage request starts later than this after its first attempt.
+    #[arg(long, env = "HTTP_RETRY_DEADLINE", value_name = "HTTP_RETRY_DEADLINE", default_value = "2m", value_parser = parse_retry_deadline)]
+    pub http_retry_deadline: Duration,
+}
+
+impl HttpSettings {
+    /// The client core's options: these deadlines, and Google's back-off (1 s doubling to
+    /// 32 s) within these retries.
+    pub fn client_options(&self) -> crate::client::Options {
+        crate::client::Options {
+            connect_timeout: Some(self.http_connect_timeout),
+            request_timeout: Some(self.http_timeout),
+            idle_timeout: Some(self.http_timeout),
+            retry: crate::client::RetryConfig {
+                max_retries: Some(self.http_retries as usize),
+                deadline: Some(self.http_retry_deadline),
+                ..crate::client::RetryConfig::default()
+            },
+        }
+    }
+}
+
+fn parse_bounded_duration(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < min || d > max {
+        return Err(format!(
+            "{s} is not between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_http_timeout(s: &str) -> Result<Duration, String> {
+    parse_bounded_duration(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn parse_retry_deadline(s: &str) -> Result<Duration, String> {
+    parse_bounded_duration(s, Duration::ZERO, Duration::from_secs(6 * 3600))
 }
 
 /// The base model and what the token estimate needs: shared by `run`, `plan` and `validate`.
@@ -502,6 +563,7 @@ impl Settings {
             source_model: self.model.source_model.clone(),
             poll_interval: self.vertex.poll_interval,
             max_tuning_duration: self.vertex.max_tuning_duration,
+            http: self.http.client_options(),
         })
     }
 

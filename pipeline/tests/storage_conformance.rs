@@ -5,6 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
+use autotune::client::{Options, RetryConfig};
 use autotune::storage::{
     self, MultipartUpload, PutMode, Store, StoreError, gcs::GcsStore, local::LocalStore,
     memory::MemoryStore,
@@ -344,11 +345,24 @@ async fn scripted_server(
     (host, count)
 }
 
+/// The default deadlines, and quick retries: one try and four retries, 10 ms apart and more.
+fn quick_retries() -> Options {
+    Options {
+        retry: RetryConfig {
+            min_delay: std::time::Duration::from_millis(10),
+            max_delay: std::time::Duration::from_millis(200),
+            max_retries: Some(4),
+            deadline: None,
+        },
+        ..Options::default()
+    }
+}
+
 #[tokio::test]
 async fn gcs_retries_transient_failures_then_reports_the_last() {
     let page = r#"{"items":[{"name":"root/a.txt","size":"3","generation":"7"}]}"#;
     let (host, count) = scripted_server(vec![(503, "{}"), (429, "{}"), (200, page)]).await;
-    let store = GcsStore::with_emulator("bucket/root", Some(&host)).unwrap();
+    let store = GcsStore::with_options("bucket/root", Some(&host), quick_retries()).unwrap();
     let listed: Vec<_> = store.list("").try_collect().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].key, "a.txt");
@@ -361,7 +375,7 @@ async fn gcs_retries_transient_failures_then_reports_the_last() {
 
     let busy = r#"{"error":{"code":503,"message":"backend busy"}}"#;
     let (host, count) = scripted_server(vec![(503, busy); 10]).await;
-    let store = GcsStore::with_emulator("bucket", Some(&host)).unwrap();
+    let store = GcsStore::with_options("bucket", Some(&host), quick_retries()).unwrap();
     let err = store.get("x.txt").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Api { status: 503, message, .. } if message == "backend busy"),
@@ -689,4 +703,407 @@ mod local_only {
         live.complete().await.unwrap();
         assert_eq!(read(&store, "out/run2/train.jsonl").await, b"x");
     }
+}
+
+/// A loopback endpoint that accepts connections and never answers: a frozen storage server.
+struct Frozen {
+    host: String,
+}
+
+impl Frozen {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming() {
+                held.push(s);
+            }
+        });
+        Self { host }
+    }
+}
+
+/// Issue 9 item 6: with the storage endpoint frozen, every operation fails within its deadline
+/// (the default one: 60 s per attempt, retries within 2 minutes), naming the operation and the
+/// object, instead of hanging. On a paused clock: the endpoint never answers, so the clock only
+/// jumps from one deadline to the next.
+#[tokio::test(start_paused = true)]
+async fn a_frozen_endpoint_fails_within_the_deadline() {
+    let frozen = Frozen::start();
+    let store = GcsStore::with_emulator("bucket/root", Some(&frozen.host)).unwrap();
+    let limit = std::time::Duration::from_secs(60 + 120 + 60);
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(limit, store.get("x.txt"))
+        .await
+        .expect("the read gives up within its deadline")
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("gs://bucket/root/x.txt"), "{message}");
+    assert!(message.contains("read"), "names the operation: {message}");
+    assert!(message.contains("no answer within 1m"), "{message}");
+    assert!(
+        started.elapsed() <= std::time::Duration::from_secs(60 + 120),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(limit, store.list("raw/").try_collect::<Vec<_>>())
+        .await
+        .expect("the listing gives up within its deadline")
+        .unwrap_err();
+    assert!(err.to_string().contains("gs://bucket/root/raw/"), "{err}");
+    assert!(err.to_string().contains("list"), "{err}");
+    assert!(started.elapsed() <= std::time::Duration::from_secs(60 + 120));
+
+    let err = tokio::time::timeout(
+        limit,
+        store.put("lock.json", Bytes::from("{}"), PutMode::Create),
+    )
+    .await
+    .expect("the write gives up within its deadline")
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gs://bucket/root/lock.json"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("write"), "{err}");
+
+    let mut up = store.put_multipart("out/big.jsonl").await.unwrap();
+    let err = tokio::time::timeout(limit, async {
+        up.put_part(Bytes::from(vec![7u8; 9 << 20])).await?;
+        up.complete().await
+    })
+    .await
+    .expect("the upload gives up within its deadline")
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gs://bucket/root/out/big.jsonl"),
+        "{err}"
+    );
+}
+
+const MIB: usize = 1 << 20;
+
+/// Deterministic bytes that differ at every offset that matters.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+        .collect()
+}
+
+/// Streams `data` through a resumable upload in uneven parts and returns what the store said.
+async fn upload(
+    store: &GcsStore,
+    key: &str,
+    data: &[u8],
+) -> Result<storage::ObjectMeta, StoreError> {
+    let mut up = store.put_multipart(key).await?;
+    for part in data.chunks(3 * MIB + 17) {
+        up.put_part(Bytes::copy_from_slice(part)).await?;
+    }
+    up.complete().await
+}
+
+fn scripted() -> (support::scripted_gcs::ScriptedGcs, GcsStore) {
+    let fake = support::scripted_gcs::ScriptedGcs::start();
+    let store = GcsStore::with_options("bucket", Some(&fake.host), quick_retries()).unwrap();
+    (fake, store)
+}
+
+/// Issue 10 item 3: a 308 whose `Range` says only half the chunk was persisted; the upload
+/// resumes from there.
+#[tokio::test]
+async fn a_resumable_upload_resumes_from_the_persisted_offset() {
+    use support::scripted_gcs::ChunkFault;
+    let (fake, store) = scripted();
+    fake.fail_chunks([
+        ChunkFault::PersistOnly(4 * MIB),
+        ChunkFault::Pass,
+        ChunkFault::PersistOnly(MIB / 4),
+    ]);
+    let data = pattern(20 * MIB + 12345);
+    let meta = upload(&store, "out/half.jsonl", &data).await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(
+        fake.object("out/half.jsonl").unwrap() == data,
+        "byte-identical"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+/// Issue 10 item 3: the connection drops in the middle of a chunk; the uploader asks the
+/// session how far it got and sends the rest.
+#[tokio::test]
+async fn a_resumable_upload_survives_a_connection_dropped_mid_chunk() {
+    use support::scripted_gcs::ChunkFault;
+    let (fake, store) = scripted();
+    fake.fail_chunks([
+        ChunkFault::Pass,
+        ChunkFault::DropAfter(3 * MIB + 1000),
+        ChunkFault::DropAfter(100),
+    ]);
+    let data = pattern(19 * MIB + 1);
+    let meta = upload(&store, "out/dropped.jsonl", &data).await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(
+        fake.object("out/dropped.jsonl").unwrap() == data,
+        "byte-identical"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+    let (_, status_queries, _) = fake.counts();
+    assert!(
+        status_queries >= 2,
+        "the session is asked after each drop: {status_queries}"
+    );
+}
+
+/// Issue 10 item 3: bursts of 503 on the session start, on chunks and on the last chunk
+/// (one of them after the chunk was persisted), then success.
+#[tokio::test]
+async fn a_resumable_upload_retries_503_bursts() {
+    use support::scripted_gcs::{ChunkFault, WriteFault};
+    let (fake, store) = scripted();
+    fake.fail_writes([WriteFault::Status(503), WriteFault::Status(429)]);
+    fake.fail_chunks([
+        ChunkFault::Status(503),
+        ChunkFault::Status(503),
+        ChunkFault::Pass,
+        ChunkFault::PersistThen(503),
+        ChunkFault::Status(500),
+        ChunkFault::PersistThen(503),
+    ]);
+    let data = pattern(17 * MIB + 3);
+    let meta = upload(&store, "out/bursts.jsonl", &data).await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(
+        fake.object("out/bursts.jsonl").unwrap() == data,
+        "byte-identical"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+/// Issue 10 item 3: single-request writes are retried on 429 and 5xx; a create-only write
+/// whose first answer was lost after it took effect still succeeds once, and a real conflict
+/// is still refused.
+#[tokio::test]
+async fn single_request_writes_are_retried_and_stay_create_only() {
+    use support::scripted_gcs::WriteFault;
+    let (fake, store) = scripted();
+    fake.fail_writes([WriteFault::Status(503), WriteFault::Status(429)]);
+    let meta = store
+        .put("lock.json", Bytes::from("mine"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(fake.object("lock.json").unwrap(), "mine");
+    let err = store
+        .put("lock.json", Bytes::from("theirs"), PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+
+    fake.fail_writes([WriteFault::StoreThen(503)]);
+    let swapped = store
+        .put(
+            "lock.json",
+            Bytes::from("renewed"),
+            PutMode::Update(meta.generation.clone()),
+        )
+        .await
+        .expect("the swap that took effect is recognised as ours");
+    assert_eq!(fake.object("lock.json").unwrap(), "renewed");
+    assert_ne!(swapped.generation, meta.generation);
+
+    fake.fail_writes([WriteFault::StoreThen(500)]);
+    store
+        .put("other.json", Bytes::from("x"), PutMode::Create)
+        .await
+        .expect("the create that took effect is recognised as ours");
+    assert_eq!(fake.violations(), Vec::<String>::new());
+}
+
+/// Storage takes its tokens as Vertex AI does: here from a metadata server at a given host (as
+/// `GCE_METADATA_HOST` names one), and every storage request carries one (the fake refuses the
+/// others).
+#[tokio::test]
+async fn storage_takes_tokens_from_gce_metadata_host() {
+    use autotune::client::Credentials;
+    use autotune::storage::gcs::Config;
+    let fake = support::scripted_gcs::ScriptedGcs::start();
+    fake.require_tokens();
+    let credentials = Credentials::metadata_server(&fake.host);
+    let config = Config::with_credentials(
+        &format!("http://{}", fake.host),
+        Arc::new(credentials),
+        quick_retries(),
+    );
+    let store = GcsStore::open("bucket", config).unwrap();
+    store
+        .put("a.json", Bytes::from("{}"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(read(&store, "a.json").await, b"{}");
+    assert_eq!(fake.metadata_tokens(), 1, "one token, cached");
+    assert_eq!(fake.unauthorised(), 0);
+}
+
+/// Issue 9 item 6 at process level: `autotune run` against a frozen storage endpoint ends with
+/// a `failed` outcome naming the operation and the object, after HTTP_TIMEOUT per attempt and
+/// HTTP_RETRIES retries with back-off (here at most 3 × 1 s + 1–2 s + 2–4 s), not never.
+#[test]
+fn a_run_against_a_frozen_storage_endpoint_fails_in_bounded_time() {
+    let frozen = Frozen::start();
+    let started = std::time::Instant::now();
+    let out = support::autotune()
+        .arg("run")
+        .env("BUCKET_NAME", "gs://frozen-bucket")
+        .env("STORAGE_EMULATOR_HOST", &frozen.host)
+        .env("HTTP_CONNECT_TIMEOUT", "1s")
+        .env("HTTP_TIMEOUT", "1s")
+        .env("HTTP_RETRIES", "2")
+        .env("HTTP_RETRY_DEADLINE", "10s")
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["status"], "failed");
+    let reason = outcome["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gs://frozen-bucket/trained_model/training.lock.json"),
+        "{reason}"
+    );
+    assert!(reason.contains("read failed"), "{reason}");
+    assert!(reason.contains("no answer within 1s"), "{reason}");
+    assert!(reason.contains("gave up after 3 attempts"), "{reason}");
+    assert!(
+        elapsed >= std::time::Duration::from_secs(3),
+        "three attempts of 1 s: {elapsed:?}"
+    );
+    assert!(elapsed < std::time::Duration::from_secs(60), "{elapsed:?}");
+
+    let bad = support::autotune()
+        .args(["run", "--bucket-name", "memory://x", "--http-timeout", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HTTP_TIMEOUT"));
+}
+
+/// `GCE_METADATA_HOST` in the real environment reaches storage's credentials (Application
+/// Default Credentials), in a child process since the environment is process-wide.
+#[test]
+fn storage_honours_gce_metadata_host_from_the_environment() {
+    let fake = support::scripted_gcs::ScriptedGcs::start();
+    fake.require_tokens();
+    let home = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--exact",
+        "child_writes_with_environment_credentials",
+        "--ignored",
+        "--nocapture",
+    ]);
+    for k in [
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "STORAGE_EMULATOR_HOST",
+        "GOOGLE_CLOUD_QUOTA_PROJECT",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("GCE_METADATA_HOST", &fake.host)
+        .env("FAKE_GCS_URL", format!("http://{}", fake.host))
+        .env("HOME", home.path());
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fake.object("env.json").unwrap(), "{}");
+    assert!(fake.metadata_tokens() >= 1);
+    assert_eq!(fake.unauthorised(), 0);
+}
+
+#[tokio::test]
+#[ignore = "run by storage_honours_gce_metadata_host_from_the_environment in a child process"]
+async fn child_writes_with_environment_credentials() {
+    let Ok(url) = std::env::var("FAKE_GCS_URL") else {
+        eprintln!("FAKE_GCS_URL is unset: this test runs as a child of another");
+        return;
+    };
+    // Cloud Storage as in production (credentials from the environment), at the fake's URL.
+    let config = autotune::storage::gcs::Config {
+        endpoint: url,
+        ..autotune::storage::gcs::Config::google(quick_retries())
+    };
+    let store = GcsStore::open("bucket", config).unwrap();
+    store
+        .put("env.json", Bytes::from("{}"), PutMode::Overwrite)
+        .await
+        .unwrap();
+}
+
+/// A read whose connection breaks mid-body resumes where it stopped (`Range: bytes=N-`),
+/// pinned to the generation it began with, and ends byte-identical.
+#[tokio::test]
+async fn a_read_that_breaks_mid_body_resumes_where_it_stopped() {
+    use support::scripted_gcs::{Read, ReadFault};
+    let (fake, store) = scripted();
+    let data = pattern(3 * MIB + 5);
+    let meta = store
+        .put("big.bin", Bytes::from(data.clone()), PutMode::Overwrite)
+        .await
+        .unwrap();
+    fake.fail_reads([ReadFault::DropAfter(MIB), ReadFault::DropAfter(100)]);
+    assert!(read(&store, "big.bin").await == data, "byte-identical");
+    // Three reads: the first, then two that ask for the rest of the same generation, each
+    // from where the bytes stopped (at most 1 MiB, then at most 100 bytes more).
+    let reads = fake.reads();
+    assert_eq!(reads.len(), 3, "{reads:?}");
+    assert_eq!(
+        reads[0],
+        Read {
+            range: None,
+            generation: None
+        }
+    );
+    let mut last = 0;
+    for (r, most) in reads[1..].iter().zip([MIB, MIB + 100]) {
+        assert_eq!(
+            r.generation.as_deref(),
+            Some(meta.generation.as_str()),
+            "{r:?}"
+        );
+        let from: usize = r
+            .range
+            .as_deref()
+            .and_then(|x| x.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+            .unwrap_or_else(|| panic!("{r:?}"));
+        assert!(from >= last && from <= most, "{reads:?}");
+        last = from;
+    }
+    assert!(last > 0, "the read resumed past the start: {reads:?}");
+
+    // The object replaced meanwhile: the read fails naming it, rather than splicing versions.
+    fake.fail_reads([ReadFault::DropAfter(MIB)]);
+    let got = store.get("big.bin").await.unwrap();
+    fake.overwrite("big.bin", b"another version");
+    let err = got
+        .bytes_limited("gs://bucket/big.bin", u64::MAX)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("gs://bucket/big.bin"), "{err}");
+    assert!(
+        err.to_string().contains("changed while it was read"),
+        "{err}"
+    );
+    assert_eq!(fake.violations(), Vec::<String>::new());
 }

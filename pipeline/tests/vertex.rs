@@ -1,6 +1,6 @@
 //! The Vertex AI tuner against a loopback fake of Vertex AI, its OAuth token endpoint and the
-//! metadata server (`tests/support/fake_vertex.rs`). Tokens come from a generated service-account
-//! key through `gcp_auth`, or from the fake metadata server. Polls, back-off and the watchdog run
+//! metadata server (`tests/support/fake_vertex.rs`). Tokens are JWTs self-signed by a generated
+//! service-account key (google-cloud-auth), or come from the fake metadata server. Polls, back-off and the watchdog run
 //! on a paused tokio clock: the fake lives on its own thread and the real clock, and the tuner
 //! runs no timer while a request is in flight, so the paused clock only jumps across sleeps.
 
@@ -9,11 +9,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use autotune::client::{Credentials, TokenError, TokenProvider};
 use autotune::status::RunStatus;
-use autotune::tuner::vertex::{self, MetadataServer, Vertex};
+use autotune::tuner::vertex::{self, Vertex};
 use autotune::tuner::{Tuner, TunerError, job};
 use serde_json::{Value, json};
-use support::fake_vertex::{self as fake, FakeVertex, Fault, LOCATION, PROJECT};
+use support::fake_vertex::{self as fake, FakeVertex, Fault, LOCATION, ListFilter, PROJECT};
 
 /// The tuner's configuration and the request template, as the settings build them by default.
 #[derive(Clone)]
@@ -31,6 +32,7 @@ impl Conf {
             source_model: "gemini-2.5-flash".to_owned(),
             poll_interval: Duration::from_secs(60),
             max_tuning_duration: Duration::from_secs(24 * 3600),
+            http: autotune::client::Options::default(),
         };
         let template = job::Template {
             jobs_url: job::Template::jobs_url(&vertex.api_root, PROJECT, LOCATION),
@@ -56,6 +58,28 @@ fn settings(fake: &FakeVertex) -> Conf {
     Conf::new(&fake.url)
 }
 
+/// Credentials from a service-account key file: self-signed JWTs. On the real clock only:
+/// google-cloud-auth refreshes its cached tokens on a timer, which a paused clock jumps to.
+fn key_credentials(key: &std::path::Path) -> Credentials {
+    Credentials::from_json(serde_json::from_slice(&std::fs::read(key).unwrap()).unwrap())
+}
+
+/// A token the fake issued, handed over as is: no timer runs, so the paused clock only jumps
+/// across the tuner's own sleeps.
+#[derive(Debug)]
+struct FakeToken(String);
+
+#[async_trait::async_trait]
+impl TokenProvider for FakeToken {
+    async fn token(&self, _scopes: &[&str]) -> Result<String, TokenError> {
+        Ok(self.0.clone())
+    }
+}
+
+fn fake_token(fake: &FakeVertex) -> Arc<dyn TokenProvider> {
+    Arc::new(FakeToken(fake.issue_token()))
+}
+
 struct Setup {
     fake: FakeVertex,
     settings: Conf,
@@ -63,16 +87,14 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-/// A fake, and a tuner that signs JWTs with a generated key whose `token_uri` is the fake.
+/// A fake, and a tuner with a token the fake issued.
 fn setup(change: impl FnOnce(Conf) -> Conf) -> Setup {
     let fake = FakeVertex::start();
     let dir = tempfile::tempdir().unwrap();
-    let key = fake.service_account_key(dir.path());
     let settings = change(settings(&fake));
-    let provider = gcp_auth::CustomServiceAccount::from_file(&key).unwrap();
     let vertex = Vertex::new(settings.vertex.clone())
         .unwrap()
-        .with_token_provider(Arc::new(provider))
+        .with_token_provider(fake_token(&fake))
         .with_http_timeout(None)
         .unwrap();
     Setup {
@@ -408,8 +430,6 @@ async fn a_create_that_times_out_is_looked_up_before_any_retry() {
 #[tokio::test(start_paused = true)]
 async fn refused_connections_are_retried_then_reported() {
     let fake = FakeVertex::start();
-    let dir = tempfile::tempdir().unwrap();
-    let key = fake.service_account_key(dir.path());
     // A port with nothing listening: connections are refused, so no job can exist.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
@@ -417,9 +437,7 @@ async fn refused_connections_are_retried_then_reported() {
     let s = Conf::new(&endpoint);
     let vertex = Vertex::new(s.vertex)
         .unwrap()
-        .with_token_provider(Arc::new(
-            gcp_auth::CustomServiceAccount::from_file(&key).unwrap(),
-        ))
+        .with_token_provider(fake_token(&fake))
         .with_http_timeout(None)
         .unwrap();
     let (message, _) = failed(vertex.find("k-refused").await.unwrap_err());
@@ -546,6 +564,55 @@ async fn find_follows_pages_and_ignores_failed_jobs() {
     assert_clean(&t.fake);
 }
 
+/// Issue 10 item 2: Google documents no filter fields for `tuningJobs.list`, so whatever a
+/// server does with a label filter (refuse it, accept it and match nothing, ignore it), a create
+/// whose answer is lost after it made the job (500) leaves exactly one job, found among pages
+/// of other jobs by its label.
+async fn one_job_whatever_the_server_does_with_a_filter(mode: ListFilter) {
+    let t = setup(|c| c);
+    t.fake.set_list_filter(mode);
+    t.fake.set_page_size(2);
+    for i in 0..5 {
+        t.fake
+            .seed_job(&format!("k-other-{i}"), "JOB_STATE_RUNNING");
+    }
+    t.fake.seed_job("k-dup", "JOB_STATE_FAILED");
+    t.fake.fail_creates([Fault::CreateThen(500)]);
+    let r = request(&t.settings, "k-dup");
+    let name = find_or_submit(&t.vertex, &r).await;
+    assert_eq!(t.fake.created(), 1, "{mode:?}: exactly one job");
+    assert_eq!(t.fake.count("POST", "/tuningJobs"), 1, "{mode:?}");
+    assert_eq!(
+        t.fake.job(&name).unwrap()["labels"]["autotune_run_key"],
+        "k-dup"
+    );
+    assert_eq!(
+        t.vertex.find("k-dup").await.unwrap(),
+        Some(name),
+        "{mode:?}: a later run adopts it"
+    );
+    assert!(
+        t.fake.count("GET", "/tuningJobs") >= 4,
+        "{mode:?}: pages of two are followed"
+    );
+    assert_clean(&t.fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_refuses_the_label_filter_gives_one_job() {
+    one_job_whatever_the_server_does_with_a_filter(ListFilter::Refuse).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_whose_label_filter_matches_nothing_gives_one_job() {
+    one_job_whatever_the_server_does_with_a_filter(ListFilter::MatchNothing).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_ignores_the_label_filter_gives_one_job() {
+    one_job_whatever_the_server_does_with_a_filter(ListFilter::Ignore).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn twenty_concurrent_callers_make_one_job() {
     let t = setup(|c| c);
@@ -573,21 +640,39 @@ async fn twenty_concurrent_callers_make_one_job() {
     assert_clean(&t.fake);
 }
 
-#[tokio::test(start_paused = true)]
+/// On the real clock, with one-second polls.
+#[tokio::test]
 async fn tokens_from_the_metadata_server() {
     let fake = FakeVertex::start();
-    let s = settings(&fake);
+    let mut s = settings(&fake);
+    s.vertex.poll_interval = Duration::from_secs(1);
     let vertex = Vertex::new(s.vertex.clone())
         .unwrap()
-        .with_token_provider(Arc::new(MetadataServer::new(&fake.host)))
-        .with_http_timeout(None)
-        .unwrap();
+        .with_credentials(Credentials::metadata_server(&fake.host));
     let name = vertex.submit(&request(&s, "k-metadata")).await.unwrap();
     assert_eq!(
         vertex.follow(&name).await.unwrap().status,
         RunStatus::Success
     );
     assert_eq!(fake.metadata_tokens(), 1, "one token, cached across calls");
+    assert_clean(&fake);
+}
+
+/// A service-account key: JWTs self-signed with it (https://google.aip.dev/auth/4111), no
+/// token endpoint; on the real clock.
+#[tokio::test]
+async fn tokens_self_signed_with_a_service_account_key() {
+    let fake = FakeVertex::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = fake.service_account_key(dir.path());
+    let s = settings(&fake);
+    let vertex = Vertex::new(s.vertex.clone())
+        .unwrap()
+        .with_credentials(key_credentials(&key));
+    let name = vertex.submit(&request(&s, "k-key")).await.unwrap();
+    assert!(name.contains("/tuningJobs/"), "{name}");
+    assert!(fake.self_signed_jwts() >= 2, "list and create carry one");
+    assert_eq!(fake.tokens_issued(), 0, "no token endpoint");
     assert_clean(&fake);
 }
 
@@ -638,7 +723,7 @@ fn credentials_come_from_the_environment() {
         );
     };
     child(&[("GOOGLE_APPLICATION_CREDENTIALS", key.to_str().unwrap())]);
-    assert!(fake.tokens_issued() >= 1 && fake.metadata_tokens() == 0);
+    assert!(fake.self_signed_jwts() >= 1 && fake.metadata_tokens() == 0);
     assert_eq!(fake.created(), 1);
     child(&[("GCE_METADATA_HOST", &fake.host)]);
     assert_eq!(fake.metadata_tokens(), 1);

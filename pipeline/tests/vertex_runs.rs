@@ -3,7 +3,8 @@
 //! twenty concurrent runs, SIGTERM while following, a failed job, and continuous tuning.
 //!
 //! Credentials take the real path: a generated service-account key in
-//! GOOGLE_APPLICATION_CREDENTIALS whose `token_uri` is the fake. The bucket is a local folder.
+//! GOOGLE_APPLICATION_CREDENTIALS, whose self-signed JWTs the fake checks. The bucket is a local
+//! folder.
 
 #![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
 

@@ -1,29 +1,45 @@
-//! Google Cloud Storage through its JSON API.
+//! Google Cloud Storage through its JSON API, on the shared Google client core
+//! ([`crate::client`]): its deadlines, its retry classification and back-off, its credentials.
 //!
 //! Request forms follow `shared/contracts/STORAGE.md`, so that the same code is correct on GCS
 //! and testable on fake-gcs-server:
 //! * small writes, including every lock write, are `uploadType=multipart` with
 //!   `ifGenerationMatch` (0 for create-only): the only form whose precondition the emulator
-//!   enforces;
-//! * large writes are resumable uploads in 8 MiB chunks (a multiple of 256 KiB) that are never
-//!   status-queried; the object appears only when the last chunk lands;
+//!   enforces. They are retried on 408, 429, 5xx and lost answers; a retried conditional write
+//!   refused with 412 is checked against the object, since the lost attempt may have been ours.
+//! * large writes are resumable uploads in 8 MiB chunks (a multiple of 256 KiB), following
+//!   Google's protocol (<https://cloud.google.com/storage/docs/performing-resumable-uploads>):
+//!   a `308`'s `Range: bytes=0-N` says how much is persisted, and the next chunk starts there;
+//!   after a failed or interrupted chunk the session is asked for its status (`PUT` with
+//!   `Content-Range: bytes */TOTAL`, or `*/*` while the size is unknown) and the upload resumes
+//!   from what it reports. The unacknowledged bytes stay in memory until the server has them,
+//!   so memory stays bounded by about two chunks. Status queries happen only after a failure:
+//!   the emulator finalises an object on one. The object appears only when the last chunk lands.
+//! * reads stream; a read whose connection breaks asks for the rest (`Range`) of the same
+//!   generation;
 //! * listings use pages of 1,000, GCS's maximum.
 //!
-//! `STORAGE_EMULATOR_HOST` (`host:port` or a URL) switches to the emulator without credentials.
+//! Failures name the operation and the object (`gs://bucket/key: read failed: …`).
+//!
+//! `STORAGE_EMULATOR_HOST` (`host:port` or a URL) switches to the emulator without credentials;
+//! otherwise tokens come from [`Credentials::from_env`], which honours
+//! `GOOGLE_APPLICATION_CREDENTIALS` and `GCE_METADATA_HOST`.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::Method;
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE};
 use serde::Deserialize;
-use tokio::sync::OnceCell;
 
 use super::{GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError, validate_key};
+use crate::client::retry::{self, Backoff, Failed, Idempotency, retryable};
+use crate::client::{Answer, Auth, Client, Credentials, Error, Options};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 const PAGE_SIZE: &str = "1000";
@@ -35,6 +51,64 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// How to reach a bucket: the API root, the credentials, the deadlines and retries.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API root without a trailing slash: `https://storage.googleapis.com`, or an emulator's.
+    pub endpoint: String,
+    pub auth: Auth,
+    pub options: Options,
+}
+
+impl Config {
+    /// Cloud Storage with credentials from the environment ([`Credentials::from_env`]).
+    pub fn google(options: Options) -> Self {
+        Self::with_credentials(
+            "https://storage.googleapis.com",
+            Arc::new(Credentials::from_env()),
+            options,
+        )
+    }
+
+    /// A Cloud Storage API at `endpoint` with these credentials.
+    pub fn with_credentials(
+        endpoint: &str,
+        credentials: Arc<Credentials>,
+        options: Options,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            auth: Auth::Bearer {
+                credentials,
+                scope: SCOPE,
+            },
+            options,
+        }
+    }
+
+    /// The emulator at `host` (`host:port` or a URL), without credentials.
+    pub fn emulator(host: &str, options: Options) -> Self {
+        let endpoint = if host.contains("://") {
+            host.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{}", host.trim_end_matches('/'))
+        };
+        Self {
+            endpoint,
+            auth: Auth::Anonymous,
+            options,
+        }
+    }
+
+    /// The emulator when `STORAGE_EMULATOR_HOST` is set, Cloud Storage otherwise.
+    pub fn from_env(options: Options) -> Self {
+        match std::env::var("STORAGE_EMULATOR_HOST") {
+            Ok(host) if !host.is_empty() => Self::emulator(&host, options),
+            _ => Self::google(options),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct GcsStore {
     inner: Arc<Inner>,
@@ -45,9 +119,7 @@ struct Inner {
     /// Object-name prefix that makes up the store root, empty or ending in `/`.
     prefix: String,
     base: String,
-    http: reqwest::Client,
-    emulated: bool,
-    auth: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+    client: Client,
 }
 
 impl fmt::Debug for GcsStore {
@@ -98,15 +170,41 @@ fn de_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error>
     })
 }
 
+/// Whether a failed attempt may have taken effect on the server (its answer lost).
+fn may_have_taken_effect(e: &Error) -> bool {
+    match e {
+        Error::Timeout { .. } | Error::Interrupted { .. } => true,
+        Error::Status { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
 impl GcsStore {
-    /// `spec` is `bucket[/prefix]`; honours `STORAGE_EMULATOR_HOST`.
+    /// `spec` is `bucket[/prefix]`; honours `STORAGE_EMULATOR_HOST`, default deadlines.
     pub fn new(spec: &str) -> Result<Self, StoreError> {
-        let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok();
-        Self::with_emulator(spec, emulator.as_deref())
+        Self::open(spec, Config::from_env(Options::default()))
     }
 
     /// As [`GcsStore::new`], with the emulator (`host:port` or URL) given explicitly.
     pub fn with_emulator(spec: &str, emulator: Option<&str>) -> Result<Self, StoreError> {
+        Self::with_options(spec, emulator, Options::default())
+    }
+
+    /// The emulator if given, else Cloud Storage with credentials from the environment.
+    pub fn with_options(
+        spec: &str,
+        emulator: Option<&str>,
+        options: Options,
+    ) -> Result<Self, StoreError> {
+        let config = match emulator.filter(|s| !s.is_empty()) {
+            Some(host) => Config::emulator(host, options),
+            None => Config::google(options),
+        };
+        Self::open(spec, config)
+    }
+
+    /// `spec` is `bucket[/prefix]`.
+    pub fn open(spec: &str, config: Config) -> Result<Self, StoreError> {
         let (bucket, prefix) = spec.split_once('/').unwrap_or((spec, ""));
         let valid_bucket = (3..=222).contains(&bucket.len())
             && bucket
@@ -126,30 +224,23 @@ impl GcsStore {
         } else {
             format!("{prefix}/")
         };
-        let emulator = emulator.filter(|s| !s.is_empty());
-        let base = match &emulator {
-            Some(h) if h.contains("://") => h.trim_end_matches('/').to_owned(),
-            Some(h) => format!("http://{}", h.trim_end_matches('/')),
-            None => "https://storage.googleapis.com".to_owned(),
-        };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
-            .build()
-            .map_err(|source| StoreError::Http {
-                uri: base.clone(),
-                source,
-            })?;
+        let client = Client::new(config.options, config.auth).map_err(|e| StoreError::Http {
+            uri: format!("gs://{spec}"),
+            operation: "open",
+            source: Box::new(Failed::once(e)),
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 bucket: bucket.to_owned(),
                 prefix,
-                base,
-                http,
-                emulated: emulator.is_some(),
-                auth: OnceCell::new(),
+                base: config.endpoint.trim_end_matches('/').to_owned(),
+                client,
             }),
         })
+    }
+
+    fn client(&self) -> &Client {
+        &self.inner.client
     }
 
     fn name(&self, key: &str) -> String {
@@ -172,75 +263,21 @@ impl GcsStore {
         )
     }
 
-    async fn request(&self, method: Method, url: &str) -> Result<RequestBuilder, StoreError> {
-        let builder = self.inner.http.request(method, url);
-        if self.inner.emulated {
-            return Ok(builder);
-        }
-        let provider = self
-            .inner
-            .auth
-            .get_or_try_init(|| async {
-                gcp_auth::provider()
-                    .await
-                    .map_err(|e| StoreError::Auth(e.to_string()))
-            })
-            .await?;
-        let token = provider
-            .token(&[SCOPE])
-            .await
-            .map_err(|e| StoreError::Auth(e.to_string()))?;
-        Ok(builder.bearer_auth(token.as_str()))
-    }
-
-    /// Sends a request, retrying transient failures (429, 5xx, connection errors and
-    /// time-outs) with exponential back-off and jitter. Only for requests safe to repeat.
-    async fn send_idempotent(
-        &self,
-        uri: &str,
-        make: impl Fn() -> RequestBuilder,
-    ) -> Result<Response, StoreError> {
-        use backon::{ExponentialBuilder, Retryable};
-        /// Why an attempt should be repeated; a transient status keeps its response so the
-        /// last one can still be reported.
-        enum Failed {
-            Status(Response),
-            Http(reqwest::Error),
-        }
-        let attempt = || async {
-            match make().send().await {
-                Ok(r)
-                    if r.status() == StatusCode::TOO_MANY_REQUESTS
-                        || r.status().is_server_error() =>
-                {
-                    Err(Failed::Status(r))
-                }
-                Ok(r) => Ok(r),
-                Err(e) => Err(Failed::Http(e)),
-            }
-        };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_times(4)
-            .with_jitter();
-        match attempt
-            .retry(backoff)
-            .when(|f| match f {
-                Failed::Status(_) => true,
-                Failed::Http(e) => e.is_connect() || e.is_timeout(),
-            })
-            .await
-        {
-            Ok(r) | Err(Failed::Status(r)) => Ok(r),
-            Err(Failed::Http(source)) => Err(StoreError::Http {
-                uri: uri.to_owned(),
-                source,
-            }),
-        }
-    }
-
     fn uri_of_name(&self, name: &str) -> String {
         format!("gs://{}/{name}", self.inner.bucket)
+    }
+
+    /// A small idempotent call, retried by the client's policy.
+    async fn send(
+        &self,
+        operation: &'static str,
+        uri: &str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, StoreError> {
+        self.client()
+            .send(&format!("{operation} {uri}"), Idempotency::Idempotent, make)
+            .await
+            .map_err(|f| failure(operation, uri, f, None))
     }
 
     async fn list_page(&self, prefix: &str, token: Option<&str>) -> Result<ListPage, StoreError> {
@@ -251,16 +288,14 @@ impl GcsStore {
             query.push(("pageToken", t));
         }
         let uri = self.uri_of_name(&full_prefix);
-        let base = self.request(Method::GET, &url).await?;
-        let resp = self
-            .send_idempotent(&uri, || {
-                base.try_clone().expect("no streaming body").query(&query)
+        let answer = self
+            .send("list", &uri, || {
+                self.client().request(Method::GET, &url).query(&query)
             })
             .await?;
-        let resp = check(resp, &uri, None).await?;
-        resp.json()
-            .await
-            .map_err(|source| StoreError::Http { uri, source })
+        answer
+            .json()
+            .map_err(|e| failure("list", &uri, Failed::once(e), None))
     }
 
     fn to_meta(&self, o: ObjectResource) -> Option<ObjectMeta> {
@@ -269,6 +304,17 @@ impl GcsStore {
             key,
             size: o.size,
             generation: o.generation,
+        })
+    }
+
+    fn parse_object(&self, answer: &Answer, uri: &str) -> Result<ObjectMeta, StoreError> {
+        let o: ObjectResource = answer
+            .json()
+            .map_err(|e| failure("write", uri, Failed::once(e), None))?;
+        self.to_meta(o).ok_or_else(|| StoreError::Api {
+            uri: uri.to_owned(),
+            status: answer.status.as_u16(),
+            message: "object name outside the store prefix".to_owned(),
         })
     }
 
@@ -293,6 +339,7 @@ impl GcsStore {
         );
         body.extend_from_slice(&data);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let body = Bytes::from(body);
         let mut query = vec![("uploadType", "multipart".to_owned())];
         let expected = match mode {
             PutMode::Overwrite => None,
@@ -302,40 +349,70 @@ impl GcsStore {
         if let Some(g) = &expected {
             query.push(("ifGenerationMatch", g.clone()));
         }
-        let resp = self
-            .request(Method::POST, &self.upload_url())
-            .await?
-            .query(&query)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                format!("multipart/related; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(http_error(&uri))?;
-        let resp = check(resp, &uri, expected.as_deref()).await?;
-        self.parse_object(resp, &uri).await
+        let url = self.upload_url();
+        let content_type = format!("multipart/related; boundary={boundary}");
+        // A write is safe to repeat: it is either unconditional (the same bytes again) or
+        // guarded by a generation precondition.
+        let maybe_ours = AtomicBool::new(false);
+        let result = retry::retry(
+            &self.client().options().retry,
+            &format!("write {uri}"),
+            |e| retryable(e, Idempotency::Idempotent),
+            || async {
+                let rb = self
+                    .client()
+                    .request(Method::POST, &url)
+                    .query(&query)
+                    .header(CONTENT_TYPE, &content_type);
+                let r = self.client().upload(rb, body.clone()).await;
+                if let Err(e) = &r
+                    && may_have_taken_effect(e)
+                {
+                    maybe_ours.store(true, Ordering::Relaxed);
+                }
+                r
+            },
+        )
+        .await;
+        match result {
+            Ok(answer) => self.parse_object(&answer, &uri),
+            Err(f) if f.error.status() == Some(412) && maybe_ours.load(Ordering::Relaxed) => {
+                // An earlier attempt may have made the write whose precondition now fails:
+                // it was ours if the object holds exactly our bytes.
+                match self.read_small(key, data.len()).await {
+                    Ok((meta, current)) if current == data => {
+                        tracing::info!(%uri, "a retried write had taken effect before its answer was lost");
+                        Ok(meta)
+                    }
+                    _ => Err(failure("write", &uri, f, expected.as_deref())),
+                }
+            }
+            Err(f) => Err(failure("write", &uri, f, expected.as_deref())),
+        }
     }
 
-    async fn parse_object(&self, resp: Response, uri: &str) -> Result<ObjectMeta, StoreError> {
-        let o: ObjectResource = resp.json().await.map_err(http_error(uri))?;
-        self.to_meta(o).ok_or_else(|| StoreError::Api {
-            uri: uri.to_owned(),
-            status: 200,
-            message: "object name outside the store prefix".to_owned(),
-        })
+    /// Reads an object of at most `limit` bytes, with its metadata.
+    async fn read_small(&self, key: &str, limit: usize) -> Result<(ObjectMeta, Bytes), StoreError> {
+        let uri = self.uri(key);
+        let got = self.get(key).await?;
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size: got.size,
+            generation: got.generation.clone(),
+        };
+        let bytes = got.bytes_limited(&uri, limit as u64).await?;
+        Ok((meta, bytes))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let uri = self.uri(key);
         let url = self.object_url(key);
-        let base = self.request(Method::GET, &url).await?;
-        let resp = self
-            .send_idempotent(&uri, || base.try_clone().expect("no body"))
+        let answer = self
+            .send("read metadata", &uri, || {
+                self.client().request(Method::GET, &url)
+            })
             .await?;
-        let resp = check(resp, &uri, None).await?;
-        self.parse_object(resp, &uri).await
+        self.parse_object(&answer, &uri)
     }
 }
 
@@ -348,41 +425,28 @@ fn content_type(key: &str) -> &'static str {
     }
 }
 
-/// Wraps a transport error with the object it concerns.
-fn http_error(uri: &str) -> impl Fn(reqwest::Error) -> StoreError + '_ {
-    move |source| StoreError::Http {
-        uri: uri.to_owned(),
-        source,
-    }
-}
-
-/// Maps an error status to a semantic error. `expected` is the generation precondition sent,
-/// which decides what a 412 means.
-async fn check(resp: Response, uri: &str, expected: Option<&str>) -> Result<Response, StoreError> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
+/// Maps a failed operation to a semantic error. `expected` is the generation precondition
+/// sent, which decides what a 412 means.
+fn failure(operation: &'static str, uri: &str, f: Failed, expected: Option<&str>) -> StoreError {
     let uri = uri.to_owned();
-    match (status, expected) {
-        (StatusCode::NOT_FOUND, _) => Err(StoreError::NotFound { uri }),
-        (StatusCode::PRECONDITION_FAILED, Some("0")) => Err(StoreError::AlreadyExists { uri }),
-        (StatusCode::PRECONDITION_FAILED, Some(g)) => Err(StoreError::Precondition {
+    match (&f.error, expected) {
+        (Error::Status { status: 404, .. }, _) => StoreError::NotFound { uri },
+        (Error::Status { status: 412, .. }, Some("0")) => StoreError::AlreadyExists { uri },
+        (Error::Status { status: 412, .. }, Some(g)) => StoreError::Precondition {
             uri,
             expected: g.to_owned(),
-        }),
-        _ => {
-            let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or(text);
-            Err(StoreError::Api {
-                uri,
-                status: status.as_u16(),
-                message,
-            })
-        }
+        },
+        (Error::Status { status, .. }, _) => StoreError::Api {
+            uri,
+            status: *status,
+            message: f.error.message(),
+        },
+        (Error::Auth { message, .. }, _) => StoreError::Auth(message.clone()),
+        _ => StoreError::Http {
+            uri,
+            operation,
+            source: Box::new(f),
+        },
     }
 }
 
@@ -415,39 +479,41 @@ impl Store for GcsStore {
         validate_key(key)?;
         let uri = self.uri(key);
         let url = self.object_url(key);
-        let base = self.request(Method::GET, &url).await?;
-        let resp = self
-            .send_idempotent(&uri, || {
-                base.try_clone()
-                    .expect("no body")
-                    .query(&[("alt", "media")])
-            })
-            .await?;
-        let resp = check(resp, &uri, None).await?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let generation = header("x-goog-generation");
-        let size = resp.content_length();
+        let client = self.client();
+        let download = retry::retry(
+            &client.options().retry,
+            &format!("read {uri}"),
+            |e| retryable(e, Idempotency::Idempotent),
+            || client.download(client.request(Method::GET, &url).query(&[("alt", "media")])),
+        )
+        .await
+        .map_err(|f| failure("read", &uri, f, None))?;
+        let generation = download
+            .headers
+            .get("x-goog-generation")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // Without the headers, ask for the metadata; the body we stream is that version's
         // unless the object changed in between, which only the lock cares about and the lock's
         // compare-and-swap then catches.
-        let (generation, size) = if let (Some(g), Some(s)) = (generation, size) {
+        let (generation, size) = if let (Some(g), Some(s)) = (generation, download.content_length) {
             (g, s)
         } else {
             let m = self.head(key).await?;
             (m.generation, m.size)
         };
-        let body = resp
-            .bytes_stream()
-            .map_err(move |source| StoreError::Http {
-                uri: uri.clone(),
-                source,
-            })
-            .boxed();
+        let body = Resuming {
+            store: self.clone(),
+            uri,
+            url,
+            generation: generation.clone(),
+            body: Some(download.body),
+            received: 0,
+            backoff: None,
+            attempts: 0,
+            done: false,
+        }
+        .into_stream();
         Ok(GetResult {
             generation,
             size,
@@ -464,9 +530,10 @@ impl Store for GcsStore {
         Ok(Box::new(ResumableUpload {
             store: self.clone(),
             key: key.to_owned(),
+            uri: self.uri(key),
             session: None,
-            buf: Vec::with_capacity(CHUNK),
-            offset: 0,
+            buf: BytesMut::with_capacity(CHUNK),
+            acked: 0,
         }))
     }
 
@@ -474,11 +541,31 @@ impl Store for GcsStore {
         validate_key(key)?;
         let uri = self.uri(key);
         let url = self.object_url(key);
-        let base = self.request(Method::DELETE, &url).await?;
-        let resp = self
-            .send_idempotent(&uri, || base.try_clone().expect("no body"))
-            .await?;
-        check(resp, &uri, None).await.map(|_| ())
+        let maybe_done = AtomicBool::new(false);
+        let result = retry::retry(
+            &self.client().options().retry,
+            &format!("delete {uri}"),
+            |e| retryable(e, Idempotency::Idempotent),
+            || async {
+                let r = self
+                    .client()
+                    .call(self.client().request(Method::DELETE, &url))
+                    .await;
+                if let Err(e) = &r
+                    && may_have_taken_effect(e)
+                {
+                    maybe_done.store(true, Ordering::Relaxed);
+                }
+                r
+            },
+        )
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The attempt whose answer was lost deleted it.
+            Err(f) if f.error.status() == Some(404) && maybe_done.load(Ordering::Relaxed) => Ok(()),
+            Err(f) => Err(failure("delete", &uri, f, None)),
+        }
     }
 
     fn uri(&self, key: &str) -> String {
@@ -486,71 +573,362 @@ impl Store for GcsStore {
     }
 }
 
+/// A media download that survives a broken connection: it asks again for the rest
+/// (`Range: bytes=N-`) of the same generation, with the client's back-off; the policy restarts
+/// whenever bytes arrive. A generation that is gone (the object was replaced) ends the read
+/// with an error rather than splicing two versions.
+struct Resuming {
+    store: GcsStore,
+    uri: String,
+    url: String,
+    generation: String,
+    body: Option<BoxStream<'static, Result<Bytes, Error>>>,
+    received: u64,
+    backoff: Option<Backoff>,
+    attempts: usize,
+    done: bool,
+}
+
+impl Resuming {
+    fn into_stream(self) -> super::ByteStream {
+        stream::unfold(self, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            match s.next().await {
+                Ok(Some(piece)) => Some((Ok(piece), s)),
+                Ok(None) => None,
+                Err(e) => {
+                    s.done = true;
+                    Some((Err(e), s))
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            let error = match self.body.as_mut() {
+                Some(body) => match body.next().await {
+                    None => return Ok(None),
+                    Some(Ok(piece)) => {
+                        self.received += piece.len() as u64;
+                        self.backoff = None;
+                        self.attempts = 0;
+                        return Ok(Some(piece));
+                    }
+                    Some(Err(e)) => {
+                        self.body = None;
+                        e
+                    }
+                },
+                None => match reopen(&self.store, &self.url, &self.generation, self.received).await
+                {
+                    Ok(body) => {
+                        self.body = Some(body);
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+            };
+            self.attempts += 1;
+            let client = self.store.client();
+            let backoff = self
+                .backoff
+                .get_or_insert_with(|| client.options().retry.backoff());
+            let elapsed = backoff.elapsed();
+            let delay = if retryable(&error, Idempotency::Idempotent) {
+                backoff.next_delay(error.retry_after())
+            } else {
+                None
+            };
+            let Some(delay) = delay else {
+                return Err(match error.status() {
+                    Some(404 | 412) => StoreError::Api {
+                        uri: self.uri.clone(),
+                        status: error.status().unwrap_or_default(),
+                        message: format!(
+                            "the object changed while it was read (generation {} is gone)",
+                            self.generation
+                        ),
+                    },
+                    _ => failure(
+                        "read",
+                        &self.uri,
+                        Failed {
+                            error,
+                            attempts: self.attempts,
+                            elapsed,
+                        },
+                        None,
+                    ),
+                });
+            };
+            tracing::warn!(uri = %self.uri, error = %error, received = self.received, "a read broke off; resuming where it stopped");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The rest, from byte `received` on, of generation `generation` of the object at `url`.
+async fn reopen(
+    store: &GcsStore,
+    url: &str,
+    generation: &str,
+    received: u64,
+) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
+    let client = store.client();
+    let rb = client
+        .request(Method::GET, url)
+        .query(&[("alt", "media"), ("generation", generation)])
+        .header(reqwest::header::RANGE, format!("bytes={received}-"));
+    let download = client.download(rb).await?;
+    if download.status.as_u16() != 206 && received > 0 {
+        return Err(Error::Invalid {
+            url: url.to_owned(),
+            message: format!(
+                "asked for the bytes from {received} on, the server answered {}",
+                download.status
+            ),
+        });
+    }
+    Ok(download.body)
+}
+
+/// A resumable upload. `buf` holds every byte the server has not acknowledged, from offset
+/// `acked` on: what a failed chunk needs to be sent again, and what has not been sent yet.
 struct ResumableUpload {
     store: GcsStore,
     key: String,
+    uri: String,
     session: Option<String>,
-    buf: Vec<u8>,
-    offset: u64,
+    buf: BytesMut,
+    acked: u64,
+}
+
+/// What a session says about itself.
+enum SessionState {
+    /// This many bytes are persisted.
+    Persisted(u64),
+    /// The object is complete.
+    Done(ObjectMeta),
 }
 
 impl ResumableUpload {
+    fn client(&self) -> &Client {
+        self.store.client()
+    }
+
+    fn api_error(&self, status: u16, message: String) -> StoreError {
+        StoreError::Api {
+            uri: self.uri.clone(),
+            status,
+            message,
+        }
+    }
+
     async fn session(&mut self) -> Result<String, StoreError> {
         if let Some(s) = &self.session {
             return Ok(s.clone());
         }
-        let uri = self.store.uri(&self.key);
-        let meta = serde_json::json!({ "name": self.store.name(&self.key), "contentType": content_type(&self.key) });
-        let resp = self
+        let meta = serde_json::json!({
+            "name": self.store.name(&self.key),
+            "contentType": content_type(&self.key),
+        });
+        let url = self.store.upload_url();
+        let answer = self
             .store
-            .request(Method::POST, &self.store.upload_url())
-            .await?
-            .query(&[("uploadType", "resumable")])
-            .json(&meta)
-            .send()
-            .await
-            .map_err(http_error(&uri))?;
-        let resp = check(resp, &uri, None).await?;
-        let location = resp
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| StoreError::Api {
-                uri: uri.clone(),
-                status: resp.status().as_u16(),
-                message: "resumable upload started without a Location header".to_owned(),
+            .send("start upload", &self.uri, || {
+                self.client()
+                    .request(Method::POST, &url)
+                    .query(&[("uploadType", "resumable")])
+                    .json(&meta)
+            })
+            .await?;
+        let location = answer
+            .header("location")
+            .ok_or_else(|| {
+                self.api_error(
+                    answer.status.as_u16(),
+                    "resumable upload started without a Location header".to_owned(),
+                )
             })?
             .to_owned();
         self.session = Some(location.clone());
         Ok(location)
     }
 
-    /// Sends `len` bytes from the front of the buffer; `total` is set on the last chunk.
-    async fn send_chunk(&mut self, len: usize, total: Option<u64>) -> Result<Response, StoreError> {
-        let session = self.session().await?;
-        let uri = self.store.uri(&self.key);
-        let chunk: Vec<u8> = self.buf.drain(..len).collect();
-        let end = self.offset + len as u64;
-        let range = match total {
-            Some(t) if len == 0 => format!("bytes */{t}"),
-            Some(t) => format!("bytes {}-{}/{t}", self.offset, end - 1),
-            None => format!("bytes {}-{}/*", self.offset, end - 1),
-        };
-        let resp = self
-            .store
-            .request(Method::PUT, &session)
-            .await?
-            .header(reqwest::header::CONTENT_RANGE, range)
-            .body(chunk)
-            .send()
-            .await
-            .map_err(http_error(&uri))?;
-        self.offset = end;
-        // 308 is "resume incomplete": the expected answer to every chunk but the last.
-        if resp.status().as_u16() == 308 {
-            return Ok(resp);
+    /// Reads a session's answer: `308` with the persisted range, or the finished object.
+    fn state_of(&self, answer: &Answer, total: Option<u64>) -> Result<SessionState, StoreError> {
+        match answer.status.as_u16() {
+            200 | 201 if total.is_some() => Ok(SessionState::Done(
+                self.store.parse_object(answer, &self.uri)?,
+            )),
+            308 => {
+                let Some(range) = answer.header("range") else {
+                    return Ok(SessionState::Persisted(0));
+                };
+                let end = range
+                    .strip_prefix("bytes=0-")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        self.api_error(308, format!("unreadable Range header {range:?}"))
+                    })?;
+                Ok(SessionState::Persisted(end + 1))
+            }
+            status => Err(self.api_error(
+                status,
+                "unexpected answer to a resumable upload chunk".to_owned(),
+            )),
         }
-        check(resp, &uri, None).await
+    }
+
+    /// Takes the server's word for how much it has: drops the acknowledged bytes from the
+    /// buffer. It may not go back, nor beyond what was sent.
+    fn advance(&mut self, persisted: u64, sent_end: u64) -> Result<bool, StoreError> {
+        if persisted < self.acked || persisted > sent_end {
+            return Err(self.api_error(
+                308,
+                format!(
+                    "the upload session reports {persisted} bytes persisted, outside the {}..={sent_end} it can have",
+                    self.acked
+                ),
+            ));
+        }
+        let progress = persisted > self.acked;
+        self.buf.advance((persisted - self.acked) as usize);
+        self.acked = persisted;
+        Ok(progress)
+    }
+
+    /// The error of a chunk that failed for good. A 404 or 410 means the session is gone
+    /// (expired after a week, or cancelled), not the object.
+    fn chunk_failure(&self, error: Error, attempts: usize, backoff: &Backoff) -> StoreError {
+        if let Some(status @ (404 | 410)) = error.status() {
+            return self.api_error(
+                status,
+                "the resumable upload session no longer exists (expired or cancelled)".to_owned(),
+            );
+        }
+        failure(
+            "upload",
+            &self.uri,
+            Failed {
+                error,
+                attempts,
+                elapsed: backoff.elapsed(),
+            },
+            None,
+        )
+    }
+
+    /// Asks the session how far it got (`bytes */TOTAL`, or `*/*` while the size is unknown).
+    async fn query(&self, session: &str, total: Option<u64>) -> Result<SessionState, StoreError> {
+        let range = total.map_or_else(|| "bytes */*".to_owned(), |t| format!("bytes */{t}"));
+        let answer = self
+            .store
+            .send("upload (status query)", &self.uri, || {
+                self.client()
+                    .request(Method::PUT, session)
+                    .header(CONTENT_RANGE, &range)
+                    .body(Bytes::new())
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { uri } => StoreError::Api {
+                    uri,
+                    status: 404,
+                    message: "the resumable upload session no longer exists (expired or cancelled)"
+                        .to_owned(),
+                },
+                e => e,
+            })?;
+        self.state_of(&answer, total)
+    }
+
+    /// Sends the first `len` buffered bytes (the last chunk when `total` is given) until the
+    /// server has persisted some of them. Failed or interrupted chunks are retried from the
+    /// offset the session reports. Returns the object once the upload is complete.
+    async fn push(
+        &mut self,
+        len: usize,
+        total: Option<u64>,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        let session = self.session().await?;
+        let retry = self.client().options().retry;
+        let mut backoff = retry.backoff();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let len = len.min(self.buf.len());
+            let end = self.acked + len as u64;
+            let error = if len == 0 {
+                // Everything is persisted but the object was not reported: ask.
+                match self.query(&session, total).await? {
+                    SessionState::Done(meta) => return Ok(Some(meta)),
+                    SessionState::Persisted(n) => {
+                        self.advance(n, end)?;
+                        self.api_error(
+                            308,
+                            "the upload session has every byte but does not complete".to_owned(),
+                        )
+                    }
+                }
+            } else {
+                let range = match total {
+                    Some(t) => format!("bytes {}-{}/{t}", self.acked, end - 1),
+                    None => format!("bytes {}-{}/*", self.acked, end - 1),
+                };
+                let chunk = Bytes::copy_from_slice(&self.buf[..len]);
+                let rb = self
+                    .client()
+                    .request(Method::PUT, &session)
+                    .header(CONTENT_RANGE, range);
+                match self.client().upload(rb, chunk).await {
+                    Ok(answer) => match self.state_of(&answer, total)? {
+                        SessionState::Done(meta) => return Ok(Some(meta)),
+                        SessionState::Persisted(n) => {
+                            if self.advance(n, end)? {
+                                return Ok(None);
+                            }
+                            // A 308 that moved nothing: count it as a failed attempt.
+                            self.api_error(
+                                308,
+                                "the upload session persisted nothing of the chunk".to_owned(),
+                            )
+                        }
+                    },
+                    Err(e) if retryable(&e, Idempotency::Idempotent) => {
+                        let delay = backoff.next_delay(e.retry_after());
+                        let Some(delay) = delay else {
+                            return Err(self.chunk_failure(e, attempts, &backoff));
+                        };
+                        tracing::warn!(uri = %self.uri, error = %e, attempt = attempts, "an upload chunk failed; asking the session how far it got");
+                        tokio::time::sleep(delay).await;
+                        if matches!(e, Error::Connect { .. }) {
+                            // It never reached the server: nothing to ask.
+                            continue;
+                        }
+                        match self.query(&session, total).await? {
+                            SessionState::Done(meta) => return Ok(Some(meta)),
+                            SessionState::Persisted(n) => {
+                                if self.advance(n, end)? {
+                                    return Ok(None);
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(self.chunk_failure(e, attempts, &backoff)),
+                }
+            };
+            // No progress without an error to retry by: bounded by the same policy.
+            let Some(delay) = backoff.next_delay(None) else {
+                return Err(error);
+            };
+            tokio::time::sleep(delay).await;
+        }
     }
 }
 
@@ -561,34 +939,33 @@ impl MultipartUpload for ResumableUpload {
         // Keep at least one byte back, so the final chunk is never empty: an empty final
         // chunk is a status query, which the emulator mishandles.
         while self.buf.len() > CHUNK {
-            self.send_chunk(CHUNK, None).await?;
+            self.push(CHUNK, None).await?;
         }
         Ok(())
     }
 
     async fn complete(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
         if self.session.is_none() {
-            let data = Bytes::from(std::mem::take(&mut self.buf));
+            let data = std::mem::take(&mut self.buf).freeze();
             return self
                 .store
                 .multipart_put(&self.key, data, &PutMode::Overwrite)
                 .await;
         }
-        let len = self.buf.len();
-        let total = self.offset + len as u64;
-        let resp = self.send_chunk(len, Some(total)).await?;
-        let uri = self.store.uri(&self.key);
-        self.store.parse_object(resp, &uri).await
+        let total = self.acked + self.buf.len() as u64;
+        loop {
+            if let Some(meta) = self.push(self.buf.len(), Some(total)).await? {
+                return Ok(meta);
+            }
+        }
     }
 
     async fn abort(self: Box<Self>) -> Result<(), StoreError> {
         if let Some(session) = &self.session {
             // GCS answers 499 to a cancelled session; nothing to check.
             let _ = self
-                .store
-                .request(Method::DELETE, session)
-                .await?
-                .send()
+                .client()
+                .call(self.client().request(Method::DELETE, session))
                 .await;
         }
         Ok(())

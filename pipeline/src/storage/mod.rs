@@ -1,7 +1,8 @@
 //! The bucket seam: one small trait, [`Store`], with three backends behind it.
 //!
-//! * [`gcs::GcsStore`] (`gs://bucket[/prefix]`): a thin client of the GCS JSON API on reqwest,
-//!   authenticated by gcp_auth, or anonymous against `STORAGE_EMULATOR_HOST`. Neither
+//! * [`gcs::GcsStore`] (`gs://bucket[/prefix]`): a thin client of the GCS JSON API on the
+//!   shared Google client core ([`crate::client`]: deadlines, retries, credentials), or
+//!   anonymous against `STORAGE_EMULATOR_HOST`. Neither
 //!   object_store nor the official crate can write to, or list on, the emulator (see
 //!   `shared/contracts/STORAGE.md`), and the lock needs precondition semantics that the emulator
 //!   only honours on multipart uploads, so the request forms are chosen here.
@@ -175,11 +176,14 @@ pub enum StoreError {
         status: u16,
         message: String,
     },
-    #[error("{uri}: {source}")]
+    /// A request that failed for good (no connection, no answer in time, a broken
+    /// connection), after the retries the client's policy allows.
+    #[error("{uri}: {operation} failed: {source}")]
     Http {
         uri: String,
+        operation: &'static str,
         #[source]
-        source: reqwest::Error,
+        source: Box<crate::client::Failed>,
     },
     #[error("Google credentials: {0}")]
     Auth(String),
@@ -236,8 +240,23 @@ pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
 
 /// Opens the store a URL names: `gs://bucket[/prefix]`, `file:///path`, `memory://name`, or a
 /// plain path. A bare bucket name (no scheme, no path separator, not an existing folder) is
-/// taken as `gs://`, as the seed's BUCKET_NAME was.
+/// taken as `gs://`, as the seed's BUCKET_NAME was. Cloud Storage gets the default deadlines
+/// and retries ([`crate::client::Options::default`]).
 pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &crate::client::Options::default())
+}
+
+/// As [`open`], with the deadlines and retries of Cloud Storage requests given.
+pub fn open_with(
+    url: &str,
+    options: &crate::client::Options,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let gcs = |spec: &str| -> Result<Arc<dyn Store>, StoreError> {
+        Ok(Arc::new(gcs::GcsStore::open(
+            spec,
+            gcs::Config::from_env(options.clone()),
+        )?))
+    };
     let invalid = |reason: &str| StoreError::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -247,7 +266,7 @@ pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
     if let Some((scheme, rest)) = url.split_once("://") {
         return match scheme {
-            "gs" => Ok(Arc::new(gcs::GcsStore::new(rest)?)),
+            "gs" => gcs(rest),
             "file" => Ok(Arc::new(local::LocalStore::new(rest)?)),
             "memory" => Ok(Arc::new(memory::MemoryStore::named(rest))),
             other => Err(invalid(&format!(
@@ -259,7 +278,7 @@ pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if looks_like_path || std::path::Path::new(url).is_dir() {
         Ok(Arc::new(local::LocalStore::new(url)?))
     } else {
-        Ok(Arc::new(gcs::GcsStore::new(url)?))
+        gcs(url)
     }
 }
 

@@ -4,27 +4,31 @@
 //! * [`Tuner::submit`] creates the job. A create is retried only while no job can exist yet
 //!   (refused connection, 429, 503). When its outcome is unknown (a timeout, another 5xx) the
 //!   job is first looked up by its run-key label, so a retry never tunes the same data twice.
-//! * [`Tuner::find`] lists jobs by that label, to re-attach after a crash or a Cloud Run retry.
+//! * [`Tuner::find`] looks for a job carrying that label, to re-attach after a crash or a Cloud
+//!   Run retry. It lists every job of the location, page by page, and matches the label here:
+//!   `tuningJobs.list` takes "the standard list filter" (aiplatform.v1 discovery document) but
+//!   Google documents no filter fields for it, and a server that refused a label filter, or
+//!   accepted it and matched nothing, would make a lost create's job invisible and start a
+//!   second paid job.
 //! * [`Tuner::follow`] polls `get` every `POLL_INTERVAL` (429 and 5xx retried with backoff and
 //!   jitter), logs state changes, and cancels the job once `MAX_TUNING_DURATION` has passed.
 //!
+//! HTTP, tokens, deadlines and the back-off policy are the shared Google client core's
+//! ([`crate::client`]); what is specific here is which failures of a create may have made a job.
 //! All waiting goes through `tokio::time`, so tests run polls and back-off on a paused clock.
 
 mod api;
-mod auth;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, sleep};
 
-pub use auth::MetadataServer;
-
 use super::{Tuned, Tuner, TunerError, TunerKind, job};
+use crate::client::{Credentials, Options, RetryConfig};
 use crate::status::RunStatus;
 use api::{Api, Failure};
 
@@ -40,6 +44,9 @@ pub struct Config {
     pub source_model: String,
     pub poll_interval: Duration,
     pub max_tuning_duration: Duration,
+    /// Deadlines of each call (HTTP_CONNECT_TIMEOUT, HTTP_TIMEOUT); creates, lists and polls
+    /// keep their own retry policies.
+    pub http: crate::client::Options,
 }
 
 /// States a job can still reach SUCCEEDED from, or SUCCEEDED itself: a job in one of them is
@@ -64,6 +71,9 @@ const TERMINAL: &[&str] = &[
 /// The label that carries the run key (see [`job::Request::build`]).
 const RUN_KEY_LABEL: &str = "autotune_run_key";
 
+/// Pages of 100 jobs read when looking for a run key's job.
+const MAX_LIST_PAGES: usize = 1000;
+
 /// The Vertex AI tuner.
 pub struct Vertex {
     api: Api,
@@ -75,9 +85,9 @@ pub struct Vertex {
     poll_interval: Duration,
     max_duration: Duration,
     /// Create and list: a few minutes of tries.
-    backoff: ExponentialBuilder,
+    backoff: RetryConfig,
     /// Polls: a job runs for hours, so an outage of a quarter of an hour is waited out.
-    poll_backoff: ExponentialBuilder,
+    poll_backoff: RetryConfig,
     /// One create at a time in this process, so concurrent callers with the same run key see
     /// each other's job instead of racing (across processes the run lock does this).
     submitting: tokio::sync::Mutex<()>,
@@ -104,9 +114,19 @@ impl Vertex {
                 "TUNER=vertex needs PROJECT_ID (the Google Cloud project to tune in)".to_owned(),
             ));
         }
-        let credentials = auth::Credentials::from_env(|k| std::env::var(k).ok());
-        let api = Api::new(credentials, Some(Duration::from_secs(120)))
-            .map_err(TunerError::Unavailable)?;
+        let backoff = RetryConfig {
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            max_retries: Some(8),
+            deadline: None,
+        };
+        // HTTP_CONNECT_TIMEOUT and HTTP_TIMEOUT; creates and lists keep their own retries
+        // (a create is retried only while no job can exist).
+        let options = Options {
+            retry: backoff,
+            ..config.http.clone()
+        };
+        let api = Api::new(Credentials::from_env(), options).map_err(TunerError::Unavailable)?;
         let v1 = format!("{}/v1", config.api_root);
         Ok(Self {
             api,
@@ -115,17 +135,13 @@ impl Vertex {
             source_model: config.source_model,
             poll_interval: config.poll_interval,
             max_duration: config.max_tuning_duration,
-            backoff: ExponentialBuilder::default()
-                .with_jitter()
-                .with_min_delay(Duration::from_secs(1))
-                .with_max_delay(Duration::from_secs(60))
-                .with_max_times(8),
-            poll_backoff: ExponentialBuilder::default()
-                .with_jitter()
-                .with_min_delay(Duration::from_secs(1))
-                .with_max_delay(Duration::from_secs(120))
-                .without_max_times()
-                .with_total_delay(Some(Duration::from_secs(15 * 60))),
+            backoff,
+            poll_backoff: RetryConfig {
+                min_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(120),
+                max_retries: None,
+                deadline: Some(Duration::from_secs(15 * 60)),
+            },
             submitting: tokio::sync::Mutex::new(()),
             now: chrono::Utc::now,
         })
@@ -141,34 +157,47 @@ impl Vertex {
 
     /// Uses `provider` for tokens instead of the environment's credentials.
     #[must_use]
-    pub fn with_token_provider(mut self, provider: Arc<dyn gcp_auth::TokenProvider>) -> Self {
-        self.api.set_credentials(auth::Credentials::given(provider));
+    pub fn with_token_provider(self, provider: Arc<dyn crate::client::TokenProvider>) -> Self {
+        self.with_credentials(Credentials::given(provider))
+    }
+
+    /// Uses `credentials` instead of the environment's (Application Default Credentials).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        if let Err(e) = self.api.set_credentials(credentials) {
+            tracing::error!(error = %e, "could not rebuild the Vertex AI client");
+        }
         self
     }
 
-    /// Bounds each HTTP call (120 s by default). `None` runs no timer during a call, for tests
+    /// Bounds each HTTP call (HTTP_TIMEOUT by default). `None` runs no timer during a call, for tests
     /// on a paused clock, where any pending timer fires as soon as the runtime waits on a socket.
-    pub fn with_http_timeout(mut self, timeout: Option<Duration>) -> Result<Self, TunerError> {
+    pub fn with_http_timeout(self, timeout: Option<Duration>) -> Result<Self, TunerError> {
+        let options = self.api.options().clone().with_timeout(timeout);
+        self.with_client_options(options)
+    }
+
+    /// The deadlines of each HTTP call, and the retry policy of create and list (polls keep
+    /// their own, longer one).
+    pub fn with_client_options(mut self, options: Options) -> Result<Self, TunerError> {
+        self.backoff = options.retry;
         self.api
-            .set_timeout(timeout)
+            .set_options(options)
             .map_err(TunerError::Unavailable)?;
         Ok(self)
     }
 
-    /// A safe-to-repeat call, retried on 429, 5xx and lost connections.
+    /// A safe-to-repeat call, retried on what the client core classifies as transient.
     async fn idempotent(
         &self,
         method: Method,
         url: &str,
         query: &[(&str, &str)],
-        backoff: ExponentialBuilder,
+        backoff: &RetryConfig,
     ) -> Result<Value, Failure> {
         let body = (method == Method::POST).then(|| json!({}));
-        (|| self.api.call(method.clone(), url, query, body.as_ref()))
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(Failure::transient)
-            .notify(|f, delay| tracing::warn!(%url, error = %f.describe(), ?delay, "Vertex AI call failed; retrying"))
+        self.api
+            .call_idempotent(method, url, query, body.as_ref(), backoff)
             .await
     }
 
@@ -224,7 +253,7 @@ impl Vertex {
         tracing::error!(job = %name, %limit, "the tuning job ran past MAX_TUNING_DURATION; cancelling it");
         let cancel_url = format!("{}/{name}:cancel", self.v1);
         let cancel = self
-            .idempotent(Method::POST, &cancel_url, &[], self.backoff)
+            .idempotent(Method::POST, &cancel_url, &[], &self.backoff)
             .await;
         // Cancelling is asynchronous; one more read records where the job is now.
         let job = match &cancel {
@@ -415,41 +444,49 @@ impl Tuner for Vertex {
 
     async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError> {
         let label = job::label_value(run_key);
-        let filter = format!("labels.{RUN_KEY_LABEL}=\"{label}\"");
         let mut found = Vec::new();
         let mut page_token: Option<String> = None;
-        // A bound, in case a page token never ends; 100 pages of 100 jobs is far past any run key.
-        for _ in 0..100 {
-            let mut query = vec![("filter", filter.as_str()), ("pageSize", "100")];
+        // Every page: a page token that never ends is cut off, and said so, rather than taken
+        // to mean "no job" (which could start a second paid job).
+        for _ in 0..MAX_LIST_PAGES {
+            let mut query = vec![("pageSize", "100")];
             if let Some(t) = &page_token {
                 query.push(("pageToken", t));
             }
             let page = self
-                .idempotent(Method::GET, &self.jobs_url, &query, self.backoff)
+                .idempotent(Method::GET, &self.jobs_url, &query, &self.backoff)
                 .await
                 .map_err(|f| TunerError::Failed {
                     message: format!(
-                        "could not list the tuning jobs of this run key: {}",
+                        "could not list the tuning jobs to look for this run key's: {}",
                         f.describe()
                     ),
                     model_details: json!({ "error": f.error_object() }),
                 })?;
             for j in page["tuningJobs"].as_array().into_iter().flatten() {
-                // The filter is the server's; adopt only what truly carries our label.
                 let ours = j["labels"][RUN_KEY_LABEL].as_str() == Some(label.as_str());
                 let alive = j["state"].as_str().is_some_and(|s| REATTACH.contains(&s));
                 if ours && alive {
                     found.push(j.clone());
                 } else if ours {
-                    tracing::info!(job = %j["name"], state = %j["state"], "an earlier job for this run key ended without success; not adopting it");
+                    tracing::info!(job = %j["name"].as_str().unwrap_or_default(), state = %j["state"].as_str().unwrap_or_default(), "an earlier job for this run key ended without success; not adopting it");
                 }
             }
             match page["nextPageToken"].as_str() {
                 Some(t) if !t.is_empty() => page_token = Some(t.to_owned()),
-                _ => break,
+                _ => return Ok(pick(found)),
             }
         }
-        Ok(pick(found))
+        if let Some(name) = pick(found) {
+            return Ok(Some(name));
+        }
+        Err(TunerError::Failed {
+            message: format!(
+                "the tuning jobs of {} fill more than {MAX_LIST_PAGES} pages; could not make sure no job exists for this run key",
+                self.jobs_url
+            ),
+            model_details: json!({}),
+        })
     }
 
     async fn submit(&self, request: &job::Request) -> Result<String, TunerError> {
@@ -458,7 +495,7 @@ impl Tuner for Vertex {
             tracing::info!(job = %name, "a tuning job for this run key exists already; adopting it");
             return Ok(name);
         }
-        let mut delays = self.backoff.build();
+        let mut delays = self.backoff.backoff();
         let mut maybe_created = false;
         let mut attempts = 0;
         loop {
@@ -492,13 +529,13 @@ impl Tuner for Vertex {
             if !failure.nothing_created() && !failure.maybe_created() {
                 return Err(self.create_error(request, &failure, attempts));
             }
-            let Some(delay) = delays.next() else {
+            let Some(delay) = delays.next_delay(None) else {
                 return Err(self.create_error(request, &failure, attempts));
             };
             tracing::warn!(
                 url = %request.url,
                 error = %failure.describe(),
-                ?delay,
+                delay = %humantime::format_duration(delay),
                 lookup_first = maybe_created,
                 "creating the tuning job failed; retrying"
             );
@@ -512,7 +549,7 @@ impl Tuner for Vertex {
         let mut last_state = String::new();
         loop {
             let job = self
-                .idempotent(Method::GET, &url, &[], self.poll_backoff)
+                .idempotent(Method::GET, &url, &[], &self.poll_backoff)
                 .await
                 .map_err(|f| lost(name, &f))?;
             // MAX_TUNING_DURATION counts from the job's creation, not from when this run began
@@ -556,6 +593,7 @@ mod tests {
             source_model: "gemini-2.5-flash".to_owned(),
             poll_interval: Duration::from_secs(60),
             max_tuning_duration: Duration::from_secs(24 * 3600),
+            http: Options::default(),
         }
     }
 

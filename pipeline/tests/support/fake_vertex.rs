@@ -1,6 +1,7 @@
 //! A loopback fake of Vertex AI `projects.locations.tuningJobs` (create, get, list with label
 //! filters and pages, cancel), of the OAuth token endpoint of a service-account key, and of the
-//! metadata server's token endpoint.
+//! metadata server's token endpoint. It accepts the tokens it issued and JWTs self-signed by the
+//! generated service-account key.
 //!
 //! It runs on its own thread and runtime, on the real clock, so the client under test may run on
 //! a paused clock. It checks every request body, and every answer it gives, against
@@ -49,6 +50,19 @@ pub enum Fault {
     CreateThen(u16),
     /// Create the job, then hold the answer this long (the client times out).
     CreateAndHang(Duration),
+}
+
+/// How `list` treats a `filter` (Google documents no filter fields for `tuningJobs.list`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFilter {
+    /// `labels.KEY="VALUE"` selects the jobs with that label.
+    Honour,
+    /// Any filter is refused with 400 INVALID_ARGUMENT.
+    Refuse,
+    /// Any filter is accepted and matches nothing.
+    MatchNothing,
+    /// Any filter is accepted and ignored: every job is listed.
+    Ignore,
 }
 
 /// One step of a job's history: its state and what appears with it.
@@ -169,10 +183,12 @@ struct State {
     /// The `createTime` of jobs created from now on; the real clock when unset.
     created_at: Option<chrono::DateTime<chrono::Utc>>,
     page_size: usize,
+    list_filter: ListFilter,
     tokens: Vec<String>,
     public_key: Option<Vec<u8>>,
     jwt_problems: Vec<String>,
     metadata_tokens: usize,
+    self_signed: usize,
 }
 
 pub struct FakeVertex {
@@ -203,10 +219,12 @@ impl FakeVertex {
             history: succeeds(),
             created_at: None,
             page_size: 100,
+            list_filter: ListFilter::Honour,
             tokens: Vec::new(),
             public_key: None,
             jwt_problems: Vec::new(),
             metadata_tokens: 0,
+            self_signed: 0,
         }));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
@@ -276,6 +294,11 @@ impl FakeVertex {
     /// Largest page `list` returns, to make clients follow page tokens.
     pub fn set_page_size(&self, n: usize) {
         self.state().page_size = n.max(1);
+    }
+
+    /// How `list` treats filters from now on.
+    pub fn set_list_filter(&self, mode: ListFilter) {
+        self.state().list_filter = mode;
     }
 
     /// Adds a job made by someone else (another run key, or an earlier attempt) in `state`.
@@ -365,6 +388,19 @@ impl FakeVertex {
 
     pub fn tokens_issued(&self) -> usize {
         self.state().tokens.len()
+    }
+
+    /// A token as if issued by the token endpoint, for clients given it directly.
+    pub fn issue_token(&self) -> String {
+        self.state().issue()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Calls authorised by a self-signed JWT of the generated key.
+    pub fn self_signed_jwts(&self) -> usize {
+        self.state().self_signed
     }
 
     pub fn metadata_tokens(&self) -> usize {
@@ -562,10 +598,13 @@ impl State {
             return (c, v, Then::Now);
         }
         if !self.authorised(headers) {
+            let problem = self.jwt_problems.last().cloned().unwrap_or_default();
             let (c, v) = error_answer(
                 401,
                 "UNAUTHENTICATED",
-                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+                &format!(
+                    "Request had invalid authentication credentials. Expected OAuth 2 access token. {problem}"
+                ),
             );
             return (c, v, Then::Now);
         }
@@ -611,12 +650,33 @@ impl State {
         (code, value, then)
     }
 
-    fn authorised(&self, headers: &hyper::HeaderMap) -> bool {
-        headers
+    /// A token this fake issued, or a self-signed JWT of the generated key (what Google's
+    /// libraries send for a service-account key: https://google.aip.dev/auth/4111).
+    fn authorised(&mut self, headers: &hyper::HeaderMap) -> bool {
+        let Some(token) = headers
             .get("authorization")
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|t| self.tokens.iter().any(|x| x == t))
+        else {
+            return false;
+        };
+        if self.tokens.iter().any(|x| x == token) {
+            return true;
+        }
+        if token.split('.').count() != 3 {
+            return false;
+        }
+        match self.check_jwt(token, None) {
+            Ok(()) => {
+                self.self_signed += 1;
+                true
+            }
+            Err(problem) => {
+                self.jwt_problems
+                    .push(format!("self-signed JWT: {problem}"));
+                false
+            }
+        }
     }
 
     fn issue(&mut self) -> Value {
@@ -630,7 +690,12 @@ impl State {
         let form = String::from_utf8_lossy(body).into_owned();
         let grant = query_param(&form, "grant_type").unwrap_or_default();
         let assertion = query_param(&form, "assertion").unwrap_or_default();
-        match self.check_jwt(&grant, &assertion) {
+        let checked = if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+            self.check_jwt(&assertion, Some(&format!("{}/token", self.url)))
+        } else {
+            Err(format!("grant_type {grant:?}"))
+        };
+        match checked {
             Ok(()) => (200, self.issue()),
             Err(problem) => {
                 self.jwt_problems.push(problem.clone());
@@ -642,15 +707,14 @@ impl State {
         }
     }
 
-    fn check_jwt(&self, grant: &str, assertion: &str) -> Result<(), String> {
-        if grant != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-            return Err(format!("grant_type {grant:?}"));
-        }
+    /// Checks a JWT signed by the generated key: for the token endpoint (`aud` is its URL) or
+    /// self-signed for an API (no `aud`, `sub` is the account, a `scope`).
+    fn check_jwt(&self, assertion: &str, aud: Option<&str>) -> Result<(), String> {
         let parts: Vec<&str> = assertion.split('.').collect();
         let [header, claims, signature] = parts[..] else {
             return Err("assertion is not a JWT".to_owned());
         };
-        // gcp_auth pads its base64url; JWTs usually do not. Accept both.
+        // Some libraries pad their base64url; JWTs usually do not. Accept both.
         let b64 = base64::engine::GeneralPurpose::new(
             &base64::alphabet::URL_SAFE,
             base64::engine::GeneralPurposeConfig::new()
@@ -673,8 +737,17 @@ impl State {
         if claims["iss"] != CLIENT_EMAIL {
             return Err(format!("iss {}", claims["iss"]));
         }
-        if claims["aud"] != format!("{}/token", self.url).as_str() {
-            return Err(format!("aud {}", claims["aud"]));
+        match aud {
+            Some(aud) if claims["aud"] != aud => return Err(format!("aud {}", claims["aud"])),
+            Some(_) => {}
+            None => {
+                if claims["sub"] != CLIENT_EMAIL || !claims["aud"].is_null() {
+                    return Err(format!("sub {} aud {}", claims["sub"], claims["aud"]));
+                }
+                if header["kid"] != "0123456789abcdef" {
+                    return Err(format!("kid {}", header["kid"]));
+                }
+            }
         }
         if !claims["scope"]
             .as_str()
@@ -848,7 +921,20 @@ impl State {
             return fault_answer(code);
         }
         let filter = query_param(query, "filter").unwrap_or_default();
-        let wanted = if filter.is_empty() {
+        if !filter.is_empty() {
+            match self.list_filter {
+                ListFilter::Honour | ListFilter::Ignore => {}
+                ListFilter::Refuse => {
+                    return error_answer(
+                        400,
+                        "INVALID_ARGUMENT",
+                        &format!("Unsupported filter: {filter}"),
+                    );
+                }
+                ListFilter::MatchNothing => return (200, json!({})),
+            }
+        }
+        let wanted = if filter.is_empty() || self.list_filter == ListFilter::Ignore {
             None
         } else {
             // The one form the fake understands: labels.KEY="VALUE".

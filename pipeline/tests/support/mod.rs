@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod discovery;
+pub mod fake_auth;
 pub mod fake_vertex;
+pub mod scripted_gcs;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,13 +1,17 @@
-//! One authorised JSON call to Vertex AI, and what went wrong with it, classified by what it
-//! means for a retry: whether the call can have taken effect.
+//! One authorised JSON call to Vertex AI through the Google client core ([`crate::client`]),
+//! and what went wrong with it, seen from a create: whether the call can have taken effect.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::auth::Credentials;
+use crate::client::retry::{self, Idempotency, RetryConfig, retryable};
+use crate::client::{Auth, Client, Credentials, Error, Options};
+
+/// The only scope Vertex AI takes.
+const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// Why a call did not return a usable answer.
 #[derive(Debug)]
@@ -30,11 +34,13 @@ impl Failure {
         }
     }
 
-    /// Worth another try for a call that is safe to repeat (get, list, cancel).
+    /// Worth another try for a call that is safe to repeat (get, list, cancel); the core's
+    /// classification ([`retryable`]) seen through this view.
+    #[cfg(test)]
     pub(super) fn transient(&self) -> bool {
         match self {
             Self::NotSent(_) | Self::NoAnswer(_) => true,
-            Self::Status { http, .. } => *http == 429 || *http >= 500,
+            Self::Status { http, .. } => retry::transient_status(*http),
             Self::Fatal(_) => false,
         }
     }
@@ -113,34 +119,81 @@ pub(super) fn field_violations(error: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::Connect { .. } => Self::NotSent(e.to_string()),
+            Error::Timeout { .. } | Error::Interrupted { .. } => Self::NoAnswer(e.to_string()),
+            Error::Status { status, .. } => Self::Status {
+                http: *status,
+                error: e.google_error().unwrap_or_default(),
+            },
+            Error::Auth { message, .. } => Self::Fatal(message.clone()),
+            Error::Invalid { .. } => Self::Fatal(e.to_string()),
+        }
+    }
+}
+
 pub(super) struct Api {
-    http: reqwest::Client,
-    credentials: Credentials,
+    client: Client,
+    credentials: Arc<Credentials>,
 }
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api")
-            .field("credentials", &self.credentials)
+            .field("client", &self.client)
             .finish_non_exhaustive()
     }
 }
 
+fn client(credentials: &Arc<Credentials>, options: Options) -> Result<Client, String> {
+    Client::new(
+        options,
+        Auth::Bearer {
+            credentials: credentials.clone(),
+            scope: SCOPE,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
 impl Api {
-    pub(super) fn new(credentials: Credentials, timeout: Option<Duration>) -> Result<Self, String> {
+    pub(super) fn new(credentials: Credentials, options: Options) -> Result<Self, String> {
+        let credentials = Arc::new(credentials);
         Ok(Self {
-            http: client(timeout)?,
+            client: client(&credentials, options)?,
             credentials,
         })
     }
 
-    pub(super) fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), String> {
-        self.http = client(timeout)?;
+    pub(super) fn options(&self) -> &Options {
+        self.client.options()
+    }
+
+    pub(super) fn set_options(&mut self, options: Options) -> Result<(), String> {
+        self.client = client(&self.credentials, options)?;
         Ok(())
     }
 
-    pub(super) fn set_credentials(&mut self, credentials: Credentials) {
-        self.credentials = credentials;
+    pub(super) fn set_credentials(&mut self, credentials: Credentials) -> Result<(), String> {
+        self.credentials = Arc::new(credentials);
+        self.client = client(&self.credentials, self.options().clone())?;
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Result<Value, Error> {
+        let mut request = self.client.request(method, url).query(query);
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        self.client.call(request).await?.json()
     }
 
     /// Sends one request and returns the JSON answer of a 2xx.
@@ -151,76 +204,28 @@ impl Api {
         query: &[(&str, &str)],
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<Value, Failure> {
-        let token = self.credentials.token().await.map_err(Failure::Fatal)?;
-        let mut request = self
-            .http
-            .request(method, url)
-            .query(query)
-            .bearer_auth(token.as_str());
-        if let Some(b) = body {
-            request = request.json(b);
-        }
-        let response = request.send().await.map_err(|e| sent_error(&e, url))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| {
-            Failure::NoAnswer(format!("reading the answer of {url}: {}", chain(&e)))
-        })?;
-        if status.is_success() {
-            if bytes.is_empty() {
-                return Ok(json!({}));
-            }
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Fatal(format!("unreadable answer from {url}: {e}")));
-        }
-        Err(Failure::Status {
-            http: status.as_u16(),
-            error: error_of(status.as_u16(), &bytes),
-        })
+        self.attempt(method, url, query, body)
+            .await
+            .map_err(Failure::from)
     }
-}
 
-/// `timeout` bounds each call; `None` also turns off the pool's idle timer, so no timer runs
-/// while a request is in flight (what tests on a paused clock need).
-fn client(timeout: Option<Duration>) -> Result<reqwest::Client, String> {
-    let mut b =
-        reqwest::Client::builder().user_agent(concat!("autotune/", env!("CARGO_PKG_VERSION")));
-    b = match timeout {
-        Some(t) => b.timeout(t).connect_timeout(t.min(Duration::from_secs(20))),
-        None => b.pool_idle_timeout(None),
-    };
-    b.build().map_err(|e| format!("HTTP client: {}", chain(&e)))
-}
-
-fn sent_error(e: &reqwest::Error, url: &str) -> Failure {
-    let m = format!("{url}: {}", chain(e));
-    if e.is_builder() {
-        Failure::Fatal(m)
-    } else if e.is_connect() {
-        Failure::NotSent(m)
-    } else {
-        Failure::NoAnswer(m)
+    /// A call that is safe to repeat (get, list, cancel), retried by `policy` on what the
+    /// core classifies as transient.
+    pub(super) async fn call_idempotent(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&(impl Serialize + Sync)>,
+        policy: &RetryConfig,
+    ) -> Result<Value, Failure> {
+        retry::retry(
+            policy,
+            &format!("Vertex AI {method} {url}"),
+            |e| retryable(e, Idempotency::Idempotent),
+            || self.attempt(method.clone(), url, query, body),
+        )
+        .await
+        .map_err(|f| Failure::from(f.error))
     }
-}
-
-/// The `error` object of a Google error body; a body that is not one (a proxy's HTML page)
-/// becomes `{code, message}` with its text.
-fn error_of(http: u16, body: &[u8]) -> Value {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) if v["error"].is_object() => v["error"].clone(),
-        _ => {
-            let text: String = String::from_utf8_lossy(body).chars().take(1000).collect();
-            json!({ "code": http, "message": text.trim() })
-        }
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

@@ -1,0 +1,110 @@
+//! The one Google client core under both Cloud Storage ([`crate::storage::gcs`]) and Vertex AI
+//! ([`crate::tuner::vertex`]): an HTTP client with deadlines, access tokens, and retries.
+//!
+//! Three concerns, kept apart as in object_store's `client/retry.rs` and vector's
+//! `sinks/util/retries.rs`:
+//!
+//! * [`http`]: one attempt of one request, and what went wrong with it ([`Error`]). Every attempt
+//!   has a deadline from [`Options`]: a connect timeout, a total deadline for small calls, and for
+//!   streams (chunk uploads, media downloads) an idle deadline that any progress resets, so a
+//!   large transfer on a slow link is not cut off while a frozen one still fails.
+//! * [`retry`]: the *classification* of a failure (can another attempt succeed, and is it safe
+//!   to make: [`retry::retryable`]) apart from the *back-off policy* (exponential with jitter,
+//!   a maximum number of retries and an overall deadline: [`RetryConfig`]). Callers with their
+//!   own notion of safety (a Vertex create that may have made a job, a resumable upload that
+//!   asks the server how far it got) use the policy's delays with their own classification.
+//! * [`token`]: where access tokens come from: Application Default Credentials of every kind
+//!   (google-cloud-auth), chosen once and opened on first use.
+//!
+//! Timers run on `tokio::time`, so tests can pause the clock. [`Options::without_timers`] turns
+//! every per-attempt timer off, for tests on a paused clock that talk to a live loopback fake
+//! (a timer pending while the fake answers would fire at once on a paused clock). Such tests
+//! also give a [`TokenProvider`] of their own: google-cloud-auth refreshes cached tokens on a
+//! timer, which a paused clock would jump to.
+
+pub mod http;
+pub mod retry;
+pub mod token;
+
+use std::time::Duration;
+
+pub use http::{Answer, Auth, Client, Error};
+pub use retry::{Backoff, Failed, Idempotency, RetryConfig};
+pub use token::{Credentials, TokenError, TokenProvider};
+
+/// Deadlines and retries for one client.
+///
+/// `None` for a timeout means no timer (no deadline): for tests on a paused clock only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Longest wait for a TCP (and TLS) connection.
+    pub connect_timeout: Option<Duration>,
+    /// Longest a small call may take from sending to the last byte of the answer; for streams,
+    /// the longest wait for the answer's headers once the request body is sent.
+    pub request_timeout: Option<Duration>,
+    /// For streams (chunk uploads, media downloads): the longest time without a byte moving.
+    pub idle_timeout: Option<Duration>,
+    /// How failed attempts are repeated.
+    pub retry: RetryConfig,
+}
+
+impl Default for Options {
+    /// Connect 10 s, small calls 60 s, streams 60 s without progress; retries as
+    /// [`RetryConfig::default`].
+    fn default() -> Self {
+        Self {
+            connect_timeout: Some(Duration::from_secs(10)),
+            request_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl Options {
+    /// These options with every per-attempt timer off (the retry policy is kept).
+    #[must_use]
+    pub fn without_timers(self) -> Self {
+        Self {
+            connect_timeout: None,
+            request_timeout: None,
+            idle_timeout: None,
+            ..self
+        }
+    }
+
+    /// Whether any per-attempt timer runs.
+    pub fn has_timers(&self) -> bool {
+        self.connect_timeout.is_some()
+            || self.request_timeout.is_some()
+            || self.idle_timeout.is_some()
+    }
+
+    /// These options with one timeout for all three deadlines, the connection's capped at 20 s;
+    /// `None` turns the timers off.
+    #[must_use]
+    pub fn with_timeout(self, timeout: Option<Duration>) -> Self {
+        Self {
+            connect_timeout: timeout.map(|t| t.min(Duration::from_secs(20))),
+            request_timeout: timeout,
+            idle_timeout: timeout,
+            ..self
+        }
+    }
+}
+
+/// An error and its sources on one line (reqwest's and google-cloud-auth's top-level messages alone
+/// hide the cause).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
