@@ -753,6 +753,7 @@ impl Job {
             &dataset::Options {
                 read_concurrency: usize::from(s.read_concurrency),
                 max_text_bytes: s.max_text_bytes,
+                max_bytes_in_flight: s.max_bytes_in_flight,
                 paths: paths.clone(),
                 sink,
             },

@@ -149,6 +149,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_TEXT_BYTES", value_name = "MAX_TEXT_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_text_bytes: u64,
 
+    /// Bytes of sample content held in memory at once during conversion (read, converting or
+    /// waiting to be written); a `.gz` counts as what it may inflate to, at most MAX_TEXT_BYTES.
+    #[arg(long, env = "MAX_BYTES_IN_FLIGHT", value_name = "MAX_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024 * 1024..=1 << 40))]
+    pub max_bytes_in_flight: u64,
+
     /// Objects read at once during conversion.
     #[arg(long, env = "READ_CONCURRENCY", value_name = "READ_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub read_concurrency: u16,
