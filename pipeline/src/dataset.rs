@@ -9,10 +9,14 @@
 //! ```
 //! Batches keep their order, so the same inventory always yields the same files. Each line is
 //! checked against Vertex's dataset rules on the rayon worker that made it (when
-//! [`Options::check`] is set), so the run validates its files without reading them back. Nothing
-//! is held whole: at most a few batches of sample bytes are in memory, and the writers upload in
-//! parts. An upload that does not complete (an error, a signal) leaves nothing under the final
-//! names.
+//! [`Options::check`] is set), so the run validates its files without reading them back.
+//! Nothing is held whole: the sample bytes in memory are bounded by a byte budget
+//! (`max_bytes_in_flight`), and the writers upload in parts. A sample takes its share of the
+//! budget before it is read (its objects' sizes, or for a `.gz` what it may inflate to, at most
+//! MAX_TEXT_BYTES) and gives it back once its line is written. Shares are granted in sample
+//! order, and batches go to conversion as soon as their samples are read, so a budget smaller
+//! than a batch never stalls the stream. An upload that does not complete (an error, a signal)
+//! leaves nothing under the final names.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use futures::{StreamExt, stream};
 use rayon::prelude::*;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta;
@@ -34,6 +39,8 @@ use crate::validate::{self, Tally};
 
 const BATCH: usize = 64;
 const WRITE_BUFFER: usize = 1 << 20;
+/// Deflate's largest expansion: no byte of a `.gz` inflates to more than this many.
+const GZIP_MAX_RATIO: u64 = 1032;
 
 /// A JSONL file being uploaded line by line.
 pub struct JsonlWriter {
@@ -160,6 +167,9 @@ pub struct RejectExample {
 pub struct Options {
     pub read_concurrency: usize,
     pub max_text_bytes: u64,
+    /// Bytes of sample content held at once: read, being converted, or waiting to be written
+    /// (see the module docs). A sample larger than the whole budget takes all of it.
+    pub max_bytes_in_flight: u64,
     pub paths: Paths,
     /// Where the files go, when not to the store the samples come from (`plan` converts into
     /// a throwaway in-memory store).
@@ -168,6 +178,58 @@ pub struct Options {
     pub check: Option<Arc<validate::Options>>,
     /// Content digests that validated in an earlier run: such a sample validates again.
     pub pinned: Arc<HashSet<[u8; 32]>>,
+}
+
+/// The byte budget of the reads. Permits count KiB, so that one share of any size fits the
+/// semaphore's `u32` acquisitions; the semaphore is fair, so shares are granted in the order
+/// the samples ask for them.
+#[derive(Clone)]
+struct Budget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl Budget {
+    fn new(bytes: u64) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, u32::MAX >> 4);
+        Self {
+            kib: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Waits for `bytes` of the budget (all of it, if it is smaller).
+    async fn take(&self, bytes: u64) -> OwnedSemaphorePermit {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        self.kib
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("the budget is never closed")
+    }
+}
+
+/// What reading a sample may hold in memory: its text objects' sizes, or for a `.gz` what it
+/// may inflate to; never more than MAX_TEXT_BYTES an object, since reads stop there.
+fn bytes_needed(sample: &Sample, max_text_bytes: u64) -> u64 {
+    let object = |size: u64, gzip: bool| {
+        let inflated = if gzip {
+            size.saturating_mul(GZIP_MAX_RATIO)
+        } else {
+            size
+        };
+        inflated.min(max_text_bytes.saturating_add(1))
+    };
+    let raw = if sample.raw.modality == Modality::Text {
+        object(sample.raw.meta.size, sample.raw.gzip)
+    } else {
+        0
+    };
+    raw.saturating_add(object(sample.label.meta.size, sample.label.gzip))
 }
 
 /// Runs a closure on the rayon pool and awaits its result.
@@ -208,7 +270,10 @@ async fn read_object(
         return Err(too_large(got.size));
     }
     let reader = storage::into_async_read(got.body);
-    let mut buf = Vec::new();
+    // Sized to the object (one byte more, so reaching its end needs no reallocation): a
+    // doubling buffer would hold up to twice what the byte budget counts.
+    let capacity = if gzip { 0 } else { got.size.min(limit) + 1 };
+    let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
     let read = if gzip {
         // A gzip file may hold several members (`cat a.gz b.gz`); `zcat` prints them all.
         let mut decoder =
@@ -225,6 +290,7 @@ async fn read_object(
     if buf.len() as u64 > limit {
         return Err(too_large(buf.len() as u64));
     }
+    buf.shrink_to_fit();
     Ok(Bytes::from(buf))
 }
 
@@ -312,15 +378,16 @@ struct Line {
     check: Option<validate::LineCheck>,
 }
 
+/// Converts a batch on rayon; each sample's budget share travels with it to the writer.
 fn convert_batch(
-    batch: Vec<(usize, Uris, Result<Loaded, Reject>)>,
+    batch: Vec<(usize, Uris, Result<Loaded, Reject>, OwnedSemaphorePermit)>,
     samples: &[Sample],
     converter: &dyn crate::convert::SampleConverter,
     check: Option<&validate::Options>,
-) -> Vec<(usize, Result<Line, Reject>)> {
+) -> Vec<(usize, Result<Line, Reject>, OwnedSemaphorePermit)> {
     batch
         .into_par_iter()
-        .map(|(i, u, loaded)| {
+        .map(|(i, u, loaded, share)| {
             let line = loaded.and_then(|l| {
                 let text = converter.convert(&samples[i], &u, &l)?;
                 Ok(Line {
@@ -329,7 +396,7 @@ fn convert_batch(
                     text,
                 })
             });
-            (i, line)
+            (i, line, share)
         })
         .collect()
 }
@@ -384,20 +451,26 @@ pub async fn build(
     progress.inc(built.held_out);
     built.outcomes = vec![delta::Outcome::default(); n];
 
+    let budget = Budget::new(opts.max_bytes_in_flight);
     let reads = stream::iter(indices)
         .map(|i| {
             let (store, samples, opts) = (store.clone(), samples.clone(), opts.clone());
+            let budget = budget.clone();
             async move {
                 let s = &samples[i];
+                // Asked for first thing, so in sample order; held until the line is written.
+                let share = budget.take(bytes_needed(s, opts.max_text_bytes)).await;
                 let u = uris(&*store, s);
                 let loaded = load(&*store, s, &u, &opts).await;
-                (i, u, loaded)
+                (i, u, loaded, share)
             }
         })
         .buffered(opts.read_concurrency.max(1));
     let check = opts.check.clone();
+    // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
+    // samples while the samples it waits for wait for shares.
     let mut batches = reads
-        .chunks(BATCH)
+        .ready_chunks(BATCH)
         .map(|batch| {
             let (samples, converter, check) = (samples.clone(), converter.clone(), check.clone());
             on_rayon(move || convert_batch(batch, &samples, &*converter, check.as_deref()))
@@ -411,7 +484,7 @@ pub async fn build(
     // Exact duplicates (the same content under two keys) are written once: the first by key.
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
     while let Some(batch) = batches.next().await {
-        for (i, line) in batch {
+        for (i, line, share) in batch {
             match line {
                 Ok(line) => {
                     progress.inc(1);
@@ -460,6 +533,7 @@ pub async fn build(
                     reject(r, &mut rejected, &mut built).await?;
                 }
             }
+            drop(share);
         }
     }
     if let Some((t, v)) = tallies {
@@ -489,6 +563,7 @@ mod tests {
         Options {
             read_concurrency: 32,
             max_text_bytes,
+            max_bytes_in_flight: 64 << 20,
             paths: Paths {
                 train: "out/train.jsonl".into(),
                 validation: "out/val.jsonl".into(),
@@ -655,5 +730,139 @@ mod tests {
         for r in &rejects {
             assert!(r["reason"].as_str().unwrap().contains("gzip"), "{r}");
         }
+    }
+
+    /// A store whose reads wait until the test opens a gate, counting the reads begun.
+    #[derive(Debug)]
+    struct Gated {
+        inner: crate::storage::memory::MemoryStore,
+        begun: std::sync::atomic::AtomicUsize,
+        open: tokio::sync::watch::Receiver<bool>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Gated {
+        fn list(
+            &self,
+            prefix: &str,
+        ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, StoreError>> {
+            self.inner.list(prefix)
+        }
+        async fn get(&self, key: &str) -> Result<storage::GetResult, StoreError> {
+            self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut open = self.open.clone();
+            open.wait_for(|o| *o).await.unwrap();
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            data: Bytes,
+            mode: PutMode,
+        ) -> Result<storage::ObjectMeta, StoreError> {
+            self.inner.put(key, data, mode).await
+        }
+        async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+            self.inner.put_multipart(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        fn uri(&self, key: &str) -> String {
+            self.inner.uri(key)
+        }
+    }
+
+    /// Builds 20 samples of 2,010 bytes (2 KiB of the budget each) with reads held at a gate;
+    /// how many reads had begun when everything else waited, and the lines made.
+    async fn reads_begun(budget: u64, read_concurrency: usize) -> (usize, u64) {
+        let (gate, open) = tokio::sync::watch::channel(false);
+        let store = Arc::new(Gated {
+            inner: crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
+            begun: 0.into(),
+            open,
+        });
+        for i in 0..20 {
+            let raw = format!("{i:02}") + &"x".repeat(1998);
+            for (key, body) in [
+                (format!("raw_training_data/s{i:02}.txt"), raw),
+                (
+                    format!("raw_training_data/s{i:02}.json"),
+                    "\"answer\"".to_owned(),
+                ),
+            ] {
+                store
+                    .put(&key, Bytes::from(body), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut opts = options(1 << 20);
+        opts.read_concurrency = read_concurrency;
+        opts.max_bytes_in_flight = budget;
+        let building = tokio::spawn({
+            let store: Arc<dyn Store> = store.clone();
+            async move { build_after(store, &opts, || {}).await }
+        });
+        // With the clock paused, this returns once every task waits: at the gate or for budget.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let begun = store.begun.load(std::sync::atomic::Ordering::SeqCst);
+        gate.send(true).unwrap();
+        let (built, rejects) = building.await.unwrap();
+        assert!(rejects.is_empty(), "{rejects:?}");
+        (begun, built.train_examples)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_hold_no_more_than_max_bytes_in_flight() {
+        // 6 KiB: three samples of 2 KiB are read at once, however many reads may run.
+        assert_eq!(reads_begun(6 * 1024, 32).await, (3, 20));
+        assert_eq!(reads_begun(7 * 1024, 32).await, (3, 20));
+        // A budget smaller than one sample lets one sample through at a time.
+        assert_eq!(reads_begun(100, 32).await, (1, 20));
+        // A large budget leaves READ_CONCURRENCY as the bound.
+        assert_eq!(reads_begun(64 << 20, 8).await, (8, 20));
+    }
+
+    #[test]
+    fn a_gzip_object_counts_as_what_it_may_inflate_to() {
+        use crate::sample::{LabelFile, LabelFormat, RawFile};
+        let sample = |raw: u64, raw_gzip: bool, label: u64, label_gzip: bool| Sample {
+            key: "k".into(),
+            raw: RawFile {
+                meta: storage::ObjectMeta {
+                    key: "r".into(),
+                    size: raw,
+                    generation: "1".into(),
+                },
+                modality: Modality::Text,
+                ext: "txt".into(),
+                gzip: raw_gzip,
+            },
+            label: LabelFile {
+                meta: storage::ObjectMeta {
+                    key: "l".into(),
+                    size: label,
+                    generation: "1".into(),
+                },
+                format: LabelFormat::Json,
+                gzip: label_gzip,
+            },
+        };
+        let max = 4 << 20;
+        assert_eq!(bytes_needed(&sample(1000, false, 20, false), max), 1020);
+        assert_eq!(bytes_needed(&sample(100, true, 20, false), max), 103_220);
+        assert_eq!(
+            bytes_needed(&sample(16_000, true, 30, true), max),
+            (max + 1) + 30 * 1032
+        );
+        // Reads stop past MAX_TEXT_BYTES: a bigger object holds no more than that.
+        assert_eq!(
+            bytes_needed(&sample(9 << 20, false, 0, false), max),
+            max + 1
+        );
+        let mut media = sample(5 << 20, false, 20, false);
+        media.raw.modality = Modality::Image;
+        assert_eq!(bytes_needed(&media, max), 20, "media is never read");
     }
 }

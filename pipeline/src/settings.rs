@@ -167,6 +167,11 @@ pub struct Settings {
     #[arg(long, env = "MAX_TEXT_BYTES", value_name = "MAX_TEXT_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub max_text_bytes: u64,
 
+    /// Bytes of sample content held in memory at once during conversion (read, converting or
+    /// waiting to be written); a `.gz` counts as what it may inflate to, at most MAX_TEXT_BYTES.
+    #[arg(long, env = "MAX_BYTES_IN_FLIGHT", value_name = "MAX_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024 * 1024..=1 << 40))]
+    pub max_bytes_in_flight: u64,
+
     /// Objects read at once during conversion.
     #[arg(long, env = "READ_CONCURRENCY", value_name = "READ_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub read_concurrency: u16,
@@ -730,6 +735,7 @@ impl Settings {
             converter: Arc::new(converter),
             read_concurrency: usize::from(self.read_concurrency),
             max_text_bytes: self.max_text_bytes,
+            max_bytes_in_flight: self.max_bytes_in_flight,
             lease_duration: self.lease_duration,
             max_rejected_ratio: self.max_rejected_ratio,
             max_training_tokens: self.max_training_tokens,

@@ -134,6 +134,8 @@ fn bad_settings_exit_2_naming_the_setting() {
         ("ADAPTER_SIZE", "3"),
         ("LABEL_FIELD", "answer"),
         ("LEASE_DURATION", "soon"),
+        ("MAX_BYTES_IN_FLIGHT", "0"),
+        ("MAX_BYTES_IN_FLIGHT", "1000"),
         ("PROMPT", "@/nonexistent/prompt.txt"),
         ("BUCKET_NAME", "s3://bucket"),
         ("BUCKET_NAME", "/nonexistent/folder/x"),

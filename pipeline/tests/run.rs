@@ -135,6 +135,7 @@ fn config() -> Config {
         converter: Arc::new(Converter::default()),
         read_concurrency: 8,
         max_text_bytes: 1 << 20,
+        max_bytes_in_flight: 64 << 20,
         lease_duration: Duration::from_secs(60),
         max_rejected_ratio: 0.1,
         max_training_tokens: None,

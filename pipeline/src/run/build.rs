@@ -105,6 +105,7 @@ impl Job {
             &dataset::Options {
                 read_concurrency: self.config.read_concurrency,
                 max_text_bytes: self.config.max_text_bytes,
+                max_bytes_in_flight: self.config.max_bytes_in_flight,
                 paths: self.paths(folder),
                 sink,
                 check: Some(Arc::new(check)),

@@ -83,6 +83,8 @@ pub struct Config {
     pub converter: Arc<Converter>,
     pub read_concurrency: usize,
     pub max_text_bytes: u64,
+    /// Sample bytes in memory at once during the build (MAX_BYTES_IN_FLIGHT).
+    pub max_bytes_in_flight: u64,
     pub lease_duration: Duration,
     pub max_rejected_ratio: f64,
     pub max_training_tokens: Option<u64>,
