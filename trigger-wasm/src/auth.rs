@@ -6,15 +6,15 @@
 //! `email` ∈ `ALLOWED_INVOKERS` and `email_verified`. The email check matters most: anyone can
 //! obtain a Google-signed token for any audience.
 //!
-//! The JWT handling is deliberately small (split, base64url, serde) around PKCS#1 v1.5
-//! verification ([`crate::rs256`]: the `rsa` crate validates and holds the keys, the public-key
-//! operation is done there because the crate's is ~4× slower in wasm), which keeps the component
-//! under its size budget; a JWT crate would pull in key formats and algorithms the trigger must
-//! reject anyway.
+//! The JWT handling is deliberately small (split, base64url, serde) around the `rsa` crate's
+//! RSASSA-PKCS1-v1_5 verification with SHA-256, which keeps the component under its size budget;
+//! a JWT crate would pull in key formats and algorithms the trigger must reject anyway. Only
+//! public data goes through the RSA operation, so the Marvin timing advisory against `rsa`
+//! (RUSTSEC-2023-0071, about decryption with a private key) does not apply.
 
-pub use crate::rs256::VerifyKey;
 use base64::Engine as _;
-use rsa::{BigUint, RsaPublicKey};
+use rsa::traits::PublicKeyParts as _;
+use rsa::{BigUint, Pkcs1v15Sign, RsaPublicKey};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -40,15 +40,15 @@ fn deny(msg: impl Into<String>) -> AuthError {
     AuthError(msg.into())
 }
 
-/// RSA verification keys by `kid`, prepared for verification when the set is parsed.
+/// RSA verification keys by `kid`, checked (size, exponent) when the set is parsed.
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
-    keys: Vec<(String, VerifyKey)>,
+    keys: Vec<(String, RsaPublicKey)>,
 }
 
 impl Jwks {
     /// The key for `kid`, if the set has it.
-    pub fn key(&self, kid: &str) -> Option<&VerifyKey> {
+    pub fn key(&self, kid: &str) -> Option<&RsaPublicKey> {
         self.keys.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
     }
 
@@ -109,9 +109,7 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<Jwks, String> {
         else {
             continue;
         };
-        if rsa::traits::PublicKeyParts::size(&key) * 8 >= MIN_RSA_BITS
-            && let Some(key) = VerifyKey::new(&key)
-        {
+        if key.size() * 8 >= MIN_RSA_BITS {
             keys.push((kid, key));
         }
     }
@@ -212,11 +210,14 @@ pub struct Expect<'a> {
 /// Verifies the signature with `key`, then the claims.
 pub fn verify(
     t: &UnverifiedToken<'_>,
-    key: &VerifyKey,
+    key: &RsaPublicKey,
     expect: Expect<'_>,
 ) -> Result<Caller, AuthError> {
-    let digest: [u8; 32] = Sha256::digest(t.signing_input.as_bytes()).into();
-    if !key.verify_sha256(&digest, &t.signature) {
+    let digest = Sha256::digest(t.signing_input.as_bytes());
+    if key
+        .verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &t.signature)
+        .is_err()
+    {
         return Err(deny("JWT signature does not verify"));
     }
 
@@ -378,6 +379,33 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.0.contains("alg") || e.0.contains("JSON"), "{e}");
+    }
+
+    #[test]
+    fn damaged_signatures_are_refused() {
+        let k = test_key();
+        let t = k.sign(&good_claims());
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .unwrap();
+        let n = rsa::traits::PublicKeyParts::n(&k.key).to_bytes_be();
+        let mut flipped = sig.clone();
+        flipped[100] ^= 0x10;
+        let mut longer = sig.clone();
+        longer.push(0);
+        for (what, bad) in [
+            ("a flipped bit", flipped),
+            ("one byte short", sig[1..].to_vec()),
+            ("one byte long", longer),
+            ("the modulus itself", n.clone()),
+            ("above the modulus", vec![0xff; n.len()]),
+            ("empty", Vec::new()),
+        ] {
+            let e = check(&format!("{input}.{}", b64url(&bad))).unwrap_err();
+            assert!(e.0.contains("signature"), "{what}: {e}");
+        }
+        assert!(check(&format!("{input}.{}", b64url(&sig))).is_ok());
     }
 
     #[test]

@@ -32,7 +32,6 @@
 //! * [`filter`] decides start vs. ignore, naming the reason, by the pipeline's own sample rules
 //!   (the `autotune-layout` crate).
 //! * [`auth`] verifies Google-signed OIDC ID tokens (RS256) or a shared secret.
-//! * [`rs256`] is the RSA public-key operation behind it, prepared once per key.
 //! * [`run_api`] builds the Run Admin API requests and classifies Google's answers.
 //! * [`reply`] holds every way a request ends ([`reply::Outcome`], [`reply::Rejection`]) and
 //!   maps each to its HTTP status and body, in one place.
@@ -47,7 +46,6 @@ pub mod event;
 pub mod filter;
 pub mod log;
 pub mod reply;
-pub mod rs256;
 pub mod run_api;
 pub mod service;
 pub mod upstream;
