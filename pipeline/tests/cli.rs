@@ -3,7 +3,7 @@
 
 #![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! Each test calls the fake's `/api` with the credentials under test; the fake says which kind
 //! of token reached it.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 
@@ -193,7 +193,7 @@ fn external_account_with_an_executable_subject_token_through_adc() {
         let mut c = std::process::Command::new(std::env::current_exe().unwrap());
         c.args([
             "--exact",
-            "child_calls_the_api_with_environment_credentials",
+            "credentials::child_calls_the_api_with_environment_credentials",
             "--ignored",
             "--nocapture",
         ]);

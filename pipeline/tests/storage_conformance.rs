@@ -1,7 +1,7 @@
 //! One conformance suite, run against every storage backend: memory, local folder, and GCS
 //! through a real fake-gcs-server on loopback.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 
@@ -1006,7 +1006,7 @@ fn storage_honours_gce_metadata_host_from_the_environment() {
     let mut c = std::process::Command::new(std::env::current_exe().unwrap());
     c.args([
         "--exact",
-        "child_writes_with_environment_credentials",
+        "storage_conformance::child_writes_with_environment_credentials",
         "--ignored",
         "--nocapture",
     ]);

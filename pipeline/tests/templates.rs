@@ -2,7 +2,7 @@
 //! folder, checking the JSONL lines (against the project's validator), `rejected.jsonl` and the
 //! exit code of a bad configuration.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! breaking exactly one rule (the table below says which, and on which line), and valid files
 //! covering text, every modality and multi-turn. The binary is run as a user runs it.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,7 +4,7 @@
 //! on a paused tokio clock: the fake lives on its own thread and the real clock, and the tuner
 //! runs no timer while a request is in flight, so the paused clock only jumps across sleeps.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -696,7 +696,7 @@ fn credentials_come_from_the_environment() {
         let mut c = std::process::Command::new(std::env::current_exe().unwrap());
         c.args([
             "--exact",
-            "child_submits_with_environment_credentials",
+            "vertex::child_submits_with_environment_credentials",
             "--ignored",
             "--nocapture",
         ]);

@@ -8,7 +8,7 @@
 
 #![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::io::Read;

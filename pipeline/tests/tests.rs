@@ -1,0 +1,22 @@
+//! The integration tests of `autotune`, in one test binary (ripgrep's layout): the support code
+//! (the fake-gcs-server harness, the loopback fakes of Vertex AI and Google's token endpoints,
+//! the discovery-document checks) compiles once, and every scenario file is a module.
+//!
+//! * [`cli`]: the `autotune` binary as a process: settings, gates, hostile input, signals.
+//! * [`run`]: the run in process, on the memory store with a scripted tuner.
+//! * [`storage_conformance`]: one suite for every storage backend, plus what only one can do.
+//! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
+//! * [`validate`], [`templates`]: the dataset validator and conversion templates.
+
+#![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
+
+mod support;
+
+mod cli;
+mod credentials;
+mod run;
+mod storage_conformance;
+mod templates;
+mod validate;
+mod vertex;
+mod vertex_runs;
