@@ -3,7 +3,7 @@
 
 use autotune::convert::{Converter, Loaded, Uris};
 use autotune::modality::Modality;
-use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};
+use autotune::sample::{LabelFile, LabelFormat, RawFile, Sample};
 use autotune::storage::ObjectMeta;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;

@@ -357,16 +357,13 @@ fn content_digest(sample: &Sample, loaded: &Loaded) -> [u8; 32] {
     let mut h = sha2::Sha256::new();
     h.update(b"label\0");
     h.update(&loaded.label);
-    match &loaded.raw_text {
-        Some(text) => {
-            h.update(b"\0text\0");
-            h.update(text);
-        }
-        None => {
-            h.update(b"\0media\0");
-            h.update(sample.raw.meta.size.to_be_bytes());
-            h.update(sample.raw.meta.generation.as_bytes());
-        }
+    if let Some(text) = &loaded.raw_text {
+        h.update(b"\0text\0");
+        h.update(text);
+    } else {
+        h.update(b"\0media\0");
+        h.update(sample.raw.meta.size.to_be_bytes());
+        h.update(sample.raw.meta.generation.as_bytes());
     }
     h.finalize().into()
 }
@@ -401,6 +398,135 @@ fn convert_batch(
         .collect()
 }
 
+/// The files a build writes, and what it has written so far.
+struct Writers {
+    train: JsonlWriter,
+    validation: JsonlWriter,
+    rejected: JsonlWriter,
+    index: JsonlWriter,
+    train_name: String,
+    validation_name: String,
+    /// Vertex's rules on each file's lines (with [`Options::check`]).
+    tallies: Option<(Tally, Tally)>,
+    /// Content digests written: an exact duplicate (the same content under two keys) is
+    /// written once, the first by key.
+    seen: HashSet<[u8; 32]>,
+    built: Built,
+}
+
+impl Writers {
+    async fn create(sink: &dyn Store, opts: &Options, n: usize) -> Result<Self, StoreError> {
+        let paths = &opts.paths;
+        let file_name = |key: &str| key.rsplit('/').next().unwrap_or(key).to_owned();
+        Ok(Self {
+            train: JsonlWriter::create(sink, &paths.train).await?,
+            validation: JsonlWriter::create(sink, &paths.validation).await?,
+            rejected: JsonlWriter::create(sink, &paths.rejected).await?,
+            index: JsonlWriter::create(sink, &paths.index).await?,
+            train_name: file_name(&paths.train),
+            validation_name: file_name(&paths.validation),
+            tallies: opts
+                .check
+                .as_ref()
+                .map(|c| (Tally::new(c.max_findings), Tally::new(c.max_findings))),
+            seen: HashSet::new(),
+            built: Built {
+                outcomes: vec![delta::Outcome::default(); n],
+                ..Built::default()
+            },
+        })
+    }
+
+    async fn reject(&mut self, r: Reject) -> Result<(), StoreError> {
+        tracing::warn!(sample = %r.key, objects = %r.objects.join(", "), category = %r.category, "sample rejected: {}", r.reason);
+        let built = &mut self.built;
+        *built.rejected_by_category.entry(r.category).or_default() += 1;
+        let examples = built.reject_examples.entry(r.category).or_default();
+        if examples.len() < REJECT_EXAMPLES {
+            examples.push(RejectExample {
+                key: r.key.clone(),
+                reason: r.reason.clone(),
+            });
+        }
+        built.rejected += 1;
+        self.rejected
+            .write_line(&serde_json::to_string(&r).expect("a reject serialises"))
+            .await
+    }
+
+    /// Writes sample `i`'s line to the file of its side (validation when its content ever
+    /// validated), with its index entry; skips an exact duplicate.
+    async fn write(
+        &mut self,
+        i: usize,
+        line: Line,
+        sample: &Sample,
+        split: &Split,
+        pinned: &HashSet<[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        let built = &mut self.built;
+        if !self.seen.insert(line.digest) {
+            built.duplicates += 1;
+            built.outcomes[i].digest = Some(line.digest);
+            return Ok(());
+        }
+        let mut side = split.side(i);
+        if side == Side::Train && pinned.contains(&line.digest) {
+            side = Side::Validation;
+            built.pinned_to_validation += 1;
+        }
+        built.outcomes[i] = delta::Outcome {
+            digest: Some(line.digest),
+            validation: Some(side == Side::Validation),
+        };
+        let (writer, name, tally) = match side {
+            Side::Train => (
+                &mut self.train,
+                &self.train_name,
+                self.tallies.as_mut().map(|t| &mut t.0),
+            ),
+            Side::Validation => (
+                &mut self.validation,
+                &self.validation_name,
+                self.tallies.as_mut().map(|t| &mut t.1),
+            ),
+            Side::HeldOut => unreachable!("held-out samples are not converted"),
+        };
+        writer.write_line(&line.text).await?;
+        if let (Some(tally), Some(check)) = (tally, line.check) {
+            tally.add(check);
+        }
+        let entry = IndexEntry {
+            file: name,
+            line: writer.lines,
+            key: &sample.key,
+            digest: &hex(&line.digest),
+        };
+        self.index
+            .write_line(&serde_json::to_string(&entry).expect("an entry serialises"))
+            .await
+    }
+
+    /// Publishes the files (an empty one is discarded) and returns what was built.
+    async fn finish(self) -> Result<Built, StoreError> {
+        let mut built = self.built;
+        if let Some((t, v)) = self.tallies {
+            built.train_tally = Some(t);
+            built.validation_tally = Some(v);
+        }
+        built.train_digest = self.train.digest();
+        built.validation_digest = self.validation.digest();
+        built.train_examples = self.train.lines;
+        built.train_bytes = self.train.bytes;
+        built.validation_examples = self.validation.lines;
+        built.train_uri = self.train.finish().await?;
+        built.validation_uri = self.validation.finish().await?;
+        built.rejected_uri = self.rejected.finish().await?;
+        built.index_uri = self.index.finish().await?;
+        Ok(built)
+    }
+}
+
 /// Builds the run's files. `progress` is told of every sample done.
 pub async fn build(
     store: Arc<dyn Store>,
@@ -411,30 +537,10 @@ pub async fn build(
     opts: &Options,
     progress: &indicatif::ProgressBar,
 ) -> Result<Built, StoreError> {
-    let paths = &opts.paths;
+    let n = samples.len();
     let sink = opts.sink.clone().unwrap_or_else(|| store.clone());
-    let mut train = JsonlWriter::create(&*sink, &paths.train).await?;
-    let mut validation = JsonlWriter::create(&*sink, &paths.validation).await?;
-    let mut rejected = JsonlWriter::create(&*sink, &paths.rejected).await?;
-    let mut index = JsonlWriter::create(&*sink, &paths.index).await?;
-    let file_name = |key: &str| key.rsplit('/').next().unwrap_or(key).to_owned();
-    let (train_name, validation_name) = (file_name(&paths.train), file_name(&paths.validation));
-    let mut built = Built::default();
-    let reject = async |r: Reject, rejected: &mut JsonlWriter, built: &mut Built| {
-        tracing::warn!(sample = %r.key, objects = %r.objects.join(", "), category = %r.category, "sample rejected: {}", r.reason);
-        *built.rejected_by_category.entry(r.category).or_default() += 1;
-        let examples = built.reject_examples.entry(r.category).or_default();
-        if examples.len() < REJECT_EXAMPLES {
-            examples.push(RejectExample {
-                key: r.key.clone(),
-                reason: r.reason.clone(),
-            });
-        }
-        built.rejected += 1;
-        rejected
-            .write_line(&serde_json::to_string(&r).expect("a reject serialises"))
-            .await
-    };
+    // Boxed: the writers and their tallies would make this future large.
+    let mut files = Box::new(Writers::create(&*sink, opts, n).await?);
     for a in ambiguous {
         let r = Reject {
             key: a.key.clone(),
@@ -442,14 +548,12 @@ pub async fn build(
             category: a.category,
             reason: a.reason.clone(),
         };
-        reject(r, &mut rejected, &mut built).await?;
+        files.reject(r).await?;
     }
 
-    let n = samples.len();
     let indices: Vec<usize> = (0..n).filter(|&i| split.side(i) != Side::HeldOut).collect();
-    built.held_out = (n - indices.len()) as u64;
-    progress.inc(built.held_out);
-    built.outcomes = vec![delta::Outcome::default(); n];
+    files.built.held_out = (n - indices.len()) as u64;
+    progress.inc(files.built.held_out);
 
     let budget = Budget::new(opts.max_bytes_in_flight);
     let reads = stream::iter(indices)
@@ -476,80 +580,21 @@ pub async fn build(
             on_rayon(move || convert_batch(batch, &samples, &*converter, check.as_deref()))
         })
         .buffered(2);
-
-    let mut tallies = opts
-        .check
-        .as_ref()
-        .map(|c| (Tally::new(c.max_findings), Tally::new(c.max_findings)));
-    // Exact duplicates (the same content under two keys) are written once: the first by key.
-    let mut seen: HashSet<[u8; 32]> = HashSet::new();
     while let Some(batch) = batches.next().await {
         for (i, line, share) in batch {
             match line {
                 Ok(line) => {
-                    progress.inc(1);
-                    if !seen.insert(line.digest) {
-                        built.duplicates += 1;
-                        built.outcomes[i].digest = Some(line.digest);
-                        continue;
-                    }
-                    let mut side = split.side(i);
-                    // Content that ever validated keeps validating (renamed, or a new ratio).
-                    if side == Side::Train && opts.pinned.contains(&line.digest) {
-                        side = Side::Validation;
-                        built.pinned_to_validation += 1;
-                    }
-                    built.outcomes[i] = delta::Outcome {
-                        digest: Some(line.digest),
-                        validation: Some(side == Side::Validation),
-                    };
-                    let (writer, name, tally) = match side {
-                        Side::Train => {
-                            (&mut train, &train_name, tallies.as_mut().map(|t| &mut t.0))
-                        }
-                        Side::Validation => (
-                            &mut validation,
-                            &validation_name,
-                            tallies.as_mut().map(|t| &mut t.1),
-                        ),
-                        Side::HeldOut => unreachable!("held-out samples are not converted"),
-                    };
-                    writer.write_line(&line.text).await?;
-                    if let (Some(tally), Some(check)) = (tally, line.check) {
-                        tally.add(check);
-                    }
-                    let entry = IndexEntry {
-                        file: name,
-                        line: writer.lines,
-                        key: &samples[i].key,
-                        digest: &hex(&line.digest),
-                    };
-                    index
-                        .write_line(&serde_json::to_string(&entry).expect("an entry serialises"))
+                    files
+                        .write(i, line, &samples[i], &split, &opts.pinned)
                         .await?;
                 }
-                Err(r) => {
-                    progress.inc(1);
-                    reject(r, &mut rejected, &mut built).await?;
-                }
+                Err(r) => files.reject(r).await?,
             }
             drop(share);
+            progress.inc(1);
         }
     }
-    if let Some((t, v)) = tallies {
-        built.train_tally = Some(t);
-        built.validation_tally = Some(v);
-    }
-    built.train_digest = train.digest();
-    built.validation_digest = validation.digest();
-    built.train_examples = train.lines;
-    built.train_bytes = train.bytes;
-    built.validation_examples = validation.lines;
-    built.train_uri = train.finish().await?;
-    built.validation_uri = validation.finish().await?;
-    built.rejected_uri = rejected.finish().await?;
-    built.index_uri = index.finish().await?;
-    Ok(built)
+    files.finish().await
 }
 
 #[cfg(test)]

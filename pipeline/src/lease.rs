@@ -320,7 +320,7 @@ impl Lease {
         let (store, key, ttl) = (self.store.clone(), self.key.clone(), self.ttl);
         let (current, lost) = (self.current.clone(), self.lost.clone());
         let why = self.why.clone();
-        let lose = move |reason: Lost| {
+        let give_up = move |reason: Lost| {
             *why.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
             lost.cancel();
@@ -334,14 +334,14 @@ impl Lease {
                     Ok(()) => tracing::debug!("run lock renewed"),
                     Err(e @ (StoreError::Precondition { .. } | StoreError::NotFound { .. })) => {
                         tracing::error!(error = %e, "run lock lost: another run took it over");
-                        lose(Lost::TakenOver(e.to_string()));
+                        give_up(Lost::TakenOver(e.to_string()));
                         return;
                     }
                     Err(e) => {
                         let expired = current.lock().await.0.expires_at <= Utc::now();
                         tracing::warn!(error = %e, "run lock renewal failed; retrying");
                         if expired {
-                            lose(Lost::Unrenewable(e.to_string()));
+                            give_up(Lost::Unrenewable(e.to_string()));
                             return;
                         }
                     }

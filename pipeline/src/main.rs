@@ -102,13 +102,13 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { settings, detach } => {
             let shutdown = shutdown_signal()?;
-            let job = job(settings, progress)?;
-            let outcome = job.run(shutdown, detach).await;
+            let job = job(&settings, progress)?;
+            let outcome = Box::pin(job.run(shutdown, detach)).await;
             print(&outcome);
             Ok(ExitCode::from(outcome.status.exit_code() as u8))
         }
         Command::Plan { settings, output } => {
-            let job = job(settings, false)?;
+            let job = job(&settings, false)?;
             let outcome = job.plan().await;
             match output {
                 Output::Json => print(&outcome),
@@ -171,7 +171,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// The job the settings describe; every setting is checked here, before any work.
-fn job(settings: Settings, progress: bool) -> anyhow::Result<Job> {
+fn job(settings: &Settings, progress: bool) -> anyhow::Result<Job> {
     let store = storage::open_with(&settings.bucket_name, &settings.http.client_options())
         .context("BUCKET_NAME")?;
     let tuner = settings.tuner()?;

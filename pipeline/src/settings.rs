@@ -542,10 +542,9 @@ impl ModelSettings {
 impl Settings {
     pub fn tuner_kind(&self) -> TunerKind {
         match self.tuner {
-            Some(TunerArg::DryRun) => TunerKind::DryRun,
             Some(TunerArg::Vertex) => TunerKind::Vertex,
             None if self.project_id.is_some() => TunerKind::Vertex,
-            None => TunerKind::DryRun,
+            Some(TunerArg::DryRun) | None => TunerKind::DryRun,
         }
     }
 

@@ -444,6 +444,11 @@ async fn refused_connections_are_retried_then_reported() {
     assert!(message.contains(&endpoint), "{message}");
 }
 
+/// The wall clock of the watchdog test, shared by the fake and the tuner.
+fn created() -> chrono::DateTime<chrono::Utc> {
+    "2026-11-24T10:00:00Z".parse().unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_watchdog_cancels_a_job_past_max_tuning_duration() {
     let t = setup(|mut c| {
@@ -453,9 +458,6 @@ async fn the_watchdog_cancels_a_job_past_max_tuning_duration() {
     t.fake.set_history(fake::runs_forever());
     // One wall clock for the fake's createTime and the tuner's "now": the job's age is then
     // exactly zero when it is first read, whatever the real time between create and get.
-    fn created() -> chrono::DateTime<chrono::Utc> {
-        "2026-11-24T10:00:00Z".parse().unwrap()
-    }
     t.fake.set_created_at(created());
     let vertex = t.vertex.with_clock(created);
     let t = Setup { vertex, ..t };

@@ -23,7 +23,7 @@ impl Job {
     ) -> Result<Built, RunError> {
         let folder = storage::join(&self.config.jsonl_folder, run_id);
         let split = self.split(gates, seed);
-        let built = self.convert(&folder, gates, split, None).await?;
+        let built = Box::pin(self.convert(&folder, gates, split, None)).await?;
         {
             let r = &mut state.lock().await.record;
             r.counts.train = built.train_examples;
@@ -96,7 +96,7 @@ impl Job {
         let samples = gates.inventory.samples.clone();
         let check = validate::line_options(&self.validate_config(validate::Dataset::Training));
         let progress = crate::logging::progress_bar(samples.len() as u64, self.progress);
-        let built = dataset::build(
+        let built = Box::pin(dataset::build(
             self.store.clone(),
             samples,
             &gates.inventory.ambiguous,
@@ -118,7 +118,7 @@ impl Job {
                 ),
             },
             &progress,
-        )
+        ))
         .await?;
         progress.finish_and_clear();
         Ok(built)

@@ -197,8 +197,7 @@ impl Job {
         tracing::info!(%run_id, bucket = %self.config.bucket, tuner = %self.tuner.kind(), "run starting");
         // Gate 1, read-only: do not even list when a run is in progress.
         let adopt = match self.peek_lock().await {
-            Lock::Free { pending_job } => pending_job.is_some(),
-            Lock::Expired { pending_job, .. } => pending_job.is_some(),
+            Lock::Free { pending_job } | Lock::Expired { pending_job, .. } => pending_job.is_some(),
             lock @ (Lock::Live(_) | Lock::Unreadable { .. } | Lock::Failed(_)) => {
                 let o = Outcome::of_lock(&lock, min);
                 tracing::info!("{}", o.reason);
@@ -272,7 +271,7 @@ impl Job {
             job: None,
         });
         let result = tokio::select! {
-            r = self.train(&run_id, gates, &state, &lease, detach) => r,
+            r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,
             signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
@@ -347,8 +346,7 @@ impl Job {
         let failed = |e: RunError| (RunStatus::Failed, e.to_string());
         let seed = self.split_seed(gates.baseline.as_ref());
         state.lock().await.record.split_seed = Some(seed.clone());
-        let built = self
-            .build_datasets(run_id, gates, &seed, state)
+        let built = Box::pin(self.build_datasets(run_id, gates, &seed, state))
             .await
             .map_err(failed)?;
         let estimate = self.quality(gates, &built).map_err(failed)?;

@@ -44,7 +44,7 @@ impl Job {
             "plan-{}",
             uuid::Uuid::new_v4().simple()
         )));
-        let mut built = match self.convert("plan", &gates, split, Some(sink)).await {
+        let mut built = match Box::pin(self.convert("plan", &gates, split, Some(sink))).await {
             Ok(b) => b,
             Err(e) => return Outcome::failed(e.to_string(), min),
         };
