@@ -174,6 +174,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
 fn job(settings: &Settings, progress: bool) -> anyhow::Result<Job> {
     let store = storage::open_with(&settings.bucket_name, &settings.http.client_options())
         .context("BUCKET_NAME")?;
+    settings.check_store(&*store)?;
     let tuner = settings.tuner()?;
     let config = settings.job_config()?;
     Ok(Job {

@@ -571,6 +571,29 @@ impl Settings {
         })
     }
 
+    /// Vertex AI reads datasets and media from Cloud Storage only: the Vertex tuner on a local
+    /// folder (or any other store) is refused before any work, naming both settings. A custom
+    /// VERTEX_API_ENDPOINT that is not Google's (a proxy, a test fake) is left to decide.
+    pub fn check_store(&self, store: &dyn crate::storage::Store) -> Result<(), SettingsError> {
+        let root = self.vertex.api_root(&self.location);
+        let google = root
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split(['/', ':']).next())
+            .is_some_and(|host| host.ends_with(".googleapis.com"));
+        let uri = store.uri("");
+        if self.tuner_kind() == TunerKind::Vertex && google && !uri.starts_with("gs://") {
+            return Err(invalid(
+                "TUNER",
+                format!(
+                    "TUNER=vertex needs a Cloud Storage bucket, and BUCKET_NAME {:?} is {uri}: Vertex AI reads datasets and media from gs:// only (use TUNER=dry-run to rehearse locally)",
+                    self.bucket_name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The tuner the settings ask for.
     pub fn tuner(&self) -> Result<Arc<dyn Tuner>, SettingsError> {
         match self.tuner_kind() {

@@ -1399,3 +1399,31 @@ fn a_retired_model_is_refused_before_any_work_and_one_retiring_soon_is_warned_ab
         "{stderr}"
     );
 }
+
+#[test]
+fn the_vertex_tuner_on_a_local_folder_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    for tuner in [
+        &[("TUNER", "vertex"), ("PROJECT_ID", "p")][..],
+        &[("PROJECT_ID", "p")][..],
+    ] {
+        let out = autotune()
+            .arg("run")
+            .env("BUCKET_NAME", root)
+            .envs(tuner.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{tuner:?}: {stderr}");
+        assert!(
+            stderr.contains("TUNER") && stderr.contains("BUCKET_NAME"),
+            "names both settings: {stderr}"
+        );
+    }
+    assert!(
+        !root.join("training_datasets").exists(),
+        "no dataset was written"
+    );
+}
