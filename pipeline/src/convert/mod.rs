@@ -180,6 +180,21 @@ fn missing(m: &Missing, key: &str, label: &str) -> Reject {
     )
 }
 
+/// Why an object name cannot go into a `fileData.fileUri`, if it cannot. Cloud Storage's naming
+/// page asks to avoid control characters, `#` (read as a version by Google's tools) and the
+/// wildcards `[`, `]`, `*`, `?`; Vertex takes the URI's object name literally, so it is sent
+/// as it is, never percent-encoded (a name with `%20` would name another object).
+pub fn unaddressable(name: &str) -> Option<String> {
+    let bad = name
+        .chars()
+        .find(|&c| c.is_control() || matches!(c, '#' | '[' | ']' | '*' | '?'))?;
+    Some(if bad.is_control() {
+        format!("contains the control character U+{:04X}", u32::from(bad))
+    } else {
+        format!("contains {bad:?}, which Google's tools read as a version or a wildcard")
+    })
+}
+
 /// What the model says: one answer, or the turns of a multi-turn label.
 enum Reply<'a> {
     Answer(String),
@@ -202,6 +217,18 @@ impl Converter {
             ));
         };
         if let Some(max) = raw.modality.max_bytes() {
+            // A media object is named by its `gs://` URI with the object name as it is: Vertex
+            // does not percent-decode it, so a name it cannot look up must not reach a line.
+            if let Some(why) = unaddressable(&raw.meta.key) {
+                return Err(Reject::new(
+                    &sample.key,
+                    &uris.raw,
+                    Category::InvalidName,
+                    format!(
+                        "Vertex AI cannot address this object by its gs:// URI: its name {why}; rename it"
+                    ),
+                ));
+            }
             if raw.meta.size > max {
                 return Err(Reject::new(
                     &sample.key,
@@ -446,6 +473,50 @@ mod tests {
             label: "gs://b/raw/a/x.json".into(),
         };
         (s, uris)
+    }
+
+    #[test]
+    fn media_names_vertex_cannot_address_are_rejected_and_others_pass_as_they_are() {
+        for (name, ok) in [
+            ("raw/a/na\u{ef}ve caf\u{e9} 100%.png", true),
+            ("raw/a/x#1.png", false),
+            ("raw/a/x?.png", false),
+            ("raw/a/[x].png", false),
+            ("raw/a/x*.png", false),
+            ("raw/a/x\u{7}.png", false),
+        ] {
+            let (mut s, mut u) = sample("png", Modality::Image, LabelFormat::Text, 10);
+            s.raw.meta.key = name.to_owned();
+            u.raw = format!("gs://b/{name}");
+            match Converter::precheck(&s, &u) {
+                Ok(mime) => {
+                    assert!(ok, "{name:?} should be refused");
+                    assert_eq!(mime, Some("image/png"));
+                    let line = Converter::default()
+                        .convert(
+                            &s,
+                            &u,
+                            &Loaded {
+                                raw_text: None,
+                                label: bytes::Bytes::from("a"),
+                            },
+                        )
+                        .unwrap();
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    assert_eq!(
+                        v["contents"][0]["parts"][0]["fileData"]["fileUri"],
+                        format!("gs://b/{name}"),
+                        "the object name as it is, never percent-encoded"
+                    );
+                }
+                Err(r) => {
+                    assert!(!ok, "{name:?}: {}", r.reason);
+                    assert_eq!(r.category, Category::InvalidName);
+                    assert!(r.reason.contains("cannot address"), "{}", r.reason);
+                    assert_eq!(r.objects, [u.raw.clone()]);
+                }
+            }
+        }
     }
 
     fn loaded(raw: &str, label: &str) -> Loaded {
