@@ -249,6 +249,11 @@ pub struct VertexSettings {
     )]
     pub tuning_service_account: Option<String>,
 
+    /// With this many tuning jobs queued or running in the project's LOCATION (not ours to
+    /// adopt), a run is deferred before it builds anything; a later run goes on.
+    #[arg(long, env = "MAX_CONCURRENT_TUNING_JOBS", value_name = "MAX_CONCURRENT_TUNING_JOBS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_concurrent_tuning_jobs: u32,
+
     /// `full` tunes SOURCE_MODEL; `continuous` starts from the last successful run's tuned model.
     #[arg(long, env = "TUNING_MODE", value_name = "TUNING_MODE", value_enum, default_value_t = TuningModeArg::Full)]
     pub tuning_mode: TuningModeArg,
@@ -765,6 +770,7 @@ impl Settings {
             epochs: self.model.epochs,
             price_per_million_training_tokens: self.model.price_per_million_training_tokens,
             request: self.request_template(),
+            max_concurrent_tuning_jobs: self.vertex.max_concurrent_tuning_jobs,
             tuning_mode: match self.vertex.tuning_mode {
                 TuningModeArg::Full => TuningMode::Full,
                 TuningModeArg::Continuous => TuningMode::Continuous,

@@ -21,6 +21,8 @@ pub enum RunStatus {
     Skipped,
     /// The datasets came out identical to the last run's: nothing new to tune.
     Unchanged,
+    /// The project's concurrent tuning jobs are all busy: a later run goes on.
+    Deferred,
     /// Seed records may carry statuses we do not know.
     #[serde(other)]
     Unknown,
@@ -38,6 +40,7 @@ impl RunStatus {
             Self::Waiting => "waiting",
             Self::Skipped => "skipped",
             Self::Unchanged => "unchanged",
+            Self::Deferred => "deferred",
             Self::Unknown => "unknown",
         }
     }
@@ -72,6 +75,7 @@ mod tests {
             RunStatus::Waiting,
             RunStatus::Skipped,
             RunStatus::Unchanged,
+            RunStatus::Deferred,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }

@@ -35,6 +35,8 @@ struct Scripted {
     kind: TunerKind,
     /// Where the tuned models it reports live.
     location: &'static str,
+    /// Jobs it reports as holding the project's tuning slots.
+    busy: Vec<String>,
     submit_error: Option<&'static str>,
     follow: Follow,
     submitted: Mutex<Vec<job::Request>>,
@@ -48,6 +50,7 @@ impl Scripted {
         Arc::new(Self {
             kind: TunerKind::Vertex,
             location: "us-central1",
+            busy: Vec::new(),
             submit_error: None,
             follow,
             submitted: Mutex::new(Vec::new()),
@@ -89,6 +92,10 @@ impl Tuner for Scripted {
         };
         self.on_submit.notify_one();
         Ok(name)
+    }
+
+    async fn busy(&self) -> Result<Vec<String>, TunerError> {
+        Ok(self.busy.clone())
     }
 
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
@@ -153,6 +160,7 @@ fn config() -> Config {
             service_account: None,
         },
         tuning_mode: TuningMode::Full,
+        max_concurrent_tuning_jobs: 1,
         shape: "test".to_owned(),
         table: ModelTable::built_in(),
         today: "2026-11-29".parse().unwrap(),
@@ -1087,5 +1095,49 @@ async fn touched_files_do_not_count_as_new_content() {
         run(&j).await.status,
         RunStatus::Success,
         "five new samples now"
+    );
+}
+
+#[tokio::test]
+async fn a_run_is_deferred_while_the_projects_tuning_slots_are_busy() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let busy = Arc::new(Scripted {
+        busy: vec!["projects/p/locations/us-central1/tuningJobs/7".to_owned()],
+        ..Arc::into_inner(Scripted::new(Follow::Succeed)).unwrap()
+    });
+    let o = run(&job(&store, &busy, config())).await;
+    assert_eq!(o.status, RunStatus::Deferred, "{}", o.reason);
+    assert_eq!(o.status.exit_code(), 0);
+    assert!(
+        o.reason.contains("tuningJobs/7"),
+        "names the busy jobs: {}",
+        o.reason
+    );
+    assert_eq!(busy.submits(), 0);
+    assert!(
+        keys(&*store, "training_datasets/").await.is_empty(),
+        "nothing built"
+    );
+    let record = record_of(&*store, &o).await;
+    assert_eq!(record["status"], "deferred");
+    assert_eq!(lease_of(&*store).await.state, LeaseState::Released);
+
+    // Two slots: one busy job leaves room.
+    let mut c = config();
+    c.max_concurrent_tuning_jobs = 2;
+    let o = run(&job(&store, &busy, c)).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    // And once the slot is free, a later run goes on.
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    assert_eq!(
+        run(&job(&store, &busy, config())).await.status,
+        RunStatus::Deferred
+    );
+    let free = Scripted::new(Follow::Succeed);
+    assert_eq!(
+        run(&job(&store, &free, config())).await.status,
+        RunStatus::Success
     );
 }

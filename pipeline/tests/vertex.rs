@@ -749,3 +749,21 @@ async fn child_submits_with_environment_credentials() {
     let name = vertex.submit(&request(&s, &key)).await.unwrap();
     assert!(name.contains("/tuningJobs/"), "{name}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn busy_lists_every_page_and_counts_only_jobs_that_hold_a_slot() {
+    let t = setup(|c| c);
+    t.fake.set_page_size(2);
+    let running = t.fake.seed_job("k-a", "JOB_STATE_RUNNING");
+    let queued = t.fake.seed_job("k-b", "JOB_STATE_QUEUED");
+    t.fake.seed_job("k-c", "JOB_STATE_SUCCEEDED");
+    t.fake.seed_job("k-d", "JOB_STATE_FAILED");
+    let mut want = vec![running, queued];
+    want.sort();
+    assert_eq!(t.vertex.busy().await.unwrap(), want);
+    assert!(
+        t.fake.count("GET", "/tuningJobs") >= 2,
+        "every page was read"
+    );
+    assert_clean(&t.fake);
+}

@@ -95,6 +95,8 @@ pub struct Config {
     /// The tuning job request, less the datasets.
     pub request: job::Template,
     pub tuning_mode: TuningMode,
+    /// MAX_CONCURRENT_TUNING_JOBS: with this many jobs running, the run is deferred.
+    pub max_concurrent_tuning_jobs: u32,
     /// Digest of every setting that shapes the datasets or the job (part of the run key).
     pub shape: String,
     /// The model table, for the base model of a parent in continuous tuning.
@@ -275,7 +277,21 @@ impl Job {
             signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
-        let mut state = state.into_inner();
+        self.conclude(state.into_inner(), result, gates, started, lease)
+            .await
+    }
+
+    /// The end of a run that took the lease: its record (or none, for a late wait) and the
+    /// lease freed.
+    async fn conclude(
+        &self,
+        mut state: State,
+        result: Result<Trained, (RunStatus, String)>,
+        gates: &Gates,
+        started: chrono::DateTime<Utc>,
+        lease: Lease,
+    ) -> Outcome {
+        let min = self.config.min_samples;
         match result {
             Ok(Trained::Waiting(reason)) => {
                 self.discard(&state.record).await;
@@ -293,6 +309,15 @@ impl Job {
                 self.finish(&mut state, Ok(()), started, lease).await
             }
             Ok(Trained::Tuned) => self.finish(&mut state, Ok(()), started, lease).await,
+            Ok(Trained::Deferred(busy)) => {
+                let r = &mut state.record;
+                r.status = RunStatus::Deferred;
+                merge(
+                    &mut r.model_details,
+                    &serde_json::json!({ "busy_tuning_jobs": busy }),
+                );
+                self.finish(&mut state, Ok(()), started, lease).await
+            }
             Err(e) => self.finish(&mut state, Err(e), started, lease).await,
         }
     }
@@ -344,6 +369,12 @@ impl Job {
         detach: bool,
     ) -> Result<Trained, (RunStatus, String)> {
         let failed = |e: RunError| (RunStatus::Failed, e.to_string());
+        // The project's concurrent tuning quota: build nothing a busy project cannot tune.
+        let busy = self.tuner.busy().await.map_err(|e| failed(e.into()))?;
+        if busy.len() >= self.config.max_concurrent_tuning_jobs as usize && !busy.is_empty() {
+            tracing::info!(jobs = %busy.join(", "), "every concurrent tuning slot is busy; deferred");
+            return Ok(Trained::Deferred(busy));
+        }
         let seed = self.split_seed(gates.baseline.as_ref());
         state.lock().await.record.split_seed = Some(seed.clone());
         let built = Box::pin(self.build_datasets(run_id, gates, &seed, state))
@@ -447,6 +478,8 @@ enum Trained {
     Waiting(String),
     /// The datasets equal the baseline's.
     Unchanged,
+    /// MAX_CONCURRENT_TUNING_JOBS jobs (these) are running: nothing was built.
+    Deferred(Vec<String>),
 }
 
 /// Releases a lease whose run ends before it started work.

@@ -138,6 +138,17 @@ impl Outcome {
             (None, RunStatus::DryRun) => {
                 "dry run: datasets written, Vertex AI request recorded".to_owned()
             }
+            (None, RunStatus::Deferred) => format!(
+                "deferred: every concurrent tuning slot is busy ({}); a later run goes on",
+                record.model_details["busy_tuning_jobs"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(|j| j.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
             (None, RunStatus::Running) => {
                 "tuning job submitted; a later run follows it and finalises this run".to_owned()
             }

@@ -80,6 +80,11 @@ pub trait Tuner: Send + Sync {
     async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError>;
     /// Creates the job and returns its resource name.
     async fn submit(&self, request: &job::Request) -> Result<String, TunerError>;
+    /// Jobs that hold a slot of the project's concurrent tuning quota now, by resource name
+    /// (none for a tuner that runs nothing).
+    async fn busy(&self) -> Result<Vec<String>, TunerError> {
+        Ok(Vec::new())
+    }
     /// Follows a job to its end.
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError>;
 }

@@ -68,6 +68,16 @@ const TERMINAL: &[&str] = &[
     "JOB_STATE_PARTIALLY_SUCCEEDED",
 ];
 
+/// States of a job that holds a slot of the project's concurrent tuning quota.
+const BUSY: &[&str] = &[
+    "JOB_STATE_QUEUED",
+    "JOB_STATE_PENDING",
+    "JOB_STATE_RUNNING",
+    "JOB_STATE_PAUSED",
+    "JOB_STATE_UPDATING",
+    "JOB_STATE_CANCELLING",
+];
+
 /// The label that carries the run key (see [`job::Request::build`]).
 const RUN_KEY_LABEL: &str = "autotune_run_key";
 
@@ -145,6 +155,34 @@ impl Vertex {
             submitting: tokio::sync::Mutex::new(()),
             now: chrono::Utc::now,
         })
+    }
+
+    /// Calls `visit` on every tuning job of the location, page by page (no filter: Google
+    /// documents none for `tuningJobs.list`). Returns whether the listing was complete; a page
+    /// token that never ends is cut off after [`MAX_LIST_PAGES`] pages.
+    async fn each_job(&self, why: &str, mut visit: impl FnMut(&Value)) -> Result<bool, TunerError> {
+        let mut page_token: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut query = vec![("pageSize", "100")];
+            if let Some(t) = &page_token {
+                query.push(("pageToken", t));
+            }
+            let page = self
+                .idempotent(Method::GET, &self.jobs_url, &query, &self.backoff)
+                .await
+                .map_err(|f| TunerError::Failed {
+                    message: format!("could not list the tuning jobs to {why}: {}", f.describe()),
+                    model_details: json!({ "error": f.error_object() }),
+                })?;
+            for j in page["tuningJobs"].as_array().into_iter().flatten() {
+                visit(j);
+            }
+            match page["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => page_token = Some(t.to_owned()),
+                _ => return Ok(true),
+            }
+        }
+        Ok(false)
     }
 
     /// Uses `now` as the wall clock that a job's age is measured with (tests on a paused tokio
@@ -445,25 +483,8 @@ impl Tuner for Vertex {
     async fn find(&self, run_key: &str) -> Result<Option<String>, TunerError> {
         let label = job::label_value(run_key);
         let mut found = Vec::new();
-        let mut page_token: Option<String> = None;
-        // Every page: a page token that never ends is cut off, and said so, rather than taken
-        // to mean "no job" (which could start a second paid job).
-        for _ in 0..MAX_LIST_PAGES {
-            let mut query = vec![("pageSize", "100")];
-            if let Some(t) = &page_token {
-                query.push(("pageToken", t));
-            }
-            let page = self
-                .idempotent(Method::GET, &self.jobs_url, &query, &self.backoff)
-                .await
-                .map_err(|f| TunerError::Failed {
-                    message: format!(
-                        "could not list the tuning jobs to look for this run key's: {}",
-                        f.describe()
-                    ),
-                    model_details: json!({ "error": f.error_object() }),
-                })?;
-            for j in page["tuningJobs"].as_array().into_iter().flatten() {
+        let complete = self
+            .each_job("look for this run key's", |j| {
                 let ours = j["labels"][RUN_KEY_LABEL].as_str() == Some(label.as_str());
                 let alive = j["state"].as_str().is_some_and(|s| REATTACH.contains(&s));
                 if ours && alive {
@@ -471,22 +492,33 @@ impl Tuner for Vertex {
                 } else if ours {
                     tracing::info!(job = %j["name"].as_str().unwrap_or_default(), state = %j["state"].as_str().unwrap_or_default(), "an earlier job for this run key ended without success; not adopting it");
                 }
-            }
-            match page["nextPageToken"].as_str() {
-                Some(t) if !t.is_empty() => page_token = Some(t.to_owned()),
-                _ => return Ok(pick(found)),
-            }
+            })
+            .await?;
+        match pick(found) {
+            Some(name) => Ok(Some(name)),
+            None if complete => Ok(None),
+            None => Err(TunerError::Failed {
+                message: format!(
+                    "the tuning jobs of {} fill more than {MAX_LIST_PAGES} pages; could not make sure no job exists for this run key",
+                    self.jobs_url
+                ),
+                model_details: json!({}),
+            }),
         }
-        if let Some(name) = pick(found) {
-            return Ok(Some(name));
-        }
-        Err(TunerError::Failed {
-            message: format!(
-                "the tuning jobs of {} fill more than {MAX_LIST_PAGES} pages; could not make sure no job exists for this run key",
-                self.jobs_url
-            ),
-            model_details: json!({}),
+    }
+
+    async fn busy(&self) -> Result<Vec<String>, TunerError> {
+        let mut busy = Vec::new();
+        self.each_job("count the running ones", |j| {
+            if j["state"].as_str().is_some_and(|s| BUSY.contains(&s))
+                && let Some(name) = j["name"].as_str()
+            {
+                busy.push(name.to_owned());
+            }
         })
+        .await?;
+        busy.sort();
+        Ok(busy)
     }
 
     async fn submit(&self, request: &job::Request) -> Result<String, TunerError> {
