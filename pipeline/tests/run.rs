@@ -1141,3 +1141,66 @@ async fn a_run_is_deferred_while_the_projects_tuning_slots_are_busy() {
         RunStatus::Success
     );
 }
+
+/// A bucket whose listings never end, as a frozen or very slow listing would.
+#[derive(Debug)]
+struct EndlessListing(MemoryStore);
+
+#[async_trait]
+impl Store for EndlessListing {
+    fn list(
+        &self,
+        _prefix: &str,
+    ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, storage::StoreError>> {
+        Box::pin(futures::stream::pending())
+    }
+    async fn get(&self, key: &str) -> Result<storage::GetResult, storage::StoreError> {
+        self.0.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<storage::ObjectMeta, storage::StoreError> {
+        self.0.put(key, data, mode).await
+    }
+    async fn put_multipart(
+        &self,
+        key: &str,
+    ) -> Result<Box<dyn storage::MultipartUpload>, storage::StoreError> {
+        self.0.put_multipart(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), storage::StoreError> {
+        self.0.delete(key).await
+    }
+    fn uri(&self, key: &str) -> String {
+        self.0.uri(key)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_during_the_listing_ends_the_run_at_once_writing_nothing() {
+    let store: Arc<dyn Store> = Arc::new(EndlessListing(MemoryStore::named(
+        &uuid::Uuid::new_v4().to_string(),
+    )));
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, config());
+    let signal = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        "SIGTERM"
+    };
+    let o = tokio::time::timeout(Duration::from_secs(10), j.run(signal, false))
+        .await
+        .expect("the run ends within 10 s of the signal");
+    assert_eq!(o.status, RunStatus::Interrupted);
+    assert!(
+        o.reason.contains("before the lock was taken"),
+        "{}",
+        o.reason
+    );
+    assert!(
+        store.get(&lease::lock_key("trained_model")).await.is_err(),
+        "no lock was taken"
+    );
+}

@@ -197,50 +197,27 @@ impl Job {
         let min = self.config.min_samples;
         let run_id = new_run_id();
         tracing::info!(%run_id, bucket = %self.config.bucket, tuner = %self.tuner.kind(), "run starting");
-        // Gate 1, read-only: do not even list when a run is in progress.
-        let adopt = match self.peek_lock().await {
-            Lock::Free { pending_job } | Lock::Expired { pending_job, .. } => pending_job.is_some(),
-            lock @ (Lock::Live(_) | Lock::Unreadable { .. } | Lock::Failed(_)) => {
-                let o = Outcome::of_lock(&lock, min);
-                tracing::info!("{}", o.reason);
-                return o;
+        // Every phase answers a signal: the read-only gates too (a listing can be long).
+        let mut shutdown = std::pin::pin!(shutdown);
+        let taken = tokio::select! {
+            t = self.take_lock(&run_id) => t,
+            signal = &mut shutdown => {
+                return Outcome::new(
+                    RunStatus::Interrupted,
+                    format!("interrupted by {signal} before the lock was taken; nothing was written"),
+                    min,
+                );
             }
         };
-        let mut gates = if adopt {
-            None
-        } else {
-            match self.evaluate().await {
-                Ok(Gate::Pass(g)) => Some(g),
-                Ok(Gate::Wait { reason, gates }) => {
-                    tracing::info!("{reason}");
-                    return Outcome::waiting(reason, &gates, min);
-                }
-                Err(e) => return Outcome::failed(RunError::from(e).to_string(), min),
-            }
-        };
-        // Gate 1, for real.
-        let acquired = Lease::acquire(
-            self.store.clone(),
-            &self.lock_key(),
-            &run_id,
-            &lease::owner(),
-            self.config.lease_duration,
-        )
-        .await;
-        let mut lease = match acquired {
-            Ok(Acquired::Won(l)) => l,
-            Ok(Acquired::Held(r)) => {
-                let reason = format!("gate 1: run {} ({}) took the lock first", r.run_id, r.owner);
-                tracing::info!("{reason}");
-                return Outcome::new(RunStatus::Skipped, reason, min);
-            }
-            Err(e) => return Outcome::failed(e.to_string(), min),
+        let (mut lease, mut gates) = match taken {
+            Ok(t) => t,
+            Err(outcome) => return *outcome,
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
         self.clean_up().await;
         if lease.record().await.pending_job().is_some() {
-            return self.adopt(lease, shutdown).await;
+            return self.adopt(lease, shutdown.as_mut()).await;
         }
         let Some(gates) = gates.as_mut() else {
             // The job we meant to adopt was finalised by another run meanwhile.
@@ -274,7 +251,7 @@ impl Job {
         });
         let result = tokio::select! {
             r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,
-            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
+            signal = shutdown.as_mut() => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
         self.conclude(state.into_inner(), result, gates, started, lease)
@@ -356,6 +333,56 @@ impl Job {
             if let Err(e) = self.store.delete(key).await {
                 tracing::warn!(object = %uri, error = %e, "could not remove a dataset that will not be tuned");
             }
+        }
+    }
+
+    /// Gates 1 to 3, then the lease: read-only until the lease is taken. `Err` is the outcome
+    /// of a run that ends there. The gates are skipped when a pending job waits for adoption.
+    async fn take_lock(&self, run_id: &str) -> Result<(Lease, Option<Gates>), Box<Outcome>> {
+        let min = self.config.min_samples;
+        // Gate 1, read-only: do not even list when a run is in progress.
+        let adopt = match self.peek_lock().await {
+            Lock::Free { pending_job } | Lock::Expired { pending_job, .. } => pending_job.is_some(),
+            lock @ (Lock::Live(_) | Lock::Unreadable { .. } | Lock::Failed(_)) => {
+                let o = Outcome::of_lock(&lock, min);
+                tracing::info!("{}", o.reason);
+                return Err(Box::new(o));
+            }
+        };
+        let gates = if adopt {
+            None
+        } else {
+            match self.evaluate().await {
+                Ok(Gate::Pass(g)) => Some(g),
+                Ok(Gate::Wait { reason, gates }) => {
+                    tracing::info!("{reason}");
+                    return Err(Box::new(Outcome::waiting(reason, &gates, min)));
+                }
+                Err(e) => {
+                    return Err(Box::new(Outcome::failed(
+                        RunError::from(e).to_string(),
+                        min,
+                    )));
+                }
+            }
+        };
+        // Gate 1, for real.
+        let acquired = Lease::acquire(
+            self.store.clone(),
+            &self.lock_key(),
+            run_id,
+            &lease::owner(),
+            self.config.lease_duration,
+        )
+        .await;
+        match acquired {
+            Ok(Acquired::Won(l)) => Ok((l, gates)),
+            Ok(Acquired::Held(r)) => {
+                let reason = format!("gate 1: run {} ({}) took the lock first", r.run_id, r.owner);
+                tracing::info!("{reason}");
+                Err(Box::new(Outcome::new(RunStatus::Skipped, reason, min)))
+            }
+            Err(e) => Err(Box::new(Outcome::failed(e.to_string(), min))),
         }
     }
 

@@ -10,6 +10,10 @@ use crate::status::RunStatus;
 
 use super::{Gates, Job, Outcome, State};
 
+/// The deadline of each of a run's last writes (its record, the lock's release), so that a run
+/// ends within Cloud Run's 10 s after SIGTERM even when the bucket does not answer.
+const LAST_WRITE: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Counts the inventory already knows.
 pub(super) fn counts_of(inv: &crate::inventory::Inventory) -> Counts {
     Counts {
@@ -83,23 +87,49 @@ impl Job {
             }
         };
         let metadata_uri = match meta_key {
-            Ok(k) => match record::write(&*self.store, &k, record).await {
-                Ok(uri) => Some(uri),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not write the run record");
-                    None
+            Ok(k) => {
+                match tokio::time::timeout(LAST_WRITE, record::write(&*self.store, &k, record))
+                    .await
+                {
+                    Ok(Ok(uri)) => Some(uri),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "could not write the run record");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::error!(
+                            "could not write the run record within {} s",
+                            LAST_WRITE.as_secs()
+                        );
+                        None
+                    }
                 }
-            },
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not name the run record");
                 None
             }
         };
-        let released = if job_pending {
-            lease.hand_over().await
-        } else {
-            lease.release().await
+        let release = async {
+            if job_pending {
+                lease.hand_over().await
+            } else {
+                lease.release().await
+            }
         };
+        // A short deadline of its own: Cloud Run kills the task 10 s after SIGTERM, and a lock
+        // that cannot be released expires anyway.
+        let released = tokio::time::timeout(LAST_WRITE, release)
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::storage::StoreError::Io {
+                    uri: self.store.uri(&self.lock_key()),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} s", LAST_WRITE.as_secs()),
+                    ),
+                })
+            });
         match released {
             Ok(()) if job_pending => {
                 tracing::info!("run lock released; the next run adopts the tuning job");
