@@ -175,6 +175,8 @@ async fn read(
             Ok(Some((record, generation)))
         }
         Err(e) if e.is_not_found() => Ok(None),
+        // A FIFO, link or device where the lock should be: damage, which `--force` removes.
+        Err(StoreError::NotARegularFile { reason, .. }) => Ok(Some((Err(reason), String::new()))),
         Err(e) => Err(e),
     }
 }

@@ -1124,6 +1124,15 @@ fn a_fifo_as_the_lock_ends_the_run_at_once_naming_it() {
             "{command:?}: {v}"
         );
     }
+    // `unlock` says what is wrong; `unlock --force` removes it, and the next run goes on.
+    let (v, out) = run_within(30, root, &["unlock"], &[]);
+    assert_eq!(v["status"], "unreadable", "{v}");
+    assert_eq!(out.status.code(), Some(1));
+    let (v, out) = run_within(30, root, &["unlock", "--force"], &[]);
+    assert_eq!(v["status"], "unlocked", "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    let (v, _) = run_within(30, root, &["run"], &[]);
+    assert_eq!(v["status"], "dry_run", "{v}");
 }
 
 /// Hidden temporary upload files under `root`.
