@@ -38,6 +38,8 @@ pub struct Gates {
     /// Which samples are new or changed (inventory order); `None` when every sample is new or
     /// the baseline has no manifest (a seed record).
     pub changed: Option<Vec<bool>>,
+    /// How the quiet stage ended, once it ran.
+    pub quiet: Option<super::Quiet>,
 }
 
 /// The decision of gates 2 and 3.
@@ -94,6 +96,7 @@ impl Job {
             baseline,
             delta: 0,
             changed: None,
+            quiet: None,
         };
         if pairs < min {
             let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
