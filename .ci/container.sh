@@ -31,7 +31,7 @@ ctr=$($B from autotune:ci)
 help=$($B run --isolation chroot "$ctr" /autotune --help)
 grep -q "Retrains Gemini" <<<"$help" || { echo "--help failed in the image: $help"; exit 1; }
 $B copy --chown 65532:65532 "$ctr" examples/bucket /bucket
-$B run --isolation chroot "$ctr" -- /autotune run --bucket-name /bucket --prompt "Classify this request." --log-format json >"$ctx/out.json" 2>"$ctx/log" \
+$B run --isolation chroot "$ctr" -- /autotune run --bucket-name /bucket --prompt "Classify this request." --quiet-period 0s --log-format json >"$ctx/out.json" 2>"$ctx/log" \
   || { cat "$ctx/log"; exit 1; }
 python3 - "$ctx/out.json" <<'PY'
 import json, sys

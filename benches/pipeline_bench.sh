@@ -23,7 +23,7 @@ printf '%-34s %10s %10s %12s %12s\n' case samples wall_s samples/s peak_rss_MB
 
 measure() { # name, bucket, extra env...
   local name=$1 bucket=$2; shift 2
-  /usr/bin/time -f "%e %M" -o "$work/time" env "$@" BUCKET_NAME="$bucket" LOG_FORMAT=json MIN_SAMPLES=10 \
+  /usr/bin/time -f "%e %M" -o "$work/time" env "$@" BUCKET_NAME="$bucket" LOG_FORMAT=json MIN_SAMPLES=10 QUIET_PERIOD=0s \
     "$BIN" run >"$work/out.json" 2>"$work/log" || { cat "$work/log" | tail -5; cat "$work/out.json"; exit 1; }
   read -r wall rss <"$work/time"
   python3 - "$name" "$wall" "$rss" "$work/out.json" <<'PY'

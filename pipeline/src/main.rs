@@ -34,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the job: the three gates, the datasets, tuning and the run record.
+    /// Run the job: the three gates, the datasets, tuning and the run record; again, up to
+    /// MAX_CYCLES, while new data waits.
     Run {
         #[command(flatten)]
         settings: Settings,
@@ -103,9 +104,9 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Run { settings, detach } => {
             let shutdown = shutdown_signal()?;
             let job = job(&settings, progress)?;
-            let outcome = Box::pin(job.run(shutdown, detach)).await;
-            print(&outcome);
-            Ok(ExitCode::from(outcome.status.exit_code() as u8))
+            let cycles = Box::pin(job.run_cycles(shutdown, detach)).await;
+            print(&cycles);
+            Ok(ExitCode::from(cycles.exit_code() as u8))
         }
         Command::Plan { settings, output } => {
             let job = job(&settings, false)?;

@@ -103,6 +103,15 @@ pub struct RunRecord {
     /// The first few rejects of each category.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject_examples: Option<serde_json::Value>,
+    /// How long the run waited for uploads to settle before its inventory (QUIET_PERIOD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_wait_seconds: Option<f64>,
+    /// How that wait ended: `settled`, `max_wait` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_end: Option<String>,
+    /// Why it stopped waiting, as a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_reason: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -140,6 +149,9 @@ impl RunRecord {
             estimate: None,
             reject_examples: None,
             unpaired_examples: Vec::new(),
+            quiet_wait_seconds: None,
+            quiet_end: None,
+            quiet_reason: None,
             error: None,
         }
     }

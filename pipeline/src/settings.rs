@@ -206,6 +206,26 @@ pub struct Settings {
     #[arg(long, env = "DRY_RUN_DURATION", value_name = "DRY_RUN_DURATION", default_value = "0s", value_parser = parse_duration)]
     pub dry_run_duration: Duration,
 
+    /// Before a build takes its inventory, wait until nothing under RAW_DATA_FOLDER or
+    /// LABEL_FOLDER has been added or changed for this long, so that a bulk upload is trained as
+    /// one batch; 0s turns the wait off.
+    #[arg(long, env = "QUIET_PERIOD", value_name = "QUIET_PERIOD", default_value = "30s", value_parser = parse_duration)]
+    pub quiet_period: Duration,
+
+    /// The longest the job waits for uploads to settle; then it builds from what is there.
+    #[arg(long, env = "MAX_QUIET_WAIT", value_name = "MAX_QUIET_WAIT", default_value = "10m", value_parser = parse_duration)]
+    pub max_quiet_wait: Duration,
+
+    /// Runs one execution makes at most: after a run, it lists again and runs again if enough
+    /// new data arrived meanwhile.
+    #[arg(long, env = "MAX_CYCLES", value_name = "MAX_CYCLES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_cycles: u32,
+
+    /// How long the execution may live (set it to the Cloud Run task timeout): no further run
+    /// starts unless the longest run so far still fits. Unset: only MAX_CYCLES limits.
+    #[arg(long, env = "TASK_DEADLINE", value_name = "TASK_DEADLINE", value_parser = parse_positive_duration)]
+    pub task_deadline: Option<Duration>,
+
     #[command(flatten)]
     pub model: ModelSettings,
 
@@ -784,6 +804,10 @@ impl Settings {
                 generation: self.trigger.trigger_generation.clone(),
                 event_id: self.trigger.trigger_event_id.clone(),
             },
+            quiet_period: self.quiet_period,
+            max_quiet_wait: self.max_quiet_wait,
+            max_cycles: self.max_cycles,
+            task_deadline: self.task_deadline,
         })
     }
 }
@@ -1009,6 +1033,31 @@ mod tests {
         assert!(parse_err(&["--tuning-mode", "partial"]).contains("TUNING_MODE"));
         let e = settings(&[]).vertex_config().unwrap_err().to_string();
         assert!(e.contains("PROJECT_ID"), "{e}");
+    }
+
+    #[test]
+    fn quiet_and_cycle_settings_have_defaults_and_bounds() {
+        let c = settings(&[]).job_config().unwrap();
+        assert_eq!(c.quiet_period, Duration::from_secs(30));
+        assert_eq!(c.max_quiet_wait, Duration::from_secs(600));
+        assert_eq!(c.max_cycles, 3);
+        assert_eq!(c.task_deadline, None);
+        let c = settings(&[
+            "--quiet-period",
+            "0s",
+            "--max-cycles",
+            "1",
+            "--task-deadline",
+            "23h 50m",
+        ])
+        .job_config()
+        .unwrap();
+        assert!(c.quiet_period.is_zero(), "0 turns the wait off");
+        assert_eq!(c.max_cycles, 1);
+        assert_eq!(c.task_deadline, Some(Duration::from_secs(23 * 3600 + 3000)));
+        assert!(parse_err(&["--max-cycles", "0"]).contains("MAX_CYCLES"));
+        assert!(parse_err(&["--task-deadline", "0s"]).contains("TASK_DEADLINE"));
+        assert!(parse_err(&["--quiet-period", "soon"]).contains("QUIET_PERIOD"));
     }
 
     #[test]

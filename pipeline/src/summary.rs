@@ -39,6 +39,9 @@ pub fn render(o: &Outcome) -> String {
         "3 delta".to_owned(),
         format!("{} new or changed ({baseline})", o.sample_delta),
     ]);
+    if let Some(reason) = &o.quiet_reason {
+        gates.add_row(vec!["quiet".to_owned(), reason.clone()]);
+    }
     let _ = writeln!(out, "Gates\n{gates}\n");
 
     let c = &o.counts;

@@ -93,6 +93,10 @@ fn help_names_every_setting_and_its_variable() {
         "SPLIT_SEED",
         "LEASE_DURATION",
         "LOG_FORMAT",
+        "QUIET_PERIOD",
+        "MAX_QUIET_WAIT",
+        "MAX_CYCLES",
+        "TASK_DEADLINE",
     ] {
         let flag = format!("--{}", var.to_lowercase().replace('_', "-"));
         assert!(help.contains(&flag), "--help lacks {flag}");
@@ -111,6 +115,9 @@ fn help_names_every_setting_and_its_variable() {
         ("TRAIN_FILE", "sft_train.jsonl"),
         ("VAL_FILE", "sft_val.jsonl"),
         ("LOCATION", "us-central1"),
+        ("QUIET_PERIOD", "30s"),
+        ("MAX_QUIET_WAIT", "10m"),
+        ("MAX_CYCLES", "3"),
     ] {
         let at = help.find(&format!("[env: {var}=")).unwrap();
         let rest = &help[at..];
@@ -189,6 +196,16 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
     assert_eq!(v["status"], "dry_run", "{v}");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(v["counts"]["pairs"], 25);
+    // Every cycle is listed; the follow-up listing found nothing new, so there was one.
+    assert_eq!(v["cycles"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["cycles"][0]["run_id"], v["run_id"]);
+    assert!(
+        v["cycles_stopped"]
+            .as_str()
+            .unwrap()
+            .starts_with("gate 3: 0 new or changed"),
+        "{v}"
+    );
     assert_eq!(v["counts"]["unpaired_raw"], 1, "{v}");
     assert!(
         v["unpaired_examples"][0]

@@ -10,7 +10,7 @@ use autotune::convert::Converter;
 use autotune::inventory::Rules;
 use autotune::lease::{self, LeaseRecord, LeaseState};
 use autotune::modality::Modality;
-use autotune::run::{Config, Job, Outcome, Trigger};
+use autotune::run::{Config, Cycles, Job, Outcome, QuietEnd, Trigger};
 use autotune::status::RunStatus;
 use autotune::storage::{self, PutMode, Store, memory::MemoryStore};
 use autotune::tuner::{Tuned, Tuner, TunerError, TunerKind, TuningMode, job};
@@ -39,6 +39,8 @@ struct Scripted {
     busy: Vec<String>,
     submit_error: Option<&'static str>,
     follow: Follow,
+    /// How long a job runs before it ends as `follow` says (on the test's clock).
+    follow_delay: Duration,
     submitted: Mutex<Vec<job::Request>>,
     followed: Mutex<Vec<String>>,
     /// Told when a job is submitted.
@@ -53,9 +55,18 @@ impl Scripted {
             busy: Vec::new(),
             submit_error: None,
             follow,
+            follow_delay: Duration::ZERO,
             submitted: Mutex::new(Vec::new()),
             followed: Mutex::new(Vec::new()),
             on_submit: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// A tuner whose jobs take `delay`.
+    fn slow(follow: Follow, delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            follow_delay: delay,
+            ..Arc::into_inner(Self::new(follow)).unwrap()
         })
     }
 
@@ -100,6 +111,9 @@ impl Tuner for Scripted {
 
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
         self.followed.lock().unwrap().push(name.to_owned());
+        if !self.follow_delay.is_zero() {
+            tokio::time::sleep(self.follow_delay).await;
+        }
         match self.follow {
             Follow::Succeed => Ok(Tuned {
                 status: RunStatus::Success,
@@ -165,6 +179,10 @@ fn config() -> Config {
         table: ModelTable::built_in(),
         today: "2026-11-29".parse().unwrap(),
         trigger: Trigger::default(),
+        quiet_period: Duration::ZERO,
+        max_quiet_wait: Duration::from_secs(600),
+        max_cycles: 1,
+        task_deadline: None,
     }
 }
 
@@ -1202,5 +1220,475 @@ async fn a_signal_during_the_listing_ends_the_run_at_once_writing_nothing() {
     assert!(
         store.get(&lease::lock_key("trained_model")).await.is_err(),
         "no lock was taken"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The quiet period (issue 11.1), on a paused clock.
+
+/// Uploads one pair a second, `start..end`, in the background.
+fn upload_one_a_second(
+    store: &Arc<dyn Store>,
+    start: usize,
+    end: usize,
+) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        for i in start..end {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            samples(&*store, i, 1, &[]).await;
+        }
+    })
+}
+
+fn quiet_config(period: u64) -> Config {
+    let mut c = config();
+    c.quiet_period = Duration::from_secs(period);
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bulk_upload_is_built_as_one_batch_once_uploads_settle() {
+    let store = bucket();
+    samples(&*store, 0, 10, &[]).await;
+    // The first 10 pairs pass the gates; 20 more arrive, one a second, while the run waits.
+    let uploads = upload_one_a_second(&store, 10, 30);
+    let tuner = Scripted::new(Follow::Succeed);
+    let t0 = tokio::time::Instant::now();
+    let o = run(&job(&store, &tuner, quiet_config(5))).await;
+    uploads.await.unwrap();
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(
+        o.counts.pairs, 30,
+        "the whole bulk upload, not its first files"
+    );
+    assert_eq!(tuner.submits(), 1);
+    let waited = o.quiet_wait_seconds.unwrap();
+    assert!(
+        (24.0..=26.5).contains(&waited),
+        "the last upload at 20 s, then 5 s of quiet: {waited}"
+    );
+    assert!(t0.elapsed().as_secs_f64() >= waited);
+    assert_eq!(o.quiet_end, Some(QuietEnd::Settled));
+    let reason = o.quiet_reason.clone().unwrap();
+    assert!(
+        reason.starts_with(
+            "settled: nothing under raw_training_data/ was added or changed for 5s (QUIET_PERIOD); waited 2"
+        ),
+        "{reason}"
+    );
+    let record = record_of(&*store, &o).await;
+    assert_eq!(record["quiet_wait_seconds"].as_f64(), Some(waited));
+    assert_eq!(record["quiet_end"], "settled");
+    assert_eq!(record["quiet_reason"], reason.as_str());
+    assert_eq!(record["sample_size"], 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn uploads_that_never_stop_are_built_after_max_quiet_wait() {
+    let store = bucket();
+    samples(&*store, 0, 10, &[]).await;
+    let uploads = upload_one_a_second(&store, 10, 500);
+    let tuner = Scripted::new(Follow::Succeed);
+    let mut c = quiet_config(5);
+    c.max_quiet_wait = Duration::from_secs(30);
+    let o = run(&job(&store, &tuner, c)).await;
+    uploads.abort();
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(o.quiet_end, Some(QuietEnd::MaxWait));
+    assert_eq!(o.quiet_wait_seconds, Some(30.0));
+    assert!(
+        o.quiet_reason
+            .as_deref()
+            .unwrap()
+            .contains("after 30s (MAX_QUIET_WAIT)"),
+        "{:?}",
+        o.quiet_reason
+    );
+    assert!(
+        (39..=41).contains(&o.counts.pairs),
+        "built from what was there after 30 s: {}",
+        o.counts.pairs
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_during_the_quiet_wait_ends_the_run_cleanly_having_written_nothing() {
+    let store = bucket();
+    samples(&*store, 0, 10, &[]).await;
+    let uploads = upload_one_a_second(&store, 10, 30);
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, quiet_config(5));
+    let signal = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        "SIGTERM"
+    };
+    let t0 = tokio::time::Instant::now();
+    let o = j.run(signal, false).await;
+    uploads.abort();
+    assert_eq!(o.status, RunStatus::Interrupted);
+    assert_eq!(
+        o.reason,
+        "interrupted by SIGTERM while waiting for uploads to settle; nothing was written"
+    );
+    assert_eq!(t0.elapsed(), Duration::from_secs(3), "at once");
+    assert!(
+        keys(&*store, "trained_model/").await.is_empty(),
+        "no lock, no record"
+    );
+    assert!(keys(&*store, "training_datasets/").await.is_empty());
+    assert_eq!(tuner.submits(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_with_nothing_to_build_does_not_wait_for_quiet() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    assert_eq!(
+        run(&job(&store, &tuner, config())).await.status,
+        RunStatus::Success
+    );
+    let t0 = tokio::time::Instant::now();
+    let o = run(&job(&store, &tuner, quiet_config(30))).await;
+    assert_eq!(o.status, RunStatus::Waiting, "{}", o.reason);
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "gate 3 answers before any wait"
+    );
+    assert!(o.quiet_wait_seconds.is_none() && o.quiet_reason.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn plan_says_how_long_a_run_would_wait_and_why() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let plan = job(&store, &tuner, quiet_config(8)).plan().await;
+    assert_eq!(plan.status, RunStatus::Success, "{}", plan.reason);
+    assert_eq!(plan.quiet_wait_seconds, Some(8.0));
+    assert_eq!(plan.quiet_end, Some(QuietEnd::Settled));
+    let text = autotune::summary::render(&plan);
+    assert!(
+        text.contains("quiet") && text.contains("settled: nothing under"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(json["quiet_end"], "settled");
+    assert!(
+        keys(&*store, "trained_model/").await.is_empty(),
+        "plan writes nothing"
+    );
+
+    // Off: no wait, and plan says so.
+    let plan = job(&store, &tuner, config()).plan().await;
+    assert_eq!(plan.quiet_wait_seconds, Some(0.0));
+    assert_eq!(plan.quiet_end, Some(QuietEnd::Off));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Follow-up cycles (issue 11.2), on a paused clock.
+
+/// After each of the first `times` submissions, `n` new pairs arrive while the job tunes.
+fn upload_during_tuning(
+    store: &Arc<dyn Store>,
+    tuner: &Arc<Scripted>,
+    start: usize,
+    n: usize,
+    times: usize,
+) -> tokio::task::JoinHandle<()> {
+    let (store, tuner) = (store.clone(), tuner.clone());
+    tokio::spawn(async move {
+        for t in 0..times {
+            tuner.on_submit.notified().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            samples(&*store, start + t * n, n, &[]).await;
+        }
+    })
+}
+
+fn cycles_config(max: u32) -> Config {
+    let mut c = config();
+    c.max_cycles = max;
+    c
+}
+
+#[tokio::test(start_paused = true)]
+async fn uploads_during_tuning_are_trained_by_a_follow_up_cycle() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::slow(Follow::Succeed, Duration::from_secs(60));
+    let uploads = upload_during_tuning(&store, &tuner, 20, 7, 1);
+    let j = job(&store, &tuner, cycles_config(3));
+    let c: Cycles = j.run_cycles(std::future::pending(), false).await;
+    uploads.await.unwrap();
+    assert_eq!(c.cycles.len(), 2, "{}", c.cycles_stopped);
+    let (first, second) = (&c.cycles[0], &c.cycles[1]);
+    assert_eq!(first.status, RunStatus::Success);
+    assert_eq!(first.counts.pairs, 20);
+    assert_eq!(second.status, RunStatus::Success, "{}", second.reason);
+    assert_eq!(second.counts.pairs, 27);
+    assert_eq!(
+        second.sample_delta, 7,
+        "the uploads made during the first run's tuning"
+    );
+    assert_eq!(second.baseline_run_id, first.run_id);
+    assert_ne!(first.run_id, second.run_id, "its own run id");
+    assert_ne!(
+        first.metadata_uri, second.metadata_uri,
+        "and its own record"
+    );
+    assert_eq!(record_of(&*store, second).await["status"], "success");
+    assert_eq!(tuner.submits(), 2);
+    assert!(
+        c.cycles_stopped.starts_with("gate 3: 0 new or changed"),
+        "{}",
+        c.cycles_stopped
+    );
+    assert_eq!(c.exit_code(), 0);
+    // The printed object: the last cycle at the top level, every cycle in `cycles`.
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["run_id"], second.run_id.clone().unwrap().as_str());
+    assert_eq!(json["status"], "success");
+    assert_eq!(json["cycles"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        json["cycles"][0]["run_id"],
+        first.run_id.clone().unwrap().as_str()
+    );
+    assert!(json["cycles_stopped"].is_string());
+    assert_eq!(lease_of(&*store).await.state, LeaseState::Released);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cycles_stop_at_max_cycles() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::slow(Follow::Succeed, Duration::from_secs(60));
+    let uploads = upload_during_tuning(&store, &tuner, 20, 5, 10);
+    let c = job(&store, &tuner, cycles_config(2))
+        .run_cycles(std::future::pending(), false)
+        .await;
+    uploads.abort();
+    assert_eq!(c.cycles.len(), 2);
+    assert!(c.cycles.iter().all(|o| o.status == RunStatus::Success));
+    assert_eq!(
+        c.cycles_stopped,
+        "MAX_CYCLES (2) reached; the next upload or the schedule starts the next run"
+    );
+    assert_eq!(tuner.submits(), 2);
+
+    // One cycle is what a single run did before.
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::slow(Follow::Succeed, Duration::from_secs(60));
+    let uploads = upload_during_tuning(&store, &tuner, 20, 5, 10);
+    let c = job(&store, &tuner, cycles_config(1))
+        .run_cycles(std::future::pending(), false)
+        .await;
+    uploads.abort();
+    assert_eq!(c.cycles.len(), 1);
+    assert!(c.cycles_stopped.starts_with("MAX_CYCLES (1) reached"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_cycle_starts_unless_the_longest_so_far_fits_before_task_deadline() {
+    // (Durations of whole cycles are not exact on a paused clock: the clock jumps to the next
+    // heartbeat while the build waits for rayon. So: one deadline far off, one close.)
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::slow(Follow::Succeed, Duration::from_secs(100));
+    let uploads = upload_during_tuning(&store, &tuner, 20, 5, 1);
+    let mut c = cycles_config(5);
+    c.task_deadline = Some(Duration::from_secs(100 * 24 * 3600));
+    let cycles = job(&store, &tuner, c)
+        .run_cycles(std::future::pending(), false)
+        .await;
+    uploads.await.unwrap();
+    assert_eq!(cycles.cycles.len(), 2, "{}", cycles.cycles_stopped);
+
+    // A deadline closer than the first cycle lasted: no second cycle.
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::slow(Follow::Succeed, Duration::from_secs(100));
+    let uploads = upload_during_tuning(&store, &tuner, 20, 5, 1);
+    let mut c = cycles_config(5);
+    c.task_deadline = Some(Duration::from_secs(150));
+    let cycles = job(&store, &tuner, c)
+        .run_cycles(std::future::pending(), false)
+        .await;
+    uploads.await.unwrap();
+    assert_eq!(cycles.cycles.len(), 1, "{}", cycles.cycles_stopped);
+    assert!(
+        cycles.cycles_stopped.starts_with("TASK_DEADLINE: ")
+            && cycles
+                .cycles_stopped
+                .contains(" left, less than the longest cycle so far ("),
+        "{}",
+        cycles.cycles_stopped
+    );
+    assert_eq!(tuner.submits(), 1);
+}
+
+/// A bucket that says when a record with `status` is written.
+#[derive(Debug)]
+struct Tap {
+    inner: MemoryStore,
+    status: &'static str,
+    seen: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Store for Tap {
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, storage::StoreError>> {
+        self.inner.list(prefix)
+    }
+    async fn get(&self, key: &str) -> Result<storage::GetResult, storage::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<storage::ObjectMeta, storage::StoreError> {
+        let meta = self.inner.put(key, data.clone(), mode).await?;
+        let record: Option<Value> = key
+            .contains("model_metadata_")
+            .then(|| serde_json::from_slice(&data).ok())
+            .flatten();
+        if record.is_some_and(|r| r["status"] == self.status) {
+            self.seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(meta)
+    }
+    async fn put_multipart(
+        &self,
+        key: &str,
+    ) -> Result<Box<dyn storage::MultipartUpload>, storage::StoreError> {
+        self.inner.put_multipart(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), storage::StoreError> {
+        self.inner.delete(key).await
+    }
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sigterm_between_cycles_ends_the_execution_cleanly() {
+    let tap = Arc::new(Tap {
+        inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
+        status: "success",
+        seen: std::sync::atomic::AtomicBool::new(false),
+    });
+    let store: Arc<dyn Store> = tap.clone();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::slow(Follow::Succeed, Duration::from_secs(60));
+    let uploads = upload_during_tuning(&store, &tuner, 20, 7, 1);
+    // SIGTERM arrives as the first run writes its final record: after its race with the
+    // shutdown future, before the next cycle.
+    let signal = futures::future::poll_fn(|_| {
+        if tap.seen.load(std::sync::atomic::Ordering::SeqCst) {
+            std::task::Poll::Ready("SIGTERM")
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    let c = job(&store, &tuner, cycles_config(3))
+        .run_cycles(signal, false)
+        .await;
+    uploads.await.unwrap();
+    assert_eq!(c.cycles.len(), 1);
+    assert_eq!(
+        c.cycles[0].status,
+        RunStatus::Success,
+        "the run itself finished"
+    );
+    assert_eq!(c.cycles_stopped, "interrupted by SIGTERM");
+    assert_eq!(c.exit_code(), 0);
+    assert_eq!(
+        tuner.submits(),
+        1,
+        "the 7 new pairs wait for the next execution"
+    );
+    assert_eq!(lease_of(&*store).await.state, LeaseState::Released);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_cycle_is_retried_only_when_the_inputs_changed() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::slow(Follow::Fail("quota exceeded"), Duration::from_secs(60));
+    let c = job(&store, &tuner, cycles_config(3))
+        .run_cycles(std::future::pending(), false)
+        .await;
+    assert_eq!(c.cycles.len(), 1);
+    assert_eq!(c.cycles[0].status, RunStatus::Failed);
+    let failed = c.cycles[0].run_id.clone().unwrap();
+    assert_eq!(
+        c.cycles_stopped,
+        format!(
+            "run {failed} failed and nothing was added or changed since; it is not retried in this execution"
+        )
+    );
+    assert_eq!(c.exit_code(), 1);
+    assert_eq!(tuner.submits(), 1);
+
+    // New pairs during the failing job: the next cycle tries again, with them.
+    let uploads = upload_during_tuning(&store, &tuner, 20, 5, 1);
+    let c = job(&store, &tuner, cycles_config(2))
+        .run_cycles(std::future::pending(), false)
+        .await;
+    uploads.await.unwrap();
+    assert_eq!(c.cycles.len(), 2, "{}", c.cycles_stopped);
+    assert_eq!(c.cycles[1].counts.pairs, 25);
+    assert_eq!(c.exit_code(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_detached_execution_adopts_then_builds_what_waits_then_leaves_it_running() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let j = job(&store, &tuner, cycles_config(3));
+    let first = j.run_cycles(std::future::pending(), true).await;
+    assert_eq!(first.cycles.len(), 1);
+    assert_eq!(first.last.status, RunStatus::Running);
+    assert!(
+        first
+            .cycles_stopped
+            .starts_with("detached: the tuning job runs on")
+    );
+    samples(&*store, 20, 7, &[]).await;
+
+    // The next (scheduled) execution finalises the job, then builds the 7 new pairs.
+    let next = j.run_cycles(std::future::pending(), true).await;
+    assert_eq!(next.cycles.len(), 2, "{}", next.cycles_stopped);
+    let (adopted, built) = (&next.cycles[0], &next.cycles[1]);
+    assert_eq!(adopted.status, RunStatus::Success, "{}", adopted.reason);
+    assert_eq!(
+        adopted.run_id, first.last.run_id,
+        "the detached run, finalised"
+    );
+    assert_eq!(built.status, RunStatus::Running);
+    assert_eq!(built.counts.pairs, 27);
+    assert_eq!(built.sample_delta, 7);
+    assert_eq!(*tuner.followed.lock().unwrap(), ["jobs/0"]);
+    assert_eq!(tuner.submits(), 2);
+
+    // And the one after that finalises it and finds nothing new.
+    let last = j.run_cycles(std::future::pending(), true).await;
+    assert_eq!(last.cycles.len(), 1);
+    assert_eq!(last.last.status, RunStatus::Success);
+    assert_eq!(last.last.run_id, built.run_id);
+    assert!(
+        last.cycles_stopped.starts_with("gate 3: 0 new"),
+        "{}",
+        last.cycles_stopped
     );
 }

@@ -38,6 +38,8 @@ pub struct Gates {
     /// The samples against the baseline's manifest (inventory order); `None` when there is no
     /// baseline or it has no manifest (a seed record).
     pub comparison: Option<crate::delta::Comparison>,
+    /// How the quiet stage ended, once it ran.
+    pub quiet: Option<super::Quiet>,
 }
 
 /// The decision of gates 2 and 3.
@@ -94,6 +96,7 @@ impl Job {
             baseline,
             delta: 0,
             comparison: None,
+            quiet: None,
         };
         if pairs < min {
             let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");

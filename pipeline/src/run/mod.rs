@@ -5,29 +5,35 @@
 //!           inventory       list raw + label folders, pair
 //!           gate 2          pairs ≥ MIN_SAMPLES?            ── no ──▶ waiting   (nothing written)
 //!           gate 3          new/changed since baseline ≥ MIN_SAMPLES?  ── no ──▶ waiting
+//!  quiet    wait until nothing was added or changed for QUIET_PERIOD (at most MAX_QUIET_WAIT),
+//!           then gates 2 and 3 again on the inventory the build uses
 //!           gate 1 (take)   create-only / compare-and-swap lease       ── lost ─▶ skipped
 //!                           baseline moved meanwhile? re-check gate 3
 //!  build    read ▶ convert (rayon) ▶ split ▶ stream train / val / rejected, each line checked
 //!  quality  rejects ≤ MAX_REJECTED_RATIO, Vertex's dataset rules, MAX_TRAINING_TOKENS
 //!  tune     find or submit the job, record it in the lease, follow it (or adopt an earlier one)
 //!  record   manifest + model_metadata_*.json, release the lease
+//!  cycles   list again: another run if gate 3 passes, up to MAX_CYCLES, before TASK_DEADLINE
 //! ```
 //!
 //! Each stage returns a typed decision ([`gates::Lock`], [`gates::Gate`], [`tune::Tuning`]) or a
 //! [`RunError`] with one variant per way a run can fail; [`outcome`] turns the end of a run into
 //! the JSON `run` and `plan` print. The gates are read-only until the lease is taken, so waiting
-//! and skipped runs write nothing. Everything after the lease is raced against the shutdown
-//! future (SIGTERM, Ctrl-C) and against loss of the lease; either way the run records why it
-//! stopped and frees the lock.
+//! and skipped runs write nothing. The quiet wait and everything after the lease are raced
+//! against the shutdown future (SIGTERM, Ctrl-C), and what follows the lease against loss of
+//! the lease too; either way the run records why it stopped and frees the lock. [`cycles`] runs
+//! the job again in the same execution for data that arrived during a run.
 //!
 //! [`Config`] is all the job knows of the settings: the composition root
 //! (`settings::Settings::job_config`) builds it, tests build it directly.
 
 mod build;
+mod cycles;
 mod gates;
 mod outcome;
 mod plan;
 mod quality;
+mod quiet;
 mod record;
 mod tune;
 
@@ -36,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::FutureExt;
 use tokio::sync::Mutex;
 
 use crate::convert::Converter;
@@ -47,8 +54,10 @@ use crate::tuner::{Tuner, TunerError, TunerKind, TuningMode, job};
 use crate::validate::ModelTable;
 use crate::validate::models::Resolved;
 
+pub use cycles::Cycles;
 pub use gates::{Gate, Gates, Lock};
 pub use outcome::{Outcome, Plan};
+pub use quiet::{ListingDigest, Quiet, QuietEnd, poll_interval};
 pub use tune::Tuning;
 
 /// The name of the rejects file in a run's dataset folder.
@@ -104,6 +113,16 @@ pub struct Config {
     /// The date retirement checks use.
     pub today: chrono::NaiveDate,
     pub trigger: Trigger,
+    /// QUIET_PERIOD: how long nothing may have been added or changed under the input folders
+    /// before a build takes its inventory; zero turns the wait off.
+    pub quiet_period: Duration,
+    /// MAX_QUIET_WAIT: the longest the quiet stage waits in all.
+    pub max_quiet_wait: Duration,
+    /// MAX_CYCLES: runs one execution makes at most (`run_cycles`).
+    pub max_cycles: u32,
+    /// TASK_DEADLINE: how long the execution may live; no cycle starts unless the longest cycle
+    /// so far still fits. `None`: no limit but MAX_CYCLES.
+    pub task_deadline: Option<Duration>,
 }
 
 /// Why a run that passed the gates failed: one variant per kind of failure.
@@ -190,18 +209,29 @@ impl Job {
         }
     }
 
-    /// `autotune run`. `shutdown` resolves with the signal's name when the process is asked to
-    /// stop. With `detach`, the run submits the tuning job, records it and exits; a later run
-    /// follows it to its end.
+    /// `autotune run`, one cycle. `shutdown` resolves with the signal's name when the process
+    /// is asked to stop. With `detach`, the run submits the tuning job, records it and exits; a
+    /// later run follows it to its end. [`Job::run_cycles`] repeats this for data that arrived
+    /// meanwhile.
     pub async fn run(&self, shutdown: impl Future<Output = &'static str>, detach: bool) -> Outcome {
+        Box::pin(self.cycle(shutdown.shared(), detach, None)).await
+    }
+
+    /// One run. `retry`: the previous cycle of this execution failed on these inputs; the run
+    /// waits unless something was added or changed since.
+    async fn cycle<S>(&self, shutdown: S, detach: bool, retry: Option<&cycles::Retry>) -> Outcome
+    where
+        S: Future<Output = &'static str> + Clone,
+    {
         let min = self.config.min_samples;
         let run_id = new_run_id();
         tracing::info!(%run_id, bucket = %self.config.bucket, tuner = %self.tuner.kind(), "run starting");
         // Every phase answers a signal: the read-only gates too (a listing can be long).
-        let mut shutdown = std::pin::pin!(shutdown);
         let taken = tokio::select! {
-            t = self.take_lock(&run_id) => t,
-            signal = &mut shutdown => {
+            // Biased: a stage that answers the signal itself (the quiet wait) says where it was.
+            biased;
+            t = self.take_lock(&run_id, shutdown.clone(), retry) => t,
+            signal = shutdown.clone() => {
                 return Outcome::new(
                     RunStatus::Interrupted,
                     format!("interrupted by {signal} before the lock was taken; nothing was written"),
@@ -217,7 +247,7 @@ impl Job {
         tracing::info!(%run_id, "run lock taken");
         self.clean_up().await;
         if lease.record().await.pending_job().is_some() {
-            return self.adopt(lease, shutdown.as_mut()).await;
+            return self.adopt(lease, shutdown).await;
         }
         let Some(gates) = gates.as_mut() else {
             // The job we meant to adopt was finalised by another run meanwhile.
@@ -251,7 +281,7 @@ impl Job {
         });
         let result = tokio::select! {
             r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,
-            signal = shutdown.as_mut() => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
+            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
         self.conclude(state.into_inner(), result, gates, started, lease)
@@ -269,7 +299,7 @@ impl Job {
         lease: Lease,
     ) -> Outcome {
         let min = self.config.min_samples;
-        match result {
+        let mut outcome = match result {
             Ok(Trained::Waiting(reason)) => {
                 self.discard(&state.record).await;
                 release_quietly(lease).await;
@@ -296,7 +326,100 @@ impl Job {
                 self.finish(&mut state, Ok(()), started, lease).await
             }
             Err(e) => self.finish(&mut state, Err(e), started, lease).await,
+        };
+        outcome.inputs = Some(ListingDigest::of_samples(&gates.inventory.samples));
+        outcome
+    }
+
+    /// Gates 2 and 3, then the quiet stage. `Err` is the outcome of a run that ends there.
+    async fn gates_for_build<S>(
+        &self,
+        shutdown: S,
+        retry: Option<&cycles::Retry>,
+    ) -> Result<Gates, Box<Outcome>>
+    where
+        S: Future<Output = &'static str>,
+    {
+        let min = self.config.min_samples;
+        match self.evaluate().await {
+            Ok(Gate::Pass(g)) => {
+                if let Some(r) =
+                    retry.filter(|r| r.inputs == ListingDigest::of_samples(&g.inventory.samples))
+                {
+                    let reason = format!(
+                        "run {} failed and nothing was added or changed since; it is not retried in this execution",
+                        r.run_id
+                    );
+                    tracing::info!("{reason}");
+                    return Err(Box::new(Outcome::waiting(reason, &g, min)));
+                }
+                self.settle(shutdown, g).await
+            }
+            Ok(Gate::Wait { reason, gates }) => {
+                tracing::info!("{reason}");
+                Err(Box::new(Outcome::waiting(reason, &gates, min)))
+            }
+            Err(e) => Err(Box::new(Outcome::failed(
+                RunError::from(e).to_string(),
+                min,
+            ))),
         }
+    }
+
+    /// The quiet stage, raced against the shutdown future, then gates 2 and 3 again on the
+    /// inventory the build will use. `Err` is the outcome of a run that ends there.
+    async fn settle<S>(&self, shutdown: S, first: Gates) -> Result<Gates, Box<Outcome>>
+    where
+        S: Future<Output = &'static str>,
+    {
+        let min = self.config.min_samples;
+        let quiet = tokio::select! {
+            q = self.quiet() => q,
+            signal = shutdown => {
+                let reason = format!(
+                    "interrupted by {signal} while waiting for uploads to settle; nothing was written"
+                );
+                tracing::info!("{reason}");
+                return Err(Box::new(Outcome::new(RunStatus::Interrupted, reason, min)));
+            }
+        };
+        let quiet = match quiet {
+            Ok(q) => q,
+            Err(e) => {
+                return Err(Box::new(Outcome::failed(
+                    RunError::from(e).to_string(),
+                    min,
+                )));
+            }
+        };
+        tracing::info!(
+            waited_seconds = quiet.waited_seconds(),
+            end = quiet.end.as_str(),
+            polls = quiet.polls,
+            changes = quiet.changes,
+            "{}",
+            quiet.reason
+        );
+        let mut gates = if quiet.end == QuietEnd::Off {
+            first
+        } else {
+            match self.evaluate().await {
+                Ok(Gate::Pass(g)) => g,
+                Ok(Gate::Wait { reason, mut gates }) => {
+                    gates.quiet = Some(quiet);
+                    tracing::info!("{reason}");
+                    return Err(Box::new(Outcome::waiting(reason, &gates, min)));
+                }
+                Err(e) => {
+                    return Err(Box::new(Outcome::failed(
+                        RunError::from(e).to_string(),
+                        min,
+                    )));
+                }
+            }
+        };
+        gates.quiet = Some(quiet);
+        Ok(gates)
     }
 
     /// Removes the temporary files that killed runs left in the output folders; the lock
@@ -338,7 +461,15 @@ impl Job {
 
     /// Gates 1 to 3, then the lease: read-only until the lease is taken. `Err` is the outcome
     /// of a run that ends there. The gates are skipped when a pending job waits for adoption.
-    async fn take_lock(&self, run_id: &str) -> Result<(Lease, Option<Gates>), Box<Outcome>> {
+    async fn take_lock<S>(
+        &self,
+        run_id: &str,
+        shutdown: S,
+        retry: Option<&cycles::Retry>,
+    ) -> Result<(Lease, Option<Gates>), Box<Outcome>>
+    where
+        S: Future<Output = &'static str>,
+    {
         let min = self.config.min_samples;
         // Gate 1, read-only: do not even list when a run is in progress.
         let adopt = match self.peek_lock().await {
@@ -352,19 +483,7 @@ impl Job {
         let gates = if adopt {
             None
         } else {
-            match self.evaluate().await {
-                Ok(Gate::Pass(g)) => Some(g),
-                Ok(Gate::Wait { reason, gates }) => {
-                    tracing::info!("{reason}");
-                    return Err(Box::new(Outcome::waiting(reason, &gates, min)));
-                }
-                Err(e) => {
-                    return Err(Box::new(Outcome::failed(
-                        RunError::from(e).to_string(),
-                        min,
-                    )));
-                }
-            }
+            Some(self.gates_for_build(shutdown, retry).await?)
         };
         // Gate 1, for real.
         let acquired = Lease::acquire(

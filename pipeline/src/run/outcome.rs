@@ -8,7 +8,7 @@ use crate::record::{Counts, RunRecord};
 use crate::status::RunStatus;
 
 use super::record::counts_of;
-use super::{Gates, Lock};
+use super::{Gates, ListingDigest, Lock, Quiet, QuietEnd};
 
 /// What `run` and `plan` print on stdout: one JSON object.
 #[derive(Debug, Clone, Serialize)]
@@ -34,10 +34,22 @@ pub struct Outcome {
     pub manifest_uri: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_run_id: Option<String>,
+    /// How long the quiet stage waited for uploads to settle (absent when it did not run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_wait_seconds: Option<f64>,
+    /// How it ended: `settled`, `max_wait` or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_end: Option<QuietEnd>,
+    /// Why it stopped waiting, as a sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub model_details: serde_json::Value,
+    /// The digest of the samples the run built from (follow-up cycles compare it).
+    #[serde(skip)]
+    pub(crate) inputs: Option<ListingDigest>,
 }
 
 /// What `autotune plan` adds: the split a run would make now.
@@ -76,9 +88,23 @@ impl Outcome {
             rejected_uri: None,
             manifest_uri: None,
             baseline_run_id: None,
+            quiet_wait_seconds: None,
+            quiet_end: None,
+            quiet_reason: None,
             plan: None,
             model_details: serde_json::Value::Null,
+            inputs: None,
         }
+    }
+
+    /// Adds what the quiet stage did.
+    pub(super) fn with_quiet(mut self, quiet: Option<&Quiet>) -> Self {
+        if let Some(q) = quiet {
+            self.quiet_wait_seconds = Some(q.waited_seconds());
+            self.quiet_end = Some(q.end);
+            self.quiet_reason = Some(q.reason.clone());
+        }
+        self
     }
 
     pub(super) fn failed(reason: impl Into<String>, min_samples: u64) -> Self {
@@ -124,7 +150,7 @@ impl Outcome {
         o.unpaired_examples
             .clone_from(&gates.inventory.unpaired_examples);
         o.baseline_run_id = gates.baseline.as_ref().map(|b| b.record.run_id.clone());
-        o
+        o.with_quiet(gates.quiet.as_ref())
     }
 
     /// The end of a run that took the lease, from its record.
@@ -168,8 +194,12 @@ impl Outcome {
             rejected_uri: record.rejected_uri.clone(),
             manifest_uri: record.manifest_uri.clone(),
             baseline_run_id: record.baseline_run_id.clone(),
+            quiet_wait_seconds: record.quiet_wait_seconds,
+            quiet_end: record.quiet_end.as_deref().and_then(QuietEnd::from_name),
+            quiet_reason: record.quiet_reason.clone(),
             plan: None,
             model_details: record.model_details.clone(),
+            inputs: None,
         }
     }
 }

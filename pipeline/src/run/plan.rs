@@ -1,4 +1,4 @@
-//! `autotune plan`: the gates, the split, the conversion (into a throwaway in-memory store),
+//! `autotune plan`: the gates, the quiet wait, the split, the conversion (into a throwaway in-memory store),
 //! Vertex's rules and the token estimate, writing nothing to the bucket.
 
 use std::sync::Arc;
@@ -30,8 +30,12 @@ impl Job {
             Ok(l) => l,
             Err(o) => return o,
         };
+        // The quiet stage too: plan says how long a run would wait for uploads to settle.
         let gates = match self.evaluate().await {
-            Ok(Gate::Pass(g)) => g,
+            Ok(Gate::Pass(g)) => match self.settle(std::future::pending(), g).await {
+                Ok(g) => g,
+                Err(o) => return *o,
+            },
             Ok(Gate::Wait { reason, gates }) => return Outcome::waiting(reason, &gates, min),
             Err(e) => return Outcome::failed(RunError::from(e).to_string(), min),
         };

@@ -53,6 +53,9 @@ impl Job {
             lock_generation: Some(lease.generation().await),
             baseline_run_id: gates.baseline.as_ref().map(|b| b.record.run_id.clone()),
             unpaired_examples: gates.inventory.unpaired_examples.clone(),
+            quiet_wait_seconds: gates.quiet.as_ref().map(super::Quiet::waited_seconds),
+            quiet_end: gates.quiet.as_ref().map(|q| q.end.as_str().to_owned()),
+            quiet_reason: gates.quiet.as_ref().map(|q| q.reason.clone()),
             ..RunRecord::empty()
         }
     }
