@@ -582,7 +582,7 @@ impl Job {
     /// Gate 3 on what the build read: a sample counts as new when it was written and its
     /// content differs from the baseline's sample of the same key (a rejected sample, an exact
     /// duplicate or a re-upload of the same bytes does not count).
-    fn too_few_changed(&self, gates: &Gates, built: &crate::Built) -> Option<String> {
+    fn too_few_changed(&self, gates: &Gates, built: &crate::dataset::Built) -> Option<String> {
         let min = self.config.min_samples;
         let written = |i: usize| built.outcomes[i].validation.is_some();
         let new = match &gates.comparison {
@@ -607,7 +607,7 @@ impl Job {
     }
 
     /// What is tuned, as one digest: the two files' bytes and the settings of the job.
-    fn dataset_digest(&self, built: &crate::Built) -> String {
+    fn dataset_digest(&self, built: &crate::dataset::Built) -> String {
         job::digest(&serde_json::json!([
             built.train_digest,
             built.validation_digest,

@@ -39,7 +39,7 @@ impl Job {
     pub(super) async fn claim_record(
         &self,
         gates: &Gates,
-        built: &crate::Built,
+        built: &crate::dataset::Built,
         state: &Mutex<State>,
     ) -> Result<String, RunError> {
         let previous = gates
@@ -68,7 +68,7 @@ impl Job {
         &self,
         run_id: &str,
         gates: &Gates,
-        built: &crate::Built,
+        built: &crate::dataset::Built,
         digest: &str,
         train_uri: &str,
         validation_uri: Option<&str>,
