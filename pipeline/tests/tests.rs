@@ -7,6 +7,8 @@
 //! * [`storage_conformance`]: one suite for every storage backend, plus what only one can do.
 //! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
 //! * [`validate`], [`templates`]: the dataset validator and conversion templates.
+//! * [`event_loop`]: the product as Google runs it: fake-gcs-server, the trigger under
+//!   `wasmtime serve`, a fake Cloud Run that executes `autotune`, bulk uploads.
 
 #![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
 
@@ -14,6 +16,7 @@ mod support;
 
 mod cli;
 mod credentials;
+mod event_loop;
 mod run;
 mod storage_conformance;
 mod templates;

@@ -3,8 +3,10 @@
 
 pub mod discovery;
 pub mod fake_auth;
+pub mod fake_run;
 pub mod fake_vertex;
 pub mod scripted_gcs;
+pub mod trigger;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -147,6 +149,64 @@ pub fn http(method: &str, host: &str, path: &str, body: &str) -> (u16, String) {
         .map(|x| x.1.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// One HTTP/1.1 request with the given headers on a new connection; the answer's status and
+/// body (chunked bodies decoded). Status 0 when the server cannot be reached.
+pub fn request(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use std::fmt::Write as _;
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return (0, Vec::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    head.push_str("\r\n");
+    if s.write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body))
+        .is_err()
+    {
+        return (0, Vec::new());
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (0, Vec::new());
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut rest = &raw[end + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, rest.to_vec());
+    }
+    let mut out = Vec::new();
+    while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = i + 2;
+        out.extend_from_slice(&rest[start..(start + size).min(rest.len())]);
+        rest = &rest[(start + size + 2).min(rest.len())..];
+    }
+    (status, out)
 }
 
 /// The `autotune` binary, with a clean environment apart from what the test sets.
