@@ -20,7 +20,8 @@
 //! Prerequisites: fake-gcs-server, wasmtime and the wasm32-wasip2 target (`bash .ci/setup`);
 //! the trigger component is built on first use (see `support/trigger.rs`). The scenarios run
 //! one at a time (they share two cores with everything else); together they take about a
-//! minute and a half. `cargo test -p autotune --test tests -- --ignored --nocapture event_loop::bulk_benchmark
+//! minute and a half. `cargo test -p autotune --test tests -- --ignored --nocapture
+//! event_loop::bulk_benchmark`
 //! measures the bulk scenario five times.
 
 use crate::support;
