@@ -104,6 +104,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Run { settings, detach } => {
             let shutdown = shutdown_signal()?;
             let job = job(&settings, progress)?;
+            job.check_split().await.map_err(|e| anyhow::anyhow!(e))?;
             let cycles = Box::pin(job.run_cycles(shutdown, detach)).await;
             print(&cycles);
             Ok(ExitCode::from(cycles.exit_code() as u8))

@@ -83,6 +83,9 @@ pub struct RunRecord {
     pub split_seed: Option<String>,
     #[serde(default)]
     pub split_ratio: Option<f64>,
+    /// The run accepted a split other than the last run's (RESPLIT).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resplit: bool,
     #[serde(default)]
     pub manifest_uri: Option<String>,
     #[serde(default)]
@@ -142,6 +145,7 @@ impl RunRecord {
             counts: Counts::default(),
             split_seed: None,
             split_ratio: None,
+            resplit: false,
             manifest_uri: None,
             lock_generation: None,
             baseline_run_id: None,

@@ -96,6 +96,11 @@ pub struct Settings {
     #[arg(long, env = "SPLIT_SEED", value_name = "SPLIT_SEED")]
     pub split_seed: Option<String>,
 
+    /// Accept a SPLIT_RATIO or SPLIT_SEED other than the last run's: samples may change sides
+    /// (a trained sample may then validate). Recorded in the run.
+    #[arg(long, env = "RESPLIT", value_name = "RESPLIT")]
+    pub resplit: bool,
+
     /// Training dataset file name.
     #[arg(long, env = "TRAIN_FILE", value_name = "TRAIN_FILE", default_value = "sft_train.jsonl", value_parser = parse_file_name)]
     pub train_file: String,
@@ -778,6 +783,7 @@ impl Settings {
             min_samples: self.min_samples,
             split_ratio: self.split_ratio,
             split_seed: self.split_seed.clone(),
+            resplit: self.resplit,
             rules: self.rules(),
             converter: Arc::new(converter),
             read_concurrency: usize::from(self.read_concurrency),

@@ -436,6 +436,7 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
             ("LABEL_FIELD", "/answer"),
             ("MAX_REJECTED_RATIO", "0.05"),
             ("IMAGE_EXTENSIONS", "png,gif"),
+            ("SPLIT_RATIO", "1"),
         ],
     );
     assert_eq!(v["status"], "failed", "{v}");
@@ -1452,4 +1453,31 @@ fn the_vertex_tuner_on_a_local_folder_is_refused_before_any_work() {
         !root.join("training_datasets").exists(),
         "no dataset was written"
     );
+}
+
+#[test]
+fn a_new_split_ratio_is_refused_unless_resplit_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let (v, _) = run_in(root, &["run"], &[]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+    text_samples(root, 20, 10);
+    let out = autotune()
+        .arg("run")
+        .env("BUCKET_NAME", root)
+        .env("SPLIT_RATIO", "0.5")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SPLIT_RATIO") && stderr.contains("--resplit"),
+        "{stderr}"
+    );
+    let (v, _) = run_in(root, &["run", "--resplit"], &[("SPLIT_RATIO", "0.5")]);
+    assert_eq!(v["status"], "dry_run", "{v}");
+    let record = std::fs::read(uri_path(&v["metadata_uri"])).unwrap();
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["resplit"], true, "recorded");
 }

@@ -143,6 +143,7 @@ fn config() -> Config {
         min_samples: 5,
         split_ratio: 0.8,
         split_seed: None,
+        resplit: false,
         rules: Rules::new(
             Layout::new(
                 "raw_training_data",

@@ -88,6 +88,8 @@ pub struct Config {
     pub split_ratio: f64,
     /// SPLIT_SEED; the last successful run's seed when unset.
     pub split_seed: Option<String>,
+    /// RESPLIT: a split other than the baseline's is accepted.
+    pub resplit: bool,
     pub rules: Rules,
     pub converter: Arc<Converter>,
     pub read_concurrency: usize,
@@ -457,6 +459,42 @@ impl Job {
                 tracing::warn!(object = %uri, error = %e, "could not remove a dataset that will not be tuned");
             }
         }
+    }
+
+    /// Refuses a split other than the last run's unless RESPLIT is set: a new ratio or seed
+    /// moves samples between sides, and a sample that trained would then validate. (Content
+    /// that validated stays there in any case, see `delta`.) Read-only; the binary exits 2 on it.
+    pub async fn check_split(&self) -> Result<(), String> {
+        if self.config.resplit {
+            return Ok(());
+        }
+        let baseline = crate::record::latest(
+            &*self.store,
+            &self.config.model_meta_folder,
+            self.baseline_statuses(),
+        )
+        .await
+        .map_err(|e| format!("reading the last run's split: {e}"))?;
+        let Some(b) = baseline else {
+            return Ok(());
+        };
+        if let Some(ratio) = b.record.split_ratio
+            && (ratio - self.config.split_ratio).abs() > f64::EPSILON
+        {
+            return Err(format!(
+                "SPLIT_RATIO {} differs from the last run's ({ratio}, run {}): samples would change sides and trained ones could validate; keep it, or pass --resplit (RESPLIT=true) to accept a new split",
+                self.config.split_ratio, b.record.run_id
+            ));
+        }
+        if let (Some(seed), Some(last)) = (&self.config.split_seed, &b.record.split_seed)
+            && seed != last
+        {
+            return Err(format!(
+                "SPLIT_SEED {seed:?} differs from the last run's ({last:?}, run {}); keep it, or pass --resplit (RESPLIT=true) to accept a new split",
+                b.record.run_id
+            ));
+        }
+        Ok(())
     }
 
     /// Gates 1 to 3, then the lease: read-only until the lease is taken. `Err` is the outcome

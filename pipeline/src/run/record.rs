@@ -50,6 +50,7 @@ impl Job {
             source_model: c.request.source_model.clone(),
             counts: counts_of(&gates.inventory),
             split_ratio: Some(c.split_ratio),
+            resplit: c.resplit,
             lock_generation: Some(lease.generation().await),
             baseline_run_id: gates.baseline.as_ref().map(|b| b.record.run_id.clone()),
             unpaired_examples: gates.inventory.unpaired_examples.clone(),
