@@ -21,7 +21,8 @@
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
-//! * [`run`]: the job itself, one file per stage (gates, build, quality, tune, record, plan).
+//! * [`run`]: the job itself, one file per stage (gates, quiet, build, quality, tune, record,
+//!   plan), and the follow-up cycles of one execution.
 //! * [`summary`]: the readable tables of `autotune plan`.
 //! * [`settings`]: every setting is an environment variable and a long flag; the composition
 //!   root that builds each component's configuration from them.

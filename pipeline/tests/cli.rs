@@ -745,6 +745,45 @@ fn killed_runs_lease_is_taken_over_after_it_expires() {
     assert_eq!(lock(root).unwrap()["state"], "released");
 }
 
+#[test]
+fn sigterm_during_the_quiet_wait_exits_at_once_having_written_nothing() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    let before = files_under(root);
+    let mut child = spawn_slow_run(root, &[("QUIET_PERIOD", "10m")]);
+    // The run says it is waiting for uploads to settle (its log is read to the end).
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (waiting, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("has been added or changed for QUIET_PERIOD") {
+                let _ = waiting.send(());
+            }
+        }
+    });
+    seen.recv_timeout(Duration::from_secs(20))
+        .expect("the run logs that it waits for uploads to settle");
+    let sent = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert!(sent.elapsed() < Duration::from_secs(5), "at once");
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "interrupted", "{v}");
+    assert_eq!(
+        v["reason"],
+        "interrupted by SIGTERM while waiting for uploads to settle; nothing was written"
+    );
+    assert_eq!(v["cycles"].as_array().unwrap().len(), 1);
+    assert_eq!(files_under(root), before, "no lock, no record, no dataset");
+}
+
 /// Waits until the run has submitted its (dry-run) tuning job and written it into the lease.
 fn wait_for_job_in_lease(root: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -127,10 +127,10 @@ impl World {
         serde_json::from_slice(&answer).unwrap()
     }
 
-    /// Uploads pairs `range` over about `over` on four threads (raw file, then label), each
+    /// Uploads pairs `range` over about `over` on eight threads (raw file, then label), each
     /// followed by its finalize event when `events` is set, as Eventarc delivers them.
     fn upload(&self, range: std::ops::Range<usize>, over: Duration, events: bool) -> Uploaded {
-        const THREADS: usize = 4;
+        const THREADS: usize = 8;
         let n = range.len();
         let start = Instant::now();
         let answers = Mutex::new(Answers::default());
@@ -523,6 +523,14 @@ fn bulk_scenario() -> Bulk {
     assert!(trained.contains_key(&last_run));
     let (execution, _) = world.cycle_of_run()[&last_run].clone();
     let tuning = tuning_started(&world, &execution).expect("the execution logged tuning");
+    for (name, out) in world.outputs() {
+        eprintln!(
+            "  {name}: {} cycle(s), {}: {}",
+            out["cycles"].as_array().map_or(0, Vec::len),
+            out["status"].as_str().unwrap_or("?"),
+            out["reason"].as_str().unwrap_or("?")
+        );
+    }
     eprintln!(
         "bulk: {} uploads in {:.1} s; trigger answered {:?}; {executions} executions started, {} built datasets; {} runs (pairs {:?}); last upload to tuning {:.2} s (quiet waited {} s)",
         up.keys.len() * 2,

@@ -57,7 +57,8 @@ use crate::validate::models::Resolved;
 pub use cycles::Cycles;
 pub use gates::{Gate, Gates, Lock};
 pub use outcome::{Outcome, Plan};
-pub use quiet::{ListingDigest, Quiet, QuietEnd, poll_interval};
+use quiet::ListingDigest;
+pub use quiet::{Quiet, QuietEnd};
 pub use tune::Tuning;
 
 /// The name of the rejects file in a run's dataset folder.
