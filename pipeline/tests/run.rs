@@ -109,6 +109,13 @@ impl Tuner for Scripted {
         Ok(self.busy.clone())
     }
 
+    async fn check(&self, name: &str) -> Result<Option<Tuned>, TunerError> {
+        match self.follow {
+            Follow::Hang => Ok(None),
+            _ => self.follow(name).await.map(Some),
+        }
+    }
+
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
         self.followed.lock().unwrap().push(name.to_owned());
         if !self.follow_delay.is_zero() {
@@ -1692,4 +1699,40 @@ async fn a_detached_execution_adopts_then_builds_what_waits_then_leaves_it_runni
         "{}",
         last.cycles_stopped
     );
+}
+
+#[tokio::test]
+async fn a_detached_execution_looks_at_a_running_job_once_and_leaves_it_to_a_later_run() {
+    let store = bucket();
+    samples(&*store, 0, 20, &[]).await;
+    let running = Scripted::new(Follow::Hang);
+    let j = job(&store, &running, config());
+    let submitted = j.run(std::future::pending(), true).await;
+    assert_eq!(submitted.status, RunStatus::Running, "{}", submitted.reason);
+    // The next scheduled execution: the job still runs; it is not followed, only looked at.
+    let o = tokio::time::timeout(Duration::from_secs(10), j.run(std::future::pending(), true))
+        .await
+        .expect("a detached execution does not wait for the job");
+    assert_eq!(o.status, RunStatus::Running, "{}", o.reason);
+    assert!(
+        o.reason.starts_with("adopted tuning job jobs/0"),
+        "{}",
+        o.reason
+    );
+    assert!(
+        running.followed.lock().unwrap().is_empty(),
+        "never followed"
+    );
+    assert_eq!(
+        lease_of(&*store).await.tuning_job.as_deref(),
+        Some("jobs/0")
+    );
+    // Once it has ended, the next execution finalises it.
+    let done = Scripted::new(Follow::Succeed);
+    let o = job(&store, &done, config())
+        .run(std::future::pending(), true)
+        .await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(o.run_id, submitted.run_id, "the detached run is finalised");
+    assert!(lease_of(&*store).await.tuning_job.is_none());
 }

@@ -767,3 +767,23 @@ async fn busy_lists_every_page_and_counts_only_jobs_that_hold_a_slot() {
     );
     assert_clean(&t.fake);
 }
+
+#[tokio::test(start_paused = true)]
+async fn check_looks_at_a_job_once() {
+    // An hour after the seeded jobs' creation: within MAX_TUNING_DURATION.
+    fn an_hour_later() -> chrono::DateTime<chrono::Utc> {
+        "2026-11-01T10:00:00Z".parse().unwrap()
+    }
+    let t = setup(|c| c);
+    let t = Setup {
+        vertex: t.vertex.with_clock(an_hour_later),
+        ..t
+    };
+    let running = t.fake.seed_job("k-r", "JOB_STATE_RUNNING");
+    let done = t.fake.seed_job("k-d", "JOB_STATE_SUCCEEDED");
+    assert!(t.vertex.check(&running).await.unwrap().is_none());
+    assert_eq!(t.fake.count("GET", &running), 1, "one read, no polling");
+    let tuned = t.vertex.check(&done).await.unwrap().unwrap();
+    assert_eq!(tuned.status, RunStatus::Success);
+    assert_clean(&t.fake);
+}

@@ -250,7 +250,7 @@ impl Job {
         tracing::info!(%run_id, "run lock taken");
         self.clean_up().await;
         if lease.record().await.pending_job().is_some() {
-            return self.adopt(lease, shutdown).await;
+            return self.adopt(lease, shutdown, detach).await;
         }
         let Some(gates) = gates.as_mut() else {
             // The job we meant to adopt was finalised by another run meanwhile.

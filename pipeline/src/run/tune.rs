@@ -202,10 +202,13 @@ impl Job {
 
     /// Follows a tuning job that a previous run submitted and could not see to its end (it was
     /// killed, timed out, stopped by SIGTERM, or detached), and finalises that run's record.
+    /// With `detach`, the job is looked at once: a job still running is handed on to a later
+    /// run (the schedule), so a scheduled execution never lives as long as the tuning.
     pub(super) async fn adopt(
         &self,
         lease: Lease,
         shutdown: impl Future<Output = &'static str>,
+        detach: bool,
     ) -> Outcome {
         let held = lease.record().await;
         let (job, record_key) = held
@@ -234,9 +237,21 @@ impl Job {
             ..RunRecord::empty()
         });
         tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
+        let looked = async {
+            if detach {
+                self.tuner.check(&job).await
+            } else {
+                self.tuner.follow(&job).await.map(Some)
+            }
+        };
         let result = tokio::select! {
-            r = self.tuner.follow(&job) => match r {
-                Ok(tuned) => {
+            r = looked => match r {
+                Ok(None) => {
+                    tracing::info!(job = %job, "the tuning job still runs; a later run follows it");
+                    record.status = RunStatus::Running;
+                    Ok(())
+                }
+                Ok(Some(tuned)) => {
                     merge(&mut record.model_details, &tuned.model_details);
                     record.status = tuned.status;
                     record.error = None;

@@ -85,6 +85,11 @@ pub trait Tuner: Send + Sync {
     async fn busy(&self) -> Result<Vec<String>, TunerError> {
         Ok(Vec::new())
     }
+    /// Looks at a job once: `Some` when it has ended (as [`Tuner::follow`] reports it), `None`
+    /// while it runs. The default follows it (a tuner whose jobs end at once).
+    async fn check(&self, name: &str) -> Result<Option<Tuned>, TunerError> {
+        self.follow(name).await.map(Some)
+    }
     /// Follows a job to its end.
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError>;
 }

@@ -575,6 +575,29 @@ impl Tuner for Vertex {
         }
     }
 
+    async fn check(&self, name: &str) -> Result<Option<Tuned>, TunerError> {
+        let url = format!("{}/{name}", self.v1);
+        let job = self
+            .idempotent(Method::GET, &url, &[], &self.poll_backoff)
+            .await
+            .map_err(|f| lost(name, &f))?;
+        let state = job["state"].as_str().unwrap_or("JOB_STATE_UNSPECIFIED");
+        if TERMINAL.contains(&state) {
+            return Ok(Some(finished(name, &job)));
+        }
+        // The watchdog holds for detached jobs too: past MAX_TUNING_DURATION, cancel.
+        let age = job["createTime"]
+            .as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            .and_then(|created| ((self.now)() - created).to_std().ok())
+            .unwrap_or_default();
+        if age >= self.max_duration {
+            return Ok(Some(self.time_out(name, &job).await));
+        }
+        tracing::info!(job = %name, %state, "tuning job state");
+        Ok(None)
+    }
+
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
         let url = format!("{}/{name}", self.v1);
         let mut deadline = None;
