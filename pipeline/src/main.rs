@@ -105,6 +105,9 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let shutdown = shutdown_signal()?;
             let job = job(&settings, progress)?;
             job.check_split().await.map_err(|e| anyhow::anyhow!(e))?;
+            job.check_continuous_parent()
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
             let cycles = Box::pin(job.run_cycles(shutdown, detach)).await;
             print(&cycles);
             Ok(ExitCode::from(cycles.exit_code() as u8))

@@ -128,6 +128,53 @@ impl Job {
         Ok(Tuning::Finished)
     }
 
+    /// A parent for continuous tuning must live in LOCATION and have a base model that Vertex
+    /// still tunes (a tuned model retires with its base).
+    fn check_parent(&self, parent: &str, base: &str) -> Result<(), RunError> {
+        let at = job::model_location(parent).unwrap_or("unknown");
+        if at != self.config.request.location {
+            return Err(RunError::ParentElsewhere {
+                parent: parent.to_owned(),
+                location: self.config.request.location.clone(),
+            });
+        }
+        let base = self.config.table.resolve(base);
+        match base.check_retirement("SOURCE_MODEL", self.config.today) {
+            Ok(Some(warning)) => tracing::warn!(parent, "the parent's base model: {warning}"),
+            Ok(None) => {}
+            Err(reason) => {
+                return Err(RunError::ParentRetired {
+                    parent: parent.to_owned(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The parent continuous tuning would start from now, checked (before any work: the binary
+    /// exits 2 on it). Nothing to check in full mode or before the first tuned model.
+    pub async fn check_continuous_parent(&self) -> Result<(), String> {
+        if self.config.tuning_mode != TuningMode::Continuous {
+            return Ok(());
+        }
+        let Ok(Some(last)) = record::latest(
+            &*self.store,
+            &self.config.model_meta_folder,
+            &[RunStatus::Success],
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        match last.record.model_details["tuned_model"].as_str() {
+            Some(parent) => self
+                .check_parent(parent, &last.record.source_model)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.
     async fn continue_from_baseline(
         &self,
@@ -156,28 +203,8 @@ impl Job {
         let parent = last_success
             .as_ref()
             .and_then(|b| b.record.model_details["tuned_model"].as_str());
-        if let Some(parent) = parent {
-            let at = job::model_location(parent).unwrap_or("unknown");
-            if at != self.config.request.location {
-                return Err(RunError::ParentElsewhere {
-                    parent: parent.to_owned(),
-                    location: self.config.request.location.clone(),
-                });
-            }
-        }
         if let (Some(parent), Some(base)) = (parent, last_success.as_ref()) {
-            // A tuned model retires with its base: check the parent's base like SOURCE_MODEL.
-            let base = self.config.table.resolve(&base.record.source_model);
-            match base.check_retirement("SOURCE_MODEL", self.config.today) {
-                Ok(Some(warning)) => tracing::warn!(parent, "the parent's base model: {warning}"),
-                Ok(None) => {}
-                Err(reason) => {
-                    return Err(RunError::ParentRetired {
-                        parent: parent.to_owned(),
-                        reason,
-                    });
-                }
-            }
+            self.check_parent(parent, &base.record.source_model)?;
         }
         match parent {
             Some(parent) => {
