@@ -393,6 +393,32 @@ async fn gcs_retries_transient_failures_then_reports_the_last() {
 /// no temporary file behind on any failure (issue 9, items 4, 5 and 8).
 mod local_only {
     use super::*;
+
+    /// An in-place edit that restores the old modification time is still a new version
+    /// (issue 9 item 12): the change time is part of the generation.
+    #[tokio::test]
+    async fn an_edit_that_restores_the_mtime_is_a_new_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_str().unwrap()).unwrap();
+        store
+            .put("a/x.txt", Bytes::from("first"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let path = dir.path().join("a/x.txt");
+        let before = store.get("a/x.txt").await.unwrap().generation;
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "other").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        let after = store.get("a/x.txt").await.unwrap().generation;
+        assert_ne!(before, after, "same size, same mtime, new content");
+    }
     use std::os::unix::fs::symlink;
     use std::path::Path;
     use std::time::Duration;

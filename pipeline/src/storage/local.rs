@@ -151,10 +151,15 @@ fn not_regular(st: &Stat) -> Option<&'static str> {
     }
 }
 
-/// An inode's number and modification time: a new version renamed into place has a new inode,
-/// and the nanosecond mtime keeps a recycled inode number from looking unchanged.
+/// An inode's number, modification and change times: a new version renamed into place has a
+/// new inode, the nanosecond mtime keeps a recycled inode number from looking unchanged, and
+/// the change time (which no user can set back, unlike mtime) catches an in-place edit that
+/// restored the old modification time.
 fn generation(st: &Stat) -> String {
-    format!("{}{:09}-{}", st.st_mtime, st.st_mtime_nsec, st.st_ino)
+    format!(
+        "{}{:09}-{}-{}{:09}",
+        st.st_mtime, st.st_mtime_nsec, st.st_ino, st.st_ctime, st.st_ctime_nsec
+    )
 }
 
 fn size(st: &Stat) -> u64 {
@@ -352,12 +357,17 @@ impl LocalStore {
         let name = split_key(key).1;
         let _guard = DirLock::acquire(dir).map_err(|e| self.fail(key, e))?;
         match mode {
-            PutMode::Create => match rustix::fs::linkat(dir, tmp, dir, name, AtFlags::empty()) {
-                Err(Errno::EXIST) => {
-                    return Err(StoreError::AlreadyExists { uri: self.uri(key) });
+            PutMode::Create => {
+                match rustix::fs::linkat(dir, tmp, dir, name, AtFlags::empty()) {
+                    Err(Errno::EXIST) => {
+                        return Err(StoreError::AlreadyExists { uri: self.uri(key) });
+                    }
+                    other => other.map_err(|e| self.fail(key, e))?,
                 }
-                other => other.map_err(|e| self.fail(key, e))?,
-            },
+                // The temporary name goes now, not after: unlinking changes the inode's change
+                // time, which is part of the generation returned below.
+                let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
+            }
             PutMode::Update(expected) => {
                 let current = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
                     .ok()
