@@ -52,6 +52,10 @@ pub struct LeaseRecord {
     /// LEASE_DURATION of the holder: no renewal extends the lease further than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u64>,
+    /// How long ago the lock object was last written, by the storage server's clock, when the
+    /// store can tell (GCS); not stored. With it, liveness needs no clock of ours.
+    #[serde(skip)]
+    pub server_age: Option<Duration>,
 }
 
 /// The longest a lease may last (LEASE_DURATION's bound); leases that do not record their
@@ -94,8 +98,16 @@ impl LeaseRecord {
     /// Held and not expired. A damaged lease counts as live only until it has gone unrenewed
     /// for its own duration; then it is taken over like an expired one.
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
-        self.state == LeaseState::Held
-            && self.expires_at > now
+        if self.state != LeaseState::Held {
+            return false;
+        }
+        // By the server's clock: renewed within its duration (plus a second, the precision of
+        // the server's times). A run whose own clock is off cannot misjudge this.
+        if let Some(age) = self.server_age {
+            let duration = self.duration().to_std().unwrap_or(MAX_DURATION);
+            return age < duration + Duration::from_secs(1);
+        }
+        self.expires_at > now
             && (self.damage(now).is_none() || self.touched_at() + self.duration() > now)
     }
 
@@ -163,9 +175,12 @@ async fn read(
     match store.get(key).await {
         Ok(got) => {
             let generation = got.generation.clone();
+            let server_age = got.age;
             let uri = store.uri(key);
             let record = match got.bytes_limited(&uri, 64 * 1024).await {
-                Ok(body) => serde_json::from_slice(&body).map_err(|e| e.to_string()),
+                Ok(body) => serde_json::from_slice::<LeaseRecord>(&body)
+                    .map(|r| LeaseRecord { server_age, ..r })
+                    .map_err(|e| e.to_string()),
                 // A lock is a few hundred bytes: anything larger is damage, not a lease.
                 Err(StoreError::TooLarge { size, limit, .. }) => {
                     Err(format!("{size} bytes, more than a lease can be ({limit})"))
@@ -234,6 +249,7 @@ fn record(run_id: &str, owner: &str, ttl: Duration) -> LeaseRecord {
         acquired_at: now,
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
         duration_seconds: Some(ttl.as_secs()),
+        server_age: None,
         renewed_at: None,
         released_at: None,
         tuning_job: None,

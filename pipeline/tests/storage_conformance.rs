@@ -1133,3 +1133,54 @@ async fn a_read_that_breaks_mid_body_resumes_where_it_stopped() {
     );
     assert_eq!(fake.violations(), Vec::<String>::new());
 }
+
+/// Issue 9 item 10: on Cloud Storage a lease's age is judged by the server's clock (the
+/// object's `Last-Modified` against the answer's `Date`), so a run whose clock is ten minutes
+/// ahead cannot take over a lease renewed a moment ago; where the store cannot tell (memory),
+/// the local clock decides, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_age_is_judged_by_the_servers_clock() {
+    use autotune::lease::{self, Status};
+    // As a taker ten minutes ahead sees a lease renewed just now for five minutes: its
+    // expires_at is five minutes in the taker's past.
+    let now = chrono::Utc::now();
+    let lease = serde_json::json!({
+        "state": "held", "run_id": "victim", "owner": "elsewhere",
+        "acquired_at": now - chrono::Duration::minutes(10),
+        "expires_at": now - chrono::Duration::minutes(5),
+        "duration_seconds": 300,
+    });
+    let body = Bytes::from(serde_json::to_vec(&lease).unwrap());
+    let (gcs, _emulator) = gcs();
+    let (mem, ()) = memory();
+    for (store, live) in [(gcs, true), (mem, false)] {
+        store
+            .put("m/training.lock.json", body.clone(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let status = lease::status(&*store, "m/training.lock.json")
+            .await
+            .unwrap();
+        assert_eq!(
+            matches!(status, Status::Live(_)),
+            live,
+            "{}: {status:?}",
+            store.uri("")
+        );
+        let taken = lease::Lease::acquire(
+            store.clone(),
+            "m/training.lock.json",
+            "skewed",
+            "o",
+            std::time::Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            matches!(taken, lease::Acquired::Held(_)),
+            live,
+            "{}: a live lease is never taken over",
+            store.uri("")
+        );
+    }
+}

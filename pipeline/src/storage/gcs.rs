@@ -416,6 +416,21 @@ impl GcsStore {
     }
 }
 
+/// The age of a downloaded object by the server's clock: `Date` less `Last-Modified` (HTTP
+/// dates, to the second). `None` when either header is missing or unreadable.
+fn server_age(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    let at = |name: reqwest::header::HeaderName| {
+        let v = headers.get(name)?.to_str().ok()?;
+        chrono::DateTime::parse_from_rfc2822(v).ok()
+    };
+    let now = at(reqwest::header::DATE)?;
+    let modified = at(reqwest::header::LAST_MODIFIED)?;
+    (now - modified)
+        .to_std()
+        .ok()
+        .or(Some(std::time::Duration::ZERO))
+}
+
 fn content_type(key: &str) -> &'static str {
     match key.rsplit('.').next() {
         Some("json") => "application/json",
@@ -488,6 +503,7 @@ impl Store for GcsStore {
         )
         .await
         .map_err(|f| failure("read", &uri, f, None))?;
+        let age = server_age(&download.headers);
         let generation = download
             .headers
             .get("x-goog-generation")
@@ -518,6 +534,7 @@ impl Store for GcsStore {
             generation,
             size,
             body,
+            age,
         })
     }
 

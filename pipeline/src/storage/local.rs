@@ -606,6 +606,7 @@ impl Store for LocalStore {
         .await?;
         if let Some(data) = small {
             return Ok(GetResult {
+                age: None,
                 generation: generation(&st),
                 size: data.len() as u64,
                 body: futures::stream::once(async move { Ok(data) }).boxed(),
@@ -622,6 +623,7 @@ impl Store for LocalStore {
             })
             .boxed();
         Ok(GetResult {
+            age: None,
             generation: generation(&st),
             size: size(&st),
             body,

@@ -97,6 +97,7 @@ impl Store for MemoryStore {
             .cloned()
             .ok_or_else(|| StoreError::NotFound { uri: self.uri(key) })?;
         Ok(GetResult {
+            age: None,
             generation: generation.to_string(),
             size: data.len() as u64,
             body: stream::once(async move { Ok(data) }).boxed(),

@@ -53,6 +53,10 @@ pub struct GetResult {
     pub generation: String,
     pub size: u64,
     pub body: ByteStream,
+    /// How long ago the object was last written, by the storage server's own clock (GCS: its
+    /// `Date` less `Last-Modified`, to the second), when the backend can tell. The lease judges
+    /// age by it, so a run whose clock is off cannot take over a live lease.
+    pub age: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for GetResult {
