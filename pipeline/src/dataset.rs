@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::{Converter, Loaded, Uris};
-use crate::delta;
+use crate::delta::{self, hex};
 use crate::inventory::Ambiguity;
 use crate::modality::Modality;
 use crate::sample::{Category, Reject, Sample};
@@ -98,14 +98,6 @@ impl JsonlWriter {
         self.upload.complete().await?;
         Ok(Some(self.uri))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Where a run's files go.

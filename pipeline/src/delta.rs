@@ -65,7 +65,8 @@ pub struct Comparison {
     pub validation: HashSet<[u8; 32]>,
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest (manifests, the index, dataset digests).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");

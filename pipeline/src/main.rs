@@ -104,8 +104,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Run { settings, detach } => {
             let shutdown = shutdown_signal()?;
             let job = job(&settings, progress)?;
-            job.check_split().await.map_err(|e| anyhow::anyhow!(e))?;
-            job.check_continuous_parent()
+            job.check_against_last_run()
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             let cycles = Box::pin(job.run_cycles(shutdown, detach)).await;

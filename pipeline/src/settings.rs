@@ -866,10 +866,10 @@ fn parse_adapter_size(s: &str) -> Result<u8, String> {
     }
 }
 
-/// Lease bounds: a second at least (renewals every third of it), a day at most (a dead run's
-/// lock must expire within a day).
+/// Lease bounds: a second at least (renewals every third of it), the lease's own longest
+/// (a dead run's lock must expire within a day).
 const MIN_LEASE: Duration = Duration::from_secs(1);
-const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+const MAX_LEASE: Duration = crate::lease::MAX_DURATION;
 
 fn parse_lease(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;

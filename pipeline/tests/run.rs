@@ -945,7 +945,7 @@ async fn continuous_tuning_refuses_a_parent_whose_base_model_is_retired() {
     let mut c = config();
     c.tuning_mode = TuningMode::Continuous;
     let j = job(&store, &tuner, c);
-    let refused = j.check_continuous_parent().await.unwrap_err();
+    let refused = j.check_against_last_run().await.unwrap_err();
     assert!(refused.contains("was retired on 2026-10-20"), "{refused}");
     let o = run(&j).await;
     assert_eq!(o.status, RunStatus::Failed, "{}", o.reason);
@@ -996,7 +996,7 @@ async fn continuous_tuning_adds_a_version_under_the_parent_in_its_location() {
     );
     samples(&*store, 20, 10, &[]).await;
     let j = job(&store, &elsewhere, c);
-    let refused = j.check_continuous_parent().await.unwrap_err();
+    let refused = j.check_against_last_run().await.unwrap_err();
     assert!(
         refused.contains("is not in LOCATION (us-central1)"),
         "the binary exits 2 on it before any work: {refused}"

@@ -462,37 +462,60 @@ impl Job {
         }
     }
 
-    /// Refuses a split other than the last run's unless RESPLIT is set: a new ratio or seed
-    /// moves samples between sides, and a sample that trained would then validate. (Content
-    /// that validated stays there in any case, see `delta`.) Read-only; the binary exits 2 on it.
-    pub async fn check_split(&self) -> Result<(), String> {
-        if self.config.resplit {
+    /// What the settings must agree with in the bucket, checked before any work (the binary
+    /// exits 2 on it), from one read of the last run's record:
+    /// * a split other than the last run's is refused unless RESPLIT is set: a new ratio or
+    ///   seed moves samples between sides, and a sample that trained would then validate
+    ///   (content that validated stays there in any case, see `delta`);
+    /// * in continuous mode, the parent the run would start from must be in LOCATION, on a base
+    ///   model Vertex still tunes.
+    ///
+    /// A bucket that cannot be read is the run's failure to report, not a bad setting.
+    pub async fn check_against_last_run(&self) -> Result<(), String> {
+        let continuous = self.config.tuning_mode == TuningMode::Continuous;
+        if self.config.resplit && !continuous {
             return Ok(());
         }
-        let baseline = crate::record::latest(
-            &*self.store,
-            &self.config.model_meta_folder,
-            self.baseline_statuses(),
-        )
-        .await;
-        // A bucket that cannot be read is the run's failure to report, not a bad setting.
-        let Ok(Some(b)) = baseline else {
+        let latest = |statuses| {
+            crate::record::latest(&*self.store, &self.config.model_meta_folder, statuses)
+        };
+        let Ok(Some(b)) = latest(self.baseline_statuses()).await else {
             return Ok(());
         };
-        if let Some(ratio) = b.record.split_ratio
+        if !self.config.resplit {
+            self.check_split(&b.record)?;
+        }
+        if continuous {
+            let last_success = if b.record.status == RunStatus::Success {
+                Some(b)
+            } else {
+                latest(&[RunStatus::Success]).await.ok().flatten()
+            };
+            if let Some(last) = last_success
+                && let Some(parent) = last.record.model_details["tuned_model"].as_str()
+            {
+                self.check_parent(parent, &last.record.source_model)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_split(&self, last: &crate::record::RunRecord) -> Result<(), String> {
+        if let Some(ratio) = last.split_ratio
             && (ratio - self.config.split_ratio).abs() > f64::EPSILON
         {
             return Err(format!(
                 "SPLIT_RATIO {} differs from the last run's ({ratio}, run {}): samples would change sides and trained ones could validate; keep it, or pass --resplit (RESPLIT=true) to accept a new split",
-                self.config.split_ratio, b.record.run_id
+                self.config.split_ratio, last.run_id
             ));
         }
-        if let (Some(seed), Some(last)) = (&self.config.split_seed, &b.record.split_seed)
-            && seed != last
+        if let (Some(seed), Some(previous)) = (&self.config.split_seed, &last.split_seed)
+            && seed != previous
         {
             return Err(format!(
-                "SPLIT_SEED {seed:?} differs from the last run's ({last:?}, run {}); keep it, or pass --resplit (RESPLIT=true) to accept a new split",
-                b.record.run_id
+                "SPLIT_SEED {seed:?} differs from the last run's ({previous:?}, run {}); keep it, or pass --resplit (RESPLIT=true) to accept a new split",
+                last.run_id
             ));
         }
         Ok(())

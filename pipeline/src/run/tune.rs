@@ -130,7 +130,7 @@ impl Job {
 
     /// A parent for continuous tuning must live in LOCATION and have a base model that Vertex
     /// still tunes (a tuned model retires with its base).
-    fn check_parent(&self, parent: &str, base: &str) -> Result<(), RunError> {
+    pub(super) fn check_parent(&self, parent: &str, base: &str) -> Result<(), RunError> {
         let at = job::model_location(parent).unwrap_or("unknown");
         if at != self.config.request.location {
             return Err(RunError::ParentElsewhere {
@@ -150,29 +150,6 @@ impl Job {
             }
         }
         Ok(())
-    }
-
-    /// The parent continuous tuning would start from now, checked (before any work: the binary
-    /// exits 2 on it). Nothing to check in full mode or before the first tuned model.
-    pub async fn check_continuous_parent(&self) -> Result<(), String> {
-        if self.config.tuning_mode != TuningMode::Continuous {
-            return Ok(());
-        }
-        let Ok(Some(last)) = record::latest(
-            &*self.store,
-            &self.config.model_meta_folder,
-            &[RunStatus::Success],
-        )
-        .await
-        else {
-            return Ok(());
-        };
-        match last.record.model_details["tuned_model"].as_str() {
-            Some(parent) => self
-                .check_parent(parent, &last.record.source_model)
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
     }
 
     /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.
