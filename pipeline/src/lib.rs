@@ -21,6 +21,7 @@
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
+//! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
 //! * [`run`]: the job itself, one file per stage (gates, quiet, build, quality, tune, record,
 //!   plan), and the follow-up cycles of one execution.
 //! * [`summary`]: the readable tables of `autotune plan`.
@@ -58,6 +59,8 @@ mod dataset;
 mod record;
 
 pub mod tuner;
+
+pub mod evaluate;
 
 pub mod run;
 
