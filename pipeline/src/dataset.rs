@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
 use crate::inventory::Ambiguity;
+use crate::evaluate::set::{Picker, Route, Routing, Row};
 use crate::modality::Modality;
 use crate::sample::{Category, Reject, Sample};
 use crate::split::{Side, Split};
@@ -133,6 +134,13 @@ pub struct Built {
     pub duplicates: u64,
     /// Samples on the training side whose content validated in an earlier run: validated.
     pub pinned_to_validation: u64,
+    /// Members of the evaluation set in use: in neither file.
+    pub eval_members: u64,
+    /// Candidates for a new evaluation set beyond EVAL_MAX: in neither file in this run.
+    pub eval_held_out: u64,
+    /// A new evaluation set's rows, when the build picked one (at most EVAL_MAX).
+    #[serde(skip)]
+    pub eval_rows: Vec<Row>,
     /// Per sample (inventory order): its content digest and file; `digest: None` for a
     /// rejected or held-out sample.
     #[serde(skip)]
@@ -170,6 +178,8 @@ pub struct Options {
     pub check: Option<Arc<validate::Options>>,
     /// Content digests that validated in an earlier run: such a sample validates again.
     pub pinned: Arc<HashSet<[u8; 32]>>,
+    /// The evaluation set's members (in neither file), or the picking of a new set.
+    pub eval: Arc<Routing>,
 }
 
 /// The byte budget of the reads. Permits count KiB, so that one share of any size fits the
@@ -403,6 +413,8 @@ struct Writers {
     /// Content digests written: an exact duplicate (the same content under two keys) is
     /// written once, the first by key.
     seen: HashSet<[u8; 32]>,
+    /// A new evaluation set's rows, when the build picks one.
+    picker: Option<Picker>,
     built: Built,
 }
 
@@ -422,6 +434,7 @@ impl Writers {
                 .as_ref()
                 .map(|c| (Tally::new(c.max_findings), Tally::new(c.max_findings))),
             seen: HashSet::new(),
+            picker: opts.eval.picking().then(|| opts.eval.picker()),
             built: Built {
                 outcomes: vec![delta::Outcome::default(); n],
                 ..Built::default()
@@ -454,7 +467,7 @@ impl Writers {
         line: Line,
         sample: &Sample,
         split: &Split,
-        pinned: &HashSet<[u8; 32]>,
+        opts: &Options,
     ) -> Result<(), StoreError> {
         let built = &mut self.built;
         if !self.seen.insert(line.digest) {
@@ -462,6 +475,25 @@ impl Writers {
             built.outcomes[i].digest = Some(line.digest);
             return Ok(());
         }
+        match opts.eval.route(&line.digest) {
+            Route::Member => {
+                built.eval_members += 1;
+                built.outcomes[i].digest = Some(line.digest);
+                return Ok(());
+            }
+            Route::Candidate(position) => {
+                if let (Some(picker), Some(row)) = (
+                    self.picker.as_mut(),
+                    Row::from_line(&sample.key, &hex(&line.digest), &line.text),
+                ) {
+                    picker.offer(position, row);
+                    built.outcomes[i].digest = Some(line.digest);
+                    return Ok(());
+                }
+            }
+            Route::Split => {}
+        }
+        let pinned = &opts.pinned;
         let mut side = split.side(i);
         if side == Side::Train && pinned.contains(&line.digest) {
             side = Side::Validation;
@@ -502,6 +534,10 @@ impl Writers {
     /// Publishes the files (an empty one is discarded) and returns what was built.
     async fn finish(self) -> Result<Built, StoreError> {
         let mut built = self.built;
+        if let Some(picker) = self.picker {
+            built.eval_held_out = picker.dropped();
+            built.eval_rows = picker.into_rows();
+        }
         if let Some((t, v)) = self.tallies {
             built.train_tally = Some(t);
             built.validation_tally = Some(v);
@@ -577,7 +613,7 @@ pub async fn build(
             match line {
                 Ok(line) => {
                     files
-                        .write(i, line, &samples[i], &split, &opts.pinned)
+                        .write(i, line, &samples[i], &split, opts)
                         .await?;
                 }
                 Err(r) => files.reject(r).await?,
@@ -610,6 +646,7 @@ mod tests {
             sink: None,
             check: None,
             pinned: Arc::default(),
+            eval: Arc::default(),
         }
     }
 

@@ -63,6 +63,9 @@ pub struct Comparison {
     /// Content digests that were ever on the validation side: they stay there, whatever their
     /// name or the current split ratio.
     pub validation: HashSet<[u8; 32]>,
+    /// Content digests the previous run read and did not validate, under any key (renamed
+    /// or deleted since included): never picked for a new evaluation set.
+    pub trained: HashSet<[u8; 32]>,
 }
 
 /// Lower-case hex of a digest (manifests, the index, dataset digests).
@@ -74,7 +77,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     if s.len() != 64 {
         return None;
@@ -174,8 +177,14 @@ pub fn compare(
     previous: &Manifest,
     validation: HashSet<[u8; 32]>,
 ) -> Comparison {
+    let trained = previous
+        .values()
+        .filter_map(|k| k.digest)
+        .filter(|d| !validation.contains(d))
+        .collect();
     let mut c = Comparison {
         validation,
+        trained,
         ..Comparison::default()
     };
     for s in samples {

@@ -18,10 +18,10 @@
 //! * [`convert`]: one sample into one Vertex AI tuning example.
 //! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
 //!   the run writes).
+//! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
-//! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
 //! * [`run`]: the job itself, one file per stage (gates, quiet, build, quality, tune, record,
 //!   plan), and the follow-up cycles of one execution.
 //! * [`summary`]: the readable tables of `autotune plan`.
@@ -54,13 +54,14 @@ pub mod convert;
 
 pub mod validate;
 
+pub mod evaluate;
+
 mod dataset;
 
 mod record;
 
 pub mod tuner;
 
-pub mod evaluate;
 
 pub mod run;
 

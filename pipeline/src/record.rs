@@ -31,6 +31,10 @@ pub struct Counts {
     pub duplicates: u64,
     /// Training-side samples whose content validated before, kept on the validation side.
     pub pinned_to_validation: u64,
+    /// Samples in the evaluation set (in neither file).
+    pub eval: u64,
+    /// Candidates for a new evaluation set beyond EVAL_MAX, in neither file in this run.
+    pub eval_held_out: u64,
     pub unpaired_raw: u64,
     pub unpaired_labels: u64,
     pub ignored: u64,
@@ -115,6 +119,18 @@ pub struct RunRecord {
     /// Why it stopped waiting, as a sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_reason: Option<String>,
+    /// The evaluation set the run was evaluated on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_set_id: Option<String>,
+    /// The run picked a new evaluation set (the first evaluating run, or `--new-eval-set`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_eval_set: bool,
+    /// The candidate against the champion: verdict, scores, cost, the blessing's object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<serde_json::Value>,
+    /// Whether the candidate became the champion, and why not when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<serde_json::Value>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -156,6 +172,10 @@ impl RunRecord {
             quiet_wait_seconds: None,
             quiet_end: None,
             quiet_reason: None,
+            eval_set_id: None,
+            new_eval_set: false,
+            evaluation: None,
+            promotion: None,
             error: None,
         }
     }

@@ -241,7 +241,86 @@ pub struct Settings {
     pub vertex: VertexSettings,
 
     #[command(flatten)]
+    pub eval: EvalSettings,
+
+    #[command(flatten)]
     pub http: HttpSettings,
+}
+
+/// Which model answers the evaluation rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "kebab-case")]
+pub enum EvalModelArg {
+    /// Vertex AI with TUNER=vertex, the rehearsal stand-in with the dry-run tuner.
+    Auto,
+    /// The tuned model's endpoint against the champion's (Vertex AI).
+    Vertex,
+    /// Deterministic answers derived from the labels, with a set error rate per model; only
+    /// with the dry-run tuner, to rehearse the loop without a cloud account.
+    Rehearsal,
+    /// No evaluation: every successful run becomes the champion.
+    Off,
+}
+
+/// Settings of the evaluation, the blessing and the promotion. (Doc comments here are `--help`
+/// text, where backticks would show.)
+#[allow(clippy::doc_markdown)]
+#[derive(Debug, Clone, Args)]
+pub struct EvalSettings {
+    /// Share of the samples (by content digest) frozen into the evaluation set, never trained
+    /// or validated on, in [0, 0.5]; 0 turns evaluation off.
+    #[arg(long, env = "EVAL_RATIO", value_name = "EVAL_RATIO", default_value_t = 0.05, value_parser = parse_eval_ratio)]
+    pub eval_ratio: f64,
+
+    /// The most rows the evaluation set holds.
+    #[arg(long, env = "EVAL_MAX", value_name = "EVAL_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub eval_max: u64,
+
+    /// Pick a new evaluation set in this run (recorded; later runs compare on it).
+    #[arg(long, env = "NEW_EVAL_SET", value_name = "NEW_EVAL_SET")]
+    pub new_eval_set: bool,
+
+    /// Which model answers the rows: auto, vertex, rehearsal or off.
+    #[arg(long, env = "EVAL_MODEL", value_name = "EVAL_MODEL", value_enum, default_value = "auto")]
+    pub eval_model: EvalModelArg,
+
+    /// The metric that decides: auto (by the labels), exact_match, json, class or rouge_l.
+    #[arg(long, env = "EVAL_METRIC", value_name = "EVAL_METRIC", default_value = "auto")]
+    pub eval_metric: String,
+
+    /// Rows that must be scored for a candidate to be blessed.
+    #[arg(long, env = "EVAL_MIN_ROWS", value_name = "EVAL_MIN_ROWS", default_value_t = 50)]
+    pub eval_min_rows: u64,
+
+    /// The lowest score a blessed candidate may have, in [0, 1].
+    #[arg(long, env = "EVAL_FLOOR", value_name = "EVAL_FLOOR", default_value_t = 0.0, value_parser = parse_unit)]
+    pub eval_floor: f64,
+
+    /// How much better than the champion a blessed candidate must be (candidate − champion),
+    /// judged on the paired rows.
+    #[arg(long, env = "EVAL_MIN_DELTA", value_name = "EVAL_MIN_DELTA", default_value_t = 0.0, value_parser = parse_unit)]
+    pub eval_min_delta: f64,
+
+    /// Confidence of the paired test (McNemar, paired bootstrap), in [0.5, 1).
+    #[arg(long, env = "EVAL_CONFIDENCE", value_name = "EVAL_CONFIDENCE", default_value_t = 0.95, value_parser = parse_confidence)]
+    pub eval_confidence: f64,
+
+    /// How much worse a guard metric (JSON validity, blocked or empty answers) may be.
+    #[arg(long, env = "EVAL_GUARD_EPSILON", value_name = "EVAL_GUARD_EPSILON", default_value_t = 0.02, value_parser = parse_unit)]
+    pub eval_guard_epsilon: f64,
+
+    /// generateContent calls in flight at once during the evaluation.
+    #[arg(long, env = "EVAL_CONCURRENCY", value_name = "EVAL_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub eval_concurrency: u16,
+
+    /// Also score the rows with Vertex's evaluateInstances (exact match, ROUGE) as a
+    /// cross-check with Google's definitions.
+    #[arg(long, env = "EVAL_GOOGLE_METRICS", value_name = "EVAL_GOOGLE_METRICS")]
+    pub eval_google_metrics: bool,
+
+    /// The longest answer a model may give to an evaluation row, in tokens.
+    #[arg(long, env = "EVAL_MAX_OUTPUT_TOKENS", value_name = "EVAL_MAX_OUTPUT_TOKENS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub eval_max_output_tokens: u32,
 }
 
 /// Settings of the Vertex tuner. (Doc comments here are `--help` text, where backticks would show.)
@@ -773,6 +852,8 @@ impl Settings {
             self.learning_rate_multiplier,
             self.train_file,
             self.val_file,
+            self.eval.eval_ratio,
+            self.eval.eval_max,
         ]));
         Ok(run::Config {
             bucket: self.bucket_name.clone(),
@@ -814,7 +895,60 @@ impl Settings {
             max_quiet_wait: self.max_quiet_wait,
             max_cycles: self.max_cycles,
             task_deadline: self.task_deadline,
+            evaluation: self.evaluation()?,
         })
+    }
+
+    /// The evaluation's configuration; `None` when it is off. The rehearsal stand-in is
+    /// refused with the Vertex tuner: a real model is never judged by made-up answers.
+    pub fn evaluation(&self) -> Result<Option<run::Evaluation>, SettingsError> {
+        let e = &self.eval;
+        let kind = self.tuner_kind();
+        let model = match (e.eval_model, kind) {
+            (EvalModelArg::Off, _) => return Ok(None),
+            _ if e.eval_ratio == 0.0 => return Ok(None),
+            (EvalModelArg::Rehearsal, TunerKind::Vertex) => {
+                return Err(invalid(
+                    "EVAL_MODEL",
+                    "rehearsal answers are made up from the labels: they may judge only the dry-run tuner's stand-in models, never a model tuned on Vertex AI (use EVAL_MODEL=vertex)",
+                ));
+            }
+            (EvalModelArg::Vertex, TunerKind::DryRun) => {
+                return Err(invalid(
+                    "EVAL_MODEL",
+                    "the dry-run tuner makes no model for Vertex AI to answer with: use EVAL_MODEL=rehearsal (or TUNER=vertex)",
+                ));
+            }
+            (EvalModelArg::Auto | EvalModelArg::Vertex, TunerKind::Vertex) => run::EvalModel::Vertex,
+            (EvalModelArg::Auto | EvalModelArg::Rehearsal, TunerKind::DryRun) => {
+                run::EvalModel::Rehearsal
+            }
+        };
+        let metric = match e.eval_metric.as_str() {
+            "auto" => None,
+            m @ ("exact_match" | "json" | "class" | "rouge_l") => Some(m.to_owned()),
+            other => {
+                return Err(invalid(
+                    "EVAL_METRIC",
+                    format!("{other:?} is not one of auto, exact_match, json, class, rouge_l"),
+                ));
+            }
+        };
+        Ok(Some(run::Evaluation {
+            ratio: e.eval_ratio,
+            max: e.eval_max,
+            new_set: e.new_eval_set,
+            model,
+            metric,
+            min_rows: e.eval_min_rows,
+            floor: e.eval_floor,
+            min_delta: e.eval_min_delta,
+            confidence: e.eval_confidence,
+            guard_epsilon: e.eval_guard_epsilon,
+            concurrency: usize::from(e.eval_concurrency),
+            google_metrics: e.eval_google_metrics,
+            max_output_tokens: e.eval_max_output_tokens,
+        }))
     }
 }
 
@@ -830,6 +964,33 @@ fn strip_setting(message: &str) -> String {
 fn parse_bucket(s: &str) -> Result<String, String> {
     crate::storage::open(s).map_err(|e| e.to_string())?;
     Ok(s.to_owned())
+}
+
+fn parse_eval_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=0.5).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in [0, 0.5]"))
+    }
+}
+
+fn parse_unit(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in [0, 1]"))
+    }
+}
+
+fn parse_confidence(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.5..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in [0.5, 1)"))
+    }
 }
 
 fn parse_split_ratio(s: &str) -> Result<f64, String> {

@@ -191,6 +191,7 @@ fn config() -> Config {
         max_quiet_wait: Duration::from_secs(600),
         max_cycles: 1,
         task_deadline: None,
+        evaluation: None,
     }
 }
 

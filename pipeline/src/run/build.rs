@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::dataset::{self, Built, Paths};
+use crate::evaluate::set::Routing;
 use crate::split::Split;
 use crate::storage::{self, Store};
 use crate::validate;
@@ -23,7 +24,20 @@ impl Job {
     ) -> Result<Built, RunError> {
         let folder = storage::join(&self.config.jsonl_folder, run_id);
         let split = self.split(gates, seed);
-        let built = Box::pin(self.convert(&folder, gates, split, None)).await?;
+        let current = self.eval_set().await?;
+        let routing = self.eval_routing(gates, current.as_ref());
+        let built = Box::pin(self.convert(&folder, gates, split, routing, None)).await?;
+        let set = self.freeze_eval_set(run_id, &built, current).await?;
+        {
+            let mut st = state.lock().await;
+            st.record.counts.eval = built.eval_members + built.eval_rows.len() as u64;
+            st.record.counts.eval_held_out = built.eval_held_out;
+            if let Some(set) = &set {
+                st.record.eval_set_id = Some(set.info.id.clone());
+                st.record.new_eval_set = set.info.created_by_run == run_id;
+            }
+            st.eval_set = set;
+        }
         {
             let r = &mut state.lock().await.record;
             r.counts.train = built.train_examples;
@@ -91,6 +105,7 @@ impl Job {
         folder: &str,
         gates: &Gates,
         split: Arc<Split>,
+        eval: Arc<Routing>,
         sink: Option<Arc<dyn Store>>,
     ) -> Result<Built, RunError> {
         let samples = gates.inventory.samples.clone();
@@ -116,6 +131,7 @@ impl Job {
                         .map(|c| c.validation.clone())
                         .unwrap_or_default(),
                 ),
+                eval,
             },
             &progress,
         ))

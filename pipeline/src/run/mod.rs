@@ -29,6 +29,7 @@
 
 mod build;
 mod cycles;
+mod evaluate;
 mod gates;
 mod outcome;
 mod plan;
@@ -55,6 +56,7 @@ use crate::validate::ModelTable;
 use crate::validate::models::Resolved;
 
 pub use cycles::Cycles;
+pub use evaluate::{EvalModel, Evaluation};
 pub use gates::{Gate, Gates, Lock};
 pub use outcome::{Outcome, Plan};
 use quiet::ListingDigest;
@@ -126,6 +128,8 @@ pub struct Config {
     /// TASK_DEADLINE: how long the execution may live; no cycle starts unless the longest cycle
     /// so far still fits. `None`: no limit but MAX_CYCLES.
     pub task_deadline: Option<Duration>,
+    /// The evaluation set, the blessing and the promotion; `None`: off (EVAL_RATIO=0).
+    pub evaluation: Option<Evaluation>,
 }
 
 /// Why a run that passed the gates failed: one variant per kind of failure.
@@ -163,6 +167,9 @@ pub enum RunError {
     JobFailed(Option<String>),
     #[error(transparent)]
     LeaseLost(lease::Lost),
+    /// The evaluation set could not be read or written.
+    #[error("evaluation set: {0}")]
+    EvalSet(String),
     /// Continuous tuning from a model in another location than the job's.
     #[error(
         "TUNING_MODE=continuous: the parent model {parent} is not in LOCATION ({location}); Vertex AI tunes a model where it lives: set LOCATION to the parent's, or copy the model"
@@ -189,6 +196,8 @@ struct State {
     meta_key: Option<String>,
     /// The tuning job, once submitted or found.
     job: Option<String>,
+    /// The evaluation set of this run, once the build routed it.
+    eval_set: Option<crate::evaluate::set::Frozen>,
 }
 
 fn new_run_id() -> String {
@@ -281,6 +290,7 @@ impl Job {
             record: self.initial_record(&run_id, gates, started, &lease).await,
             meta_key: None,
             job: None,
+            eval_set: None,
         });
         let result = tokio::select! {
             r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,

@@ -43,12 +43,17 @@ impl Job {
         let split = self.split(&gates, &seed);
         let (would_train, would_validate, would_hold_out) =
             (split.train(), split.validation(), split.held_out());
+        let eval_set = match self.eval_set().await {
+            Ok(s) => s,
+            Err(e) => return Outcome::failed(e.to_string(), min),
+        };
+        let routing = self.eval_routing(&gates, eval_set.as_ref());
         // Convert into a throwaway in-memory store: the bucket is only read.
         let sink: Arc<dyn Store> = Arc::new(MemoryStore::named(&format!(
             "plan-{}",
             uuid::Uuid::new_v4().simple()
         )));
-        let mut built = match Box::pin(self.convert("plan", &gates, split, Some(sink))).await {
+        let mut built = match Box::pin(self.convert("plan", &gates, split, routing, Some(sink))).await {
             Ok(b) => b,
             Err(e) => return Outcome::failed(e.to_string(), min),
         };

@@ -274,6 +274,7 @@ impl Job {
             record,
             meta_key: record_key,
             job: Some(job.clone()),
+            eval_set: None,
         };
         let mut outcome = self.finish(&mut state, result, started, lease).await;
         outcome.reason = format!(
