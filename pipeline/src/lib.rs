@@ -19,6 +19,7 @@
 //! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
 //!   the run writes).
 //! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
+//! * [`champion`]: the champion pointer (compare-and-swap), its history and rollbacks.
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
@@ -55,6 +56,8 @@ pub mod convert;
 pub mod validate;
 
 pub mod evaluate;
+
+pub mod champion;
 
 mod dataset;
 
