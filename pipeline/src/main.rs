@@ -51,6 +51,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// The runs, newest first: samples, tokens, cost, the candidate's and the champion's
+    /// scores, blessed, promoted.
+    History {
+        #[command(flatten)]
+        settings: Settings,
+        /// Output format: a readable table, or the same data as JSON.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// Runs shown at most.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Check a Vertex AI tuning JSONL file against Vertex's rules.
     Validate(ValidateArgs),
     /// Free the run lock (refuses a live lease without --force).
@@ -119,6 +131,19 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
                 Output::Text => print!("{}", autotune::summary::render(&outcome)),
             }
             Ok(ExitCode::from(outcome.status.exit_code() as u8))
+        }
+        Command::History {
+            settings,
+            output,
+            limit,
+        } => {
+            let job = job(&settings, false)?;
+            let rows = job.history(limit).await?;
+            match output {
+                Output::Json => print(&rows),
+                Output::Text => print!("{}", autotune::summary::render_history(&rows)),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Validate(args) => {
             let config = args.config()?;

@@ -232,6 +232,34 @@ pub async fn latest(
     Ok(None)
 }
 
+/// Every readable run record, newest first (`autotune history`); unreadable ones are logged
+/// and skipped. At most `limit` records are read.
+pub async fn all(
+    store: &dyn Store,
+    meta_folder: &str,
+    limit: usize,
+) -> Result<Vec<Stored>, StoreError> {
+    let prefix = storage::join(meta_folder, METADATA_PREFIX);
+    let mut keys: Vec<String> = store
+        .list(&prefix)
+        .map_ok(|m| m.key)
+        .try_filter(|k| futures::future::ready(k.ends_with(".json")))
+        .try_collect()
+        .await?;
+    keys.sort_unstable();
+    let mut out = Vec::new();
+    for key in keys.into_iter().rev().take(limit) {
+        let body = storage::get_bytes(store, &key, 16 * 1024 * 1024).await?;
+        match serde_json::from_slice::<RunRecord>(&body) {
+            Ok(record) => out.push(Stored { key, record }),
+            Err(e) => {
+                tracing::warn!(object = %store.uri(&key), error = %e, "unreadable run record skipped");
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Claims a fresh pair of names (record and manifest) for a run that started at `start`,
 /// creating the manifest first with `manifest` so that two runs in one second never collide.
 pub async fn claim_names(

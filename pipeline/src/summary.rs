@@ -151,3 +151,89 @@ fn histogram(set: &SetEstimate) -> Table {
     }
     t
 }
+
+/// One run in `autotune history`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryRow {
+    pub run_id: String,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub status: crate::status::RunStatus,
+    /// Matched pairs, and those new or changed since the run's baseline.
+    pub samples: u64,
+    pub new: u64,
+    /// Estimated training tokens and cost (when a price was set).
+    pub tokens: Option<u64>,
+    pub cost: Option<f64>,
+    /// The metric and the two scores on the evaluation set.
+    pub metric: Option<String>,
+    pub candidate: Option<f64>,
+    pub champion: Option<f64>,
+    pub blessed: Option<bool>,
+    pub promoted: Option<bool>,
+    /// Why it was not blessed or not promoted, or why it failed.
+    pub note: Option<String>,
+}
+
+impl HistoryRow {
+    pub fn of(r: &crate::record::RunRecord) -> Self {
+        let e = r.evaluation.as_ref();
+        let p = r.promotion.as_ref();
+        let estimate = r.estimate.as_ref();
+        let note = r
+            .error
+            .clone()
+            .or_else(|| p.and_then(|p| p["reason"].as_str().map(str::to_owned)))
+            .or_else(|| e.and_then(|e| e["reasons"][0].as_str().map(str::to_owned)));
+        Self {
+            run_id: r.run_id.clone(),
+            started: r.training_start_time,
+            status: r.status,
+            samples: r.sample_size,
+            new: r.sample_delta,
+            tokens: estimate.and_then(|e| e["training_tokens"].as_u64()),
+            cost: estimate.and_then(|e| e["cost"].as_f64()),
+            metric: e.and_then(|e| e["metric"].as_str().map(str::to_owned)),
+            candidate: e.and_then(|e| e["candidate"]["primary"].as_f64()),
+            champion: e.and_then(|e| e["champion"]["primary"].as_f64()),
+            blessed: e.and_then(|e| e["verdict"].as_str().map(|v| v == "BLESSED")),
+            promoted: p.and_then(|p| p["promoted"].as_bool()),
+            note,
+        }
+    }
+}
+
+/// `autotune history` as a table, newest first.
+pub fn render_history(rows: &[HistoryRow]) -> String {
+    let mut t = table(&[
+        "run", "status", "samples", "new", "tokens", "est. cost", "metric", "candidate",
+        "champion", "blessed", "promoted",
+    ]);
+    let num = |v: Option<f64>, digits: usize| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"));
+    let yes = |v: Option<bool>| match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "–",
+    };
+    for r in rows {
+        t.add_row(vec![
+            r.run_id.clone(),
+            r.status.as_str().to_owned(),
+            r.samples.to_string(),
+            r.new.to_string(),
+            r.tokens.map_or_else(|| "–".to_owned(), |t| t.to_string()),
+            num(r.cost, 2),
+            r.metric.clone().unwrap_or_else(|| "–".to_owned()),
+            num(r.candidate, 3),
+            num(r.champion, 3),
+            yes(r.blessed).to_owned(),
+            yes(r.promoted).to_owned(),
+        ]);
+    }
+    let mut out = format!("{t}\n");
+    for r in rows {
+        if let Some(note) = &r.note {
+            let _ = writeln!(out, "{}: {note}", r.run_id);
+        }
+    }
+    out
+}

@@ -152,3 +152,17 @@ impl Job {
         Outcome::of_record(record, metadata_uri, self.config.min_samples)
     }
 }
+
+impl Job {
+    /// `autotune history`: the last `limit` runs, newest first.
+    pub async fn history(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::summary::HistoryRow>, crate::storage::StoreError> {
+        let records = record::all(&*self.store, &self.config.model_meta_folder, limit).await?;
+        Ok(records
+            .iter()
+            .map(|s| crate::summary::HistoryRow::of(&s.record))
+            .collect())
+    }
+}
