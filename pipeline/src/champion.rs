@@ -33,6 +33,9 @@ pub struct Champion {
     /// The run that tuned it; `None` for the base model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// The base model it was tuned from (itself, for the base model).
+    #[serde(default)]
+    pub base_model: String,
     /// Its scores on the evaluation set when it was promoted.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub metrics: Value,
@@ -54,12 +57,21 @@ impl Champion {
             model: publisher_path,
             endpoint: None,
             run_id: None,
+            base_model: model.to_owned(),
             metrics: Value::Null,
             eval_set_id: None,
             since: Utc::now(),
             reason: format!("the base model {model}: no tuned model was blessed yet"),
             previous: None,
         }
+    }
+
+    /// A tuned Vertex model version, which continuous tuning can start from.
+    pub fn tuned_vertex_model(&self) -> Option<&str> {
+        (self.run_id.is_some()
+            && self.model.starts_with("projects/")
+            && self.model.contains("/models/"))
+        .then_some(self.model.as_str())
     }
 
     /// Who it is, in a sentence's words.
@@ -225,6 +237,7 @@ mod tests {
             model: format!("projects/p/locations/l/models/1@{run}"),
             endpoint: Some(format!("projects/p/locations/l/endpoints/{run}")),
             run_id: Some(run.to_owned()),
+            base_model: "gemini".to_owned(),
             metrics: serde_json::json!({"exact_match": 0.9}),
             eval_set_id: Some("s".into()),
             since: Utc::now(),
@@ -264,18 +277,27 @@ mod tests {
         let three = tuned("r3").after(tuned("r2").after(tuned("r1").after(base)));
         let back = rolled_back(&three, None).unwrap();
         assert_eq!(back.run_id.as_deref(), Some("r2"));
-        assert_eq!(back.previous.as_ref().unwrap().run_id.as_deref(), Some("r1"));
+        assert_eq!(
+            back.previous.as_ref().unwrap().run_id.as_deref(),
+            Some("r1")
+        );
         assert!(back.reason.contains("rolled back from"), "{}", back.reason);
         let jump = rolled_back(&three, Some("r1")).unwrap();
         assert_eq!(jump.run_id.as_deref(), Some("r1"));
-        assert_eq!(jump.previous.as_ref().unwrap().run_id.as_deref(), Some("r3"));
+        assert_eq!(
+            jump.previous.as_ref().unwrap().run_id.as_deref(),
+            Some("r3")
+        );
         let undo = rolled_back(&jump, Some("r3")).unwrap();
         assert_eq!(undo.model, three.model);
         let err = rolled_back(&three, Some("r7")).unwrap_err().to_string();
         assert!(err.contains("r7") && err.contains("(run r2)"), "{err}");
         let to_base = rolled_back(&rolled_back(&back, None).unwrap(), None).unwrap();
         assert_eq!(to_base.run_id, None);
-        assert!(rolled_back(&to_base, None).is_err(), "nothing before the base");
+        assert!(
+            rolled_back(&to_base, None).is_err(),
+            "nothing before the base"
+        );
     }
 
     #[test]

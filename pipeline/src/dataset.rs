@@ -30,8 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
-use crate::inventory::Ambiguity;
 use crate::evaluate::set::{Picker, Route, Routing, Row};
+use crate::inventory::Ambiguity;
 use crate::modality::Modality;
 use crate::sample::{Category, Reject, Sample};
 use crate::split::{Side, Split};
@@ -612,9 +612,7 @@ pub async fn build(
         for (i, line, share) in batch {
             match line {
                 Ok(line) => {
-                    files
-                        .write(i, line, &samples[i], &split, opts)
-                        .await?;
+                    files.write(i, line, &samples[i], &split, opts).await?;
                 }
                 Err(r) => files.reject(r).await?,
             }

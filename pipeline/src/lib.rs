@@ -65,7 +65,6 @@ mod record;
 
 pub mod tuner;
 
-
 pub mod run;
 
 pub mod summary;

@@ -281,15 +281,31 @@ pub struct EvalSettings {
     pub new_eval_set: bool,
 
     /// Which model answers the rows: auto, vertex, rehearsal or off.
-    #[arg(long, env = "EVAL_MODEL", value_name = "EVAL_MODEL", value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        env = "EVAL_MODEL",
+        value_name = "EVAL_MODEL",
+        value_enum,
+        default_value = "auto"
+    )]
     pub eval_model: EvalModelArg,
 
     /// The metric that decides: auto (by the labels), exact_match, json, class or rouge_l.
-    #[arg(long, env = "EVAL_METRIC", value_name = "EVAL_METRIC", default_value = "auto")]
+    #[arg(
+        long,
+        env = "EVAL_METRIC",
+        value_name = "EVAL_METRIC",
+        default_value = "auto"
+    )]
     pub eval_metric: String,
 
     /// Rows that must be scored for a candidate to be blessed.
-    #[arg(long, env = "EVAL_MIN_ROWS", value_name = "EVAL_MIN_ROWS", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "EVAL_MIN_ROWS",
+        value_name = "EVAL_MIN_ROWS",
+        default_value_t = 50
+    )]
     pub eval_min_rows: u64,
 
     /// The lowest score a blessed candidate may have, in [0, 1].
@@ -919,7 +935,9 @@ impl Settings {
                     "the dry-run tuner makes no model for Vertex AI to answer with: use EVAL_MODEL=rehearsal (or TUNER=vertex)",
                 ));
             }
-            (EvalModelArg::Auto | EvalModelArg::Vertex, TunerKind::Vertex) => run::EvalModel::Vertex,
+            (EvalModelArg::Auto | EvalModelArg::Vertex, TunerKind::Vertex) => {
+                run::EvalModel::Vertex
+            }
             (EvalModelArg::Auto | EvalModelArg::Rehearsal, TunerKind::DryRun) => {
                 run::EvalModel::Rehearsal
             }

@@ -205,10 +205,21 @@ impl HistoryRow {
 /// `autotune history` as a table, newest first.
 pub fn render_history(rows: &[HistoryRow]) -> String {
     let mut t = table(&[
-        "run", "status", "samples", "new", "tokens", "est. cost", "metric", "candidate",
-        "champion", "blessed", "promoted",
+        "run",
+        "status",
+        "samples",
+        "new",
+        "tokens",
+        "est. cost",
+        "metric",
+        "candidate",
+        "champion",
+        "blessed",
+        "promoted",
     ]);
-    let num = |v: Option<f64>, digits: usize| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"));
+    let num = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
+    };
     let yes = |v: Option<bool>| match v {
         Some(true) => "yes",
         Some(false) => "no",

@@ -251,7 +251,11 @@ impl Routing {
     /// The set in use.
     pub fn frozen(set: &Frozen) -> Self {
         Self {
-            members: set.rows.iter().filter_map(|r| crate::delta::unhex(&r.id)).collect(),
+            members: set
+                .rows
+                .iter()
+                .filter_map(|r| crate::delta::unhex(&r.id))
+                .collect(),
             pick: None,
         }
     }
@@ -378,7 +382,10 @@ mod tests {
         let r = Row::from_line("k", "d", line).unwrap();
         assert_eq!(r.reference, "4");
         assert_eq!(r.contents.len(), 1);
-        assert_eq!(r.system_instruction.unwrap()["parts"][0]["text"], "be brief");
+        assert_eq!(
+            r.system_instruction.unwrap()["parts"][0]["text"],
+            "be brief"
+        );
         let no_answer = r#"{"contents":[{"role":"user","parts":[{"text":"q"}]}]}"#;
         assert!(Row::from_line("k", "d", no_answer).is_none());
     }
@@ -396,7 +403,11 @@ mod tests {
         picker.offer(3, row(3));
         picker.offer(9, row(9));
         assert_eq!(picker.dropped(), 2);
-        assert_eq!(picker.into_rows(), vec![row(3)], "the smallest position is kept");
+        assert_eq!(
+            picker.into_rows(),
+            vec![row(3)],
+            "the smallest position is kept"
+        );
     }
 
     #[tokio::test]
@@ -425,7 +436,13 @@ mod tests {
         let second = freeze(&store, "meta", vec![row(3)], &picked, Some(&read))
             .await
             .unwrap();
-        assert_eq!(second.info.replaced.as_deref(), Some(first.info.id.as_str()));
-        assert_eq!(current(&store, "meta").await.unwrap().unwrap().rows, vec![row(3)]);
+        assert_eq!(
+            second.info.replaced.as_deref(),
+            Some(first.info.id.as_str())
+        );
+        assert_eq!(
+            current(&store, "meta").await.unwrap().unwrap().rows,
+            vec![row(3)]
+        );
     }
 }

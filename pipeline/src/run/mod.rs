@@ -167,6 +167,9 @@ pub enum RunError {
     JobFailed(Option<String>),
     #[error(transparent)]
     LeaseLost(lease::Lost),
+    /// The champion pointer could not be read or written.
+    #[error("champion: {0}")]
+    Champion(String),
     /// The evaluation set could not be read or written.
     #[error("evaluation set: {0}")]
     EvalSet(String),
@@ -495,7 +498,15 @@ impl Job {
         if !self.config.resplit {
             self.check_split(&b.record)?;
         }
-        if continuous {
+        if continuous && self.config.evaluation.is_some() {
+            if let Ok(Some(c)) =
+                crate::champion::read(&*self.store, &self.config.model_meta_folder).await
+                && let Some(parent) = c.champion.tuned_vertex_model()
+            {
+                self.check_parent(parent, &c.champion.base_model)
+                    .map_err(|e| e.to_string())?;
+            }
+        } else if continuous {
             let last_success = if b.record.status == RunStatus::Success {
                 Some(b)
             } else {

@@ -152,7 +152,9 @@ impl Job {
         Ok(())
     }
 
-    /// TUNING_MODE=continuous: tune the last successful run's model instead of SOURCE_MODEL.
+    /// TUNING_MODE=continuous: tune the champion (with evaluation on), or the last successful
+    /// run's model (with evaluation off), instead of SOURCE_MODEL. A candidate that was not
+    /// blessed is never a parent.
     async fn continue_from_baseline(
         &self,
         request: &mut job::Request,
@@ -161,6 +163,47 @@ impl Job {
     ) -> Result<(), RunError> {
         if self.config.tuning_mode != TuningMode::Continuous {
             return Ok(());
+        }
+        match self.parent(gates).await? {
+            Some((parent, base)) => {
+                self.check_parent(&parent, &base)?;
+                tracing::info!(
+                    parent,
+                    "continuous tuning from {}",
+                    if self.config.evaluation.is_some() {
+                        "the champion"
+                    } else {
+                        "the last successful run's model"
+                    }
+                );
+                request.continue_from(&parent);
+                merge(
+                    &mut state.lock().await.record.model_details,
+                    &serde_json::json!({ "parent_model": parent }),
+                );
+            }
+            None => {
+                tracing::info!(
+                    "continuous tuning: no tuned model to start from yet, tuning SOURCE_MODEL"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The model continuous tuning starts from, and its base model. With evaluation on, the
+    /// champion pointer decides (an unreadable pointer fails the run rather than tune from a
+    /// guess); else the last successful run.
+    pub(super) async fn parent(&self, gates: &Gates) -> Result<Option<(String, String)>, RunError> {
+        if self.config.evaluation.is_some() {
+            let current = crate::champion::read(&*self.store, &self.config.model_meta_folder)
+                .await
+                .map_err(|e| RunError::Champion(e.to_string()))?;
+            return Ok(current.and_then(|c| {
+                c.champion
+                    .tuned_vertex_model()
+                    .map(|m| (m.to_owned(), c.champion.base_model.clone()))
+            }));
         }
         // The baseline may be a run that found nothing new: the parent is the last run that
         // tuned.
@@ -177,31 +220,11 @@ impl Job {
                 None
             }),
         };
-        let parent = last_success
-            .as_ref()
-            .and_then(|b| b.record.model_details["tuned_model"].as_str());
-        if let (Some(parent), Some(base)) = (parent, last_success.as_ref()) {
-            self.check_parent(parent, &base.record.source_model)?;
-        }
-        match parent {
-            Some(parent) => {
-                tracing::info!(
-                    parent,
-                    "continuous tuning from the last successful run's model"
-                );
-                request.continue_from(parent);
-                merge(
-                    &mut state.lock().await.record.model_details,
-                    &serde_json::json!({ "parent_model": parent }),
-                );
-            }
-            None => {
-                tracing::info!(
-                    "continuous tuning: no earlier tuned model yet, tuning SOURCE_MODEL"
-                );
-            }
-        }
-        Ok(())
+        Ok(last_success.and_then(|b| {
+            b.record.model_details["tuned_model"]
+                .as_str()
+                .map(|p| (p.to_owned(), b.record.source_model.clone()))
+        }))
     }
 
     /// Follows a tuning job that a previous run submitted and could not see to its end (it was

@@ -1,0 +1,168 @@
+//! Who answers an evaluation: the seam between a champion pointer entry (or a fresh
+//! candidate) and a [`Model`] to ask. Vertex AI opens tuned endpoints and base models through
+//! their publisher path; the rehearsal of the dry-run tuner opens stand-ins whose names carry
+//! their error rate, so that the pointer says plainly what they are.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::model::{Model, ModelError};
+use super::rehearsal::Rehearsal;
+use super::vertex::Vertex;
+use crate::champion::Champion;
+
+/// Opens the models of an evaluation.
+pub trait Contestants: Send + Sync {
+    /// The base model as a champion (before any candidate is blessed).
+    fn base(&self, source_model: &str) -> Champion;
+    /// A successful run's tuned model, from what the tuner reported and how many examples it
+    /// trained on; `None` when the tuner reported no model.
+    fn candidate(
+        &self,
+        run_id: &str,
+        source_model: &str,
+        details: &Value,
+        train_examples: u64,
+    ) -> Option<Champion>;
+    /// The model that answers for `who`; a candidate's endpoint may answer 404 for a while
+    /// after its job succeeded.
+    fn open(&self, who: &Champion, candidate: bool) -> Result<Arc<dyn Model>, ModelError>;
+}
+
+fn tuned(run_id: &str, source_model: &str, model: String, endpoint: Option<String>) -> Champion {
+    Champion {
+        model,
+        endpoint,
+        run_id: Some(run_id.to_owned()),
+        base_model: source_model.to_owned(),
+        metrics: Value::Null,
+        eval_set_id: None,
+        since: chrono::Utc::now(),
+        reason: String::new(),
+        previous: None,
+    }
+}
+
+/// Tuned endpoints and base models on Vertex AI.
+#[derive(Debug, Clone)]
+pub struct VertexContestants {
+    pub vertex: Vertex,
+    pub project: String,
+    pub location: String,
+}
+
+impl Contestants for VertexContestants {
+    fn base(&self, source_model: &str) -> Champion {
+        Champion::base(
+            source_model,
+            format!(
+                "projects/{}/locations/{}/publishers/google/models/{source_model}",
+                self.project, self.location
+            ),
+        )
+    }
+
+    fn candidate(
+        &self,
+        run_id: &str,
+        source_model: &str,
+        details: &Value,
+        _train_examples: u64,
+    ) -> Option<Champion> {
+        let model = details["tuned_model"].as_str()?;
+        let endpoint = details["endpoint"].as_str().map(str::to_owned);
+        Some(tuned(run_id, source_model, model.to_owned(), endpoint))
+    }
+
+    fn open(&self, who: &Champion, candidate: bool) -> Result<Arc<dyn Model>, ModelError> {
+        if let Some(endpoint) = &who.endpoint {
+            let m = if candidate {
+                self.vertex.candidate(endpoint)?
+            } else {
+                self.vertex.endpoint(endpoint)?
+            };
+            return Ok(Arc::new(m));
+        }
+        let id = who
+            .model
+            .rsplit_once("/publishers/google/models/")
+            .map_or(who.model.as_str(), |(_, id)| id);
+        Ok(Arc::new(self.vertex.publisher_model(id)?))
+    }
+}
+
+/// The rehearsal stand-ins of the dry-run tuner: the base model errs on 40% of the rows; a
+/// tuned stand-in errs less the more examples it trained on (40% × 20 / (20 + examples)).
+/// Their names say so: `rehearsal/<run id>/error-0.133`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RehearsalContestants;
+
+/// The base model's error rate in a rehearsal.
+pub const REHEARSAL_BASE_ERROR: f64 = 0.4;
+
+impl RehearsalContestants {
+    fn name(who: &str, error: f64) -> String {
+        format!("rehearsal/{who}/error-{error:.3}")
+    }
+
+    /// The error rate a stand-in's name carries.
+    fn error_of(model: &str) -> Option<f64> {
+        model
+            .strip_prefix("rehearsal/")?
+            .rsplit_once("/error-")?
+            .1
+            .parse()
+            .ok()
+    }
+}
+
+impl Contestants for RehearsalContestants {
+    fn base(&self, source_model: &str) -> Champion {
+        Champion::base(
+            source_model,
+            Self::name(&format!("base-{source_model}"), REHEARSAL_BASE_ERROR),
+        )
+    }
+
+    fn candidate(
+        &self,
+        run_id: &str,
+        source_model: &str,
+        _details: &Value,
+        train_examples: u64,
+    ) -> Option<Champion> {
+        let error = REHEARSAL_BASE_ERROR * 20.0 / (20.0 + train_examples as f64);
+        Some(tuned(run_id, source_model, Self::name(run_id, error), None))
+    }
+
+    fn open(&self, who: &Champion, _candidate: bool) -> Result<Arc<dyn Model>, ModelError> {
+        let error = Self::error_of(&who.model).ok_or_else(|| ModelError::Unavailable {
+            model: who.model.clone(),
+            message: "not a rehearsal stand-in: EVAL_MODEL=rehearsal judges only the dry-run tuner's stand-ins".to_owned(),
+        })?;
+        Ok(Arc::new(Rehearsal::new(&who.model, error)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rehearsal_names_carry_their_error_rate_and_more_data_errs_less() {
+        let r = RehearsalContestants;
+        let base = r.base("gemini-3.5-flash");
+        assert_eq!(base.model, "rehearsal/base-gemini-3.5-flash/error-0.400");
+        let small = r.candidate("r1", "g", &Value::Null, 20).unwrap();
+        let large = r.candidate("r2", "g", &Value::Null, 2_000).unwrap();
+        assert_eq!(small.model, "rehearsal/r1/error-0.200");
+        assert_eq!(RehearsalContestants::error_of(&large.model), Some(0.004));
+        assert!(r.open(&large, true).is_ok());
+        let vertex_model = Champion {
+            model: "projects/p/locations/l/models/1@1".into(),
+            ..small
+        };
+        assert!(r.open(&vertex_model, false).is_err(), "never judges a real model");
+    }
+}
