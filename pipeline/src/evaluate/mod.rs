@@ -12,6 +12,8 @@
 //! * [`infer`]: paired inference with bounded concurrency, retries and resumable storage.
 
 pub mod answer;
+pub mod bless;
+pub mod metrics;
 pub mod set;
 
 pub use answer::Answer;
