@@ -942,27 +942,25 @@ impl Settings {
                 run::EvalModel::Rehearsal
             }
         };
-        let metric = match e.eval_metric.as_str() {
-            "auto" => None,
-            m @ ("exact_match" | "json" | "class" | "rouge_l") => Some(m.to_owned()),
-            other => {
-                return Err(invalid(
-                    "EVAL_METRIC",
-                    format!("{other:?} is not one of auto, exact_match, json, class, rouge_l"),
-                ));
-            }
+        let metric = crate::evaluate::metrics::Metric::parse_or_auto(&e.eval_metric)
+            .map_err(|err| invalid("EVAL_METRIC", err.to_string()))?;
+        let thresholds = crate::evaluate::bless::Thresholds {
+            min_rows: e.eval_min_rows,
+            floor: e.eval_floor,
+            min_delta: e.eval_min_delta,
+            confidence: e.eval_confidence,
+            guard_epsilon: e.eval_guard_epsilon,
         };
+        thresholds
+            .check()
+            .map_err(|err| invalid(err.setting, err.to_string()))?;
         Ok(Some(run::Evaluation {
             ratio: e.eval_ratio,
             max: e.eval_max,
             new_set: e.new_eval_set,
             model,
             metric,
-            min_rows: e.eval_min_rows,
-            floor: e.eval_floor,
-            min_delta: e.eval_min_delta,
-            confidence: e.eval_confidence,
-            guard_epsilon: e.eval_guard_epsilon,
+            thresholds,
             concurrency: usize::from(e.eval_concurrency),
             google_metrics: e.eval_google_metrics,
             max_output_tokens: e.eval_max_output_tokens,

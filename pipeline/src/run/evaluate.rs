@@ -4,10 +4,21 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Mutex;
+
+use crate::champion::Champion;
 use crate::dataset::Built;
+use crate::evaluate::Row;
+use crate::evaluate::bless::{Blessing, Paired, bless};
+use crate::evaluate::infer;
+use crate::evaluate::model::Generation;
+use crate::notify::Event;
+use crate::storage::{self, PutMode};
+use crate::evaluate::bless::Thresholds;
+use crate::evaluate::metrics::Metric;
 use crate::evaluate::set::{self, Frozen, Picked, Routing};
 
-use super::{Gates, Job, RunError};
+use super::{BLESSING_FILE, Gates, Job, RESPONSES_FOLDER, RunError, State, merge};
 
 /// EVAL_* settings: the evaluation set and the blessing rule.
 #[derive(Debug, Clone)]
@@ -21,13 +32,9 @@ pub struct Evaluation {
     /// EVAL_MODEL, resolved against the tuner.
     pub model: EvalModel,
     /// EVAL_METRIC; `None`: chosen by the labels.
-    pub metric: Option<String>,
+    pub metric: Option<Metric>,
     /// EVAL_MIN_ROWS, EVAL_FLOOR, EVAL_MIN_DELTA, EVAL_CONFIDENCE, EVAL_GUARD_EPSILON.
-    pub min_rows: u64,
-    pub floor: f64,
-    pub min_delta: f64,
-    pub confidence: f64,
-    pub guard_epsilon: f64,
+    pub thresholds: Thresholds,
     /// EVAL_CONCURRENCY.
     pub concurrency: usize,
     /// EVAL_GOOGLE_METRICS.
@@ -119,5 +126,235 @@ impl Job {
             "evaluation set frozen: no later run trains or validates on these rows"
         );
         Ok(Some(frozen))
+    }
+}
+
+/// The seed of the paired bootstrap: fixed, so a verdict can be recomputed.
+const BOOTSTRAP_SEED: u64 = 0x6175_746f_7475_6e65;
+
+/// What the evaluation of one candidate found.
+struct Judged {
+    blessing: Blessing,
+    totals: serde_json::Value,
+    google: Option<serde_json::Value>,
+}
+
+impl Job {
+    /// After a tuning job succeeded: the candidate against the champion on the frozen set,
+    /// `blessing.json`, the record's `evaluation`, and the promotion of a blessed candidate.
+    /// Nothing here fails the run: the job's model exists and is recorded; an evaluation that
+    /// cannot finish says why and promotes nothing. An interrupted evaluation resumes in the
+    /// run that adopts the job, from the answers stored.
+    pub(super) async fn judge(&self, state: &Mutex<State>) {
+        let (record, set) = {
+            let st = state.lock().await;
+            (st.record.clone(), st.eval_set.clone())
+        };
+        let run_id = record.run_id.clone();
+        let Some(candidate) = self.contestants.candidate(
+            &run_id,
+            &record.source_model,
+            &record.model_details,
+            record.counts.train,
+        ) else {
+            tracing::warn!(%run_id, "the tuner reported no tuned model: nothing to evaluate or promote");
+            return;
+        };
+        let Some(eval) = &self.config.evaluation else {
+            // Evaluation off: every successful run becomes the champion.
+            let promotion = self.promote(candidate, None).await;
+            state.lock().await.record.promotion = Some(promotion);
+            return;
+        };
+        let current = match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.inconclusive(state, &format!("the champion pointer: {e}")).await;
+                return;
+            }
+        };
+        if let Some(c) = &current {
+            self.repair_alias(&c.champion).await;
+        }
+        let champion = current.as_ref().map_or_else(
+            || self.contestants.base(&record.source_model),
+            |c| c.champion.clone(),
+        );
+        let set = match set {
+            Some(s) => Some(s),
+            // An adopted job: the set in use.
+            None => match self.eval_set().await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.inconclusive(state, &e.to_string()).await;
+                    return;
+                }
+            },
+        };
+        let rows = set.as_ref().map(|s| s.rows.clone()).unwrap_or_default();
+        tracing::info!(
+            %run_id,
+            candidate = %candidate.describe(),
+            champion = %champion.describe(),
+            rows = rows.len(),
+            "evaluating the candidate against the champion"
+        );
+        let judged = match self.compare(&run_id, &candidate, &champion, &rows, eval).await {
+            Ok(j) => j,
+            Err(e) => {
+                self.inconclusive(state, &e).await;
+                return;
+            }
+        };
+        let blessing_key = storage::join(
+            &storage::join(&self.config.jsonl_folder, &run_id),
+            BLESSING_FILE,
+        );
+        let mut blessing_json = serde_json::to_value(&judged.blessing).expect("a blessing serialises");
+        merge(
+            &mut blessing_json,
+            &serde_json::json!({
+                "run_id": run_id,
+                "candidate_model": candidate.model,
+                "champion_model": champion.model,
+                "eval_set_id": set.as_ref().map(|s| s.info.id.clone()),
+                "cost": judged.totals,
+                "google_metrics": judged.google,
+            }),
+        );
+        let blessing_uri = match self
+            .store
+            .put(
+                &blessing_key,
+                bytes::Bytes::from(serde_json::to_vec_pretty(&blessing_json).expect("json")),
+                PutMode::Overwrite,
+            )
+            .await
+        {
+            Ok(_) => Some(self.store.uri(&blessing_key)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write blessing.json");
+                None
+            }
+        };
+        let blessed = judged.blessing.blessed();
+        tracing::info!(%run_id, verdict = %judged.blessing.verdict, "{}", judged.blessing.summary());
+        let summary = serde_json::json!({
+            "verdict": judged.blessing.verdict,
+            "metric": judged.blessing.metric,
+            "rows": judged.blessing.rows,
+            "candidate": { "model": candidate.model, "primary": judged.blessing.candidate.primary, "metrics": judged.blessing.candidate.metrics },
+            "champion": { "model": champion.model, "primary": judged.blessing.champion.primary, "metrics": judged.blessing.champion.metrics },
+            "delta": judged.blessing.delta,
+            "test": judged.blessing.test,
+            "reasons": judged.blessing.reasons,
+            "blessing_uri": blessing_uri,
+            "cost": judged.totals,
+            "google_metrics": judged.google,
+        });
+        state.lock().await.record.evaluation = Some(summary.clone());
+        let event = if blessed { Event::Blessed } else { Event::NotBlessed };
+        self.notify(event, &record, summary).await;
+        let promotion = if blessed {
+            let winner = Champion {
+                metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
+                eval_set_id: set.as_ref().map(|s| s.info.id.clone()),
+                reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
+                ..candidate
+            };
+            self.promote(winner, Some(current)).await
+        } else {
+            serde_json::json!({
+                "promoted": false,
+                "reason": format!("not blessed: {}", judged.blessing.reasons.join("; ")),
+                "champion": champion.model,
+            })
+        };
+        state.lock().await.record.promotion = Some(promotion);
+    }
+
+    /// Both models on every row, the answers scored, the verdict.
+    async fn compare(
+        &self,
+        run_id: &str,
+        candidate: &Champion,
+        champion: &Champion,
+        rows: &[Row],
+        eval: &Evaluation,
+    ) -> Result<Judged, String> {
+        let cand = self.contestants.open(candidate, true).map_err(|e| e.to_string())?;
+        let champ = self.contestants.open(champion, false).map_err(|e| e.to_string())?;
+        let generation = Generation::new(&self.config.request.source_model, run_id, eval.max_output_tokens);
+        let folder = storage::join(&storage::join(&self.config.jsonl_folder, run_id), RESPONSES_FOLDER);
+        let progress = crate::logging::progress_bar(2 * rows.len() as u64, self.progress);
+        let answers = infer::paired(
+            &*self.store,
+            &folder,
+            rows,
+            &*cand,
+            &*champ,
+            &generation,
+            eval.concurrency,
+            &progress,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        progress.finish_and_clear();
+        let by_id: std::collections::HashMap<&str, &infer::Paired> =
+            answers.rows.iter().map(|p| (p.id.as_str(), p)).collect();
+        let paired: Vec<Paired<'_>> = rows
+            .iter()
+            .filter_map(|r| {
+                by_id.get(r.id.as_str()).map(|p| Paired {
+                    reference: &r.reference,
+                    candidate: &p.candidate.answer,
+                    champion: &p.champion.answer,
+                })
+            })
+            .collect();
+        let metric = eval.metric.unwrap_or_else(|| {
+            let refs: Vec<&str> = rows.iter().map(|r| r.reference.as_str()).collect();
+            Metric::choose(&refs)
+        });
+        let blessing = bless(metric, &paired, &eval.thresholds, BOOTSTRAP_SEED);
+        let google = if eval.google_metrics {
+            self.contestants.google_metrics(&paired).await
+        } else {
+            None
+        };
+        let totals = serde_json::json!({
+            "candidate": answers.candidate,
+            "champion": answers.champion,
+            "calls": answers.total().calls_made + answers.total().calls_resumed,
+            "calls_made": answers.total().calls_made,
+            "calls_resumed": answers.total().calls_resumed,
+            "prompt_tokens": answers.total().prompt_tokens,
+            "answer_tokens": answers.total().answer_tokens,
+        });
+        Ok(Judged {
+            blessing,
+            totals,
+            google,
+        })
+    }
+
+    /// An evaluation that could not finish: recorded, nothing promoted.
+    async fn inconclusive(&self, state: &Mutex<State>, why: &str) {
+        tracing::error!("evaluation incomplete, the candidate is not promoted: {why}");
+        let summary = serde_json::json!({
+            "verdict": "NOT_BLESSED",
+            "reasons": [format!("evaluation incomplete: {why}")],
+            "error": why,
+        });
+        let record = {
+            let mut st = state.lock().await;
+            st.record.evaluation = Some(summary.clone());
+            st.record.promotion = Some(serde_json::json!({
+                "promoted": false,
+                "reason": format!("evaluation incomplete: {why}"),
+            }));
+            st.record.clone()
+        };
+        self.notify(Event::NotBlessed, &record, summary).await;
     }
 }

@@ -33,6 +33,7 @@ mod evaluate;
 mod gates;
 mod outcome;
 mod plan;
+mod promote;
 mod quality;
 mod quiet;
 mod record;
@@ -47,6 +48,9 @@ use futures::FutureExt;
 use tokio::sync::Mutex;
 
 use crate::convert::Converter;
+use crate::evaluate::contestants::{Contestants, RehearsalContestants};
+use crate::notify::Notifier;
+use crate::registry::{NoRegistry, Registry};
 use crate::inventory::Rules;
 use crate::lease::{self, Acquired, Lease, LeaseError};
 use crate::status::RunStatus;
@@ -59,6 +63,7 @@ pub use cycles::Cycles;
 pub use evaluate::{EvalModel, Evaluation};
 pub use gates::{Gate, Gates, Lock};
 pub use outcome::{Outcome, Plan};
+pub use promote::ChampionInfo;
 use quiet::ListingDigest;
 pub use quiet::{Quiet, QuietEnd};
 pub use tune::Tuning;
@@ -67,6 +72,10 @@ pub use tune::Tuning;
 pub const REJECTED_FILE: &str = "rejected.jsonl";
 /// The name of the index (file, line, sample key, content digest) in a run's dataset folder.
 pub const INDEX_FILE: &str = "index.jsonl";
+/// The verdict on a run's candidate, in its dataset folder.
+pub const BLESSING_FILE: &str = "blessing.json";
+/// The folder of the evaluation's stored answers, in a run's dataset folder.
+pub const RESPONSES_FOLDER: &str = "eval_responses";
 
 /// The upload event that started this execution, recorded with the run.
 #[derive(Debug, Clone, Default)]
@@ -187,6 +196,12 @@ pub struct Job {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub tuner: Arc<dyn Tuner>,
+    /// Who answers the evaluation rows (Vertex AI, or the rehearsal stand-ins).
+    pub contestants: Arc<dyn Contestants>,
+    /// The Vertex Model Registry the champion alias lives in (none for the dry-run tuner).
+    pub registry: Arc<dyn Registry>,
+    /// Where notices go (always a structured log line; Pub/Sub and a webhook when set).
+    pub notifier: Arc<Notifier>,
     /// Show progress bars (a terminal, text logs).
     pub progress: bool,
 }
@@ -209,6 +224,20 @@ fn new_run_id() -> String {
 }
 
 impl Job {
+    /// A job with the rehearsal stand-ins, no model registry and notices in the log only;
+    /// the settings (or a test) replace what they need.
+    pub fn new(config: Config, store: Arc<dyn Store>, tuner: Arc<dyn Tuner>) -> Self {
+        Self {
+            config,
+            store,
+            tuner,
+            contestants: Arc::new(RehearsalContestants),
+            registry: Arc::new(NoRegistry),
+            notifier: Arc::new(Notifier::log_only()),
+            progress: false,
+        }
+    }
+
     fn lock_key(&self) -> String {
         lease::lock_key(&self.config.model_meta_folder)
     }
@@ -657,7 +686,12 @@ impl Job {
             Tuning::Submitted { job } => {
                 tracing::info!(%job, "detached: a later run follows the job and finalises this run");
             }
-            Tuning::Finished => {}
+            Tuning::Finished => {
+                let status = state.lock().await.record.status;
+                if matches!(status, RunStatus::Success | RunStatus::DryRun) {
+                    Box::pin(self.judge(state)).await;
+                }
+            }
         }
         Ok(Trained::Tuned)
     }

@@ -8,6 +8,7 @@ use chrono::Utc;
 use tokio::sync::Mutex;
 
 use crate::lease::Lease;
+use crate::notify::Event;
 use crate::record::{self, RunRecord};
 use crate::status::RunStatus;
 use crate::storage;
@@ -101,7 +102,17 @@ impl Job {
                 tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
                 existing
             }
-            None => self.tuner.submit(&request).await?,
+            None => {
+                let name = self.tuner.submit(&request).await?;
+                let record = state.lock().await.record.clone();
+                self.notify(
+                    Event::Submitted,
+                    &record,
+                    serde_json::json!({ "tuning_job": name }),
+                )
+                .await;
+                name
+            }
         };
         {
             let mut st = state.lock().await;
@@ -119,13 +130,27 @@ impl Job {
         }
         tracing::info!(job = %name, "following the tuning job");
         let tuned = self.tuner.follow(&name).await?;
-        let mut st = state.lock().await;
-        merge(&mut st.record.model_details, &tuned.model_details);
-        st.record.status = tuned.status;
+        let record = {
+            let mut st = state.lock().await;
+            merge(&mut st.record.model_details, &tuned.model_details);
+            st.record.status = tuned.status;
+            st.record.clone()
+        };
+        self.notify_tuned(&record, &tuned).await;
         if tuned.status == RunStatus::Failed {
             return Err(job_failed(&tuned));
         }
         Ok(Tuning::Finished)
+    }
+
+    /// The notice of a job's end.
+    async fn notify_tuned(&self, record: &RunRecord, tuned: &Tuned) {
+        let event = if tuned.status == RunStatus::Failed {
+            Event::Failed
+        } else {
+            Event::Succeeded
+        };
+        self.notify(event, record, tuned.model_details.clone()).await;
     }
 
     /// A parent for continuous tuning must live in LOCATION and have a base model that Vertex
@@ -264,6 +289,7 @@ impl Job {
             ..RunRecord::empty()
         });
         tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
+        let mut shutdown = std::pin::pin!(shutdown);
         let looked = async {
             if detach {
                 self.tuner.check(&job).await
@@ -290,15 +316,40 @@ impl Job {
                 }
                 Err(e) => Err((RunStatus::Failed, RunError::from(e).to_string())),
             },
-            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
+            signal = &mut shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
-        let mut state = State {
+        if record.status != RunStatus::Running {
+            let tuned = Tuned {
+                status: record.status,
+                model_details: record.model_details.clone(),
+            };
+            self.notify_tuned(&record, &tuned).await;
+        }
+        let state = Mutex::new(State {
             record,
             meta_key: record_key,
             job: Some(job.clone()),
             eval_set: None,
-        };
+        });
+        // A job that succeeded: its candidate is judged now (resuming stored answers).
+        let mut result = result;
+        let succeeded = matches!(
+            state.lock().await.record.status,
+            RunStatus::Success | RunStatus::DryRun
+        );
+        if result.is_ok() && succeeded {
+            tokio::select! {
+                () = Box::pin(self.judge(&state)) => {}
+                signal = &mut shutdown => {
+                    result = Err((RunStatus::Interrupted, format!("interrupted by {signal} while evaluating")));
+                }
+                lost = lease.lost() => {
+                    result = Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string()));
+                }
+            }
+        }
+        let mut state = state.into_inner();
         let mut outcome = self.finish(&mut state, result, started, lease).await;
         outcome.reason = format!(
             "adopted tuning job {job} of run {}: {}",

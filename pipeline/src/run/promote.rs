@@ -1,0 +1,178 @@
+//! The promote stage: a blessed candidate becomes the champion by compare-and-swap of the
+//! pointer, then the Vertex alias follows; `autotune rollback` and `autotune champion`; and the
+//! notices every step sends.
+
+use serde_json::{Value, json};
+
+use crate::champion::{self, Champion, ChampionError, Current};
+use crate::notify::{Event, Notice};
+use crate::record::RunRecord;
+
+use super::Job;
+
+/// What `autotune champion` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChampionInfo {
+    /// The pointer, or the base model before any promotion.
+    pub champion: Champion,
+    /// `MODEL_META_FOLDER/champion.json`, when a run promoted a model.
+    pub pointer: Option<String>,
+    /// What the Vertex alias `champion` resolves to, when the registry can tell.
+    pub alias: Option<String>,
+    /// How to call it.
+    pub call: Option<String>,
+}
+
+impl Job {
+    /// Moves the pointer to `winner` if it is still where the evaluation read it (`expected`:
+    /// `Some(None)` when there was no pointer; `None` when evaluation is off and the pointer is
+    /// read here), then mirrors it to the alias. Returns the record's `promotion`.
+    pub(super) async fn promote(&self, winner: Champion, expected: Option<Option<Current>>) -> Value {
+        let folder = &self.config.model_meta_folder;
+        let expected = match expected {
+            Some(e) => e,
+            None => match champion::read(&*self.store, folder).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return json!({"promoted": false, "reason": format!("the champion pointer: {e}")});
+                }
+            },
+        };
+        let run_id = winner.run_id.clone().unwrap_or_default();
+        let before = expected.as_ref().map_or_else(
+            || self.contestants.base(&winner.base_model),
+            |c| c.champion.clone(),
+        );
+        let new = Champion {
+            since: chrono::Utc::now(),
+            reason: if winner.reason.is_empty() {
+                format!("run {run_id} succeeded (evaluation is off)")
+            } else {
+                winner.reason.clone()
+            },
+            ..winner
+        }
+        .after(before.clone());
+        match champion::swap(&*self.store, folder, &new, expected.as_ref().map(|c| c.generation.as_str())).await {
+            Ok(_) => {}
+            Err(ChampionError::Lost { now }) => {
+                let reason = format!("another writer moved the champion meanwhile (it is now {now}); this candidate was judged against {}", before.describe());
+                tracing::warn!(%run_id, "not promoted: {reason}");
+                return json!({"promoted": false, "reason": reason});
+            }
+            Err(e) => {
+                tracing::error!(%run_id, error = %e, "not promoted");
+                return json!({"promoted": false, "reason": e.to_string()});
+            }
+        }
+        tracing::info!(%run_id, champion = %new.model, previous = %before.model, "promoted: the candidate is the champion");
+        let alias = self.mirror(&new, Some(&before)).await;
+        let details = json!({
+            "champion": new.model,
+            "endpoint": new.endpoint,
+            "previous": before.model,
+            "alias": alias,
+        });
+        self.notice(Notice::new(Event::Promoted, run_id, crate::status::RunStatus::Success).with_details(details.clone()))
+            .await;
+        json!({"promoted": true, "champion": new.model, "previous": before.model, "alias": alias})
+    }
+
+    /// Points the Vertex alias at `new` (and takes it from `before`); says what happened. A
+    /// failure leaves the pointer ahead of the alias: the next run repairs it.
+    async fn mirror(&self, new: &Champion, before: Option<&Champion>) -> String {
+        let previous = before.and_then(Champion::tuned_vertex_model);
+        let result = match new.tuned_vertex_model() {
+            Some(model) => self.registry.promote(model, previous).await,
+            None => match previous {
+                Some(p) => self.registry.withdraw(p).await,
+                None => return "not a Vertex model: no alias".to_owned(),
+            },
+        };
+        match result {
+            Ok(()) => "moved".to_owned(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the Vertex alias could not follow the champion pointer; the next run repairs it");
+                format!("behind the pointer: {e}")
+            }
+        }
+    }
+
+    /// A run that finds the alias behind the pointer (a crash between the two writes, or a
+    /// hand-moved alias) moves it: the pointer is the source of truth.
+    pub(super) async fn repair_alias(&self, current: &Champion) {
+        let Some(model) = current.tuned_vertex_model() else {
+            return;
+        };
+        match self.registry.champion(model).await {
+            Ok(Some(at)) if at == model => {}
+            Ok(at) => {
+                tracing::warn!(pointer = %model, alias = at.as_deref().unwrap_or("nowhere"), "the Vertex alias is behind the champion pointer; repairing it");
+                let before = current.previous.as_deref();
+                let _ = self.mirror(current, before).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the Vertex alias"),
+        }
+    }
+
+    /// `autotune rollback [--to RUN_ID]`: the pointer back to the previous champion (or to
+    /// run `to`'s), then the alias.
+    pub async fn rollback(&self, to: Option<&str>) -> Result<Champion, ChampionError> {
+        let folder = &self.config.model_meta_folder;
+        let Some(current) = champion::read(&*self.store, folder).await? else {
+            return Err(ChampionError::NoRollback(
+                "no model was promoted yet: the base model is the champion".to_owned(),
+            ));
+        };
+        let back = champion::rolled_back(&current.champion, to)?;
+        champion::swap(&*self.store, folder, &back, Some(&current.generation)).await?;
+        tracing::info!(champion = %back.describe(), from = %current.champion.describe(), "rolled back");
+        let alias = self.mirror(&back, Some(&current.champion)).await;
+        let run_id = current.champion.run_id.clone().unwrap_or_default();
+        self.notice(
+            Notice::new(Event::RolledBack, run_id, crate::status::RunStatus::Success).with_details(json!({
+                "champion": back.model,
+                "from": current.champion.model,
+                "alias": alias,
+            })),
+        )
+        .await;
+        Ok(back)
+    }
+
+    /// `autotune champion`: the champion, where the alias points, and how to call it.
+    pub async fn champion(&self) -> Result<ChampionInfo, ChampionError> {
+        let folder = &self.config.model_meta_folder;
+        let current = champion::read(&*self.store, folder).await?;
+        let champion = current.as_ref().map_or_else(
+            || self.contestants.base(&self.config.request.source_model),
+            |c| c.champion.clone(),
+        );
+        let alias = match champion.tuned_vertex_model() {
+            Some(m) => self.registry.champion(m).await.ok().flatten(),
+            None => None,
+        };
+        let call = champion.endpoint.as_ref().map(|e| {
+            let root = self.config.request.jobs_url.split("/v1/").next().unwrap_or_default();
+            format!(
+                "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" -H \"Content-Type: application/json\" {root}/v1/{e}:generateContent -d '{{\"contents\":[{{\"role\":\"user\",\"parts\":[{{\"text\":\"Hello\"}}]}}]}}'"
+            )
+        });
+        Ok(ChampionInfo {
+            pointer: current.map(|_| self.store.uri(&champion::pointer_key(folder))),
+            champion,
+            alias,
+            call,
+        })
+    }
+
+    /// Sends a notice about a run (never fails).
+    pub(super) async fn notify(&self, event: Event, record: &RunRecord, details: Value) {
+        self.notice(Notice::new(event, record.run_id.clone(), record.status).with_details(details))
+            .await;
+    }
+
+    async fn notice(&self, notice: Notice) {
+        self.notifier.send(&notice).await;
+    }
+}
