@@ -21,6 +21,9 @@
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
+//! * [`registry`]: the Vertex AI Model Registry alias `champion`, the mirror of the champion
+//!   pointer.
+//! * [`notify`]: run events as structured log lines, Pub/Sub messages and signed webhooks.
 //! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
 //! * [`run`]: the job itself, one file per stage (gates, quiet, build, quality, tune, record,
 //!   plan), and the follow-up cycles of one execution.
@@ -59,6 +62,10 @@ mod dataset;
 mod record;
 
 pub mod tuner;
+
+pub mod registry;
+
+pub mod notify;
 
 pub mod evaluate;
 
