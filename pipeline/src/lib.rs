@@ -18,8 +18,11 @@
 //! * [`convert`]: one sample into one Vertex AI tuning example.
 //! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
 //!   the run writes).
-//! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
+//! * [`registry`]: the Vertex AI Model Registry alias `champion`, the mirror of the champion
+//!   pointer.
+//! * [`notify`]: run events as structured log lines, Pub/Sub messages and signed webhooks.
 //! * [`champion`]: the champion pointer (compare-and-swap), its history and rollbacks.
+//! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
@@ -55,9 +58,13 @@ pub mod convert;
 
 pub mod validate;
 
-pub mod evaluate;
+pub mod registry;
+
+pub mod notify;
 
 pub mod champion;
+
+pub mod evaluate;
 
 mod dataset;
 

@@ -6,6 +6,8 @@
 //! * [`run`]: the run in process, on the memory store with a scripted tuner.
 //! * [`storage_conformance`]: one suite for every storage backend, plus what only one can do.
 //! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
+//! * [`registry`]: the champion alias in the Vertex AI Model Registry, against a fake.
+//! * [`notify`]: notifications: Pub/Sub against a fake, signed webhooks, structured log lines.
 //! * [`validate`], [`templates`]: the dataset validator and conversion templates.
 //! * [`event_loop`]: the product as Google runs it: fake-gcs-server, the trigger under
 //!   `wasmtime serve`, a fake Cloud Run that executes `autotune`, bulk uploads.
@@ -17,6 +19,8 @@ mod support;
 mod cli;
 mod credentials;
 mod event_loop;
+mod notify;
+mod registry;
 mod run;
 mod storage_conformance;
 mod templates;

@@ -3,8 +3,11 @@
 
 pub mod discovery;
 pub mod fake_auth;
+pub mod fake_pubsub;
+pub mod fake_registry;
 pub mod fake_run;
 pub mod fake_vertex;
+pub mod loopback;
 pub mod scripted_gcs;
 pub mod trigger;
 

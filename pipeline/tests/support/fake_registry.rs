@@ -1,0 +1,333 @@
+//! A loopback fake of the Vertex AI Model Registry's version aliases:
+//! `projects.locations.models.get` (`…/models/M`, `…/models/M@VERSION_ID`, `…/models/M@ALIAS`)
+//! and `models.mergeVersionAliases` (`POST …/models/M@VERSION_ID:mergeVersionAliases`).
+//!
+//! Aliases behave as Google documents them (aiplatform.v1 and the model-alias page): unique
+//! within a Model, adding one moves it off the version that held it, `-alias` removes it,
+//! adding and removing the same alias in one request cancel out, `default` always stays on
+//! exactly one version, alias names match `[a-z][a-z0-9-]{0,126}[a-z0-9]`, and merging needs
+//! an explicit version ID. Request bodies are checked against
+//! `GoogleCloudAiplatformV1MergeVersionAliasesRequest` and every answer against
+//! `GoogleCloudAiplatformV1Model` (aiplatform.v1.json). Only the loopback bearer token is
+//! accepted; the next calls can be scripted to fail.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+
+use super::discovery::Discovery;
+use super::loopback::{Loopback, Received, Reply};
+
+pub const PROJECT: &str = "test-project";
+pub const LOCATION: &str = "us-central1";
+
+struct Version {
+    id: String,
+    aliases: Vec<String>,
+}
+
+struct Model {
+    name: String,
+    versions: Vec<Version>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub body: Option<Value>,
+    pub status: u16,
+}
+
+struct State {
+    discovery: Discovery,
+    models: Vec<Model>,
+    faults: VecDeque<Reply>,
+    violations: Vec<String>,
+    calls: Vec<Call>,
+}
+
+pub struct FakeRegistry {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    _server: Loopback,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FakeRegistry {
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(State {
+            discovery: Discovery::load("aiplatform.v1.json"),
+            models: Vec::new(),
+            faults: VecDeque::new(),
+            violations: Vec::new(),
+            calls: Vec::new(),
+        }));
+        let shared = state.clone();
+        let server = Loopback::start(move |r| {
+            let mut s = lock(&shared);
+            let reply = s.route(&r);
+            s.calls.push(Call {
+                method: r.method.clone(),
+                path: r.path.clone(),
+                body: serde_json::from_slice(&r.body).ok(),
+                status: reply.status,
+            });
+            reply
+        });
+        Self {
+            url: server.url.clone(),
+            state,
+            _server: server,
+        }
+    }
+
+    /// Adds the Model `id` with versions 1..=`versions` (version 1 holds `default`); returns
+    /// its name.
+    pub fn add_model(&self, id: &str, versions: usize) -> String {
+        let name = format!("projects/{PROJECT}/locations/{LOCATION}/models/{id}");
+        lock(&self.state).models.push(Model {
+            name: name.clone(),
+            versions: (1..=versions)
+                .map(|v| Version {
+                    id: v.to_string(),
+                    aliases: if v == 1 {
+                        vec!["default".to_owned()]
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect(),
+        });
+        name
+    }
+
+    /// The aliases of the version `model@version`.
+    pub fn aliases(&self, version: &str) -> Vec<String> {
+        let (model, id) = version.split_once('@').expect("model@version");
+        let s = lock(&self.state);
+        let m = s
+            .models
+            .iter()
+            .find(|m| m.name == model)
+            .expect("known model");
+        let v = m
+            .versions
+            .iter()
+            .find(|v| v.id == id)
+            .expect("known version");
+        let mut a = v.aliases.clone();
+        a.sort();
+        a
+    }
+
+    /// Every `model@version` that carries `alias`, across all Models.
+    pub fn holders(&self, alias: &str) -> Vec<String> {
+        let s = lock(&self.state);
+        s.models
+            .iter()
+            .flat_map(|m| {
+                m.versions
+                    .iter()
+                    .filter(|v| v.aliases.iter().any(|a| a == alias))
+                    .map(|v| format!("{}@{}", m.name, v.id))
+            })
+            .collect()
+    }
+
+    /// Puts `alias` on `model@version` by hand (as someone in the console would).
+    pub fn set_alias(&self, version: &str, alias: &str) {
+        let (model, id) = version.split_once('@').expect("model@version");
+        let mut s = lock(&self.state);
+        let m = s
+            .models
+            .iter_mut()
+            .find(|m| m.name == model)
+            .expect("known model");
+        for v in &mut m.versions {
+            v.aliases.retain(|a| a != alias);
+            if v.id == id {
+                v.aliases.push(alias.to_owned());
+            }
+        }
+    }
+
+    /// The next calls are answered with these statuses (a Google error each) instead.
+    pub fn fail_next(&self, statuses: impl IntoIterator<Item = u16>) {
+        lock(&self.state).faults.extend(
+            statuses
+                .into_iter()
+                .map(|s| Reply::google_error(s, "The service is currently unavailable.")),
+        );
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.state).calls.clone()
+    }
+
+    /// Schema and rule violations of request bodies and of the fake's own answers.
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.state).violations.clone()
+    }
+}
+
+fn valid_alias(a: &str) -> bool {
+    let b = a.as_bytes();
+    (2..=128).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
+}
+
+impl State {
+    fn route(&mut self, r: &Received) -> Reply {
+        if !r.authorised() {
+            return Reply::google_error(
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+            );
+        }
+        if let Some(fault) = self.faults.pop_front() {
+            return fault;
+        }
+        let Some(rest) = r.path.strip_prefix("/v1/") else {
+            return Reply::google_error(404, "no such route");
+        };
+        let (name, merge) = match rest.strip_suffix(":mergeVersionAliases") {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let (model, version) = match name.split_once('@') {
+            Some((m, v)) => (m, Some(v)),
+            None => (name, None),
+        };
+        let parts: Vec<&str> = model.split('/').collect();
+        if !matches!(parts[..], ["projects", _, "locations", _, "models", _]) {
+            return Reply::google_error(404, &format!("no route for {name}"));
+        }
+        let reply = match (r.method.as_str(), merge) {
+            ("GET", false) => self.get(model, version),
+            ("POST", true) => self.merge(model, version, &r.body),
+            _ => Reply::google_error(404, &format!("no route {} {}", r.method, r.path)),
+        };
+        if reply.status == 200 {
+            let problems = self
+                .discovery
+                .check("GoogleCloudAiplatformV1Model", &reply.body);
+            self.violations
+                .extend(problems.into_iter().map(|p| format!("answer: {p}")));
+        }
+        reply
+    }
+
+    fn model_json(model: &Model, v: &Version) -> Value {
+        json!({
+            "name": model.name,
+            "displayName": "autotune-tuned-model",
+            "versionId": v.id,
+            "versionAliases": v.aliases,
+            "versionCreateTime": "2026-11-24T10:41:00Z",
+            "versionUpdateTime": "2026-11-24T10:41:00Z",
+            "createTime": "2026-11-01T10:41:00Z",
+            "updateTime": "2026-11-24T10:41:00Z",
+        })
+    }
+
+    fn find(&mut self, model: &str) -> Option<&mut Model> {
+        self.models.iter_mut().find(|m| m.name == model)
+    }
+
+    fn get(&self, model: &str, version: Option<&str>) -> Reply {
+        let Some(m) = self.models.iter().find(|m| m.name == model) else {
+            return Reply::google_error(404, &format!("Model {model} is not found."));
+        };
+        let wanted = version.unwrap_or("default");
+        let found = if wanted.bytes().all(|b| b.is_ascii_digit()) {
+            m.versions.iter().find(|v| v.id == wanted)
+        } else {
+            m.versions
+                .iter()
+                .find(|v| v.aliases.iter().any(|a| a == wanted))
+        };
+        match found {
+            Some(v) => Reply::json(200, Self::model_json(m, v)),
+            None => Reply::google_error(404, &format!("Model {model}@{wanted} is not found.")),
+        }
+    }
+
+    fn merge(&mut self, model: &str, version: Option<&str>, body: &[u8]) -> Reply {
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let problems = self
+            .discovery
+            .check("GoogleCloudAiplatformV1MergeVersionAliasesRequest", &body);
+        if !problems.is_empty() {
+            self.violations.extend(problems.iter().cloned());
+            return Reply::google_error(400, &problems.join("; "));
+        }
+        let Some(id) = version.filter(|v| v.bytes().all(|b| b.is_ascii_digit())) else {
+            self.violations
+                .push(format!("merge on {model} without an explicit version ID"));
+            return Reply::google_error(
+                400,
+                "The model version to merge aliases must include a version ID.",
+            );
+        };
+        let aliases: Vec<String> = body["versionAliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        if aliases.is_empty() {
+            self.violations.push("versionAliases is empty".into());
+            return Reply::google_error(400, "versionAliases is required.");
+        }
+        for a in &aliases {
+            if !valid_alias(a.trim_start_matches('-')) {
+                self.violations.push(format!("bad alias {a:?}"));
+                return Reply::google_error(400, &format!("Invalid version alias {a}."));
+            }
+            if a == "-default" {
+                return Reply::google_error(400, "The default version alias cannot be removed.");
+            }
+        }
+        let Some(m) = self.find(model) else {
+            return Reply::google_error(404, &format!("Model {model} is not found."));
+        };
+        let Some(at) = m.versions.iter().position(|v| v.id == id) else {
+            return Reply::google_error(404, &format!("Model {model}@{id} is not found."));
+        };
+        for a in &aliases {
+            // Adding and removing the same alias in one request cancel out.
+            let (name, add) = match a.strip_prefix('-') {
+                Some(n) => (n, false),
+                None => (a.as_str(), true),
+            };
+            let opposite = if add {
+                format!("-{name}")
+            } else {
+                name.to_owned()
+            };
+            if aliases.contains(&opposite) {
+                continue;
+            }
+            if add {
+                for v in &mut m.versions {
+                    v.aliases.retain(|x| x != name);
+                }
+                m.versions[at].aliases.push(name.to_owned());
+            } else {
+                m.versions[at].aliases.retain(|x| x != name);
+            }
+        }
+        let m = &*m;
+        Reply::json(200, Self::model_json(m, &m.versions[at]))
+    }
+}

@@ -1,0 +1,210 @@
+//! A small loopback HTTP server for fakes and receivers: a handler sees each whole request and
+//! says what to answer, and may hold the answer (a sink that hangs). It runs on its own thread
+//! and runtime, on the real clock, so the client under test may run on a paused clock.
+//!
+//! Also the bits every Google fake here shares: the one bearer token they accept, a token
+//! provider that hands it over without timers, and Google's error bodies.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autotune::client::{TokenError, TokenProvider};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+/// The bearer token the fakes of this module's users accept.
+pub const TOKEN: &str = "ya29.loopback-test-token";
+
+/// Hands over [`TOKEN`]: no timer runs, so a paused clock only jumps across the client's own
+/// sleeps.
+#[derive(Debug)]
+pub struct StaticToken;
+
+#[async_trait::async_trait]
+impl TokenProvider for StaticToken {
+    async fn token(&self, _scopes: &[&str]) -> Result<String, TokenError> {
+        Ok(TOKEN.to_owned())
+    }
+}
+
+pub fn static_token() -> Arc<dyn TokenProvider> {
+    Arc::new(StaticToken)
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Whether it carries `Authorization: Bearer {TOKEN}`.
+    pub fn authorised(&self) -> bool {
+        self.header("authorization") == Some(&format!("Bearer {TOKEN}"))
+    }
+}
+
+/// What to answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// Hold the answer this long first (longer than any client deadline: a hung sink).
+    pub hold: Option<Duration>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            hold: None,
+        }
+    }
+
+    /// A Google error answer: `{"error": {code, message, status}}`.
+    pub fn google_error(code: u16, message: &str) -> Self {
+        Self::json(
+            code,
+            json!({ "error": { "code": code, "message": message, "status": status_name(code) } }),
+        )
+    }
+
+    /// Never answers (for an hour, past any deadline).
+    pub fn hang() -> Self {
+        Self {
+            status: 200,
+            body: json!({}),
+            hold: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+pub fn status_name(code: u16) -> &'static str {
+    match code {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ALREADY_EXISTS",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}
+
+type Handler = dyn Fn(Received) -> Reply + Send + Sync;
+
+/// A server on `127.0.0.1`, stopped on drop.
+pub struct Loopback {
+    pub url: String,
+    pub host: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Loopback {
+    pub fn start(handler: impl Fn(Received) -> Reply + Send + Sync + 'static) -> Self {
+        let handler: Arc<Handler> = Arc::new(handler);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let handler = handler.clone();
+                            tokio::spawn(async move {
+                                let service = hyper::service::service_fn(move |req| {
+                                    serve(handler.clone(), req)
+                                });
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        Self {
+            url: format!("http://{addr}"),
+            host: addr.to_string(),
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    handler: Arc<Handler>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let headers = req.headers().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let reply = handler(Received {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    });
+    if let Some(d) = reply.hold {
+        tokio::time::sleep(d).await;
+    }
+    Ok(Response::builder()
+        .status(reply.status)
+        .header("content-type", "application/json; charset=UTF-8")
+        .body(Full::new(Bytes::from(reply.body.to_string())))
+        .unwrap())
+}
+
+/// A loopback URL where nothing listens: connections are refused.
+pub fn refused_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}
