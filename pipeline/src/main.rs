@@ -3,6 +3,7 @@
 //! 2 (bad settings).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use autotune::lease::{self, UnlockOutcome};
@@ -62,6 +63,21 @@ enum Command {
         /// Runs shown at most.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+    },
+    /// The champion: the model blessed runs promoted, where its Vertex alias points, and how
+    /// to call it.
+    Champion {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Move the champion back to the previous one (or to run RUN_ID's model), pointer and
+    /// Vertex alias.
+    Rollback {
+        #[command(flatten)]
+        settings: Settings,
+        /// The run whose model becomes the champion again (one of the earlier champions).
+        #[arg(long, value_name = "RUN_ID")]
+        to: Option<String>,
     },
     /// Check a Vertex AI tuning JSONL file against Vertex's rules.
     Validate(ValidateArgs),
@@ -145,6 +161,29 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Champion { settings } => {
+            let job = job(&settings, false)?;
+            print(&job.champion().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { settings, to } => {
+            let job = job(&settings, false)?;
+            match job.rollback(to.as_deref()).await {
+                Ok(champion) => {
+                    print(&serde_json::json!({
+                        "status": "rolled_back",
+                        "reason": champion.reason,
+                        "champion": champion,
+                    }));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    tracing::error!("rollback refused: {e}");
+                    print(&serde_json::json!({ "status": "refused", "reason": e.to_string() }));
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Validate(args) => {
             let config = args.config()?;
             let report = autotune::validate::validate_path(&args.path, &config).await?;
@@ -204,14 +243,12 @@ fn job(settings: &Settings, progress: bool) -> anyhow::Result<Job> {
     let store = storage::open_with(&settings.bucket_name, &settings.http.client_options())
         .context("BUCKET_NAME")?;
     settings.check_store(&*store)?;
-    let tuner = settings.tuner()?;
-    let config = settings.job_config()?;
-    Ok(Job {
-        config,
-        store,
-        tuner,
-        progress,
-    })
+    let mut job = Job::new(settings.job_config()?, store, settings.tuner()?);
+    job.contestants = settings.contestants()?;
+    job.registry = settings.registry()?;
+    job.notifier = Arc::new(settings.notifier()?);
+    job.progress = progress;
+    Ok(job)
 }
 
 fn main() -> ExitCode {

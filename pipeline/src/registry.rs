@@ -62,6 +62,10 @@ pub trait Registry: Send + Sync {
     /// Makes `new` (`projects/…/models/M@V`) the only version carrying `champion`, taking it
     /// off `previous` when that is another Model. Idempotent.
     async fn promote(&self, new: &str, previous: Option<&str>) -> Result<(), RegistryError>;
+
+    /// Takes `champion` off whichever version of `previous`'s Model carries it (a rollback to
+    /// the base model, which no alias can name). Idempotent.
+    async fn withdraw(&self, previous: &str) -> Result<(), RegistryError>;
 }
 
 /// A model version name split: the Model (`projects/p/locations/l/models/m`) and the version
@@ -127,6 +131,10 @@ impl Registry for NoRegistry {
 
     async fn promote(&self, new: &str, _previous: Option<&str>) -> Result<(), RegistryError> {
         tracing::info!(model = %new, "dry run: no Vertex AI Model Registry, the champion alias is not moved");
+        Ok(())
+    }
+
+    async fn withdraw(&self, _previous: &str) -> Result<(), RegistryError> {
         Ok(())
     }
 }
@@ -306,6 +314,21 @@ impl Registry for VertexRegistry {
             tracing::info!(from = %holder, to = %new, "the champion alias moved to another model");
         }
         tracing::info!(model = %new, "the champion alias is on {new}");
+        Ok(())
+    }
+
+    async fn withdraw(&self, previous: &str) -> Result<(), RegistryError> {
+        let prev = ModelName::parse(previous)?;
+        if let Some(holder) = self.holder(prev.model).await? {
+            self.merge(
+                "take the champion alias off",
+                &holder,
+                &[&format!("-{ALIAS}")],
+                true,
+            )
+            .await?;
+            tracing::info!(from = %holder, "the champion alias was withdrawn (the champion is a base model)");
+        }
         Ok(())
     }
 }

@@ -244,7 +244,33 @@ pub struct Settings {
     pub eval: EvalSettings,
 
     #[command(flatten)]
+    pub notify: NotifySettings,
+
+    #[command(flatten)]
     pub http: HttpSettings,
+}
+
+/// Where run events go besides the log. (Doc comments here are `--help` text.)
+#[allow(clippy::doc_markdown)]
+#[derive(Debug, Clone, Args)]
+pub struct NotifySettings {
+    /// Pub/Sub topic (projects/PROJECT/topics/TOPIC) that receives an event on: tuning
+    /// submitted, succeeded, failed, blessed, not blessed, promoted, rolled back.
+    #[arg(long, env = "NOTIFY_TOPIC", value_name = "NOTIFY_TOPIC")]
+    pub notify_topic: Option<String>,
+
+    /// HTTPS URL that receives the same events as JSON POSTs, signed with HMAC-SHA256
+    /// (header X-Autotune-Signature) when NOTIFY_WEBHOOK_SECRET is set.
+    #[arg(long, env = "NOTIFY_WEBHOOK", value_name = "NOTIFY_WEBHOOK")]
+    pub notify_webhook: Option<String>,
+
+    /// The key of the webhook signatures.
+    #[arg(long, env = "NOTIFY_WEBHOOK_SECRET", value_name = "NOTIFY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub notify_webhook_secret: Option<String>,
+
+    /// Pub/Sub API root (a regional or private endpoint).
+    #[arg(long, env = "PUBSUB_API_ENDPOINT", value_name = "PUBSUB_API_ENDPOINT", default_value = "https://pubsub.googleapis.com")]
+    pub pubsub_api_endpoint: String,
 }
 
 /// Which model answers the evaluation rows.
@@ -913,6 +939,80 @@ impl Settings {
             task_deadline: self.task_deadline,
             evaluation: self.evaluation()?,
         })
+    }
+
+    /// Where notices go: the log always, Pub/Sub and a webhook when set.
+    pub fn notifier(&self) -> Result<crate::notify::Notifier, SettingsError> {
+        let n = &self.notify;
+        let webhook = n
+            .notify_webhook
+            .as_deref()
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                reqwest::Url::parse(w)
+                    .map_err(|e| invalid("NOTIFY_WEBHOOK", format!("{w:?} is not a URL: {e}")))
+            })
+            .transpose()?;
+        let config = crate::notify::Config {
+            topic: n.notify_topic.clone().filter(|t| !t.is_empty()),
+            webhook,
+            webhook_secret: n.notify_webhook_secret.clone().filter(|t| !t.is_empty()),
+            pubsub_root: n.pubsub_api_endpoint.clone(),
+            ..crate::notify::Config::default()
+        };
+        crate::notify::Notifier::new(config).map_err(|e| {
+            let setting = if e.to_string().contains("topic") {
+                "NOTIFY_TOPIC"
+            } else {
+                "NOTIFY_WEBHOOK"
+            };
+            invalid(setting, e.to_string())
+        })
+    }
+
+    /// The Model Registry the champion alias lives in: Vertex AI's with the Vertex tuner.
+    pub fn registry(&self) -> Result<Arc<dyn crate::registry::Registry>, SettingsError> {
+        match self.tuner_kind() {
+            TunerKind::DryRun => Ok(Arc::new(crate::registry::NoRegistry)),
+            TunerKind::Vertex => {
+                let r = crate::registry::VertexRegistry::new(crate::registry::Config {
+                    api_root: self.vertex.api_root(&self.location),
+                    http: self.http.client_options(),
+                })
+                .map_err(|e| invalid("TUNER", e.to_string()))?;
+                Ok(Arc::new(r))
+            }
+        }
+    }
+
+    /// Who answers the evaluation rows: Vertex AI with the Vertex tuner, the rehearsal
+    /// stand-ins with the dry-run tuner.
+    pub fn contestants(
+        &self,
+    ) -> Result<Arc<dyn crate::evaluate::contestants::Contestants>, SettingsError> {
+        use crate::evaluate::contestants::{RehearsalContestants, VertexContestants};
+        match self.tuner_kind() {
+            TunerKind::DryRun => Ok(Arc::new(RehearsalContestants)),
+            TunerKind::Vertex => {
+                let v = self.vertex_config()?;
+                let mut config =
+                    crate::evaluate::vertex::Config::new(&v.project, &v.location, &v.api_root);
+                config.http = crate::client::Options {
+                    retry: crate::evaluate::vertex::Config::inference_retry(),
+                    ..self.http.client_options()
+                };
+                let vertex = crate::evaluate::vertex::Vertex::new(
+                    config,
+                    crate::client::Credentials::from_env(),
+                )
+                .map_err(|e| invalid("EVAL_MODEL", e.to_string()))?;
+                Ok(Arc::new(VertexContestants {
+                    vertex,
+                    project: v.project,
+                    location: v.location,
+                }))
+            }
+        }
     }
 
     /// The evaluation's configuration; `None` when it is off. The rehearsal stand-in is

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 /// What the scripted tuner does when followed.
 #[derive(Clone)]
-enum Follow {
+pub(crate) enum Follow {
     Succeed,
     /// The job ends FAILED with Google's message.
     Fail(&'static str),
@@ -31,7 +31,7 @@ enum Follow {
 }
 
 /// A tuner that records its calls and answers from a script.
-struct Scripted {
+pub(crate) struct Scripted {
     kind: TunerKind,
     /// Where the tuned models it reports live.
     location: &'static str,
@@ -48,7 +48,7 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn new(follow: Follow) -> Arc<Self> {
+    pub(crate) fn new(follow: Follow) -> Arc<Self> {
         Arc::new(Self {
             kind: TunerKind::Vertex,
             location: "us-central1",
@@ -70,7 +70,7 @@ impl Scripted {
         })
     }
 
-    fn submits(&self) -> usize {
+    pub(crate) fn submits(&self) -> usize {
         self.submitted.lock().unwrap().len()
     }
 }
@@ -139,7 +139,7 @@ impl Tuner for Scripted {
 }
 
 /// The configuration the settings build by default, with MIN_SAMPLES 5.
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     let model = ModelTable::built_in().resolve("gemini-3.5-flash");
     Config {
         bucket: "memory://run-test".to_owned(),
@@ -195,11 +195,11 @@ fn config() -> Config {
     }
 }
 
-fn bucket() -> Arc<dyn Store> {
+pub(crate) fn bucket() -> Arc<dyn Store> {
     Arc::new(MemoryStore::named(&uuid::Uuid::new_v4().to_string()))
 }
 
-async fn put(store: &dyn Store, key: &str, body: impl Into<Bytes>) {
+pub(crate) async fn put(store: &dyn Store, key: &str, body: impl Into<Bytes>) {
     store
         .put(key, body.into(), PutMode::Overwrite)
         .await
@@ -207,7 +207,7 @@ async fn put(store: &dyn Store, key: &str, body: impl Into<Bytes>) {
 }
 
 /// `n` text pairs from `start`; labels of the samples in `bad` are not JSON.
-async fn samples(store: &dyn Store, start: usize, n: usize, bad: &[usize]) {
+pub(crate) async fn samples(store: &dyn Store, start: usize, n: usize, bad: &[usize]) {
     for i in start..start + n {
         put(
             store,
@@ -224,7 +224,7 @@ async fn samples(store: &dyn Store, start: usize, n: usize, bad: &[usize]) {
     }
 }
 
-async fn keys(store: &dyn Store, prefix: &str) -> Vec<String> {
+pub(crate) async fn keys(store: &dyn Store, prefix: &str) -> Vec<String> {
     let mut k: Vec<String> = store
         .list(prefix)
         .map_ok(|m| m.key)
@@ -235,27 +235,22 @@ async fn keys(store: &dyn Store, prefix: &str) -> Vec<String> {
     k
 }
 
-fn job(store: &Arc<dyn Store>, tuner: &Arc<Scripted>, config: Config) -> Job {
-    Job {
-        config,
-        store: store.clone(),
-        tuner: tuner.clone(),
-        progress: false,
-    }
+pub(crate) fn job(store: &Arc<dyn Store>, tuner: &Arc<Scripted>, config: Config) -> Job {
+    Job::new(config, store.clone(), tuner.clone())
 }
 
-async fn run(job: &Job) -> Outcome {
+pub(crate) async fn run(job: &Job) -> Outcome {
     job.run(std::future::pending(), false).await
 }
 
-async fn lease_of(store: &dyn Store) -> LeaseRecord {
+pub(crate) async fn lease_of(store: &dyn Store) -> LeaseRecord {
     let body = storage::get_bytes(store, &lease::lock_key("trained_model"), 1 << 16)
         .await
         .unwrap();
     serde_json::from_slice(&body).unwrap()
 }
 
-async fn record_of(store: &dyn Store, outcome: &Outcome) -> Value {
+pub(crate) async fn record_of(store: &dyn Store, outcome: &Outcome) -> Value {
     let uri = outcome
         .metadata_uri
         .as_deref()
@@ -645,12 +640,7 @@ async fn a_dry_run_counts_as_a_baseline_only_for_dry_runs() {
     let store = bucket();
     samples(&*store, 0, 20, &[]).await;
     let dry: Arc<dyn Tuner> = Arc::new(autotune::tuner::dry_run::DryRun::default());
-    let j = Job {
-        config: config(),
-        store: store.clone(),
-        tuner: dry.clone(),
-        progress: false,
-    };
+    let j = Job::new(config(), store.clone(), dry.clone());
     let o = j.run(std::future::pending(), false).await;
     assert_eq!(o.status, RunStatus::DryRun, "{}", o.reason);
     assert_eq!(

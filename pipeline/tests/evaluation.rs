@@ -1,0 +1,482 @@
+//! Only a better model ships, in process: the memory store as the bucket, the scripted tuner
+//! of [`crate::run`], and scripted contestants (deterministic answers with a set error rate per
+//! model). The frozen evaluation set, blessing and not blessing, promotion by
+//! compare-and-swap, the alias repaired after a crash, resuming an interrupted evaluation
+//! without paying twice, rollbacks, continuous tuning from the champion.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use autotune::champion::{self, Champion};
+use autotune::evaluate::Row;
+use autotune::evaluate::bless::Thresholds;
+use autotune::evaluate::contestants::Contestants;
+use autotune::evaluate::model::{Generation, Model, ModelError, Reply};
+use autotune::evaluate::rehearsal::Rehearsal;
+use autotune::registry::{Registry, RegistryError};
+use autotune::run::{Config, EvalModel, Evaluation, Job};
+use autotune::status::RunStatus;
+use autotune::storage::{self, PutMode, Store};
+use autotune::tuner::TuningMode;
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::run::{Follow, Scripted, bucket, config, record_of, run, samples};
+
+/// Contestants whose answers are right except on a set share of rows per model.
+#[derive(Default)]
+struct Judges {
+    /// The error rate of each run's candidate, by run order (the last repeats).
+    candidate_errors: Mutex<Vec<f64>>,
+    /// Error rates by model name.
+    rates: Mutex<HashMap<String, f64>>,
+    /// Calls answered, in all.
+    calls: Arc<AtomicU64>,
+    /// After this many calls every call hangs (a crash in the middle of the evaluation).
+    hang_after: Option<u64>,
+    /// Told when the first call is made (to race another promotion against the run).
+    on_first_call: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+struct Counted {
+    inner: Rehearsal,
+    calls: Arc<AtomicU64>,
+    hang_after: Option<u64>,
+    on_first_call: Option<Box<dyn FnOnce() + Send>>,
+    first: Mutex<bool>,
+}
+
+#[async_trait]
+impl Model for Counted {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn generate(&self, row: &Row, config: &Generation) -> Result<Reply, ModelError> {
+        let n = self.calls.load(Ordering::SeqCst);
+        if self.hang_after.is_some_and(|h| n >= h) {
+            std::future::pending::<()>().await;
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let _ = &self.on_first_call;
+        let _ = &self.first;
+        self.inner.generate(row, config).await
+    }
+}
+
+impl Judges {
+    fn new(candidate_errors: &[f64]) -> Arc<Self> {
+        Arc::new(Self {
+            candidate_errors: Mutex::new(candidate_errors.to_vec()),
+            rates: Mutex::new(HashMap::from([("base".to_owned(), 0.3)])),
+            ..Self::default()
+        })
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Contestants for Judges {
+    fn base(&self, source_model: &str) -> Champion {
+        Champion::base(source_model, "base".to_owned())
+    }
+
+    fn candidate(
+        &self,
+        run_id: &str,
+        source_model: &str,
+        details: &Value,
+        _train_examples: u64,
+    ) -> Option<Champion> {
+        let model = details["tuned_model"].as_str()?.to_owned();
+        let mut errors = self.candidate_errors.lock().unwrap();
+        let rate = if errors.len() > 1 {
+            errors.remove(0)
+        } else {
+            errors[0]
+        };
+        self.rates.lock().unwrap().insert(model.clone(), rate);
+        Some(Champion {
+            model,
+            endpoint: details["endpoint"].as_str().map(str::to_owned),
+            run_id: Some(run_id.to_owned()),
+            base_model: source_model.to_owned(),
+            metrics: Value::Null,
+            eval_set_id: None,
+            since: chrono::Utc::now(),
+            reason: String::new(),
+            previous: None,
+        })
+    }
+
+    fn open(&self, who: &Champion, _candidate: bool) -> Result<Arc<dyn Model>, ModelError> {
+        let rate = self.rates.lock().unwrap()[&who.model];
+        Ok(Arc::new(Counted {
+            inner: Rehearsal::new(&who.model, rate),
+            calls: self.calls.clone(),
+            hang_after: self.hang_after,
+            on_first_call: self.on_first_call.lock().unwrap().take(),
+            first: Mutex::new(true),
+        }))
+    }
+}
+
+/// A registry that remembers where the alias is, and can fail its next moves.
+#[derive(Default)]
+struct Aliases {
+    at: Mutex<Option<String>>,
+    fail_next: AtomicU64,
+    moves: AtomicU64,
+}
+
+#[async_trait]
+impl Registry for Aliases {
+    async fn champion(&self, _model: &str) -> Result<Option<String>, RegistryError> {
+        Ok(self.at.lock().unwrap().clone())
+    }
+
+    async fn promote(&self, new: &str, _previous: Option<&str>) -> Result<(), RegistryError> {
+        if self.fail_next.load(Ordering::SeqCst) > 0 {
+            self.fail_next.fetch_sub(1, Ordering::SeqCst);
+            return Err(RegistryError::Api {
+                action: "move the champion alias to",
+                model: new.to_owned(),
+                status: Some(503),
+                message: "the process died here".to_owned(),
+            });
+        }
+        self.moves.fetch_add(1, Ordering::SeqCst);
+        *self.at.lock().unwrap() = Some(new.to_owned());
+        Ok(())
+    }
+
+    async fn withdraw(&self, _previous: &str) -> Result<(), RegistryError> {
+        *self.at.lock().unwrap() = None;
+        Ok(())
+    }
+}
+
+fn evaluation() -> Evaluation {
+    Evaluation {
+        ratio: 0.25,
+        max: 1000,
+        new_set: false,
+        model: EvalModel::Rehearsal,
+        metric: None,
+        thresholds: Thresholds {
+            min_rows: 20,
+            floor: 0.0,
+            min_delta: 0.0,
+            confidence: 0.95,
+            guard_epsilon: 0.02,
+        },
+        concurrency: 4,
+        google_metrics: false,
+        max_output_tokens: 256,
+    }
+}
+
+fn eval_config() -> Config {
+    Config {
+        evaluation: Some(evaluation()),
+        ..config()
+    }
+}
+
+fn job_with(
+    store: &Arc<dyn Store>,
+    tuner: &Arc<Scripted>,
+    judges: &Arc<Judges>,
+    aliases: &Arc<Aliases>,
+    config: Config,
+) -> Job {
+    let mut j = Job::new(config, store.clone(), tuner.clone());
+    j.contestants = judges.clone();
+    j.registry = aliases.clone();
+    j
+}
+
+async fn pointer(store: &dyn Store) -> Option<Champion> {
+    champion::read(store, "trained_model")
+        .await
+        .unwrap()
+        .map(|c| c.champion)
+}
+
+async fn lines(store: &dyn Store, uri: Option<&str>) -> Vec<String> {
+    let Some(uri) = uri else { return Vec::new() };
+    let key = uri.split_once("://").unwrap().1.split_once('/').unwrap().1;
+    let body = storage::get_bytes(store, key, 1 << 24).await.unwrap();
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_evaluation_set_is_frozen_and_never_trained_even_renamed() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.05]), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r1 = record_of(&*store, &o).await;
+    let set = autotune::evaluate::set::current(&*store, "trained_model")
+        .await
+        .unwrap()
+        .expect("the first evaluating run froze a set");
+    let n = set.rows.len() as u64;
+    assert!((15..=45).contains(&n), "about a quarter of 120: {n}");
+    assert_eq!(r1["eval_set_id"], set.info.id.as_str());
+    assert_eq!(r1["new_eval_set"], true);
+    assert_eq!(r1["counts"]["eval"], n);
+    assert_eq!(r1["counts"]["train"].as_u64().unwrap() + r1["counts"]["validation"].as_u64().unwrap() + n, 120);
+    let in_files = |lines: &[String], row: &Row| lines.iter().any(|l| l.contains(&format!("\"{}\"", row.reference)));
+    let train = lines(&*store, r1["train_dataset_uri"].as_str()).await;
+    let val = lines(&*store, r1["validation_dataset_uri"].as_str()).await;
+    for row in &set.rows {
+        assert!(!in_files(&train, row) && !in_files(&val, row), "{} was trained or validated", row.key);
+    }
+
+    // Rename an evaluation sample and add new data: the set is the same, the renamed sample
+    // stays out of both files.
+    let moved = &set.rows[0];
+    let i: usize = moved.key.trim_start_matches('s').parse().unwrap();
+    for ext in ["txt", "json"] {
+        let from = format!("raw_training_data/s{i:03}.{ext}");
+        let body = storage::get_bytes(&*store, &from, 1 << 20).await.unwrap();
+        store.delete(&from).await.unwrap();
+        store
+            .put(&format!("raw_training_data/renamed{i:03}.{ext}"), body, PutMode::Overwrite)
+            .await
+            .unwrap();
+    }
+    samples(&*store, 500, 20, &[]).await;
+    let o2 = run(&j).await;
+    assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
+    let r2 = record_of(&*store, &o2).await;
+    assert_eq!(r2["eval_set_id"], set.info.id.as_str(), "the same set");
+    assert!(r2.get("new_eval_set").is_none(), "{r2}");
+    let train = lines(&*store, r2["train_dataset_uri"].as_str()).await;
+    let val = lines(&*store, r2["validation_dataset_uri"].as_str()).await;
+    for row in &set.rows {
+        assert!(!in_files(&train, row) && !in_files(&val, row), "{} leaked after the rename", row.key);
+    }
+    assert_eq!(r2["counts"]["eval"], n, "the renamed sample still counts as evaluation");
+}
+
+#[tokio::test]
+async fn a_better_candidate_is_blessed_and_promoted_a_worse_one_is_not() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    // Run 1 much better than the base (30% wrong); run 2 much worse than run 1.
+    let (judges, aliases) = (Judges::new(&[0.02, 0.6]), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let o = run(&j).await;
+    let r1 = record_of(&*store, &o).await;
+    assert_eq!(r1["evaluation"]["verdict"], "BLESSED", "{}", r1["evaluation"]);
+    assert_eq!(r1["promotion"]["promoted"], true, "{}", r1["promotion"]);
+    let first = pointer(&*store).await.expect("promoted");
+    assert_eq!(first.run_id.as_deref(), o.run_id.as_deref());
+    assert_eq!(first.previous.as_ref().unwrap().model, "base");
+    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(first.model.as_str()));
+    let blessing_uri = r1["evaluation"]["blessing_uri"].as_str().unwrap();
+    let blessing: Value = serde_json::from_str(&lines(&*store, Some(blessing_uri)).await.join("\n")).unwrap();
+    assert_eq!(blessing["verdict"], "BLESSED");
+    assert_eq!(blessing["thresholds"]["min_rows"], 20);
+    let rows = r1["evaluation"]["rows"].as_u64().unwrap();
+    assert_eq!(judges.calls(), 2 * rows, "each row once per model");
+
+    samples(&*store, 500, 20, &[]).await;
+    let o2 = run(&j).await;
+    let r2 = record_of(&*store, &o2).await;
+    assert_eq!(o2.status, RunStatus::Success, "tuning succeeded: {}", o2.reason);
+    assert_eq!(r2["evaluation"]["verdict"], "NOT_BLESSED", "{}", r2["evaluation"]);
+    assert_eq!(r2["evaluation"]["champion"]["model"], first.model.as_str(), "judged against the champion");
+    assert_eq!(r2["promotion"]["promoted"], false);
+    assert_eq!(pointer(&*store).await.unwrap().model, first.model, "the champion stays");
+    let history = j.history(10).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].blessed, Some(false));
+    assert_eq!(history[1].promoted, Some(true));
+}
+
+#[tokio::test]
+async fn an_equal_or_noisily_better_candidate_is_not_blessed() {
+    for (candidate, base) in [(0.3, 0.3), (0.26, 0.3)] {
+        let store = bucket();
+        samples(&*store, 0, 160, &[]).await;
+        let tuner = Scripted::new(Follow::Succeed);
+        let (judges, aliases) = (Judges::new(&[candidate]), Arc::new(Aliases::default()));
+        judges.rates.lock().unwrap().insert("base".into(), base);
+        let o = run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+        let r = record_of(&*store, &o).await;
+        assert_eq!(r["evaluation"]["verdict"], "NOT_BLESSED", "{candidate} vs {base}: {}", r["evaluation"]);
+        assert!(pointer(&*store).await.is_none(), "nothing promoted");
+        assert_eq!(r["promotion"]["promoted"], false);
+    }
+}
+
+#[tokio::test]
+async fn too_few_rows_are_not_blessed_and_say_so() {
+    let store = bucket();
+    samples(&*store, 0, 40, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.0]), Arc::new(Aliases::default()));
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    let r = record_of(&*store, &o).await;
+    assert_eq!(r["evaluation"]["verdict"], "NOT_BLESSED");
+    let reasons = r["evaluation"]["reasons"].to_string();
+    assert!(reasons.contains("EVAL_MIN_ROWS"), "{reasons}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_evaluation_resumes_without_paying_twice() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let aliases = Arc::new(Aliases::default());
+    let crashing = Arc::new(Judges {
+        hang_after: Some(15),
+        ..Arc::into_inner(Judges::new(&[0.02])).unwrap()
+    });
+    let j = job_with(&store, &tuner, &crashing, &aliases, eval_config());
+    let calls = crashing.calls.clone();
+    let shutdown = async move {
+        while calls.load(Ordering::SeqCst) < 15 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Let the stored chunks land before the signal.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        "SIGTERM"
+    };
+    let o = j.run(shutdown, false).await;
+    assert_eq!(o.status, RunStatus::Interrupted, "{}", o.reason);
+    let paid = crashing.calls();
+    assert_eq!(paid, 15);
+
+    // The next run adopts the finished job and evaluates, reading back what was stored.
+    let judges = Judges::new(&[0.02]);
+    judges.rates.lock().unwrap().extend(crashing.rates.lock().unwrap().clone());
+    let j2 = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let o2 = run(&j2).await;
+    assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
+    let r = record_of(&*store, &o2).await;
+    let rows = r["evaluation"]["rows"].as_u64().unwrap();
+    let resumed = r["evaluation"]["cost"]["calls_resumed"].as_u64().unwrap();
+    assert!(resumed > 0, "{}", r["evaluation"]);
+    assert_eq!(judges.calls() + resumed, 2 * rows, "no row paid twice");
+    assert!(resumed <= paid);
+    assert_eq!(r["promotion"]["promoted"], true);
+    assert_eq!(tuner.submits(), 1, "one tuning job");
+}
+
+#[tokio::test]
+async fn a_crash_between_pointer_and_alias_is_repaired_by_the_next_run() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let judges = Judges::new(&[0.02, 0.9]);
+    let aliases = Arc::new(Aliases::default());
+    aliases.fail_next.store(1, Ordering::SeqCst);
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let o = run(&j).await;
+    let r = record_of(&*store, &o).await;
+    assert_eq!(r["promotion"]["promoted"], true);
+    assert!(r["promotion"]["alias"].as_str().unwrap().contains("behind"), "{}", r["promotion"]);
+    assert_eq!(*aliases.at.lock().unwrap(), None, "the alias is behind the pointer");
+    let champion = pointer(&*store).await.unwrap();
+
+    samples(&*store, 500, 20, &[]).await;
+    let o2 = run(&j).await;
+    assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
+    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(champion.model.as_str()), "repaired");
+    assert_eq!(pointer(&*store).await.unwrap().model, champion.model, "run 2 was not blessed");
+}
+
+#[tokio::test]
+async fn a_promotion_raced_by_another_writer_loses_and_says_why() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let judges = Judges::new(&[0.02]);
+    let aliases = Arc::new(Aliases::default());
+    // Another run promotes its model while this one evaluates.
+    let other = store.clone();
+    *judges.on_first_call.lock().unwrap() = Some(Box::new(move || {
+        let c = Champion {
+            run_id: Some("other-run".into()),
+            ..Champion::base("g", "projects/p/locations/us-central1/models/9@1".into())
+        };
+        let body = serde_json::to_vec(&c).unwrap();
+        futures::executor::block_on(other.put(
+            &champion::pointer_key("trained_model"),
+            Bytes::from(body),
+            PutMode::Create,
+        ))
+        .unwrap();
+    }));
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    let r = record_of(&*store, &o).await;
+    assert_eq!(r["evaluation"]["verdict"], "BLESSED");
+    assert_eq!(r["promotion"]["promoted"], false, "{}", r["promotion"]);
+    let reason = r["promotion"]["reason"].as_str().unwrap();
+    assert!(reason.contains("other-run"), "{reason}");
+    assert_eq!(pointer(&*store).await.unwrap().run_id.as_deref(), Some("other-run"), "the winner stays");
+}
+
+#[tokio::test]
+async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from_the_champion() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    // Run 1 blessed, run 2 blessed (better still), run 3 not blessed.
+    let judges = Judges::new(&[0.1, 0.0, 0.9]);
+    let aliases = Arc::new(Aliases::default());
+    let cfg = Config {
+        tuning_mode: TuningMode::Continuous,
+        ..eval_config()
+    };
+    let j = job_with(&store, &tuner, &judges, &aliases, cfg);
+    let o1 = run(&j).await;
+    assert_eq!(record_of(&*store, &o1).await["promotion"]["promoted"], true);
+    let m1 = pointer(&*store).await.unwrap().model;
+    samples(&*store, 500, 20, &[]).await;
+    let o2 = run(&j).await;
+    let r2 = record_of(&*store, &o2).await;
+    assert_eq!(r2["promotion"]["promoted"], true, "{}", r2["evaluation"]);
+    let m2 = pointer(&*store).await.unwrap().model;
+    samples(&*store, 600, 20, &[]).await;
+    let o3 = run(&j).await;
+    let r3 = record_of(&*store, &o3).await;
+    assert_eq!(r3["evaluation"]["verdict"], "NOT_BLESSED");
+    let m3 = r3["model_details"]["tuned_model"].as_str().unwrap().to_owned();
+    // Run 4 continues from the champion (run 2's model), never from run 3's rejected one.
+    samples(&*store, 700, 20, &[]).await;
+    let o4 = run(&j).await;
+    let r4 = record_of(&*store, &o4).await;
+    assert_eq!(r4["model_details"]["parent_model"], m2.as_str(), "{}", r4["model_details"]);
+    assert_ne!(r4["model_details"]["parent_model"], m3.as_str());
+
+    // Roll back: the pointer and the alias go back to run 1's model… or wherever run 4 left
+    // them: back one step from the current champion.
+    let before = pointer(&*store).await.unwrap();
+    let back = j.rollback(None).await.unwrap();
+    assert_eq!(back.model, before.previous.as_ref().unwrap().model);
+    assert_eq!(pointer(&*store).await.unwrap().model, back.model);
+    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(back.model.as_str()));
+    let to_first = j.rollback(o1.run_id.as_deref()).await.unwrap();
+    assert_eq!(to_first.model, m1);
+    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(m1.as_str()));
+    let info = j.champion().await.unwrap();
+    assert_eq!(info.champion.model, m1);
+    assert!(j.rollback(Some("no-such-run")).await.is_err());
+}
