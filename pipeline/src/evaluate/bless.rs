@@ -419,9 +419,9 @@ fn bootstrap_test(
         None
     } else {
         Some(format!(
-            "the difference is not significant enough: the paired bootstrap {}% interval of \
-             the per-row difference is [{}, {}], whose lower bound must be above 0 and at \
-             least EVAL_MIN_DELTA {} (EVAL_CONFIDENCE {})",
+            "the paired rows do not show the gain: the paired bootstrap {}% interval of the \
+             per-row difference is [{}, {}], and its lower bound must be above 0 and at least \
+             EVAL_MIN_DELTA {} (EVAL_CONFIDENCE {})",
             num(t.confidence * 100.0),
             signed(lo),
             signed(hi),
@@ -947,6 +947,45 @@ mod tests {
     }
 
     #[test]
+    fn a_continuous_interval_must_clear_min_delta() {
+        // Field accuracy: the candidate gains 0.5 on half the rows, nothing on the others; a
+        // mean gain of 0.25 whose interval reaches below 0.24.
+        let reference = r#"{"a": 1, "b": 2}"#;
+        let right = text(reference);
+        let half = text(r#"{"a": 1}"#);
+        let rows: Vec<Paired<'_>> = (0..100)
+            .map(|i| Paired {
+                reference,
+                candidate: if i % 2 == 0 { &right } else { &half },
+                champion: &half,
+            })
+            .collect();
+        let strict = Thresholds {
+            min_delta: 0.24,
+            ..thresholds()
+        };
+        let blessing = bless(Metric::Json, &rows, &strict, 5);
+        assert!((blessing.delta - 0.25).abs() < 1e-12);
+        let Test::PairedBootstrap { interval, .. } = blessing.test else {
+            panic!("bootstrap");
+        };
+        assert!(interval[0] > 0.0 && interval[0] < 0.24, "{interval:?}");
+        assert_eq!(blessing.verdict, Verdict::NotBlessed);
+        assert_eq!(blessing.reasons.len(), 1, "{:?}", blessing.reasons);
+        assert!(
+            blessing.reasons[0].contains("at least EVAL_MIN_DELTA 0.24"),
+            "{:?}",
+            blessing.reasons
+        );
+        let lenient = Thresholds {
+            min_delta: 0.1,
+            ..thresholds()
+        };
+        let blessing = bless(Metric::Json, &rows, &lenient, 5);
+        assert!(blessing.blessed(), "{}", blessing.summary());
+    }
+
+    #[test]
     fn a_guard_regression_is_not_blessed_despite_a_better_score() {
         // The candidate is right on 90 rows and blocked on 10; the champion is right on 60
         // and wrong (but answers) on 40.
@@ -957,6 +996,12 @@ mod tests {
             };
         }
         let blessing = bless(Metric::ExactMatch, &o.paired(), &thresholds(), 1);
+        let summary = blessing.summary();
+        assert!(
+            summary.starts_with("NOT_BLESSED: exact_match candidate 0.9 vs champion 0.6")
+                && summary.ends_with("more than EVAL_GUARD_EPSILON 0.02"),
+            "{summary}"
+        );
         assert!((blessing.delta - 0.3).abs() < 1e-12);
         assert_eq!(blessing.candidate.blocked, 10);
         assert_eq!(blessing.verdict, Verdict::NotBlessed);
