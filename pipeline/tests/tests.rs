@@ -6,6 +6,8 @@
 //! * [`run`]: the run in process, on the memory store with a scripted tuner.
 //! * [`storage_conformance`]: one suite for every storage backend, plus what only one can do.
 //! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
+//! * [`evaluate`]: paired inference, Google's metrics and the rehearsal stand-in against the
+//!   fake of Vertex AI.
 //! * [`validate`], [`templates`]: the dataset validator and conversion templates.
 //! * [`event_loop`]: the product as Google runs it: fake-gcs-server, the trigger under
 //!   `wasmtime serve`, a fake Cloud Run that executes `autotune`, bulk uploads.
@@ -16,6 +18,7 @@ mod support;
 
 mod cli;
 mod credentials;
+mod evaluate;
 mod event_loop;
 mod run;
 mod storage_conformance;

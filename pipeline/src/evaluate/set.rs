@@ -11,7 +11,11 @@ pub struct Row {
     /// The sample key it was made from, for reports.
     pub key: String,
     /// `systemInstruction`, when the example has one (a Vertex `Content`).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "systemInstruction")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "systemInstruction"
+    )]
     pub system_instruction: Option<serde_json::Value>,
     /// The example's `contents` less its last `model` turn (Vertex `Content`s).
     pub contents: Vec<serde_json::Value>,
