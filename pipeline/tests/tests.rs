@@ -8,6 +8,9 @@
 //! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
 //! * [`registry`]: the champion alias in the Vertex AI Model Registry, against a fake.
 //! * [`notify`]: notifications: Pub/Sub against a fake, signed webhooks, structured log lines.
+//! * [`evaluate`]: paired inference, Google's metrics and the rehearsal stand-in against the
+//!   fake of Vertex AI.
+//! * [`evaluation`]: the evaluate, bless, promote and rollback loop of whole runs.
 //! * [`validate`], [`templates`]: the dataset validator and conversion templates.
 //! * [`event_loop`]: the product as Google runs it: fake-gcs-server, the trigger under
 //!   `wasmtime serve`, a fake Cloud Run that executes `autotune`, bulk uploads.
@@ -18,6 +21,8 @@ mod support;
 
 mod cli;
 mod credentials;
+mod evaluate;
+mod evaluation;
 mod event_loop;
 mod notify;
 mod registry;

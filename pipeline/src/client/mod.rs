@@ -32,6 +32,9 @@ pub use http::{Answer, Auth, Client, Error};
 pub use retry::{Backoff, Failed, Idempotency, RetryConfig};
 pub use token::{Credentials, TokenError, TokenProvider};
 
+/// The one OAuth scope Vertex AI takes (and Cloud Storage accepts).
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
 /// Deadlines and retries for one client.
 ///
 /// `None` for a timeout means no timer (no deadline): for tests on a paused clock only.

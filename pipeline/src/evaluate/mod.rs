@@ -9,12 +9,23 @@
 //! * [`bless`]: the blessing rule and its paired statistics (McNemar, paired bootstrap).
 //! * [`model`]: the seam a model answers through ([`model::Model`]); Vertex endpoints and
 //!   publisher models, and the rehearsal stand-in of the embedded default.
+//! * [`vertex`]: Vertex AI endpoints and publisher models behind [`model::Model`], and
+//!   Google's `evaluateInstances` metrics (`EVAL_GOOGLE_METRICS`).
+//! * [`rehearsal`]: the deterministic stand-in of the dry-run tuner (`EVAL_MODEL=rehearsal`).
 //! * [`infer`]: paired inference with bounded concurrency, retries and resumable storage.
 
 pub mod answer;
 pub mod bless;
+pub mod contestants;
+pub mod infer;
 pub mod metrics;
+pub mod model;
+pub mod rehearsal;
 pub mod set;
+pub mod vertex;
 
 pub use answer::Answer;
+pub use infer::{Answers, InferError, Paired, Role, Totals, paired};
+pub use model::{Generation, Model, ModelError, Reply, Thinking};
+pub use rehearsal::Rehearsal;
 pub use set::Row;

@@ -25,6 +25,9 @@ use serde_json::{Value, json};
 
 use super::discovery::Discovery;
 
+mod inference;
+pub use inference::{FakeReply, endpoint, publisher_model, rouge_l};
+
 pub const PROJECT: &str = "test-project";
 pub const LOCATION: &str = "us-central1";
 pub const CLIENT_EMAIL: &str = "autotune-test@test-project.iam.gserviceaccount.com";
@@ -189,6 +192,8 @@ struct State {
     jwt_problems: Vec<String>,
     metadata_tokens: usize,
     self_signed: usize,
+    /// `generateContent` and `evaluateInstances` (`fake_vertex/inference.rs`).
+    inference: inference::Inference,
 }
 
 pub struct FakeVertex {
@@ -225,6 +230,7 @@ impl FakeVertex {
             jwt_problems: Vec::new(),
             metadata_tokens: 0,
             self_signed: 0,
+            inference: inference::Inference::default(),
         }));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
@@ -526,6 +532,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         .await
         .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
+    if inference::handles(&method, &path) {
+        return Ok(inference::handle(state, &method, &path, &query, &headers, &body).await);
+    }
     let (status, value, then) = {
         let mut s = state
             .lock()
