@@ -102,6 +102,7 @@ impl Champion {
     }
 
     /// This champion, replacing `current` (kept as the previous one).
+    #[must_use]
     pub fn after(mut self, current: Champion) -> Self {
         self.previous = Some(Box::new(current));
         self.truncate();

@@ -200,42 +200,49 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             bucket_name,
             model_meta_folder,
             force,
-        } => {
-            let store = storage::open(&bucket_name).context("BUCKET_NAME")?;
-            let key = lease::lock_key(&model_meta_folder);
-            let outcome = lease::unlock(&*store, &key, force).await?;
-            let (status, code, reason, detail) = match outcome {
-                UnlockOutcome::NotLocked => (
-                    "not_locked",
-                    0,
-                    "no lock held".to_owned(),
-                    serde_json::Value::Null,
-                ),
-                UnlockOutcome::Unlocked(r) => (
-                    "unlocked",
-                    0,
-                    "lock released".to_owned(),
-                    serde_json::to_value(r)?,
-                ),
-                UnlockOutcome::Refused(r) => (
-                    "refused",
-                    1,
-                    "the lease is live: a run holds it; pass --force to free it anyway".to_owned(),
-                    serde_json::to_value(r)?,
-                ),
-                UnlockOutcome::Unreadable { uri, reason } => (
-                    "unreadable",
-                    1,
-                    format!("{uri} is not a lease ({reason}); pass --force to delete it"),
-                    serde_json::Value::Null,
-                ),
-            };
-            print(
-                &serde_json::json!({ "status": status, "reason": reason, "lock": store.uri(&key), "lease": detail }),
-            );
-            Ok(ExitCode::from(code))
-        }
+        } => unlock(&bucket_name, &model_meta_folder, force).await,
     }
+}
+
+/// `autotune unlock`.
+async fn unlock(
+    bucket_name: &str,
+    model_meta_folder: &str,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = storage::open(bucket_name).context("BUCKET_NAME")?;
+    let key = lease::lock_key(model_meta_folder);
+    let outcome = lease::unlock(&*store, &key, force).await?;
+    let (status, code, reason, detail) = match outcome {
+        UnlockOutcome::NotLocked => (
+            "not_locked",
+            0,
+            "no lock held".to_owned(),
+            serde_json::Value::Null,
+        ),
+        UnlockOutcome::Unlocked(r) => (
+            "unlocked",
+            0,
+            "lock released".to_owned(),
+            serde_json::to_value(r)?,
+        ),
+        UnlockOutcome::Refused(r) => (
+            "refused",
+            1,
+            "the lease is live: a run holds it; pass --force to free it anyway".to_owned(),
+            serde_json::to_value(r)?,
+        ),
+        UnlockOutcome::Unreadable { uri, reason } => (
+            "unreadable",
+            1,
+            format!("{uri} is not a lease ({reason}); pass --force to delete it"),
+            serde_json::Value::Null,
+        ),
+    };
+    print(
+        &serde_json::json!({ "status": status, "reason": reason, "lock": store.uri(&key), "lease": detail }),
+    );
+    Ok(ExitCode::from(code))
 }
 
 /// The job the settings describe; every setting is checked here, before any work.

@@ -243,7 +243,12 @@ pub async fn all(
     let mut keys: Vec<String> = store
         .list(&prefix)
         .map_ok(|m| m.key)
-        .try_filter(|k| futures::future::ready(k.ends_with(".json")))
+        .try_filter(|k| {
+            let json = std::path::Path::new(k)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            futures::future::ready(json)
+        })
         .try_collect()
         .await?;
     keys.sort_unstable();

@@ -265,11 +265,21 @@ pub struct NotifySettings {
     pub notify_webhook: Option<String>,
 
     /// The key of the webhook signatures.
-    #[arg(long, env = "NOTIFY_WEBHOOK_SECRET", value_name = "NOTIFY_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "NOTIFY_WEBHOOK_SECRET",
+        value_name = "NOTIFY_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     pub notify_webhook_secret: Option<String>,
 
     /// Pub/Sub API root (a regional or private endpoint).
-    #[arg(long, env = "PUBSUB_API_ENDPOINT", value_name = "PUBSUB_API_ENDPOINT", default_value = "https://pubsub.googleapis.com")]
+    #[arg(
+        long,
+        env = "PUBSUB_API_ENDPOINT",
+        value_name = "PUBSUB_API_ENDPOINT",
+        default_value = "https://pubsub.googleapis.com"
+    )]
     pub pubsub_api_endpoint: String,
 }
 

@@ -434,13 +434,10 @@ async fn a_crash_after_some_inference_resumes_without_paying_twice() {
     );
     let first = (fake.answered(&cand).len(), fake.answered(&champ).len());
     assert_eq!(first.0, 45);
-    let chunks = list_all(&store, &format!("{folder}/candidate/"))
-        .await
-        .unwrap();
     assert_eq!(
-        chunks.len(),
-        2,
-        "a chunk of 32 as they arrived, the rest flushed on the error"
+        stored_answers(&store, &format!("{folder}/candidate/")).await,
+        45,
+        "every answer stored as it arrived, the last ones on the error"
     );
 
     // The fault is gone: the second invocation asks only for what is missing.
@@ -617,8 +614,28 @@ async fn the_rehearsal_is_deterministic_with_its_error_rate() {
     .await
     .unwrap();
     assert_eq!(answers.total().calls_made, 200);
-    let stored = list_all(&store, "runs/r/eval/").await.unwrap();
-    assert_eq!(stored.len(), 8, "4 chunks of at most 32 answers per model");
+    assert_eq!(stored_answers(&store, "runs/r/eval/").await, 200);
+}
+
+/// Answers stored under `prefix`, checking that no chunk holds more than `FLUSH_EVERY`.
+async fn stored_answers(store: &dyn autotune::storage::Store, prefix: &str) -> usize {
+    let mut n = 0;
+    for chunk in list_all(store, prefix).await.unwrap() {
+        let body = autotune::storage::get_bytes(store, &chunk.key, 1 << 24)
+            .await
+            .unwrap();
+        let lines = body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+        assert!(
+            lines <= autotune::evaluate::infer::FLUSH_EVERY,
+            "{lines} in {}",
+            chunk.key
+        );
+        n += lines;
+    }
+    n
 }
 
 #[tokio::test(start_paused = true)]

@@ -44,7 +44,7 @@ struct Counted {
     inner: Rehearsal,
     calls: Arc<AtomicU64>,
     hang_after: Option<u64>,
-    on_first_call: Option<Box<dyn FnOnce() + Send>>,
+    on_first_call: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     first: Mutex<bool>,
 }
 
@@ -60,8 +60,18 @@ impl Model for Counted {
             std::future::pending::<()>().await;
         }
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let _ = &self.on_first_call;
-        let _ = &self.first;
+        let hook = {
+            let mut first = self.first.lock().unwrap();
+            if *first {
+                *first = false;
+                self.on_first_call.lock().unwrap().take()
+            } else {
+                None
+            }
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
         self.inner.generate(row, config).await
     }
 }
@@ -80,6 +90,7 @@ impl Judges {
     }
 }
 
+#[async_trait]
 impl Contestants for Judges {
     fn base(&self, source_model: &str) -> Champion {
         Champion::base(source_model, "base".to_owned())
@@ -119,7 +130,7 @@ impl Contestants for Judges {
             inner: Rehearsal::new(&who.model, rate),
             calls: self.calls.clone(),
             hang_after: self.hang_after,
-            on_first_call: self.on_first_call.lock().unwrap().take(),
+            on_first_call: Mutex::new(self.on_first_call.lock().unwrap().take()),
             first: Mutex::new(true),
         }))
     }
@@ -237,12 +248,23 @@ async fn the_evaluation_set_is_frozen_and_never_trained_even_renamed() {
     assert_eq!(r1["eval_set_id"], set.info.id.as_str());
     assert_eq!(r1["new_eval_set"], true);
     assert_eq!(r1["counts"]["eval"], n);
-    assert_eq!(r1["counts"]["train"].as_u64().unwrap() + r1["counts"]["validation"].as_u64().unwrap() + n, 120);
-    let in_files = |lines: &[String], row: &Row| lines.iter().any(|l| l.contains(&format!("\"{}\"", row.reference)));
+    assert_eq!(
+        r1["counts"]["train"].as_u64().unwrap() + r1["counts"]["validation"].as_u64().unwrap() + n,
+        120
+    );
+    let in_files = |lines: &[String], row: &Row| {
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("\"{}\"", row.reference)))
+    };
     let train = lines(&*store, r1["train_dataset_uri"].as_str()).await;
     let val = lines(&*store, r1["validation_dataset_uri"].as_str()).await;
     for row in &set.rows {
-        assert!(!in_files(&train, row) && !in_files(&val, row), "{} was trained or validated", row.key);
+        assert!(
+            !in_files(&train, row) && !in_files(&val, row),
+            "{} was trained or validated",
+            row.key
+        );
     }
 
     // Rename an evaluation sample and add new data: the set is the same, the renamed sample
@@ -254,7 +276,11 @@ async fn the_evaluation_set_is_frozen_and_never_trained_even_renamed() {
         let body = storage::get_bytes(&*store, &from, 1 << 20).await.unwrap();
         store.delete(&from).await.unwrap();
         store
-            .put(&format!("raw_training_data/renamed{i:03}.{ext}"), body, PutMode::Overwrite)
+            .put(
+                &format!("raw_training_data/renamed{i:03}.{ext}"),
+                body,
+                PutMode::Overwrite,
+            )
             .await
             .unwrap();
     }
@@ -267,9 +293,16 @@ async fn the_evaluation_set_is_frozen_and_never_trained_even_renamed() {
     let train = lines(&*store, r2["train_dataset_uri"].as_str()).await;
     let val = lines(&*store, r2["validation_dataset_uri"].as_str()).await;
     for row in &set.rows {
-        assert!(!in_files(&train, row) && !in_files(&val, row), "{} leaked after the rename", row.key);
+        assert!(
+            !in_files(&train, row) && !in_files(&val, row),
+            "{} leaked after the rename",
+            row.key
+        );
     }
-    assert_eq!(r2["counts"]["eval"], n, "the renamed sample still counts as evaluation");
+    assert_eq!(
+        r2["counts"]["eval"], n,
+        "the renamed sample still counts as evaluation"
+    );
 }
 
 #[tokio::test]
@@ -282,14 +315,22 @@ async fn a_better_candidate_is_blessed_and_promoted_a_worse_one_is_not() {
     let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
     let o = run(&j).await;
     let r1 = record_of(&*store, &o).await;
-    assert_eq!(r1["evaluation"]["verdict"], "BLESSED", "{}", r1["evaluation"]);
+    assert_eq!(
+        r1["evaluation"]["verdict"], "BLESSED",
+        "{}",
+        r1["evaluation"]
+    );
     assert_eq!(r1["promotion"]["promoted"], true, "{}", r1["promotion"]);
     let first = pointer(&*store).await.expect("promoted");
     assert_eq!(first.run_id.as_deref(), o.run_id.as_deref());
     assert_eq!(first.previous.as_ref().unwrap().model, "base");
-    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(first.model.as_str()));
+    assert_eq!(
+        aliases.at.lock().unwrap().as_deref(),
+        Some(first.model.as_str())
+    );
     let blessing_uri = r1["evaluation"]["blessing_uri"].as_str().unwrap();
-    let blessing: Value = serde_json::from_str(&lines(&*store, Some(blessing_uri)).await.join("\n")).unwrap();
+    let blessing: Value =
+        serde_json::from_str(&lines(&*store, Some(blessing_uri)).await.join("\n")).unwrap();
     assert_eq!(blessing["verdict"], "BLESSED");
     assert_eq!(blessing["thresholds"]["min_rows"], 20);
     let rows = r1["evaluation"]["rows"].as_u64().unwrap();
@@ -298,11 +339,28 @@ async fn a_better_candidate_is_blessed_and_promoted_a_worse_one_is_not() {
     samples(&*store, 500, 20, &[]).await;
     let o2 = run(&j).await;
     let r2 = record_of(&*store, &o2).await;
-    assert_eq!(o2.status, RunStatus::Success, "tuning succeeded: {}", o2.reason);
-    assert_eq!(r2["evaluation"]["verdict"], "NOT_BLESSED", "{}", r2["evaluation"]);
-    assert_eq!(r2["evaluation"]["champion"]["model"], first.model.as_str(), "judged against the champion");
+    assert_eq!(
+        o2.status,
+        RunStatus::Success,
+        "tuning succeeded: {}",
+        o2.reason
+    );
+    assert_eq!(
+        r2["evaluation"]["verdict"], "NOT_BLESSED",
+        "{}",
+        r2["evaluation"]
+    );
+    assert_eq!(
+        r2["evaluation"]["champion"]["model"],
+        first.model.as_str(),
+        "judged against the champion"
+    );
     assert_eq!(r2["promotion"]["promoted"], false);
-    assert_eq!(pointer(&*store).await.unwrap().model, first.model, "the champion stays");
+    assert_eq!(
+        pointer(&*store).await.unwrap().model,
+        first.model,
+        "the champion stays"
+    );
     let history = j.history(10).await.unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].blessed, Some(false));
@@ -319,7 +377,11 @@ async fn an_equal_or_noisily_better_candidate_is_not_blessed() {
         judges.rates.lock().unwrap().insert("base".into(), base);
         let o = run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
         let r = record_of(&*store, &o).await;
-        assert_eq!(r["evaluation"]["verdict"], "NOT_BLESSED", "{candidate} vs {base}: {}", r["evaluation"]);
+        assert_eq!(
+            r["evaluation"]["verdict"], "NOT_BLESSED",
+            "{candidate} vs {base}: {}",
+            r["evaluation"]
+        );
         assert!(pointer(&*store).await.is_none(), "nothing promoted");
         assert_eq!(r["promotion"]["promoted"], false);
     }
@@ -365,7 +427,11 @@ async fn an_interrupted_evaluation_resumes_without_paying_twice() {
 
     // The next run adopts the finished job and evaluates, reading back what was stored.
     let judges = Judges::new(&[0.02]);
-    judges.rates.lock().unwrap().extend(crashing.rates.lock().unwrap().clone());
+    judges
+        .rates
+        .lock()
+        .unwrap()
+        .extend(crashing.rates.lock().unwrap().clone());
     let j2 = job_with(&store, &tuner, &judges, &aliases, eval_config());
     let o2 = run(&j2).await;
     assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
@@ -391,15 +457,31 @@ async fn a_crash_between_pointer_and_alias_is_repaired_by_the_next_run() {
     let o = run(&j).await;
     let r = record_of(&*store, &o).await;
     assert_eq!(r["promotion"]["promoted"], true);
-    assert!(r["promotion"]["alias"].as_str().unwrap().contains("behind"), "{}", r["promotion"]);
-    assert_eq!(*aliases.at.lock().unwrap(), None, "the alias is behind the pointer");
+    assert!(
+        r["promotion"]["alias"].as_str().unwrap().contains("behind"),
+        "{}",
+        r["promotion"]
+    );
+    assert_eq!(
+        *aliases.at.lock().unwrap(),
+        None,
+        "the alias is behind the pointer"
+    );
     let champion = pointer(&*store).await.unwrap();
 
     samples(&*store, 500, 20, &[]).await;
     let o2 = run(&j).await;
     assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
-    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(champion.model.as_str()), "repaired");
-    assert_eq!(pointer(&*store).await.unwrap().model, champion.model, "run 2 was not blessed");
+    assert_eq!(
+        aliases.at.lock().unwrap().as_deref(),
+        Some(champion.model.as_str()),
+        "repaired"
+    );
+    assert_eq!(
+        pointer(&*store).await.unwrap().model,
+        champion.model,
+        "run 2 was not blessed"
+    );
 }
 
 #[tokio::test]
@@ -430,7 +512,11 @@ async fn a_promotion_raced_by_another_writer_loses_and_says_why() {
     assert_eq!(r["promotion"]["promoted"], false, "{}", r["promotion"]);
     let reason = r["promotion"]["reason"].as_str().unwrap();
     assert!(reason.contains("other-run"), "{reason}");
-    assert_eq!(pointer(&*store).await.unwrap().run_id.as_deref(), Some("other-run"), "the winner stays");
+    assert_eq!(
+        pointer(&*store).await.unwrap().run_id.as_deref(),
+        Some("other-run"),
+        "the winner stays"
+    );
 }
 
 #[tokio::test]
@@ -439,7 +525,8 @@ async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from
     samples(&*store, 0, 160, &[]).await;
     let tuner = Scripted::new(Follow::Succeed);
     // Run 1 blessed, run 2 blessed (better still), run 3 not blessed.
-    let judges = Judges::new(&[0.1, 0.0, 0.9]);
+    let judges = Judges::new(&[0.25, 0.0, 0.9]);
+    judges.rates.lock().unwrap().insert("base".into(), 0.7);
     let aliases = Arc::new(Aliases::default());
     let cfg = Config {
         tuning_mode: TuningMode::Continuous,
@@ -447,7 +534,8 @@ async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from
     };
     let j = job_with(&store, &tuner, &judges, &aliases, cfg);
     let o1 = run(&j).await;
-    assert_eq!(record_of(&*store, &o1).await["promotion"]["promoted"], true);
+    let r1 = record_of(&*store, &o1).await;
+    assert_eq!(r1["promotion"]["promoted"], true, "{}", r1["evaluation"]);
     let m1 = pointer(&*store).await.unwrap().model;
     samples(&*store, 500, 20, &[]).await;
     let o2 = run(&j).await;
@@ -458,25 +546,42 @@ async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from
     let o3 = run(&j).await;
     let r3 = record_of(&*store, &o3).await;
     assert_eq!(r3["evaluation"]["verdict"], "NOT_BLESSED");
-    let m3 = r3["model_details"]["tuned_model"].as_str().unwrap().to_owned();
+    let m3 = r3["model_details"]["tuned_model"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Run 4 continues from the champion (run 2's model), never from run 3's rejected one.
     samples(&*store, 700, 20, &[]).await;
     let o4 = run(&j).await;
     let r4 = record_of(&*store, &o4).await;
-    assert_eq!(r4["model_details"]["parent_model"], m2.as_str(), "{}", r4["model_details"]);
+    assert_eq!(
+        r4["model_details"]["parent_model"],
+        m2.as_str(),
+        "{}",
+        r4["model_details"]
+    );
     assert_ne!(r4["model_details"]["parent_model"], m3.as_str());
 
-    // Roll back: the pointer and the alias go back to run 1's model… or wherever run 4 left
-    // them: back one step from the current champion.
-    let before = pointer(&*store).await.unwrap();
-    let back = j.rollback(None).await.unwrap();
-    assert_eq!(back.model, before.previous.as_ref().unwrap().model);
-    assert_eq!(pointer(&*store).await.unwrap().model, back.model);
-    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(back.model.as_str()));
-    let to_first = j.rollback(o1.run_id.as_deref()).await.unwrap();
-    assert_eq!(to_first.model, m1);
+    // Roll back to run 1's model, then undo it: pointer and alias move each time.
+    assert_eq!(
+        pointer(&*store).await.unwrap().model,
+        m2,
+        "run 4 was not blessed"
+    );
+    let back = j.rollback(o1.run_id.as_deref()).await.unwrap();
+    assert_eq!(back.model, m1);
+    assert_eq!(pointer(&*store).await.unwrap().model, m1);
     assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(m1.as_str()));
+    assert!(back.reason.contains("rolled back from"), "{}", back.reason);
+    let undo = j.rollback(None).await.unwrap();
+    assert_eq!(undo.model, m2);
+    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(m2.as_str()));
     let info = j.champion().await.unwrap();
-    assert_eq!(info.champion.model, m1);
+    assert_eq!(info.champion.model, m2);
     assert!(j.rollback(Some("no-such-run")).await.is_err());
+    // Back past the first tuned model: the base model, and the alias withdrawn.
+    j.rollback(None).await.unwrap();
+    let base = j.rollback(None).await.unwrap();
+    assert_eq!(base.run_id, None, "{}", base.model);
+    assert_eq!(*aliases.at.lock().unwrap(), None);
 }

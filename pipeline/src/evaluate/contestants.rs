@@ -5,14 +5,17 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use async_trait::async_trait;
+use serde_json::{Value, json};
 
+use super::bless::Paired;
 use super::model::{Model, ModelError};
 use super::rehearsal::Rehearsal;
 use super::vertex::Vertex;
 use crate::champion::Champion;
 
 /// Opens the models of an evaluation.
+#[async_trait]
 pub trait Contestants: Send + Sync {
     /// The base model as a champion (before any candidate is blessed).
     fn base(&self, source_model: &str) -> Champion;
@@ -28,6 +31,11 @@ pub trait Contestants: Send + Sync {
     /// The model that answers for `who`; a candidate's endpoint may answer 404 for a while
     /// after its job succeeded.
     fn open(&self, who: &Champion, candidate: bool) -> Result<Arc<dyn Model>, ModelError>;
+    /// Google's own exact match and ROUGE-L of both models' answers (EVAL_GOOGLE_METRICS), as
+    /// a cross-check of ours; `None` where Google cannot be asked.
+    async fn google_metrics(&self, _rows: &[Paired<'_>]) -> Option<Value> {
+        None
+    }
 }
 
 fn tuned(run_id: &str, source_model: &str, model: String, endpoint: Option<String>) -> Champion {
@@ -52,6 +60,7 @@ pub struct VertexContestants {
     pub location: String,
 }
 
+#[async_trait]
 impl Contestants for VertexContestants {
     fn base(&self, source_model: &str) -> Champion {
         Champion::base(
@@ -90,6 +99,34 @@ impl Contestants for VertexContestants {
             .map_or(who.model.as_str(), |(_, id)| id);
         Ok(Arc::new(self.vertex.publisher_model(id)?))
     }
+
+    async fn google_metrics(&self, rows: &[Paired<'_>]) -> Option<Value> {
+        let metrics = self.vertex.google_metrics();
+        let side = |candidate: bool| -> Vec<(String, String)> {
+            rows.iter()
+                .map(|r| {
+                    let a = if candidate { r.candidate } else { r.champion };
+                    (
+                        a.text().unwrap_or_default().to_owned(),
+                        r.reference.to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let mut out = json!({});
+        for (role, pairs) in [("candidate", side(true)), ("champion", side(false))] {
+            out[role] = match metrics.means(&pairs).await {
+                Ok(m) => {
+                    json!({"exact_match": m.exact_match, "rouge_l": m.rouge_l, "instances": m.instances, "calls": m.calls})
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Google's evaluateInstances cross-check failed");
+                    json!({"error": e.to_string()})
+                }
+            };
+        }
+        Some(out)
+    }
 }
 
 /// The rehearsal stand-ins of the dry-run tuner: the base model errs on 40% of the rows; a
@@ -117,6 +154,7 @@ impl RehearsalContestants {
     }
 }
 
+#[async_trait]
 impl Contestants for RehearsalContestants {
     fn base(&self, source_model: &str) -> Champion {
         Champion::base(
@@ -163,6 +201,9 @@ mod tests {
             model: "projects/p/locations/l/models/1@1".into(),
             ..small
         };
-        assert!(r.open(&vertex_model, false).is_err(), "never judges a real model");
+        assert!(
+            r.open(&vertex_model, false).is_err(),
+            "never judges a real model"
+        );
     }
 }

@@ -11,8 +11,9 @@
 //! {folder}/champion/000000.jsonl
 //! ```
 //!
-//! A chunk is written every [`FLUSH_EVERY`] answers of one model, and at the end, also when the
-//! evaluation fails. On start, [`paired`] reads the chunks already there and asks only for what
+//! Whatever answers have arrived are written at once, as one chunk per model (at most
+//! [`FLUSH_EVERY`] answers), also when the evaluation fails: a killed process loses only the
+//! answers being written. On start, [`paired`] reads the chunks already there and asks only for what
 //! is missing. An answer stored under another model's name (the champion changed between a
 //! crash and the resumption) is not reused. A row that fails (400, a candidate endpoint still
 //! missing after its window, retries spent) stops new calls; the calls in flight finish and
@@ -324,8 +325,10 @@ async fn ask_all(
     first_error
 }
 
-/// Stores replies from `rx` in chunks of [`FLUSH_EVERY`] per model, and what is left at the end;
-/// returns the replies stored.
+/// Stores replies from `rx` as they arrive: whatever has arrived is written at once (at most
+/// [`FLUSH_EVERY`] answers a chunk), so a killed process loses only the answers being
+/// written; under a fast stream of answers, chunks fill up on their own. Returns the replies
+/// stored.
 async fn write_all(
     store: &dyn Store,
     folder: &str,
@@ -335,21 +338,25 @@ async fn write_all(
 ) -> Result<[Vec<(String, Reply)>; 2], InferError> {
     let mut pending: [Vec<Line>; 2] = [Vec::new(), Vec::new()];
     let mut made: [Vec<(String, Reply)>; 2] = [Vec::new(), Vec::new()];
-    while let Some((role, id, reply)) = rx.recv().await {
-        let i = role.index();
-        made[i].push((id.clone(), reply.clone()));
-        pending[i].push(Line {
-            id,
-            model: models[i].name().to_owned(),
-            reply,
-        });
-        if pending[i].len() >= FLUSH_EVERY {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some((role, id, reply)) = next.take() {
+            let i = role.index();
+            made[i].push((id.clone(), reply.clone()));
+            pending[i].push(Line {
+                id,
+                model: models[i].name().to_owned(),
+                reply,
+            });
+            if pending[i].len() >= FLUSH_EVERY {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        for role in Role::BOTH {
+            let i = role.index();
             flush(store, folder, role, &mut next_chunk[i], &mut pending[i]).await?;
         }
-    }
-    for role in Role::BOTH {
-        let i = role.index();
-        flush(store, folder, role, &mut next_chunk[i], &mut pending[i]).await?;
     }
     Ok(made)
 }

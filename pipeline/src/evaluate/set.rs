@@ -51,9 +51,8 @@ impl Row {
     /// not end with a `model` turn with text.
     pub fn from_line(key: &str, id: &str, line: &str) -> Option<Self> {
         let mut example: Value = serde_json::from_str(line).ok()?;
-        let mut contents = match example.get_mut("contents")?.take() {
-            Value::Array(c) => c,
-            _ => return None,
+        let Value::Array(mut contents) = example.get_mut("contents")?.take() else {
+            return None;
         };
         let last = contents.pop()?;
         if last["role"] != "model" || contents.is_empty() {

@@ -9,15 +9,16 @@ use tokio::sync::Mutex;
 use crate::champion::Champion;
 use crate::dataset::Built;
 use crate::evaluate::Row;
+use crate::evaluate::bless::Thresholds;
 use crate::evaluate::bless::{Blessing, Paired, bless};
 use crate::evaluate::infer;
+use crate::evaluate::metrics::Metric;
 use crate::evaluate::model::Generation;
+use crate::evaluate::set::{self, Frozen, Picked, Routing};
 use crate::notify::Event;
 use crate::storage::{self, PutMode};
-use crate::evaluate::bless::Thresholds;
-use crate::evaluate::metrics::Metric;
-use crate::evaluate::set::{self, Frozen, Picked, Routing};
 
+use super::promote::Seen;
 use super::{BLESSING_FILE, Gates, Job, RESPONSES_FOLDER, RunError, State, merge};
 
 /// EVAL_* settings: the evaluation set and the blessing rule.
@@ -162,17 +163,19 @@ impl Job {
         };
         let Some(eval) = &self.config.evaluation else {
             // Evaluation off: every successful run becomes the champion.
-            let promotion = self.promote(candidate, None).await;
+            let promotion = self.promote(candidate, Seen::ReadNow).await;
             state.lock().await.record.promotion = Some(promotion);
             return;
         };
-        let current = match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
-            Ok(c) => c,
-            Err(e) => {
-                self.inconclusive(state, &format!("the champion pointer: {e}")).await;
-                return;
-            }
-        };
+        let current =
+            match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.inconclusive(state, &format!("the champion pointer: {e}"))
+                        .await;
+                    return;
+                }
+            };
         if let Some(c) = &current {
             self.repair_alias(&c.champion).await;
         }
@@ -199,30 +202,76 @@ impl Job {
             rows = rows.len(),
             "evaluating the candidate against the champion"
         );
-        let judged = match self.compare(&run_id, &candidate, &champion, &rows, eval).await {
+        let judged = match self
+            .compare(&run_id, &candidate, &champion, &rows, eval)
+            .await
+        {
             Ok(j) => j,
             Err(e) => {
                 self.inconclusive(state, &e).await;
                 return;
             }
         };
+        let set_id = set.as_ref().map(|s| s.info.id.clone());
+        let blessing_uri = self
+            .write_blessing(&run_id, &judged, &candidate, &champion, set_id.as_deref())
+            .await;
+        let blessed = judged.blessing.blessed();
+        tracing::info!(%run_id, verdict = %judged.blessing.verdict, "{}", judged.blessing.summary());
+        let summary = summary(&judged, &candidate, &champion, blessing_uri.as_deref());
+        state.lock().await.record.evaluation = Some(summary.clone());
+        let event = if blessed {
+            Event::Blessed
+        } else {
+            Event::NotBlessed
+        };
+        self.notify(event, &record, summary).await;
+        let promotion = if blessed {
+            let winner = Champion {
+                metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
+                eval_set_id: set.as_ref().map(|s| s.info.id.clone()),
+                reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
+                ..candidate
+            };
+            self.promote(winner, Seen::Was(Box::new(current))).await
+        } else {
+            serde_json::json!({
+                "promoted": false,
+                "reason": format!("not blessed: {}", judged.blessing.reasons.join("; ")),
+                "champion": champion.model,
+            })
+        };
+        state.lock().await.record.promotion = Some(promotion);
+    }
+
+    /// Writes `blessing.json` in the run's folder: the verdict, every number, the rule, the
+    /// models and what the evaluation cost.
+    async fn write_blessing(
+        &self,
+        run_id: &str,
+        judged: &Judged,
+        candidate: &Champion,
+        champion: &Champion,
+        set_id: Option<&str>,
+    ) -> Option<String> {
         let blessing_key = storage::join(
-            &storage::join(&self.config.jsonl_folder, &run_id),
+            &storage::join(&self.config.jsonl_folder, run_id),
             BLESSING_FILE,
         );
-        let mut blessing_json = serde_json::to_value(&judged.blessing).expect("a blessing serialises");
+        let mut blessing_json =
+            serde_json::to_value(&judged.blessing).expect("a blessing serialises");
         merge(
             &mut blessing_json,
             &serde_json::json!({
                 "run_id": run_id,
                 "candidate_model": candidate.model,
                 "champion_model": champion.model,
-                "eval_set_id": set.as_ref().map(|s| s.info.id.clone()),
+                "eval_set_id": set_id,
                 "cost": judged.totals,
                 "google_metrics": judged.google,
             }),
         );
-        let blessing_uri = match self
+        match self
             .store
             .put(
                 &blessing_key,
@@ -236,41 +285,7 @@ impl Job {
                 tracing::warn!(error = %e, "could not write blessing.json");
                 None
             }
-        };
-        let blessed = judged.blessing.blessed();
-        tracing::info!(%run_id, verdict = %judged.blessing.verdict, "{}", judged.blessing.summary());
-        let summary = serde_json::json!({
-            "verdict": judged.blessing.verdict,
-            "metric": judged.blessing.metric,
-            "rows": judged.blessing.rows,
-            "candidate": { "model": candidate.model, "primary": judged.blessing.candidate.primary, "metrics": judged.blessing.candidate.metrics },
-            "champion": { "model": champion.model, "primary": judged.blessing.champion.primary, "metrics": judged.blessing.champion.metrics },
-            "delta": judged.blessing.delta,
-            "test": judged.blessing.test,
-            "reasons": judged.blessing.reasons,
-            "blessing_uri": blessing_uri,
-            "cost": judged.totals,
-            "google_metrics": judged.google,
-        });
-        state.lock().await.record.evaluation = Some(summary.clone());
-        let event = if blessed { Event::Blessed } else { Event::NotBlessed };
-        self.notify(event, &record, summary).await;
-        let promotion = if blessed {
-            let winner = Champion {
-                metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
-                eval_set_id: set.as_ref().map(|s| s.info.id.clone()),
-                reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
-                ..candidate
-            };
-            self.promote(winner, Some(current)).await
-        } else {
-            serde_json::json!({
-                "promoted": false,
-                "reason": format!("not blessed: {}", judged.blessing.reasons.join("; ")),
-                "champion": champion.model,
-            })
-        };
-        state.lock().await.record.promotion = Some(promotion);
+        }
     }
 
     /// Both models on every row, the answers scored, the verdict.
@@ -282,10 +297,23 @@ impl Job {
         rows: &[Row],
         eval: &Evaluation,
     ) -> Result<Judged, String> {
-        let cand = self.contestants.open(candidate, true).map_err(|e| e.to_string())?;
-        let champ = self.contestants.open(champion, false).map_err(|e| e.to_string())?;
-        let generation = Generation::new(&self.config.request.source_model, run_id, eval.max_output_tokens);
-        let folder = storage::join(&storage::join(&self.config.jsonl_folder, run_id), RESPONSES_FOLDER);
+        let cand = self
+            .contestants
+            .open(candidate, true)
+            .map_err(|e| e.to_string())?;
+        let champ = self
+            .contestants
+            .open(champion, false)
+            .map_err(|e| e.to_string())?;
+        let generation = Generation::new(
+            &self.config.request.source_model,
+            run_id,
+            eval.max_output_tokens,
+        );
+        let folder = storage::join(
+            &storage::join(&self.config.jsonl_folder, run_id),
+            RESPONSES_FOLDER,
+        );
         let progress = crate::logging::progress_bar(2 * rows.len() as u64, self.progress);
         let answers = infer::paired(
             &*self.store,
@@ -357,4 +385,26 @@ impl Job {
         };
         self.notify(Event::NotBlessed, &record, summary).await;
     }
+}
+
+/// The record's `evaluation`: the verdict and the numbers `autotune history` shows.
+fn summary(
+    judged: &Judged,
+    candidate: &Champion,
+    champion: &Champion,
+    blessing_uri: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "verdict": judged.blessing.verdict,
+        "metric": judged.blessing.metric,
+        "rows": judged.blessing.rows,
+        "candidate": { "model": candidate.model, "primary": judged.blessing.candidate.primary, "metrics": judged.blessing.candidate.metrics },
+        "champion": { "model": champion.model, "primary": judged.blessing.champion.primary, "metrics": judged.blessing.champion.metrics },
+        "delta": judged.blessing.delta,
+        "test": judged.blessing.test,
+        "reasons": judged.blessing.reasons,
+        "blessing_uri": blessing_uri,
+        "cost": judged.totals,
+        "google_metrics": judged.google,
+    })
 }

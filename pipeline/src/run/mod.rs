@@ -49,10 +49,10 @@ use tokio::sync::Mutex;
 
 use crate::convert::Converter;
 use crate::evaluate::contestants::{Contestants, RehearsalContestants};
-use crate::notify::Notifier;
-use crate::registry::{NoRegistry, Registry};
 use crate::inventory::Rules;
 use crate::lease::{self, Acquired, Lease, LeaseError};
+use crate::notify::Notifier;
+use crate::registry::{NoRegistry, Registry};
 use crate::status::RunStatus;
 use crate::storage::{Store, StoreError};
 use crate::tuner::{Tuner, TunerError, TunerKind, TuningMode, job};

@@ -10,6 +10,14 @@ use crate::record::RunRecord;
 
 use super::Job;
 
+/// The pointer a promotion expects to replace.
+pub(super) enum Seen {
+    /// As the evaluation read it (`None`: there was no pointer).
+    Was(Box<Option<Current>>),
+    /// Not read yet (evaluation is off): whatever it is now.
+    ReadNow,
+}
+
 /// What `autotune champion` prints.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChampionInfo {
@@ -24,14 +32,13 @@ pub struct ChampionInfo {
 }
 
 impl Job {
-    /// Moves the pointer to `winner` if it is still where the evaluation read it (`expected`:
-    /// `Some(None)` when there was no pointer; `None` when evaluation is off and the pointer is
-    /// read here), then mirrors it to the alias. Returns the record's `promotion`.
-    pub(super) async fn promote(&self, winner: Champion, expected: Option<Option<Current>>) -> Value {
+    /// Moves the pointer to `winner` if it is still where the evaluation read it, then mirrors
+    /// it to the alias. Returns the record's `promotion`.
+    pub(super) async fn promote(&self, winner: Champion, seen: Seen) -> Value {
         let folder = &self.config.model_meta_folder;
-        let expected = match expected {
-            Some(e) => e,
-            None => match champion::read(&*self.store, folder).await {
+        let expected = match seen {
+            Seen::Was(e) => *e,
+            Seen::ReadNow => match champion::read(&*self.store, folder).await {
                 Ok(c) => c,
                 Err(e) => {
                     return json!({"promoted": false, "reason": format!("the champion pointer: {e}")});
@@ -53,10 +60,20 @@ impl Job {
             ..winner
         }
         .after(before.clone());
-        match champion::swap(&*self.store, folder, &new, expected.as_ref().map(|c| c.generation.as_str())).await {
+        match champion::swap(
+            &*self.store,
+            folder,
+            &new,
+            expected.as_ref().map(|c| c.generation.as_str()),
+        )
+        .await
+        {
             Ok(_) => {}
             Err(ChampionError::Lost { now }) => {
-                let reason = format!("another writer moved the champion meanwhile (it is now {now}); this candidate was judged against {}", before.describe());
+                let reason = format!(
+                    "another writer moved the champion meanwhile (it is now {now}); this candidate was judged against {}",
+                    before.describe()
+                );
                 tracing::warn!(%run_id, "not promoted: {reason}");
                 return json!({"promoted": false, "reason": reason});
             }
@@ -73,8 +90,11 @@ impl Job {
             "previous": before.model,
             "alias": alias,
         });
-        self.notice(Notice::new(Event::Promoted, run_id, crate::status::RunStatus::Success).with_details(details.clone()))
-            .await;
+        self.notice(
+            Notice::new(Event::Promoted, run_id, crate::status::RunStatus::Success)
+                .with_details(details.clone()),
+        )
+        .await;
         json!({"promoted": true, "champion": new.model, "previous": before.model, "alias": alias})
     }
 
@@ -130,11 +150,13 @@ impl Job {
         let alias = self.mirror(&back, Some(&current.champion)).await;
         let run_id = current.champion.run_id.clone().unwrap_or_default();
         self.notice(
-            Notice::new(Event::RolledBack, run_id, crate::status::RunStatus::Success).with_details(json!({
-                "champion": back.model,
-                "from": current.champion.model,
-                "alias": alias,
-            })),
+            Notice::new(Event::RolledBack, run_id, crate::status::RunStatus::Success).with_details(
+                json!({
+                    "champion": back.model,
+                    "from": current.champion.model,
+                    "alias": alias,
+                }),
+            ),
         )
         .await;
         Ok(back)

@@ -97,22 +97,19 @@ impl Job {
             &serde_json::json!({ "request": request }),
         );
 
-        let name = match self.tuner.find(&request.run_key).await? {
-            Some(existing) => {
-                tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
-                existing
-            }
-            None => {
-                let name = self.tuner.submit(&request).await?;
-                let record = state.lock().await.record.clone();
-                self.notify(
-                    Event::Submitted,
-                    &record,
-                    serde_json::json!({ "tuning_job": name }),
-                )
-                .await;
-                name
-            }
+        let name = if let Some(existing) = self.tuner.find(&request.run_key).await? {
+            tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
+            existing
+        } else {
+            let name = self.tuner.submit(&request).await?;
+            let record = state.lock().await.record.clone();
+            self.notify(
+                Event::Submitted,
+                &record,
+                serde_json::json!({ "tuning_job": name }),
+            )
+            .await;
+            name
         };
         {
             let mut st = state.lock().await;
@@ -150,7 +147,8 @@ impl Job {
         } else {
             Event::Succeeded
         };
-        self.notify(event, record, tuned.model_details.clone()).await;
+        self.notify(event, record, tuned.model_details.clone())
+            .await;
     }
 
     /// A parent for continuous tuning must live in LOCATION and have a base model that Vertex
