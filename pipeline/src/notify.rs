@@ -471,7 +471,6 @@ impl Notifier {
             event = notice.event.name(),
             run_id = %notice.run_id,
             status = notice.status.as_str(),
-            details = %notice.details,
             "autotune event {} for run {}",
             notice.event,
             notice.run_id

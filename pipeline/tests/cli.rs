@@ -216,7 +216,9 @@ fn example_run_then_waiting_then_plan_writes_nothing() {
     );
     let train = read_jsonl(&uri_path(&v["train_dataset_uri"]));
     let val = read_jsonl(&uri_path(&v["validation_dataset_uri"]));
-    assert_eq!(train.len() + val.len(), 25);
+    let eval = v["counts"]["eval"].as_u64().unwrap() as usize;
+    assert!(eval >= 1, "the first run froze an evaluation set: {v}");
+    assert_eq!(train.len() + val.len() + eval, 25);
     let record: Value =
         serde_json::from_slice(&std::fs::read(uri_path(&v["metadata_uri"])).unwrap()).unwrap();
     for field in [
@@ -384,7 +386,11 @@ fn bad_samples_are_rejected_and_the_rest_convert() {
         "{v}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(v["counts"]["train"], 42, "40 text + zipped + image: {v}");
+    assert_eq!(
+        v["counts"]["train"].as_u64().unwrap() + v["counts"]["eval"].as_u64().unwrap(),
+        42,
+        "40 text + zipped + image, a few frozen for evaluation: {v}"
+    );
     assert_eq!(v["counts"]["rejected"], 7, "{v}");
     let rejects = read_jsonl(&uri_path(&v["rejected_uri"]));
     let by_key: BTreeMap<String, &Value> = rejects
@@ -1120,7 +1126,9 @@ fn links_and_special_files_in_a_local_bucket_are_rejected_never_read() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        v["counts"]["train"].as_u64().unwrap() + v["counts"]["validation"].as_u64().unwrap(),
+        v["counts"]["train"].as_u64().unwrap()
+            + v["counts"]["validation"].as_u64().unwrap()
+            + v["counts"]["eval"].as_u64().unwrap(),
         12,
         "{v}"
     );

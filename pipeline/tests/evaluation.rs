@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use autotune::champion::{self, Champion};
 use autotune::evaluate::Row;
 use autotune::evaluate::bless::Thresholds;
-use autotune::evaluate::contestants::Contestants;
+use autotune::evaluate::contestants::{CandidateRun, Contestants};
 use autotune::evaluate::model::{Generation, Model, ModelError, Reply};
 use autotune::evaluate::rehearsal::Rehearsal;
 use autotune::registry::{Registry, RegistryError};
@@ -96,13 +96,8 @@ impl Contestants for Judges {
         Champion::base(source_model, "base".to_owned())
     }
 
-    fn candidate(
-        &self,
-        run_id: &str,
-        source_model: &str,
-        details: &Value,
-        _train_examples: u64,
-    ) -> Option<Champion> {
+    fn candidate(&self, run: &CandidateRun<'_>) -> Option<Champion> {
+        let (run_id, source_model, details) = (run.run_id, run.source_model, run.details);
         let model = details["tuned_model"].as_str()?.to_owned();
         let mut errors = self.candidate_errors.lock().unwrap();
         let rate = if errors.len() > 1 {

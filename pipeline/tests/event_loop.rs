@@ -222,6 +222,22 @@ impl World {
         self.get(name)
     }
 
+    /// The sample keys of the frozen evaluation set.
+    fn eval_keys(&self) -> BTreeSet<String> {
+        let current: Value =
+            serde_json::from_slice(&self.get(&format!("{META}/eval/current.json"))).unwrap();
+        let set = self.get(current["object"].as_str().unwrap());
+        set.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<Value>(l).unwrap()["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// Every run record, oldest first.
     fn records(&self) -> Vec<Value> {
         let mut names: Vec<String> = self
@@ -320,9 +336,9 @@ impl World {
         );
         assert_eq!(r["sample_size"], c["pairs"], "{id}");
         assert_eq!(
-            train + validation,
+            train + validation + c["eval"].as_u64().unwrap(),
             c["pairs"].as_u64().unwrap(),
-            "{id}: nothing rejected or held out"
+            "{id}: nothing rejected or held out; the rest is the evaluation set"
         );
         let lines = |uri: &Value| {
             uri.as_str().map_or(0, |u| {
@@ -415,8 +431,11 @@ impl World {
                 w[1]["run_id"]
             );
         }
-        // Every uploaded sample is in some run's training or validation file.
-        let all: BTreeSet<&String> = trained.values().flatten().collect();
+        // Every uploaded sample is in some run's training or validation file, or in the
+        // frozen evaluation set that no run trains on.
+        let eval = self.eval_keys();
+        assert!(!eval.is_empty(), "an evaluation set was frozen");
+        let all: BTreeSet<&String> = trained.values().flatten().chain(&eval).collect();
         let left: Vec<&String> = uploaded.iter().filter(|k| !all.contains(k)).collect();
         assert!(
             left.is_empty(),

@@ -38,6 +38,7 @@ fn run(root: &Path, toml: &str, envs: &[(&str, &str)]) -> (Value, std::process::
         .env("BUCKET_NAME", root)
         .env("CONVERT_CONFIG", &config)
         .env("SPLIT_RATIO", "1")
+        .env("EVAL_RATIO", "0")
         .envs(envs.iter().copied())
         .output()
         .unwrap();

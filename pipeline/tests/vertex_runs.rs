@@ -60,6 +60,8 @@ impl Env {
             .env("VERTEX_API_ENDPOINT", &self.fake.url)
             .env("GOOGLE_APPLICATION_CREDENTIALS", &self.key)
             .env("POLL_INTERVAL", "100ms")
+            // The evaluation is tested on its own (`evaluation_on_vertex_*`).
+            .env("EVAL_MODEL", "off")
             .envs(envs.iter().copied());
         c
     }
@@ -782,4 +784,83 @@ fn the_watchdog_counts_from_the_job_not_from_the_adopting_run() {
         polls <= 3,
         "the adopting run followed the job for another MAX_TUNING_DURATION ({polls} polls) before cancelling it"
     );
+}
+
+/// The number in a text sample's prompt ("question number 17").
+fn sample_number(prompt: &str) -> Option<usize> {
+    prompt
+        .rsplit("question number ")
+        .next()?
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn evaluation_on_vertex_blesses_a_better_tuned_model_and_promotes_it() {
+    let env = Env::new(200);
+    let tuned = fake::endpoint("1122334455");
+    let base = fake::publisher_model("gemini-3.5-flash");
+    let answer = |right: fn(usize) -> bool| {
+        move |prompt: &str| match sample_number(prompt) {
+            Some(i) if right(i) => fake::FakeReply::Text(format!("{{\"answer\":\"a{i}\"}}")),
+            Some(_) => fake::FakeReply::Text("{\"answer\":\"no idea\"}".to_owned()),
+            None => fake::FakeReply::Empty,
+        }
+    };
+    // The tuned model is right on every row, the base model on a third of them.
+    env.fake.serve_model(&tuned, answer(|_| true));
+    env.fake.serve_model(&base, answer(|i| i % 3 == 0));
+    // The candidate's endpoint is not ready at first (404), and the quota pushes back (429).
+    env.fake.not_found_for(&tuned, 2);
+    env.fake.fail_generate(&base, [429, 503]);
+    let evaluation = [
+        ("EVAL_MODEL", "vertex"),
+        ("EVAL_RATIO", "0.25"),
+        ("EVAL_MIN_ROWS", "20"),
+        ("EVAL_CONCURRENCY", "8"),
+        ("EVAL_GOOGLE_METRICS", "true"),
+    ];
+    let (v, out) = env.run(&evaluation);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    let record = record_of(&v);
+    let e = &record["evaluation"];
+    assert_eq!(e["verdict"], "BLESSED", "{e}");
+    let rows = e["rows"].as_u64().unwrap() as usize;
+    assert!(rows >= 20, "{e}");
+    assert_eq!(
+        e["candidate"]["model"],
+        "projects/test-project/locations/us-central1/models/987654321@1"
+    );
+    assert_eq!(
+        e["champion"]["model"],
+        base.as_str(),
+        "the first candidate meets the base model"
+    );
+    // Each row once per model (the 404s and 429s were retried, not paid as answers).
+    assert_eq!(env.fake.answered(&tuned).len(), rows);
+    assert_eq!(env.fake.answered(&base).len(), rows);
+    assert!(env.fake.evaluate_calls() >= 2, "Google's cross-check ran");
+    assert!(
+        e["google_metrics"]["candidate"]["exact_match"]
+            .as_f64()
+            .unwrap()
+            > 0.9,
+        "{e}"
+    );
+    assert_eq!(
+        record["promotion"]["promoted"], true,
+        "{}",
+        record["promotion"]
+    );
+    let champion = read_json(&env.root().join("trained_model/champion.json"));
+    assert_eq!(champion["model"], e["candidate"]["model"]);
+    assert_eq!(champion["endpoint"], tuned.as_str());
+    let blessing = read_json(&uri_path(&e["blessing_uri"]));
+    assert_eq!(blessing["verdict"], "BLESSED");
+    assert_eq!(blessing["champion_model"], base.as_str());
+    env.assert_clean();
 }

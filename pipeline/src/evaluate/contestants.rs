@@ -14,6 +14,19 @@ use super::rehearsal::Rehearsal;
 use super::vertex::Vertex;
 use crate::champion::Champion;
 
+/// What a successful run tells of its candidate.
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateRun<'a> {
+    pub run_id: &'a str,
+    pub source_model: &'a str,
+    /// What the tuner reported (`tuned_model`, `endpoint`).
+    pub details: &'a Value,
+    pub train_examples: u64,
+    /// The digest of what was tuned: a rehearsal stand-in's identity, so that the same data
+    /// rehearses the same way.
+    pub dataset_digest: &'a str,
+}
+
 /// Opens the models of an evaluation.
 #[async_trait]
 pub trait Contestants: Send + Sync {
@@ -21,13 +34,7 @@ pub trait Contestants: Send + Sync {
     fn base(&self, source_model: &str) -> Champion;
     /// A successful run's tuned model, from what the tuner reported and how many examples it
     /// trained on; `None` when the tuner reported no model.
-    fn candidate(
-        &self,
-        run_id: &str,
-        source_model: &str,
-        details: &Value,
-        train_examples: u64,
-    ) -> Option<Champion>;
+    fn candidate(&self, run: &CandidateRun<'_>) -> Option<Champion>;
     /// The model that answers for `who`; a candidate's endpoint may answer 404 for a while
     /// after its job succeeded.
     fn open(&self, who: &Champion, candidate: bool) -> Result<Arc<dyn Model>, ModelError>;
@@ -72,16 +79,15 @@ impl Contestants for VertexContestants {
         )
     }
 
-    fn candidate(
-        &self,
-        run_id: &str,
-        source_model: &str,
-        details: &Value,
-        _train_examples: u64,
-    ) -> Option<Champion> {
-        let model = details["tuned_model"].as_str()?;
-        let endpoint = details["endpoint"].as_str().map(str::to_owned);
-        Some(tuned(run_id, source_model, model.to_owned(), endpoint))
+    fn candidate(&self, run: &CandidateRun<'_>) -> Option<Champion> {
+        let model = run.details["tuned_model"].as_str()?;
+        let endpoint = run.details["endpoint"].as_str().map(str::to_owned);
+        Some(tuned(
+            run.run_id,
+            run.source_model,
+            model.to_owned(),
+            endpoint,
+        ))
     }
 
     fn open(&self, who: &Champion, candidate: bool) -> Result<Arc<dyn Model>, ModelError> {
@@ -131,7 +137,7 @@ impl Contestants for VertexContestants {
 
 /// The rehearsal stand-ins of the dry-run tuner: the base model errs on 40% of the rows; a
 /// tuned stand-in errs less the more examples it trained on (40% × 20 / (20 + examples)).
-/// Their names say so: `rehearsal/<run id>/error-0.133`.
+/// Their names say so: `rehearsal/tuned-<dataset digest>/error-0.133`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RehearsalContestants;
 
@@ -163,15 +169,15 @@ impl Contestants for RehearsalContestants {
         )
     }
 
-    fn candidate(
-        &self,
-        run_id: &str,
-        source_model: &str,
-        _details: &Value,
-        train_examples: u64,
-    ) -> Option<Champion> {
-        let error = REHEARSAL_BASE_ERROR * 20.0 / (20.0 + train_examples as f64);
-        Some(tuned(run_id, source_model, Self::name(run_id, error), None))
+    fn candidate(&self, run: &CandidateRun<'_>) -> Option<Champion> {
+        let error = REHEARSAL_BASE_ERROR * 20.0 / (20.0 + run.train_examples as f64);
+        let data = run.dataset_digest.get(..12).unwrap_or(run.dataset_digest);
+        Some(tuned(
+            run.run_id,
+            run.source_model,
+            Self::name(&format!("tuned-{data}"), error),
+            None,
+        ))
     }
 
     fn open(&self, who: &Champion, _candidate: bool) -> Result<Arc<dyn Model>, ModelError> {
@@ -192,9 +198,17 @@ mod tests {
         let r = RehearsalContestants;
         let base = r.base("gemini-3.5-flash");
         assert_eq!(base.model, "rehearsal/base-gemini-3.5-flash/error-0.400");
-        let small = r.candidate("r1", "g", &Value::Null, 20).unwrap();
-        let large = r.candidate("r2", "g", &Value::Null, 2_000).unwrap();
-        assert_eq!(small.model, "rehearsal/r1/error-0.200");
+        let run = |run_id, train_examples, dataset_digest| CandidateRun {
+            run_id,
+            source_model: "g",
+            details: &Value::Null,
+            train_examples,
+            dataset_digest,
+        };
+        let small = r.candidate(&run("r1", 20, "0123456789abcdef")).unwrap();
+        let large = r.candidate(&run("r2", 2_000, "ff")).unwrap();
+        assert_eq!(small.model, "rehearsal/tuned-0123456789ab/error-0.200");
+        assert_eq!(small.run_id.as_deref(), Some("r1"));
         assert_eq!(RehearsalContestants::error_of(&large.model), Some(0.004));
         assert!(r.open(&large, true).is_ok());
         let vertex_model = Champion {

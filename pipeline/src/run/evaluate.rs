@@ -11,6 +11,7 @@ use crate::dataset::Built;
 use crate::evaluate::Row;
 use crate::evaluate::bless::Thresholds;
 use crate::evaluate::bless::{Blessing, Paired, bless};
+use crate::evaluate::contestants::CandidateRun;
 use crate::evaluate::infer;
 use crate::evaluate::metrics::Metric;
 use crate::evaluate::model::Generation;
@@ -152,12 +153,13 @@ impl Job {
             (st.record.clone(), st.eval_set.clone())
         };
         let run_id = record.run_id.clone();
-        let Some(candidate) = self.contestants.candidate(
-            &run_id,
-            &record.source_model,
-            &record.model_details,
-            record.counts.train,
-        ) else {
+        let Some(candidate) = self.contestants.candidate(&CandidateRun {
+            run_id: &run_id,
+            source_model: &record.source_model,
+            details: &record.model_details,
+            train_examples: record.counts.train,
+            dataset_digest: record.dataset_digest.as_deref().unwrap_or(&run_id),
+        }) else {
             tracing::warn!(%run_id, "the tuner reported no tuned model: nothing to evaluate or promote");
             return;
         };

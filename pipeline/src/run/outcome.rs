@@ -47,6 +47,12 @@ pub struct Outcome {
     pub plan: Option<Plan>,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub model_details: serde_json::Value,
+    /// The candidate against the champion (verdict, scores, cost), when the run evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<serde_json::Value>,
+    /// Whether the candidate became the champion, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<serde_json::Value>,
     /// The digest of the samples the run built from (follow-up cycles compare it).
     #[serde(skip)]
     pub(crate) inputs: Option<ListingDigest>,
@@ -93,6 +99,8 @@ impl Outcome {
             quiet_reason: None,
             plan: None,
             model_details: serde_json::Value::Null,
+            evaluation: None,
+            promotion: None,
             inputs: None,
         }
     }
@@ -180,6 +188,28 @@ impl Outcome {
             }
             (None, _) => "tuning succeeded".to_owned(),
         };
+        let reason = match (&record.evaluation, &record.promotion) {
+            (Some(e), p) => {
+                let verdict = e["verdict"].as_str().unwrap_or("NOT_BLESSED");
+                let promoted = p.as_ref().and_then(|p| p["promoted"].as_bool()) == Some(true);
+                let why = e["reasons"][0]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                format!(
+                    "{reason}; candidate {verdict}{why}{}",
+                    if promoted {
+                        ", promoted to champion"
+                    } else {
+                        ", not promoted"
+                    }
+                )
+            }
+            (None, Some(p)) if p["promoted"] == true => {
+                format!("{reason}; promoted to champion (evaluation off)")
+            }
+            _ => reason,
+        };
         Self {
             status: record.status,
             reason,
@@ -199,6 +229,8 @@ impl Outcome {
             quiet_reason: record.quiet_reason.clone(),
             plan: None,
             model_details: record.model_details.clone(),
+            evaluation: record.evaluation.clone(),
+            promotion: record.promotion.clone(),
             inputs: None,
         }
     }

@@ -102,7 +102,10 @@ impl Job {
             existing
         } else {
             let name = self.tuner.submit(&request).await?;
-            let record = state.lock().await.record.clone();
+            let record = RunRecord {
+                status: RunStatus::Running,
+                ..state.lock().await.record.clone()
+            };
             self.notify(
                 Event::Submitted,
                 &record,
