@@ -132,6 +132,26 @@ fn render_plan(out: &mut String, plan: &crate::run::Plan) {
         );
         let _ = writeln!(out, "Tokens per training example\n{}", histogram(&e.train));
     }
+    if let Some(e) = &plan.evaluation {
+        let mut t = table(&[
+            "evaluation",
+            "rows",
+            "generateContent calls",
+            "prompt tokens",
+            "answer tokens at most",
+        ]);
+        t.add_row(vec![
+            if e.new_set { "new set" } else { "frozen set" }.to_owned(),
+            e.rows.to_string(),
+            e.calls.to_string(),
+            e.prompt_tokens.to_string(),
+            e.max_answer_tokens.to_string(),
+        ]);
+        let _ = writeln!(
+            out,
+            "Evaluation of the candidate against the champion\n{t}\n"
+        );
+    }
     for p in &plan.problems {
         let _ = writeln!(out, "would stop: {p}");
     }

@@ -131,6 +131,52 @@ impl Job {
     }
 }
 
+/// What evaluating a candidate would cost (`autotune plan`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalCost {
+    /// The rows of the set in use, or of the set this run would pick.
+    pub rows: u64,
+    /// `generateContent` calls: each row once per model.
+    pub calls: u64,
+    /// Prompt tokens of those calls, estimated at four characters a token.
+    pub prompt_tokens: u64,
+    /// The most answer tokens they may bill (EVAL_MAX_OUTPUT_TOKENS a call).
+    pub max_answer_tokens: u64,
+    /// Whether the run would pick a new set.
+    pub new_set: bool,
+}
+
+impl Job {
+    /// What the evaluation of a run built like `built` would cost.
+    pub(super) fn eval_cost(&self, current: Option<&Frozen>, built: &Built) -> Option<EvalCost> {
+        let eval = self.config.evaluation.as_ref()?;
+        let new_set = current.is_none() || eval.new_set;
+        let rows: Vec<&Row> = match current {
+            Some(set) if !eval.new_set => set.rows.iter().collect(),
+            _ => built.eval_rows.iter().collect(),
+        };
+        let chars: u64 = rows
+            .iter()
+            .map(|r| {
+                let system = r
+                    .system_instruction
+                    .as_ref()
+                    .map_or(0, |s| s.to_string().len());
+                let contents: usize = r.contents.iter().map(|c| c.to_string().len()).sum();
+                (system + contents) as u64
+            })
+            .sum();
+        let n = rows.len() as u64;
+        Some(EvalCost {
+            rows: n,
+            calls: 2 * n,
+            prompt_tokens: 2 * chars.div_ceil(4),
+            max_answer_tokens: 2 * n * u64::from(eval.max_output_tokens),
+            new_set,
+        })
+    }
+}
+
 /// The seed of the paired bootstrap: fixed, so a verdict can be recomputed.
 const BOOTSTRAP_SEED: u64 = 0x6175_746f_7475_6e65;
 

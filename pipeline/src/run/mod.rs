@@ -60,7 +60,7 @@ use crate::validate::ModelTable;
 use crate::validate::models::Resolved;
 
 pub use cycles::Cycles;
-pub use evaluate::{EvalModel, Evaluation};
+pub use evaluate::{EvalCost, EvalModel, Evaluation};
 pub use gates::{Gate, Gates, Lock};
 pub use outcome::{Outcome, Plan};
 pub use promote::ChampionInfo;

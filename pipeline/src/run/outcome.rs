@@ -76,6 +76,9 @@ pub struct Plan {
     /// Why a run would stop before tuning (rejects, Vertex's rules, budget), if it would.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// What evaluating the candidate would cost: rows, calls, tokens (absent when off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<super::evaluate::EvalCost>,
 }
 
 impl Outcome {

@@ -102,6 +102,7 @@ impl Job {
         o.counts
             .rejected_by_category
             .clone_from(&built.rejected_by_category);
+        let evaluation = self.eval_cost(eval_set.as_ref(), &built);
         o.plan = Some(Plan {
             lock,
             would_train,
@@ -111,6 +112,7 @@ impl Job {
             built,
             estimate,
             problems,
+            evaluation,
         });
         o
     }
