@@ -1528,3 +1528,105 @@ fn a_new_split_ratio_is_refused_unless_resplit_is_given() {
     let record: Value = serde_json::from_slice(&record).unwrap();
     assert_eq!(record["resplit"], true, "recorded");
 }
+
+/// `autotune` with `args` (no bucket flag added); stdout as JSON.
+fn json_of(args: &[&str], envs: &[(&str, &str)]) -> (Value, Output) {
+    let out = autotune()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (v, out)
+}
+
+#[test]
+fn rehearsal_on_the_example_bucket_evaluates_blesses_promotes_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bucket");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(examples.join("bucket"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for out in ["trained_model", "training_datasets"] {
+        let _ = std::fs::remove_dir_all(root.join(out));
+    }
+    let prompt = format!("@{}", examples.join("prompt.txt").display());
+    let bucket = root.to_str().unwrap();
+    let env = [
+        ("BUCKET_NAME", bucket),
+        ("QUIET_PERIOD", "0s"),
+        ("PROMPT", prompt.as_str()),
+        ("EVAL_RATIO", "0.5"),
+        ("EVAL_MIN_ROWS", "10"),
+    ];
+    let (v, out) = json_of(&["run"], &env);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["status"], "dry_run", "{v}");
+    let e = &v["evaluation"];
+    assert_eq!(e["verdict"], "BLESSED", "{v}");
+    assert!(
+        e["candidate"]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("rehearsal/"),
+        "a rehearsal stand-in, labelled as such: {e}"
+    );
+    assert!(e["rows"].as_u64().unwrap() >= 10, "{e}");
+    assert_eq!(v["promotion"]["promoted"], true, "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("BLESSED, promoted"),
+        "{v}"
+    );
+    let run_id = v["run_id"].as_str().unwrap().to_owned();
+    assert!(root.join("trained_model/champion.json").is_file());
+    assert!(
+        root.join(format!("training_datasets/{run_id}/blessing.json"))
+            .is_file()
+    );
+
+    let (champion, _) = json_of(&["champion"], &env);
+    assert_eq!(
+        champion["champion"]["run_id"],
+        run_id.as_str(),
+        "{champion}"
+    );
+    let (history, out) = json_of(&["history", "--output", "json"], &env);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(history[0]["run_id"], run_id.as_str());
+    assert_eq!(history[0]["blessed"], true);
+    assert_eq!(history[0]["promoted"], true);
+    let text = autotune().args(["history"]).envs(env).output().unwrap();
+    let table = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        table.contains(&run_id) && table.contains("promoted"),
+        "{table}"
+    );
+
+    let (rolled, out) = json_of(&["rollback"], &env);
+    assert_eq!(out.status.code(), Some(0), "{rolled}");
+    assert_eq!(rolled["status"], "rolled_back");
+    assert!(
+        rolled["champion"]["run_id"].is_null(),
+        "back to the base model: {rolled}"
+    );
+    let (champion, _) = json_of(&["champion"], &env);
+    assert!(champion["champion"]["run_id"].is_null(), "{champion}");
+    let (refused, out) = json_of(&["rollback"], &env);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "nothing before the base model: {refused}"
+    );
+    assert_eq!(refused["status"], "refused");
+}

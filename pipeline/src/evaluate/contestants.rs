@@ -136,7 +136,8 @@ impl Contestants for VertexContestants {
 }
 
 /// The rehearsal stand-ins of the dry-run tuner: the base model errs on 40% of the rows; a
-/// tuned stand-in errs less the more examples it trained on (40% × 20 / (20 + examples)).
+/// tuned stand-in errs less the more examples it trained on (40% × 20 / (20 + examples)), and
+/// on a subset of the rows a worse one errs on ([`Rehearsal::nested`]).
 /// Their names say so: `rehearsal/tuned-<dataset digest>/error-0.133`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RehearsalContestants;
@@ -185,7 +186,7 @@ impl Contestants for RehearsalContestants {
             model: who.model.clone(),
             message: "not a rehearsal stand-in: EVAL_MODEL=rehearsal judges only the dry-run tuner's stand-ins".to_owned(),
         })?;
-        Ok(Arc::new(Rehearsal::new(&who.model, error)))
+        Ok(Arc::new(Rehearsal::nested(&who.model, error)))
     }
 }
 

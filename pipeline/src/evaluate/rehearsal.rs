@@ -24,6 +24,9 @@ pub const WRONG_ANSWER: &str = "rehearsal: wrong answer";
 pub struct Rehearsal {
     name: String,
     error_rate: f64,
+    /// Which rows are wrong depends on the row alone, not on the name: a stand-in with a
+    /// lower error rate is right wherever one with a higher rate is ([`Rehearsal::nested`]).
+    nested: bool,
 }
 
 impl Rehearsal {
@@ -37,14 +40,28 @@ impl Rehearsal {
         Self {
             name: format!("rehearsal stand-in {name} (not a model)"),
             error_rate,
+            nested: false,
+        }
+    }
+
+    /// A stand-in whose wrong rows are the rows under `error_rate` on one scale shared by
+    /// every nested stand-in: a lower error rate is right on every row a higher one is, so
+    /// more data rehearses as a better model, deterministically, whatever the names.
+    pub fn nested(name: &str, error_rate: f64) -> Self {
+        Self {
+            nested: true,
+            ..Self::new(name, error_rate)
         }
     }
 
     /// Whether this stand-in answers `row` wrongly: the first 8 bytes of
-    /// SHA-256(name, NUL, row id) as a fraction of 2^64, under the error rate.
+    /// SHA-256(name, NUL, row id) (of the row id alone when nested) as a fraction of 2^64,
+    /// under the error rate.
     pub fn errs_on(&self, row: &Row) -> bool {
         let mut h = Sha256::new();
-        h.update(self.name.as_bytes());
+        if !self.nested {
+            h.update(self.name.as_bytes());
+        }
         h.update([0]);
         h.update(row.id.as_bytes());
         let d = h.finalize();
