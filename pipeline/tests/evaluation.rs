@@ -580,3 +580,95 @@ async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from
     assert_eq!(base.run_id, None, "{}", base.model);
     assert_eq!(*aliases.at.lock().unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_new_evaluation_set_is_picked_only_from_content_never_trained() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    run(&j).await;
+    let first = autotune::evaluate::set::current(&*store, "trained_model")
+        .await
+        .unwrap()
+        .unwrap();
+    samples(&*store, 500, 120, &[]).await;
+    let cfg = Config {
+        evaluation: Some(Evaluation {
+            new_set: true,
+            ..evaluation()
+        }),
+        ..config()
+    };
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, cfg)).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let second = autotune::evaluate::set::current(&*store, "trained_model")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.info.id, first.info.id);
+    assert_eq!(
+        second.info.replaced.as_deref(),
+        Some(first.info.id.as_str())
+    );
+    assert_eq!(r["new_eval_set"], true, "recorded");
+    assert_eq!(r["eval_set_id"], second.info.id.as_str());
+    assert!(!second.rows.is_empty());
+    for row in &second.rows {
+        let i: usize = row.key.trim_start_matches('s').parse().unwrap();
+        assert!(i >= 500, "{} was read by an earlier run", row.key);
+    }
+}
+
+#[tokio::test]
+async fn a_run_announces_each_step_of_the_loop() {
+    use autotune::notify::{Config as NotifyConfig, Notifier};
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let receiver = crate::support::loopback::Loopback::start(move |r| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let signed = autotune::notify::verify(
+            b"s3cret",
+            &r.body,
+            r.header("x-autotune-signature").unwrap_or_default(),
+        );
+        seen.lock()
+            .unwrap()
+            .push((body["event"].as_str().unwrap().to_owned(), signed));
+        crate::support::loopback::Reply::json(204, serde_json::json!({}))
+    });
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let mut j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    j.notifier = Arc::new(
+        Notifier::new(NotifyConfig {
+            webhook: Some(format!("{}/hook", receiver.url).parse().unwrap()),
+            webhook_secret: Some("s3cret".into()),
+            ..NotifyConfig::default()
+        })
+        .unwrap(),
+    );
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    j.rollback(None).await.unwrap();
+    let got = events.lock().unwrap().clone();
+    let names: Vec<&str> = got.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "tuning_submitted",
+            "tuning_succeeded",
+            "blessed",
+            "promoted",
+            "rolled_back"
+        ]
+    );
+    assert!(
+        got.iter().all(|(_, signed)| *signed),
+        "every delivery is signed"
+    );
+}

@@ -174,7 +174,12 @@ impl Job {
             Some(m) => self.registry.champion(m).await.ok().flatten(),
             None => None,
         };
-        let call = champion.endpoint.as_ref().map(|e| {
+        // A tuned model is called through its endpoint, a base model through its publisher path.
+        let callable = champion.endpoint.as_ref().or_else(|| {
+            (champion.model.starts_with("projects/") && champion.model.contains("/publishers/"))
+                .then_some(&champion.model)
+        });
+        let call = callable.map(|e| {
             let root = self.config.request.jobs_url.split("/v1/").next().unwrap_or_default();
             format!(
                 "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" -H \"Content-Type: application/json\" {root}/v1/{e}:generateContent -d '{{\"contents\":[{{\"role\":\"user\",\"parts\":[{{\"text\":\"Hello\"}}]}}]}}'"
