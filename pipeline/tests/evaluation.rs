@@ -136,6 +136,8 @@ impl Contestants for Judges {
 struct Aliases {
     at: Mutex<Option<String>>,
     fail_next: AtomicU64,
+    /// Fails the next withdrawals (a rollback to the base model dying before the alias moved).
+    fail_withdraw: AtomicU64,
     moves: AtomicU64,
 }
 
@@ -160,7 +162,16 @@ impl Registry for Aliases {
         Ok(())
     }
 
-    async fn withdraw(&self, _previous: &str) -> Result<(), RegistryError> {
+    async fn withdraw(&self, previous: &str) -> Result<(), RegistryError> {
+        if self.fail_withdraw.load(Ordering::SeqCst) > 0 {
+            self.fail_withdraw.fetch_sub(1, Ordering::SeqCst);
+            return Err(RegistryError::Api {
+                action: "take the champion alias off",
+                model: previous.to_owned(),
+                status: Some(503),
+                message: "the process died here".to_owned(),
+            });
+        }
         *self.at.lock().unwrap() = None;
         Ok(())
     }
@@ -247,10 +258,10 @@ async fn the_evaluation_set_is_frozen_and_never_trained_even_renamed() {
         r1["counts"]["train"].as_u64().unwrap() + r1["counts"]["validation"].as_u64().unwrap() + n,
         120
     );
+    // The reference as it appears in a dataset line: a JSON string (quotes escaped).
     let in_files = |lines: &[String], row: &Row| {
-        lines
-            .iter()
-            .any(|l| l.contains(&format!("\"{}\"", row.reference)))
+        let needle = serde_json::to_string(&row.reference).unwrap();
+        lines.iter().any(|l| l.contains(&needle))
     };
     let train = lines(&*store, r1["train_dataset_uri"].as_str()).await;
     let val = lines(&*store, r1["validation_dataset_uri"].as_str()).await;
@@ -670,5 +681,95 @@ async fn a_run_announces_each_step_of_the_loop() {
     assert!(
         got.iter().all(|(_, signed)| *signed),
         "every delivery is signed"
+    );
+}
+
+#[tokio::test]
+async fn a_new_evaluation_set_that_picks_nothing_keeps_the_old_set_out_of_training() {
+    // `--new-eval-set` routes the build by picking; when nothing new is picked (here: a much
+    // smaller EVAL_RATIO) the set in use stays in use, so its rows must not have been written
+    // to this run's files: the candidate is judged on them.
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    run(&j).await;
+    let first = autotune::evaluate::set::current(&*store, "trained_model")
+        .await
+        .unwrap()
+        .unwrap();
+    samples(&*store, 500, 20, &[]).await;
+    let cfg = Config {
+        evaluation: Some(Evaluation {
+            new_set: true,
+            ratio: 1e-12,
+            ..evaluation()
+        }),
+        ..config()
+    };
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, cfg)).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let used = autotune::evaluate::set::current(&*store, "trained_model")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.info.id, first.info.id, "nothing new was picked");
+    if let Some(id) = r["eval_set_id"].as_str() {
+        assert_eq!(id, used.info.id);
+    }
+    let train = lines(&*store, r["train_dataset_uri"].as_str()).await;
+    let val = lines(&*store, r["validation_dataset_uri"].as_str()).await;
+    for row in &used.rows {
+        // The reference as it appears in a dataset line: a JSON string.
+        let needle = serde_json::to_string(&row.reference).unwrap();
+        assert!(
+            !train.iter().chain(&val).any(|l| l.contains(&needle)),
+            "{} of the set in use was trained or validated by run {}",
+            row.key,
+            r["run_id"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_to_the_base_model_that_could_not_withdraw_the_alias_is_repaired_by_the_next_run()
+ {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    // Run 1 blessed, run 2 not.
+    let judges = Judges::new(&[0.02, 0.9]);
+    let aliases = Arc::new(Aliases::default());
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let o1 = run(&j).await;
+    let r1 = record_of(&*store, &o1).await;
+    assert_eq!(r1["promotion"]["promoted"], true, "{}", r1["evaluation"]);
+    let m1 = pointer(&*store).await.unwrap().model;
+    assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(m1.as_str()));
+    // Roll back to the base model; the alias cannot be taken off m1 (the process dies there).
+    aliases.fail_withdraw.store(1, Ordering::SeqCst);
+    let base = j.rollback(None).await.unwrap();
+    assert_eq!(base.run_id, None);
+    assert_eq!(
+        aliases.at.lock().unwrap().as_deref(),
+        Some(m1.as_str()),
+        "the alias is behind the pointer"
+    );
+    // The next run finds the alias behind the pointer and repairs it: the rolled-back model
+    // no longer answers to `champion`.
+    samples(&*store, 500, 20, &[]).await;
+    let o2 = run(&j).await;
+    assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
+    assert_eq!(
+        pointer(&*store).await.unwrap().run_id,
+        None,
+        "run 2 was not blessed"
+    );
+    assert_eq!(
+        *aliases.at.lock().unwrap(),
+        None,
+        "the rolled-back model still carries the champion alias"
     );
 }
