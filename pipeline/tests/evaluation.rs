@@ -627,6 +627,11 @@ async fn a_new_evaluation_set_is_picked_only_from_content_never_trained() {
     assert_eq!(r["new_eval_set"], true, "recorded");
     assert_eq!(r["eval_set_id"], second.info.id.as_str());
     assert!(!second.rows.is_empty());
+    assert_eq!(
+        r["counts"]["eval"],
+        second.rows.len() as u64,
+        "the new set's rows; the old set's were held out"
+    );
     for row in &second.rows {
         let i: usize = row.key.trim_start_matches('s').parse().unwrap();
         assert!(i >= 500, "{} was read by an earlier run", row.key);
@@ -716,6 +721,12 @@ async fn a_new_evaluation_set_that_picks_nothing_keeps_the_old_set_out_of_traini
         .unwrap()
         .unwrap();
     assert_eq!(used.info.id, first.info.id, "nothing new was picked");
+    assert_eq!(
+        r["counts"]["eval"],
+        used.rows.len() as u64,
+        "{}",
+        r["counts"]
+    );
     if let Some(id) = r["eval_set_id"].as_str() {
         assert_eq!(id, used.info.id);
     }

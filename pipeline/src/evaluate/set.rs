@@ -277,6 +277,15 @@ impl Routing {
         }
     }
 
+    /// Also keeps `set` (the set in use, which `--new-eval-set` replaces) out of both files:
+    /// it stays in use when nothing new is picked, and the candidate of this run is judged
+    /// on whichever set is in use when the build ends.
+    #[must_use]
+    pub fn holding_out(mut self, set: &Frozen) -> Self {
+        self.members = Self::frozen(set).members;
+        self
+    }
+
     pub fn route(&self, digest: &[u8; 32]) -> Route {
         if self.members.contains(digest) {
             return Route::Member;

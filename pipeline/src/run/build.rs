@@ -30,8 +30,17 @@ impl Job {
         let set = self.freeze_eval_set(run_id, &built, current).await?;
         {
             let mut st = state.lock().await;
-            st.record.counts.eval = built.eval_members + built.eval_rows.len() as u64;
-            st.record.counts.eval_held_out = built.eval_held_out;
+            // A new set: its rows; the members of the set it replaced were held out.
+            let replaced = set
+                .as_ref()
+                .is_some_and(|s| s.info.created_by_run == run_id && s.info.replaced.is_some());
+            if replaced {
+                st.record.counts.eval = built.eval_rows.len() as u64;
+                st.record.counts.eval_held_out = built.eval_held_out + built.eval_members;
+            } else {
+                st.record.counts.eval = built.eval_members + built.eval_rows.len() as u64;
+                st.record.counts.eval_held_out = built.eval_held_out;
+            }
             if let Some(set) = &set {
                 st.record.eval_set_id = Some(set.info.id.clone());
                 st.record.new_eval_set = set.info.created_by_run == run_id;

@@ -71,9 +71,8 @@ impl Job {
         let Some(eval) = &self.config.evaluation else {
             return Arc::new(Routing::none());
         };
-        Arc::new(match current {
-            Some(set) if !eval.new_set => Routing::frozen(set),
-            _ => Routing::pick(
+        let pick = || {
+            Routing::pick(
                 eval.ratio,
                 eval.max,
                 gates
@@ -81,7 +80,14 @@ impl Job {
                     .as_ref()
                     .map(|c| c.trained.clone())
                     .unwrap_or_default(),
-            ),
+            )
+        };
+        Arc::new(match current {
+            Some(set) if !eval.new_set => Routing::frozen(set),
+            // `--new-eval-set`: the set in use stays out of this run's files, since it stays
+            // in use if nothing new is picked.
+            Some(set) => pick().holding_out(set),
+            None => pick(),
         })
     }
 
