@@ -48,6 +48,10 @@ pub struct Champion {
     /// The champion before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Box<Champion>>,
+    /// The tuned Vertex model a rollback moved away from: it must not keep the alias (a
+    /// rollback that died before the alias moved is repaired from this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<String>,
 }
 
 impl Champion {
@@ -63,6 +67,7 @@ impl Champion {
             since: Utc::now(),
             reason: format!("the base model {model}: no tuned model was blessed yet"),
             previous: None,
+            rolled_back_from: None,
         }
     }
 
@@ -202,6 +207,7 @@ pub fn rolled_back(current: &Champion, to: Option<&str>) -> Result<Champion, Cha
             Ok(Champion {
                 reason: reason(previous),
                 since: Utc::now(),
+                rolled_back_from: current.tuned_vertex_model().map(str::to_owned),
                 ..previous.clone()
             })
         }
@@ -221,6 +227,7 @@ pub fn rolled_back(current: &Champion, to: Option<&str>) -> Result<Champion, Cha
                 reason: reason(target),
                 since: Utc::now(),
                 previous: None,
+                rolled_back_from: current.tuned_vertex_model().map(str::to_owned),
                 ..target.clone()
             };
             Ok(back.after(current.clone()))
@@ -244,6 +251,7 @@ mod tests {
             since: Utc::now(),
             reason: format!("blessed by run {run}"),
             previous: None,
+            rolled_back_from: None,
         }
     }
 

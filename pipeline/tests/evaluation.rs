@@ -116,6 +116,7 @@ impl Contestants for Judges {
             since: chrono::Utc::now(),
             reason: String::new(),
             previous: None,
+            rolled_back_from: None,
         })
     }
 

@@ -56,6 +56,7 @@ fn tuned(run_id: &str, source_model: &str, model: String, endpoint: Option<Strin
         since: chrono::Utc::now(),
         reason: String::new(),
         previous: None,
+        rolled_back_from: None,
     }
 }
 

@@ -119,19 +119,59 @@ impl Job {
     }
 
     /// A run that finds the alias behind the pointer (a crash between the two writes, or a
-    /// hand-moved alias) moves it: the pointer is the source of truth.
+    /// hand-moved alias) moves it: the pointer is the source of truth. Behind means the
+    /// champion's Model does not carry the alias, or the Model of the previous champion (or
+    /// of the one a rollback moved away from) still does.
     pub(super) async fn repair_alias(&self, current: &Champion) {
-        let Some(model) = current.tuned_vertex_model() else {
-            return;
-        };
-        match self.registry.champion(model).await {
-            Ok(Some(at)) if at == model => {}
-            Ok(at) => {
-                tracing::warn!(pointer = %model, alias = at.as_deref().unwrap_or("nowhere"), "the Vertex alias is behind the champion pointer; repairing it");
-                let before = current.previous.as_deref();
-                let _ = self.mirror(current, before).await;
+        let model = current.tuned_vertex_model();
+        let mut behind = false;
+        if let Some(model) = model {
+            match self.registry.champion(model).await {
+                Ok(Some(at)) if at == model => {}
+                Ok(at) => {
+                    tracing::warn!(pointer = %model, alias = at.as_deref().unwrap_or("nowhere"), "the Vertex alias is behind the champion pointer; repairing it");
+                    behind = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the Vertex alias"),
             }
-            Err(e) => tracing::warn!(error = %e, "could not read the Vertex alias"),
+        }
+        let stale = [
+            current
+                .previous
+                .as_deref()
+                .and_then(Champion::tuned_vertex_model),
+            current.rolled_back_from.as_deref(),
+        ];
+        let mut left_on = None;
+        for old in stale.into_iter().flatten().filter(|m| Some(*m) != model) {
+            match self.registry.champion(old).await {
+                Ok(Some(at)) if Some(at.as_str()) != model => {
+                    tracing::warn!(pointer = %current.model, alias = %at, "a former champion still carries the Vertex alias; repairing it");
+                    left_on = Some(old);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read the Vertex alias"),
+            }
+        }
+        if !behind && left_on.is_none() {
+            return;
+        }
+        let result = match (model, left_on) {
+            (Some(m), old) => {
+                let previous = old.or_else(|| {
+                    current
+                        .previous
+                        .as_deref()
+                        .and_then(Champion::tuned_vertex_model)
+                });
+                self.registry.promote(m, previous).await
+            }
+            (None, Some(old)) => self.registry.withdraw(old).await,
+            (None, None) => return,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "the Vertex alias could not follow the champion pointer; the next run repairs it");
         }
     }
 
