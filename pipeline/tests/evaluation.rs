@@ -672,3 +672,26 @@ async fn a_run_announces_each_step_of_the_loop() {
         "every delivery is signed"
     );
 }
+
+#[tokio::test]
+async fn a_run_that_judges_nothing_still_repairs_the_alias() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let judges = Judges::new(&[0.02]);
+    let aliases = Arc::new(Aliases::default());
+    aliases.fail_next.store(1, Ordering::SeqCst);
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    run(&j).await;
+    let champion = pointer(&*store).await.unwrap();
+    assert_eq!(*aliases.at.lock().unwrap(), None, "the alias is behind");
+    // The same bytes uploaded again: the run takes the lease, builds, finds nothing new to
+    // tune, and judges nothing; it repairs the alias all the same.
+    samples(&*store, 0, 10, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Unchanged, "{}", o.reason);
+    assert_eq!(
+        aliases.at.lock().unwrap().as_deref(),
+        Some(champion.model.as_str())
+    );
+}
