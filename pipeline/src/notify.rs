@@ -208,7 +208,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("topic", &self.topic)
-            .field("webhook", &self.webhook.as_ref().map(Url::as_str))
+            .field("webhook", &self.webhook.as_ref().map(shown))
             .field(
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
@@ -282,7 +282,7 @@ pub fn check_topic(topic: &str) -> Result<(), NotifyError> {
 /// Checks a webhook URL: `https`, or `http` to a loopback host (tests, a local relay).
 pub fn check_webhook(url: &Url) -> Result<(), NotifyError> {
     let bad = |reason: &str| NotifyError::Webhook {
-        url: url.to_string(),
+        url: shown(url),
         reason: reason.to_owned(),
     };
     match url.scheme() {
@@ -312,6 +312,17 @@ pub fn check_webhook(url: &Url) -> Result<(), NotifyError> {
         ));
     }
     Ok(())
+}
+
+/// A webhook URL as logs and errors show it: its origin, and `/…` for a path or query that
+/// may carry a token.
+fn shown(url: &Url) -> String {
+    let origin = url.origin().ascii_serialization();
+    if url.path() == "/" && url.query().is_none() {
+        origin
+    } else {
+        format!("{origin}/…")
+    }
 }
 
 /// The value of [`SIGNATURE_HEADER`] for `body`: `sha256=` and the lowercase hex of
@@ -371,7 +382,7 @@ impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
             .field("topic", &self.pubsub.as_ref().map(|p| &p.topic))
-            .field("webhook", &self.webhook.as_ref().map(|w| w.url.as_str()))
+            .field("webhook", &self.webhook.as_ref().map(|w| shown(&w.url)))
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
@@ -441,7 +452,7 @@ impl Notifier {
                         return Err(NotifyError::Secret(format!(
                             "NOTIFY_WEBHOOK {:?} needs a secret to sign its bodies with \
                              (a long random string the receiver also knows)",
-                            url.as_str()
+                            shown(&url)
                         )));
                     }
                 };
@@ -481,14 +492,13 @@ impl Notifier {
         let (id, body) = notice.body();
         let publish = async {
             if let Some(p) = &self.pubsub {
-                let what = format!("Pub/Sub publish to {}", p.topic);
-                self.deliver(&what, notice, publish(p, notice, &body)).await;
+                self.deliver(&p.what(), notice, p.publish(notice, &body))
+                    .await;
             }
         };
         let post = async {
             if let Some(w) = &self.webhook {
-                let what = format!("webhook POST to {}", w.url);
-                self.deliver(&what, notice, post(w, notice, &id, &body))
+                self.deliver(&w.what(), notice, w.post(notice, &id, &body))
                     .await;
             }
         };
@@ -532,57 +542,73 @@ fn transient(e: &Error) -> bool {
     retryable(e, Idempotency::Idempotent)
 }
 
-async fn publish(p: &PubSub, notice: &Notice, body: &[u8]) -> Result<(), retry::Failed> {
-    let request = json!({
-        "messages": [{
-            "data": base64::engine::general_purpose::STANDARD.encode(body),
-            "attributes": {
-                "event": notice.event.name(),
-                "run_id": notice.run_id,
-                "status": notice.status.as_str(),
-            },
-        }]
-    });
-    let what = format!("Pub/Sub publish to {}", p.topic);
-    retry::retry(&p.client.options().retry, &what, transient, || async {
-        let answer = p
-            .client
-            .call(p.client.request(Method::POST, &p.url).json(&request))
-            .await?;
-        let published: Value = answer.json()?;
-        tracing::debug!(topic = %p.topic, message_ids = %published["messageIds"], "published");
-        Ok(())
-    })
-    .await
+impl PubSub {
+    fn what(&self) -> String {
+        format!("Pub/Sub publish to {}", self.topic)
+    }
+
+    async fn publish(&self, notice: &Notice, body: &[u8]) -> Result<(), retry::Failed> {
+        let request = json!({
+            "messages": [{
+                "data": base64::engine::general_purpose::STANDARD.encode(body),
+                "attributes": {
+                    "event": notice.event.name(),
+                    "run_id": notice.run_id,
+                    "status": notice.status.as_str(),
+                },
+            }]
+        });
+        retry::retry(&self.client.options().retry, &self.what(), transient, || async {
+            let answer = self
+                .client
+                .call(self.client.request(Method::POST, &self.url).json(&request))
+                .await?;
+            let published: Value = answer.json()?;
+            tracing::debug!(topic = %self.topic, message_ids = %published["messageIds"], "published");
+            Ok(())
+        })
+        .await
+    }
 }
 
-async fn post(w: &Webhook, notice: &Notice, id: &str, body: &[u8]) -> Result<(), retry::Failed> {
-    let sig = signature(&w.secret, body);
-    let what = format!("webhook POST to {}", w.url);
-    retry::retry(&w.client.options().retry, &what, transient, || async {
-        let request = w
-            .client
-            .request(Method::POST, w.url.as_str())
-            .header(CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, &sig)
-            .header(EVENT_HEADER, notice.event.name())
-            .header(DELIVERY_HEADER, id)
-            .body(body.to_vec());
-        let answer = w.client.call(request).await?;
-        if answer.status.is_success() {
-            Ok(())
-        } else {
-            // A redirect is not a delivery (and is not followed: the body is signed for
-            // this URL).
-            Err(Error::Status {
-                url: answer.url,
-                status: answer.status.as_u16(),
-                body: answer.body,
-                retry_after: None,
-            })
-        }
-    })
-    .await
+impl Webhook {
+    /// Names the receiver by its origin only: webhook URLs often carry a token in the path.
+    fn what(&self) -> String {
+        format!("webhook POST to {}", shown(&self.url))
+    }
+
+    async fn post(&self, notice: &Notice, id: &str, body: &[u8]) -> Result<(), retry::Failed> {
+        let sig = signature(&self.secret, body);
+        retry::retry(
+            &self.client.options().retry,
+            &self.what(),
+            transient,
+            || async {
+                let request = self
+                    .client
+                    .request(Method::POST, self.url.as_str())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(SIGNATURE_HEADER, &sig)
+                    .header(EVENT_HEADER, notice.event.name())
+                    .header(DELIVERY_HEADER, id)
+                    .body(body.to_vec());
+                let answer = self.client.call(request).await?;
+                if answer.status.is_success() {
+                    Ok(())
+                } else {
+                    // A redirect is not a delivery (and is not followed: the body is signed for
+                    // this URL).
+                    Err(Error::Status {
+                        url: answer.url,
+                        status: answer.status.as_u16(),
+                        body: answer.body,
+                        retry_after: None,
+                    })
+                }
+            },
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -736,3 +736,73 @@ fn model_names_are_checked_before_any_call() {
     }
     assert!(v.publisher_model("publishers/google/models/x").is_err());
 }
+
+#[tokio::test]
+async fn an_unreadable_stored_chunk_is_named() {
+    use autotune::storage::{PutMode, Store};
+    let store = store();
+    store
+        .put(
+            "runs/r/eval/champion/000003.jsonl",
+            bytes::Bytes::from_static(b"{\"id\":\"a\"}\n"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+    let (a, b) = (Rehearsal::new("a", 0.0), Rehearsal::new("b", 0.0));
+    let e = paired(
+        &store,
+        "runs/r/eval/",
+        &rows(3),
+        &a,
+        &b,
+        &config(),
+        0,
+        &hidden(),
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(&e, InferError::Corrupt { line: 1, .. })
+            && text.contains("runs/r/eval/champion/000003.jsonl"),
+        "{text}"
+    );
+
+    // Chunks are numbered after the highest one there; concurrency 0 is taken as 1.
+    let store = store_with_chunk("runs/r/eval/candidate/000007.jsonl").await;
+    let answers = paired(
+        &store,
+        "runs/r/eval",
+        &rows(3),
+        &a,
+        &b,
+        &config(),
+        0,
+        &hidden(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answers.total().calls_made, 6);
+    let keys: Vec<String> = list_all(&store, "runs/r/eval/candidate/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert!(
+        keys.contains(&"runs/r/eval/candidate/000008.jsonl".to_owned()),
+        "{keys:?}"
+    );
+}
+
+/// A store holding one empty chunk at `key`.
+async fn store_with_chunk(key: &str) -> MemoryStore {
+    use autotune::storage::{PutMode, Store};
+    let store = store();
+    store
+        .put(key, bytes::Bytes::new(), PutMode::Create)
+        .await
+        .unwrap();
+    store
+}

@@ -787,7 +787,7 @@ async fn a_rollback_to_the_base_model_that_could_not_withdraw_the_alias_is_repai
 }
 
 #[tokio::test]
-#[ignore = "review 12, not fixed: the alias is repaired only after a tuning job succeeds"]
+#[ignore = "review 12, not fixed: the alias is repaired only by a run that takes the lease; a run waiting at the gates does not"]
 async fn an_alias_behind_the_pointer_is_repaired_by_a_run_with_nothing_new() {
     let store = bucket();
     samples(&*store, 0, 160, &[]).await;
@@ -808,5 +808,28 @@ async fn an_alias_behind_the_pointer_is_repaired_by_a_run_with_nothing_new() {
         aliases.at.lock().unwrap().as_deref(),
         Some(champion.model.as_str()),
         "a run that finds the alias behind the pointer repairs it, tuning or not"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_judges_nothing_still_repairs_the_alias() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let judges = Judges::new(&[0.02]);
+    let aliases = Arc::new(Aliases::default());
+    aliases.fail_next.store(1, Ordering::SeqCst);
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    run(&j).await;
+    let champion = pointer(&*store).await.unwrap();
+    assert_eq!(*aliases.at.lock().unwrap(), None, "the alias is behind");
+    // The same bytes uploaded again: the run takes the lease, builds, finds nothing new to
+    // tune, and judges nothing; it repairs the alias all the same.
+    samples(&*store, 0, 10, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Unchanged, "{}", o.reason);
+    assert_eq!(
+        aliases.at.lock().unwrap().as_deref(),
+        Some(champion.model.as_str())
     );
 }

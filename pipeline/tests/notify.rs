@@ -448,11 +448,23 @@ fn bad_settings_are_refused_with_clear_messages() {
     }
     with(&|c| c.topic = Some(TOPIC.into())).unwrap();
 
-    // The secret never shows in Debug output.
+    // Neither the secret nor a token in the webhook's path shows in Debug output or errors.
     let c = Config {
-        webhook: url("https://hooks.example.com/x"),
+        webhook: url("https://hooks.example.com/services/T0001/XOXB-TOKEN"),
         webhook_secret: secret.clone(),
         ..Config::default()
     };
-    assert!(!format!("{c:?}").contains(SECRET));
+    for shown in [
+        format!("{c:?}"),
+        format!(
+            "{:?}",
+            Notifier::with_credentials(c, Credentials::given(static_token())).unwrap()
+        ),
+    ] {
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(!shown.contains("XOXB-TOKEN"), "{shown}");
+        assert!(shown.contains("https://hooks.example.com/…"), "{shown}");
+    }
+    let e = with(&|c| c.webhook = url("http://hooks.example.com/services/XOXB-TOKEN")).unwrap_err();
+    assert!(!e.to_string().contains("XOXB-TOKEN"), "{e}");
 }

@@ -14,7 +14,7 @@
 //! HTTP, tokens, deadlines and back-off are the shared client core's ([`crate::client`]): every
 //! call has the deadlines of [`Config::http`]; 429, 5xx, timeouts and broken connections are
 //! retried by its policy (`generateContent` and `evaluateInstances` change nothing, so repeating
-//! them is safe), and other 4xx are final. All waiting is on `tokio::time`, so tests run the
+//! them is safe; a call whose answer was lost may be billed twice), and other 4xx are final. All waiting is on `tokio::time`, so tests run the
 //! back-off and the not-found window on a paused clock.
 
 use std::sync::Arc;

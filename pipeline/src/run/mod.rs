@@ -290,6 +290,7 @@ impl Job {
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
         self.clean_up().await;
+        self.repair_champion_alias().await;
         if lease.record().await.pending_job().is_some() {
             return self.adopt(lease, shutdown, detach).await;
         }

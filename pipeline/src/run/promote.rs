@@ -175,6 +175,20 @@ impl Job {
         }
     }
 
+    /// Every run that takes the lease checks the alias against the pointer (one read each), so
+    /// that a crash between the two writes heals even when no candidate is judged for a while.
+    pub(super) async fn repair_champion_alias(&self) {
+        if self.config.evaluation.is_none() || self.tuner.kind() != crate::tuner::TunerKind::Vertex
+        {
+            return;
+        }
+        match champion::read(&*self.store, &self.config.model_meta_folder).await {
+            Ok(Some(c)) => self.repair_alias(&c.champion).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the champion pointer"),
+        }
+    }
+
     /// `autotune rollback [--to RUN_ID]`: the pointer back to the previous champion (or to
     /// run `to`'s), then the alias.
     pub async fn rollback(&self, to: Option<&str>) -> Result<Champion, ChampionError> {
