@@ -169,11 +169,12 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
         Command::Rollback { settings, to } => {
             let job = job(&settings, false)?;
             match job.rollback(to.as_deref()).await {
-                Ok(champion) => {
+                Ok(rolled) => {
                     print(&serde_json::json!({
                         "status": "rolled_back",
-                        "reason": champion.reason,
-                        "champion": champion,
+                        "reason": rolled.champion.reason,
+                        "champion": rolled.champion,
+                        "alias": rolled.alias,
                     }));
                     Ok(ExitCode::SUCCESS)
                 }

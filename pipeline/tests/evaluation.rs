@@ -575,12 +575,12 @@ async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from
         m2,
         "run 4 was not blessed"
     );
-    let back = j.rollback(o1.run_id.as_deref()).await.unwrap();
+    let back = j.rollback(o1.run_id.as_deref()).await.unwrap().champion;
     assert_eq!(back.model, m1);
     assert_eq!(pointer(&*store).await.unwrap().model, m1);
     assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(m1.as_str()));
     assert!(back.reason.contains("rolled back from"), "{}", back.reason);
-    let undo = j.rollback(None).await.unwrap();
+    let undo = j.rollback(None).await.unwrap().champion;
     assert_eq!(undo.model, m2);
     assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(m2.as_str()));
     let info = j.champion().await.unwrap();
@@ -588,7 +588,7 @@ async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from
     assert!(j.rollback(Some("no-such-run")).await.is_err());
     // Back past the first tuned model: the base model, and the alias withdrawn.
     j.rollback(None).await.unwrap();
-    let base = j.rollback(None).await.unwrap();
+    let base = j.rollback(None).await.unwrap().champion;
     assert_eq!(base.run_id, None, "{}", base.model);
     assert_eq!(*aliases.at.lock().unwrap(), None);
 }
@@ -762,7 +762,13 @@ async fn a_rollback_to_the_base_model_that_could_not_withdraw_the_alias_is_repai
     assert_eq!(aliases.at.lock().unwrap().as_deref(), Some(m1.as_str()));
     // Roll back to the base model; the alias cannot be taken off m1 (the process dies there).
     aliases.fail_withdraw.store(1, Ordering::SeqCst);
-    let base = j.rollback(None).await.unwrap();
+    let rolled = j.rollback(None).await.unwrap();
+    assert!(
+        rolled.alias.contains("behind"),
+        "the rollback says so: {}",
+        rolled.alias
+    );
+    let base = rolled.champion;
     assert_eq!(base.run_id, None);
     assert_eq!(
         aliases.at.lock().unwrap().as_deref(),
@@ -832,4 +838,49 @@ async fn a_run_that_judges_nothing_still_repairs_the_alias() {
         aliases.at.lock().unwrap().as_deref(),
         Some(champion.model.as_str())
     );
+}
+
+#[tokio::test]
+async fn a_set_smaller_than_the_minimum_grows_from_new_content_only() {
+    let store = bucket();
+    samples(&*store, 0, 40, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let o1 = run(&j).await;
+    let r1 = record_of(&*store, &o1).await;
+    let small = autotune::evaluate::set::current(&*store, "trained_model")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(small.rows.len() < 20, "{} rows", small.rows.len());
+    assert_eq!(r1["evaluation"]["verdict"], "NOT_BLESSED");
+    let trained: Vec<String> = lines(&*store, r1["train_dataset_uri"].as_str()).await;
+
+    samples(&*store, 500, 80, &[]).await;
+    let o2 = run(&j).await;
+    let r2 = record_of(&*store, &o2).await;
+    let grown = autotune::evaluate::set::current(&*store, "trained_model")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(grown.info.grown, "{:?}", grown.info);
+    assert_eq!(grown.info.replaced.as_deref(), Some(small.info.id.as_str()));
+    assert!(grown.rows.len() > small.rows.len());
+    for row in &small.rows {
+        assert!(grown.rows.contains(row), "the old rows stay: {}", row.key);
+    }
+    for row in grown.rows.iter().filter(|r| !small.rows.contains(r)) {
+        let i: usize = row.key.trim_start_matches('s').parse().unwrap();
+        assert!(i >= 500, "{} was trained by run 1", row.key);
+        let reference = serde_json::to_string(&row.reference).unwrap();
+        assert!(
+            !trained.iter().any(|l| l.contains(&reference)),
+            "{}",
+            row.key
+        );
+    }
+    assert_eq!(r2["eval_set_id"], grown.info.id.as_str());
+    assert_eq!(r2["counts"]["eval"], grown.rows.len(), "{}", r2["counts"]);
+    assert_eq!(r2["evaluation"]["rows"], grown.rows.len());
 }

@@ -89,9 +89,13 @@ pub struct SetInfo {
     /// EVAL_RATIO and EVAL_MAX when it was picked.
     pub ratio: f64,
     pub max: u64,
-    /// The set this one replaced (`--new-eval-set`).
+    /// The set this one replaced (`--new-eval-set`), or grew from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced: Option<String>,
+    /// This set is the one it replaced plus rows picked since (a set smaller than
+    /// EVAL_MIN_ROWS grows from content no run trained on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grown: bool,
 }
 
 /// The set in use, read back.
@@ -153,6 +157,8 @@ pub async fn current(store: &dyn Store, meta_folder: &str) -> Result<Option<Froz
 #[derive(Debug, Clone)]
 pub struct Picked {
     pub run_id: String,
+    /// The rows extend the set replaced rather than replace it.
+    pub grown: bool,
     pub ratio: f64,
     pub max: u64,
 }
@@ -196,6 +202,7 @@ pub async fn freeze(
         ratio: picked.ratio,
         max: picked.max,
         replaced: replacing.map(|f| f.info.id.clone()),
+        grown: picked.grown,
     };
     let mode = replacing.map_or(PutMode::Create, |f| PutMode::Update(f.generation.clone()));
     let pointer = serde_json::to_vec_pretty(&info).expect("set info serialises");
@@ -424,6 +431,7 @@ mod tests {
         assert!(current(&store, "meta").await.unwrap().is_none());
         let picked = Picked {
             run_id: "r1".into(),
+            grown: false,
             ratio: 0.05,
             max: 1000,
         };

@@ -31,9 +31,9 @@ impl Job {
         {
             let mut st = state.lock().await;
             // A new set: its rows; the members of the set it replaced were held out.
-            let replaced = set
-                .as_ref()
-                .is_some_and(|s| s.info.created_by_run == run_id && s.info.replaced.is_some());
+            let replaced = set.as_ref().is_some_and(|s| {
+                s.info.created_by_run == run_id && s.info.replaced.is_some() && !s.info.grown
+            });
             if replaced {
                 st.record.counts.eval = built.eval_rows.len() as u64;
                 st.record.counts.eval_held_out = built.eval_held_out + built.eval_members;

@@ -83,6 +83,8 @@ impl Job {
             )
         };
         Arc::new(match current {
+            // A set smaller than EVAL_MIN_ROWS grows from content no run trained on.
+            Some(set) if !eval.new_set && self.growing(set) => pick().holding_out(set),
             Some(set) if !eval.new_set => Routing::frozen(set),
             // `--new-eval-set`: the set in use stays out of this run's files, since it stays
             // in use if nothing new is picked.
@@ -101,11 +103,17 @@ impl Job {
         let Some(eval) = &self.config.evaluation else {
             return Ok(None);
         };
+        let grow = current
+            .as_ref()
+            .is_some_and(|set| !eval.new_set && self.growing(set));
         let replacing = match current {
-            Some(set) if !eval.new_set => return Ok(Some(set)),
+            Some(set) if !eval.new_set && !grow => return Ok(Some(set)),
             other => other,
         };
         if built.eval_rows.is_empty() {
+            if grow {
+                return Ok(replacing);
+            }
             tracing::warn!(
                 ratio = eval.ratio,
                 "no sample fell in the evaluation set (EVAL_RATIO); nothing to evaluate on yet"
@@ -114,13 +122,22 @@ impl Job {
         }
         let picked = Picked {
             run_id: run_id.to_owned(),
+            grown: grow,
             ratio: eval.ratio,
             max: eval.max,
         };
+        let mut rows = built.eval_rows.clone();
+        if grow && let Some(set) = &replacing {
+            let room = usize::try_from(eval.max)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(set.rows.len());
+            rows.truncate(room);
+            rows.extend(set.rows.iter().cloned());
+        }
         let frozen = set::freeze(
             &*self.store,
             &self.config.model_meta_folder,
-            built.eval_rows.clone(),
+            rows,
             &picked,
             replacing.as_ref(),
         )
@@ -131,9 +148,19 @@ impl Job {
             rows = frozen.info.rows,
             object = %self.store.uri(&frozen.info.object),
             replaced = frozen.info.replaced.as_deref().unwrap_or("none"),
+            grown = grow,
             "evaluation set frozen: no later run trains or validates on these rows"
         );
         Ok(Some(frozen))
+    }
+
+    /// Whether the set in use is still smaller than EVAL_MIN_ROWS, so that runs add the rows
+    /// they pick from content never trained on (each such sample was held out of the files of
+    /// the run that picked it, so nothing trained leaks in).
+    fn growing(&self, set: &Frozen) -> bool {
+        self.config.evaluation.as_ref().is_some_and(|e| {
+            (set.rows.len() as u64) < e.thresholds.min_rows && (set.rows.len() as u64) < e.max
+        })
     }
 }
 
@@ -233,10 +260,7 @@ impl Job {
         if let Some(c) = &current {
             self.repair_alias(&c.champion).await;
         }
-        let champion = current.as_ref().map_or_else(
-            || self.contestants.base(&record.source_model),
-            |c| c.champion.clone(),
-        );
+        let champion = self.champion_of(current.as_ref(), &record.source_model);
         let set = match set {
             Some(s) => Some(s),
             // An adopted job: the set in use.
@@ -342,6 +366,28 @@ impl Job {
         }
     }
 
+    /// The champion a candidate is judged against: the pointer's, or the base model.
+    fn champion_of(
+        &self,
+        current: Option<&crate::champion::Current>,
+        source_model: &str,
+    ) -> Champion {
+        match current {
+            // A bucket rehearsed with the dry-run tuner before it tuned on Vertex AI: a
+            // stand-in is no champion for a real model; the base model stands in until the
+            // first real promotion replaces the pointer.
+            Some(c)
+                if c.champion.model.starts_with("rehearsal/")
+                    && self.tuner.kind() == crate::tuner::TunerKind::Vertex =>
+            {
+                tracing::warn!(pointer = %c.champion.model, "the champion pointer names a rehearsal stand-in; the candidate is judged against the base model");
+                self.contestants.base(source_model)
+            }
+            Some(c) => c.champion.clone(),
+            None => self.contestants.base(source_model),
+        }
+    }
+
     /// Both models on every row, the answers scored, the verdict.
     async fn compare(
         &self,
@@ -359,11 +405,14 @@ impl Job {
             .contestants
             .open(champion, false)
             .map_err(|e| e.to_string())?;
-        let generation = Generation::new(
-            &self.config.request.source_model,
-            run_id,
-            eval.max_output_tokens,
-        );
+        // The candidate's base model decides the thinking setting (SOURCE_MODEL may have
+        // changed since the job was submitted).
+        let base = if candidate.base_model.is_empty() {
+            &self.config.request.source_model
+        } else {
+            &candidate.base_model
+        };
+        let generation = Generation::new(base, run_id, eval.max_output_tokens);
         let folder = storage::join(
             &storage::join(&self.config.jsonl_folder, run_id),
             RESPONSES_FOLDER,

@@ -63,7 +63,7 @@ pub use cycles::Cycles;
 pub use evaluate::{EvalCost, EvalModel, Evaluation};
 pub use gates::{Gate, Gates, Lock};
 pub use outcome::{Outcome, Plan};
-pub use promote::ChampionInfo;
+pub use promote::{ChampionInfo, RolledBack};
 use quiet::ListingDigest;
 pub use quiet::{Quiet, QuietEnd};
 pub use tune::Tuning;

@@ -18,6 +18,16 @@ pub(super) enum Seen {
     ReadNow,
 }
 
+/// What `autotune rollback` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RolledBack {
+    /// The champion now.
+    pub champion: Champion,
+    /// What happened to the Vertex alias: `moved`, not a Vertex model, or behind the pointer
+    /// and why (the next run repairs it).
+    pub alias: String,
+}
+
 /// What `autotune champion` prints.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChampionInfo {
@@ -191,7 +201,7 @@ impl Job {
 
     /// `autotune rollback [--to RUN_ID]`: the pointer back to the previous champion (or to
     /// run `to`'s), then the alias.
-    pub async fn rollback(&self, to: Option<&str>) -> Result<Champion, ChampionError> {
+    pub async fn rollback(&self, to: Option<&str>) -> Result<RolledBack, ChampionError> {
         let folder = &self.config.model_meta_folder;
         let Some(current) = champion::read(&*self.store, folder).await? else {
             return Err(ChampionError::NoRollback(
@@ -213,7 +223,10 @@ impl Job {
             ),
         )
         .await;
-        Ok(back)
+        Ok(RolledBack {
+            champion: back,
+            alias,
+        })
     }
 
     /// `autotune champion`: the champion, where the alias points, and how to call it.
