@@ -793,7 +793,6 @@ async fn a_rollback_to_the_base_model_that_could_not_withdraw_the_alias_is_repai
 }
 
 #[tokio::test]
-#[ignore = "review 12, not fixed: the alias is repaired only by a run that takes the lease; a run waiting at the gates does not"]
 async fn an_alias_behind_the_pointer_is_repaired_by_a_run_with_nothing_new() {
     let store = bucket();
     samples(&*store, 0, 160, &[]).await;

@@ -258,7 +258,7 @@ impl Job {
                 }
             };
         if let Some(c) = &current {
-            self.repair_alias(&c.champion).await;
+            let _ = self.repair_alias(&c.champion).await;
         }
         let champion = self.champion_of(current.as_ref(), &record.source_model);
         let set = match set {

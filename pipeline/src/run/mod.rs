@@ -285,7 +285,12 @@ impl Job {
         };
         let (mut lease, mut gates) = match taken {
             Ok(t) => t,
-            Err(outcome) => return *outcome,
+            Err(outcome) => {
+                if outcome.status == RunStatus::Waiting {
+                    self.repair_champion_alias().await;
+                }
+                return *outcome;
+            }
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");

@@ -132,7 +132,7 @@ impl Job {
     /// hand-moved alias) moves it: the pointer is the source of truth. Behind means the
     /// champion's Model does not carry the alias, or the Model of the previous champion (or
     /// of the one a rollback moved away from) still does.
-    pub(super) async fn repair_alias(&self, current: &Champion) {
+    pub(super) async fn repair_alias(&self, current: &Champion) -> bool {
         let model = current.tuned_vertex_model();
         let mut behind = false;
         if let Some(model) = model {
@@ -165,7 +165,7 @@ impl Job {
             }
         }
         if !behind && left_on.is_none() {
-            return;
+            return false;
         }
         let result = match (model, left_on) {
             (Some(m), old) => {
@@ -178,24 +178,42 @@ impl Job {
                 self.registry.promote(m, previous).await
             }
             (None, Some(old)) => self.registry.withdraw(old).await,
-            (None, None) => return,
+            (None, None) => return false,
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "the Vertex alias could not follow the champion pointer; the next run repairs it");
         }
+        true
     }
 
-    /// Every run that takes the lease checks the alias against the pointer (one read each), so
-    /// that a crash between the two writes heals even when no candidate is judged for a while.
+    /// Every run that takes the lease, or waits at the gates, checks the alias against the
+    /// pointer (a read of each), so that a crash between the two writes heals even when no
+    /// candidate is judged for a while. Without the lease a promotion or a rollback may move
+    /// the pointer meanwhile: after a repair the pointer is read again, and a pointer that
+    /// moved is followed (the alias ends where the pointer is, whoever writes last).
     pub(super) async fn repair_champion_alias(&self) {
         if self.config.evaluation.is_none() || self.tuner.kind() != crate::tuner::TunerKind::Vertex
         {
             return;
         }
-        match champion::read(&*self.store, &self.config.model_meta_folder).await {
-            Ok(Some(c)) => self.repair_alias(&c.champion).await,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not read the champion pointer"),
+        let mut seen: Option<String> = None;
+        for _ in 0..3 {
+            match champion::read(&*self.store, &self.config.model_meta_folder).await {
+                Ok(Some(c)) => {
+                    if seen.as_deref() == Some(c.generation.as_str()) {
+                        return;
+                    }
+                    if !self.repair_alias(&c.champion).await {
+                        return;
+                    }
+                    seen = Some(c.generation);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the champion pointer");
+                    return;
+                }
+            }
         }
     }
 
