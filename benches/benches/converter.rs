@@ -13,6 +13,7 @@ fn sample(i: usize) -> (Sample, Uris, Loaded) {
         key: k,
         size: 200,
         generation: "1".into(),
+        checksum: None,
     };
     let key = format!("b{:03}/s{i:07}", i % 500);
     let sample = Sample {

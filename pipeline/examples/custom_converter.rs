@@ -52,6 +52,7 @@ fn sample(key: &str) -> (Sample, Uris) {
         key: k,
         size: 40,
         generation: "1".into(),
+        checksum: None,
     };
     let sample = Sample {
         key: key.to_owned(),

@@ -68,14 +68,7 @@ pub struct Comparison {
     pub trained: HashSet<[u8; 32]>,
 }
 
-/// Lower-case hex of a digest (manifests, the index, dataset digests).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub(crate) use crate::storage::hex;
 
 pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
@@ -211,6 +204,7 @@ mod tests {
             key: format!("{key}.x"),
             size: 1,
             generation: g.to_owned(),
+            checksum: None,
         };
         Sample {
             key: key.to_owned(),

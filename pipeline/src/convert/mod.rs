@@ -453,6 +453,7 @@ mod tests {
             key: k.to_owned(),
             size,
             generation: "1".into(),
+            checksum: None,
         };
         let s = Sample {
             key: "a/x".into(),

@@ -452,6 +452,7 @@ mod tests {
             key: k.to_owned(),
             size: 10,
             generation: "1".into(),
+            checksum: None,
         };
         Sample {
             key: "tickets/t1".into(),

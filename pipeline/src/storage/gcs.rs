@@ -139,6 +139,12 @@ struct ObjectResource {
     size: u64,
     #[serde(default, deserialize_with = "de_string")]
     generation: String,
+    /// Base64 MD5 of the bytes; absent for composite objects.
+    #[serde(default, rename = "md5Hash")]
+    md5_hash: Option<String>,
+    /// Base64 CRC32C of the bytes, big-endian; every object has one.
+    #[serde(default)]
+    crc32c: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -300,10 +306,16 @@ impl GcsStore {
 
     fn to_meta(&self, o: ObjectResource) -> Option<ObjectMeta> {
         let key = o.name.strip_prefix(&self.inner.prefix)?.to_owned();
+        let checksum = match (o.md5_hash, o.crc32c) {
+            (Some(md5), _) => Some(format!("md5:{md5}")),
+            (None, Some(crc)) => Some(format!("crc32c:{crc}")),
+            (None, None) => None,
+        };
         Some(ObjectMeta {
             key,
             size: o.size,
             generation: o.generation,
+            checksum,
         })
     }
 
@@ -399,6 +411,7 @@ impl GcsStore {
             key: key.to_owned(),
             size: got.size,
             generation: got.generation.clone(),
+            checksum: None,
         };
         let bytes = got.bytes_limited(&uri, limit as u64).await?;
         Ok((meta, bytes))

@@ -295,6 +295,7 @@ impl LocalStore {
             key: key.to_owned(),
             size: size(st),
             generation: generation(st),
+            checksum: None,
         }
     }
 

@@ -66,6 +66,7 @@ impl MemoryStore {
             key: key.to_owned(),
             size,
             generation: generation.to_string(),
+            checksum: Some(checksum(&b.objects[key].0)),
         })
     }
 }
@@ -83,6 +84,7 @@ impl Store for MemoryStore {
                     key: k.clone(),
                     size: data.len() as u64,
                     generation: generation.to_string(),
+                    checksum: Some(checksum(data)),
                 })
             })
             .collect();
@@ -151,4 +153,13 @@ impl MultipartUpload for MemoryUpload {
     async fn abort(self: Box<Self>) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// The memory store's checksum of an object's bytes (SHA-256, hex).
+fn checksum(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        crate::storage::hex(&sha2::Sha256::digest(data))
+    )
 }

@@ -26,7 +26,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 /// What a listing says about one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectMeta {
     /// Object name relative to the store root.
     pub key: String,
@@ -34,6 +34,11 @@ pub struct ObjectMeta {
     /// Opaque version: GCS's generation, or a digest of inode and mtime on disk. Any rewrite of
     /// the object changes it, which is what the delta gate and compare-and-swap rely on.
     pub generation: String,
+    /// A checksum of the object's bytes, when the listing gives one (GCS: `md5Hash`, else
+    /// `crc32c`; the memory store: SHA-256). The same bytes under another name have the same
+    /// checksum, so a media sample, which is never read, keeps its content digest when it is
+    /// renamed or copied. Local folders give none.
+    pub checksum: Option<String>,
 }
 
 /// How a `put` treats an object that already exists.
@@ -341,4 +346,13 @@ mod tests {
         assert_eq!(join("", "b"), "b");
         assert_eq!(join("/a/b/", "/c"), "a/b/c");
     }
+}
+
+/// Lower-case hex of a digest (manifests, the index, dataset digests).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
