@@ -302,6 +302,15 @@ pub fn join(folder: &str, name: &str) -> String {
     }
 }
 
+/// Lower-case hex of a digest (manifests, the index, dataset digests).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,13 +355,4 @@ mod tests {
         assert_eq!(join("", "b"), "b");
         assert_eq!(join("/a/b/", "/c"), "a/b/c");
     }
-}
-
-/// Lower-case hex of a digest (manifests, the index, dataset digests).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
