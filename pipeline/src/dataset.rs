@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
 use crate::inventory::Ambiguity;
+use crate::lines;
 use crate::modality::Modality;
 use crate::sample::{Category, Reject, Sample};
 use crate::split::{Side, Split};
@@ -133,6 +134,12 @@ pub struct Built {
     pub duplicates: u64,
     /// Samples on the training side whose content validated in an earlier run: validated.
     pub pinned_to_validation: u64,
+    /// Lines taken from the last run's line store, their samples not read.
+    #[serde(skip)]
+    pub reused: u64,
+    /// This build's line store, for the next run.
+    #[serde(skip)]
+    pub lines_uri: Option<String>,
     /// Per sample (inventory order): its content digest and file; `digest: None` for a
     /// rejected or held-out sample.
     #[serde(skip)]
@@ -170,6 +177,28 @@ pub struct Options {
     pub check: Option<Arc<validate::Options>>,
     /// Content digests that validated in an earlier run: such a sample validates again.
     pub pinned: Arc<HashSet<[u8; 32]>>,
+    /// The line stores of incremental builds; `None`: every sample is read, none is kept.
+    pub lines: Option<Incremental>,
+}
+
+/// Where an incremental build keeps its lines, and where it finds the last run's (see
+/// [`crate::lines`]).
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// This build's line store, written into the sink.
+    pub out: String,
+    /// What the last successful run kept; `None` for a full rebuild.
+    pub previous: Option<PreviousLines>,
+}
+
+/// The last successful run's line store, and what is known of the samples it may hold.
+#[derive(Debug, Clone)]
+pub struct PreviousLines {
+    /// The store's key in the bucket.
+    pub key: String,
+    /// Per sample (inventory order), the content digest the run's manifest gives when the
+    /// sample's raw and label generations are the ones that run read.
+    pub known: Arc<Vec<Option<[u8; 32]>>>,
 }
 
 /// The byte budget of the reads. Permits count KiB, so that one share of any size fits the
@@ -360,31 +389,48 @@ fn content_digest(sample: &Sample, loaded: &Loaded) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A sample converted on rayon: its line, its content digest, and the line's check.
+/// A sample converted on rayon (or taken from the last run's line store): its line, its
+/// content digest, and the line's check.
 struct Line {
     text: String,
     digest: [u8; 32],
     check: Option<validate::LineCheck>,
+    /// Its key in the line store.
+    key: [u8; 32],
+    /// Taken from the last run's line store.
+    reused: bool,
+}
+
+/// A sample's bytes as read, or its line as the last run made it (with its content digest).
+enum Got {
+    Read(Result<Loaded, Reject>),
+    Stored { text: String, digest: [u8; 32] },
 }
 
 /// Converts a batch on rayon; each sample's budget share travels with it to the writer.
 fn convert_batch(
-    batch: Vec<(usize, Uris, Result<Loaded, Reject>, OwnedSemaphorePermit)>,
+    batch: Vec<(usize, Uris, Got, OwnedSemaphorePermit)>,
     samples: &[Sample],
     converter: &dyn crate::convert::SampleConverter,
     check: Option<&validate::Options>,
 ) -> Vec<(usize, Result<Line, Reject>, OwnedSemaphorePermit)> {
     batch
         .into_par_iter()
-        .map(|(i, u, loaded, share)| {
-            let line = loaded.and_then(|l| {
-                let text = converter.convert(&samples[i], &u, &l)?;
-                Ok(Line {
-                    check: check.map(|opts| validate::check_line(text.as_bytes(), opts)),
-                    digest: content_digest(&samples[i], &l),
-                    text,
-                })
-            });
+        .map(|(i, u, got, share)| {
+            let line = |text: String, digest: [u8; 32], reused: bool| Line {
+                check: check.map(|opts| validate::check_line(text.as_bytes(), opts)),
+                key: lines::line_key(&samples[i], &u, &digest),
+                digest,
+                text,
+                reused,
+            };
+            let line = match got {
+                Got::Read(loaded) => loaded.and_then(|l| {
+                    let text = converter.convert(&samples[i], &u, &l)?;
+                    Ok(line(text, content_digest(&samples[i], &l), false))
+                }),
+                Got::Stored { text, digest } => Ok(line(text, digest, true)),
+            };
             (i, line, share)
         })
         .collect()
@@ -519,6 +565,30 @@ impl Writers {
     }
 }
 
+/// Sample `i` with the line the last run made of it, if its store has one for this content.
+async fn stored_line(
+    stored: Arc<tokio::sync::Mutex<Option<lines::Reader>>>,
+    samples: Arc<Vec<Sample>>,
+    i: usize,
+    uris: Uris,
+    digest: Option<[u8; 32]>,
+) -> (usize, Uris, Option<(String, [u8; 32])>) {
+    let Some(digest) = digest else {
+        return (i, uris, None);
+    };
+    let mut stored = stored.lock().await;
+    let Some(reader) = stored.as_mut() else {
+        return (i, uris, None);
+    };
+    let sample = &samples[i];
+    let key = lines::line_key(sample, &uris, &digest);
+    let found = reader
+        .take(&sample.key, &key)
+        .await
+        .map(|text| (text, digest));
+    (i, uris, found)
+}
+
 /// Builds the run's files. `progress` is told of every sample done.
 pub async fn build(
     store: Arc<dyn Store>,
@@ -547,35 +617,68 @@ pub async fn build(
     files.built.held_out = (n - indices.len()) as u64;
     progress.inc(files.built.held_out);
 
+    let settings = lines::settings_digest(&converter, opts.max_text_bytes);
+    let mut kept = match &opts.lines {
+        Some(l) => Some(lines::Writer::create(&*sink, &l.out, &settings).await?),
+        None => None,
+    };
+    let (known, stored) = match opts.lines.as_ref().and_then(|l| l.previous.as_ref()) {
+        Some(p) => (
+            Some(p.known.clone()),
+            lines::Reader::open(&*store, &p.key, &settings).await,
+        ),
+        None => (None, None),
+    };
+    let stored = Arc::new(tokio::sync::Mutex::new(stored));
+
     let budget = Budget::new(opts.max_bytes_in_flight);
     let reads = stream::iter(indices)
-        .map(|i| {
+        // One sample at a time, in sample order: the line store is read as one stream.
+        .then(|i| {
+            let u = uris(&*store, &samples[i]);
+            let digest = known.as_ref().and_then(|k| k.get(i).copied().flatten());
+            stored_line(stored.clone(), samples.clone(), i, u, digest)
+        })
+        .map(|(i, u, found)| {
             let (store, samples, opts) = (store.clone(), samples.clone(), opts.clone());
             let budget = budget.clone();
             async move {
                 let s = &samples[i];
                 // Asked for first thing, so in sample order; held until the line is written.
-                let share = budget.take(bytes_needed(s, opts.max_text_bytes)).await;
-                let u = uris(&*store, s);
-                let loaded = load(&*store, s, &u, &opts).await;
-                (i, u, loaded, share)
+                let need = found.as_ref().map_or_else(
+                    || bytes_needed(s, opts.max_text_bytes),
+                    |(text, _)| text.len() as u64,
+                );
+                let share = budget.take(need).await;
+                let got = match found {
+                    Some((text, digest)) if Converter::precheck(s, &u).is_ok() => {
+                        Got::Stored { text, digest }
+                    }
+                    _ => Got::Read(load(&*store, s, &u, &opts).await),
+                };
+                (i, u, got, share)
             }
         })
         .buffered(opts.read_concurrency.max(1));
     let check = opts.check.clone();
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
-    let mut batches = reads
+    let batches = reads
         .ready_chunks(BATCH)
         .map(|batch| {
             let (samples, converter, check) = (samples.clone(), converter.clone(), check.clone());
             on_rayon(move || convert_batch(batch, &samples, &*converter, check.as_deref()))
         })
         .buffered(2);
+    let mut batches = std::pin::pin!(batches);
     while let Some(batch) = batches.next().await {
         for (i, line, share) in batch {
             match line {
                 Ok(line) => {
+                    if let Some(kept) = kept.as_mut() {
+                        kept.add(&line.key, &samples[i].key, &line.text).await?;
+                    }
+                    files.built.reused += u64::from(line.reused);
                     files
                         .write(i, line, &samples[i], &split, &opts.pinned)
                         .await?;
@@ -586,7 +689,11 @@ pub async fn build(
             progress.inc(1);
         }
     }
-    files.finish().await
+    let mut built = files.finish().await?;
+    if let Some(kept) = kept {
+        built.lines_uri = Some(kept.finish().await?);
+    }
+    Ok(built)
 }
 
 #[cfg(test)]
@@ -610,6 +717,7 @@ mod tests {
             sink: None,
             check: None,
             pinned: Arc::default(),
+            lines: None,
         }
     }
 

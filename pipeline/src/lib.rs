@@ -18,6 +18,7 @@
 //! * [`convert`]: one sample into one Vertex AI tuning example.
 //! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
 //!   the run writes).
+//! * [`lines`]: the line store of incremental builds: the last run's lines, by sample content.
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
@@ -53,6 +54,8 @@ pub mod client;
 pub mod convert;
 
 pub mod validate;
+
+mod lines;
 
 mod dataset;
 

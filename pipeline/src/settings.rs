@@ -101,6 +101,11 @@ pub struct Settings {
     #[arg(long, env = "RESPLIT", value_name = "RESPLIT")]
     pub resplit: bool,
 
+    /// Read and convert every sample, even those whose lines the last successful run kept
+    /// (builds are incremental otherwise: only new or changed objects are read).
+    #[arg(long, env = "FULL_REBUILD", value_name = "FULL_REBUILD")]
+    pub full_rebuild: bool,
+
     /// Training dataset file name.
     #[arg(long, env = "TRAIN_FILE", value_name = "TRAIN_FILE", default_value = "sft_train.jsonl", value_parser = parse_file_name)]
     pub train_file: String,
@@ -784,6 +789,7 @@ impl Settings {
             split_ratio: self.split_ratio,
             split_seed: self.split_seed.clone(),
             resplit: self.resplit,
+            full_rebuild: self.full_rebuild,
             rules: self.rules(),
             converter: Arc::new(converter),
             read_concurrency: usize::from(self.read_concurrency),

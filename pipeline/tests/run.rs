@@ -139,7 +139,7 @@ impl Tuner for Scripted {
 }
 
 /// The configuration the settings build by default, with MIN_SAMPLES 5.
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     let model = ModelTable::built_in().resolve("gemini-3.5-flash");
     Config {
         bucket: "memory://run-test".to_owned(),
@@ -151,6 +151,7 @@ fn config() -> Config {
         split_ratio: 0.8,
         split_seed: None,
         resplit: false,
+        full_rebuild: false,
         rules: Rules::new(
             Layout::new(
                 "raw_training_data",

@@ -4,6 +4,7 @@
 //!
 //! * [`cli`]: the `autotune` binary as a process: settings, gates, hostile input, signals.
 //! * [`run`]: the run in process, on the memory store with a scripted tuner.
+//! * [`incremental`]: incremental builds against full rebuilds of the same bucket history.
 //! * [`storage_conformance`]: one suite for every storage backend, plus what only one can do.
 //! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
 //! * [`validate`], [`templates`]: the dataset validator and conversion templates.
@@ -17,6 +18,7 @@ mod support;
 mod cli;
 mod credentials;
 mod event_loop;
+mod incremental;
 mod run;
 mod storage_conformance;
 mod templates;
