@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
@@ -31,6 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
 use crate::inventory::Ambiguity;
+use crate::limit::Limiter;
 use crate::lines;
 use crate::modality::Modality;
 use crate::sample::{Category, Reject, Sample};
@@ -140,6 +142,9 @@ pub struct Built {
     /// This build's line store, for the next run.
     #[serde(skip)]
     pub lines_uri: Option<String>,
+    /// Samples read at once when the build ended (adapted unless READ_CONCURRENCY pins it).
+    #[serde(skip)]
+    pub read_concurrency: usize,
     /// Per sample (inventory order): its content digest and file; `digest: None` for a
     /// rejected or held-out sample.
     #[serde(skip)]
@@ -164,7 +169,9 @@ pub struct RejectExample {
 /// Settings of the build stage.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub read_concurrency: usize,
+    /// Samples read at once: `Some(n)` pins it (READ_CONCURRENCY), `None` adapts it between
+    /// 16 and 256 ([`crate::limit`]).
+    pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
     /// Bytes of sample content held at once: read, being converted, or waiting to be written
     /// (see the module docs). A sample larger than the whole budget takes all of it.
@@ -266,14 +273,22 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Reads one object whole, decompressing every member of a `.gz`, refusing more than `limit`
-/// bytes. A truncated or corrupt `.gz` is a read error.
+/// bytes. A truncated or corrupt `.gz` is a read error. `throttled` is set when the store
+/// answered 429 or 503.
 async fn read_object(
     store: &dyn Store,
     key: &str,
     gzip: bool,
     limit: u64,
+    throttled: &AtomicBool,
 ) -> Result<Bytes, (Category, String)> {
     let got = store.get(key).await.map_err(|e| match e {
+        StoreError::Api {
+            status: 429 | 503, ..
+        } => {
+            throttled.store(true, Ordering::Relaxed);
+            (Category::ReadError, e.to_string())
+        }
         StoreError::NotFound { .. } => (
             Category::ReadError,
             "object vanished after listing".to_owned(),
@@ -315,41 +330,53 @@ async fn read_object(
     Ok(Bytes::from(buf))
 }
 
+/// Reads a sample's objects, its raw text and its label at once (media are never read: what
+/// their line needs comes from the listing). Also says whether the store throttled a read.
 async fn load(
     store: &dyn Store,
     sample: &Sample,
     uris: &Uris,
     opts: &Options,
-) -> Result<Loaded, Reject> {
-    Converter::precheck(sample, uris)?;
+) -> (Result<Loaded, Reject>, bool) {
+    if let Err(r) = Converter::precheck(sample, uris) {
+        return (Err(r), false);
+    }
     let fail = |object: &str| {
         let key = sample.key.clone();
         let object = object.to_owned();
         move |(category, reason): (Category, String)| Reject::new(&key, &object, category, reason)
     };
-    let raw_text = if sample.raw.modality == Modality::Text {
-        Some(
-            read_object(
+    let throttled = AtomicBool::new(false);
+    let raw = async {
+        if sample.raw.modality == Modality::Text {
+            let raw = &sample.raw;
+            let text = read_object(
                 store,
-                &sample.raw.meta.key,
-                sample.raw.gzip,
+                &raw.meta.key,
+                raw.gzip,
                 opts.max_text_bytes,
-            )
-            .await
-            .map_err(fail(&uris.raw))?,
-        )
-    } else {
-        None
+                &throttled,
+            );
+            Some(text.await)
+        } else {
+            None
+        }
     };
     let label = read_object(
         store,
         &sample.label.meta.key,
         sample.label.gzip,
         opts.max_text_bytes,
-    )
-    .await
-    .map_err(fail(&uris.label))?;
-    Ok(Loaded { raw_text, label })
+        &throttled,
+    );
+    let (raw_text, label) = tokio::join!(raw, label);
+    let loaded = (|| {
+        // The raw file's failure first, as when the raw file was read first.
+        let raw_text = raw_text.transpose().map_err(fail(&uris.raw))?;
+        let label = label.map_err(fail(&uris.label))?;
+        Ok(Loaded { raw_text, label })
+    })();
+    (loaded, throttled.load(Ordering::Relaxed))
 }
 
 pub fn uris(store: &dyn Store, sample: &Sample) -> Uris {
@@ -632,6 +659,7 @@ pub async fn build(
     let stored = Arc::new(tokio::sync::Mutex::new(stored));
 
     let budget = Budget::new(opts.max_bytes_in_flight);
+    let limiter = Arc::new(Limiter::new(opts.read_concurrency));
     let reads = stream::iter(indices)
         // One sample at a time, in sample order: the line store is read as one stream.
         .then(|i| {
@@ -641,7 +669,7 @@ pub async fn build(
         })
         .map(|(i, u, found)| {
             let (store, samples, opts) = (store.clone(), samples.clone(), opts.clone());
-            let budget = budget.clone();
+            let (budget, limiter) = (budget.clone(), limiter.clone());
             async move {
                 let s = &samples[i];
                 // Asked for first thing, so in sample order; held until the line is written.
@@ -654,12 +682,17 @@ pub async fn build(
                     Some((text, digest)) if Converter::precheck(s, &u).is_ok() => {
                         Got::Stored { text, digest }
                     }
-                    _ => Got::Read(load(&*store, s, &u, &opts).await),
+                    _ => {
+                        let slot = limiter.start().await;
+                        let (loaded, throttled) = load(&*store, s, &u, &opts).await;
+                        limiter.done(slot, throttled);
+                        Got::Read(loaded)
+                    }
                 };
                 (i, u, got, share)
             }
         })
-        .buffered(opts.read_concurrency.max(1));
+        .buffered(limiter.ceiling());
     let check = opts.check.clone();
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
@@ -690,6 +723,7 @@ pub async fn build(
         }
     }
     let mut built = files.finish().await?;
+    built.read_concurrency = limiter.limit();
     if let Some(kept) = kept {
         built.lines_uri = Some(kept.finish().await?);
     }
@@ -705,7 +739,7 @@ mod tests {
 
     fn options(max_text_bytes: u64) -> Options {
         Options {
-            read_concurrency: 32,
+            read_concurrency: Some(32),
             max_text_bytes,
             max_bytes_in_flight: 64 << 20,
             paths: Paths {
@@ -943,7 +977,7 @@ mod tests {
             }
         }
         let mut opts = options(1 << 20);
-        opts.read_concurrency = read_concurrency;
+        opts.read_concurrency = Some(read_concurrency);
         opts.max_bytes_in_flight = budget;
         let building = tokio::spawn({
             let store: Arc<dyn Store> = store.clone();
@@ -960,13 +994,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reads_hold_no_more_than_max_bytes_in_flight() {
+        // A sample's two objects are read at once.
         // 6 KiB: three samples of 2 KiB are read at once, however many reads may run.
-        assert_eq!(reads_begun(6 * 1024, 32).await, (3, 20));
-        assert_eq!(reads_begun(7 * 1024, 32).await, (3, 20));
+        assert_eq!(reads_begun(6 * 1024, 32).await, (6, 20));
+        assert_eq!(reads_begun(7 * 1024, 32).await, (6, 20));
         // A budget smaller than one sample lets one sample through at a time.
-        assert_eq!(reads_begun(100, 32).await, (1, 20));
+        assert_eq!(reads_begun(100, 32).await, (2, 20));
         // A large budget leaves READ_CONCURRENCY as the bound.
-        assert_eq!(reads_begun(64 << 20, 8).await, (8, 20));
+        assert_eq!(reads_begun(64 << 20, 8).await, (16, 20));
     }
 
     #[test]

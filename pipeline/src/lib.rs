@@ -19,6 +19,7 @@
 //! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
 //!   the run writes).
 //! * [`lines`]: the line store of incremental builds: the last run's lines, by sample content.
+//! * [`limit`]: adaptive read concurrency (AIMD between 16 and 256 samples in flight).
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
@@ -56,6 +57,8 @@ pub mod convert;
 pub mod validate;
 
 mod lines;
+
+mod limit;
 
 mod dataset;
 

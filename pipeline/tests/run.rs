@@ -163,7 +163,7 @@ pub(crate) fn config() -> Config {
             .with_label_extensions(["json"]),
         ),
         converter: Arc::new(Converter::default()),
-        read_concurrency: 8,
+        read_concurrency: Some(8),
         max_text_bytes: 1 << 20,
         max_bytes_in_flight: 64 << 20,
         lease_duration: Duration::from_secs(60),

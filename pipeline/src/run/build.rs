@@ -49,6 +49,7 @@ impl Job {
             rejected = built.rejected,
             held_out = built.held_out,
             reused = built.reused,
+            read_concurrency = built.read_concurrency,
             "datasets written"
         );
         Ok(built)

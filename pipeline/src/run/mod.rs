@@ -99,7 +99,8 @@ pub struct Config {
     pub full_rebuild: bool,
     pub rules: Rules,
     pub converter: Arc<Converter>,
-    pub read_concurrency: usize,
+    /// READ_CONCURRENCY: pinned; `None` adapts it.
+    pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
     /// Sample bytes in memory at once during the build (MAX_BYTES_IN_FLIGHT).
     pub max_bytes_in_flight: u64,
