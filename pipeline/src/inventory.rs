@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use autotune_layout::{Class, Layout};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::sample::{Category, LabelFile, RawFile, Sample};
@@ -69,13 +69,59 @@ struct Group {
     labels: Vec<LabelFile>,
 }
 
+/// Objects a listed key range should hold, about: five pages of Cloud Storage's listing.
+const OBJECTS_PER_RANGE: usize = 5000;
+/// Key ranges listed at once, at most.
+const MAX_RANGES: usize = 8;
+
+/// Where to cut a folder's listing into ranges listed at once, from sample keys a previous run
+/// saw (any order): one range per [`OBJECTS_PER_RANGE`] objects (a sample is two), at most
+/// [`MAX_RANGES`]. A bucket that changed since only makes the ranges uneven.
+pub fn split_points<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut keys: Vec<&str> = keys.filter(|k| !k.is_empty()).collect();
+    let ranges = (keys.len() * 2 / OBJECTS_PER_RANGE).clamp(1, MAX_RANGES);
+    if ranges == 1 {
+        return Vec::new();
+    }
+    keys.sort_unstable();
+    let mut cuts: Vec<String> = (1..ranges)
+        .map(|i| keys[i * keys.len() / ranges].to_owned())
+        .collect();
+    cuts.dedup();
+    cuts
+}
+
 /// Lists the folders and pairs their files.
 pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreError> {
+    take_in_ranges(store, rules, &[]).await
+}
+
+/// [`take`], listing each folder as key ranges at once, cut before each of `splits` (sample
+/// keys, sorted), when the store lists ranges by themselves ([`Store::lists_ranges`]).
+pub async fn take_in_ranges(
+    store: &dyn Store,
+    rules: &Rules,
+    splits: &[String],
+) -> Result<Inventory, StoreError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut inv = Inventory::default();
     let mut samples = Vec::new();
     for prefix in rules.layout.list_prefixes() {
-        let mut listing = store.list(prefix);
+        let mut listing = if splits.is_empty() || !store.lists_ranges() {
+            store.list(prefix)
+        } else {
+            let cuts: Vec<String> = splits.iter().map(|s| format!("{prefix}{s}")).collect();
+            let bounds: Vec<Option<&str>> = std::iter::once(None)
+                .chain(cuts.iter().map(|c| Some(c.as_str())))
+                .chain(std::iter::once(None))
+                .collect();
+            futures::stream::select_all(
+                bounds
+                    .windows(2)
+                    .map(|w| store.list_range(prefix, w[0], w[1])),
+            )
+            .boxed()
+        };
         loop {
             let meta = match listing.try_next().await {
                 Ok(Some(m)) => m,
