@@ -73,8 +73,9 @@ impl Job {
         }
     }
 
-    /// Gates 2 and 3. The baseline's manifest is read first: its keys cut the listing into
-    /// key ranges listed at once (on Cloud Storage).
+    /// Gates 2 and 3. On Cloud Storage the baseline's manifest is read first: its keys cut the
+    /// listing into key ranges listed at once. It is let go before the listing and read again
+    /// for the delta, so that it and the listing are not held at once.
     pub(super) async fn evaluate(&self) -> Result<Gate, StoreError> {
         let baseline = record::latest(
             &*self.store,
@@ -82,13 +83,16 @@ impl Job {
             self.baseline_statuses(),
         )
         .await?;
-        let manifest = match &baseline {
-            Some(b) => self.manifest_of(b).await?,
-            None => None,
+        let splits = match &baseline {
+            Some(b) if self.store.lists_ranges() => {
+                match crate::delta::read(&*self.store, &b.manifest_key()).await {
+                    Ok((m, _)) => inventory::split_points(m.keys().map(String::as_str)),
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => Vec::new(),
         };
-        let splits = manifest.as_ref().map_or_else(Vec::new, |(m, _)| {
-            inventory::split_points(m.keys().map(String::as_str))
-        });
         let inventory =
             inventory::take_in_ranges(&*self.store, &self.config.rules, &splits).await?;
         let min = self.config.min_samples;
@@ -111,8 +115,9 @@ impl Job {
             let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
             return Ok(Gate::Wait { reason, gates });
         }
-        (gates.delta, gates.comparison) =
-            Self::delta_from(&gates.inventory, gates.baseline.as_ref(), manifest);
+        (gates.delta, gates.comparison) = self
+            .delta_against(&gates.inventory, gates.baseline.as_ref())
+            .await?;
         if gates.delta < min {
             let since = gates
                 .baseline
