@@ -78,7 +78,8 @@ class Proxy:
         self.port = free_port()
         self.counts = os.path.join(work, f"counts-{self.port}.json")
         self.p = subprocess.Popen([sys.executable, os.path.join(HERE, "latency_proxy.py"),
-                                   str(self.port), str(upstream), str(delay_ms), self.counts])
+                                   str(self.port), str(upstream), str(delay_ms), self.counts],
+                                  stderr=subprocess.DEVNULL)
         children.append(self.p)
         wait_port(self.port)
 
