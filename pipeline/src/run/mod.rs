@@ -67,7 +67,8 @@ pub const REJECTED_FILE: &str = "rejected.jsonl";
 pub const INDEX_FILE: &str = "index.jsonl";
 /// The run's line store (`model_lines_<run id>.bin.gz` beside the records), which the next
 /// run takes unchanged samples' lines from. A run that ends a baseline (success, unchanged,
-/// dry run) keeps it; one that waits or fails removes it.
+/// dry run) keeps it, as does an interrupted one (it may be adopted); one that waits, is
+/// deferred or fails removes it.
 pub const LINES_PREFIX: &str = "model_lines_";
 
 /// The upload event that started this execution, recorded with the run.
@@ -328,6 +329,8 @@ impl Job {
             }
             Ok(Trained::Tuned) => self.finish(&mut state, Ok(()), started, lease).await,
             Ok(Trained::Deferred(busy)) => {
+                // A deferred run is no baseline: the next run builds again.
+                self.drop_lines(&mut state.record).await;
                 let r = &mut state.record;
                 r.status = RunStatus::Deferred;
                 merge(
