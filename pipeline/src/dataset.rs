@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
@@ -32,6 +33,8 @@ use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
 use crate::evaluate::set::{Picker, Route, Routing, Row};
 use crate::inventory::Ambiguity;
+use crate::limit::Limiter;
+use crate::lines;
 use crate::modality::Modality;
 use crate::sample::{Category, Reject, Sample};
 use crate::split::{Side, Split};
@@ -141,6 +144,15 @@ pub struct Built {
     /// A new evaluation set's rows, when the build picked one (at most EVAL_MAX).
     #[serde(skip)]
     pub eval_rows: Vec<Row>,
+    /// Lines taken from the last run's line store, their samples not read.
+    #[serde(skip)]
+    pub reused: u64,
+    /// This build's line store, for the next run.
+    #[serde(skip)]
+    pub lines_uri: Option<String>,
+    /// Samples read at once when the build ended (adapted unless READ_CONCURRENCY pins it).
+    #[serde(skip)]
+    pub read_concurrency: usize,
     /// Per sample (inventory order): its content digest and file; `digest: None` for a
     /// rejected or held-out sample.
     #[serde(skip)]
@@ -165,7 +177,9 @@ pub struct RejectExample {
 /// Settings of the build stage.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub read_concurrency: usize,
+    /// Samples read at once: `Some(n)` pins it (READ_CONCURRENCY), `None` adapts it between
+    /// 16 and 256 ([`crate::limit`]).
+    pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
     /// Bytes of sample content held at once: read, being converted, or waiting to be written
     /// (see the module docs). A sample larger than the whole budget takes all of it.
@@ -180,6 +194,28 @@ pub struct Options {
     pub pinned: Arc<HashSet<[u8; 32]>>,
     /// The evaluation set's members (in neither file), or the picking of a new set.
     pub eval: Arc<Routing>,
+    /// The line stores of incremental builds; `None`: every sample is read, none is kept.
+    pub lines: Option<Incremental>,
+}
+
+/// Where an incremental build keeps its lines, and where it finds the last run's (see
+/// [`crate::lines`]).
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// This build's line store, written into the sink.
+    pub out: String,
+    /// What the last successful run kept; `None` for a full rebuild.
+    pub previous: Option<PreviousLines>,
+}
+
+/// The last successful run's line store, and what is known of the samples it may hold.
+#[derive(Debug, Clone)]
+pub struct PreviousLines {
+    /// The store's key in the bucket.
+    pub key: String,
+    /// Per sample (inventory order), the content digest the run's manifest gives when the
+    /// sample's raw and label generations are the ones that run read.
+    pub known: Arc<Vec<Option<[u8; 32]>>>,
 }
 
 /// The byte budget of the reads. Permits count KiB, so that one share of any size fits the
@@ -247,14 +283,22 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Reads one object whole, decompressing every member of a `.gz`, refusing more than `limit`
-/// bytes. A truncated or corrupt `.gz` is a read error.
+/// bytes. A truncated or corrupt `.gz` is a read error. `throttled` is set when the store
+/// answered 429 or 503.
 async fn read_object(
     store: &dyn Store,
     key: &str,
     gzip: bool,
     limit: u64,
+    throttled: &AtomicBool,
 ) -> Result<Bytes, (Category, String)> {
     let got = store.get(key).await.map_err(|e| match e {
+        StoreError::Api {
+            status: 429 | 503, ..
+        } => {
+            throttled.store(true, Ordering::Relaxed);
+            (Category::ReadError, e.to_string())
+        }
         StoreError::NotFound { .. } => (
             Category::ReadError,
             "object vanished after listing".to_owned(),
@@ -296,41 +340,53 @@ async fn read_object(
     Ok(Bytes::from(buf))
 }
 
+/// Reads a sample's objects, its raw text and its label at once (media are never read: what
+/// their line needs comes from the listing). Also says whether the store throttled a read.
 async fn load(
     store: &dyn Store,
     sample: &Sample,
     uris: &Uris,
     opts: &Options,
-) -> Result<Loaded, Reject> {
-    Converter::precheck(sample, uris)?;
+) -> (Result<Loaded, Reject>, bool) {
+    if let Err(r) = Converter::precheck(sample, uris) {
+        return (Err(r), false);
+    }
     let fail = |object: &str| {
         let key = sample.key.clone();
         let object = object.to_owned();
         move |(category, reason): (Category, String)| Reject::new(&key, &object, category, reason)
     };
-    let raw_text = if sample.raw.modality == Modality::Text {
-        Some(
-            read_object(
+    let throttled = AtomicBool::new(false);
+    let raw = async {
+        if sample.raw.modality == Modality::Text {
+            let raw = &sample.raw;
+            let text = read_object(
                 store,
-                &sample.raw.meta.key,
-                sample.raw.gzip,
+                &raw.meta.key,
+                raw.gzip,
                 opts.max_text_bytes,
-            )
-            .await
-            .map_err(fail(&uris.raw))?,
-        )
-    } else {
-        None
+                &throttled,
+            );
+            Some(text.await)
+        } else {
+            None
+        }
     };
     let label = read_object(
         store,
         &sample.label.meta.key,
         sample.label.gzip,
         opts.max_text_bytes,
-    )
-    .await
-    .map_err(fail(&uris.label))?;
-    Ok(Loaded { raw_text, label })
+        &throttled,
+    );
+    let (raw_text, label) = tokio::join!(raw, label);
+    let loaded = (|| {
+        // The raw file's failure first, as when the raw file was read first.
+        let raw_text = raw_text.transpose().map_err(fail(&uris.raw))?;
+        let label = label.map_err(fail(&uris.label))?;
+        Ok(Loaded { raw_text, label })
+    })();
+    (loaded, throttled.load(Ordering::Relaxed))
 }
 
 pub fn uris(store: &dyn Store, sample: &Sample) -> Uris {
@@ -375,31 +431,48 @@ fn content_digest(sample: &Sample, loaded: &Loaded) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A sample converted on rayon: its line, its content digest, and the line's check.
+/// A sample converted on rayon (or taken from the last run's line store): its line, its
+/// content digest, and the line's check.
 struct Line {
     text: String,
     digest: [u8; 32],
     check: Option<validate::LineCheck>,
+    /// Its key in the line store.
+    key: [u8; 32],
+    /// Taken from the last run's line store.
+    reused: bool,
+}
+
+/// A sample's bytes as read, or its line as the last run made it (with its content digest).
+enum Got {
+    Read(Result<Loaded, Reject>),
+    Stored { text: String, digest: [u8; 32] },
 }
 
 /// Converts a batch on rayon; each sample's budget share travels with it to the writer.
 fn convert_batch(
-    batch: Vec<(usize, Uris, Result<Loaded, Reject>, OwnedSemaphorePermit)>,
+    batch: Vec<(usize, Uris, Got, OwnedSemaphorePermit)>,
     samples: &[Sample],
     converter: &dyn crate::convert::SampleConverter,
     check: Option<&validate::Options>,
 ) -> Vec<(usize, Result<Line, Reject>, OwnedSemaphorePermit)> {
     batch
         .into_par_iter()
-        .map(|(i, u, loaded, share)| {
-            let line = loaded.and_then(|l| {
-                let text = converter.convert(&samples[i], &u, &l)?;
-                Ok(Line {
-                    check: check.map(|opts| validate::check_line(text.as_bytes(), opts)),
-                    digest: content_digest(&samples[i], &l),
-                    text,
-                })
-            });
+        .map(|(i, u, got, share)| {
+            let line = |text: String, digest: [u8; 32], reused: bool| Line {
+                check: check.map(|opts| validate::check_line(text.as_bytes(), opts)),
+                key: lines::line_key(&samples[i], &u, &digest),
+                digest,
+                text,
+                reused,
+            };
+            let line = match got {
+                Got::Read(loaded) => loaded.and_then(|l| {
+                    let text = converter.convert(&samples[i], &u, &l)?;
+                    Ok(line(text, content_digest(&samples[i], &l), false))
+                }),
+                Got::Stored { text, digest } => Ok(line(text, digest, true)),
+            };
             (i, line, share)
         })
         .collect()
@@ -560,6 +633,30 @@ impl Writers {
     }
 }
 
+/// Sample `i` with the line the last run made of it, if its store has one for this content.
+async fn stored_line(
+    stored: Arc<tokio::sync::Mutex<Option<lines::Reader>>>,
+    samples: Arc<Vec<Sample>>,
+    i: usize,
+    uris: Uris,
+    digest: Option<[u8; 32]>,
+) -> (usize, Uris, Option<(String, [u8; 32])>) {
+    let Some(digest) = digest else {
+        return (i, uris, None);
+    };
+    let mut stored = stored.lock().await;
+    let Some(reader) = stored.as_mut() else {
+        return (i, uris, None);
+    };
+    let sample = &samples[i];
+    let key = lines::line_key(sample, &uris, &digest);
+    let found = reader
+        .take(&sample.key, &key)
+        .await
+        .map(|text| (text, digest));
+    (i, uris, found)
+}
+
 /// Builds the run's files. `progress` is told of every sample done.
 pub async fn build(
     store: Arc<dyn Store>,
@@ -588,35 +685,74 @@ pub async fn build(
     files.built.held_out = (n - indices.len()) as u64;
     progress.inc(files.built.held_out);
 
+    let settings = lines::settings_digest(&converter, opts.max_text_bytes);
+    let mut kept = match &opts.lines {
+        Some(l) => Some(lines::Writer::create(&*sink, &l.out, &settings).await?),
+        None => None,
+    };
+    let (known, stored) = match opts.lines.as_ref().and_then(|l| l.previous.as_ref()) {
+        Some(p) => (
+            Some(p.known.clone()),
+            lines::Reader::open(&*store, &p.key, &settings).await,
+        ),
+        None => (None, None),
+    };
+    let stored = Arc::new(tokio::sync::Mutex::new(stored));
+
     let budget = Budget::new(opts.max_bytes_in_flight);
+    let limiter = Arc::new(Limiter::new(opts.read_concurrency));
     let reads = stream::iter(indices)
-        .map(|i| {
+        // One sample at a time, in sample order: the line store is read as one stream.
+        .then(|i| {
+            let u = uris(&*store, &samples[i]);
+            let digest = known.as_ref().and_then(|k| k.get(i).copied().flatten());
+            stored_line(stored.clone(), samples.clone(), i, u, digest)
+        })
+        .map(|(i, u, found)| {
             let (store, samples, opts) = (store.clone(), samples.clone(), opts.clone());
-            let budget = budget.clone();
+            let (budget, limiter) = (budget.clone(), limiter.clone());
             async move {
                 let s = &samples[i];
                 // Asked for first thing, so in sample order; held until the line is written.
-                let share = budget.take(bytes_needed(s, opts.max_text_bytes)).await;
-                let u = uris(&*store, s);
-                let loaded = load(&*store, s, &u, &opts).await;
-                (i, u, loaded, share)
+                let need = found.as_ref().map_or_else(
+                    || bytes_needed(s, opts.max_text_bytes),
+                    |(text, _)| text.len() as u64,
+                );
+                let share = budget.take(need).await;
+                let got = match found {
+                    Some((text, digest)) if Converter::precheck(s, &u).is_ok() => {
+                        Got::Stored { text, digest }
+                    }
+                    _ => {
+                        let slot = limiter.start().await;
+                        let (loaded, throttled) = load(&*store, s, &u, &opts).await;
+                        limiter.done(slot, throttled);
+                        Got::Read(loaded)
+                    }
+                };
+                (i, u, got, share)
             }
         })
-        .buffered(opts.read_concurrency.max(1));
+        .buffered(limiter.ceiling());
     let check = opts.check.clone();
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
-    let mut batches = reads
+    let batches = reads
         .ready_chunks(BATCH)
         .map(|batch| {
             let (samples, converter, check) = (samples.clone(), converter.clone(), check.clone());
             on_rayon(move || convert_batch(batch, &samples, &*converter, check.as_deref()))
         })
         .buffered(2);
+    let mut batches = std::pin::pin!(batches);
     while let Some(batch) = batches.next().await {
         for (i, line, share) in batch {
             match line {
                 Ok(line) => {
+                    if let Some(kept) = kept.as_mut() {
+                        kept.add(&line.key, &samples[i].key, &line.text).await?;
+                    }
+                    files.built.reused += u64::from(line.reused);
                     files.write(i, line, &samples[i], &split, opts).await?;
                 }
                 Err(r) => files.reject(r).await?,
@@ -625,7 +761,12 @@ pub async fn build(
             progress.inc(1);
         }
     }
-    files.finish().await
+    let mut built = files.finish().await?;
+    built.read_concurrency = limiter.limit();
+    if let Some(kept) = kept {
+        built.lines_uri = Some(kept.finish().await?);
+    }
+    Ok(built)
 }
 
 #[cfg(test)]
@@ -637,7 +778,7 @@ mod tests {
 
     fn options(max_text_bytes: u64) -> Options {
         Options {
-            read_concurrency: 32,
+            read_concurrency: Some(32),
             max_text_bytes,
             max_bytes_in_flight: 64 << 20,
             paths: Paths {
@@ -650,6 +791,7 @@ mod tests {
             check: None,
             pinned: Arc::default(),
             eval: Arc::default(),
+            lines: None,
         }
     }
 
@@ -920,7 +1062,7 @@ mod tests {
             }
         }
         let mut opts = options(1 << 20);
-        opts.read_concurrency = read_concurrency;
+        opts.read_concurrency = Some(read_concurrency);
         opts.max_bytes_in_flight = budget;
         let building = tokio::spawn({
             let store: Arc<dyn Store> = store.clone();
@@ -937,13 +1079,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reads_hold_no_more_than_max_bytes_in_flight() {
+        // A sample's two objects are read at once.
         // 6 KiB: three samples of 2 KiB are read at once, however many reads may run.
-        assert_eq!(reads_begun(6 * 1024, 32).await, (3, 20));
-        assert_eq!(reads_begun(7 * 1024, 32).await, (3, 20));
+        assert_eq!(reads_begun(6 * 1024, 32).await, (6, 20));
+        assert_eq!(reads_begun(7 * 1024, 32).await, (6, 20));
         // A budget smaller than one sample lets one sample through at a time.
-        assert_eq!(reads_begun(100, 32).await, (1, 20));
+        assert_eq!(reads_begun(100, 32).await, (2, 20));
         // A large budget leaves READ_CONCURRENCY as the bound.
-        assert_eq!(reads_begun(64 << 20, 8).await, (8, 20));
+        assert_eq!(reads_begun(64 << 20, 8).await, (16, 20));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use autotune_layout::{Class, Layout};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::sample::{Category, LabelFile, RawFile, Sample};
@@ -69,13 +69,45 @@ struct Group {
     labels: Vec<LabelFile>,
 }
 
+/// Objects a listed key range should hold, about: five pages of Cloud Storage's listing.
+const OBJECTS_PER_RANGE: usize = 5000;
+/// Key ranges listed at once, at most.
+const MAX_RANGES: usize = 8;
+
+/// Where to cut a folder's listing into ranges listed at once, from sample keys a previous run
+/// saw (any order): one range per [`OBJECTS_PER_RANGE`] objects (a sample is two), at most
+/// [`MAX_RANGES`]. A bucket that changed since only makes the ranges uneven.
+pub fn split_points<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut keys: Vec<&str> = keys.filter(|k| !k.is_empty()).collect();
+    let ranges = (keys.len() * 2 / OBJECTS_PER_RANGE).clamp(1, MAX_RANGES);
+    if ranges == 1 {
+        return Vec::new();
+    }
+    keys.sort_unstable();
+    let mut cuts: Vec<String> = (1..ranges)
+        .map(|i| keys[i * keys.len() / ranges].to_owned())
+        .collect();
+    cuts.dedup();
+    cuts
+}
+
 /// Lists the folders and pairs their files.
 pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreError> {
+    take_in_ranges(store, rules, &[]).await
+}
+
+/// [`take`], listing each folder as key ranges at once, cut before each of `splits` (sample
+/// keys, sorted), when the store lists ranges by themselves ([`Store::lists_ranges`]).
+pub async fn take_in_ranges(
+    store: &dyn Store,
+    rules: &Rules,
+    splits: &[String],
+) -> Result<Inventory, StoreError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut inv = Inventory::default();
     let mut samples = Vec::new();
     for prefix in rules.layout.list_prefixes() {
-        let mut listing = store.list(prefix);
+        let mut listing = listing(store, prefix, splits);
         loop {
             let meta = match listing.try_next().await {
                 Ok(Some(m)) => m,
@@ -115,41 +147,82 @@ pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreEr
                 Class::Both(r, l) => (Some(r), Some(l)),
             };
             if let Some(r) = raw {
-                groups
-                    .entry(r.stem.to_owned())
-                    .or_default()
-                    .raws
-                    .push(RawFile {
+                push_one(
+                    &mut groups.entry(r.stem.to_owned()).or_default().raws,
+                    RawFile {
                         meta: meta.clone(),
                         modality: r.modality,
                         ext: r.ext.to_owned(),
                         gzip: r.gzip,
-                    });
+                    },
+                );
             }
             if let Some(l) = label {
-                groups
-                    .entry(l.stem.to_owned())
-                    .or_default()
-                    .labels
-                    .push(LabelFile {
+                push_one(
+                    &mut groups.entry(l.stem.to_owned()).or_default().labels,
+                    LabelFile {
                         meta: meta.clone(),
                         format: l.format,
                         gzip: l.gzip,
-                    });
+                    },
+                );
             }
         }
     }
-    for (key, group) in groups {
+    samples.reserve_exact(groups.len());
+    for (key, mut group) in groups.drain() {
+        // The usual stem, one raw file and one label: its files move into the sample.
+        if let ([r], [l]) = (group.raws.as_slice(), group.labels.as_slice())
+            && r.meta.key != l.meta.key
+        {
+            let (raw, label) = (group.raws.pop(), group.labels.pop());
+            if let (Some(raw), Some(label)) = (raw, label) {
+                samples.push(Sample { key, raw, label });
+            }
+            continue;
+        }
         if let Some(sample) = resolve(&mut inv, store, &key, &group) {
             samples.push(sample);
         }
     }
+    drop(groups);
     samples.sort_by(|a, b| a.key.cmp(&b.key));
     inv.samples = Arc::new(samples);
     inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
     inv.unpaired_examples.sort();
     inv.unpaired_examples.truncate(NAMED_UNPAIRED);
     Ok(inv)
+}
+
+/// The objects under `prefix`, as one listing or as key ranges listed at once.
+fn listing<'a>(
+    store: &'a dyn Store,
+    prefix: &str,
+    splits: &[String],
+) -> futures::stream::BoxStream<'a, Result<crate::storage::ObjectMeta, StoreError>> {
+    if splits.is_empty() || !store.lists_ranges() {
+        return store.list(prefix);
+    }
+    let cuts: Vec<String> = splits.iter().map(|s| format!("{prefix}{s}")).collect();
+    let bounds: Vec<Option<&str>> = std::iter::once(None)
+        .chain(cuts.iter().map(|c| Some(c.as_str())))
+        .chain(std::iter::once(None))
+        .collect();
+    futures::stream::select_all(
+        bounds
+            .windows(2)
+            .map(|w| store.list_range(prefix, w[0], w[1])),
+    )
+    .boxed()
+}
+
+/// Pushes onto a vector that usually holds one item: a first push allocates room for one, not
+/// the four a `Vec` starts with (at 100,000 stems that is tens of megabytes).
+fn push_one<T>(v: &mut Vec<T>, item: T) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
 }
 
 /// Picks the pair of a stem: files that can only be raw, files that can only be labels, and
@@ -384,5 +457,88 @@ mod tests {
         .await;
         assert_eq!(inv.samples.len(), 2);
         assert_eq!(inv.samples[0].label.meta.key, "d/labels/a.json");
+    }
+
+    /// The memory store, claiming to list ranges by themselves (its filtering default).
+    #[derive(Debug)]
+    struct Ranged(MemoryStore);
+
+    #[async_trait::async_trait]
+    impl Store for Ranged {
+        fn list(
+            &self,
+            prefix: &str,
+        ) -> futures::stream::BoxStream<'_, Result<crate::storage::ObjectMeta, StoreError>>
+        {
+            self.0.list(prefix)
+        }
+        async fn get(&self, key: &str) -> Result<crate::storage::GetResult, StoreError> {
+            self.0.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            data: Bytes,
+            mode: PutMode,
+        ) -> Result<crate::storage::ObjectMeta, StoreError> {
+            self.0.put(key, data, mode).await
+        }
+        async fn put_multipart(
+            &self,
+            key: &str,
+        ) -> Result<Box<dyn crate::storage::MultipartUpload>, StoreError> {
+            self.0.put_multipart(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key).await
+        }
+        fn uri(&self, key: &str) -> String {
+            self.0.uri(key)
+        }
+        fn lists_ranges(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn key_ranges_listed_at_once_make_the_same_inventory() {
+        let (_, store) = inventory(&[], &[]).await;
+        let store = Ranged(store);
+        let mut stems = Vec::new();
+        for i in 0..6000 {
+            let stem = format!("d{}/s{i:05}", i % 7);
+            for ext in ["txt", "json"] {
+                store
+                    .put(
+                        &format!("raw_training_data/{stem}.{ext}"),
+                        Bytes::from("x"),
+                        PutMode::Overwrite,
+                    )
+                    .await
+                    .unwrap();
+            }
+            stems.push(stem);
+        }
+        let splits = split_points(stems.iter().map(String::as_str));
+        assert_eq!(splits.len(), 1, "12,000 objects: two ranges");
+        // A cut that is no sample key, and one past every key, change nothing either.
+        for cuts in [
+            splits,
+            vec!["d3".to_owned(), "d3/s0".to_owned(), "zzz".to_owned()],
+        ] {
+            let whole = take(&store, &rules(&[])).await.unwrap();
+            let ranged = take_in_ranges(&store, &rules(&[]), &cuts).await.unwrap();
+            assert_eq!(keys(&whole), keys(&ranged));
+            assert_eq!(ranged.samples.len(), 6000);
+        }
+        assert!(
+            split_points(["a", "b"].into_iter()).is_empty(),
+            "small: one listing"
+        );
+        let many: Vec<String> = (0..100_000).map(|i| format!("k{i:06}")).collect();
+        assert_eq!(
+            split_points(many.iter().map(String::as_str)).len(),
+            MAX_RANGES - 1
+        );
     }
 }

@@ -23,6 +23,8 @@
 //! * [`notify`]: run events as structured log lines, Pub/Sub messages and signed webhooks.
 //! * [`champion`]: the champion pointer (compare-and-swap), its history and rollbacks.
 //! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
+//! * [`lines`]: the line store of incremental builds: the last run's lines, by sample content.
+//! * [`limit`]: adaptive read concurrency (AIMD between 16 and 256 samples in flight).
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
@@ -65,6 +67,10 @@ pub mod notify;
 pub mod champion;
 
 pub mod evaluate;
+
+mod lines;
+
+mod limit;
 
 mod dataset;
 

@@ -35,6 +35,9 @@ pub struct Counts {
     pub eval: u64,
     /// Candidates for a new evaluation set beyond EVAL_MAX, in neither file in this run.
     pub eval_held_out: u64,
+    /// Lines taken from the last successful run's line store: samples not read again.
+    #[serde(default)]
+    pub reused: u64,
     pub unpaired_raw: u64,
     pub unpaired_labels: u64,
     pub ignored: u64,
@@ -92,6 +95,10 @@ pub struct RunRecord {
     pub resplit: bool,
     #[serde(default)]
     pub manifest_uri: Option<String>,
+    /// The run's line store (`lines.bin.gz`): the next run's incremental build takes the
+    /// lines of unchanged samples from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines_uri: Option<String>,
     #[serde(default)]
     pub lock_generation: Option<String>,
     #[serde(default)]
@@ -163,6 +170,7 @@ impl RunRecord {
             split_ratio: None,
             resplit: false,
             manifest_uri: None,
+            lines_uri: None,
             lock_generation: None,
             baseline_run_id: None,
             dataset_digest: None,

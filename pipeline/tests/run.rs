@@ -151,6 +151,7 @@ pub(crate) fn config() -> Config {
         split_ratio: 0.8,
         split_seed: None,
         resplit: false,
+        full_rebuild: false,
         rules: Rules::new(
             Layout::new(
                 "raw_training_data",
@@ -162,7 +163,7 @@ pub(crate) fn config() -> Config {
             .with_label_extensions(["json"]),
         ),
         converter: Arc::new(Converter::default()),
-        read_concurrency: 8,
+        read_concurrency: Some(8),
         max_text_bytes: 1 << 20,
         max_bytes_in_flight: 64 << 20,
         lease_duration: Duration::from_secs(60),
@@ -340,6 +341,15 @@ async fn a_full_run_writes_datasets_tunes_and_records() {
     let record = record_of(&*store, &o).await;
     assert_eq!(record["status"], "success");
     assert_eq!(record["sample_size"], 20);
+    assert_eq!(
+        record["lines_uri"].as_str(),
+        Some(
+            store
+                .uri(&format!("trained_model/model_lines_{run_id}.bin.gz"))
+                .as_str()
+        ),
+        "the next run takes unchanged samples' lines from it"
+    );
     assert_eq!(
         record["index_uri"].as_str(),
         Some(
@@ -550,6 +560,11 @@ async fn a_refused_submit_fails_the_run_and_frees_the_lock() {
     let lease = lease_of(&*store).await;
     assert_eq!(lease.state, LeaseState::Released);
     assert!(lease.tuning_job.is_none());
+    assert!(
+        keys(&*store, "trained_model/model_lines_").await.is_empty(),
+        "a failed run is no baseline: its line store goes"
+    );
+    assert!(record_of(&*store, &o).await.get("lines_uri").is_none());
 }
 
 #[tokio::test]
@@ -1135,6 +1150,10 @@ async fn a_run_is_deferred_while_the_projects_tuning_slots_are_busy() {
     let o = run(&job(&store, &busy, config())).await;
     assert_eq!(o.status, RunStatus::Deferred, "{}", o.reason);
     assert_eq!(o.status.exit_code(), 0);
+    assert!(
+        keys(&*store, "trained_model/model_lines_").await.is_empty(),
+        "a deferred run is no baseline: its line store goes"
+    );
     assert!(
         o.reason.contains("tuningJobs/7"),
         "names the busy jobs: {}",

@@ -180,6 +180,27 @@ async fn listing(store: Arc<dyn Store>) {
     assert_eq!(all.len(), names.len());
     let none: Vec<_> = store.list("nothing/").try_collect().await.unwrap();
     assert!(none.is_empty());
+    // Key ranges: [start, end), either bound open; together they are the whole listing.
+    let range = async |start: Option<&str>, end: Option<&str>| {
+        let mut keys: Vec<String> = store
+            .list_range("raw/", start, end)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    };
+    assert_eq!(range(None, Some("raw/sub/b")).await, ["raw/a.txt"]);
+    assert_eq!(
+        range(Some("raw/sub/b"), Some("raw/sub/deep/ü#?%.json")).await,
+        ["raw/sub/b c.txt"]
+    );
+    assert_eq!(
+        range(Some("raw/sub/deep/ü#?%.json"), None).await,
+        ["raw/sub/deep/ü#?%.json"]
+    );
+    assert_eq!(range(None, None).await.len(), 3);
 
     // The same bytes under two names list the same checksum (a renamed media sample keeps
     // its content digest without being read); local folders give none.

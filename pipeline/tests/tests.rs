@@ -4,6 +4,7 @@
 //!
 //! * [`cli`]: the `autotune` binary as a process: settings, gates, hostile input, signals.
 //! * [`run`]: the run in process, on the memory store with a scripted tuner.
+//! * [`incremental`]: incremental builds against full rebuilds of the same bucket history.
 //! * [`storage_conformance`]: one suite for every storage backend, plus what only one can do.
 //! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
 //! * [`registry`]: the champion alias in the Vertex AI Model Registry, against a fake.
@@ -24,6 +25,7 @@ mod credentials;
 mod evaluate;
 mod evaluation;
 mod event_loop;
+mod incremental;
 mod notify;
 mod registry;
 mod run;

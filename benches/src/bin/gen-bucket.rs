@@ -1,5 +1,6 @@
-//! `gen-bucket URL N [BYTES]`: writes N text samples (raw `.txt` of about BYTES bytes and a
-//! `.json` label) under `raw_training_data/` of any store URL, 64 writes at a time.
+//! `gen-bucket URL N [BYTES] [START]`: writes N text samples (raw `.txt` of about BYTES bytes
+//! and a `.json` label), numbered from START (0), under `raw_training_data/` of any store URL,
+//! 64 writes at a time.
 
 use std::sync::Arc;
 
@@ -10,13 +11,14 @@ use futures::StreamExt;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: gen-bucket URL N [BYTES]";
+    let usage = "usage: gen-bucket URL N [BYTES] [START]";
     let url = args.next().ok_or(usage)?;
     let n: usize = args.next().ok_or(usage)?.parse()?;
     let bytes: usize = args.next().map_or(Ok(200), |b| b.parse())?;
+    let start: usize = args.next().map_or(Ok(0), |s| s.parse())?;
     let store = storage::open(&url)?;
     let filler = "lorem ipsum dolor sit amet ".repeat(bytes / 27 + 1);
-    let results = futures::stream::iter(0..n)
+    let results = futures::stream::iter(start..start + n)
         .map(|i| {
             let store = Arc::clone(&store);
             let raw = format!("ticket {i}: {}", &filler[..bytes.min(filler.len())]);

@@ -11,7 +11,7 @@ use crate::split::Split;
 use crate::storage::{self, Store};
 use crate::validate;
 
-use super::{Gates, INDEX_FILE, Job, REJECTED_FILE, RunError, State};
+use super::{Gates, INDEX_FILE, Job, LINES_PREFIX, REJECTED_FILE, RunError, State};
 
 impl Job {
     /// Converts and uploads the datasets into the run's folder, and records what was built.
@@ -26,7 +26,7 @@ impl Job {
         let split = self.split(gates, seed);
         let current = self.eval_set().await?;
         let routing = self.eval_routing(gates, current.as_ref());
-        let built = Box::pin(self.convert(&folder, gates, split, routing, None)).await?;
+        let built = Box::pin(self.convert(&folder, run_id, gates, split, routing, None)).await?;
         let set = self.freeze_eval_set(run_id, &built, current).await?;
         {
             let mut st = state.lock().await;
@@ -55,6 +55,8 @@ impl Job {
             r.counts.rejected = built.rejected;
             r.counts.duplicates = built.duplicates;
             r.counts.pinned_to_validation = built.pinned_to_validation;
+            r.counts.reused = built.reused;
+            r.lines_uri.clone_from(&built.lines_uri);
             r.counts
                 .rejected_by_category
                 .clone_from(&built.rejected_by_category);
@@ -69,6 +71,8 @@ impl Job {
             validation = built.validation_examples,
             rejected = built.rejected,
             held_out = built.held_out,
+            reused = built.reused,
+            read_concurrency = built.read_concurrency,
             "datasets written"
         );
         Ok(built)
@@ -108,10 +112,34 @@ impl Job {
         }
     }
 
-    /// Converts every sample into `folder` of `sink` (default: the bucket itself).
+    /// The baseline's line store and, per sample, the content digest its manifest gives when
+    /// the sample's objects are unchanged since; `None` for a full rebuild, or when there is
+    /// no such store.
+    fn previous_lines(&self, gates: &Gates) -> Option<dataset::PreviousLines> {
+        if self.config.full_rebuild {
+            return None;
+        }
+        let uri = gates.baseline.as_ref()?.record.lines_uri.as_ref()?;
+        let key = uri.strip_prefix(&self.store.uri(""))?.to_owned();
+        let c = gates.comparison.as_ref()?;
+        let known = c
+            .changed
+            .iter()
+            .zip(&c.previous)
+            .map(|(&changed, &digest)| digest.filter(|_| !changed))
+            .collect();
+        Some(dataset::PreviousLines {
+            key,
+            known: Arc::new(known),
+        })
+    }
+
+    /// Converts every sample into `folder` of `sink` (default: the bucket itself); the line
+    /// store goes beside the records, named by `run_id`.
     pub(super) async fn convert(
         &self,
         folder: &str,
+        run_id: &str,
         gates: &Gates,
         split: Arc<Split>,
         eval: Arc<Routing>,
@@ -141,6 +169,13 @@ impl Job {
                         .unwrap_or_default(),
                 ),
                 eval,
+                lines: Some(dataset::Incremental {
+                    out: storage::join(
+                        &self.config.model_meta_folder,
+                        &format!("{LINES_PREFIX}{run_id}.bin.gz"),
+                    ),
+                    previous: self.previous_lines(gates),
+                }),
             },
             &progress,
         ))

@@ -73,9 +73,28 @@ impl Job {
         }
     }
 
-    /// Gates 2 and 3.
+    /// Gates 2 and 3. On Cloud Storage the baseline's manifest is read first: its keys cut the
+    /// listing into key ranges listed at once. It is let go before the listing and read again
+    /// for the delta, so that it and the listing are not held at once.
     pub(super) async fn evaluate(&self) -> Result<Gate, StoreError> {
-        let inventory = inventory::take(&*self.store, &self.config.rules).await?;
+        let baseline = record::latest(
+            &*self.store,
+            &self.config.model_meta_folder,
+            self.baseline_statuses(),
+        )
+        .await?;
+        let splits = match &baseline {
+            Some(b) if self.store.lists_ranges() => {
+                match crate::delta::read(&*self.store, &b.manifest_key()).await {
+                    Ok((m, _)) => inventory::split_points(m.keys().map(String::as_str)),
+                    Err(e) if e.is_not_found() => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let inventory =
+            inventory::take_in_ranges(&*self.store, &self.config.rules, &splits).await?;
         let min = self.config.min_samples;
         let pairs = inventory.samples.len() as u64;
         tracing::info!(
@@ -85,12 +104,6 @@ impl Job {
             ambiguous = inventory.ambiguous.len(),
             "inventory taken"
         );
-        let baseline = record::latest(
-            &*self.store,
-            &self.config.model_meta_folder,
-            self.baseline_statuses(),
-        )
-        .await?;
         let mut gates = Gates {
             inventory,
             baseline,
@@ -149,24 +162,48 @@ impl Job {
         inv: &Inventory,
         baseline: Option<&Stored>,
     ) -> Result<(u64, Option<crate::delta::Comparison>), StoreError> {
-        let Some(b) = baseline else {
-            return Ok((inv.samples.len() as u64, None));
+        let manifest = match baseline {
+            Some(b) => self.manifest_of(b).await?,
+            None => None,
         };
+        Ok(Self::delta_from(inv, baseline, manifest))
+    }
+
+    /// The baseline's manifest; `None` for a record from the seed, which has none.
+    async fn manifest_of(
+        &self,
+        b: &Stored,
+    ) -> Result<Option<(crate::delta::Manifest, std::collections::HashSet<[u8; 32]>)>, StoreError>
+    {
         match crate::delta::read(&*self.store, &b.manifest_key()).await {
-            Ok((m, validation)) => {
-                let c = crate::delta::compare(&inv.samples, &m, validation);
-                let n = c.changed.iter().filter(|&&c| c).count() as u64;
-                Ok((n, Some(c)))
-            }
-            // A record from the seed, without manifest: fall back to its count difference.
+            Ok(m) => Ok(Some(m)),
             Err(e) if e.is_not_found() => {
                 tracing::warn!(record = %self.store.uri(&b.key), "baseline has no manifest; counting the difference in samples, as the seed did");
-                Ok((
-                    (inv.samples.len() as u64).saturating_sub(b.record.sample_size),
-                    None,
-                ))
+                Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn delta_from(
+        inv: &Inventory,
+        baseline: Option<&Stored>,
+        manifest: Option<(crate::delta::Manifest, std::collections::HashSet<[u8; 32]>)>,
+    ) -> (u64, Option<crate::delta::Comparison>) {
+        let Some(b) = baseline else {
+            return (inv.samples.len() as u64, None);
+        };
+        match manifest {
+            Some((m, validation)) => {
+                let c = crate::delta::compare(&inv.samples, &m, validation);
+                let n = c.changed.iter().filter(|&&c| c).count() as u64;
+                (n, Some(c))
+            }
+            // A record from the seed, without manifest: fall back to its count difference.
+            None => (
+                (inv.samples.len() as u64).saturating_sub(b.record.sample_size),
+                None,
+            ),
         }
     }
 

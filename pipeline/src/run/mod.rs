@@ -76,6 +76,11 @@ pub const INDEX_FILE: &str = "index.jsonl";
 pub const BLESSING_FILE: &str = "blessing.json";
 /// The folder of the evaluation's stored answers, in a run's dataset folder.
 pub const RESPONSES_FOLDER: &str = "eval_responses";
+/// The run's line store (`model_lines_<run id>.bin.gz` beside the records), which the next
+/// run takes unchanged samples' lines from. A run that ends a baseline (success, unchanged,
+/// dry run) keeps it, as does an interrupted one (it may be adopted); one that waits, is
+/// deferred or fails removes it.
+pub const LINES_PREFIX: &str = "model_lines_";
 
 /// The upload event that started this execution, recorded with the run.
 #[derive(Debug, Clone, Default)]
@@ -102,9 +107,12 @@ pub struct Config {
     pub split_seed: Option<String>,
     /// RESPLIT: a split other than the baseline's is accepted.
     pub resplit: bool,
+    /// FULL_REBUILD: every sample is read, none taken from the last run's line store.
+    pub full_rebuild: bool,
     pub rules: Rules,
     pub converter: Arc<Converter>,
-    pub read_concurrency: usize,
+    /// READ_CONCURRENCY: pinned; `None` adapts it.
+    pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
     /// Sample bytes in memory at once during the build (MAX_BYTES_IN_FLIGHT).
     pub max_bytes_in_flight: u64,
@@ -353,6 +361,7 @@ impl Job {
         let mut outcome = match result {
             Ok(Trained::Waiting(reason)) => {
                 self.discard(&state.record).await;
+                self.drop_lines(&mut state.record).await;
                 release_quietly(lease).await;
                 tracing::info!("{reason}");
                 Outcome::waiting(reason, gates, min)
@@ -368,6 +377,8 @@ impl Job {
             }
             Ok(Trained::Tuned) => self.finish(&mut state, Ok(()), started, lease).await,
             Ok(Trained::Deferred(busy)) => {
+                // A deferred run is no baseline: the next run builds again.
+                self.drop_lines(&mut state.record).await;
                 let r = &mut state.record;
                 r.status = RunStatus::Deferred;
                 merge(
@@ -376,7 +387,13 @@ impl Job {
                 );
                 self.finish(&mut state, Ok(()), started, lease).await
             }
-            Err(e) => self.finish(&mut state, Err(e), started, lease).await,
+            Err(e) => {
+                // An interrupted run may still be adopted and succeed: it keeps its lines.
+                if e.0 == RunStatus::Failed {
+                    self.drop_lines(&mut state.record).await;
+                }
+                self.finish(&mut state, Err(e), started, lease).await
+            }
         };
         outcome.inputs = Some(ListingDigest::of_samples(&gates.inventory.samples));
         outcome
@@ -488,6 +505,19 @@ impl Job {
                     tracing::warn!(error = %e, "could not look for temporary files of interrupted runs");
                 }
             }
+        }
+    }
+
+    /// Removes the line store of a run that will be no baseline, and its mention.
+    async fn drop_lines(&self, record: &mut crate::record::RunRecord) {
+        let Some(uri) = record.lines_uri.take() else {
+            return;
+        };
+        let key = uri
+            .strip_prefix(&self.store.uri(""))
+            .unwrap_or(uri.as_str());
+        if let Err(e) = self.store.delete(key).await {
+            tracing::warn!(object = %uri, error = %e, "could not remove the line store of a run that is no baseline");
         }
     }
 

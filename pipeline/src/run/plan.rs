@@ -53,11 +53,19 @@ impl Job {
             "plan-{}",
             uuid::Uuid::new_v4().simple()
         )));
-        let mut built =
-            match Box::pin(self.convert("plan", &gates, split, routing, Some(sink))).await {
-                Ok(b) => b,
-                Err(e) => return Outcome::failed(e.to_string(), min),
-            };
+        let mut built = match Box::pin(self.convert(
+            "plan",
+            "plan",
+            &gates,
+            split,
+            routing,
+            Some(sink),
+        ))
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => return Outcome::failed(e.to_string(), min),
+        };
         // The files were made in memory only: name none of them.
         built.train_uri = None;
         built.validation_uri = None;

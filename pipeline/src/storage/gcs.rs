@@ -43,6 +43,9 @@ use crate::client::{Answer, Auth, Client, Credentials, Error, Options};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 const PAGE_SIZE: &str = "1000";
+
+/// Keys from the first (included) to the second (excluded); `None`: open.
+type Range = (Option<String>, Option<String>);
 /// Resumable chunks must be multiples of 256 KiB.
 const CHUNK: usize = 32 * 256 * 1024;
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
@@ -286,12 +289,26 @@ impl GcsStore {
             .map_err(|f| failure(operation, uri, f, None))
     }
 
-    async fn list_page(&self, prefix: &str, token: Option<&str>) -> Result<ListPage, StoreError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        range: &Range,
+        token: Option<&str>,
+    ) -> Result<ListPage, StoreError> {
         let url = format!("{}/storage/v1/b/{}/o", self.inner.base, self.inner.bucket);
         let full_prefix = self.name(prefix);
-        let mut query = vec![("prefix", full_prefix.as_str()), ("maxResults", PAGE_SIZE)];
+        let mut query = vec![
+            ("prefix", full_prefix.clone()),
+            ("maxResults", PAGE_SIZE.to_owned()),
+        ];
+        if let Some(start) = &range.0 {
+            query.push(("startOffset", self.name(start)));
+        }
+        if let Some(end) = &range.1 {
+            query.push(("endOffset", self.name(end)));
+        }
         if let Some(t) = token {
-            query.push(("pageToken", t));
+            query.push(("pageToken", t.to_owned()));
         }
         let uri = self.uri_of_name(&full_prefix);
         let answer = self
@@ -481,14 +498,24 @@ fn failure(operation: &'static str, uri: &str, f: Failed, expected: Option<&str>
 #[async_trait]
 impl Store for GcsStore {
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
+        self.list_range(prefix, None, None)
+    }
+
+    fn list_range(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
         let prefix = prefix.to_owned();
+        let range: Range = (start.map(str::to_owned), end.map(str::to_owned));
         stream::try_unfold(Some(None::<String>), move |state| {
-            let prefix = prefix.clone();
+            let (prefix, range) = (prefix.clone(), range.clone());
             async move {
                 let Some(token) = state else {
                     return Ok(None);
                 };
-                let page = self.list_page(&prefix, token.as_deref()).await?;
+                let page = self.list_page(&prefix, &range, token.as_deref()).await?;
                 let next = page.next_page_token.filter(|t| !t.is_empty()).map(Some);
                 let items: Vec<_> = page
                     .items
@@ -600,6 +627,10 @@ impl Store for GcsStore {
 
     fn uri(&self, key: &str) -> String {
         self.uri_of_name(&self.name(key))
+    }
+
+    fn lists_ranges(&self) -> bool {
+        true
     }
 }
 

@@ -119,6 +119,29 @@ pub trait MultipartUpload: Send {
 pub trait Store: Send + Sync + fmt::Debug {
     /// Every object whose key starts with `prefix`, in no guaranteed order.
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>>;
+    /// The objects of [`Store::list`] whose keys are at least `start` and less than `end`
+    /// (either bound open), so that ranges of a large folder can be listed at once. Backends
+    /// that cannot list a range by itself filter the whole listing; see `lists_ranges`.
+    fn list_range(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
+        let (start, end) = (start.map(str::to_owned), end.map(str::to_owned));
+        self.list(prefix)
+            .try_filter(move |m| {
+                let inside = start.as_ref().is_none_or(|s| m.key >= *s)
+                    && end.as_ref().is_none_or(|e| m.key < *e);
+                std::future::ready(inside)
+            })
+            .boxed()
+    }
+    /// Whether `list_range` asks the backend for the range alone (Cloud Storage's
+    /// `startOffset`/`endOffset`), so that listing ranges at once pays.
+    fn lists_ranges(&self) -> bool {
+        false
+    }
     async fn get(&self, key: &str) -> Result<GetResult, StoreError>;
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError>;
     async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;

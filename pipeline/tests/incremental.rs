@@ -1,0 +1,376 @@
+//! Incremental builds: a run takes the lines of unchanged samples from the last run's line
+//! store and reads only new or changed objects, and its files are byte for byte those of a full
+//! rebuild (FULL_REBUILD) of the same bucket history: after additions, a changed label, a
+//! deletion, a rename, a conversion-settings change, and with a damaged line store.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use autotune::convert::Converter;
+use autotune::run::{Job, Outcome};
+use autotune::status::RunStatus;
+use autotune::storage::memory::MemoryStore;
+use autotune::storage::{self, GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde_json::Value;
+
+/// A memory bucket that records which sample objects were read.
+#[derive(Debug)]
+struct Counting {
+    inner: MemoryStore,
+    reads: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Store for Counting {
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
+        self.inner.list(prefix)
+    }
+    async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
+        if key.starts_with("raw_training_data/") {
+            self.reads.lock().unwrap().push(key.to_owned());
+        }
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
+        self.inner.put(key, data, mode).await
+    }
+    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        self.inner.put_multipart(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+}
+
+impl Counting {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
+            reads: Mutex::default(),
+        })
+    }
+
+    /// The sample objects read since the last call, sorted, as names under the folder.
+    fn take_reads(&self) -> Vec<String> {
+        let mut r: Vec<String> = std::mem::take(&mut *self.reads.lock().unwrap())
+            .into_iter()
+            .map(|k| k.trim_start_matches("raw_training_data/").to_owned())
+            .collect();
+        r.sort();
+        r
+    }
+}
+
+/// The same bucket history twice: built incrementally, and rebuilt in full every run.
+struct Twins {
+    incremental: Arc<Counting>,
+    full: Arc<Counting>,
+    converter: Converter,
+}
+
+impl Twins {
+    fn new() -> Self {
+        Self {
+            incremental: Counting::new(),
+            full: Counting::new(),
+            converter: Converter::default(),
+        }
+    }
+
+    async fn put(&self, key: &str, body: &str) {
+        for s in [&self.incremental, &self.full] {
+            s.put(
+                &format!("raw_training_data/{key}"),
+                Bytes::from(body.to_owned()),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn delete(&self, key: &str) {
+        for s in [&self.incremental, &self.full] {
+            s.delete(&format!("raw_training_data/{key}")).await.unwrap();
+        }
+    }
+
+    async fn sample(&self, name: &str, question: &str, answer: &str) {
+        self.put(&format!("{name}.txt"), question).await;
+        self.put(
+            &format!("{name}.json"),
+            &format!("{{\"answer\":\"{answer}\"}}"),
+        )
+        .await;
+    }
+
+    fn job(&self, store: &Arc<Counting>, full_rebuild: bool) -> Job {
+        let mut config = crate::run::config();
+        config.full_rebuild = full_rebuild;
+        config.converter = Arc::new(self.converter.clone());
+        Job::new(
+            config,
+            store.clone(),
+            Arc::new(autotune::tuner::dry_run::DryRun::default()),
+        )
+    }
+
+    /// Runs both; checks their files are the same bytes; the incremental run's outcome and the
+    /// sample objects it read.
+    async fn run(&self) -> (Outcome, Vec<String>) {
+        let inc = self
+            .job(&self.incremental, false)
+            .run(std::future::pending(), false)
+            .await;
+        let full = self
+            .job(&self.full, true)
+            .run(std::future::pending(), false)
+            .await;
+        assert_eq!(inc.status, RunStatus::DryRun, "{}", inc.reason);
+        assert_eq!(full.status, RunStatus::DryRun, "{}", full.reason);
+        assert_eq!(full.counts.reused, 0, "FULL_REBUILD reads every sample");
+        let (inc_files, full_files) = (
+            files(&*self.incremental, &inc).await,
+            files(&*self.full, &full).await,
+        );
+        for ((name, a), (_, b)) in inc_files.iter().zip(&full_files) {
+            assert!(
+                a == b,
+                "{name} differs from a full rebuild:\n--- incremental\n{a}\n--- full\n{b}"
+            );
+        }
+        assert_eq!(inc.counts, full.counts_with_reused(inc.counts.reused));
+        self.full.take_reads();
+        (inc, self.incremental.take_reads())
+    }
+}
+
+trait WithReused {
+    fn counts_with_reused(&self, reused: u64) -> autotune::Counts;
+}
+
+impl WithReused for Outcome {
+    fn counts_with_reused(&self, reused: u64) -> autotune::Counts {
+        autotune::Counts {
+            reused,
+            ..self.counts.clone()
+        }
+    }
+}
+
+/// The train, validation, rejects and index files of a run, by name, with the bucket's own
+/// URI prefix taken out (the rejects name their objects).
+async fn files(store: &dyn Store, o: &Outcome) -> Vec<(&'static str, String)> {
+    let record = storage::get_bytes(
+        store,
+        o.metadata_uri
+            .as_deref()
+            .unwrap()
+            .strip_prefix(&store.uri(""))
+            .unwrap(),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    let mut out = Vec::new();
+    for (name, field) in [
+        ("train", "train_dataset_uri"),
+        ("validation", "validation_dataset_uri"),
+        ("rejected", "rejected_uri"),
+        ("index", "index_uri"),
+    ] {
+        let text = match record[field].as_str() {
+            Some(uri) => {
+                let key = uri.strip_prefix(&store.uri("")).unwrap();
+                let body = storage::get_bytes(store, key, 1 << 24).await.unwrap();
+                String::from_utf8(body.to_vec())
+                    .unwrap()
+                    .replace(&store.uri(""), "BUCKET/")
+            }
+            None => String::new(),
+        };
+        out.push((name, text));
+    }
+    out
+}
+
+fn names(samples: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = samples
+        .iter()
+        .flat_map(|s| [format!("{s}.json"), format!("{s}.txt")])
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn an_incremental_build_reads_only_what_changed_and_equals_a_full_rebuild() {
+    let mut t = Twins::new();
+    for i in 0..30 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    // A label that is not JSON (rejected), and an exact duplicate of s028 (written once).
+    t.put("s007.json", "{not json").await;
+    t.sample("s029", "question 28", "a28").await;
+    let (o, reads) = t.run().await;
+    assert_eq!(
+        o.counts.reused, 0,
+        "the first run has no line store to take from"
+    );
+    assert_eq!(reads.len(), 60, "{reads:?}");
+    assert_eq!((o.counts.rejected, o.counts.duplicates), (1, 1));
+
+    // Five new samples, a changed label, a deletion and a rename (same bytes, new name).
+    for i in 30..35 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    t.put("s001.json", "{\"answer\":\"changed\"}").await;
+    t.delete("s002.txt").await;
+    t.delete("s002.json").await;
+    t.delete("s003.txt").await;
+    t.delete("s003.json").await;
+    t.sample("s103", "question 3", "a3").await;
+    let (o, reads) = t.run().await;
+    assert_eq!(
+        reads,
+        names(&[
+            "s001", "s007", "s030", "s031", "s032", "s033", "s034", "s103"
+        ]),
+        "only new, changed and previously rejected samples are read"
+    );
+    assert_eq!(o.counts.pairs, 34);
+    assert_eq!(o.counts.reused, 34 - 8);
+
+    // A conversion setting changes: no stored line is valid any more.
+    t.converter.prompt = Some("Classify this ticket:".to_owned());
+    for i in 35..40 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    let (o, reads) = t.run().await;
+    assert_eq!(o.counts.reused, 0);
+    assert_eq!(reads.len(), 2 * 39, "every sample is read again");
+
+    // Under the new settings the next run is incremental again.
+    for i in 40..45 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    let (o, reads) = t.run().await;
+    assert_eq!(o.counts.pairs, 44);
+    assert_eq!(o.counts.reused, 44 - 6, "{reads:?}");
+    assert_eq!(
+        reads,
+        names(&["s007", "s040", "s041", "s042", "s043", "s044"])
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_line_store_costs_reads_not_correctness() {
+    let t = Twins::new();
+    for i in 0..20 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    let (first, _) = t.run().await;
+    // Cut the incremental bucket's line store in the middle.
+    let record = storage::get_bytes(
+        &*t.incremental,
+        first
+            .metadata_uri
+            .as_deref()
+            .unwrap()
+            .strip_prefix(&t.incremental.uri(""))
+            .unwrap(),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    let lines_uri = record["lines_uri"]
+        .as_str()
+        .expect("the run kept its lines");
+    let key = lines_uri.strip_prefix(&t.incremental.uri("")).unwrap();
+    let whole = storage::get_bytes(&*t.incremental, key, 1 << 24)
+        .await
+        .unwrap();
+    t.incremental
+        .put(key, whole.slice(..whole.len() / 2), PutMode::Overwrite)
+        .await
+        .unwrap();
+    for i in 20..25 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    let (o, reads) = t.run().await;
+    assert!(o.counts.reused < 20, "{}", o.counts.reused);
+    assert_eq!(
+        reads.len() as u64,
+        2 * (25 - o.counts.reused),
+        "what the store could not give was read"
+    );
+
+    // A store that is gone: everything is read, and the files are still the same.
+    let record = storage::get_bytes(
+        &*t.incremental,
+        o.metadata_uri
+            .as_deref()
+            .unwrap()
+            .strip_prefix(&t.incremental.uri(""))
+            .unwrap(),
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    let key = record["lines_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&t.incremental.uri(""))
+        .unwrap()
+        .to_owned();
+    t.incremental.delete(&key).await.unwrap();
+    for i in 25..30 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    let (o, reads) = t.run().await;
+    assert_eq!(o.counts.reused, 0);
+    assert_eq!(reads.len(), 60);
+}
