@@ -300,8 +300,9 @@ pub fn bless(metric: Metric, rows: &[Paired<'_>], t: &Thresholds, seed: u64) -> 
     let mut reasons = Vec::new();
 
     if count < t.min_rows {
+        let rows = if count == 1 { "row was" } else { "rows were" };
         reasons.push(format!(
-            "only {count} rows were scored, fewer than EVAL_MIN_ROWS {}",
+            "only {count} {rows} scored, fewer than EVAL_MIN_ROWS {} (a set smaller than that grows as new data arrives; or lower EVAL_MIN_ROWS, or raise EVAL_RATIO with --new-eval-set)",
             t.min_rows
         ));
     }
@@ -895,9 +896,12 @@ mod tests {
         let o = Outcomes::new(10, 20, 0, 0);
         let blessing = bless(Metric::ExactMatch, &o.paired(), &thresholds(), 1);
         assert_eq!(blessing.verdict, Verdict::NotBlessed);
-        assert_eq!(
-            blessing.reasons,
-            ["only 30 rows were scored, fewer than EVAL_MIN_ROWS 50"]
+        assert_eq!(blessing.reasons.len(), 1, "{:?}", blessing.reasons);
+        assert!(
+            blessing.reasons[0]
+                .starts_with("only 30 rows were scored, fewer than EVAL_MIN_ROWS 50"),
+            "{:?}",
+            blessing.reasons
         );
         let enough = Thresholds {
             min_rows: 30,
