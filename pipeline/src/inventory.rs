@@ -146,25 +146,30 @@ pub async fn take_in_ranges(
                 Class::Label(l) => (None, Some(l)),
                 Class::Both(r, l) => (Some(r), Some(l)),
             };
-            if let Some(r) = raw {
+            // Owned before the listing's entry moves into the group: the names borrow its key.
+            let raw = raw.map(|r| (r.stem.to_owned(), r.modality, r.ext.to_owned(), r.gzip));
+            let label = label.map(|l| (l.stem.to_owned(), l.format, l.gzip));
+            // Only a file that is both a raw file and a label is copied.
+            let (raw_meta, label_meta) = match (raw.is_some(), label.is_some()) {
+                (true, true) => (Some(meta.clone()), Some(meta)),
+                (true, false) => (Some(meta), None),
+                _ => (None, Some(meta)),
+            };
+            if let (Some((stem, modality, ext, gzip)), Some(meta)) = (raw, raw_meta) {
                 push_one(
-                    &mut groups.entry(r.stem.to_owned()).or_default().raws,
+                    &mut groups.entry(stem).or_default().raws,
                     RawFile {
-                        meta: meta.clone(),
-                        modality: r.modality,
-                        ext: r.ext.to_owned(),
-                        gzip: r.gzip,
+                        meta,
+                        modality,
+                        ext,
+                        gzip,
                     },
                 );
             }
-            if let Some(l) = label {
+            if let (Some((stem, format, gzip)), Some(meta)) = (label, label_meta) {
                 push_one(
-                    &mut groups.entry(l.stem.to_owned()).or_default().labels,
-                    LabelFile {
-                        meta: meta.clone(),
-                        format: l.format,
-                        gzip: l.gzip,
-                    },
+                    &mut groups.entry(stem).or_default().labels,
+                    LabelFile { meta, format, gzip },
                 );
             }
         }
@@ -181,7 +186,7 @@ pub async fn take_in_ranges(
             }
             continue;
         }
-        if let Some(sample) = resolve(&mut inv, store, &key, &group) {
+        if let Some(sample) = resolve(&mut inv, store, key, group) {
             samples.push(sample);
         }
     }
@@ -216,10 +221,12 @@ fn listing<'a>(
     .boxed()
 }
 
-/// Pushes onto a vector that usually holds one item: a first push allocates room for one, not
-/// the four a `Vec` starts with (at 100,000 stems that is tens of megabytes).
+/// Pushes onto a vector that usually holds one or two items: it grows by one, not to the four
+/// a `Vec` starts with or by doubling (at 100,000 stems that is tens of megabytes; with raw
+/// files and labels in one folder, every `.txt` is also a label candidate, so a stem's labels
+/// are usually two).
 fn push_one<T>(v: &mut Vec<T>, item: T) {
-    if v.capacity() == 0 {
+    if v.len() == v.capacity() {
         v.reserve_exact(1);
     }
     v.push(item);
@@ -227,34 +234,39 @@ fn push_one<T>(v: &mut Vec<T>, item: T) {
 
 /// Picks the pair of a stem: files that can only be raw, files that can only be labels, and
 /// files that can be either (the same object in both lists).
-fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> Option<Sample> {
+fn resolve(
+    inv: &mut Inventory,
+    store: &dyn Store,
+    key: String,
+    mut group: Group,
+) -> Option<Sample> {
+    // Positions, not copies: the chosen files move out of the group into the sample.
     let in_labels = |k: &str| group.labels.iter().any(|l| l.meta.key == k);
     let in_raws = |k: &str| group.raws.iter().any(|r| r.meta.key == k);
-    let raw_only: Vec<&RawFile> = group
-        .raws
-        .iter()
-        .filter(|r| !in_labels(&r.meta.key))
+    let raw_only: Vec<usize> = (0..group.raws.len())
+        .filter(|&i| !in_labels(&group.raws[i].meta.key))
         .collect();
-    let label_only: Vec<&LabelFile> = group
-        .labels
-        .iter()
-        .filter(|l| !in_raws(&l.meta.key))
+    let label_only: Vec<usize> = (0..group.labels.len())
+        .filter(|&i| !in_raws(&group.labels[i].meta.key))
         .collect();
-    let either: Vec<&RawFile> = group
-        .raws
-        .iter()
-        .filter(|r| in_labels(&r.meta.key))
+    let either: Vec<usize> = (0..group.raws.len())
+        .filter(|&i| in_labels(&group.raws[i].meta.key))
         .collect();
-    let label_of = |k: &str| group.labels.iter().find(|l| l.meta.key == k).cloned();
+    let label_of = |i: usize| {
+        group
+            .labels
+            .iter()
+            .position(|l| l.meta.key == group.raws[i].meta.key)
+    };
 
     let pair = match (
         raw_only.as_slice(),
         label_only.as_slice(),
         either.as_slice(),
     ) {
-        ([r], [l], []) => Some(((*r).clone(), (*l).clone())),
-        ([r], [], [e]) => label_of(&e.meta.key).map(|l| ((*r).clone(), l)),
-        ([], [l], [e]) => Some(((*e).clone(), (*l).clone())),
+        (&[r], &[l], []) => Some((r, l)),
+        (&[r], [], &[e]) => label_of(e).map(|l| (r, l)),
+        (&[], &[l], &[e]) => Some((e, l)),
         (raws, labels, either) => {
             let files = raws.len() + labels.len() + either.len();
             if files >= 2 {
@@ -273,7 +285,7 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> 
                     objects.join(", ")
                 );
                 inv.ambiguous.push(Ambiguity {
-                    key: key.to_owned(),
+                    key,
                     objects,
                     category: Category::Ambiguous,
                     reason,
@@ -283,11 +295,11 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> 
             None
         }
     };
-    if let Some((raw, label)) = pair {
+    if let Some((r, l)) = pair {
         return Some(Sample {
-            key: key.to_owned(),
-            raw,
-            label,
+            key,
+            raw: group.raws.swap_remove(r),
+            label: group.labels.swap_remove(l),
         });
     }
     // A lone file: a raw without label, or a label without raw.

@@ -156,10 +156,13 @@ fn not_regular(st: &Stat) -> Option<&'static str> {
 /// the change time (which no user can set back, unlike mtime) catches an in-place edit that
 /// restored the old modification time.
 fn generation(st: &Stat) -> String {
-    format!(
+    let mut g = format!(
         "{}{:09}-{}-{}{:09}",
         st.st_mtime, st.st_mtime_nsec, st.st_ino, st.st_ctime, st.st_ctime_nsec
-    )
+    );
+    // `format!` grows by doubling (64 bytes for these ~48); a listing keeps one per object.
+    g.shrink_to_fit();
+    g
 }
 
 fn size(st: &Stat) -> u64 {
