@@ -63,10 +63,30 @@ impl Rules {
     }
 }
 
+/// A stem's candidate files. A file that can be either (`x.txt` when the folders are the same)
+/// is listed once, with the raws, carrying how it reads as a label: one copy of its name and
+/// version, not two.
 #[derive(Default)]
 struct Group {
-    raws: Vec<RawFile>,
+    raws: Vec<(RawFile, Option<AsLabel>)>,
     labels: Vec<LabelFile>,
+}
+
+/// How a raw file that is also a label candidate reads as a label.
+#[derive(Clone, Copy)]
+struct AsLabel {
+    format: crate::sample::LabelFormat,
+    gzip: bool,
+}
+
+impl AsLabel {
+    fn label(self, meta: crate::storage::ObjectMeta) -> LabelFile {
+        LabelFile {
+            meta,
+            format: self.format,
+            gzip: self.gzip,
+        }
+    }
 }
 
 /// Objects a listed key range should hold, about: five pages of Cloud Storage's listing.
@@ -149,39 +169,33 @@ pub async fn take_in_ranges(
             // Owned before the listing's entry moves into the group: the names borrow its key.
             let raw = raw.map(|r| (r.stem.to_owned(), r.modality, r.ext.to_owned(), r.gzip));
             let label = label.map(|l| (l.stem.to_owned(), l.format, l.gzip));
-            // Only a file that is both a raw file and a label is copied.
-            let (raw_meta, label_meta) = match (raw.is_some(), label.is_some()) {
-                (true, true) => (Some(meta.clone()), Some(meta)),
-                (true, false) => (Some(meta), None),
-                _ => (None, Some(meta)),
-            };
-            if let (Some((stem, modality, ext, gzip)), Some(meta)) = (raw, raw_meta) {
-                push_one(
-                    &mut groups.entry(stem).or_default().raws,
-                    RawFile {
+            match (raw, label) {
+                (Some((stem, modality, ext, gzip)), label) => {
+                    let raw = RawFile {
                         meta,
                         modality,
                         ext,
                         gzip,
-                    },
-                );
-            }
-            if let (Some((stem, format, gzip)), Some(meta)) = (label, label_meta) {
-                push_one(
-                    &mut groups.entry(stem).or_default().labels,
-                    LabelFile { meta, format, gzip },
-                );
+                    };
+                    let as_label = label.map(|(_, format, gzip)| AsLabel { format, gzip });
+                    push_one(&mut groups.entry(stem).or_default().raws, (raw, as_label));
+                }
+                (None, Some((stem, format, gzip))) => {
+                    push_one(
+                        &mut groups.entry(stem).or_default().labels,
+                        LabelFile { meta, format, gzip },
+                    );
+                }
+                (None, None) => {}
             }
         }
     }
     samples.reserve_exact(groups.len());
     for (key, mut group) in groups.drain() {
         // The usual stem, one raw file and one label: its files move into the sample.
-        if let ([r], [l]) = (group.raws.as_slice(), group.labels.as_slice())
-            && r.meta.key != l.meta.key
-        {
+        if let ([_], [_]) = (group.raws.as_slice(), group.labels.as_slice()) {
             let (raw, label) = (group.raws.pop(), group.labels.pop());
-            if let (Some(raw), Some(label)) = (raw, label) {
+            if let (Some((raw, _)), Some(label)) = (raw, label) {
                 samples.push(Sample { key, raw, label });
             }
             continue;
@@ -241,39 +255,30 @@ fn resolve(
     mut group: Group,
 ) -> Option<Sample> {
     // Positions, not copies: the chosen files move out of the group into the sample.
-    let in_labels = |k: &str| group.labels.iter().any(|l| l.meta.key == k);
-    let in_raws = |k: &str| group.raws.iter().any(|r| r.meta.key == k);
     let raw_only: Vec<usize> = (0..group.raws.len())
-        .filter(|&i| !in_labels(&group.raws[i].meta.key))
+        .filter(|&i| group.raws[i].1.is_none())
         .collect();
-    let label_only: Vec<usize> = (0..group.labels.len())
-        .filter(|&i| !in_raws(&group.labels[i].meta.key))
-        .collect();
+    let label_only: Vec<usize> = (0..group.labels.len()).collect();
     let either: Vec<usize> = (0..group.raws.len())
-        .filter(|&i| in_labels(&group.raws[i].meta.key))
+        .filter(|&i| group.raws[i].1.is_some())
         .collect();
-    let label_of = |i: usize| {
-        group
-            .labels
-            .iter()
-            .position(|l| l.meta.key == group.raws[i].meta.key)
-    };
 
     let pair = match (
         raw_only.as_slice(),
         label_only.as_slice(),
         either.as_slice(),
     ) {
-        (&[r], &[l], []) => Some((r, l)),
-        (&[r], [], &[e]) => label_of(e).map(|l| (r, l)),
-        (&[], &[l], &[e]) => Some((e, l)),
+        (&[r], &[l], []) => Some((r, Ok(l))),
+        // The file that can be either is the label.
+        (&[r], [], &[e]) => Some((r, Err(e))),
+        (&[], &[l], &[e]) => Some((e, Ok(l))),
         (raws, labels, either) => {
             let files = raws.len() + labels.len() + either.len();
             if files >= 2 {
                 let mut objects: Vec<String> = group
                     .raws
                     .iter()
-                    .map(|r| &r.meta.key)
+                    .map(|(r, _)| &r.meta.key)
                     .chain(group.labels.iter().map(|l| &l.meta.key))
                     .map(|k| store.uri(k))
                     .collect();
@@ -296,14 +301,21 @@ fn resolve(
         }
     };
     if let Some((r, l)) = pair {
+        let label = match l {
+            Ok(l) => group.labels.swap_remove(l),
+            Err(e) => {
+                let (file, as_label) = &group.raws[e];
+                (*as_label)?.label(file.meta.clone())
+            }
+        };
         return Some(Sample {
             key,
-            raw: group.raws.swap_remove(r),
-            label: group.labels.swap_remove(l),
+            raw: group.raws.swap_remove(r).0,
+            label,
         });
     }
     // A lone file: a raw without label, or a label without raw.
-    let lone_raw = group.raws.first().map(|r| &r.meta.key);
+    let lone_raw = group.raws.first().map(|(r, _)| &r.meta.key);
     let lone_label = group.labels.first().map(|l| &l.meta.key);
     if let Some(k) = lone_raw.or(lone_label) {
         if group.raws.is_empty() {
