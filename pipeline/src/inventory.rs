@@ -124,6 +124,8 @@ pub async fn take_in_ranges(
     splits: &[String],
 ) -> Result<Inventory, StoreError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
+    // The extensions seen, shared by their samples.
+    let mut exts: Vec<Arc<str>> = Vec::new();
     let mut inv = Inventory::default();
     let mut samples = Vec::new();
     for prefix in rules.layout.list_prefixes() {
@@ -167,7 +169,14 @@ pub async fn take_in_ranges(
                 Class::Both(r, l) => (Some(r), Some(l)),
             };
             // Owned before the listing's entry moves into the group: the names borrow its key.
-            let raw = raw.map(|r| (r.stem.to_owned(), r.modality, r.ext.to_owned(), r.gzip));
+            let raw = raw.map(|r| {
+                (
+                    r.stem.to_owned(),
+                    r.modality,
+                    shared(&mut exts, r.ext),
+                    r.gzip,
+                )
+            });
             let label = label.map(|l| (l.stem.to_owned(), l.format, l.gzip));
             match (raw, label) {
                 (Some((stem, modality, ext, gzip)), label) => {
@@ -233,6 +242,16 @@ fn listing<'a>(
             .map(|w| store.list_range(prefix, w[0], w[1])),
     )
     .boxed()
+}
+
+/// The shared copy of `ext` (a layout has a few extensions).
+fn shared(exts: &mut Vec<Arc<str>>, ext: &str) -> Arc<str> {
+    if let Some(e) = exts.iter().find(|e| ***e == *ext) {
+        return e.clone();
+    }
+    let e: Arc<str> = ext.into();
+    exts.push(e.clone());
+    e
 }
 
 /// Pushes onto a vector that usually holds one or two items: it grows by one, not to the four
