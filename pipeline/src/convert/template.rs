@@ -298,7 +298,7 @@ fn sample_fact<'a>(fact: Fact, cx: &Context<'a>) -> &'a str {
     match fact {
         Fact::Key => &cx.sample.key,
         Fact::Uri => cx.raw_uri,
-        Fact::Extension => &*raw.ext,
+        Fact::Extension => &raw.ext,
         Fact::MimeType => raw
             .modality
             .mime_type(&raw.ext)
