@@ -73,6 +73,8 @@ impl JsonlWriter {
         use sha2::Digest;
         self.digest.update(line.as_bytes());
         self.digest.update(b"\n");
+        // The line that crosses WRITE_BUFFER grows the buffer by itself, not to twice its size.
+        self.buf.reserve_exact(line.len() + 1);
         self.buf.extend_from_slice(line.as_bytes());
         self.buf.push(b'\n');
         self.lines += 1;

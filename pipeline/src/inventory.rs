@@ -63,10 +63,30 @@ impl Rules {
     }
 }
 
+/// A stem's candidate files. A file that can be either (`x.txt` when the folders are the same)
+/// is listed once, with the raws, carrying how it reads as a label: one copy of its name and
+/// version, not two.
 #[derive(Default)]
 struct Group {
-    raws: Vec<RawFile>,
+    raws: Vec<(RawFile, Option<AsLabel>)>,
     labels: Vec<LabelFile>,
+}
+
+/// How a raw file that is also a label candidate reads as a label.
+#[derive(Clone, Copy)]
+struct AsLabel {
+    format: crate::sample::LabelFormat,
+    gzip: bool,
+}
+
+impl AsLabel {
+    fn label(self, meta: crate::storage::ObjectMeta) -> LabelFile {
+        LabelFile {
+            meta,
+            format: self.format,
+            gzip: self.gzip,
+        }
+    }
 }
 
 /// Objects a listed key range should hold, about: five pages of Cloud Storage's listing.
@@ -104,6 +124,8 @@ pub async fn take_in_ranges(
     splits: &[String],
 ) -> Result<Inventory, StoreError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
+    // The extensions seen, shared by their samples.
+    let mut exts: Vec<Arc<str>> = Vec::new();
     let mut inv = Inventory::default();
     let mut samples = Vec::new();
     for prefix in rules.layout.list_prefixes() {
@@ -146,42 +168,48 @@ pub async fn take_in_ranges(
                 Class::Label(l) => (None, Some(l)),
                 Class::Both(r, l) => (Some(r), Some(l)),
             };
-            if let Some(r) = raw {
-                push_one(
-                    &mut groups.entry(r.stem.to_owned()).or_default().raws,
-                    RawFile {
-                        meta: meta.clone(),
-                        modality: r.modality,
-                        ext: r.ext.to_owned(),
-                        gzip: r.gzip,
-                    },
-                );
-            }
-            if let Some(l) = label {
-                push_one(
-                    &mut groups.entry(l.stem.to_owned()).or_default().labels,
-                    LabelFile {
-                        meta: meta.clone(),
-                        format: l.format,
-                        gzip: l.gzip,
-                    },
-                );
+            // Owned before the listing's entry moves into the group: the names borrow its key.
+            let raw = raw.map(|r| {
+                (
+                    r.stem.to_owned(),
+                    r.modality,
+                    shared(&mut exts, r.ext),
+                    r.gzip,
+                )
+            });
+            let label = label.map(|l| (l.stem.to_owned(), l.format, l.gzip));
+            match (raw, label) {
+                (Some((stem, modality, ext, gzip)), label) => {
+                    let raw = RawFile {
+                        meta,
+                        modality,
+                        ext,
+                        gzip,
+                    };
+                    let as_label = label.map(|(_, format, gzip)| AsLabel { format, gzip });
+                    push_one(&mut groups.entry(stem).or_default().raws, (raw, as_label));
+                }
+                (None, Some((stem, format, gzip))) => {
+                    push_one(
+                        &mut groups.entry(stem).or_default().labels,
+                        LabelFile { meta, format, gzip },
+                    );
+                }
+                (None, None) => {}
             }
         }
     }
     samples.reserve_exact(groups.len());
     for (key, mut group) in groups.drain() {
         // The usual stem, one raw file and one label: its files move into the sample.
-        if let ([r], [l]) = (group.raws.as_slice(), group.labels.as_slice())
-            && r.meta.key != l.meta.key
-        {
+        if let ([_], [_]) = (group.raws.as_slice(), group.labels.as_slice()) {
             let (raw, label) = (group.raws.pop(), group.labels.pop());
-            if let (Some(raw), Some(label)) = (raw, label) {
+            if let (Some((raw, _)), Some(label)) = (raw, label) {
                 samples.push(Sample { key, raw, label });
             }
             continue;
         }
-        if let Some(sample) = resolve(&mut inv, store, &key, &group) {
+        if let Some(sample) = resolve(&mut inv, store, key, group) {
             samples.push(sample);
         }
     }
@@ -216,10 +244,22 @@ fn listing<'a>(
     .boxed()
 }
 
-/// Pushes onto a vector that usually holds one item: a first push allocates room for one, not
-/// the four a `Vec` starts with (at 100,000 stems that is tens of megabytes).
+/// The shared copy of `ext` (a layout has a few extensions).
+fn shared(exts: &mut Vec<Arc<str>>, ext: &str) -> Arc<str> {
+    if let Some(e) = exts.iter().find(|e| ***e == *ext) {
+        return e.clone();
+    }
+    let e: Arc<str> = ext.into();
+    exts.push(e.clone());
+    e
+}
+
+/// Pushes onto a vector that usually holds one or two items: it grows by one, not to the four
+/// a `Vec` starts with or by doubling (at 100,000 stems that is tens of megabytes; with raw
+/// files and labels in one folder, every `.txt` is also a label candidate, so a stem's labels
+/// are usually two).
 fn push_one<T>(v: &mut Vec<T>, item: T) {
-    if v.capacity() == 0 {
+    if v.len() == v.capacity() {
         v.reserve_exact(1);
     }
     v.push(item);
@@ -227,41 +267,37 @@ fn push_one<T>(v: &mut Vec<T>, item: T) {
 
 /// Picks the pair of a stem: files that can only be raw, files that can only be labels, and
 /// files that can be either (the same object in both lists).
-fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> Option<Sample> {
-    let in_labels = |k: &str| group.labels.iter().any(|l| l.meta.key == k);
-    let in_raws = |k: &str| group.raws.iter().any(|r| r.meta.key == k);
-    let raw_only: Vec<&RawFile> = group
-        .raws
-        .iter()
-        .filter(|r| !in_labels(&r.meta.key))
+fn resolve(
+    inv: &mut Inventory,
+    store: &dyn Store,
+    key: String,
+    mut group: Group,
+) -> Option<Sample> {
+    // Positions, not copies: the chosen files move out of the group into the sample.
+    let raw_only: Vec<usize> = (0..group.raws.len())
+        .filter(|&i| group.raws[i].1.is_none())
         .collect();
-    let label_only: Vec<&LabelFile> = group
-        .labels
-        .iter()
-        .filter(|l| !in_raws(&l.meta.key))
+    let label_only: Vec<usize> = (0..group.labels.len()).collect();
+    let either: Vec<usize> = (0..group.raws.len())
+        .filter(|&i| group.raws[i].1.is_some())
         .collect();
-    let either: Vec<&RawFile> = group
-        .raws
-        .iter()
-        .filter(|r| in_labels(&r.meta.key))
-        .collect();
-    let label_of = |k: &str| group.labels.iter().find(|l| l.meta.key == k).cloned();
 
     let pair = match (
         raw_only.as_slice(),
         label_only.as_slice(),
         either.as_slice(),
     ) {
-        ([r], [l], []) => Some(((*r).clone(), (*l).clone())),
-        ([r], [], [e]) => label_of(&e.meta.key).map(|l| ((*r).clone(), l)),
-        ([], [l], [e]) => Some(((*e).clone(), (*l).clone())),
+        (&[r], &[l], []) => Some((r, Ok(l))),
+        // The file that can be either is the label.
+        (&[r], [], &[e]) => Some((r, Err(e))),
+        (&[], &[l], &[e]) => Some((e, Ok(l))),
         (raws, labels, either) => {
             let files = raws.len() + labels.len() + either.len();
             if files >= 2 {
                 let mut objects: Vec<String> = group
                     .raws
                     .iter()
-                    .map(|r| &r.meta.key)
+                    .map(|(r, _)| &r.meta.key)
                     .chain(group.labels.iter().map(|l| &l.meta.key))
                     .map(|k| store.uri(k))
                     .collect();
@@ -273,7 +309,7 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> 
                     objects.join(", ")
                 );
                 inv.ambiguous.push(Ambiguity {
-                    key: key.to_owned(),
+                    key,
                     objects,
                     category: Category::Ambiguous,
                     reason,
@@ -283,15 +319,22 @@ fn resolve(inv: &mut Inventory, store: &dyn Store, key: &str, group: &Group) -> 
             None
         }
     };
-    if let Some((raw, label)) = pair {
+    if let Some((r, l)) = pair {
+        let label = match l {
+            Ok(l) => group.labels.swap_remove(l),
+            Err(e) => {
+                let (file, as_label) = &group.raws[e];
+                (*as_label)?.label(file.meta.clone())
+            }
+        };
         return Some(Sample {
-            key: key.to_owned(),
-            raw,
+            key,
+            raw: group.raws.swap_remove(r).0,
             label,
         });
     }
     // A lone file: a raw without label, or a label without raw.
-    let lone_raw = group.raws.first().map(|r| &r.meta.key);
+    let lone_raw = group.raws.first().map(|(r, _)| &r.meta.key);
     let lone_label = group.labels.first().map(|l| &l.meta.key);
     if let Some(k) = lone_raw.or(lone_label) {
         if group.raws.is_empty() {

@@ -86,7 +86,7 @@ impl Job {
         let splits = match &baseline {
             Some(b) if self.store.lists_ranges() => {
                 match crate::delta::read(&*self.store, &b.manifest_key()).await {
-                    Ok((m, _)) => inventory::split_points(m.keys().map(String::as_str)),
+                    Ok((m, _)) => inventory::split_points(m.keys().map(|k| &**k)),
                     Err(e) if e.is_not_found() => Vec::new(),
                     Err(e) => return Err(e),
                 }

@@ -151,15 +151,21 @@ fn not_regular(st: &Stat) -> Option<&'static str> {
     }
 }
 
+/// Bytes a multipart upload buffers before a write, and the most tokio's file holds per write.
+const UPLOAD_BUFFER: usize = 256 * 1024;
+
 /// An inode's number, modification and change times: a new version renamed into place has a
 /// new inode, the nanosecond mtime keeps a recycled inode number from looking unchanged, and
 /// the change time (which no user can set back, unlike mtime) catches an in-place edit that
 /// restored the old modification time.
 fn generation(st: &Stat) -> String {
-    format!(
+    let mut g = format!(
         "{}{:09}-{}-{}{:09}",
         st.st_mtime, st.st_mtime_nsec, st.st_ino, st.st_ctime, st.st_ctime_nsec
-    )
+    );
+    // `format!` grows by doubling (64 bytes for these ~48); a listing keeps one per object.
+    g.shrink_to_fit();
+    g
 }
 
 fn size(st: &Stat) -> u64 {
@@ -654,13 +660,14 @@ impl Store for LocalStore {
         let this = self.clone();
         let owned_key = key.to_owned();
         let (dir, tmp, file) = blocking(move || this.create_temp(&owned_key)).await?;
+        // Parts come in about a megabyte at a time; tokio's file copies what it writes into a
+        // buffer of its own (2 MB by default). A build writes five files at once.
+        let mut file = tokio::fs::File::from_std(file);
+        file.set_max_buf_size(UPLOAD_BUFFER);
         Ok(Box::new(LocalUpload {
             store: self.clone(),
             key: key.to_owned(),
-            file: Some(tokio::io::BufWriter::with_capacity(
-                1 << 20,
-                tokio::fs::File::from_std(file),
-            )),
+            file: Some(tokio::io::BufWriter::with_capacity(UPLOAD_BUFFER, file)),
             dir: Arc::new(dir),
             tmp,
         }))
