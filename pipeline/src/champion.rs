@@ -142,13 +142,10 @@ pub fn pointer_key(meta_folder: &str) -> String {
 /// The pointer, if a run promoted a model.
 pub async fn read(store: &dyn Store, meta_folder: &str) -> Result<Option<Current>, ChampionError> {
     let key = pointer_key(meta_folder);
-    let got = match store.get(&key).await {
-        Ok(g) => g,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some((body, generation)) = storage::get_versioned(store, &key, 4 * 1024 * 1024).await?
+    else {
+        return Ok(None);
     };
-    let generation = got.generation.clone();
-    let body = got.bytes_limited(&store.uri(&key), 4 * 1024 * 1024).await?;
     let champion = serde_json::from_slice(&body).map_err(|e| ChampionError::Corrupt {
         object: store.uri(&key),
         reason: e.to_string(),

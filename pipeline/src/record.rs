@@ -205,12 +205,8 @@ impl Stored {
     }
 }
 
-/// Finds the newest record whose status is one of `accepted`.
-pub async fn latest(
-    store: &dyn Store,
-    meta_folder: &str,
-    accepted: &[RunStatus],
-) -> Result<Option<Stored>, StoreError> {
+/// The run records' keys, oldest first (names embed the start time).
+async fn keys(store: &dyn Store, meta_folder: &str) -> Result<Vec<String>, StoreError> {
     let prefix = storage::join(meta_folder, METADATA_PREFIX);
     let mut keys: Vec<String> = store
         .list(&prefix)
@@ -223,9 +219,17 @@ pub async fn latest(
         })
         .try_collect()
         .await?;
-    // Names embed the start time, so the newest sorts last.
     keys.sort_unstable();
-    for key in keys.into_iter().rev() {
+    Ok(keys)
+}
+
+/// Finds the newest record whose status is one of `accepted`.
+pub async fn latest(
+    store: &dyn Store,
+    meta_folder: &str,
+    accepted: &[RunStatus],
+) -> Result<Option<Stored>, StoreError> {
+    for key in keys(store, meta_folder).await?.into_iter().rev() {
         let body = storage::get_bytes(store, &key, 16 * 1024 * 1024).await?;
         match serde_json::from_slice::<RunRecord>(&body) {
             Ok(record) if accepted.contains(&record.status) => {
@@ -247,21 +251,13 @@ pub async fn all(
     meta_folder: &str,
     limit: usize,
 ) -> Result<Vec<Stored>, StoreError> {
-    let prefix = storage::join(meta_folder, METADATA_PREFIX);
-    let mut keys: Vec<String> = store
-        .list(&prefix)
-        .map_ok(|m| m.key)
-        .try_filter(|k| {
-            let json = std::path::Path::new(k)
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-            futures::future::ready(json)
-        })
-        .try_collect()
-        .await?;
-    keys.sort_unstable();
     let mut out = Vec::new();
-    for key in keys.into_iter().rev().take(limit) {
+    for key in keys(store, meta_folder)
+        .await?
+        .into_iter()
+        .rev()
+        .take(limit)
+    {
         let body = storage::get_bytes(store, &key, 16 * 1024 * 1024).await?;
         match serde_json::from_slice::<RunRecord>(&body) {
             Ok(record) => out.push(Stored { key, record }),

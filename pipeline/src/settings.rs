@@ -352,12 +352,12 @@ pub struct EvalSettings {
     pub eval_min_rows: u64,
 
     /// The lowest score a blessed candidate may have, in [0, 1].
-    #[arg(long, env = "EVAL_FLOOR", value_name = "EVAL_FLOOR", default_value_t = 0.0, value_parser = parse_unit)]
+    #[arg(long, env = "EVAL_FLOOR", value_name = "EVAL_FLOOR", default_value_t = 0.0, value_parser = parse_unit_ratio)]
     pub eval_floor: f64,
 
     /// How much better than the champion a blessed candidate must be (candidate − champion),
     /// judged on the paired rows.
-    #[arg(long, env = "EVAL_MIN_DELTA", value_name = "EVAL_MIN_DELTA", default_value_t = 0.0, value_parser = parse_unit)]
+    #[arg(long, env = "EVAL_MIN_DELTA", value_name = "EVAL_MIN_DELTA", default_value_t = 0.0, value_parser = parse_unit_ratio)]
     pub eval_min_delta: f64,
 
     /// Confidence of the paired test (McNemar, paired bootstrap), in [0.5, 1).
@@ -365,7 +365,7 @@ pub struct EvalSettings {
     pub eval_confidence: f64,
 
     /// How much worse a guard metric (JSON validity, blocked or empty answers) may be.
-    #[arg(long, env = "EVAL_GUARD_EPSILON", value_name = "EVAL_GUARD_EPSILON", default_value_t = 0.02, value_parser = parse_unit)]
+    #[arg(long, env = "EVAL_GUARD_EPSILON", value_name = "EVAL_GUARD_EPSILON", default_value_t = 0.02, value_parser = parse_unit_ratio)]
     pub eval_guard_epsilon: f64,
 
     /// generateContent calls in flight at once during the evaluation.
@@ -1101,48 +1101,29 @@ fn parse_bucket(s: &str) -> Result<String, String> {
 }
 
 fn parse_eval_ratio(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=0.5).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not in [0, 0.5]"))
-    }
-}
-
-fn parse_unit(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not in [0, 1]"))
-    }
+    parse_f64_in(s, |v| (0.0..=0.5).contains(&v), "[0, 0.5]")
 }
 
 fn parse_confidence(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.5..1.0).contains(&v) {
+    parse_f64_in(s, |v| (0.5..1.0).contains(&v), "[0.5, 1)")
+}
+
+/// A number `within` the range `shown` (as the error names it).
+fn parse_f64_in(s: &str, within: impl Fn(f64) -> bool, shown: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if within(v) {
         Ok(v)
     } else {
-        Err(format!("{v} is not in [0.5, 1)"))
+        Err(format!("{v} is not in {shown}"))
     }
 }
 
 fn parse_split_ratio(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v > 0.0 && v <= 1.0 {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not in (0, 1]"))
-    }
+    parse_f64_in(s, |v| v > 0.0 && v <= 1.0, "(0, 1]")
 }
 
 fn parse_unit_ratio(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not in [0, 1]"))
-    }
+    parse_f64_in(s, |v| (0.0..=1.0).contains(&v), "[0, 1]")
 }
 
 fn parse_positive(s: &str) -> Result<f64, String> {

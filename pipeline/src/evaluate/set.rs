@@ -122,13 +122,9 @@ fn current_key(meta_folder: &str) -> String {
 /// The set in use, if a run picked one.
 pub async fn current(store: &dyn Store, meta_folder: &str) -> Result<Option<Frozen>, SetError> {
     let key = current_key(meta_folder);
-    let got = match store.get(&key).await {
-        Ok(g) => g,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some((body, generation)) = storage::get_versioned(store, &key, 1024 * 1024).await? else {
+        return Ok(None);
     };
-    let generation = got.generation.clone();
-    let body = got.bytes_limited(&store.uri(&key), 1024 * 1024).await?;
     let corrupt = |reason: String| SetError::Corrupt {
         object: store.uri(&key),
         reason,

@@ -257,9 +257,6 @@ impl Job {
                     return;
                 }
             };
-        if let Some(c) = &current {
-            let _ = self.repair_alias(&c.champion).await;
-        }
         let champion = self.champion_of(current.as_ref(), &record.source_model);
         let set = match set {
             Some(s) => Some(s),

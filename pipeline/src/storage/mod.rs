@@ -167,6 +167,23 @@ pub async fn get_bytes(store: &dyn Store, key: &str, limit: u64) -> Result<Bytes
     store.get(key).await?.bytes_limited(&uri, limit).await
 }
 
+/// A whole small object and the generation read, or `None` when there is none (pointers
+/// that are replaced by compare-and-swap on that generation).
+pub async fn get_versioned(
+    store: &dyn Store,
+    key: &str,
+    limit: u64,
+) -> Result<Option<(Bytes, String)>, StoreError> {
+    let got = match store.get(key).await {
+        Ok(g) => g,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let generation = got.generation.clone();
+    let body = got.bytes_limited(&store.uri(key), limit).await?;
+    Ok(Some((body, generation)))
+}
+
 /// Adapts a store read into an `AsyncRead`.
 pub fn into_async_read(body: ByteStream) -> impl tokio::io::AsyncRead + Send + Unpin {
     tokio_util::io::StreamReader::new(body.map(|r| r.map_err(std::io::Error::other)))
