@@ -9,11 +9,13 @@ connection keep their order); answers flow back at once. That is a round trip's 
 latency per request, like Cloud Storage seen from a Cloud Run job (about 30 ms a request).
 The client's side of each connection is parsed as HTTP/1.1 to count requests by kind (GCS JSON
 API: list, read, metadata, upload, delete, other); on SIGTERM or SIGINT the counts are written
-to COUNTS_FILE as JSON and the proxy exits.
+to COUNTS_FILE as JSON and the proxy exits. PROXY_TRACE=FILE also writes every request's
+arrival time, method and target to FILE.
 """
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -23,6 +25,8 @@ from collections import Counter
 LISTEN, UPSTREAM, DELAY = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
 COUNTS_FILE = sys.argv[4]
 counts = Counter()
+# PROXY_TRACE=FILE: every request's arrival time, method and target, a line each.
+TRACE = open(os.environ["PROXY_TRACE"], "w", buffering=1) if os.environ.get("PROXY_TRACE") else None
 
 
 def kind(method, target):
@@ -80,6 +84,8 @@ class RequestCounter:
                 self.buf = self.buf[end + 4:]
                 method, target = (head[0].split(" ") + ["", ""])[:2]
                 counts[kind(method, target)] += 1
+                if TRACE:
+                    TRACE.write(f"{time.time():.3f} {method} {target[:160]}\n")
                 headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
                 if headers.get("transfer-encoding", "").lower() == "chunked":
                     self.state = "chunk-size"

@@ -26,7 +26,6 @@ use bytes::Bytes;
 use futures::{StreamExt, stream};
 use rayon::prelude::*;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::convert::{Converter, Loaded, Uris};
@@ -36,6 +35,7 @@ use crate::inventory::Ambiguity;
 use crate::limit::Limiter;
 use crate::lines;
 use crate::modality::Modality;
+use crate::reads::{self, ReadAhead, read_object};
 use crate::sample::{Category, Reject, Sample};
 use crate::split::{Side, Split};
 use crate::storage::{self, MultipartUpload, Store, StoreError};
@@ -43,8 +43,6 @@ use crate::validate::{self, Tally};
 
 const BATCH: usize = 64;
 const WRITE_BUFFER: usize = 1 << 20;
-/// Deflate's largest expansion: no byte of a `.gz` inflates to more than this many.
-const GZIP_MAX_RATIO: u64 = 1032;
 
 /// A JSONL file being uploaded line by line.
 pub struct JsonlWriter {
@@ -198,6 +196,9 @@ pub struct Options {
     pub eval: Arc<Routing>,
     /// The line stores of incremental builds; `None`: every sample is read, none is kept.
     pub lines: Option<Incremental>,
+    /// Objects read while the listing arrived; the build takes what it can from them, and
+    /// its reads share their limiter.
+    pub ahead: Option<Arc<ReadAhead>>,
 }
 
 /// Where an incremental build keeps its lines, and where it finds the last run's (see
@@ -256,14 +257,7 @@ impl Budget {
 /// What reading a sample may hold in memory: its text objects' sizes, or for a `.gz` what it
 /// may inflate to; never more than MAX_TEXT_BYTES an object, since reads stop there.
 fn bytes_needed(sample: &Sample, max_text_bytes: u64) -> u64 {
-    let object = |size: u64, gzip: bool| {
-        let inflated = if gzip {
-            size.saturating_mul(GZIP_MAX_RATIO)
-        } else {
-            size
-        };
-        inflated.min(max_text_bytes.saturating_add(1))
-    };
+    let object = |size: u64, gzip: bool| reads::bytes_needed(size, gzip, max_text_bytes);
     let raw = if sample.raw.modality == Modality::Text {
         object(sample.raw.meta.size, sample.raw.gzip)
     } else {
@@ -284,62 +278,20 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-/// Reads one object whole, decompressing every member of a `.gz`, refusing more than `limit`
-/// bytes. A truncated or corrupt `.gz` is a read error. `throttled` is set when the store
-/// answered 429 or 503.
-async fn read_object(
+/// Reads one object of a sample: what was read ahead of the listed version, or the object.
+async fn read(
     store: &dyn Store,
-    key: &str,
+    meta: &storage::ObjectMeta,
     gzip: bool,
-    limit: u64,
+    opts: &Options,
     throttled: &AtomicBool,
 ) -> Result<Bytes, (Category, String)> {
-    let got = store.get(key).await.map_err(|e| match e {
-        StoreError::Api {
-            status: 429 | 503, ..
-        } => {
-            throttled.store(true, Ordering::Relaxed);
-            (Category::ReadError, e.to_string())
-        }
-        StoreError::NotFound { .. } => (
-            Category::ReadError,
-            "object vanished after listing".to_owned(),
-        ),
-        e @ StoreError::NotARegularFile { .. } => (Category::NotARegularFile, e.to_string()),
-        e => (Category::ReadError, e.to_string()),
-    })?;
-    let too_large = |n: u64| {
-        (
-            Category::TooLarge,
-            format!("{n} bytes is more than MAX_TEXT_BYTES ({limit})"),
-        )
-    };
-    if !gzip && got.size > limit {
-        return Err(too_large(got.size));
+    if let Some(ahead) = &opts.ahead
+        && let Some(bytes) = ahead.take(&meta.key, &meta.generation, gzip).await
+    {
+        return Ok(bytes);
     }
-    let reader = storage::into_async_read(got.body);
-    // Sized to the object (one byte more, so reaching its end needs no reallocation): a
-    // doubling buffer would hold up to twice what the byte budget counts.
-    let capacity = if gzip { 0 } else { got.size.min(limit) + 1 };
-    let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-    let read = if gzip {
-        // A gzip file may hold several members (`cat a.gz b.gz`); `zcat` prints them all.
-        let mut decoder =
-            async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader));
-        decoder.multiple_members(true);
-        decoder.take(limit + 1).read_to_end(&mut buf).await
-    } else {
-        reader.take(limit + 1).read_to_end(&mut buf).await
-    };
-    read.map_err(|e| {
-        let what = if gzip { "reading gzip data" } else { "reading" };
-        (Category::ReadError, format!("{what}: {e}"))
-    })?;
-    if buf.len() as u64 > limit {
-        return Err(too_large(buf.len() as u64));
-    }
-    buf.shrink_to_fit();
-    Ok(Bytes::from(buf))
+    read_object(store, &meta.key, gzip, opts.max_text_bytes, throttled).await
 }
 
 /// Reads a sample's objects, its raw text and its label at once (media are never read: what
@@ -362,23 +314,17 @@ async fn load(
     let raw = async {
         if sample.raw.modality == Modality::Text {
             let raw = &sample.raw;
-            let text = read_object(
-                store,
-                &raw.meta.key,
-                raw.gzip,
-                opts.max_text_bytes,
-                &throttled,
-            );
+            let text = read(store, &raw.meta, raw.gzip, opts, &throttled);
             Some(text.await)
         } else {
             None
         }
     };
-    let label = read_object(
+    let label = read(
         store,
-        &sample.label.meta.key,
+        &sample.label.meta,
         sample.label.gzip,
-        opts.max_text_bytes,
+        opts,
         &throttled,
     );
     let (raw_text, label) = tokio::join!(raw, label);
@@ -702,7 +648,10 @@ pub async fn build(
     let stored = Arc::new(tokio::sync::Mutex::new(stored));
 
     let budget = Budget::new(opts.max_bytes_in_flight);
-    let limiter = Arc::new(Limiter::new(opts.read_concurrency));
+    let limiter = opts.ahead.as_ref().map_or_else(
+        || Arc::new(Limiter::new(opts.read_concurrency)),
+        |a| a.limiter(),
+    );
     let reads = stream::iter(indices)
         // One sample at a time, in sample order: the line store is read as one stream.
         .then(|i| {
@@ -777,6 +726,7 @@ mod tests {
     use crate::inventory::{self, Rules};
     use crate::storage::PutMode;
     use crate::storage::local::LocalStore;
+    use tokio::io::AsyncReadExt;
 
     fn options(max_text_bytes: u64) -> Options {
         Options {
@@ -794,6 +744,7 @@ mod tests {
             pinned: Arc::default(),
             eval: Arc::default(),
             lines: None,
+            ahead: None,
         }
     }
 

@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::sample::{Category, LabelFile, RawFile, Sample};
-use crate::storage::{Store, StoreError};
+use crate::storage::{ObjectMeta, Store, StoreError};
 
 /// How many unpaired files the report names.
 const NAMED_UNPAIRED: usize = 10;
@@ -111,23 +111,36 @@ pub fn split_points<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
     cuts
 }
 
+/// A listed file a sample may read, told as the listing streams in (before pairing).
+pub struct Listed<'a> {
+    /// The sample key it would belong to.
+    pub stem: &'a str,
+    pub meta: &'a ObjectMeta,
+    pub gzip: bool,
+    /// It can be a sample's raw text (media are never read).
+    pub text: bool,
+    /// It can be a sample's label.
+    pub label: bool,
+}
+
 /// Lists the folders and pairs their files.
 pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreError> {
-    take_in_ranges(store, rules, &[]).await
+    take_in_ranges(store, rules, &[], &mut |_| {}).await
 }
 
 /// [`take`], listing each folder as key ranges at once, cut before each of `splits` (sample
-/// keys, sorted), when the store lists ranges by themselves ([`Store::lists_ranges`]).
+/// keys, sorted), when the store lists ranges by themselves ([`Store::lists_ranges`]). Each
+/// file a sample may read is told to `listed` as it arrives.
 pub async fn take_in_ranges(
     store: &dyn Store,
     rules: &Rules,
     splits: &[String],
+    listed: &mut (dyn FnMut(Listed<'_>) + Send),
 ) -> Result<Inventory, StoreError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
     // The extensions seen, shared by their samples.
     let mut exts: Vec<Arc<str>> = Vec::new();
     let mut inv = Inventory::default();
-    let mut samples = Vec::new();
     for prefix in rules.layout.list_prefixes() {
         let mut listing = listing(store, prefix, splits);
         loop {
@@ -168,6 +181,18 @@ pub async fn take_in_ranges(
                 Class::Label(l) => (None, Some(l)),
                 Class::Both(r, l) => (Some(r), Some(l)),
             };
+            if let Some(stem) = raw.map(|r| r.stem).or(label.map(|l| l.stem)) {
+                let text = raw.is_some_and(|r| r.modality == crate::modality::Modality::Text);
+                if text || label.is_some() {
+                    listed(Listed {
+                        stem,
+                        meta: &meta,
+                        gzip: raw.map_or_else(|| label.is_some_and(|l| l.gzip), |r| r.gzip),
+                        text,
+                        label: label.is_some(),
+                    });
+                }
+            }
             // Owned before the listing's entry moves into the group: the names borrow its key.
             let raw = raw.map(|r| {
                 (
@@ -199,8 +224,17 @@ pub async fn take_in_ranges(
             }
         }
     }
-    samples.reserve_exact(groups.len());
-    for (key, mut group) in groups.drain() {
+    inv.samples = Arc::new(pair(&mut inv, store, groups));
+    inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
+    inv.unpaired_examples.sort();
+    inv.unpaired_examples.truncate(NAMED_UNPAIRED);
+    Ok(inv)
+}
+
+/// The samples of the stems, sorted by key; what cannot pair goes into `inv`.
+fn pair(inv: &mut Inventory, store: &dyn Store, groups: HashMap<String, Group>) -> Vec<Sample> {
+    let mut samples = Vec::with_capacity(groups.len());
+    for (key, mut group) in groups {
         // The usual stem, one raw file and one label: its files move into the sample.
         if let ([_], [_]) = (group.raws.as_slice(), group.labels.as_slice()) {
             let (raw, label) = (group.raws.pop(), group.labels.pop());
@@ -209,17 +243,12 @@ pub async fn take_in_ranges(
             }
             continue;
         }
-        if let Some(sample) = resolve(&mut inv, store, key, group) {
+        if let Some(sample) = resolve(inv, store, key, group) {
             samples.push(sample);
         }
     }
-    drop(groups);
     samples.sort_by(|a, b| a.key.cmp(&b.key));
-    inv.samples = Arc::new(samples);
-    inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
-    inv.unpaired_examples.sort();
-    inv.unpaired_examples.truncate(NAMED_UNPAIRED);
-    Ok(inv)
+    samples
 }
 
 /// The objects under `prefix`, as one listing or as key ranges listed at once.
@@ -570,7 +599,9 @@ mod tests {
             vec!["d3".to_owned(), "d3/s0".to_owned(), "zzz".to_owned()],
         ] {
             let whole = take(&store, &rules(&[])).await.unwrap();
-            let ranged = take_in_ranges(&store, &rules(&[]), &cuts).await.unwrap();
+            let ranged = take_in_ranges(&store, &rules(&[]), &cuts, &mut |_| {})
+                .await
+                .unwrap();
             assert_eq!(keys(&whole), keys(&ranged));
             assert_eq!(ranged.samples.len(), 6000);
         }

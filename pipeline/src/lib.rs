@@ -25,6 +25,8 @@
 //! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
 //! * [`lines`]: the line store of incremental builds: the last run's lines, by sample content.
 //! * [`limit`]: adaptive read concurrency (AIMD between 16 and 256 samples in flight).
+//! * [`reads`]: reading a sample's object whole, and reading what changed while the listing
+//!   is still arriving (remote stores).
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
@@ -71,6 +73,8 @@ pub mod evaluate;
 mod lines;
 
 mod limit;
+
+mod reads;
 
 mod dataset;
 

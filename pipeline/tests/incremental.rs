@@ -1,7 +1,9 @@
 //! Incremental builds: a run takes the lines of unchanged samples from the last run's line
 //! store and reads only new or changed objects, and its files are byte for byte those of a full
 //! rebuild (FULL_REBUILD) of the same bucket history: after additions, a changed label, a
-//! deletion, a rename, a conversion-settings change, and with a damaged line store.
+//! deletion, a rename, a conversion-settings change, and with a damaged line store. On a remote
+//! store the objects of what changed are read while the listing arrives (read-ahead): once
+//! each, not before gate 3 can pass, and with the same files.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,21 +17,53 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde_json::Value;
 
-/// A memory bucket that records which sample objects were read.
+/// A memory bucket that records which sample objects were read. `remote`: it says its
+/// requests cross a network, so runs read ahead. `pause_listing`: its listing of the sample
+/// folder stops after that many objects until a sample object is read.
 #[derive(Debug)]
 struct Counting {
     inner: MemoryStore,
     reads: Mutex<Vec<String>>,
+    remote: bool,
+    pause_listing: Option<usize>,
+    read_begun: tokio::sync::Notify,
+    /// Sample objects the listing had given when the first was read.
+    listed_at_first_read: Mutex<Option<usize>>,
+    listed: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
 impl Store for Counting {
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
-        self.inner.list(prefix)
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        if !prefix.starts_with("raw_training_data") {
+            return self.inner.list(prefix);
+        }
+        self.listed.store(0, Ordering::SeqCst);
+        self.inner
+            .list(prefix)
+            .then(move |m| async move {
+                let n = self.listed.fetch_add(1, Ordering::SeqCst);
+                if Some(n) == self.pause_listing {
+                    self.read_begun.notified().await;
+                }
+                m
+            })
+            .boxed()
+    }
+    fn remote(&self) -> bool {
+        self.remote
     }
     async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
         if key.starts_with("raw_training_data/") {
             self.reads.lock().unwrap().push(key.to_owned());
+            let listed = self.listed.load(std::sync::atomic::Ordering::SeqCst);
+            self.listed_at_first_read
+                .lock()
+                .unwrap()
+                .get_or_insert(listed);
+            self.read_begun.notify_one();
         }
         self.inner.get(key).await
     }
@@ -48,10 +82,15 @@ impl Store for Counting {
 }
 
 impl Counting {
-    fn new() -> Arc<Self> {
+    fn new(remote: bool, pause_listing: Option<usize>) -> Arc<Self> {
         Arc::new(Self {
             inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
             reads: Mutex::default(),
+            remote,
+            pause_listing,
+            read_begun: tokio::sync::Notify::new(),
+            listed_at_first_read: Mutex::default(),
+            listed: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -74,10 +113,12 @@ struct Twins {
 }
 
 impl Twins {
-    fn new() -> Self {
+    /// `remote`: the incremental bucket is remote, so its runs read ahead (the full rebuild's
+    /// never does).
+    fn new(remote: bool) -> Self {
         Self {
-            incremental: Counting::new(),
-            full: Counting::new(),
+            incremental: Counting::new(remote, None),
+            full: Counting::new(false, None),
             converter: Converter::default(),
         }
     }
@@ -211,7 +252,18 @@ fn names(samples: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn an_incremental_build_reads_only_what_changed_and_equals_a_full_rebuild() {
-    let mut t = Twins::new();
+    Box::pin(identity_through_a_bucket_history(false)).await;
+}
+
+#[tokio::test]
+async fn reading_ahead_reads_each_object_once_and_equals_a_full_rebuild() {
+    Box::pin(identity_through_a_bucket_history(true)).await;
+}
+
+/// Reads are the ones a run without read-ahead makes, exactly: `reads` is a list, so an
+/// object read twice would show twice.
+async fn identity_through_a_bucket_history(remote: bool) {
+    let mut t = Twins::new(remote);
     for i in 0..30 {
         t.sample(
             &format!("s{i:03}"),
@@ -291,7 +343,7 @@ async fn an_incremental_build_reads_only_what_changed_and_equals_a_full_rebuild(
 
 #[tokio::test]
 async fn a_damaged_line_store_costs_reads_not_correctness() {
-    let t = Twins::new();
+    let t = Twins::new(true);
     for i in 0..20 {
         t.sample(
             &format!("s{i:03}"),
@@ -373,4 +425,80 @@ async fn a_damaged_line_store_costs_reads_not_correctness() {
     let (o, reads) = t.run().await;
     assert_eq!(o.counts.reused, 0);
     assert_eq!(reads.len(), 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reading_begins_while_the_listing_is_still_arriving() {
+    // The listing stops after 10 of its 40 objects until a sample object is read: a run that
+    // read only after the whole listing would never finish (the paused clock then fires the
+    // timeout at once).
+    let store = Counting::new(true, Some(10));
+    for i in 0..20 {
+        for (ext, body) in [
+            ("txt", format!("question {i}")),
+            ("json", format!("{{\"answer\":\"a{i}\"}}")),
+        ] {
+            store
+                .put(
+                    &format!("raw_training_data/s{i:03}.{ext}"),
+                    Bytes::from(body),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let job = Job::new(
+        crate::run::config(),
+        store.clone(),
+        Arc::new(autotune::tuner::dry_run::DryRun::default()),
+    );
+    let o = tokio::time::timeout(
+        std::time::Duration::from_secs(3600),
+        job.run(std::future::pending(), false),
+    )
+    .await
+    .expect("the run read while its listing was paused");
+    assert_eq!(o.status, RunStatus::DryRun, "{}", o.reason);
+    assert_eq!(o.counts.pairs, 20);
+    // Ten objects given, the eleventh held back: the first read came while it was.
+    assert_eq!(*store.listed_at_first_read.lock().unwrap(), Some(11));
+    let reads = store.take_reads();
+    let mut unique = reads.clone();
+    unique.dedup();
+    assert_eq!(
+        (reads.len(), unique.len()),
+        (40, 40),
+        "each object read once"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_waits_at_gate_3_reads_nothing_ahead() {
+    let t = Twins::new(true);
+    for i in 0..10 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    t.run().await;
+    // Four new samples, fewer than MIN_SAMPLES (5): eight objects wanted, fewer than the ten
+    // that gate 3 could pass with.
+    for i in 10..14 {
+        t.sample(
+            &format!("s{i:03}"),
+            &format!("question {i}"),
+            &format!("a{i}"),
+        )
+        .await;
+    }
+    let o = t
+        .job(&t.incremental, false)
+        .run(std::future::pending(), false)
+        .await;
+    assert_eq!(o.status, RunStatus::Waiting, "{}", o.reason);
+    assert_eq!(t.incremental.take_reads(), Vec::<String>::new());
 }

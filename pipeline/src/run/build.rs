@@ -73,6 +73,7 @@ impl Job {
             held_out = built.held_out,
             reused = built.reused,
             read_concurrency = built.read_concurrency,
+            read_ahead = gates.ahead.as_ref().map_or(0, |a| a.counts().1),
             "datasets written"
         );
         Ok(built)
@@ -176,6 +177,7 @@ impl Job {
                     ),
                     previous: self.previous_lines(gates),
                 }),
+                ahead: gates.ahead.clone(),
             },
             &progress,
         ))

@@ -1,8 +1,11 @@
 //! Gates 1 to 3, read-only: the lock as it stands, the inventory (gate 2) and the delta against
 //! the last successful run (gate 3). `run` and `plan` share them.
 
+use std::sync::Arc;
+
 use crate::inventory::{self, Inventory};
 use crate::lease::{self, LeaseRecord};
+use crate::reads::{self, ReadAhead};
 use crate::record::{self, Stored};
 use crate::split;
 use crate::storage::StoreError;
@@ -40,6 +43,8 @@ pub struct Gates {
     pub comparison: Option<crate::delta::Comparison>,
     /// How the quiet stage ended, once it ran.
     pub quiet: Option<super::Quiet>,
+    /// The objects of new or changed samples, read as the listing arrived (remote stores).
+    pub ahead: Option<Arc<ReadAhead>>,
 }
 
 /// The decision of gates 2 and 3.
@@ -74,27 +79,46 @@ impl Job {
     }
 
     /// Gates 2 and 3. On Cloud Storage the baseline's manifest is read first: its keys cut the
-    /// listing into key ranges listed at once. It is let go before the listing and read again
-    /// for the delta, so that it and the listing are not held at once.
-    pub(super) async fn evaluate(&self) -> Result<Gate, StoreError> {
+    /// listing into key ranges listed at once, and it tells which listed objects a build will
+    /// read, which `ahead` (if any) reads as the listing arrives. Elsewhere it is read after
+    /// the listing, so that it and the listing are not held at once.
+    pub(super) async fn evaluate(
+        &self,
+        ahead: Option<&Arc<ReadAhead>>,
+    ) -> Result<Gate, StoreError> {
         let baseline = record::latest(
             &*self.store,
             &self.config.model_meta_folder,
             self.baseline_statuses(),
         )
         .await?;
-        let splits = match &baseline {
-            Some(b) if self.store.lists_ranges() => {
-                match crate::delta::read(&*self.store, &b.manifest_key()).await {
-                    Ok((m, _)) => inventory::split_points(m.keys().map(|k| &**k)),
-                    Err(e) if e.is_not_found() => Vec::new(),
-                    Err(e) => return Err(e),
-                }
-            }
+        let early = self.store.lists_ranges() || ahead.is_some();
+        let manifest = match &baseline {
+            Some(b) if early => Some(self.manifest_of(b).await?),
+            _ => None,
+        };
+        let known = manifest.as_ref().and_then(|m| m.as_ref()).map(|(m, _)| m);
+        let splits = match known {
+            Some(m) if self.store.lists_ranges() => inventory::split_points(m.keys().map(|k| &**k)),
             _ => Vec::new(),
         };
+        // A full rebuild reads everything; otherwise what the manifest does not know as it is.
+        let reused = known.filter(|_| !self.config.full_rebuild);
+        let mut listed = |l: inventory::Listed<'_>| {
+            if let Some(ahead) = ahead
+                && !reused.is_some_and(|m| unchanged(m, &l))
+            {
+                ahead.want(reads::Want {
+                    key: l.meta.key.clone(),
+                    generation: l.meta.generation.clone(),
+                    size: l.meta.size,
+                    gzip: l.gzip,
+                });
+            }
+        };
         let inventory =
-            inventory::take_in_ranges(&*self.store, &self.config.rules, &splits).await?;
+            inventory::take_in_ranges(&*self.store, &self.config.rules, &splits, &mut listed)
+                .await?;
         let min = self.config.min_samples;
         let pairs = inventory.samples.len() as u64;
         tracing::info!(
@@ -110,14 +134,21 @@ impl Job {
             delta: 0,
             comparison: None,
             quiet: None,
+            ahead: ahead.cloned(),
         };
         if pairs < min {
             let reason = format!("gate 2: {pairs} matched pairs, fewer than MIN_SAMPLES ({min})");
             return Ok(Gate::Wait { reason, gates });
         }
-        (gates.delta, gates.comparison) = self
-            .delta_against(&gates.inventory, gates.baseline.as_ref())
-            .await?;
+        let manifest = match manifest {
+            Some(m) => m,
+            None => match gates.baseline.as_ref() {
+                Some(b) => self.manifest_of(b).await?,
+                None => None,
+            },
+        };
+        (gates.delta, gates.comparison) =
+            Self::delta_from(&gates.inventory, gates.baseline.as_ref(), manifest);
         if gates.delta < min {
             let since = gates
                 .baseline
@@ -215,4 +246,14 @@ impl Job {
             .or_else(|| baseline.and_then(|b| b.record.split_seed.clone()))
             .unwrap_or_else(|| split::DEFAULT_SEED.to_owned())
     }
+}
+
+/// Whether a listed file is the version the manifest's run read: its line is reused, the build
+/// will not read it.
+fn unchanged(manifest: &crate::delta::Manifest, l: &inventory::Listed<'_>) -> bool {
+    manifest.get(l.stem).is_some_and(|k| {
+        k.digest.is_some()
+            && ((l.text && k.raw() == l.meta.generation)
+                || (l.label && k.label() == l.meta.generation))
+    })
 }

@@ -52,6 +52,7 @@ use crate::evaluate::contestants::{Contestants, RehearsalContestants};
 use crate::inventory::Rules;
 use crate::lease::{self, Acquired, Lease, LeaseError};
 use crate::notify::Notifier;
+use crate::reads::ReadAhead;
 use crate::registry::{NoRegistry, Registry};
 use crate::status::RunStatus;
 use crate::storage::{Store, StoreError};
@@ -409,7 +410,8 @@ impl Job {
         S: Future<Output = &'static str>,
     {
         let min = self.config.min_samples;
-        match self.evaluate().await {
+        let ahead = self.read_ahead();
+        match self.evaluate(ahead.as_ref()).await {
             Ok(Gate::Pass(g)) => {
                 if let Some(r) =
                     retry.filter(|r| r.inputs == ListingDigest::of_samples(&g.inventory.samples))
@@ -432,6 +434,25 @@ impl Job {
                 min,
             ))),
         }
+    }
+
+    /// On a remote store, what reads the objects of new or changed samples as the listing
+    /// arrives (see [`crate::reads`]); the build takes them and goes on with its limiter.
+    fn read_ahead(&self) -> Option<Arc<ReadAhead>> {
+        if !self.store.remote() {
+            return None;
+        }
+        let min = usize::try_from(self.config.min_samples).unwrap_or(usize::MAX);
+        Some(Arc::new(ReadAhead::new(
+            self.store.clone(),
+            Arc::new(crate::limit::Limiter::new(self.config.read_concurrency)),
+            crate::reads::Options {
+                // Gate 3 needs MIN_SAMPLES samples, of one or two objects each.
+                start_after: min.saturating_mul(2),
+                max_bytes: self.config.max_bytes_in_flight,
+                max_text_bytes: self.config.max_text_bytes,
+            },
+        )))
     }
 
     /// The quiet stage, raced against the shutdown future, then gates 2 and 3 again on the
@@ -471,7 +492,7 @@ impl Job {
         let mut gates = if quiet.end == QuietEnd::Off {
             first
         } else {
-            match self.evaluate().await {
+            match self.evaluate(first.ahead.as_ref()).await {
                 Ok(Gate::Pass(g)) => g,
                 Ok(Gate::Wait { reason, mut gates }) => {
                     gates.quiet = Some(quiet);

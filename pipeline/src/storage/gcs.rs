@@ -632,6 +632,10 @@ impl Store for GcsStore {
     fn lists_ranges(&self) -> bool {
         true
     }
+
+    fn remote(&self) -> bool {
+        true
+    }
 }
 
 /// A media download that survives a broken connection: it asks again for the rest

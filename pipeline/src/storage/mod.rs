@@ -142,6 +142,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn lists_ranges(&self) -> bool {
         false
     }
+    /// Whether its requests cross a network, so that reading ahead of need pays (a local
+    /// folder answers in microseconds).
+    fn remote(&self) -> bool {
+        false
+    }
     async fn get(&self, key: &str) -> Result<GetResult, StoreError>;
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError>;
     async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;

@@ -1,0 +1,516 @@
+//! Reading sample objects: one object whole ([`read_object`]), and the read-ahead that starts
+//! reading while the listing is still arriving ([`ReadAhead`]).
+//!
+//! ```text
+//!  listing pages ──▶ inventory ──(new or changed text/label object)──▶ ReadAhead::want
+//!                                                                          │ queue
+//!                          driver task: budget share, limiter slot, GET ◀──┘
+//!                                                                          │ entries
+//!  build ── ReadAhead::take(key, generation, gzip) ──▶ the bytes, or None: read it yourself
+//! ```
+//! The gates need the whole listing before a build may start, but the reads of what changed do
+//! not: on a remote store the objects a build will read (absent from the last run's manifest,
+//! or a version changed) are read as their listing pages arrive. Nothing is written, so a run
+//! that ends at a gate loses only reads; reading waits until enough objects are wanted for gate
+//! 3 to pass, so a waiting run reads nothing. What was read ahead is bounded by a byte budget:
+//! once it is spent the driver stops taking objects, and the build reads the rest itself. An
+//! entry is only used for the version the listing saw: a changed object is read again. Dropping
+//! the read-ahead stops its reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::limit::Limiter;
+use crate::sample::Category;
+use crate::storage::{self, Store, StoreError};
+
+/// Reads one object whole, decompressing every member of a `.gz`, refusing more than `limit`
+/// bytes. A truncated or corrupt `.gz` is a read error. `throttled` is set when the store
+/// answered 429 or 503. `generation`: the version the listing saw; a different one is an error
+/// the read-ahead tells from the others (the build takes whatever is there now).
+pub(crate) async fn read_object(
+    store: &dyn Store,
+    key: &str,
+    gzip: bool,
+    limit: u64,
+    throttled: &AtomicBool,
+) -> Result<Bytes, (Category, String)> {
+    read_version(store, key, gzip, limit, throttled)
+        .await
+        .map(|(_, bytes)| bytes)
+}
+
+/// [`read_object`], with the generation it read.
+async fn read_version(
+    store: &dyn Store,
+    key: &str,
+    gzip: bool,
+    limit: u64,
+    throttled: &AtomicBool,
+) -> Result<(String, Bytes), (Category, String)> {
+    let got = store.get(key).await.map_err(|e| match e {
+        StoreError::Api {
+            status: 429 | 503, ..
+        } => {
+            throttled.store(true, Ordering::Relaxed);
+            (Category::ReadError, e.to_string())
+        }
+        StoreError::NotFound { .. } => (
+            Category::ReadError,
+            "object vanished after listing".to_owned(),
+        ),
+        e @ StoreError::NotARegularFile { .. } => (Category::NotARegularFile, e.to_string()),
+        e => (Category::ReadError, e.to_string()),
+    })?;
+    let too_large = |n: u64| {
+        (
+            Category::TooLarge,
+            format!("{n} bytes is more than MAX_TEXT_BYTES ({limit})"),
+        )
+    };
+    if !gzip && got.size > limit {
+        return Err(too_large(got.size));
+    }
+    let generation = got.generation;
+    let reader = storage::into_async_read(got.body);
+    // Sized to the object (one byte more, so reaching its end needs no reallocation): a
+    // doubling buffer would hold up to twice what the byte budget counts.
+    let capacity = if gzip { 0 } else { got.size.min(limit) + 1 };
+    let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+    let read = if gzip {
+        // A gzip file may hold several members (`cat a.gz b.gz`); `zcat` prints them all.
+        let mut decoder =
+            async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader));
+        decoder.multiple_members(true);
+        decoder.take(limit + 1).read_to_end(&mut buf).await
+    } else {
+        reader.take(limit + 1).read_to_end(&mut buf).await
+    };
+    read.map_err(|e| {
+        let what = if gzip { "reading gzip data" } else { "reading" };
+        (Category::ReadError, format!("{what}: {e}"))
+    })?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64));
+    }
+    buf.shrink_to_fit();
+    Ok((generation, Bytes::from(buf)))
+}
+
+/// An object the build will read, as the listing saw it.
+#[derive(Debug, Clone)]
+pub struct Want {
+    pub key: String,
+    pub generation: String,
+    /// Its listed size.
+    pub size: u64,
+    pub gzip: bool,
+}
+
+/// Deflate's largest expansion: no byte of a `.gz` inflates to more than this many.
+pub(crate) const GZIP_MAX_RATIO: u64 = 1032;
+
+/// What reading an object may hold in memory: its size, or for a `.gz` what it may inflate
+/// to; never more than `max_text_bytes` (and one), since reads stop there.
+pub(crate) fn bytes_needed(size: u64, gzip: bool, max_text_bytes: u64) -> u64 {
+    let inflated = if gzip {
+        size.saturating_mul(GZIP_MAX_RATIO)
+    } else {
+        size
+    };
+    inflated.min(max_text_bytes.saturating_add(1))
+}
+
+/// How a read-ahead behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Objects wanted before the first read: about what gate 3 needs (MIN_SAMPLES samples), so
+    /// that a run that will wait reads nothing.
+    pub start_after: usize,
+    /// Bytes held at most: read but not yet taken by the build.
+    pub max_bytes: u64,
+    pub max_text_bytes: u64,
+}
+
+/// What a read ahead gave: the bytes and their share of the budget, or `None` (failed, or
+/// another version): the build reads the object itself.
+type Read = Option<(Bytes, Arc<OwnedSemaphorePermit>)>;
+
+enum Entry {
+    /// Taken by the driver: read, or being read.
+    Reading {
+        generation: String,
+        gzip: bool,
+        read: Shared<BoxFuture<'static, Read>>,
+    },
+    /// The build came first and reads it itself: the driver leaves it.
+    Declined,
+}
+
+/// Objects read while the listing is still arriving; see the module docs.
+pub struct ReadAhead {
+    options: Options,
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    queue: Mutex<Queue>,
+    limiter: Arc<Limiter>,
+    driver: tokio::task::AbortHandle,
+    /// Objects read ahead, and of those taken by the build.
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    read: std::sync::atomic::AtomicU64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+/// Wants held back until there are enough of them, then the driver's channel.
+struct Queue {
+    held: Vec<Want>,
+    started: bool,
+    tx: mpsc::UnboundedSender<Want>,
+}
+
+impl ReadAhead {
+    /// A read-ahead on `store`, its reads bounded by `limiter` (which the build goes on using).
+    /// Must be called inside a Tokio runtime: it spawns its driver.
+    pub fn new(store: Arc<dyn Store>, limiter: Arc<Limiter>, options: Options) -> Self {
+        let entries: Arc<Mutex<HashMap<String, Entry>>> = Arc::default();
+        let counts = Arc::new(Counts::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(
+            store,
+            limiter.clone(),
+            entries.clone(),
+            counts.clone(),
+            options,
+            rx,
+        ))
+        .abort_handle();
+        Self {
+            options,
+            entries,
+            queue: Mutex::new(Queue {
+                held: Vec::new(),
+                started: false,
+                tx,
+            }),
+            limiter,
+            driver,
+            counts,
+        }
+    }
+
+    /// The limiter its reads go through.
+    pub fn limiter(&self) -> Arc<Limiter> {
+        self.limiter.clone()
+    }
+
+    /// The build will read this object: read it ahead, once enough are wanted.
+    pub fn want(&self, want: Want) {
+        let mut q = self.queue.lock().expect("read-ahead queue");
+        if q.started {
+            let _ = q.tx.send(want);
+            return;
+        }
+        q.held.push(want);
+        if q.held.len() >= self.options.start_after {
+            q.started = true;
+            for w in std::mem::take(&mut q.held) {
+                let _ = q.tx.send(w);
+            }
+        }
+    }
+
+    /// The object's bytes as read ahead, if the listing's version of it was: `None` means the
+    /// caller reads it itself (and the read-ahead no longer will).
+    pub async fn take(&self, key: &str, generation: &str, gzip: bool) -> Option<Bytes> {
+        let read = {
+            let mut entries = self.entries.lock().expect("read-ahead entries");
+            match entries.remove(key) {
+                Some(Entry::Reading {
+                    generation: g,
+                    gzip: z,
+                    read,
+                }) if g == generation && z == gzip => read,
+                _ => {
+                    entries.insert(key.to_owned(), Entry::Declined);
+                    return None;
+                }
+            }
+        };
+        let (bytes, _share) = read.await?;
+        self.counts.used.fetch_add(1, Ordering::Relaxed);
+        Some(bytes)
+    }
+
+    /// Objects read ahead so far, and how many of them the build took.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.read.load(Ordering::Relaxed),
+            self.counts.used.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (read, used) = self.counts();
+        f.debug_struct("ReadAhead")
+            .field("read", &read)
+            .field("used", &used)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes wanted objects in listing order. Each first takes its share of the budget (so the
+/// build, which only waits for entries the driver took, never waits for budget) and a limiter
+/// slot, then is entered and read by a task of its own.
+async fn drive(
+    store: Arc<dyn Store>,
+    limiter: Arc<Limiter>,
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    counts: Arc<Counts>,
+    options: Options,
+    mut rx: mpsc::UnboundedReceiver<Want>,
+) {
+    let budget = Arc::new(Semaphore::new(kib(options.max_bytes) as usize));
+    // Aborted with the driver.
+    let mut tasks = tokio::task::JoinSet::new();
+    let taken = |key: &str| {
+        entries
+            .lock()
+            .expect("read-ahead entries")
+            .contains_key(key)
+    };
+    while let Some(want) = rx.recv().await {
+        while tasks.try_join_next().is_some() {}
+        if taken(&want.key) {
+            continue;
+        }
+        let need = bytes_needed(want.size, want.gzip, options.max_text_bytes);
+        let Ok(share) = budget
+            .clone()
+            .acquire_many_owned(kib(need.min(options.max_bytes)))
+            .await
+        else {
+            return;
+        };
+        let slot = limiter.start().await;
+        let (tx, read) = tokio::sync::oneshot::channel();
+        {
+            let mut entries = entries.lock().expect("read-ahead entries");
+            // The build may have declined it meanwhile.
+            if entries.contains_key(&want.key) {
+                continue;
+            }
+            entries.insert(
+                want.key.clone(),
+                Entry::Reading {
+                    generation: want.generation.clone(),
+                    gzip: want.gzip,
+                    read: read.map(Result::ok).map(Option::flatten).boxed().shared(),
+                },
+            );
+        }
+        let (store, limiter, counts) = (store.clone(), limiter.clone(), counts.clone());
+        let max_text_bytes = options.max_text_bytes;
+        tasks.spawn(async move {
+            let throttled = AtomicBool::new(false);
+            let read =
+                read_version(&*store, &want.key, want.gzip, max_text_bytes, &throttled).await;
+            limiter.done(slot, throttled.load(Ordering::Relaxed));
+            counts.read.fetch_add(1, Ordering::Relaxed);
+            let read = match read {
+                Ok((generation, bytes)) if generation == want.generation => {
+                    Some((bytes, Arc::new(share)))
+                }
+                _ => None,
+            };
+            let _ = tx.send(read);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The budget counts KiB, so that a share of any size fits the semaphore's `u32`.
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, u32::MAX >> 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::storage::PutMode;
+    use crate::storage::memory::MemoryStore;
+
+    /// A bucket of `n` objects of `size` bytes, and what a listing says of them.
+    async fn bucket(n: usize, size: usize) -> (Arc<dyn Store>, Vec<Want>) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::named(&uuid::Uuid::new_v4().to_string()));
+        let mut wants = Vec::new();
+        for i in 0..n {
+            let key = format!("raw/s{i}.txt");
+            let meta = store
+                .put(
+                    &key,
+                    Bytes::from(vec![b'a' + (i % 26) as u8; size]),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+            wants.push(Want {
+                key,
+                generation: meta.generation,
+                size: meta.size,
+                gzip: false,
+            });
+        }
+        (store, wants)
+    }
+
+    fn ahead(store: &Arc<dyn Store>, start_after: usize, max_bytes: u64) -> ReadAhead {
+        ReadAhead::new(
+            store.clone(),
+            Arc::new(Limiter::new(None)),
+            Options {
+                start_after,
+                max_bytes,
+                max_text_bytes: 1 << 20,
+            },
+        )
+    }
+
+    /// Lets the driver and its reads run (the clock is paused: this is no wait).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wanted_objects_are_read_once_and_taken_in_any_order() {
+        let (store, wants) = bucket(3, 100).await;
+        let a = ahead(&store, 1, 1 << 20);
+        for w in &wants {
+            a.want(w.clone());
+        }
+        settle().await;
+        assert_eq!(a.counts(), (3, 0));
+        for w in wants.iter().rev() {
+            let got = a.take(&w.key, &w.generation, false).await.unwrap();
+            assert_eq!(got.len(), 100);
+        }
+        assert_eq!(a.counts(), (3, 3));
+        // Taken once: a second take reads nothing ahead.
+        assert!(
+            a.take(&wants[0].key, &wants[0].generation, false)
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_read_before_enough_objects_are_wanted() {
+        let (store, wants) = bucket(3, 10).await;
+        let a = ahead(&store, 4, 1 << 20);
+        for w in &wants {
+            a.want(w.clone());
+        }
+        settle().await;
+        assert_eq!(a.counts(), (0, 0));
+        assert!(
+            a.take(&wants[0].key, &wants[0].generation, false)
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_listed_version_is_used() {
+        let (store, wants) = bucket(2, 10).await;
+        let a = ahead(&store, 2, 1 << 20);
+        // Replaced after the listing, before the read.
+        store
+            .put(
+                &wants[0].key,
+                Bytes::from_static(b"newer"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        a.want(wants[0].clone());
+        a.want(wants[1].clone());
+        settle().await;
+        assert_eq!(a.counts().0, 2);
+        assert!(
+            a.take(&wants[0].key, &wants[0].generation, false)
+                .await
+                .is_none()
+        );
+        // Asked for another version, or as gzip, than the one read: not used either.
+        assert!(a.take(&wants[1].key, "another", false).await.is_none());
+        assert_eq!(a.counts().1, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_bounds_what_is_held_and_the_build_reads_the_rest() {
+        // 4 KiB of budget, objects of 2 KiB: two are held at once.
+        let (store, wants) = bucket(4, 2048).await;
+        let a = ahead(&store, 1, 4096);
+        for w in &wants {
+            a.want(w.clone());
+        }
+        settle().await;
+        assert_eq!(a.counts(), (2, 0));
+        // The build declines the fourth (reads it itself): the driver leaves it.
+        assert!(
+            a.take(&wants[3].key, &wants[3].generation, false)
+                .await
+                .is_none()
+        );
+        assert!(
+            a.take(&wants[0].key, &wants[0].generation, false)
+                .await
+                .is_some()
+        );
+        settle().await;
+        assert_eq!(
+            a.counts(),
+            (3, 1),
+            "the share given back let the third be read"
+        );
+        assert!(
+            a.take(&wants[2].key, &wants[2].generation, false)
+                .await
+                .is_some()
+        );
+        settle().await;
+        assert_eq!(a.counts(), (3, 2), "the declined object is not read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_build_waits_for_a_read_in_flight_rather_than_reading_twice() {
+        let (store, wants) = bucket(1, 10).await;
+        let a = ahead(&store, 1, 1 << 20);
+        a.want(wants[0].clone());
+        // Let the driver enter it; the take then awaits that read.
+        tokio::task::yield_now().await;
+        let got = a.take(&wants[0].key, &wants[0].generation, false).await;
+        assert_eq!(got.as_deref(), Some(&[b'a'; 10][..]));
+        assert_eq!(a.counts(), (1, 1));
+    }
+}
