@@ -157,14 +157,15 @@ def main():
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} at end")
 
 
-try:
-    main()
-finally:
-    for c in children:
-        if c.poll() is None:
-            c.kill()
-            c.wait()
-    if os.environ.get("KEEP"):
-        print(f"logs kept in {work}")
-    else:
-        subprocess.run(["rm", "-rf", work])
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
+        if os.environ.get("KEEP"):
+            print(f"logs kept in {work}")
+        else:
+            subprocess.run(["rm", "-rf", work])

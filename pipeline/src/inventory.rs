@@ -123,6 +123,36 @@ pub struct Listed<'a> {
     pub label: bool,
 }
 
+/// Where to cut a first listing (no previous run's keys) into ranges: at the folders one
+/// listing page names under the first input folder, at most [`MAX_RANGES`] ranges, relative to
+/// the folder as [`split_points`] are. Nothing on a store that does not list ranges by itself,
+/// or a folder with fewer than two subfolders.
+pub async fn folder_splits(store: &dyn Store, rules: &Rules) -> Result<Vec<String>, StoreError> {
+    let Some(prefix) = rules.layout.list_prefixes().into_iter().next() else {
+        return Ok(Vec::new());
+    };
+    if !store.lists_ranges() {
+        return Ok(Vec::new());
+    }
+    let folders: Vec<String> = store
+        .folder_hint(prefix)
+        .await?
+        .into_iter()
+        .filter_map(|f| f.strip_prefix(prefix).map(str::to_owned))
+        .filter(|f| !f.is_empty())
+        .collect();
+    let ranges = folders.len().min(MAX_RANGES);
+    if ranges < 2 {
+        return Ok(Vec::new());
+    }
+    let mut cuts: Vec<String> = (1..ranges)
+        .map(|i| folders[i * folders.len() / ranges].clone())
+        .collect();
+    cuts.sort();
+    cuts.dedup();
+    Ok(cuts)
+}
+
 /// Lists the folders and pairs their files.
 pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Inventory, StoreError> {
     take_in_ranges(store, rules, &[], &mut |_| {}).await
@@ -570,6 +600,66 @@ mod tests {
         fn lists_ranges(&self) -> bool {
             true
         }
+        async fn folder_hint(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            let mut folders: Vec<String> = crate::storage::list_all(&self.0, prefix)
+                .await?
+                .into_iter()
+                .filter_map(|m| {
+                    let rest = m.key.strip_prefix(prefix)?;
+                    let (folder, _) = rest.split_once('/')?;
+                    Some(format!("{prefix}{folder}/"))
+                })
+                .collect();
+            folders.sort();
+            folders.dedup();
+            Ok(folders)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_listing_is_cut_at_the_folders_a_page_names() {
+        let (_, store) = inventory(&[], &[]).await;
+        let store = Ranged(store);
+        assert!(
+            folder_splits(&store, &rules(&[])).await.unwrap().is_empty(),
+            "no folders: one listing"
+        );
+        for i in 0..200 {
+            for ext in ["txt", "json"] {
+                let key = format!("raw_training_data/d{:02}/s{i:03}.{ext}", i % 20);
+                store
+                    .put(&key, Bytes::from("x"), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+        }
+        store
+            .put(
+                "raw_training_data/top.txt",
+                Bytes::from("x"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let cuts = folder_splits(&store, &rules(&[])).await.unwrap();
+        assert_eq!(cuts.len(), MAX_RANGES - 1, "{cuts:?}");
+        assert!(
+            cuts.iter().all(|c| c.starts_with('d') && c.ends_with('/')),
+            "{cuts:?}"
+        );
+        let whole = take(&store, &rules(&[])).await.unwrap();
+        let ranged = take_in_ranges(&store, &rules(&[]), &cuts, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(keys(&whole), keys(&ranged));
+        assert_eq!(ranged.samples.len(), 200);
+        // A store that does not list ranges by itself is never cut.
+        assert!(
+            folder_splits(&store.0, &rules(&[]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

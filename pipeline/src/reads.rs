@@ -22,9 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::limit::Limiter;
 use crate::sample::Category;
@@ -138,25 +137,40 @@ pub struct Options {
     pub max_text_bytes: u64,
 }
 
-/// What a read ahead gave: the bytes and their share of the budget, or `None` (failed, or
-/// another version): the build reads the object itself.
-type Read = Option<(Bytes, Arc<OwnedSemaphorePermit>)>;
+/// One object the driver took or the build declined. Compact: a bucket's every new object
+/// may have one while the listing runs.
+struct Entry {
+    generation: Box<str>,
+    gzip: bool,
+    state: State,
+}
 
-enum Entry {
-    /// Taken by the driver: read, or being read.
-    Reading {
-        generation: String,
-        gzip: bool,
-        read: Shared<BoxFuture<'static, Read>>,
-    },
+enum State {
+    /// Being read; woken when read.
+    Reading(Arc<Notify>),
+    /// Read: the bytes and their share of the budget, or `None` (failed, or another version
+    /// than the listed one): the build reads the object itself.
+    Read(Option<(Bytes, OwnedSemaphorePermit)>),
     /// The build came first and reads it itself: the driver leaves it.
     Declined,
 }
 
+impl Entry {
+    fn declined() -> Self {
+        Self {
+            generation: "".into(),
+            gzip: false,
+            state: State::Declined,
+        }
+    }
+}
+
+type Entries = Arc<Mutex<HashMap<Box<str>, Entry>>>;
+
 /// Objects read while the listing is still arriving; see the module docs.
 pub struct ReadAhead {
     options: Options,
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    entries: Entries,
     queue: Mutex<Queue>,
     limiter: Arc<Limiter>,
     driver: tokio::task::AbortHandle,
@@ -181,7 +195,7 @@ impl ReadAhead {
     /// A read-ahead on `store`, its reads bounded by `limiter` (which the build goes on using).
     /// Must be called inside a Tokio runtime: it spawns its driver.
     pub fn new(store: Arc<dyn Store>, limiter: Arc<Limiter>, options: Options) -> Self {
-        let entries: Arc<Mutex<HashMap<String, Entry>>> = Arc::default();
+        let entries = Entries::default();
         let counts = Arc::new(Counts::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(
@@ -231,23 +245,32 @@ impl ReadAhead {
     /// The object's bytes as read ahead, if the listing's version of it was: `None` means the
     /// caller reads it itself (and the read-ahead no longer will).
     pub async fn take(&self, key: &str, generation: &str, gzip: bool) -> Option<Bytes> {
-        let read = {
-            let mut entries = self.entries.lock().expect("read-ahead entries");
-            match entries.remove(key) {
-                Some(Entry::Reading {
-                    generation: g,
-                    gzip: z,
-                    read,
-                }) if g == generation && z == gzip => read,
-                _ => {
-                    entries.insert(key.to_owned(), Entry::Declined);
+        loop {
+            let notify = {
+                let mut entries = self.entries.lock().expect("read-ahead entries");
+                let Some(entry) = entries.get_mut(key) else {
+                    entries.insert(key.into(), Entry::declined());
+                    return None;
+                };
+                if &*entry.generation != generation || entry.gzip != gzip {
+                    *entry = Entry::declined();
                     return None;
                 }
-            }
-        };
-        let (bytes, _share) = read.await?;
-        self.counts.used.fetch_add(1, Ordering::Relaxed);
-        Some(bytes)
+                match &mut entry.state {
+                    State::Reading(notify) => notify.clone(),
+                    State::Read(read) => {
+                        let read = read.take();
+                        *entry = Entry::declined();
+                        let (bytes, _share) = read?;
+                        self.counts.used.fetch_add(1, Ordering::Relaxed);
+                        return Some(bytes);
+                    }
+                    State::Declined => return None,
+                }
+            };
+            // The read's `notify_one` leaves a permit if it ended between the lock and here.
+            notify.notified().await;
+        }
     }
 
     /// Objects read ahead so far, and how many of them the build took.
@@ -281,12 +304,12 @@ impl std::fmt::Debug for ReadAhead {
 async fn drive(
     store: Arc<dyn Store>,
     limiter: Arc<Limiter>,
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    entries: Entries,
     counts: Arc<Counts>,
     options: Options,
     mut rx: mpsc::UnboundedReceiver<Want>,
 ) {
-    let budget = Arc::new(Semaphore::new(kib(options.max_bytes) as usize));
+    let budget = Arc::new(Semaphore::new(share(options.max_bytes) as usize));
     // Aborted with the driver.
     let mut tasks = tokio::task::JoinSet::new();
     let taken = |key: &str| {
@@ -300,32 +323,37 @@ async fn drive(
         if taken(&want.key) {
             continue;
         }
-        let need = bytes_needed(want.size, want.gzip, options.max_text_bytes);
+        let need = bytes_needed(want.size, want.gzip, options.max_text_bytes) + OVERHEAD;
         let Ok(share) = budget
             .clone()
-            .acquire_many_owned(kib(need.min(options.max_bytes)))
+            .acquire_many_owned(share(need.min(options.max_bytes)))
             .await
         else {
             return;
         };
         let slot = limiter.start().await;
-        let (tx, read) = tokio::sync::oneshot::channel();
+        let notify = Arc::new(Notify::new());
         {
             let mut entries = entries.lock().expect("read-ahead entries");
             // The build may have declined it meanwhile.
-            if entries.contains_key(&want.key) {
+            if entries.contains_key(&*want.key) {
                 continue;
             }
             entries.insert(
-                want.key.clone(),
-                Entry::Reading {
-                    generation: want.generation.clone(),
+                want.key.as_str().into(),
+                Entry {
+                    generation: want.generation.as_str().into(),
                     gzip: want.gzip,
-                    read: read.map(Result::ok).map(Option::flatten).boxed().shared(),
+                    state: State::Reading(notify.clone()),
                 },
             );
         }
-        let (store, limiter, counts) = (store.clone(), limiter.clone(), counts.clone());
+        let (store, limiter, counts, entries) = (
+            store.clone(),
+            limiter.clone(),
+            counts.clone(),
+            entries.clone(),
+        );
         let max_text_bytes = options.max_text_bytes;
         tasks.spawn(async move {
             let throttled = AtomicBool::new(false);
@@ -334,20 +362,31 @@ async fn drive(
             limiter.done(slot, throttled.load(Ordering::Relaxed));
             counts.read.fetch_add(1, Ordering::Relaxed);
             let read = match read {
-                Ok((generation, bytes)) if generation == want.generation => {
-                    Some((bytes, Arc::new(share)))
-                }
+                Ok((generation, bytes)) if generation == want.generation => Some((bytes, share)),
                 _ => None,
             };
-            let _ = tx.send(read);
+            if let Some(entry) = entries
+                .lock()
+                .expect("read-ahead entries")
+                .get_mut(&*want.key)
+                && matches!(entry.state, State::Reading(_))
+            {
+                entry.state = State::Read(read);
+            }
+            // One taker at most (an object belongs to one sample); a permit stored before it
+            // waits wakes it at once.
+            notify.notify_one();
         });
     }
     while tasks.join_next().await.is_some() {}
 }
 
-/// The budget counts KiB, so that a share of any size fits the semaphore's `u32`.
-fn kib(bytes: u64) -> u32 {
-    u32::try_from(bytes.div_ceil(1024))
+/// What an entry costs beside its bytes, about: its key, version and bookkeeping.
+const OVERHEAD: u64 = 160;
+
+/// The budget counts bytes; a share larger than a semaphore takes at once is capped.
+fn share(bytes: u64) -> u32 {
+    u32::try_from(bytes)
         .unwrap_or(u32::MAX)
         .clamp(1, u32::MAX >> 4)
 }
@@ -468,9 +507,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_bounds_what_is_held_and_the_build_reads_the_rest() {
-        // 4 KiB of budget, objects of 2 KiB: two are held at once.
+        // Objects of 2 KiB, a budget for two of them.
         let (store, wants) = bucket(4, 2048).await;
-        let a = ahead(&store, 1, 4096);
+        let a = ahead(&store, 1, 2 * (2048 + OVERHEAD));
         for w in &wants {
             a.want(w.clone());
         }

@@ -201,6 +201,15 @@ async fn listing(store: Arc<dyn Store>) {
         ["raw/sub/deep/ü#?%.json"]
     );
     assert_eq!(range(None, None).await.len(), 3);
+    // Folder hints: the folders right under a prefix, on stores that list ranges by
+    // themselves; none elsewhere (a hint, never a listing).
+    let hint = store.folder_hint("raw/").await.unwrap();
+    if store.lists_ranges() {
+        assert_eq!(hint, ["raw/sub/"]);
+        assert_eq!(store.folder_hint("").await.unwrap(), ["other/", "raw/"]);
+    } else {
+        assert!(hint.is_empty(), "{hint:?}");
+    }
 
     // The same bytes under two names list the same checksum (a renamed media sample keeps
     // its content digest without being read); local folders give none.

@@ -100,7 +100,7 @@ impl Job {
         let known = manifest.as_ref().and_then(|m| m.as_ref()).map(|(m, _)| m);
         let splits = match known {
             Some(m) if self.store.lists_ranges() => inventory::split_points(m.keys().map(|k| &**k)),
-            _ => Vec::new(),
+            _ => inventory::folder_splits(&*self.store, &self.config.rules).await?,
         };
         // A full rebuild reads everything; otherwise what the manifest does not know as it is.
         let reused = known.filter(|_| !self.config.full_rebuild);

@@ -155,6 +155,9 @@ struct ObjectResource {
 struct ListPage {
     #[serde(default)]
     items: Vec<ObjectResource>,
+    /// The folders of a listing with a delimiter.
+    #[serde(default)]
+    prefixes: Vec<String>,
     next_page_token: Option<String>,
 }
 
@@ -289,11 +292,14 @@ impl GcsStore {
             .map_err(|f| failure(operation, uri, f, None))
     }
 
+    /// One page of a listing; `folders`: with the delimiter `/`, so that folders under
+    /// `prefix` come as `prefixes`.
     async fn list_page(
         &self,
         prefix: &str,
         range: &Range,
         token: Option<&str>,
+        folders: bool,
     ) -> Result<ListPage, StoreError> {
         let url = format!("{}/storage/v1/b/{}/o", self.inner.base, self.inner.bucket);
         let full_prefix = self.name(prefix);
@@ -301,6 +307,9 @@ impl GcsStore {
             ("prefix", full_prefix.clone()),
             ("maxResults", PAGE_SIZE.to_owned()),
         ];
+        if folders {
+            query.push(("delimiter", "/".to_owned()));
+        }
         if let Some(start) = &range.0 {
             query.push(("startOffset", self.name(start)));
         }
@@ -515,7 +524,9 @@ impl Store for GcsStore {
                 let Some(token) = state else {
                     return Ok(None);
                 };
-                let page = self.list_page(&prefix, &range, token.as_deref()).await?;
+                let page = self
+                    .list_page(&prefix, &range, token.as_deref(), false)
+                    .await?;
                 let next = page.next_page_token.filter(|t| !t.is_empty()).map(Some);
                 let items: Vec<_> = page
                     .items
@@ -635,6 +646,15 @@ impl Store for GcsStore {
 
     fn remote(&self) -> bool {
         true
+    }
+
+    async fn folder_hint(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let page = self.list_page(prefix, &(None, None), None, true).await?;
+        Ok(page
+            .prefixes
+            .into_iter()
+            .filter_map(|p| p.strip_prefix(&self.inner.prefix).map(str::to_owned))
+            .collect())
     }
 }
 

@@ -142,6 +142,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn lists_ranges(&self) -> bool {
         false
     }
+    /// Folders right under `prefix` (`prefix` + `a/`, sorted), as far as one listing page
+    /// names them: where a first listing may cut its key ranges. Backends that do not list
+    /// ranges by themselves name none.
+    async fn folder_hint(&self, _prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Whether its requests cross a network, so that reading ahead of need pays (a local
     /// folder answers in microseconds).
     fn remote(&self) -> bool {
