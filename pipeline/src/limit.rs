@@ -33,6 +33,8 @@ const ALLOWANCE: Duration = Duration::from_millis(50);
 /// How many reads may run at once.
 pub struct Limiter {
     permits: Arc<Semaphore>,
+    /// READ_CONCURRENCY, when pinned.
+    pinned: Option<usize>,
     state: Option<Mutex<State>>,
 }
 
@@ -62,10 +64,12 @@ impl Limiter {
         match pinned {
             Some(n) => Self {
                 permits: Arc::new(Semaphore::new(n.max(1))),
+                pinned: Some(n.max(1)),
                 state: None,
             },
             None => Self {
                 permits: Arc::new(Semaphore::new(START)),
+                pinned: None,
                 state: Some(Mutex::new(State {
                     limit: START,
                     debt: 0,
@@ -81,18 +85,14 @@ impl Limiter {
 
     /// The most reads that may ever run at once.
     pub fn ceiling(&self) -> usize {
-        if self.state.is_some() {
-            MAX
-        } else {
-            self.permits.available_permits()
-        }
+        self.pinned.unwrap_or(MAX)
     }
 
     /// The limit now.
     pub fn limit(&self) -> usize {
-        match &self.state {
-            Some(s) => s.lock().expect("limiter state").limit,
-            None => self.permits.available_permits(),
+        match (&self.state, self.pinned) {
+            (Some(s), _) => s.lock().expect("limiter state").limit,
+            (None, pinned) => pinned.unwrap_or(MAX),
         }
     }
 
@@ -163,6 +163,19 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_pinned_limit_stays_what_it_is_while_reads_run() {
+        // The read-ahead and the build share the limiter: the build asks for the ceiling while
+        // the read-ahead's reads hold slots.
+        let l = Limiter::new(Some(4));
+        let running = [l.start().await, l.start().await, l.start().await, l.start().await];
+        assert_eq!((l.ceiling(), l.limit()), (4, 4));
+        for slot in running {
+            l.done(slot, false);
+        }
+        assert_eq!((l.ceiling(), l.limit()), (4, 4));
+    }
 
     /// Runs `n` reads one after another, each taking `latency`; the limit after.
     async fn reads(l: &Limiter, n: usize, latency: Duration, throttled: bool) -> usize {
