@@ -106,6 +106,12 @@ pub struct Settings {
     #[arg(long, env = "FULL_REBUILD", value_name = "FULL_REBUILD")]
     pub full_rebuild: bool,
 
+    /// On Cloud Storage, read nothing before the gates pass (by default the objects of new or
+    /// changed samples are read while the listing arrives, once enough of them for gate 3 are
+    /// listed).
+    #[arg(long, env = "NO_READ_AHEAD", value_name = "NO_READ_AHEAD")]
+    pub no_read_ahead: bool,
+
     /// Training dataset file name.
     #[arg(long, env = "TRAIN_FILE", value_name = "TRAIN_FILE", default_value = "sft_train.jsonl", value_parser = parse_file_name)]
     pub train_file: String,
@@ -925,6 +931,7 @@ impl Settings {
             split_seed: self.split_seed.clone(),
             resplit: self.resplit,
             full_rebuild: self.full_rebuild,
+            read_ahead: !self.no_read_ahead,
             rules: self.rules(),
             converter: Arc::new(converter),
             read_concurrency: self.read_concurrency.map(usize::from),

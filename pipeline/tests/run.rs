@@ -152,6 +152,7 @@ pub(crate) fn config() -> Config {
         split_seed: None,
         resplit: false,
         full_rebuild: false,
+        read_ahead: true,
         rules: Rules::new(
             Layout::new(
                 "raw_training_data",

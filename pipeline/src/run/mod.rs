@@ -110,6 +110,9 @@ pub struct Config {
     pub resplit: bool,
     /// FULL_REBUILD: every sample is read, none taken from the last run's line store.
     pub full_rebuild: bool,
+    /// On a remote store, read what changed while the listing arrives (NO_READ_AHEAD turns
+    /// it off).
+    pub read_ahead: bool,
     pub rules: Rules,
     pub converter: Arc<Converter>,
     /// READ_CONCURRENCY: pinned; `None` adapts it.
@@ -439,7 +442,7 @@ impl Job {
     /// On a remote store, what reads the objects of new or changed samples as the listing
     /// arrives (see [`crate::reads`]); the build takes them and goes on with its limiter.
     fn read_ahead(&self) -> Option<Arc<ReadAhead>> {
-        if !self.store.remote() {
+        if !(self.config.read_ahead && self.store.remote()) {
             return None;
         }
         let min = usize::try_from(self.config.min_samples).unwrap_or(usize::MAX);
