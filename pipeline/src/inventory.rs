@@ -8,7 +8,7 @@
 //! itself, and a stem with more candidates than one pair can use is rejected as ambiguous.
 //! Which names are samples is decided by `autotune-layout`, which the trigger shares.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use autotune_layout::{Class, Layout};
@@ -43,6 +43,9 @@ pub struct Inventory {
     pub ambiguous: Vec<Ambiguity>,
     /// Files under the folders with no raw or label extension.
     pub ignored: u64,
+    /// The most stems held unpaired at once while listing: the whole bucket's when pairing
+    /// waited for the end of the listing, a few when it paired as the listing arrived.
+    pub groups_held: usize,
 }
 
 /// Which objects are samples: the folders and extensions of an [`autotune_layout::Layout`],
@@ -167,7 +170,50 @@ pub async fn take_in_ranges(
     splits: &[String],
     listed: &mut (dyn FnMut(Listed<'_>) + Send),
 ) -> Result<Inventory, StoreError> {
-    let mut groups: HashMap<String, Group> = HashMap::new();
+    let layout = &rules.layout;
+    let one_sequence = splits.is_empty() || !store.lists_ranges();
+    if one_sequence && layout.raw_folder() == layout.label_folder() {
+        let folder = crate::storage::join(layout.raw_folder(), "");
+        if let Some(inv) = take_as_listed(store, rules, &folder, listed).await? {
+            return Ok(inv);
+        }
+        tracing::warn!(
+            folder = %store.uri(&folder),
+            "the listing came out of key order: listed again, paired at the end"
+        );
+    }
+    take_listed(store, rules, splits, listed, None)
+        .await
+        .map(Option::unwrap_or_default)
+}
+
+/// Pairing as the listing arrives, when one folder holds raw files and labels and is listed
+/// as one sequence. Listings come in key order, and every file of a stem `s` is named
+/// `s.<ext>`: once a key outside `folder + s + "."` arrives, no more files of `s` will, and `s`
+/// is paired and its group let go. So only the stems around the listing's position are held,
+/// not a group for every stem of the bucket. `None` when the listing was out of order.
+async fn take_as_listed(
+    store: &dyn Store,
+    rules: &Rules,
+    folder: &str,
+    listed: &mut (dyn FnMut(Listed<'_>) + Send),
+) -> Result<Option<Inventory>, StoreError> {
+    take_listed(store, rules, &[], listed, Some(folder)).await
+}
+
+/// The listing and pairing of [`take_in_ranges`]; `streaming`: the one folder paired as it is
+/// listed (see [`take_as_listed`]), `None` when it came out of order.
+async fn take_listed(
+    store: &dyn Store,
+    rules: &Rules,
+    splits: &[String],
+    listed: &mut (dyn FnMut(Listed<'_>) + Send),
+    streaming: Option<&str>,
+) -> Result<Option<Inventory>, StoreError> {
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let mut samples: Vec<Sample> = Vec::new();
+    // The last key listed, to check the order.
+    let mut last = String::new();
     // The extensions seen, shared by their samples.
     let mut exts: Vec<Arc<str>> = Vec::new();
     let mut inv = Inventory::default();
@@ -177,30 +223,28 @@ pub async fn take_in_ranges(
             let meta = match listing.try_next().await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
-                // A name the backend cannot represent is that object's problem, not the run's.
-                Err(StoreError::InvalidKey { key, reason }) => {
-                    inv.ambiguous.push(Ambiguity {
-                        key: key.clone(),
-                        objects: vec![key],
-                        category: Category::InvalidName,
-                        reason,
-                    });
+                Err(e) => {
+                    unlisted(&mut inv, rules, e)?;
                     continue;
                 }
-                // A link or a special file: never read, reported as that object's problem.
-                Err(StoreError::NotARegularFile { key, uri, reason }) => {
-                    if !matches!(rules.layout.classify(&key), Class::Output(_)) {
-                        inv.ambiguous.push(Ambiguity {
-                            key,
-                            objects: vec![uri],
-                            category: Category::NotARegularFile,
-                            reason,
-                        });
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e),
             };
+            if let Some(folder) = streaming {
+                if meta.key < last {
+                    return Ok(None);
+                }
+                last.clear();
+                last.push_str(&meta.key);
+                if groups.keys().any(|stem| !in_block(&meta.key, folder, stem)) {
+                    for (stem, group) in std::mem::take(&mut groups) {
+                        if in_block(&meta.key, folder, &stem) {
+                            groups.insert(stem, group);
+                        } else {
+                            samples.extend(pair_one(&mut inv, store, stem, group));
+                        }
+                    }
+                }
+            }
+            inv.groups_held = inv.groups_held.max(groups.len());
             let (raw, label) = match rules.layout.classify(&meta.key) {
                 Class::Output(_) => continue,
                 Class::Outside | Class::Ignored(_) => {
@@ -254,31 +298,74 @@ pub async fn take_in_ranges(
             }
         }
     }
-    inv.samples = Arc::new(pair(&mut inv, store, groups));
+    inv.groups_held = inv.groups_held.max(groups.len());
+    for (key, group) in groups {
+        samples.extend(pair_one(&mut inv, store, key, group));
+    }
+    // Already sorted when paired as listed.
+    if !samples.is_sorted_by(|a, b| a.key <= b.key) {
+        samples.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    samples.shrink_to_fit();
+    inv.samples = Arc::new(samples);
     inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
     inv.unpaired_examples.sort();
     inv.unpaired_examples.truncate(NAMED_UNPAIRED);
-    Ok(inv)
+    Ok(Some(inv))
 }
 
-/// The samples of the stems, sorted by key; what cannot pair goes into `inv`.
-fn pair(inv: &mut Inventory, store: &dyn Store, groups: HashMap<String, Group>) -> Vec<Sample> {
-    let mut samples = Vec::with_capacity(groups.len());
-    for (key, mut group) in groups {
-        // The usual stem, one raw file and one label: its files move into the sample.
-        if let ([_], [_]) = (group.raws.as_slice(), group.labels.as_slice()) {
-            let (raw, label) = (group.raws.pop(), group.labels.pop());
-            if let (Some((raw, _)), Some(label)) = (raw, label) {
-                samples.push(Sample { key, raw, label });
+/// A listing error that is one object's problem goes into the report; others end the listing.
+fn unlisted(inv: &mut Inventory, rules: &Rules, e: StoreError) -> Result<(), StoreError> {
+    match e {
+        // A name the backend cannot represent is that object's problem, not the run's.
+        StoreError::InvalidKey { key, reason } => {
+            inv.ambiguous.push(Ambiguity {
+                key: key.clone(),
+                objects: vec![key],
+                category: Category::InvalidName,
+                reason,
+            });
+            Ok(())
+        }
+        // A link or a special file: never read, reported as that object's problem.
+        StoreError::NotARegularFile { key, uri, reason } => {
+            if !matches!(rules.layout.classify(&key), Class::Output(_)) {
+                inv.ambiguous.push(Ambiguity {
+                    key,
+                    objects: vec![uri],
+                    category: Category::NotARegularFile,
+                    reason,
+                });
             }
-            continue;
+            Ok(())
         }
-        if let Some(sample) = resolve(inv, store, key, group) {
-            samples.push(sample);
-        }
+        e => Err(e),
     }
-    samples.sort_by(|a, b| a.key.cmp(&b.key));
-    samples
+}
+
+/// Whether `key` may still be a file of `stem`: `folder + stem + "." + …`.
+fn in_block(key: &str, folder: &str, stem: &str) -> bool {
+    key.strip_prefix(folder)
+        .and_then(|k| k.strip_prefix(stem))
+        .is_some_and(|k| k.starts_with('.'))
+}
+
+/// The sample of a stem, if its files pair; what cannot pair goes into `inv`.
+fn pair_one(
+    inv: &mut Inventory,
+    store: &dyn Store,
+    key: String,
+    mut group: Group,
+) -> Option<Sample> {
+    // The usual stem, one raw file and one label: its files move into the sample.
+    if let ([_], [_]) = (group.raws.as_slice(), group.labels.as_slice()) {
+        let (raw, label) = (group.raws.pop(), group.labels.pop());
+        if let (Some((raw, _)), Some(label)) = (raw, label) {
+            return Some(Sample { key, raw, label });
+        }
+        return None;
+    }
+    resolve(inv, store, key, group)
 }
 
 /// The objects under `prefix`, as one listing or as key ranges listed at once.
@@ -450,6 +537,104 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A memory bucket listed in reverse key order: out of order.
+    #[derive(Debug)]
+    struct Reversed(MemoryStore);
+
+    #[async_trait::async_trait]
+    impl Store for Reversed {
+        fn list(
+            &self,
+            prefix: &str,
+        ) -> futures::stream::BoxStream<'_, Result<crate::storage::ObjectMeta, StoreError>>
+        {
+            let prefix = prefix.to_owned();
+            futures::stream::once(async move {
+                let mut all = crate::storage::list_all(&self.0, &prefix).await.unwrap();
+                all.reverse();
+                futures::stream::iter(all.into_iter().map(Ok))
+            })
+            .flatten()
+            .boxed()
+        }
+        async fn get(&self, key: &str) -> Result<crate::storage::GetResult, StoreError> {
+            self.0.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            data: Bytes,
+            mode: PutMode,
+        ) -> Result<crate::storage::ObjectMeta, StoreError> {
+            self.0.put(key, data, mode).await
+        }
+        async fn put_multipart(
+            &self,
+            key: &str,
+        ) -> Result<Box<dyn crate::storage::MultipartUpload>, StoreError> {
+            self.0.put_multipart(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key).await
+        }
+        fn uri(&self, key: &str) -> String {
+            self.0.uri(key)
+        }
+    }
+
+    #[tokio::test]
+    async fn pairing_as_listed_holds_a_few_stems_and_pairs_as_at_the_end() {
+        // Stems whose files are not next to each other in key order (`x.json`, `x.l.txt`,
+        // `x.png`), a folder beside a file of the same start (`a-b.txt`, `a/…`), an ambiguous
+        // stem, unpaired files, and many usual pairs.
+        let mut files: Vec<String> = [
+            "x.json",
+            "x.l.txt",
+            "x.l.json",
+            "x.png",
+            "a-b.txt",
+            "a-b.json",
+            "a/y.txt",
+            "a/y.json",
+            "amb.txt",
+            "amb.json",
+            "amb.png",
+            "lonely.txt",
+            "orphan.json",
+        ]
+        .iter()
+        .map(|f| format!("raw_training_data/{f}"))
+        .collect();
+        for i in 0..500 {
+            files.push(format!("raw_training_data/d{}/s{i:03}.txt", i % 5));
+            files.push(format!("raw_training_data/d{}/s{i:03}.json", i % 5));
+        }
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        let (streamed, store) = inventory(&names, &[]).await;
+        assert!(streamed.groups_held <= 3, "{}", streamed.groups_held);
+        // The same bucket listed out of order: paired at the end, holding every stem.
+        let reversed = Reversed(store);
+        let at_end = take(&reversed, &rules(&[])).await.unwrap();
+        assert!(at_end.groups_held > 500, "{}", at_end.groups_held);
+        assert_eq!(keys(&streamed), keys(&at_end));
+        assert_eq!(streamed.samples.len(), 500 + 4, "x, x.l, a-b and a/y pair");
+        let ambiguous: Vec<&str> = streamed.ambiguous.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(ambiguous, ["amb"]);
+        assert_eq!(
+            (
+                streamed.unpaired_raw,
+                streamed.unpaired_labels,
+                streamed.unpaired_examples.clone()
+            ),
+            (
+                at_end.unpaired_raw,
+                at_end.unpaired_labels,
+                at_end.unpaired_examples.clone()
+            )
+        );
+        assert_eq!(streamed.unpaired_raw + streamed.unpaired_labels, 2);
     }
 
     #[tokio::test]

@@ -169,7 +169,12 @@ mod tests {
         // The read-ahead and the build share the limiter: the build asks for the ceiling while
         // the read-ahead's reads hold slots.
         let l = Limiter::new(Some(4));
-        let running = [l.start().await, l.start().await, l.start().await, l.start().await];
+        let running = [
+            l.start().await,
+            l.start().await,
+            l.start().await,
+            l.start().await,
+        ];
         assert_eq!((l.ceiling(), l.limit()), (4, 4));
         for slot in running {
             l.done(slot, false);

@@ -201,12 +201,42 @@ async fn listing(store: Arc<dyn Store>) {
         ["raw/sub/deep/ü#?%.json"]
     );
     assert_eq!(range(None, None).await.len(), 3);
+    // Key order (bytewise): a folder's keys come after its name and a `/`.
+    for n in [
+        "order/a0.txt",
+        "order/a/x.txt",
+        "order/a.txt",
+        "order/a-b.txt",
+    ] {
+        store
+            .put(n, Bytes::from("x"), PutMode::Overwrite)
+            .await
+            .unwrap();
+    }
+    let order: Vec<String> = store
+        .list("order/")
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        order,
+        [
+            "order/a-b.txt",
+            "order/a.txt",
+            "order/a/x.txt",
+            "order/a0.txt"
+        ]
+    );
     // Folder hints: the folders right under a prefix, on stores that list ranges by
     // themselves; none elsewhere (a hint, never a listing).
     let hint = store.folder_hint("raw/").await.unwrap();
     if store.lists_ranges() {
         assert_eq!(hint, ["raw/sub/"]);
-        assert_eq!(store.folder_hint("").await.unwrap(), ["other/", "raw/"]);
+        assert_eq!(
+            store.folder_hint("").await.unwrap(),
+            ["order/", "other/", "raw/"]
+        );
     } else {
         assert!(hint.is_empty(), "{hint:?}");
     }

@@ -456,11 +456,14 @@ impl LocalStore {
             Ok(dir) => dir,
             Err(e) => return visit(Found::Unusable(self.fail(folder, e))),
         };
+        // With whether each is a folder: a folder's keys follow its name and a `/`, so that
+        // the listing is in key order (`a-b` before `a/x`), as Cloud Storage's.
         let mut names = Vec::new();
         while let Some(entry) = dir.read() {
             match entry {
                 Ok(e) if e.file_name() != c"." && e.file_name() != c".." => {
-                    names.push(e.file_name().to_owned());
+                    let folder = e.file_type() == rustix::fs::FileType::Directory;
+                    names.push((e.file_name().to_owned(), folder));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -471,11 +474,15 @@ impl LocalStore {
                 }
             }
         }
-        names.sort();
+        names.sort_by(|(a, a_folder), (b, b_folder)| {
+            let a = a.to_bytes().iter().chain(a_folder.then_some(&b'/'));
+            let b = b.to_bytes().iter().chain(b_folder.then_some(&b'/'));
+            a.cmp(b)
+        });
         let Ok(dir_fd) = dir.fd() else {
             return true;
         };
-        for name in &names {
+        for (name, _) in &names {
             let Ok(text) = name.to_str() else {
                 let key = join_key(folder, &name.to_string_lossy());
                 let e = StoreError::InvalidKey {

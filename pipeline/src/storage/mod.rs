@@ -117,7 +117,9 @@ pub trait MultipartUpload: Send {
 /// A bucket. Object names are relative to the store root.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
-    /// Every object whose key starts with `prefix`, in no guaranteed order.
+    /// Every object whose key starts with `prefix`, in key order (bytewise, as Cloud Storage
+    /// lists). The inventory relies on it to pair files as the listing arrives, and checks
+    /// it: a listing out of order costs that, not correctness.
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>>;
     /// The objects of [`Store::list`] whose keys are at least `start` and less than `end`
     /// (either bound open), so that ranges of a large folder can be listed at once. Backends
