@@ -259,10 +259,25 @@ fn job(settings: &Settings, progress: bool) -> anyhow::Result<Job> {
     Ok(job)
 }
 
+/// Threads for blocking work (a local folder's listing and reads). Few: each thread that
+/// allocates may get a malloc arena of its own, and memory freed in one arena is not reused by
+/// another (the second listing of a follow-up cycle then costs its whole size again).
+const BLOCKING_THREADS: usize = 4;
+
+/// jemalloc, not the C library's allocator: glibc's keeps memory freed in one thread's arena
+/// from the others (a follow-up cycle's second listing cost its whole size again), and the
+/// container's static musl one is slow under many threads.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let progress = autotune::logging::init(cli.log_format.into());
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
