@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  gates    gate 1 (peek)   lock live?                      ── yes ─▶ skipped   (nothing written)
-//!           inventory       list raw + label folders, pair
+//!           inventory       list raw + label folders, pair; on a remote store, read what
+//!                           changed meanwhile (`crate::reads`)
 //!           gate 2          pairs ≥ MIN_SAMPLES?            ── no ──▶ waiting   (nothing written)
 //!           gate 3          new/changed since baseline ≥ MIN_SAMPLES?  ── no ──▶ waiting
 //!  quiet    wait until nothing was added or changed for QUIET_PERIOD (at most MAX_QUIET_WAIT),
