@@ -196,8 +196,9 @@ pub struct Options {
     pub eval: Arc<Routing>,
     /// The line stores of incremental builds; `None`: every sample is read, none is kept.
     pub lines: Option<Incremental>,
-    /// Objects read while the listing arrived; the build takes what it can from them, and
-    /// its reads share their limiter.
+    /// Objects read while the listing arrived; the build takes what it can from them (and
+    /// stops the read-ahead: its reads have their own limiter, which the listing's load may
+    /// have driven down).
     pub ahead: Option<Arc<ReadAhead>>,
 }
 
@@ -616,6 +617,10 @@ pub async fn build(
     progress: &indicatif::ProgressBar,
 ) -> Result<Built, StoreError> {
     let n = samples.len();
+    if let Some(ahead) = &opts.ahead {
+        // From here the build reads what was not read ahead, at its own pace.
+        ahead.stop();
+    }
     let sink = opts.sink.clone().unwrap_or_else(|| store.clone());
     // Boxed: the writers and their tallies would make this future large.
     let mut files = Box::new(Writers::create(&*sink, opts, n).await?);
@@ -648,10 +653,7 @@ pub async fn build(
     let stored = Arc::new(tokio::sync::Mutex::new(stored));
 
     let budget = Budget::new(opts.max_bytes_in_flight);
-    let limiter = opts.ahead.as_ref().map_or_else(
-        || Arc::new(Limiter::new(opts.read_concurrency)),
-        |a| a.limiter(),
-    );
+    let limiter = Arc::new(Limiter::new(opts.read_concurrency));
     let reads = stream::iter(indices)
         // One sample at a time, in sample order: the line store is read as one stream.
         .then(|i| {

@@ -172,8 +172,9 @@ pub struct ReadAhead {
     options: Options,
     entries: Entries,
     queue: Mutex<Queue>,
-    limiter: Arc<Limiter>,
     driver: tokio::task::AbortHandle,
+    /// The build has begun: no object is taken any more (set under the entries' lock).
+    stopped: Arc<AtomicBool>,
     /// Objects read ahead, and of those taken by the build.
     counts: Arc<Counts>,
 }
@@ -192,16 +193,17 @@ struct Queue {
 }
 
 impl ReadAhead {
-    /// A read-ahead on `store`, its reads bounded by `limiter` (which the build goes on using).
+    /// A read-ahead on `store`, its reads bounded by `limiter`.
     /// Must be called inside a Tokio runtime: it spawns its driver.
     pub fn new(store: Arc<dyn Store>, limiter: Arc<Limiter>, options: Options) -> Self {
         let entries = Entries::default();
         let counts = Arc::new(Counts::default());
         let (tx, rx) = mpsc::unbounded_channel();
+        let stopped = Arc::new(AtomicBool::new(false));
         let driver = tokio::spawn(drive(
             store,
-            limiter.clone(),
-            entries.clone(),
+            limiter,
+            (entries.clone(), stopped.clone()),
             counts.clone(),
             options,
             rx,
@@ -215,15 +217,17 @@ impl ReadAhead {
                 started: false,
                 tx,
             }),
-            limiter,
             driver,
+            stopped,
             counts,
         }
     }
 
-    /// The limiter its reads go through.
-    pub fn limiter(&self) -> Arc<Limiter> {
-        self.limiter.clone()
+    /// The build has begun and reads at its own pace: objects not yet taken are left to it,
+    /// reads under way finish, and what the build declines is no longer remembered.
+    pub fn stop(&self) {
+        let _entries = self.entries.lock().expect("read-ahead entries");
+        self.stopped.store(true, Ordering::SeqCst);
     }
 
     /// The build will read this object: read it ahead, once enough are wanted.
@@ -248,19 +252,30 @@ impl ReadAhead {
         loop {
             let notify = {
                 let mut entries = self.entries.lock().expect("read-ahead entries");
+                // Declined: remembered while the driver may still take it.
+                let stopped = self.stopped.load(Ordering::SeqCst);
                 let Some(entry) = entries.get_mut(key) else {
-                    entries.insert(key.into(), Entry::declined());
+                    if !stopped {
+                        entries.insert(key.into(), Entry::declined());
+                    }
                     return None;
                 };
                 if &*entry.generation != generation || entry.gzip != gzip {
                     *entry = Entry::declined();
+                    if stopped {
+                        entries.remove(key);
+                    }
                     return None;
                 }
                 match &mut entry.state {
                     State::Reading(notify) => notify.clone(),
                     State::Read(read) => {
                         let read = read.take();
-                        *entry = Entry::declined();
+                        if stopped {
+                            entries.remove(key);
+                        } else {
+                            *entry = Entry::declined();
+                        }
                         let (bytes, _share) = read?;
                         self.counts.used.fetch_add(1, Ordering::Relaxed);
                         return Some(bytes);
@@ -304,7 +319,7 @@ impl std::fmt::Debug for ReadAhead {
 async fn drive(
     store: Arc<dyn Store>,
     limiter: Arc<Limiter>,
-    entries: Entries,
+    (entries, stopped): (Entries, Arc<AtomicBool>),
     counts: Arc<Counts>,
     options: Options,
     mut rx: mpsc::UnboundedReceiver<Want>,
@@ -320,6 +335,9 @@ async fn drive(
     };
     while let Some(want) = rx.recv().await {
         while tasks.try_join_next().is_some() {}
+        if stopped.load(Ordering::SeqCst) {
+            break;
+        }
         if taken(&want.key) {
             continue;
         }
@@ -335,8 +353,8 @@ async fn drive(
         let notify = Arc::new(Notify::new());
         {
             let mut entries = entries.lock().expect("read-ahead entries");
-            // The build may have declined it meanwhile.
-            if entries.contains_key(&*want.key) {
+            // The build may have declined it, or begun, meanwhile.
+            if stopped.load(Ordering::SeqCst) || entries.contains_key(&*want.key) {
                 continue;
             }
             entries.insert(
@@ -539,6 +557,33 @@ mod tests {
         );
         settle().await;
         assert_eq!(a.counts(), (3, 2), "the declined object is not read");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_stopped_nothing_more_is_read_and_nothing_declined_is_kept() {
+        // A budget for one object: the second and third wait for it.
+        let (store, wants) = bucket(3, 2048).await;
+        let a = ahead(&store, 1, 2048 + OVERHEAD);
+        for w in &wants {
+            a.want(w.clone());
+        }
+        settle().await;
+        assert_eq!(a.counts(), (1, 0));
+        a.stop();
+        assert!(
+            a.take(&wants[2].key, &wants[2].generation, false)
+                .await
+                .is_none()
+        );
+        // Taking the first gives its share back; stopped, the driver reads nothing more.
+        assert!(
+            a.take(&wants[0].key, &wants[0].generation, false)
+                .await
+                .is_some()
+        );
+        settle().await;
+        assert_eq!(a.counts(), (1, 1));
+        assert!(a.entries.lock().unwrap().is_empty(), "nothing remembered");
     }
 
     #[tokio::test(start_paused = true)]

@@ -441,7 +441,7 @@ impl Job {
     }
 
     /// On a remote store, what reads the objects of new or changed samples as the listing
-    /// arrives (see [`crate::reads`]); the build takes them and goes on with its limiter.
+    /// arrives (see [`crate::reads`]); the build takes them, and reads the rest itself.
     fn read_ahead(&self) -> Option<Arc<ReadAhead>> {
         if !(self.config.read_ahead && self.store.remote()) {
             return None;
