@@ -279,63 +279,84 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-/// Reads one object of a sample: what was read ahead of the listed version, or the object.
-async fn read(
-    store: &dyn Store,
-    meta: &storage::ObjectMeta,
-    gzip: bool,
-    opts: &Options,
-    throttled: &AtomicBool,
-) -> Result<Bytes, (Category, String)> {
-    if let Some(ahead) = &opts.ahead
-        && let Some(bytes) = ahead.take(&meta.key, &meta.generation, gzip).await
-    {
-        return Ok(bytes);
-    }
-    read_object(store, &meta.key, gzip, opts.max_text_bytes, throttled).await
+/// What was read ahead of an object, in the version listed.
+async fn ahead(opts: &Options, meta: &storage::ObjectMeta, gzip: bool) -> Option<Bytes> {
+    opts.ahead
+        .as_ref()?
+        .take(&meta.key, &meta.generation, gzip)
+        .await
 }
 
 /// Reads a sample's objects, its raw text and its label at once (media are never read: what
-/// their line needs comes from the listing). Also says whether the store throttled a read.
+/// their line needs comes from the listing), taking first what was read ahead. Only reads of
+/// its own take a slot of `limiter`: the wait for a read-ahead's read is no read latency.
 async fn load(
     store: &dyn Store,
     sample: &Sample,
     uris: &Uris,
     opts: &Options,
-) -> (Result<Loaded, Reject>, bool) {
-    if let Err(r) = Converter::precheck(sample, uris) {
-        return (Err(r), false);
-    }
+    limiter: &Limiter,
+) -> Result<Loaded, Reject> {
+    Converter::precheck(sample, uris)?;
     let fail = |object: &str| {
         let key = sample.key.clone();
         let object = object.to_owned();
         move |(category, reason): (Category, String)| Reject::new(&key, &object, category, reason)
     };
+    let text = sample.raw.modality == Modality::Text;
+    let raw_ahead = if text {
+        ahead(opts, &sample.raw.meta, sample.raw.gzip).await
+    } else {
+        None
+    };
+    let label_ahead = ahead(opts, &sample.label.meta, sample.label.gzip).await;
+    let slot = if (text && raw_ahead.is_none()) || label_ahead.is_none() {
+        Some(limiter.start().await)
+    } else {
+        None
+    };
     let throttled = AtomicBool::new(false);
     let raw = async {
-        if sample.raw.modality == Modality::Text {
-            let raw = &sample.raw;
-            let text = read(store, &raw.meta, raw.gzip, opts, &throttled);
-            Some(text.await)
-        } else {
-            None
+        if !text {
+            return None;
         }
+        if let Some(bytes) = raw_ahead {
+            return Some(Ok(bytes));
+        }
+        let raw = &sample.raw;
+        Some(
+            read_object(
+                store,
+                &raw.meta.key,
+                raw.gzip,
+                opts.max_text_bytes,
+                &throttled,
+            )
+            .await,
+        )
     };
-    let label = read(
-        store,
-        &sample.label.meta,
-        sample.label.gzip,
-        opts,
-        &throttled,
-    );
+    let label = async {
+        if let Some(bytes) = label_ahead {
+            return Ok(bytes);
+        }
+        let label = &sample.label;
+        read_object(
+            store,
+            &label.meta.key,
+            label.gzip,
+            opts.max_text_bytes,
+            &throttled,
+        )
+        .await
+    };
     let (raw_text, label) = tokio::join!(raw, label);
-    let loaded = (|| {
-        // The raw file's failure first, as when the raw file was read first.
-        let raw_text = raw_text.transpose().map_err(fail(&uris.raw))?;
-        let label = label.map_err(fail(&uris.label))?;
-        Ok(Loaded { raw_text, label })
-    })();
-    (loaded, throttled.load(Ordering::Relaxed))
+    if let Some(slot) = slot {
+        limiter.done(slot, throttled.load(Ordering::Relaxed));
+    }
+    // The raw file's failure first, as when the raw file was read first.
+    let raw_text = raw_text.transpose().map_err(fail(&uris.raw))?;
+    let label = label.map_err(fail(&uris.label))?;
+    Ok(Loaded { raw_text, label })
 }
 
 pub fn uris(store: &dyn Store, sample: &Sample) -> Uris {
@@ -676,12 +697,7 @@ pub async fn build(
                     Some((text, digest)) if Converter::precheck(s, &u).is_ok() => {
                         Got::Stored { text, digest }
                     }
-                    _ => {
-                        let slot = limiter.start().await;
-                        let (loaded, throttled) = load(&*store, s, &u, &opts).await;
-                        limiter.done(slot, throttled);
-                        Got::Read(loaded)
-                    }
+                    _ => Got::Read(load(&*store, s, &u, &opts, &limiter).await),
                 };
                 (i, u, got, share)
             }
