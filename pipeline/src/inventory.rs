@@ -174,7 +174,7 @@ pub async fn take_in_ranges(
     let one_sequence = splits.is_empty() || !store.lists_ranges();
     if one_sequence && layout.raw_folder() == layout.label_folder() {
         let folder = crate::storage::join(layout.raw_folder(), "");
-        if let Some(inv) = take_as_listed(store, rules, &folder, listed).await? {
+        if let Some(inv) = take_listed(store, rules, &[], listed, Some(&folder)).await? {
             return Ok(inv);
         }
         tracing::warn!(
@@ -187,22 +187,12 @@ pub async fn take_in_ranges(
         .map(Option::unwrap_or_default)
 }
 
-/// Pairing as the listing arrives, when one folder holds raw files and labels and is listed
-/// as one sequence. Listings come in key order, and every file of a stem `s` is named
-/// `s.<ext>`: once a key outside `folder + s + "."` arrives, no more files of `s` will, and `s`
-/// is paired and its group let go. So only the stems around the listing's position are held,
-/// not a group for every stem of the bucket. `None` when the listing was out of order.
-async fn take_as_listed(
-    store: &dyn Store,
-    rules: &Rules,
-    folder: &str,
-    listed: &mut (dyn FnMut(Listed<'_>) + Send),
-) -> Result<Option<Inventory>, StoreError> {
-    take_listed(store, rules, &[], listed, Some(folder)).await
-}
-
-/// The listing and pairing of [`take_in_ranges`]; `streaming`: the one folder paired as it is
-/// listed (see [`take_as_listed`]), `None` when it came out of order.
+/// The listing and pairing of [`take_in_ranges`]. `streaming`: the one folder, which holds
+/// raw files and labels and is listed as one sequence, paired as the listing arrives. Listings
+/// come in key order, and every file of a stem `s` is named `s.<ext>`: once a key outside
+/// `folder + s + "."` arrives, no more files of `s` will, and `s` is paired and its group let
+/// go. So only the stems around the listing's position are held, not a group for every stem
+/// of the bucket. `None` when the listing came out of order.
 async fn take_listed(
     store: &dyn Store,
     rules: &Rules,
@@ -539,51 +529,6 @@ mod tests {
             .collect()
     }
 
-    /// A memory bucket listed in reverse key order: out of order.
-    #[derive(Debug)]
-    struct Reversed(MemoryStore);
-
-    #[async_trait::async_trait]
-    impl Store for Reversed {
-        fn list(
-            &self,
-            prefix: &str,
-        ) -> futures::stream::BoxStream<'_, Result<crate::storage::ObjectMeta, StoreError>>
-        {
-            let prefix = prefix.to_owned();
-            futures::stream::once(async move {
-                let mut all = crate::storage::list_all(&self.0, &prefix).await.unwrap();
-                all.reverse();
-                futures::stream::iter(all.into_iter().map(Ok))
-            })
-            .flatten()
-            .boxed()
-        }
-        async fn get(&self, key: &str) -> Result<crate::storage::GetResult, StoreError> {
-            self.0.get(key).await
-        }
-        async fn put(
-            &self,
-            key: &str,
-            data: Bytes,
-            mode: PutMode,
-        ) -> Result<crate::storage::ObjectMeta, StoreError> {
-            self.0.put(key, data, mode).await
-        }
-        async fn put_multipart(
-            &self,
-            key: &str,
-        ) -> Result<Box<dyn crate::storage::MultipartUpload>, StoreError> {
-            self.0.put_multipart(key).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.0.delete(key).await
-        }
-        fn uri(&self, key: &str) -> String {
-            self.0.uri(key)
-        }
-    }
-
     #[tokio::test]
     async fn pairing_as_listed_holds_a_few_stems_and_pairs_as_at_the_end() {
         // Stems whose files are not next to each other in key order (`x.json`, `x.l.txt`,
@@ -615,7 +560,7 @@ mod tests {
         let (streamed, store) = inventory(&names, &[]).await;
         assert!(streamed.groups_held <= 3, "{}", streamed.groups_held);
         // The same bucket listed out of order: paired at the end, holding every stem.
-        let reversed = Reversed(store);
+        let reversed = Shaped::reversed(store);
         let at_end = take(&reversed, &rules(&[])).await.unwrap();
         assert!(at_end.groups_held > 500, "{}", at_end.groups_held);
         assert_eq!(keys(&streamed), keys(&at_end));
@@ -746,21 +691,53 @@ mod tests {
         assert_eq!(inv.samples[0].label.meta.key, "d/labels/a.json");
     }
 
-    /// The memory store, claiming to list ranges by themselves (its filtering default).
+    /// The memory store, listed in reverse key order (out of order), or claiming to list
+    /// ranges by itself (its filtering default) and to name folders.
     #[derive(Debug)]
-    struct Ranged(MemoryStore);
+    struct Shaped {
+        inner: MemoryStore,
+        reversed: bool,
+    }
+
+    impl Shaped {
+        fn reversed(inner: MemoryStore) -> Self {
+            Self {
+                inner,
+                reversed: true,
+            }
+        }
+
+        fn ranged(inner: MemoryStore) -> Self {
+            Self {
+                inner,
+                reversed: false,
+            }
+        }
+    }
 
     #[async_trait::async_trait]
-    impl Store for Ranged {
+    impl Store for Shaped {
         fn list(
             &self,
             prefix: &str,
         ) -> futures::stream::BoxStream<'_, Result<crate::storage::ObjectMeta, StoreError>>
         {
-            self.0.list(prefix)
+            if !self.reversed {
+                return self.inner.list(prefix);
+            }
+            let prefix = prefix.to_owned();
+            futures::stream::once(async move {
+                let mut all = crate::storage::list_all(&self.inner, &prefix)
+                    .await
+                    .unwrap();
+                all.reverse();
+                futures::stream::iter(all.into_iter().map(Ok))
+            })
+            .flatten()
+            .boxed()
         }
         async fn get(&self, key: &str) -> Result<crate::storage::GetResult, StoreError> {
-            self.0.get(key).await
+            self.inner.get(key).await
         }
         async fn put(
             &self,
@@ -768,25 +745,25 @@ mod tests {
             data: Bytes,
             mode: PutMode,
         ) -> Result<crate::storage::ObjectMeta, StoreError> {
-            self.0.put(key, data, mode).await
+            self.inner.put(key, data, mode).await
         }
         async fn put_multipart(
             &self,
             key: &str,
         ) -> Result<Box<dyn crate::storage::MultipartUpload>, StoreError> {
-            self.0.put_multipart(key).await
+            self.inner.put_multipart(key).await
         }
         async fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.0.delete(key).await
+            self.inner.delete(key).await
         }
         fn uri(&self, key: &str) -> String {
-            self.0.uri(key)
+            self.inner.uri(key)
         }
         fn lists_ranges(&self) -> bool {
-            true
+            !self.reversed
         }
         async fn folder_hint(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-            let mut folders: Vec<String> = crate::storage::list_all(&self.0, prefix)
+            let mut folders: Vec<String> = crate::storage::list_all(&self.inner, prefix)
                 .await?
                 .into_iter()
                 .filter_map(|m| {
@@ -804,7 +781,7 @@ mod tests {
     #[tokio::test]
     async fn a_first_listing_is_cut_at_the_folders_a_page_names() {
         let (_, store) = inventory(&[], &[]).await;
-        let store = Ranged(store);
+        let store = Shaped::ranged(store);
         assert!(
             folder_splits(&store, &rules(&[])).await.unwrap().is_empty(),
             "no folders: one listing"
@@ -840,7 +817,7 @@ mod tests {
         assert_eq!(ranged.samples.len(), 200);
         // A store that does not list ranges by itself is never cut.
         assert!(
-            folder_splits(&store.0, &rules(&[]))
+            folder_splits(&store.inner, &rules(&[]))
                 .await
                 .unwrap()
                 .is_empty()
@@ -850,7 +827,7 @@ mod tests {
     #[tokio::test]
     async fn key_ranges_listed_at_once_make_the_same_inventory() {
         let (_, store) = inventory(&[], &[]).await;
-        let store = Ranged(store);
+        let store = Shaped::ranged(store);
         let mut stems = Vec::new();
         for i in 0..6000 {
             let stem = format!("d{}/s{i:05}", i % 7);
