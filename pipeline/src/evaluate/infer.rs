@@ -12,8 +12,8 @@
 //! ```
 //!
 //! Whatever answers have arrived are written at once, as one chunk per model (at most
-//! [`FLUSH_EVERY`] answers), also when the evaluation fails: a killed process loses only the
-//! answers being written. On start, [`paired`] reads the chunks already there and asks only for what
+//! [`FLUSH_EVERY`] answers; a few chunks at once when answers come faster than one write),
+//! also when the evaluation fails: a killed process loses only the answers being written. On start, [`paired`] reads the chunks already there and asks only for what
 //! is missing. An answer stored under another model's name (the champion changed between a
 //! crash and the resumption) is not reused. A row that fails (400, a candidate endpoint still
 //! missing after its window, retries spent) stops new calls; the calls in flight finish and
@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -33,6 +33,9 @@ use crate::storage::{PutMode, Store, StoreError, get_bytes, list_all};
 
 /// Answers of one model stored per chunk object.
 pub const FLUSH_EVERY: usize = 32;
+
+/// Chunk writes under way at once when answers arrive faster than one write takes.
+pub const WRITES_IN_FLIGHT: usize = 8;
 
 /// Largest chunk object read back (a chunk holds [`FLUSH_EVERY`] answers).
 const CHUNK_LIMIT: u64 = 64 << 20;
@@ -233,28 +236,26 @@ async fn load(
     Ok(stored)
 }
 
-/// Writes `lines` as the next chunk of `role`, taking the next free number.
+/// Writes `lines` as the next chunk of `role` (create-only: a number another writer took is
+/// skipped).
 async fn flush(
     store: &dyn Store,
     folder: &str,
     role: Role,
-    next_chunk: &mut u64,
-    lines: &mut Vec<Line>,
+    next_chunk: &AtomicU64,
+    lines: Vec<Line>,
 ) -> Result<(), InferError> {
-    if lines.is_empty() {
-        return Ok(());
-    }
     let mut data = Vec::new();
-    for l in lines.iter() {
+    for l in &lines {
         serde_json::to_writer(&mut data, l).expect("answers serialise");
         data.push(b'\n');
     }
     let data = Bytes::from(data);
     loop {
-        let key = format!("{}{:06}.jsonl", chunk_prefix(folder, role), *next_chunk);
-        *next_chunk += 1;
+        let n = next_chunk.fetch_add(1, Ordering::SeqCst);
+        let key = format!("{}{n:06}.jsonl", chunk_prefix(folder, role));
         match store.put(&key, data.clone(), PutMode::Create).await {
-            Ok(_) => break,
+            Ok(_) => return Ok(()),
             // Another writer took this number: take the next.
             Err(StoreError::AlreadyExists { .. }) => {}
             Err(source) => {
@@ -265,8 +266,6 @@ async fn flush(
             }
         }
     }
-    lines.clear();
-    Ok(())
 }
 
 /// A reply that arrived, on its way to storage.
@@ -325,40 +324,53 @@ async fn ask_all(
     first_error
 }
 
-/// Stores replies from `rx` as they arrive: whatever has arrived is written at once (at most
-/// [`FLUSH_EVERY`] answers a chunk), so a killed process loses only the answers being
-/// written; under a fast stream of answers, chunks fill up on their own. Returns the replies
-/// stored.
+/// Stores replies from `rx` as they arrive. When no write is under way, whatever has arrived
+/// is written at once (one chunk per model), so a killed process loses only the answers being
+/// written; while writes are under way, answers gather into full chunks ([`FLUSH_EVERY`]),
+/// written up to [`WRITES_IN_FLIGHT`] at once, so a fast stream of answers is not held up by
+/// one write after another. Returns the replies stored.
 async fn write_all(
     store: &dyn Store,
     folder: &str,
     models: [&dyn Model; 2],
-    mut next_chunk: [u64; 2],
+    next_chunk: [u64; 2],
     mut rx: tokio::sync::mpsc::Receiver<Arrived>,
 ) -> Result<[Vec<(String, Reply)>; 2], InferError> {
+    let next_chunk = next_chunk.map(AtomicU64::new);
     let mut pending: [Vec<Line>; 2] = [Vec::new(), Vec::new()];
     let mut made: [Vec<(String, Reply)>; 2] = [Vec::new(), Vec::new()];
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some((role, id, reply)) = next.take() {
-            let i = role.index();
-            made[i].push((id.clone(), reply.clone()));
-            pending[i].push(Line {
-                id,
-                model: models[i].name().to_owned(),
-                reply,
-            });
-            if pending[i].len() >= FLUSH_EVERY {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
+    let mut writes = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
         for role in Role::BOTH {
             let i = role.index();
-            flush(store, folder, role, &mut next_chunk[i], &mut pending[i]).await?;
+            let due = pending[i].len() >= FLUSH_EVERY || writes.is_empty() || !open;
+            if !pending[i].is_empty() && due && writes.len() < WRITES_IN_FLIGHT {
+                let lines = std::mem::take(&mut pending[i]);
+                writes.push(flush(store, folder, role, &next_chunk[i], lines));
+            }
+        }
+        if !open && writes.is_empty() && pending.iter().all(Vec::is_empty) {
+            return Ok(made);
+        }
+        // Answers wait in the channel while a full chunk waits for a write.
+        let room = pending.iter().all(|p| p.len() < FLUSH_EVERY);
+        tokio::select! {
+            arrived = rx.recv(), if open && room => match arrived {
+                Some((role, id, reply)) => {
+                    let i = role.index();
+                    made[i].push((id.clone(), reply.clone()));
+                    pending[i].push(Line {
+                        id,
+                        model: models[i].name().to_owned(),
+                        reply,
+                    });
+                }
+                None => open = false,
+            },
+            Some(written) = writes.next(), if !writes.is_empty() => written?,
         }
     }
-    Ok(made)
 }
 
 /// Asks `candidate` and `champion` for every row not already answered under `folder`, at most
