@@ -8,11 +8,14 @@
 //! itself, and a stem with more candidates than one pair can use is rejected as ambiguous.
 //! Which names are samples is decided by `autotune-layout`, which the trigger shares.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use autotune_layout::{Class, Layout};
-use futures::{StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, FusedStream};
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 
 use crate::sample::{Category, LabelFile, RawFile, Sample};
@@ -172,120 +175,120 @@ pub async fn take_in_ranges(
 ) -> Result<Inventory, StoreError> {
     let layout = &rules.layout;
     let one_sequence = splits.is_empty() || !store.lists_ranges();
-    if one_sequence && layout.raw_folder() == layout.label_folder() {
-        let folder = crate::storage::join(layout.raw_folder(), "");
-        if let Some(inv) = take_listed(store, rules, &[], listed, Some(&folder)).await? {
+    // Nested folders are listed as one, in which labels do not come in their stems' order.
+    let apart = layout.list_prefixes().len() == 2;
+    if one_sequence && (apart || layout.raw_folder() == layout.label_folder()) {
+        if let Some(inv) = take_listed(store, rules, &[], listed, true).await? {
             return Ok(inv);
         }
         tracing::warn!(
-            folder = %store.uri(&folder),
+            folder = %store.uri(layout.raw_folder()),
             "the listing came out of key order: listed again, paired at the end"
         );
     }
-    take_listed(store, rules, splits, listed, None)
+    take_listed(store, rules, splits, listed, false)
         .await
         .map(Option::unwrap_or_default)
 }
 
-/// The listing and pairing of [`take_in_ranges`]. `streaming`: the one folder, which holds
-/// raw files and labels and is listed as one sequence, paired as the listing arrives. Listings
-/// come in key order, and every file of a stem `s` is named `s.<ext>`: once a key outside
-/// `folder + s + "."` arrives, no more files of `s` will, and `s` is paired and its group let
-/// go. So only the stems around the listing's position are held, not a group for every stem
-/// of the bucket. `None` when the listing came out of order.
+/// The listing and pairing of [`take_in_ranges`]. `streaming`: the folders are listed as
+/// one sequence each (two folders at once, merged), and paired as the listings arrive.
+/// Listings come in key order, and every file of a stem `s` is named `s.<ext>` relative to
+/// its folder: once a key outside `folder + s + "."` arrives, no more files of `s` will, and
+/// `s` is paired and its group let go. So only the stems around the listing's position are
+/// held, not a group for every stem of the bucket. `None` when a listing came out of order.
 async fn take_listed(
     store: &dyn Store,
     rules: &Rules,
     splits: &[String],
     listed: &mut (dyn FnMut(Listed<'_>) + Send),
-    streaming: Option<&str>,
+    streaming: bool,
 ) -> Result<Option<Inventory>, StoreError> {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut samples: Vec<Sample> = Vec::new();
-    // The last key listed, to check the order.
+    // The last key listed, relative to its folder, to check the order.
     let mut last = String::new();
     // The extensions seen, shared by their samples.
     let mut exts: Vec<Arc<str>> = Vec::new();
     let mut inv = Inventory::default();
-    for prefix in rules.layout.list_prefixes() {
-        let mut listing = listing(store, prefix, splits);
-        loop {
-            let meta = match listing.try_next().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => {
-                    unlisted(&mut inv, rules, e)?;
-                    continue;
-                }
-            };
-            if let Some(folder) = streaming {
-                if meta.key < last {
-                    return Ok(None);
-                }
-                last.clear();
-                last.push_str(&meta.key);
-                if groups.keys().any(|stem| !in_block(&meta.key, folder, stem)) {
-                    for (stem, group) in std::mem::take(&mut groups) {
-                        if in_block(&meta.key, folder, &stem) {
-                            groups.insert(stem, group);
-                        } else {
-                            samples.extend(pair_one(&mut inv, store, stem, group));
-                        }
+    let mut listing = listings(store, &rules.layout.list_prefixes(), splits, streaming);
+    loop {
+        let (folder, meta) = match listing.next().await {
+            Some((_, Err(e))) => {
+                unlisted(&mut inv, rules, e)?;
+                continue;
+            }
+            Some((folder, Ok(m))) => (folder, m),
+            None => break,
+        };
+        if streaming {
+            let relative = meta.key.get(folder..).unwrap_or(&meta.key);
+            if relative < last.as_str() {
+                return Ok(None);
+            }
+            last.clear();
+            last.push_str(relative);
+            if groups.keys().any(|stem| !in_block(&last, stem)) {
+                for (stem, group) in std::mem::take(&mut groups) {
+                    if in_block(&last, &stem) {
+                        groups.insert(stem, group);
+                    } else {
+                        samples.extend(pair_one(&mut inv, store, stem, group));
                     }
                 }
             }
-            inv.groups_held = inv.groups_held.max(groups.len());
-            let (raw, label) = match rules.layout.classify(&meta.key) {
-                Class::Output(_) => continue,
-                Class::Outside | Class::Ignored(_) => {
-                    inv.ignored += 1;
-                    continue;
-                }
-                Class::Raw(r) => (Some(r), None),
-                Class::Label(l) => (None, Some(l)),
-                Class::Both(r, l) => (Some(r), Some(l)),
-            };
-            if let Some(stem) = raw.map(|r| r.stem).or(label.map(|l| l.stem)) {
-                let text = raw.is_some_and(|r| r.modality == crate::modality::Modality::Text);
-                if text || label.is_some() {
-                    listed(Listed {
-                        stem,
-                        meta: &meta,
-                        gzip: raw.map_or_else(|| label.is_some_and(|l| l.gzip), |r| r.gzip),
-                        text,
-                        label: label.is_some(),
-                    });
-                }
+        }
+        inv.groups_held = inv.groups_held.max(groups.len());
+        let (raw, label) = match rules.layout.classify(&meta.key) {
+            Class::Output(_) => continue,
+            Class::Outside | Class::Ignored(_) => {
+                inv.ignored += 1;
+                continue;
             }
-            // Owned before the listing's entry moves into the group: the names borrow its key.
-            let raw = raw.map(|r| {
-                (
-                    r.stem.to_owned(),
-                    r.modality,
-                    shared(&mut exts, r.ext),
-                    r.gzip,
-                )
-            });
-            let label = label.map(|l| (l.stem.to_owned(), l.format, l.gzip));
-            match (raw, label) {
-                (Some((stem, modality, ext, gzip)), label) => {
-                    let raw = RawFile {
-                        meta,
-                        modality,
-                        ext,
-                        gzip,
-                    };
-                    let as_label = label.map(|(_, format, gzip)| AsLabel { format, gzip });
-                    push_one(&mut groups.entry(stem).or_default().raws, (raw, as_label));
-                }
-                (None, Some((stem, format, gzip))) => {
-                    push_one(
-                        &mut groups.entry(stem).or_default().labels,
-                        LabelFile { meta, format, gzip },
-                    );
-                }
-                (None, None) => {}
+            Class::Raw(r) => (Some(r), None),
+            Class::Label(l) => (None, Some(l)),
+            Class::Both(r, l) => (Some(r), Some(l)),
+        };
+        if let Some(stem) = raw.map(|r| r.stem).or(label.map(|l| l.stem)) {
+            let text = raw.is_some_and(|r| r.modality == crate::modality::Modality::Text);
+            if text || label.is_some() {
+                listed(Listed {
+                    stem,
+                    meta: &meta,
+                    gzip: raw.map_or_else(|| label.is_some_and(|l| l.gzip), |r| r.gzip),
+                    text,
+                    label: label.is_some(),
+                });
             }
+        }
+        // Owned before the listing's entry moves into the group: the names borrow its key.
+        let raw = raw.map(|r| {
+            (
+                r.stem.to_owned(),
+                r.modality,
+                shared(&mut exts, r.ext),
+                r.gzip,
+            )
+        });
+        let label = label.map(|l| (l.stem.to_owned(), l.format, l.gzip));
+        match (raw, label) {
+            (Some((stem, modality, ext, gzip)), label) => {
+                let raw = RawFile {
+                    meta,
+                    modality,
+                    ext,
+                    gzip,
+                };
+                let as_label = label.map(|(_, format, gzip)| AsLabel { format, gzip });
+                push_one(&mut groups.entry(stem).or_default().raws, (raw, as_label));
+            }
+            (None, Some((stem, format, gzip))) => {
+                push_one(
+                    &mut groups.entry(stem).or_default().labels,
+                    LabelFile { meta, format, gzip },
+                );
+            }
+            (None, None) => {}
         }
     }
     inv.groups_held = inv.groups_held.max(groups.len());
@@ -333,10 +336,10 @@ fn unlisted(inv: &mut Inventory, rules: &Rules, e: StoreError) -> Result<(), Sto
     }
 }
 
-/// Whether `key` may still be a file of `stem`: `folder + stem + "." + …`.
-fn in_block(key: &str, folder: &str, stem: &str) -> bool {
-    key.strip_prefix(folder)
-        .and_then(|k| k.strip_prefix(stem))
+/// Whether a key (relative to its folder) may still be a file of `stem`: `stem + "." + …`.
+fn in_block(relative: &str, stem: &str) -> bool {
+    relative
+        .strip_prefix(stem)
         .is_some_and(|k| k.starts_with('.'))
 }
 
@@ -358,12 +361,52 @@ fn pair_one(
     resolve(inv, store, key, group)
 }
 
+/// A listed object (or why one could not be listed), with the length of its folder's prefix.
+type FromFolder = (usize, Result<ObjectMeta, StoreError>);
+
+/// The objects under `prefixes`: one folder after the other, each as one listing or as key
+/// ranges listed at once; or, `merged`, every folder listed at once as one sequence, merged in
+/// the order of keys relative to their folders ([`Merge`]).
+fn listings<'a>(
+    store: &'a dyn Store,
+    prefixes: &[&str],
+    splits: &[String],
+    merged: bool,
+) -> BoxStream<'a, FromFolder> {
+    if let ([a, b], true) = (prefixes, merged) {
+        return Merge::new([tagged(a, store.list(a)), tagged(b, store.list(b))]).boxed();
+    }
+    let (prefixes, splits): (Vec<String>, Vec<String>) = (
+        prefixes.iter().map(|p| (*p).to_owned()).collect(),
+        splits.to_vec(),
+    );
+    stream::iter(prefixes)
+        .flat_map(move |p| {
+            let listed = if merged {
+                store.list(&p)
+            } else {
+                listing(store, &p, &splits)
+            };
+            tagged(&p, listed)
+        })
+        .boxed()
+}
+
+/// A folder's listing, each entry with the length of the folder's prefix.
+fn tagged<'a>(
+    prefix: &str,
+    listing: BoxStream<'a, Result<ObjectMeta, StoreError>>,
+) -> BoxStream<'a, FromFolder> {
+    let folder = prefix.len();
+    listing.map(move |m| (folder, m)).boxed()
+}
+
 /// The objects under `prefix`, as one listing or as key ranges listed at once.
 fn listing<'a>(
     store: &'a dyn Store,
     prefix: &str,
     splits: &[String],
-) -> futures::stream::BoxStream<'a, Result<crate::storage::ObjectMeta, StoreError>> {
+) -> BoxStream<'a, Result<ObjectMeta, StoreError>> {
     if splits.is_empty() || !store.lists_ranges() {
         return store.list(prefix);
     }
@@ -372,12 +415,90 @@ fn listing<'a>(
         .chain(cuts.iter().map(|c| Some(c.as_str())))
         .chain(std::iter::once(None))
         .collect();
-    futures::stream::select_all(
+    stream::select_all(
         bounds
             .windows(2)
             .map(|w| store.list_range(prefix, w[0], w[1])),
     )
     .boxed()
+}
+
+/// Objects one side of a [`Merge`] holds ahead: about a listing page, so that each side's
+/// next page is asked for while the other side's entries are taken.
+const MERGE_AHEAD: usize = 1000;
+
+/// Two folders' listings, both listed at once, merged by key relative to the folder: a raw
+/// file and its label come out next to each other, as if one folder held both. A failed entry
+/// comes out as soon as it arrives. Each side is in key order (a listing is), so the merge is
+/// too; a side that is not makes it come out of order, which the pairing sees.
+struct Merge<'a> {
+    sides: [MergeSide<'a>; 2],
+}
+
+struct MergeSide<'a> {
+    listing: stream::Fuse<BoxStream<'a, FromFolder>>,
+    ahead: VecDeque<FromFolder>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(listings: [BoxStream<'a, FromFolder>; 2]) -> Self {
+        Self {
+            sides: listings.map(|l| MergeSide {
+                listing: l.fuse(),
+                ahead: VecDeque::new(),
+            }),
+        }
+    }
+}
+
+/// What one side of a [`Merge`] holds ahead.
+enum Ahead<'s> {
+    Nothing,
+    /// A failed entry, which goes first.
+    Failed,
+    /// The key of the next entry, relative to its folder.
+    Key(&'s str),
+}
+
+impl MergeSide<'_> {
+    fn front(&self) -> Ahead<'_> {
+        match self.ahead.front() {
+            Some((folder, Ok(m))) => Ahead::Key(m.key.get(*folder..).unwrap_or(&m.key)),
+            Some((_, Err(_))) => Ahead::Failed,
+            None => Ahead::Nothing,
+        }
+    }
+}
+
+impl Stream for Merge<'_> {
+    type Item = FromFolder;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FromFolder>> {
+        for side in &mut self.sides {
+            while side.ahead.len() < MERGE_AHEAD {
+                match side.listing.poll_next_unpin(cx) {
+                    Poll::Ready(Some(entry)) => side.ahead.push_back(entry),
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+        }
+        let [a, b] = &self.sides;
+        let take = match (a.front(), b.front()) {
+            (Ahead::Failed, _) => 0,
+            (_, Ahead::Failed) => 1,
+            (Ahead::Key(x), Ahead::Key(y)) => usize::from(y < x),
+            (Ahead::Key(_), Ahead::Nothing) if b.listing.is_terminated() => 0,
+            (Ahead::Nothing, Ahead::Key(_)) if a.listing.is_terminated() => 1,
+            (Ahead::Nothing, Ahead::Nothing)
+                if a.listing.is_terminated() && b.listing.is_terminated() =>
+            {
+                return Poll::Ready(None);
+            }
+            // The side with nothing ahead was polled above and is not done: it wakes us.
+            _ => return Poll::Pending,
+        };
+        Poll::Ready(self.sides[take].ahead.pop_front())
+    }
 }
 
 /// The shared copy of `ext` (a layout has a few extensions).
@@ -678,6 +799,71 @@ mod tests {
             0,
             "output folders never count"
         );
+    }
+
+    #[tokio::test]
+    async fn two_folders_are_listed_at_once_and_paired_as_they_arrive() {
+        let mut files: Vec<String> = [
+            "data/raw/lonely.txt",
+            "data/labels/orphan.json",
+            "data/raw/q2.md",
+            "data/raw/q2.csv",
+            "data/labels/q2.json",
+            "data/raw/x.l.md",
+            "data/labels/x.l.json",
+            "data/raw/x.md",
+            "data/labels/x.json",
+            "data/labels/out/x.txt",
+        ]
+        .iter()
+        .map(|f| (*f).to_owned())
+        .collect();
+        for i in 0..500 {
+            files.push(format!("data/raw/d{}/s{i:03}.txt", i % 5));
+            files.push(format!("data/labels/d{}/s{i:03}.json", i % 5));
+        }
+        let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        for f in &files {
+            store
+                .put(f, Bytes::from("x"), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        let rules = rules(&[
+            "--raw-data-folder",
+            "data/raw",
+            "--label-folder",
+            "data/labels",
+            "--jsonl-folder",
+            "data/labels/out",
+        ]);
+        let mut told: Vec<String> = Vec::new();
+        let streamed = take_in_ranges(&store, &rules, &[], &mut |l| {
+            told.push(l.meta.key.clone());
+        })
+        .await
+        .unwrap();
+        assert!(streamed.groups_held <= 3, "{}", streamed.groups_held);
+        // Merged as listed: a stem's label comes next to its raw file (`.json` before `.txt`),
+        // long before the last raw file.
+        let at = |key: &str| told.iter().position(|k| k == key).unwrap();
+        assert_eq!(
+            at("data/raw/d0/s000.txt"),
+            at("data/labels/d0/s000.json") + 1
+        );
+        assert!(at("data/labels/d0/s000.json") < at("data/raw/d4/s499.txt"));
+        // The same bucket listed out of order: paired at the end, holding every stem.
+        let at_end = take(&Shaped::reversed(store), &rules).await.unwrap();
+        assert!(at_end.groups_held > 500, "{}", at_end.groups_held);
+        assert_eq!(keys(&streamed), keys(&at_end));
+        assert_eq!(streamed.samples.len(), 500 + 2, "x and x.l pair");
+        let ambiguous: Vec<&str> = streamed.ambiguous.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(ambiguous, ["q2"]);
+        assert_eq!(
+            (streamed.unpaired_raw, streamed.unpaired_labels),
+            (at_end.unpaired_raw, at_end.unpaired_labels)
+        );
+        assert_eq!((streamed.unpaired_raw, streamed.unpaired_labels), (1, 1));
     }
 
     #[tokio::test]
