@@ -78,6 +78,18 @@ struct Group {
     labels: Vec<LabelFile>,
 }
 
+impl Group {
+    /// Takes in the files of the same stem from another key range.
+    fn absorb(&mut self, other: Group) {
+        if self.raws.is_empty() && self.labels.is_empty() {
+            *self = other;
+            return;
+        }
+        self.raws.extend(other.raws);
+        self.labels.extend(other.labels);
+    }
+}
+
 /// How a raw file that is also a label candidate reads as a label.
 #[derive(Clone, Copy)]
 struct AsLabel {
@@ -174,11 +186,10 @@ pub async fn take_in_ranges(
     listed: &mut (dyn FnMut(Listed<'_>) + Send),
 ) -> Result<Inventory, StoreError> {
     let layout = &rules.layout;
-    let one_sequence = splits.is_empty() || !store.lists_ranges();
     // Nested folders are listed as one, in which labels do not come in their stems' order.
     let apart = layout.list_prefixes().len() == 2;
-    if one_sequence && (apart || layout.raw_folder() == layout.label_folder()) {
-        if let Some(inv) = take_listed(store, rules, &[], listed, true).await? {
+    if apart || layout.raw_folder() == layout.label_folder() {
+        if let Some(inv) = take_listed(store, rules, splits, listed, true).await? {
             return Ok(inv);
         }
         tracing::warn!(
@@ -191,12 +202,9 @@ pub async fn take_in_ranges(
         .map(Option::unwrap_or_default)
 }
 
-/// The listing and pairing of [`take_in_ranges`]. `streaming`: the folders are listed as
-/// one sequence each (two folders at once, merged), and paired as the listings arrive.
-/// Listings come in key order, and every file of a stem `s` is named `s.<ext>` relative to
-/// its folder: once a key outside `folder + s + "."` arrives, no more files of `s` will, and
-/// `s` is paired and its group let go. So only the stems around the listing's position are
-/// held, not a group for every stem of the bucket. `None` when a listing came out of order.
+/// The listing and pairing of [`take_in_ranges`]. `streaming`: paired as the listings arrive
+/// ([`Pairing`]), two folders listed at once and merged; otherwise one folder after the
+/// other, paired at the end. `None` when a listing came out of key order.
 async fn take_listed(
     store: &dyn Store,
     rules: &Rules,
@@ -204,45 +212,31 @@ async fn take_listed(
     listed: &mut (dyn FnMut(Listed<'_>) + Send),
     streaming: bool,
 ) -> Result<Option<Inventory>, StoreError> {
-    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    let mut samples: Vec<Sample> = Vec::new();
-    // The last key listed, relative to its folder, to check the order.
-    let mut last = String::new();
-    // The extensions seen, shared by their samples.
-    let mut exts: Vec<Arc<str>> = Vec::new();
-    let mut inv = Inventory::default();
-    let mut listing = listings(store, &rules.layout.list_prefixes(), splits, streaming);
-    loop {
-        let (folder, meta) = match listing.next().await {
-            Some((_, Err(e))) => {
-                unlisted(&mut inv, rules, e)?;
+    let ranges = key_ranges(store, splits);
+    let mut pairing = Pairing::new(store, if streaming { ranges.len() } else { 1 });
+    let mut listing = listings(store, &rules.layout.list_prefixes(), &ranges, streaming);
+    while let Some((range, folder, meta)) = listing.next().await {
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                unlisted(&mut pairing.inv, rules, e)?;
                 continue;
             }
-            Some((folder, Ok(m))) => (folder, m),
-            None => break,
         };
-        if streaming {
+        let range = if streaming {
             let relative = meta.key.get(folder..).unwrap_or(&meta.key);
-            if relative < last.as_str() {
+            if !pairing.advance(range, relative, &ranges[range]) {
                 return Ok(None);
             }
-            last.clear();
-            last.push_str(relative);
-            if groups.keys().any(|stem| !in_block(&last, stem)) {
-                for (stem, group) in std::mem::take(&mut groups) {
-                    if in_block(&last, &stem) {
-                        groups.insert(stem, group);
-                    } else {
-                        samples.extend(pair_one(&mut inv, store, stem, group));
-                    }
-                }
-            }
-        }
-        inv.groups_held = inv.groups_held.max(groups.len());
+            range
+        } else {
+            0
+        };
+        pairing.count_held();
         let (raw, label) = match rules.layout.classify(&meta.key) {
             Class::Output(_) => continue,
             Class::Outside | Class::Ignored(_) => {
-                inv.ignored += 1;
+                pairing.inv.ignored += 1;
                 continue;
             }
             Class::Raw(r) => (Some(r), None),
@@ -263,14 +257,11 @@ async fn take_listed(
         }
         // Owned before the listing's entry moves into the group: the names borrow its key.
         let raw = raw.map(|r| {
-            (
-                r.stem.to_owned(),
-                r.modality,
-                shared(&mut exts, r.ext),
-                r.gzip,
-            )
+            let ext = shared(&mut pairing.exts, r.ext);
+            (r.stem.to_owned(), r.modality, ext, r.gzip)
         });
         let label = label.map(|l| (l.stem.to_owned(), l.format, l.gzip));
+        let groups = &mut pairing.groups[range];
         match (raw, label) {
             (Some((stem, modality, ext, gzip)), label) => {
                 let raw = RawFile {
@@ -291,20 +282,120 @@ async fn take_listed(
             (None, None) => {}
         }
     }
-    inv.groups_held = inv.groups_held.max(groups.len());
-    for (key, group) in groups {
-        samples.extend(pair_one(&mut inv, store, key, group));
+    Ok(Some(pairing.finish()))
+}
+
+/// A key range of a listing, relative to the folder: from the first cut (or the start) to
+/// the second (or the end).
+type KeyRange = (Option<String>, Option<String>);
+
+/// The key ranges `splits` cut a folder into; one, the whole folder, on a store that does not
+/// list ranges by itself.
+fn key_ranges(store: &dyn Store, splits: &[String]) -> Vec<KeyRange> {
+    if splits.is_empty() || !store.lists_ranges() {
+        return vec![(None, None)];
     }
-    // Already sorted when paired as listed.
-    if !samples.is_sorted_by(|a, b| a.key <= b.key) {
-        samples.sort_by(|a, b| a.key.cmp(&b.key));
+    let bounds: Vec<Option<String>> = std::iter::once(None)
+        .chain(splits.iter().cloned().map(Some))
+        .chain(std::iter::once(None))
+        .collect();
+    bounds
+        .windows(2)
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect()
+}
+
+/// Files put together into samples. Streaming, per key range: listings come in key order, and
+/// every file of a stem `s` is named `s.<ext>` relative to its folder, so once a range's
+/// listing reaches a key outside `s + "."`, no more files of `s` will come from that range,
+/// and `s` is paired and its group let go. Only the stems around each range's position are
+/// held, not a group for every stem of the bucket. A stem whose files a range's cut may part
+/// (the cut starts with `s + "."`) waits, with its files from every range, for the end.
+/// Otherwise one range holds every stem, paired at the end.
+struct Pairing<'s> {
+    store: &'s dyn Store,
+    /// Per key range: the last key listed (relative to its folder), and the stems unpaired.
+    last: Vec<String>,
+    groups: Vec<BTreeMap<String, Group>>,
+    /// Stems a cut may part, paired once every range is listed.
+    parted: BTreeMap<String, Group>,
+    samples: Vec<Sample>,
+    /// The extensions seen, shared by their samples.
+    exts: Vec<Arc<str>>,
+    inv: Inventory,
+}
+
+impl<'s> Pairing<'s> {
+    fn new(store: &'s dyn Store, ranges: usize) -> Self {
+        Self {
+            store,
+            last: vec![String::new(); ranges],
+            groups: std::iter::repeat_with(BTreeMap::new).take(ranges).collect(),
+            parted: BTreeMap::new(),
+            samples: Vec::new(),
+            exts: Vec::new(),
+            inv: Inventory::default(),
+        }
     }
-    samples.shrink_to_fit();
-    inv.samples = Arc::new(samples);
-    inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
-    inv.unpaired_examples.sort();
-    inv.unpaired_examples.truncate(NAMED_UNPAIRED);
-    Ok(Some(inv))
+
+    /// Range `r`'s listing reached `relative`: the stems it has passed are paired (or set
+    /// aside when a cut of `bounds` may part them). `false`: the listing came out of order.
+    fn advance(&mut self, r: usize, relative: &str, bounds: &KeyRange) -> bool {
+        let last = &mut self.last[r];
+        if relative < last.as_str() {
+            return false;
+        }
+        last.clear();
+        last.push_str(relative);
+        let groups = &mut self.groups[r];
+        if !groups.keys().any(|stem| !in_block(last, stem)) {
+            return true;
+        }
+        for (stem, group) in std::mem::take(groups) {
+            if in_block(last, &stem) {
+                groups.insert(stem, group);
+            } else if [&bounds.0, &bounds.1]
+                .into_iter()
+                .any(|cut| cut.as_deref().is_some_and(|c| in_block(c, &stem)))
+            {
+                self.parted.entry(stem).or_default().absorb(group);
+            } else {
+                self.samples
+                    .extend(pair_one(&mut self.inv, self.store, stem, group));
+            }
+        }
+        true
+    }
+
+    fn count_held(&mut self) {
+        let held = self.parted.len() + self.groups.iter().map(BTreeMap::len).sum::<usize>();
+        self.inv.groups_held = self.inv.groups_held.max(held);
+    }
+
+    /// Pairs what is left, once every listing ended.
+    fn finish(mut self) -> Inventory {
+        self.count_held();
+        for groups in std::mem::take(&mut self.groups) {
+            for (stem, group) in groups {
+                self.parted.entry(stem).or_default().absorb(group);
+            }
+        }
+        let mut inv = self.inv;
+        let mut samples = self.samples;
+        for (key, group) in self.parted {
+            samples.extend(pair_one(&mut inv, self.store, key, group));
+        }
+        // Already sorted when paired as one listing arrived.
+        if !samples.is_sorted_by(|a, b| a.key <= b.key) {
+            samples.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        samples.shrink_to_fit();
+        inv.samples = Arc::new(samples);
+        inv.ambiguous.sort_by(|a, b| a.key.cmp(&b.key));
+        inv.unpaired_examples.sort();
+        inv.unpaired_examples.truncate(NAMED_UNPAIRED);
+        inv
+    }
 }
 
 /// A listing error that is one object's problem goes into the report; others end the listing.
@@ -361,66 +452,46 @@ fn pair_one(
     resolve(inv, store, key, group)
 }
 
-/// A listed object (or why one could not be listed), with the length of its folder's prefix.
-type FromFolder = (usize, Result<ObjectMeta, StoreError>);
+/// A listed object (or why one could not be listed), with the key range it came from (an index of the ranges listed) and the
+/// length of its folder's prefix.
+type Entry = (usize, usize, Result<ObjectMeta, StoreError>);
 
-/// The objects under `prefixes`: one folder after the other, each as one listing or as key
-/// ranges listed at once; or, `merged`, every folder listed at once as one sequence, merged in
-/// the order of keys relative to their folders ([`Merge`]).
+/// The objects under `prefixes`, each folder in `ranges` listed at once. `merged`: every
+/// folder at once, each range's folders merged in the order of keys relative to their folder
+/// ([`Merge`]); otherwise one folder after the other.
 fn listings<'a>(
     store: &'a dyn Store,
     prefixes: &[&str],
-    splits: &[String],
+    ranges: &[KeyRange],
     merged: bool,
-) -> BoxStream<'a, FromFolder> {
-    if let ([a, b], true) = (prefixes, merged) {
-        return Merge::new([tagged(a, store.list(a)), tagged(b, store.list(b))]).boxed();
+) -> BoxStream<'a, Entry> {
+    let in_range = |prefix: &str, r: usize| {
+        let (start, end) = &ranges[r];
+        let listing = match (start, end) {
+            (None, None) => store.list(prefix),
+            (start, end) => {
+                let (start, end) = (
+                    start.as_ref().map(|c| format!("{prefix}{c}")),
+                    end.as_ref().map(|c| format!("{prefix}{c}")),
+                );
+                store.list_range(prefix, start.as_deref(), end.as_deref())
+            }
+        };
+        let folder = prefix.len();
+        listing.map(move |m| (r, folder, m)).boxed()
+    };
+    if merged {
+        let per_range = (0..ranges.len()).map(|r| match prefixes {
+            [a, b] => Merge::new([in_range(a, r), in_range(b, r)]).boxed(),
+            _ => stream::select_all(prefixes.iter().map(|p| in_range(p, r))).boxed(),
+        });
+        return stream::select_all(per_range).boxed();
     }
-    let (prefixes, splits): (Vec<String>, Vec<String>) = (
-        prefixes.iter().map(|p| (*p).to_owned()).collect(),
-        splits.to_vec(),
-    );
-    stream::iter(prefixes)
-        .flat_map(move |p| {
-            let listed = if merged {
-                store.list(&p)
-            } else {
-                listing(store, &p, &splits)
-            };
-            tagged(&p, listed)
-        })
-        .boxed()
-}
-
-/// A folder's listing, each entry with the length of the folder's prefix.
-fn tagged<'a>(
-    prefix: &str,
-    listing: BoxStream<'a, Result<ObjectMeta, StoreError>>,
-) -> BoxStream<'a, FromFolder> {
-    let folder = prefix.len();
-    listing.map(move |m| (folder, m)).boxed()
-}
-
-/// The objects under `prefix`, as one listing or as key ranges listed at once.
-fn listing<'a>(
-    store: &'a dyn Store,
-    prefix: &str,
-    splits: &[String],
-) -> BoxStream<'a, Result<ObjectMeta, StoreError>> {
-    if splits.is_empty() || !store.lists_ranges() {
-        return store.list(prefix);
-    }
-    let cuts: Vec<String> = splits.iter().map(|s| format!("{prefix}{s}")).collect();
-    let bounds: Vec<Option<&str>> = std::iter::once(None)
-        .chain(cuts.iter().map(|c| Some(c.as_str())))
-        .chain(std::iter::once(None))
+    let folders: Vec<BoxStream<'a, Entry>> = prefixes
+        .iter()
+        .map(|p| stream::select_all((0..ranges.len()).map(|r| in_range(p, r))).boxed())
         .collect();
-    stream::select_all(
-        bounds
-            .windows(2)
-            .map(|w| store.list_range(prefix, w[0], w[1])),
-    )
-    .boxed()
+    stream::iter(folders).flatten().boxed()
 }
 
 /// Objects one side of a [`Merge`] holds ahead: about a listing page, so that each side's
@@ -436,12 +507,12 @@ struct Merge<'a> {
 }
 
 struct MergeSide<'a> {
-    listing: stream::Fuse<BoxStream<'a, FromFolder>>,
-    ahead: VecDeque<FromFolder>,
+    listing: stream::Fuse<BoxStream<'a, Entry>>,
+    ahead: VecDeque<Entry>,
 }
 
 impl<'a> Merge<'a> {
-    fn new(listings: [BoxStream<'a, FromFolder>; 2]) -> Self {
+    fn new(listings: [BoxStream<'a, Entry>; 2]) -> Self {
         Self {
             sides: listings.map(|l| MergeSide {
                 listing: l.fuse(),
@@ -463,17 +534,17 @@ enum Ahead<'s> {
 impl MergeSide<'_> {
     fn front(&self) -> Ahead<'_> {
         match self.ahead.front() {
-            Some((folder, Ok(m))) => Ahead::Key(m.key.get(*folder..).unwrap_or(&m.key)),
-            Some((_, Err(_))) => Ahead::Failed,
+            Some((_, folder, Ok(m))) => Ahead::Key(m.key.get(*folder..).unwrap_or(&m.key)),
+            Some((_, _, Err(_))) => Ahead::Failed,
             None => Ahead::Nothing,
         }
     }
 }
 
 impl Stream for Merge<'_> {
-    type Item = FromFolder;
+    type Item = Entry;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FromFolder>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Entry>> {
         for side in &mut self.sides {
             while side.ahead.len() < MERGE_AHEAD {
                 match side.listing.poll_next_unpin(cx) {
@@ -1008,6 +1079,48 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn key_ranges_pair_as_listed_even_where_a_cut_parts_a_stem() {
+        // Stem `a` has `a.json` before the cut `a.k` and `a.txt` after it; `a.k` is a stem of
+        // its own. The same with the folders apart.
+        for apart in [false, true] {
+            let (raw, label) = if apart {
+                ("data/raw/", "data/labels/")
+            } else {
+                ("raw_training_data/", "raw_training_data/")
+            };
+            let mut files = vec![
+                format!("{label}a.json"),
+                format!("{raw}a.txt"),
+                format!("{raw}a.k.txt"),
+                format!("{label}a.k.json"),
+                format!("{raw}lonely.txt"),
+            ];
+            for i in 0..600 {
+                files.push(format!("{raw}s{i:03}.txt"));
+                files.push(format!("{label}s{i:03}.json"));
+            }
+            let names: Vec<&str> = files.iter().map(String::as_str).collect();
+            let args = [
+                "--raw-data-folder",
+                raw.trim_end_matches('/'),
+                "--label-folder",
+                label.trim_end_matches('/'),
+            ];
+            let (whole, store) = inventory(&names, &args).await;
+            let store = Shaped::ranged(store);
+            let cuts: Vec<String> = ["a.k", "s200", "s400"].map(String::from).to_vec();
+            let ranged = take_in_ranges(&store, &rules(&args), &cuts, &mut |_| {})
+                .await
+                .unwrap();
+            assert_eq!(keys(&whole), keys(&ranged), "apart: {apart}");
+            assert_eq!(ranged.samples.len(), 602, "a, a.k and every s pair");
+            assert_eq!(ranged.unpaired_raw, 1);
+            // Four ranges, each holding a few stems, and `a` set aside.
+            assert!(ranged.groups_held <= 10, "{}", ranged.groups_held);
+        }
     }
 
     #[tokio::test]
