@@ -967,12 +967,14 @@ mod tests {
         }
     }
 
-    /// A store whose reads wait until the test opens a gate, counting the reads begun.
+    /// A store whose reads wait until the test opens a gate and then take `delay(key)` (on the
+    /// paused clock), counting the reads begun.
     #[derive(Debug)]
     struct Gated {
         inner: crate::storage::memory::MemoryStore,
         begun: std::sync::atomic::AtomicUsize,
         open: tokio::sync::watch::Receiver<bool>,
+        delay: fn(&str) -> std::time::Duration,
     }
 
     #[async_trait::async_trait]
@@ -987,6 +989,10 @@ mod tests {
             self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut open = self.open.clone();
             open.wait_for(|o| *o).await.unwrap();
+            let delay = (self.delay)(key);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             self.inner.get(key).await
         }
         async fn put(
@@ -1016,6 +1022,7 @@ mod tests {
             inner: crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
             begun: 0.into(),
             open,
+            delay: |_| std::time::Duration::ZERO,
         });
         for i in 0..20 {
             let raw = format!("{i:02}") + &"x".repeat(1998);
@@ -1058,6 +1065,77 @@ mod tests {
         assert_eq!(reads_begun(100, 32).await, (2, 20));
         // A large budget leaves READ_CONCURRENCY as the bound.
         assert_eq!(reads_begun(64 << 20, 8).await, (16, 20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_read_ahead_read_is_not_read_latency() {
+        use crate::limit::{self, Limiter};
+        use crate::reads::{self, ReadAhead, Want};
+        // The build reads s000..s099 itself, at 100 ms a read; s100..s199 are being read
+        // ahead, slowly (5 s a read). Waiting for the read-ahead must not count as a slow read
+        // of the build's: its limit rises and never halves.
+        let (_gate, open) = tokio::sync::watch::channel(true);
+        let store = Arc::new(Gated {
+            inner: crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
+            begun: 0.into(),
+            open,
+            delay: |key| {
+                let slow = key.strip_prefix("raw_training_data/s1").is_some();
+                std::time::Duration::from_millis(if slow { 5000 } else { 100 })
+            },
+        });
+        text_samples(&*store, 200).await;
+        let rules = Rules::new(autotune_layout::Layout::default());
+        let inv = inventory::take(&*store, &rules).await.unwrap();
+        let ahead = Arc::new(ReadAhead::new(
+            store.clone(),
+            Arc::new(Limiter::new(Some(256))),
+            reads::Options {
+                start_after: 1,
+                max_bytes: 64 << 20,
+                max_text_bytes: 1 << 20,
+            },
+        ));
+        for s in &inv.samples[100..] {
+            for meta in [&s.raw.meta, &s.label.meta] {
+                ahead.want(Want {
+                    key: meta.key.clone(),
+                    generation: meta.generation.clone(),
+                    size: meta.size,
+                    gzip: false,
+                });
+            }
+        }
+        // Every read-ahead read begins (they end 5 s later).
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        assert_eq!(store.begun.load(std::sync::atomic::Ordering::SeqCst), 200);
+        let mut opts = options(1 << 20);
+        opts.read_concurrency = None;
+        opts.ahead = Some(ahead);
+        let split = Arc::new(Split::assign(
+            "seed",
+            1.0,
+            inv.samples.iter().map(|s| s.key.as_str()),
+        ));
+        let built = build(
+            store.clone(),
+            inv.samples.clone(),
+            &[],
+            split,
+            Arc::new(Converter::default()),
+            &opts,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(built.train_examples, 200);
+        // Each object read once: 200 ahead, 200 by the build.
+        assert_eq!(store.begun.load(std::sync::atomic::Ordering::SeqCst), 400);
+        assert!(
+            built.read_concurrency > limit::START,
+            "the build's limit fell to {}",
+            built.read_concurrency
+        );
     }
 
     #[test]
