@@ -778,6 +778,26 @@ mod tests {
         }
     }
 
+    /// Builds every sample of `inv` into training.
+    async fn build_all(store: Arc<dyn Store>, inv: &inventory::Inventory, opts: &Options) -> Built {
+        let split = Arc::new(Split::assign(
+            "seed",
+            1.0,
+            inv.samples.iter().map(|s| s.key.as_str()),
+        ));
+        Box::pin(build(
+            store,
+            inv.samples.clone(),
+            &inv.ambiguous,
+            split,
+            Arc::new(Converter::default()),
+            opts,
+            &indicatif::ProgressBar::hidden(),
+        ))
+        .await
+        .unwrap()
+    }
+
     /// Lists the bucket, lets `meanwhile` change it, then builds; the rejects' lines.
     async fn build_after(
         store: Arc<dyn Store>,
@@ -787,22 +807,7 @@ mod tests {
         let rules = Rules::new(autotune_layout::Layout::default());
         let inv = inventory::take(&*store, &rules).await.unwrap();
         meanwhile();
-        let split = Arc::new(Split::assign(
-            "seed",
-            1.0,
-            inv.samples.iter().map(|s| s.key.as_str()),
-        ));
-        let built = build(
-            store.clone(),
-            inv.samples.clone(),
-            &inv.ambiguous,
-            split,
-            Arc::new(Converter::default()),
-            opts,
-            &indicatif::ProgressBar::hidden(),
-        )
-        .await
-        .unwrap();
+        let built = build_all(store.clone(), &inv, opts).await;
         let rejects = match storage::get_bytes(&*store, &opts.paths.rejected, u64::MAX).await {
             Ok(b) => String::from_utf8(b.to_vec())
                 .unwrap()
@@ -1112,22 +1117,7 @@ mod tests {
         let mut opts = options(1 << 20);
         opts.read_concurrency = None;
         opts.ahead = Some(ahead);
-        let split = Arc::new(Split::assign(
-            "seed",
-            1.0,
-            inv.samples.iter().map(|s| s.key.as_str()),
-        ));
-        let built = build(
-            store.clone(),
-            inv.samples.clone(),
-            &[],
-            split,
-            Arc::new(Converter::default()),
-            &opts,
-            &indicatif::ProgressBar::hidden(),
-        )
-        .await
-        .unwrap();
+        let built = build_all(store.clone(), &inv, &opts).await;
         assert_eq!(built.train_examples, 200);
         // Each object read once: 200 ahead, 200 by the build.
         assert_eq!(store.begun.load(std::sync::atomic::Ordering::SeqCst), 400);

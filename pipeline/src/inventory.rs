@@ -7,6 +7,16 @@
 //! text and as a label (`x.txt`); it then pairs with the other file of its stem, never with
 //! itself, and a stem with more candidates than one pair can use is rejected as ambiguous.
 //! Which names are samples is decided by `autotune-layout`, which the trigger shares.
+//!
+//! ```text
+//!  raw folder ──┐ key ranges (Cloud Storage), each listed at once, each in key order
+//!               ├─ merged by path relative to the folder ──▶ Pairing ──▶ samples (sorted)
+//!  label folder ┘                      │ each file a sample may read ──▶ `listed` (read-ahead)
+//! ```
+//!
+//! Listings come in key order, so a stem is paired as soon as its range's listing has passed
+//! it (`Pairing`): only the stems around each range's position are held. Nested folders,
+//! or a listing out of order, are paired at the end instead.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -893,21 +903,17 @@ mod tests {
             files.push(format!("data/raw/d{}/s{i:03}.txt", i % 5));
             files.push(format!("data/labels/d{}/s{i:03}.json", i % 5));
         }
-        let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
-        for f in &files {
-            store
-                .put(f, Bytes::from("x"), PutMode::Overwrite)
-                .await
-                .unwrap();
-        }
-        let rules = rules(&[
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        let args = [
             "--raw-data-folder",
             "data/raw",
             "--label-folder",
             "data/labels",
             "--jsonl-folder",
             "data/labels/out",
-        ]);
+        ];
+        let (_, store) = inventory(&names, &args).await;
+        let rules = rules(&args);
         let mut told: Vec<String> = Vec::new();
         let streamed = take_in_ranges(&store, &rules, &[], &mut |l| {
             told.push(l.meta.key.clone());

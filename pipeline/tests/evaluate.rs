@@ -687,19 +687,10 @@ async fn answers_arriving_faster_than_one_write_are_stored_by_writes_at_once() {
         Rehearsal::new("candidate", 0.1),
         Rehearsal::new("champion", 0.1),
     );
+    let (config, progress) = (config(), hidden());
+    let ask = || paired(&store, "runs/r/eval", &rows, &a, &b, &config, 8, &progress);
     let started = tokio::time::Instant::now();
-    let answers = paired(
-        &store,
-        "runs/r/eval",
-        &rows,
-        &a,
-        &b,
-        &config(),
-        8,
-        &hidden(),
-    )
-    .await
-    .unwrap();
+    let answers = ask().await.unwrap();
     let took = started.elapsed();
     assert_eq!(answers.total().calls_made, 1000);
     assert_eq!(stored_answers(&store.inner, "runs/r/eval/").await, 1000);
@@ -716,18 +707,7 @@ async fn answers_arriving_faster_than_one_write_are_stored_by_writes_at_once() {
     let serial = Duration::from_millis(30) * u32::try_from(puts).unwrap();
     assert!(took * 2 < serial, "{took:?} for {puts} writes of 30 ms");
     // Resumed: everything is there, nothing is asked again.
-    let again = paired(
-        &store,
-        "runs/r/eval",
-        &rows,
-        &a,
-        &b,
-        &config(),
-        8,
-        &hidden(),
-    )
-    .await
-    .unwrap();
+    let again = ask().await.unwrap();
     assert_eq!(again.total().calls_made, 0);
     assert_eq!(again.total().calls_resumed, 1000);
 }
