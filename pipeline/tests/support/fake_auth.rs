@@ -9,8 +9,8 @@
 //! `generateAccessToken` body a `GenerateAccessTokenRequest`; the fake's answers are checked
 //! against the response schemas. Like the other fakes it runs on its own thread and runtime.
 
+use super::loopback::{Bound, Server};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -54,15 +54,13 @@ struct State {
 pub struct FakeAuth {
     pub url: String,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Server,
 }
 
 impl FakeAuth {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
+        let bound = Bound::new();
+        let addr = bound.addr;
         let state = Arc::new(Mutex::new(State {
             sts: Discovery::load("sts.v1.json"),
             iam: Discovery::load("iamcredentials.v1.json"),
@@ -71,37 +69,12 @@ impl FakeAuth {
             violations: Vec::new(),
             refuse_exchange: false,
         }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = shared.clone();
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
+        let server = bound.serve(move |req| handle(shared.clone(), req));
         Self {
             url: format!("http://{addr}"),
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -167,17 +140,6 @@ impl FakeAuth {
             v["service_account_impersonation_url"] = json!(self.impersonation_url());
         }
         v
-    }
-}
-
-impl Drop for FakeAuth {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

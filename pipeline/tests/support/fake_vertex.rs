@@ -9,9 +9,9 @@
 //! signed by the generated key with the right claims. Jobs play scripted histories, one step per
 //! `get`; faults (429, 503, lost answers, refusals) are queued per method.
 
+use super::loopback::{Bound, Server};
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -200,15 +200,13 @@ pub struct FakeVertex {
     pub url: String,
     pub host: String,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Server,
 }
 
 impl FakeVertex {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
+        let bound = Bound::new();
+        let addr = bound.addr;
         let url = format!("http://{addr}");
         let state = Arc::new(Mutex::new(State {
             discovery: Discovery::load("aiplatform.v1.json"),
@@ -232,38 +230,13 @@ impl FakeVertex {
             self_signed: 0,
             inference: inference::Inference::default(),
         }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = shared.clone();
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
+        let server = bound.serve(move |req| handle(shared.clone(), req));
         Self {
             host: addr.to_string(),
             url,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -463,17 +436,6 @@ impl FakeVertex {
         let path = dir.join("service-account.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&key).unwrap()).unwrap();
         path
-    }
-}
-
-impl Drop for FakeVertex {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

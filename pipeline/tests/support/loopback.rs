@@ -6,6 +6,7 @@
 //! provider that hands it over without timers, and Google's error bodies.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,17 +114,55 @@ type Handler = dyn Fn(Received) -> Reply + Send + Sync;
 pub struct Loopback {
     pub url: String,
     pub host: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Server,
 }
 
 impl Loopback {
     pub fn start(handler: impl Fn(Received) -> Reply + Send + Sync + 'static) -> Self {
         let handler: Arc<Handler> = Arc::new(handler);
+        let bound = Bound::new();
+        let (url, host) = (bound.url(), bound.addr.to_string());
+        let server = bound.serve(move |req| serve(handler.clone(), req));
+        Self {
+            url,
+            host,
+            _server: server,
+        }
+    }
+}
+
+/// A loopback port taken, not yet served: its address can go into a fake's state before the
+/// fake serves it.
+pub struct Bound {
+    listener: std::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl Bound {
+    pub fn new() -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
+        let addr = listener.local_addr().unwrap();
+        Self { listener, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves every connection with `service` (HTTP/1.1) on a thread and runtime of its own,
+    /// on the real clock, until the [`Server`] is dropped.
+    pub fn serve<F, Fut, B, E>(self, service: F) -> Server
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = self.listener;
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -136,11 +175,8 @@ impl Loopback {
                         _ = &mut rx => break,
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
-                            let handler = handler.clone();
+                            let service = hyper::service::service_fn(service.clone());
                             tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| {
-                                    serve(handler.clone(), req)
-                                });
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                                     .await;
@@ -150,16 +186,20 @@ impl Loopback {
                 }
             });
         });
-        Self {
-            url: format!("http://{addr}"),
-            host: addr.to_string(),
+        Server {
             shutdown: Some(tx),
             thread: Some(thread),
         }
     }
 }
 
-impl Drop for Loopback {
+/// A served loopback port; dropping it stops the server and waits for its thread.
+pub struct Server {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -11,8 +11,8 @@
 //! empty body asks for the status. Anything else is recorded as a violation. Like
 //! [`super::fake_vertex`], it runs on its own thread and runtime, on the real clock.
 
+use super::loopback::{Bound, Server};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -101,51 +101,24 @@ struct State {
 pub struct ScriptedGcs {
     pub host: String,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Server,
 }
 
 impl ScriptedGcs {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        listener.set_nonblocking(true).unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
+        let bound = Bound::new();
+        let addr = bound.addr;
         let state = Arc::new(Mutex::new(State {
             url: format!("http://{addr}"),
             next_generation: 1_700_000_000_000_000,
             ..State::default()
         }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let state = shared.clone();
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
+        let server = bound.serve(move |req| handle(shared.clone(), req));
         Self {
             host: addr.to_string(),
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -214,17 +187,6 @@ impl ScriptedGcs {
             .values()
             .filter(|s| s.done.is_none())
             .count()
-    }
-}
-
-impl Drop for ScriptedGcs {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
