@@ -155,6 +155,18 @@ impl Twins {
         .await;
     }
 
+    /// Samples `s{i:03}` for each `i` of `range`: `question {i}`, answer `a{i}`.
+    async fn samples(&self, range: std::ops::Range<usize>) {
+        for i in range {
+            self.sample(
+                &format!("s{i:03}"),
+                &format!("question {i}"),
+                &format!("a{i}"),
+            )
+            .await;
+        }
+    }
+
     fn job(&self, store: &Arc<Counting>, full_rebuild: bool) -> Job {
         let mut config = crate::run::config();
         config.full_rebuild = full_rebuild;
@@ -209,21 +221,30 @@ impl WithReused for Outcome {
     }
 }
 
+/// The run record of `o`.
+async fn record(store: &dyn Store, o: &Outcome) -> Value {
+    let key = o
+        .metadata_uri
+        .as_deref()
+        .unwrap()
+        .strip_prefix(&store.uri(""))
+        .unwrap();
+    serde_json::from_slice(&storage::get_bytes(store, key, 1 << 20).await.unwrap()).unwrap()
+}
+
+/// The key of the line store the run of `o` kept.
+async fn lines_key(store: &dyn Store, o: &Outcome) -> String {
+    let record = record(store, o).await;
+    let uri = record["lines_uri"]
+        .as_str()
+        .expect("the run kept its lines");
+    uri.strip_prefix(&store.uri("")).unwrap().to_owned()
+}
+
 /// The train, validation, rejects and index files of a run, by name, with the bucket's own
 /// URI prefix taken out (the rejects name their objects).
 async fn files(store: &dyn Store, o: &Outcome) -> Vec<(&'static str, String)> {
-    let record = storage::get_bytes(
-        store,
-        o.metadata_uri
-            .as_deref()
-            .unwrap()
-            .strip_prefix(&store.uri(""))
-            .unwrap(),
-        1 << 20,
-    )
-    .await
-    .unwrap();
-    let record: Value = serde_json::from_slice(&record).unwrap();
+    let record = record(store, o).await;
     let mut out = Vec::new();
     for (name, field) in [
         ("train", "train_dataset_uri"),
@@ -269,14 +290,7 @@ async fn reading_ahead_reads_each_object_once_and_equals_a_full_rebuild() {
 /// object read twice would show twice.
 async fn identity_through_a_bucket_history(remote: bool) {
     let mut t = Twins::new(remote);
-    for i in 0..30 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(0..30).await;
     // A label that is not JSON (rejected), and an exact duplicate of s028 (written once).
     t.put("s007.json", "{not json").await;
     t.sample("s029", "question 28", "a28").await;
@@ -289,14 +303,7 @@ async fn identity_through_a_bucket_history(remote: bool) {
     assert_eq!((o.counts.rejected, o.counts.duplicates), (1, 1));
 
     // Five new samples, a changed label, a deletion and a rename (same bytes, new name).
-    for i in 30..35 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(30..35).await;
     t.put("s001.json", "{\"answer\":\"changed\"}").await;
     t.delete("s002.txt").await;
     t.delete("s002.json").await;
@@ -316,27 +323,13 @@ async fn identity_through_a_bucket_history(remote: bool) {
 
     // A conversion setting changes: no stored line is valid any more.
     t.converter.prompt = Some("Classify this ticket:".to_owned());
-    for i in 35..40 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(35..40).await;
     let (o, reads) = t.run().await;
     assert_eq!(o.counts.reused, 0);
     assert_eq!(reads.len(), 2 * 39, "every sample is read again");
 
     // Under the new settings the next run is incremental again.
-    for i in 40..45 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(40..45).await;
     let (o, reads) = t.run().await;
     assert_eq!(o.counts.pairs, 44);
     assert_eq!(o.counts.reused, 44 - 6, "{reads:?}");
@@ -349,48 +342,18 @@ async fn identity_through_a_bucket_history(remote: bool) {
 #[tokio::test]
 async fn a_damaged_line_store_costs_reads_not_correctness() {
     let t = Twins::new(true);
-    for i in 0..20 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(0..20).await;
     let (first, _) = t.run().await;
     // Cut the incremental bucket's line store in the middle.
-    let record = storage::get_bytes(
-        &*t.incremental,
-        first
-            .metadata_uri
-            .as_deref()
-            .unwrap()
-            .strip_prefix(&t.incremental.uri(""))
-            .unwrap(),
-        1 << 20,
-    )
-    .await
-    .unwrap();
-    let record: Value = serde_json::from_slice(&record).unwrap();
-    let lines_uri = record["lines_uri"]
-        .as_str()
-        .expect("the run kept its lines");
-    let key = lines_uri.strip_prefix(&t.incremental.uri("")).unwrap();
-    let whole = storage::get_bytes(&*t.incremental, key, 1 << 24)
+    let key = lines_key(&*t.incremental, &first).await;
+    let whole = storage::get_bytes(&*t.incremental, &key, 1 << 24)
         .await
         .unwrap();
     t.incremental
-        .put(key, whole.slice(..whole.len() / 2), PutMode::Overwrite)
+        .put(&key, whole.slice(..whole.len() / 2), PutMode::Overwrite)
         .await
         .unwrap();
-    for i in 20..25 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(20..25).await;
     let (o, reads) = t.run().await;
     assert!(o.counts.reused < 20, "{}", o.counts.reused);
     assert_eq!(
@@ -400,33 +363,9 @@ async fn a_damaged_line_store_costs_reads_not_correctness() {
     );
 
     // A store that is gone: everything is read, and the files are still the same.
-    let record = storage::get_bytes(
-        &*t.incremental,
-        o.metadata_uri
-            .as_deref()
-            .unwrap()
-            .strip_prefix(&t.incremental.uri(""))
-            .unwrap(),
-        1 << 20,
-    )
-    .await
-    .unwrap();
-    let record: Value = serde_json::from_slice(&record).unwrap();
-    let key = record["lines_uri"]
-        .as_str()
-        .unwrap()
-        .strip_prefix(&t.incremental.uri(""))
-        .unwrap()
-        .to_owned();
+    let key = lines_key(&*t.incremental, &o).await;
     t.incremental.delete(&key).await.unwrap();
-    for i in 25..30 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(25..30).await;
     let (o, reads) = t.run().await;
     assert_eq!(o.counts.reused, 0);
     assert_eq!(reads.len(), 60);
@@ -476,25 +415,11 @@ async fn reading_begins_while_the_listing_is_still_arriving() {
 #[tokio::test]
 async fn a_run_that_waits_at_gate_3_reads_nothing_ahead() {
     let t = Twins::new(true);
-    for i in 0..10 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(0..10).await;
     t.run().await;
     // Four new samples, fewer than MIN_SAMPLES (5): eight objects wanted, fewer than the ten
     // that gate 3 could pass with.
-    for i in 10..14 {
-        t.sample(
-            &format!("s{i:03}"),
-            &format!("question {i}"),
-            &format!("a{i}"),
-        )
-        .await;
-    }
+    t.samples(10..14).await;
     let o = t
         .job(&t.incremental, false)
         .run(std::future::pending(), false)
