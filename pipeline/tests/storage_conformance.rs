@@ -332,6 +332,59 @@ async fn delete_and_bad_names(store: Arc<dyn Store>) {
     }
 }
 
+/// Two folders apart, the raw one longer than a listing page: listed at once, merged and
+/// paired as the pages arrive, whole and in key ranges, on every backend.
+async fn two_folders_paired_as_listed(store: Arc<dyn Store>) {
+    use autotune::inventory::{self, Rules};
+    use futures::StreamExt;
+    const PAIRS: usize = 1050;
+    let mut names: Vec<String> = Vec::new();
+    for i in 0..PAIRS {
+        names.push(format!("data/raw/s{i:04}.txt"));
+        names.push(format!("data/labels/s{i:04}.json"));
+    }
+    names.push("data/raw/lonely.txt".to_owned());
+    futures::stream::iter(&names)
+        .map(|n| {
+            let store = store.clone();
+            async move {
+                let body = if n.starts_with("data/labels/") {
+                    "\"a\""
+                } else {
+                    "q"
+                };
+                store.put(n, Bytes::from(body), PutMode::Overwrite).await
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let rules = Rules::new(autotune_layout::Layout::new(
+        "data/raw",
+        "data/labels",
+        "out",
+        "meta",
+    ));
+    for splits in [vec![], vec!["s0300".to_owned(), "s0700".to_owned()]] {
+        let inv = inventory::take_in_ranges(&*store, &rules, &splits, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(inv.samples.len(), PAIRS, "{splits:?}");
+        assert!(
+            inv.samples
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.key == format!("s{i:04}")
+                    && s.raw.meta.key == format!("data/raw/s{i:04}.txt")
+                    && s.label.meta.key == format!("data/labels/s{i:04}.json")),
+            "{splits:?}"
+        );
+        assert_eq!((inv.unpaired_raw, inv.unpaired_labels), (1, 0));
+        assert!(inv.groups_held <= 10, "{splits:?}: {}", inv.groups_held);
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -365,6 +418,11 @@ macro_rules! conformance {
             async fn multipart() {
                 let (s, _g) = $make;
                 super::multipart(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn two_folders_paired_as_listed() {
+                let (s, _g) = $make;
+                super::two_folders_paired_as_listed(s).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn delete_and_bad_names() {
