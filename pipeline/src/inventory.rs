@@ -462,8 +462,8 @@ fn pair_one(
     resolve(inv, store, key, group)
 }
 
-/// A listed object (or why one could not be listed), with the key range it came from (an index of the ranges listed) and the
-/// length of its folder's prefix.
+/// A listed object (or why one could not be listed), with the key range it came from (an
+/// index of the ranges listed) and the length of its folder's prefix.
 type Entry = (usize, usize, Result<ObjectMeta, StoreError>);
 
 /// The objects under `prefixes`, each folder in `ranges` listed at once. `merged`: every
