@@ -290,9 +290,9 @@ async fn ahead(opts: &Options, meta: &storage::ObjectMeta, gzip: bool) -> Option
 /// Reads a sample's objects, its raw text and its label at once (media are never read: what
 /// their line needs comes from the listing), taking first what was read ahead. Only reads of
 /// its own take a slot of `limiter`: the wait for a read-ahead's read is no read latency.
-async fn load(
+async fn load<'a>(
     store: &dyn Store,
-    sample: &Sample,
+    sample: &'a Sample,
     uris: &Uris,
     opts: &Options,
     limiter: &Limiter,
@@ -316,39 +316,25 @@ async fn load(
         None
     };
     let throttled = AtomicBool::new(false);
+    // What was read ahead, or the object read now.
+    let read = |meta: &'a storage::ObjectMeta, gzip: bool, got: Option<Bytes>| {
+        let throttled = &throttled;
+        async move {
+            match got {
+                Some(bytes) => Ok(bytes),
+                None => read_object(store, &meta.key, gzip, opts.max_text_bytes, throttled).await,
+            }
+        }
+    };
+    let (raw, label) = (&sample.raw, &sample.label);
     let raw = async {
-        if !text {
-            return None;
+        if text {
+            Some(read(&raw.meta, raw.gzip, raw_ahead).await)
+        } else {
+            None
         }
-        if let Some(bytes) = raw_ahead {
-            return Some(Ok(bytes));
-        }
-        let raw = &sample.raw;
-        Some(
-            read_object(
-                store,
-                &raw.meta.key,
-                raw.gzip,
-                opts.max_text_bytes,
-                &throttled,
-            )
-            .await,
-        )
     };
-    let label = async {
-        if let Some(bytes) = label_ahead {
-            return Ok(bytes);
-        }
-        let label = &sample.label;
-        read_object(
-            store,
-            &label.meta.key,
-            label.gzip,
-            opts.max_text_bytes,
-            &throttled,
-        )
-        .await
-    };
+    let label = read(&label.meta, label.gzip, label_ahead);
     let (raw_text, label) = tokio::join!(raw, label);
     if let Some(slot) = slot {
         limiter.done(slot, throttled.load(Ordering::Relaxed));

@@ -458,6 +458,11 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    /// What the build gets of `w`, in the version listed.
+    async fn take(a: &ReadAhead, w: &Want) -> Option<Bytes> {
+        a.take(&w.key, &w.generation, false).await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn wanted_objects_are_read_once_and_taken_in_any_order() {
         let (store, wants) = bucket(3, 100).await;
@@ -468,16 +473,12 @@ mod tests {
         settle().await;
         assert_eq!(a.counts(), (3, 0));
         for w in wants.iter().rev() {
-            let got = a.take(&w.key, &w.generation, false).await.unwrap();
+            let got = take(&a, w).await.unwrap();
             assert_eq!(got.len(), 100);
         }
         assert_eq!(a.counts(), (3, 3));
         // Taken once: a second take reads nothing ahead.
-        assert!(
-            a.take(&wants[0].key, &wants[0].generation, false)
-                .await
-                .is_none()
-        );
+        assert!(take(&a, &wants[0]).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -489,11 +490,7 @@ mod tests {
         }
         settle().await;
         assert_eq!(a.counts(), (0, 0));
-        assert!(
-            a.take(&wants[0].key, &wants[0].generation, false)
-                .await
-                .is_none()
-        );
+        assert!(take(&a, &wants[0]).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -513,11 +510,7 @@ mod tests {
         a.want(wants[1].clone());
         settle().await;
         assert_eq!(a.counts().0, 2);
-        assert!(
-            a.take(&wants[0].key, &wants[0].generation, false)
-                .await
-                .is_none()
-        );
+        assert!(take(&a, &wants[0]).await.is_none());
         // Asked for another version, or as gzip, than the one read: not used either.
         assert!(a.take(&wants[1].key, "another", false).await.is_none());
         assert_eq!(a.counts().1, 0);
@@ -534,27 +527,15 @@ mod tests {
         settle().await;
         assert_eq!(a.counts(), (2, 0));
         // The build declines the fourth (reads it itself): the driver leaves it.
-        assert!(
-            a.take(&wants[3].key, &wants[3].generation, false)
-                .await
-                .is_none()
-        );
-        assert!(
-            a.take(&wants[0].key, &wants[0].generation, false)
-                .await
-                .is_some()
-        );
+        assert!(take(&a, &wants[3]).await.is_none());
+        assert!(take(&a, &wants[0]).await.is_some());
         settle().await;
         assert_eq!(
             a.counts(),
             (3, 1),
             "the share given back let the third be read"
         );
-        assert!(
-            a.take(&wants[2].key, &wants[2].generation, false)
-                .await
-                .is_some()
-        );
+        assert!(take(&a, &wants[2]).await.is_some());
         settle().await;
         assert_eq!(a.counts(), (3, 2), "the declined object is not read");
     }
@@ -570,17 +551,9 @@ mod tests {
         settle().await;
         assert_eq!(a.counts(), (1, 0));
         a.stop();
-        assert!(
-            a.take(&wants[2].key, &wants[2].generation, false)
-                .await
-                .is_none()
-        );
+        assert!(take(&a, &wants[2]).await.is_none());
         // Taking the first gives its share back; stopped, the driver reads nothing more.
-        assert!(
-            a.take(&wants[0].key, &wants[0].generation, false)
-                .await
-                .is_some()
-        );
+        assert!(take(&a, &wants[0]).await.is_some());
         settle().await;
         assert_eq!(a.counts(), (1, 1));
         assert!(a.entries.lock().unwrap().is_empty(), "nothing remembered");
@@ -593,7 +566,7 @@ mod tests {
         a.want(wants[0].clone());
         // Let the driver enter it; the take then awaits that read.
         tokio::task::yield_now().await;
-        let got = a.take(&wants[0].key, &wants[0].generation, false).await;
+        let got = take(&a, &wants[0]).await;
         assert_eq!(got.as_deref(), Some(&[b'a'; 10][..]));
         assert_eq!(a.counts(), (1, 1));
     }

@@ -462,7 +462,7 @@ impl LocalStore {
         while let Some(entry) = dir.read() {
             match entry {
                 Ok(e) if e.file_name() != c"." && e.file_name() != c".." => {
-                    let folder = e.file_type() == rustix::fs::FileType::Directory;
+                    let folder = is_folder(&dir, &e);
                     names.push((e.file_name().to_owned(), folder));
                 }
                 Ok(_) => {}
@@ -794,6 +794,20 @@ impl Drop for LocalUpload {
         // Completed: the name was renamed away and this finds nothing. Aborted or failed:
         // the partial file goes.
         let _ = self.remove_temp();
+    }
+}
+
+/// Whether a folder's entry is a folder, from the entry's type or, where the file system does
+/// not say, from its status (the listing's key order depends on it).
+fn is_folder(dir: &Dir, e: &rustix::fs::DirEntry) -> bool {
+    use rustix::fs::FileType;
+    match e.file_type() {
+        FileType::Directory => true,
+        FileType::Unknown => dir.fd().is_ok_and(|fd| {
+            rustix::fs::statat(fd, e.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+        }),
+        _ => false,
     }
 }
 
