@@ -837,8 +837,8 @@ fn evaluation_on_vertex_blesses_a_better_tuned_model_and_promotes_it() {
     );
     assert_eq!(
         e["champion"]["model"],
-        base.as_str(),
-        "the first candidate meets the base model"
+        fake::publisher_model_in("gemini-3.5-flash", "us"),
+        "the first candidate meets the base model, where Gemini 3 base models answer"
     );
     // Each row once per model (the 404s and 429s were retried, not paid as answers).
     assert_eq!(env.fake.answered(&tuned).len(), rows);
@@ -859,8 +859,286 @@ fn evaluation_on_vertex_blesses_a_better_tuned_model_and_promotes_it() {
     let champion = read_json(&env.root().join("trained_model/champion.json"));
     assert_eq!(champion["model"], e["candidate"]["model"]);
     assert_eq!(champion["endpoint"], tuned.as_str());
+    assert_eq!(
+        env.fake.alias_holders("champion"),
+        [e["candidate"]["model"].as_str().unwrap()],
+        "mergeVersionAliases moved the alias in the Model Registry"
+    );
     let blessing = read_json(&uri_path(&e["blessing_uri"]));
     assert_eq!(blessing["verdict"], "BLESSED");
-    assert_eq!(blessing["champion_model"], base.as_str());
+    assert_eq!(
+        blessing["champion_model"],
+        fake::publisher_model_in("gemini-3.5-flash", "us")
+    );
+    env.assert_clean();
+}
+
+/// Serves the candidate endpoint `id` right on every row and the base model
+/// `gemini-3.5-flash` right on a third of them (each by name; the fake's placement rules
+/// decide in which locations they answer).
+fn serve_gemini_3(env: &Env, ids: &[&str]) {
+    let answer = |right: fn(usize) -> bool| {
+        move |prompt: &str| match sample_number(prompt) {
+            Some(i) if right(i) => fake::FakeReply::Text(format!("{{\"answer\":\"a{i}\"}}")),
+            Some(_) => fake::FakeReply::Text("{\"answer\":\"no idea\"}".to_owned()),
+            None => fake::FakeReply::Empty,
+        }
+    };
+    for id in ids {
+        env.fake.serve_model(&fake::endpoint(id), answer(|_| true));
+    }
+    env.fake.serve_model(
+        &fake::publisher_model("gemini-3.5-flash"),
+        answer(|i| i % 3 == 0),
+    );
+}
+
+/// The defaults (gemini-3.5-flash, us-central1) with evaluation on Vertex AI.
+const GEMINI_3_EVALUATION: [(&str, &str); 5] = [
+    ("EVAL_MODEL", "vertex"),
+    ("EVAL_RATIO", "0.25"),
+    ("EVAL_MIN_ROWS", "20"),
+    ("EVAL_CONCURRENCY", "8"),
+    ("TUNING_MODE", "continuous"),
+];
+
+/// Run 1 tunes gemini-3.5-flash in us-central1, judges the candidate on the multi-region
+/// endpoint against the base model on the multi-region endpoint, blesses and promotes it
+/// (pointer and alias); run 2 tunes from the champion and is judged against it there;
+/// `autotune champion` calls it where it is served. `tuned_under`: where the fake's jobs name
+/// their tuned models (`None`: the tuning region).
+fn gemini_3_loop(tuned_under: Option<&'static str>) {
+    let env = Env::new(200);
+    if let Some(l) = tuned_under {
+        env.fake.name_tuned_under(l);
+    }
+    serve_gemini_3(&env, &["1122334455", "2233445566"]);
+    let named = tuned_under.unwrap_or(LOCATION);
+    let first_model = format!("projects/{PROJECT}/locations/{named}/models/987654321@1");
+    let first_endpoint = format!("projects/{PROJECT}/locations/{named}/endpoints/1122334455");
+    let serving = format!("projects/{PROJECT}/locations/us/endpoints/1122334455");
+
+    let (v, out) = env.run(&GEMINI_3_EVALUATION);
+    assert_eq!(v["status"], "success", "{v}\n{}", out.stderr);
+    let record = record_of(&v);
+    let e = &record["evaluation"];
+    assert_eq!(e["verdict"], "BLESSED", "{e}\n{}", out.stderr);
+    assert_eq!(
+        e["champion"]["model"],
+        fake::publisher_model_in("gemini-3.5-flash", "us"),
+        "the base model is called on the multi-region endpoint of LOCATION's jurisdiction"
+    );
+    assert_eq!(
+        record["promotion"]["promoted"], true,
+        "{}",
+        record["promotion"]
+    );
+    let pointer = read_json(&env.root().join("trained_model/champion.json"));
+    assert_eq!(pointer["model"], first_model.as_str());
+    assert_eq!(pointer["endpoint"], first_endpoint.as_str());
+    let answered_at = pointer["serving"]
+        .as_str()
+        .unwrap_or(first_endpoint.as_str());
+    assert_eq!(
+        answered_at, serving,
+        "the pointer says where it answered: {pointer}"
+    );
+    assert_eq!(
+        env.fake.alias_holders("champion"),
+        std::slice::from_ref(&first_model),
+        "mergeVersionAliases reached the Model Registry"
+    );
+    let merges: Vec<_> = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(":mergeVersionAliases"))
+        .collect();
+    assert!(
+        !merges.is_empty() && merges.iter().all(|r| r.status == 200),
+        "{merges:?}"
+    );
+    // Tuning in us-central1; every generateContent where Google serves the model.
+    let generate: Vec<_> = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(":generateContent") && r.status == 200)
+        .collect();
+    assert!(!generate.is_empty());
+    assert!(
+        generate.iter().all(|r| r
+            .body
+            .as_ref()
+            .is_some_and(|b| { b["generationConfig"]["temperature"].as_f64() == Some(1.0) })),
+        "Gemini 3 is judged at its recommended temperature, 1.0"
+    );
+    assert!(
+        generate.iter().all(|r| r.path.contains("/locations/us/")),
+        "{:?}",
+        generate.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    assert!(
+        env.fake
+            .create_bodies()
+            .iter()
+            .all(|b| b["baseModel"] == "gemini-3.5-flash"),
+        "run 1 tunes the base model"
+    );
+    assert!(
+        env.fake
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/tuningJobs") && r.method == "POST")
+            .all(|r| r.path.contains(&format!("/locations/{LOCATION}/"))),
+        "the job is created in LOCATION"
+    );
+
+    // Run 2: new data, continuous tuning from the champion, judged against it.
+    text_samples(env.root(), 200, 40);
+    let mut done = fake::succeeds().pop().unwrap();
+    done.extra["tunedModel"] = json!({
+        "model": tuned_model("555666777@1"),
+        "endpoint": fake::endpoint("2233445566"),
+    });
+    env.fake
+        .set_history(vec![fake::step("JOB_STATE_RUNNING"), done]);
+    let (second, out) = env.run(&GEMINI_3_EVALUATION);
+    assert_eq!(second["status"], "success", "{second}\n{}", out.stderr);
+    assert_eq!(out.status.code(), Some(0));
+    let bodies = env.fake.create_bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(
+        bodies[1]["preTunedModel"]["tunedModelName"],
+        first_model.as_str(),
+        "continues from the champion: {}",
+        bodies[1]
+    );
+    let record = record_of(&second);
+    let e = &record["evaluation"];
+    assert_eq!(
+        e["champion"]["model"],
+        first_model.as_str(),
+        "judged against the champion: {e}"
+    );
+    assert!(
+        e["verdict"] == "BLESSED" || e["verdict"] == "NOT_BLESSED",
+        "judged to the end: {e}"
+    );
+    assert!(
+        env.fake.answered(&fake::endpoint("1122334455")).len() >= 40,
+        "the champion answered on its serving endpoint"
+    );
+
+    // `autotune champion`: the call line names the serving endpoint's location.
+    let out = autotune()
+        .arg("champion")
+        .env("BUCKET_NAME", env.root())
+        .env("TUNER", "vertex")
+        .env("PROJECT_ID", PROJECT)
+        .env("LOCATION", LOCATION)
+        .env("VERTEX_API_ENDPOINT", &env.fake.url)
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &env.key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = outcome(&out.stdout, &out.stderr);
+    let call = info["call"].as_str().unwrap_or_else(|| panic!("{info}"));
+    assert!(
+        call.contains(&format!(
+            "{}/v1/projects/{PROJECT}/locations/us/endpoints/",
+            env.fake.url
+        )) && call.contains(":generateContent"),
+        "{call}"
+    );
+    env.assert_clean();
+}
+
+#[test]
+fn gemini_3_defaults_are_tuned_judged_promoted_and_called_where_google_serves_them() {
+    gemini_3_loop(None);
+}
+
+#[test]
+fn gemini_3_tuned_models_named_under_the_multi_region_continue_and_serve() {
+    gemini_3_loop(Some("us"));
+}
+
+#[test]
+fn a_location_where_the_model_cannot_be_tuned_is_refused_before_anything() {
+    let env = Env::new(20);
+    let before: Vec<_> = walk(env.root());
+    let mut run = autotune();
+    let out = run
+        .arg("run")
+        .env("BUCKET_NAME", env.root())
+        .env("TUNER", "vertex")
+        .env("PROJECT_ID", PROJECT)
+        .env("LOCATION", "asia-northeast1")
+        .env("VERTEX_API_ENDPOINT", &env.fake.url)
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &env.key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("LOCATION") && stderr.contains("us-central1, europe-west4"),
+        "{stderr}"
+    );
+    for args in [&["plan"][..], &["validate", "x.jsonl"][..]] {
+        let out = autotune()
+            .args(args)
+            .current_dir(env.scratch.path())
+            .env("BUCKET_NAME", env.root())
+            .env("LOCATION", "asia-northeast1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("us-central1, europe-west4"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(walk(env.root()), before, "nothing written");
+    assert!(env.fake.requests().is_empty(), "no request to Vertex AI");
+}
+
+/// Every path under `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_busy_tuning_job_in_another_region_defers_the_run_naming_it() {
+    let env = Env::new(20);
+    let busy = env
+        .fake
+        .seed_job_in("europe-west4", "someone-else", "JOB_STATE_RUNNING");
+    let (v, out) = env.run(&[]);
+    assert_eq!(v["status"], "deferred", "{v}\n{}", out.stderr);
+    assert_eq!(out.status.code(), Some(0));
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&busy) && reason.contains("europe-west4"),
+        "{reason}"
+    );
+    assert_eq!(env.fake.created(), 0, "nothing tuned");
     env.assert_clean();
 }

@@ -21,6 +21,33 @@ impl Discovery {
         }
     }
 
+    /// The violation of a request line, if no method of the document has this HTTP method and
+    /// a `flatPath` this URL path matches (`{x}` is one non-empty segment; a path's `:verb`
+    /// suffix must be the method's).
+    pub fn check_path(&self, method: &str, path: &str) -> Option<String> {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let mut methods = Vec::new();
+        collect_methods(&self.doc, &mut methods);
+        let matched = methods
+            .iter()
+            .any(|(m, flat)| m.eq_ignore_ascii_case(method) && flat_path_matches(flat, path));
+        (!matched)
+            .then(|| format!("{method} /{path}: no method of the discovery document has this path"))
+    }
+
+    /// The URL of the document's endpoint for `location` (`endpoints[].endpointUrl`), or its
+    /// `rootUrl` for `global`.
+    pub fn endpoint_url(&self, location: &str) -> Option<String> {
+        if location == "global" {
+            return self.doc["rootUrl"].as_str().map(str::to_owned);
+        }
+        self.doc["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["location"] == location)
+            .and_then(|e| e["endpointUrl"].as_str().map(str::to_owned))
+    }
+
     /// All violations of `value` against schema `name`, as `path: problem` lines.
     pub fn check(&self, name: &str, value: &Value) -> Vec<String> {
         let mut errors = Vec::new();
@@ -89,6 +116,53 @@ impl Discovery {
             _ => {}
         }
     }
+}
+
+fn collect_methods(resource: &Value, out: &mut Vec<(String, String)>) {
+    for m in resource["methods"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        if let (Some(method), Some(flat)) = (m["httpMethod"].as_str(), m["flatPath"].as_str()) {
+            out.push((method.to_owned(), flat.to_owned()));
+        }
+    }
+    for r in resource["resources"]
+        .as_object()
+        .into_iter()
+        .flat_map(|r| r.values())
+    {
+        collect_methods(r, out);
+    }
+}
+
+/// Whether `path` (no leading slash) matches `flat` (`v1/projects/{projectsId}/…:verb`).
+fn flat_path_matches(flat: &str, path: &str) -> bool {
+    // A custom verb follows a `:` in the last segment.
+    let split = |s: &str| -> (String, Option<String>) {
+        let (head, last) = s.rsplit_once('/').unwrap_or(("", s));
+        match last.split_once(':') {
+            Some((segment, verb)) if head.is_empty() => (segment.to_owned(), Some(verb.to_owned())),
+            Some((segment, verb)) => (format!("{head}/{segment}"), Some(verb.to_owned())),
+            None => (s.to_owned(), None),
+        }
+    };
+    let (flat_base, flat_verb) = split(flat);
+    let (path_base, path_verb) = split(path);
+    if flat_verb != path_verb {
+        return false;
+    }
+    let f: Vec<&str> = flat_base.split('/').collect();
+    let p: Vec<&str> = path_base.split('/').collect();
+    f.len() == p.len()
+        && f.iter().zip(&p).all(|(f, p)| {
+            if f.starts_with('{') && f.ends_with('}') {
+                !p.is_empty()
+            } else {
+                f == p
+            }
+        })
 }
 
 pub fn contracts_dir() -> PathBuf {

@@ -40,9 +40,16 @@ pub struct Call {
     pub status: u16,
 }
 
+/// The Models and their version aliases, with the two routes: shared by this fake and the
+/// fake Vertex AI (`fake_vertex.rs`), which registers the models its tuning jobs make.
+#[derive(Default)]
+pub struct Aliases {
+    models: Vec<Model>,
+}
+
 struct State {
     discovery: Discovery,
-    models: Vec<Model>,
+    aliases: Aliases,
     faults: VecDeque<Reply>,
     violations: Vec<String>,
     calls: Vec<Call>,
@@ -64,7 +71,7 @@ impl FakeRegistry {
     pub fn start() -> Self {
         let state = Arc::new(Mutex::new(State {
             discovery: Discovery::load("aiplatform.v1.json"),
-            models: Vec::new(),
+            aliases: Aliases::default(),
             faults: VecDeque::new(),
             violations: Vec::new(),
             calls: Vec::new(),
@@ -92,19 +99,10 @@ impl FakeRegistry {
     /// its name.
     pub fn add_model(&self, id: &str, versions: usize) -> String {
         let name = format!("projects/{PROJECT}/locations/{LOCATION}/models/{id}");
-        lock(&self.state).models.push(Model {
-            name: name.clone(),
-            versions: (1..=versions)
-                .map(|v| Version {
-                    id: v.to_string(),
-                    aliases: if v == 1 {
-                        vec!["default".to_owned()]
-                    } else {
-                        Vec::new()
-                    },
-                })
-                .collect(),
-        });
+        let mut s = lock(&self.state);
+        for v in 1..=versions {
+            s.aliases.add_version(&format!("{name}@{v}"));
+        }
         name
     }
 
@@ -113,6 +111,7 @@ impl FakeRegistry {
         let (model, id) = version.split_once('@').expect("model@version");
         let s = lock(&self.state);
         let m = s
+            .aliases
             .models
             .iter()
             .find(|m| m.name == model)
@@ -130,7 +129,8 @@ impl FakeRegistry {
     /// Every `model@version` that carries `alias`, across all Models.
     pub fn holders(&self, alias: &str) -> Vec<String> {
         let s = lock(&self.state);
-        s.models
+        s.aliases
+            .models
             .iter()
             .flat_map(|m| {
                 m.versions
@@ -146,6 +146,7 @@ impl FakeRegistry {
         let (model, id) = version.split_once('@').expect("model@version");
         let mut s = lock(&self.state);
         let m = s
+            .aliases
             .models
             .iter_mut()
             .find(|m| m.name == model)
@@ -197,7 +198,80 @@ impl State {
         if let Some(fault) = self.faults.pop_front() {
             return fault;
         }
-        let Some(rest) = r.path.strip_prefix("/v1/") else {
+        self.aliases.route(
+            &self.discovery,
+            &mut self.violations,
+            &r.method,
+            &r.path,
+            &r.body,
+        )
+    }
+}
+
+impl Aliases {
+    /// Adds the version `model@id` (a Model's first version holds `default`).
+    pub fn add_version(&mut self, version: &str) {
+        let Some((model, id)) = version.split_once('@') else {
+            return;
+        };
+        let at = if let Some(at) = self.models.iter().position(|m| m.name == model) {
+            at
+        } else {
+            self.models.push(Model {
+                name: model.to_owned(),
+                versions: Vec::new(),
+            });
+            self.models.len() - 1
+        };
+        let m = &mut self.models[at];
+        if m.versions.iter().any(|v| v.id == id) {
+            return;
+        }
+        let aliases = if m.versions.is_empty() {
+            vec!["default".to_owned()]
+        } else {
+            Vec::new()
+        };
+        m.versions.push(Version {
+            id: id.to_owned(),
+            aliases,
+        });
+    }
+
+    /// Every `model@version` that carries `alias`.
+    pub fn holders(&self, alias: &str) -> Vec<String> {
+        self.models
+            .iter()
+            .flat_map(|m| {
+                m.versions
+                    .iter()
+                    .filter(|v| v.aliases.iter().any(|a| a == alias))
+                    .map(|v| format!("{}@{}", m.name, v.id))
+            })
+            .collect()
+    }
+
+    /// Whether `path` is one of these routes (`/v1/projects/*/locations/*/models/…`).
+    pub fn handles(path: &str) -> bool {
+        path.strip_prefix("/v1/")
+            .map(|rest| rest.split(['@', ':']).next().unwrap_or(rest))
+            .is_some_and(|model| {
+                let parts: Vec<&str> = model.split('/').collect();
+                matches!(parts[..], ["projects", _, "locations", _, "models", _])
+            })
+    }
+
+    /// `models.get` and `models.mergeVersionAliases`, bodies and answers checked against the
+    /// discovery document.
+    pub fn route(
+        &mut self,
+        discovery: &Discovery,
+        violations: &mut Vec<String>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Reply {
+        let Some(rest) = path.strip_prefix("/v1/") else {
             return Reply::google_error(404, "no such route");
         };
         let (name, merge) = match rest.strip_suffix(":mergeVersionAliases") {
@@ -212,17 +286,14 @@ impl State {
         if !matches!(parts[..], ["projects", _, "locations", _, "models", _]) {
             return Reply::google_error(404, &format!("no route for {name}"));
         }
-        let reply = match (r.method.as_str(), merge) {
+        let reply = match (method, merge) {
             ("GET", false) => self.get(model, version),
-            ("POST", true) => self.merge(model, version, &r.body),
-            _ => Reply::google_error(404, &format!("no route {} {}", r.method, r.path)),
+            ("POST", true) => self.merge(discovery, violations, model, version, body),
+            _ => Reply::google_error(404, &format!("no route {method} {path}")),
         };
         if reply.status == 200 {
-            let problems = self
-                .discovery
-                .check("GoogleCloudAiplatformV1Model", &reply.body);
-            self.violations
-                .extend(problems.into_iter().map(|p| format!("answer: {p}")));
+            let problems = discovery.check("GoogleCloudAiplatformV1Model", &reply.body);
+            violations.extend(problems.into_iter().map(|p| format!("answer: {p}")));
         }
         reply
     }
@@ -262,18 +333,22 @@ impl State {
         }
     }
 
-    fn merge(&mut self, model: &str, version: Option<&str>, body: &[u8]) -> Reply {
+    fn merge(
+        &mut self,
+        discovery: &Discovery,
+        violations: &mut Vec<String>,
+        model: &str,
+        version: Option<&str>,
+        body: &[u8],
+    ) -> Reply {
         let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let problems = self
-            .discovery
-            .check("GoogleCloudAiplatformV1MergeVersionAliasesRequest", &body);
+        let problems = discovery.check("GoogleCloudAiplatformV1MergeVersionAliasesRequest", &body);
         if !problems.is_empty() {
-            self.violations.extend(problems.iter().cloned());
+            violations.extend(problems.iter().cloned());
             return Reply::google_error(400, &problems.join("; "));
         }
         let Some(id) = version.filter(|v| v.bytes().all(|b| b.is_ascii_digit())) else {
-            self.violations
-                .push(format!("merge on {model} without an explicit version ID"));
+            violations.push(format!("merge on {model} without an explicit version ID"));
             return Reply::google_error(
                 400,
                 "The model version to merge aliases must include a version ID.",
@@ -286,12 +361,12 @@ impl State {
             .filter_map(|a| a.as_str().map(str::to_owned))
             .collect();
         if aliases.is_empty() {
-            self.violations.push("versionAliases is empty".into());
+            violations.push("versionAliases is empty".into());
             return Reply::google_error(400, "versionAliases is required.");
         }
         for a in &aliases {
             if !valid_alias(a.trim_start_matches('-')) {
-                self.violations.push(format!("bad alias {a:?}"));
+                violations.push(format!("bad alias {a:?}"));
                 return Reply::google_error(400, &format!("Invalid version alias {a}."));
             }
             if a == "-default" {

@@ -1,7 +1,26 @@
 //! A loopback fake of Vertex AI `projects.locations.tuningJobs` (create, get, list with label
-//! filters and pages, cancel), of the OAuth token endpoint of a service-account key, and of the
-//! metadata server's token endpoint. It accepts the tokens it issued and JWTs self-signed by the
-//! generated service-account key.
+//! filters and pages, cancel) in every location, of the Model Registry's `models.get` and
+//! `models.mergeVersionAliases` for the models its jobs make, of the OAuth token endpoint of a
+//! service-account key, and of the metadata server's token endpoint. It accepts the tokens it
+//! issued and JWTs self-signed by the generated service-account key.
+//!
+//! It places models as Google does today (each rule below with its page, read 2026-12-07):
+//! * A Gemini 3 tuning job is created only in `us-central1` or `europe-west4`
+//!   ("Supported endpoint for model tuning", supervised-tuning page, last updated 2026-09-25).
+//! * A Gemini 3 base model answers only on the global and the `us`/`eu` multi-region
+//!   endpoints: 404 `Publisher model … not found` on a region (GoogleCloudPlatform/
+//!   vertex-ai-creative-studio PR #1591, generative-ai issue #3004; supported-capabilities
+//!   page: multi-region endpoints "are designed exclusively for the Gemini 3 family"). A
+//!   Gemini 2 base model answers on a region or global, not on a multi-region ("Models older
+//!   than Gemini 3 are not supported on jurisdictional multi-region endpoints").
+//! * A model tuned from Gemini 3 is served only on its jurisdiction's multi-region endpoint
+//!   ("Supported endpoint for tuned model serving: us and eu multi-region endpoints only"):
+//!   its endpoint answers 404 under `locations/us-central1`. Its job names it under the
+//!   tuning region by default, or under the multi-region ([`FakeVertex::name_tuned_under`]):
+//!   Google's pages do not say which.
+//!
+//! The fake sees one host (the client's VERTEX_API_ENDPOINT); it checks the location each path
+//! carries, which is what decides the host for Google.
 //!
 //! It runs on its own thread and runtime, on the real clock, so the client under test may run on
 //! a paused clock. It checks every request body, and every answer it gives, against
@@ -26,7 +45,7 @@ use serde_json::{Value, json};
 use super::discovery::Discovery;
 
 mod inference;
-pub use inference::{FakeReply, endpoint, publisher_model, rouge_l};
+pub use inference::{FakeReply, endpoint, publisher_model, publisher_model_in, rouge_l};
 
 pub const PROJECT: &str = "test-project";
 pub const LOCATION: &str = "us-central1";
@@ -43,6 +62,50 @@ const TUNABLE: &[&str] = &[
     "gemini-2.0-flash-001",
 ];
 const NOT_TUNABLE: &[&str] = &["gemini-1.0-pro-002"];
+
+/// Where Gemini 3 models are tuned (supervised-tuning page, last updated 2026-09-25).
+const GEMINI_3_TUNING_REGIONS: &[&str] = &["us-central1", "europe-west4"];
+
+/// Whether `model` (an ID or a resource name) is of the Gemini 3 family or later.
+fn gemini_3(model: &str) -> bool {
+    let id = model.rsplit('/').next().unwrap_or(model);
+    id.strip_prefix("gemini-")
+        .and_then(|v| v.split(['.', '-']).next())
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major >= 3)
+}
+
+/// The jurisdiction whose multi-region endpoint covers a region.
+fn jurisdiction(location: &str) -> Option<&'static str> {
+    if location == "us" || location.starts_with("us-") {
+        Some("us")
+    } else if location == "eu" || location.starts_with("europe-") {
+        Some("eu")
+    } else {
+        None
+    }
+}
+
+/// The location a resource name carries.
+pub fn location_of(name: &str) -> &str {
+    let mut parts = name.split('/');
+    while let Some(p) = parts.next() {
+        if p == "locations" {
+            return parts.next().unwrap_or_default();
+        }
+    }
+    ""
+}
+
+/// A resource name with its location replaced.
+pub fn relocate(name: &str, location: &str) -> String {
+    let at = location_of(name);
+    name.replacen(
+        &format!("/locations/{at}/"),
+        &format!("/locations/{location}/"),
+        1,
+    )
+}
 
 /// What a scripted create does instead of the normal answer.
 #[derive(Debug, Clone)]
@@ -194,6 +257,11 @@ struct State {
     self_signed: usize,
     /// `generateContent` and `evaluateInstances` (`fake_vertex/inference.rs`).
     inference: inference::Inference,
+    /// The Models the jobs made, and their version aliases.
+    aliases: super::fake_registry::Aliases,
+    /// Where succeeded jobs name their tuned model and endpoint: `None` under the job's
+    /// location, `Some("us")` under the multi-region.
+    tuned_under: Option<&'static str>,
 }
 
 pub struct FakeVertex {
@@ -229,6 +297,8 @@ impl FakeVertex {
             metadata_tokens: 0,
             self_signed: 0,
             inference: inference::Inference::default(),
+            aliases: super::fake_registry::Aliases::default(),
+            tuned_under: None,
         }));
         let shared = state.clone();
         let server = bound.serve(move |req| handle(shared.clone(), req));
@@ -270,6 +340,17 @@ impl FakeVertex {
         self.state().list_faults.extend(statuses);
     }
 
+    /// Succeeded jobs name their tuned model and endpoint under `location` (`us`, `eu`)
+    /// instead of the job's own location.
+    pub fn name_tuned_under(&self, location: &'static str) {
+        self.state().tuned_under = Some(location);
+    }
+
+    /// Every `model@version` that carries the Model Registry alias `alias`.
+    pub fn alias_holders(&self, alias: &str) -> Vec<String> {
+        self.state().aliases.holders(alias)
+    }
+
     /// Largest page `list` returns, to make clients follow page tokens.
     pub fn set_page_size(&self, n: usize) {
         self.state().page_size = n.max(1);
@@ -282,10 +363,15 @@ impl FakeVertex {
 
     /// Adds a job made by someone else (another run key, or an earlier attempt) in `state`.
     pub fn seed_job(&self, run_key: &str, state: &'static str) -> String {
+        self.seed_job_in(LOCATION, run_key, state)
+    }
+
+    /// [`FakeVertex::seed_job`] in another location.
+    pub fn seed_job_in(&self, location: &str, run_key: &str, state: &'static str) -> String {
         let mut s = self.state();
         let id = s.next_id;
         s.next_id += 1;
-        let name = format!("projects/{PROJECT}/locations/{LOCATION}/tuningJobs/{id}");
+        let name = format!("projects/{PROJECT}/locations/{location}/tuningJobs/{id}");
         let mut value = json!({
             "name": name,
             "baseModel": "gemini-2.5-flash",
@@ -317,13 +403,13 @@ impl FakeVertex {
         job.history = history.into();
     }
 
-    /// The bodies of the `create` requests answered with a job (200), in order.
+    /// The bodies of the `create` requests answered with a job (200), in order, in any
+    /// location.
     pub fn create_bodies(&self) -> Vec<Value> {
-        let parent = format!("/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs");
         self.state()
             .requests
             .iter()
-            .filter(|r| r.method == "POST" && r.path == parent && r.status == 200)
+            .filter(|r| r.method == "POST" && jobs_parent(&r.path).is_some() && r.status == 200)
             .filter_map(|r| r.body.clone())
             .collect()
     }
@@ -494,6 +580,14 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         .await
         .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
+    if path != "/token" && !path.starts_with("/computeMetadata/") {
+        let mut s = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = s.discovery.check_path(&method, &path) {
+            s.violations.push(v);
+        }
+    }
     if inference::handles(&method, &path) {
         return Ok(inference::handle(state, &method, &path, &query, &headers, &body).await);
     }
@@ -516,6 +610,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Answ
         tokio::time::sleep(d).await;
     }
     Ok(answer(status, &value))
+}
+
+/// The location of a `/v1/projects/{PROJECT}/locations/{L}/tuningJobs` path.
+fn jobs_parent(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(&format!("/v1/projects/{PROJECT}/locations/"))?;
+    let location = rest.strip_suffix("/tuningJobs")?;
+    (!location.is_empty() && !location.contains('/')).then_some(location)
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
@@ -579,11 +680,17 @@ impl State {
             );
             return (c, v, Then::Now);
         }
-        let parent = format!("/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs");
-        let (code, value, then) = if path == parent && method == "POST" {
-            self.create(body)
-        } else if path == parent && method == "GET" {
-            let (c, v) = self.list(query);
+        if super::fake_registry::Aliases::handles(path) {
+            let reply =
+                self.aliases
+                    .route(&self.discovery, &mut self.violations, method, path, body);
+            return (reply.status, reply.body, Then::Now);
+        }
+        let parent = jobs_parent(path);
+        let (code, value, then) = if let (Some(location), "POST") = (parent, method) {
+            self.create(location, body)
+        } else if let (Some(location), "GET") = (parent, method) {
+            let (c, v) = self.list(location, query);
             (c, v, Then::Now)
         } else if let Some(name) = path
             .strip_prefix("/v1/")
@@ -605,7 +712,7 @@ impl State {
         // The fake's own answers must be what Google's would be.
         let schema = if code != 200 {
             None
-        } else if path == parent && method == "GET" {
+        } else if parent.is_some() && method == "GET" {
             Some("GoogleCloudAiplatformV1ListTuningJobsResponse")
         } else if path.ends_with(":cancel") {
             Some("GoogleProtobufEmpty")
@@ -752,7 +859,7 @@ impl State {
         }
     }
 
-    fn create(&mut self, body: &[u8]) -> (u16, Value, Then) {
+    fn create(&mut self, location: &str, body: &[u8]) -> (u16, Value, Then) {
         let Ok(job) = serde_json::from_slice::<Value>(body) else {
             let (c, v) = error_answer(400, "INVALID_ARGUMENT", "Invalid JSON payload received.");
             return (c, v, Then::Now);
@@ -774,7 +881,7 @@ impl State {
         if let Some(Fault::Refuse(code, error)) = fault {
             return (code, json!({ "error": error }), Then::Now);
         }
-        if let Some(refusal) = self.refuse_model(&job) {
+        if let Some(refusal) = self.refuse_model(location, &job) {
             return (refusal.0, refusal.1, Then::Now);
         }
         if job["supervisedTuningSpec"]["trainingDatasetUri"]
@@ -792,7 +899,7 @@ impl State {
         let id = self.next_id;
         self.next_id += 1;
         let mut value = job;
-        let name = format!("projects/{PROJECT}/locations/{LOCATION}/tuningJobs/{id}");
+        let name = format!("projects/{PROJECT}/locations/{location}/tuningJobs/{id}");
         value["name"] = json!(name);
         value["state"] = json!("JOB_STATE_PENDING");
         // The real clock (the watchdog counts from it), a microsecond per id later so that
@@ -819,9 +926,9 @@ impl State {
         }
     }
 
-    /// Vertex's answers for a base model it does not know (404) or cannot tune (400), and for
-    /// a parent model that is not a tuned model of this project.
-    fn refuse_model(&self, job: &Value) -> Option<(u16, Value)> {
+    /// Vertex's answers for a base model it does not know (404) or cannot tune (400) or not in
+    /// this location (400), and for a parent model that is not a tuned model of this project.
+    fn refuse_model(&self, location: &str, job: &Value) -> Option<(u16, Value)> {
         if let Some(model) = job["baseModel"].as_str() {
             if job["preTunedModel"].is_object() {
                 return Some(error_answer(
@@ -842,7 +949,17 @@ impl State {
                     404,
                     "NOT_FOUND",
                     &format!(
-                        "Publisher Model `projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/{model}` not found."
+                        "Publisher Model `projects/{PROJECT}/locations/{location}/publishers/google/models/{model}` not found."
+                    ),
+                ));
+            }
+            if gemini_3(model) && !GEMINI_3_TUNING_REGIONS.contains(&location) {
+                return Some(error_answer(
+                    400,
+                    "INVALID_ARGUMENT",
+                    &format!(
+                        "Base model {model} is not supported for tuning in {location}; supported: {}.",
+                        GEMINI_3_TUNING_REGIONS.join(", ")
                     ),
                 ));
             }
@@ -860,6 +977,15 @@ impl State {
             .iter()
             .any(|j| j.value["tunedModel"]["model"] == parent)
             || parent == format!("projects/{PROJECT}/locations/{LOCATION}/models/987654321@1");
+        // A parent lives in the job's location or its multi-region.
+        let at = location_of(parent);
+        if known && at != location && jurisdiction(location) != Some(at) {
+            return Some(error_answer(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("Model {parent} is not in location {location}."),
+            ));
+        }
         (!known).then(|| error_answer(404, "NOT_FOUND", &format!("Model {parent} not found.")))
     }
 
@@ -883,11 +1009,27 @@ impl State {
                     job.value[k] = v.clone();
                 }
             }
+            if step.state == "JOB_STATE_SUCCEEDED" {
+                let at = location_of(name).to_owned();
+                let under = self.tuned_under.map_or(at.clone(), str::to_owned);
+                for key in ["model", "endpoint"] {
+                    if let Some(n) = job.value["tunedModel"][key].as_str()
+                        && location_of(n) == at
+                        && under != at
+                    {
+                        job.value["tunedModel"][key] = json!(relocate(n, &under));
+                    }
+                }
+            }
         }
-        (200, job.value.clone())
+        let value = job.value.clone();
+        if let Some(model) = value["tunedModel"]["model"].as_str() {
+            self.aliases.add_version(model);
+        }
+        (200, value)
     }
 
-    fn list(&mut self, query: &str) -> (u16, Value) {
+    fn list(&mut self, location: &str, query: &str) -> (u16, Value) {
         if let Some(code) = self.list_faults.pop_front() {
             return fault_answer(code);
         }
@@ -949,6 +1091,7 @@ impl State {
             .jobs
             .iter()
             .rev()
+            .filter(|j| location_of(j.value["name"].as_str().unwrap_or_default()) == location)
             .filter(|j| {
                 wanted
                     .as_ref()

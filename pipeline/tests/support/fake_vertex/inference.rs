@@ -3,8 +3,11 @@
 //!
 //! Every request body is checked against `GenerateContentRequest` / `EvaluateInstancesRequest`
 //! and every answer against `GenerateContentResponse` / `EvaluateInstancesResponse`. A model
-//! answers only once the test serves it ([`FakeVertex::serve_model`]) with an answer function
-//! keyed by the row's prompt text (the last user turn); per model the test can queue 429/503
+//! answers only where Google serves it (the placement rules of `fake_vertex.rs`: a Gemini 3
+//! base model on global and multi-region endpoints, a model tuned from Gemini 3 on its
+//! multi-region endpoint), and only once the test serves it ([`FakeVertex::serve_model`],
+//! by its name in any location) with an answer function keyed by the row's prompt text (the
+//! last user turn); per model the test can queue 429/503
 //! storms, a run of 404s (a candidate endpoint still deploying), a refusal after k answers, and
 //! a delay per call (on the fake's real clock). Calls are counted per model, and the largest
 //! number of `generateContent` calls in flight at once is recorded.
@@ -18,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::{
     Answer, FakeVertex, LOCATION, PROJECT, Recorded, State, answer, error_answer, fault_answer,
+    gemini_3, jurisdiction, location_of,
 };
 
 /// What a served model answers to one prompt.
@@ -66,9 +70,10 @@ impl FakeVertex {
     }
 
     fn script<T>(&self, model: &str, f: impl FnOnce(&mut Script) -> T) -> T {
+        let model = key_of(model);
         self.inference(|i| {
             f(i.scripts
-                .get_mut(model)
+                .get_mut(&model)
                 .unwrap_or_else(|| panic!("the fake does not serve {model}; serve_model first")))
         })
     }
@@ -82,7 +87,7 @@ impl FakeVertex {
     ) {
         self.inference(|i| {
             i.scripts.insert(
-                model.to_owned(),
+                key_of(model),
                 Script {
                     answer: Arc::new(answer),
                     faults: VecDeque::new(),
@@ -116,12 +121,12 @@ impl FakeVertex {
 
     /// `generateContent` requests `model` received (every status).
     pub fn generate_calls(&self, model: &str) -> usize {
-        self.inference(|i| i.calls.get(model).copied().unwrap_or(0))
+        self.inference(|i| i.calls.get(&key_of(model)).copied().unwrap_or(0))
     }
 
     /// The prompts `model` answered with 200, in order.
     pub fn answered(&self, model: &str) -> Vec<String> {
-        self.inference(|i| i.answered.get(model).cloned().unwrap_or_default())
+        self.inference(|i| i.answered.get(&key_of(model)).cloned().unwrap_or_default())
     }
 
     /// The most `generateContent` calls in flight at once, over all models.
@@ -146,7 +151,23 @@ pub fn endpoint(id: &str) -> String {
 
 /// The publisher path of a base model in the fake's project.
 pub fn publisher_model(model: &str) -> String {
-    format!("projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/{model}")
+    publisher_model_in(model, LOCATION)
+}
+
+/// The publisher path of a base model in `location`.
+pub fn publisher_model_in(model: &str, location: &str) -> String {
+    format!("projects/{PROJECT}/locations/{location}/publishers/google/models/{model}")
+}
+
+/// A model's name without its location: scripts and counts are kept by it, so a test serves
+/// a model once and the fake's placement rules decide where it answers.
+fn key_of(name: &str) -> String {
+    let at = location_of(name);
+    if at.is_empty() {
+        name.to_owned()
+    } else {
+        name.replacen(&format!("/locations/{at}/"), "/", 1)
+    }
 }
 
 /// Whether this request is one of these routes.
@@ -208,10 +229,10 @@ pub(super) async fn handle(
         None if generate => {
             let delay = {
                 let s = lock();
-                let model = model_of(path);
+                let model = key_of(model_of(path));
                 s.inference
                     .scripts
-                    .get(model)
+                    .get(&model)
                     .map_or(Duration::ZERO, |x| x.delay)
             };
             if !delay.is_zero() {
@@ -280,7 +301,7 @@ impl State {
             ));
         }
         if generate {
-            let model = model_of(path).to_owned();
+            let model = key_of(model_of(path));
             *self.inference.calls.entry(model).or_default() += 1;
         }
         None
@@ -292,8 +313,43 @@ impl State {
         }
     }
 
+    /// Why Google would not find `name` where it is called: a Gemini 3 base model on a
+    /// region, a Gemini 2 one on a multi-region, a model tuned from Gemini 3 outside its
+    /// multi-region endpoint.
+    fn misplaced(&self, name: &str) -> Option<String> {
+        let at = location_of(name);
+        if let Some((_, id)) = name.split_once("/publishers/google/models/") {
+            let multi = at == "us" || at == "eu";
+            let served = if gemini_3(id) {
+                multi || at == "global"
+            } else {
+                !multi
+            };
+            return (!served).then(|| format!("Publisher model `{name}` not found."));
+        }
+        let (_, id) = name.split_once("/endpoints/")?;
+        let job = self.jobs.iter().find(|j| {
+            j.value["tunedModel"]["endpoint"]
+                .as_str()
+                .is_some_and(|e| e.rsplit('/').next() == Some(id))
+        })?;
+        let base = job.value["baseModel"]
+            .as_str()
+            .or_else(|| job.value["preTunedModel"]["baseModel"].as_str())
+            .unwrap_or_default();
+        if !gemini_3(base) {
+            return None;
+        }
+        let tuned_in = location_of(job.value["name"].as_str().unwrap_or_default());
+        (jurisdiction(tuned_in) != Some(at)).then(|| format!("Endpoint `{name}` not found."))
+    }
+
     fn generate(&mut self, path: &str, body: &[u8]) -> (u16, Value) {
-        let model = model_of(path).to_owned();
+        let name = model_of(path).to_owned();
+        if let Some(message) = self.misplaced(&name) {
+            return error_answer(404, "NOT_FOUND", &message);
+        }
+        let model = key_of(&name);
         let request: Value = serde_json::from_slice(body).unwrap_or_default();
         let Some(script) = self.inference.scripts.get_mut(&model) else {
             let what = if model.contains("/publishers/") {
@@ -301,7 +357,7 @@ impl State {
             } else {
                 "Endpoint"
             };
-            return error_answer(404, "NOT_FOUND", &format!("{what} `{model}` not found."));
+            return error_answer(404, "NOT_FOUND", &format!("{what} `{name}` not found."));
         };
         if let Some(code) = script.faults.pop_front() {
             return if code == 400 {
@@ -318,7 +374,7 @@ impl State {
             if script.not_found != usize::MAX {
                 script.not_found -= 1;
             }
-            return error_answer(404, "NOT_FOUND", &format!("Endpoint `{model}` not found."));
+            return error_answer(404, "NOT_FOUND", &format!("Endpoint `{name}` not found."));
         }
         let prompt = prompt_of(&request);
         let done = self.inference.answered.get(&model).map_or(0, Vec::len);
