@@ -27,9 +27,15 @@ pub struct Champion {
     /// A Vertex model version (`projects/…/models/M@V`), a base model's publisher path
     /// (`projects/…/publishers/google/models/…`), or a rehearsal stand-in (`rehearsal:…`).
     pub model: String,
-    /// The endpoint that serves it (a tuned model's `projects/…/endpoints/E`).
+    /// The endpoint that serves it (a tuned model's `projects/…/endpoints/E`, as its tuning
+    /// job named it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The name it answered under when it was judged, where that differs from how it was
+    /// named or more than one name was tried (a tuned Gemini 3 endpoint is served on its
+    /// jurisdiction's multi-region endpoint): later calls go there directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
     /// The run that tuned it; `None` for the base model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
@@ -68,7 +74,13 @@ impl Champion {
             reason: format!("the base model {model}: no tuned model was blessed yet"),
             previous: None,
             rolled_back_from: None,
+            serving: None,
         }
+    }
+
+    /// Where to call it: the name it answered under, else its endpoint.
+    pub fn callable(&self) -> Option<&str> {
+        self.serving.as_deref().or(self.endpoint.as_deref())
     }
 
     /// A tuned Vertex model version, which continuous tuning can start from.
@@ -249,6 +261,7 @@ mod tests {
             reason: format!("blessed by run {run}"),
             previous: None,
             rolled_back_from: None,
+            serving: None,
         }
     }
 

@@ -6,6 +6,8 @@
 //!
 //! * [`client`]: the Google client core under storage and Vertex AI: HTTP with deadlines,
 //!   retry classification apart from the back-off policy, access tokens.
+//! * [`locations`]: where Vertex AI answers: a location's host (regional, multi-region,
+//!   global), and a resource name's URL.
 //! * [`storage`]: the bucket seam, a small trait with GCS, local-folder and in-memory backends.
 //! * [`modality`]: what kind of file a raw sample is, its MIME type and Vertex's size limit.
 //! * [`sample`]: the shared words: a sample, a reject and its category.
@@ -59,6 +61,7 @@ mod split;
 
 pub mod client;
 pub mod convert;
+pub mod locations;
 
 pub mod validate;
 

@@ -81,6 +81,16 @@ enum Command {
     },
     /// Check a Vertex AI tuning JSONL file against Vertex's rules.
     Validate(ValidateArgs),
+    /// The model table: where each model is tuned and served, when it was released and
+    /// retires, its successor, and the pages that say so.
+    Models {
+        /// A JSON file of model entries that replaces or adds to the built-in table.
+        #[arg(long, env = "MODEL_LIMITS_FILE", value_name = "MODEL_LIMITS_FILE")]
+        model_limits_file: Option<std::path::PathBuf>,
+        /// Output format: a readable table, or the same data as JSON.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Free the run lock (refuses a live lease without --force).
     Unlock {
         /// Bucket, as for `run`.
@@ -196,6 +206,18 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(
                 u8::try_from(report.exit_code()).unwrap_or(1),
             ))
+        }
+        Command::Models {
+            model_limits_file,
+            output,
+        } => {
+            let table = autotune::validate::ModelTable::load(model_limits_file.as_deref())
+                .context("MODEL_LIMITS_FILE")?;
+            match output {
+                Output::Json => print(&serde_json::json!({ "models": table.models() })),
+                Output::Text => print!("{}", autotune::summary::render_models(table.models())),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Unlock {
             bucket_name,

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::client::retry::{self, Idempotency, retryable};
 use crate::client::{Auth, Client, Credentials, Error, Options};
+use crate::locations::Hosts;
 
 /// The alias the champion carries.
 pub const ALIAS: &str = "champion";
@@ -142,8 +143,8 @@ impl Registry for NoRegistry {
 /// What the Vertex registry needs, built by the settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// API root without trailing slash (`https://{LOCATION}-aiplatform.googleapis.com`).
-    pub api_root: String,
+    /// Where calls go: a model is called on the host of the location its name carries.
+    pub hosts: Hosts,
     /// Deadlines of each call and the retry policy.
     pub http: Options,
 }
@@ -152,8 +153,8 @@ pub struct Config {
 #[derive(Debug)]
 pub struct VertexRegistry {
     client: Client,
-    /// `{root}/v1`.
-    v1: String,
+    /// Where each model is called.
+    hosts: Hosts,
 }
 
 impl VertexRegistry {
@@ -176,13 +177,13 @@ impl VertexRegistry {
         )
         .map_err(|e| RegistryError::Api {
             action: "open a client for",
-            model: config.api_root.clone(),
+            model: config.hosts.root("global"),
             status: None,
             message: e.to_string(),
         })?;
         Ok(Self {
             client,
-            v1: format!("{}/v1", config.api_root.trim_end_matches('/')),
+            hosts: config.hosts,
         })
     }
 
@@ -239,7 +240,7 @@ impl VertexRegistry {
 
     /// The version of the Model `model` (no version) that holds the alias.
     async fn holder(&self, model: &str) -> Result<Option<String>, RegistryError> {
-        let url = format!("{}/{model}@{ALIAS}", self.v1);
+        let url = self.hosts.url(&format!("{model}@{ALIAS}"));
         let Some(answer) = self
             .call(
                 "read the champion alias of",
@@ -271,7 +272,7 @@ impl VertexRegistry {
         aliases: &[&str],
         missing_ok: bool,
     ) -> Result<Option<Value>, RegistryError> {
-        let url = format!("{}/{version}:mergeVersionAliases", self.v1);
+        let url = self.hosts.url(&format!("{version}:mergeVersionAliases"));
         let body = json!({ "versionAliases": aliases });
         self.call(action, version, Method::POST, &url, Some(&body), missing_ok)
             .await

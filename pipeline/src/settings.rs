@@ -19,6 +19,7 @@ use clap::{Args, ValueEnum};
 
 use crate::convert::{Converter, Templates};
 use crate::inventory::Rules;
+use crate::locations::Hosts;
 use crate::modality::Modality;
 use crate::run;
 use crate::tuner::{self, Tuner, TunerKind, TuningMode, job, vertex};
@@ -119,15 +120,6 @@ pub struct Settings {
     /// Validation dataset file name.
     #[arg(long, env = "VAL_FILE", value_name = "VAL_FILE", default_value = "sft_val.jsonl", value_parser = parse_file_name)]
     pub val_file: String,
-
-    /// Vertex AI region.
-    #[arg(
-        long,
-        env = "LOCATION",
-        value_name = "LOCATION",
-        default_value = "us-central1"
-    )]
-    pub location: String,
 
     /// Tuner: `dry-run` (default without PROJECT_ID) or `vertex` (default with it).
     #[arg(long, env = "TUNER", value_name = "TUNER")]
@@ -392,15 +384,24 @@ pub struct EvalSettings {
 #[allow(clippy::doc_markdown)]
 #[derive(Debug, Clone, Args)]
 pub struct VertexSettings {
-    /// Vertex AI API root; `{LOCATION}` is replaced by LOCATION (e.g.
-    /// `https://aiplatform.eu.rep.googleapis.com` for a multi-region endpoint).
+    /// Vertex AI API root for every call (a private endpoint, a test fake); `{LOCATION}` in it
+    /// is replaced by each call's location. Default: Google's host for each call's location
+    /// (`https://{LOCATION}-aiplatform.googleapis.com` for a region,
+    /// `https://aiplatform.{us|eu}.rep.googleapis.com` for a multi-region,
+    /// `https://aiplatform.googleapis.com` for global).
+    #[arg(long, env = "VERTEX_API_ENDPOINT", value_name = "VERTEX_API_ENDPOINT")]
+    pub vertex_api_endpoint: Option<String>,
+
+    /// Regions whose tuning jobs count towards MAX_CONCURRENT_TUNING_JOBS (comma-separated).
+    /// Google's concurrent tuning quota is global, shared by every region: the default counts
+    /// every tuning region of the model table, and LOCATION.
     #[arg(
         long,
-        env = "VERTEX_API_ENDPOINT",
-        value_name = "VERTEX_API_ENDPOINT",
-        default_value = "https://{LOCATION}-aiplatform.googleapis.com"
+        env = "TUNING_QUOTA_REGIONS",
+        value_name = "TUNING_QUOTA_REGIONS",
+        value_delimiter = ','
     )]
-    pub vertex_api_endpoint: String,
+    pub tuning_quota_regions: Option<Vec<String>>,
 
     /// How often the tuning job's state is read.
     #[arg(long, env = "POLL_INTERVAL", value_name = "POLL_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
@@ -428,13 +429,23 @@ pub struct VertexSettings {
     pub tuning_mode: TuningModeArg,
 }
 
+/// The template VERTEX_API_ENDPOINT defaulted to before multi-region and global endpoints:
+/// set by hand, it still means Google's host for each location.
+const LEGACY_VERTEX_TEMPLATE: &str = "https://{LOCATION}-aiplatform.googleapis.com";
+
 impl VertexSettings {
-    /// The API root for `location`, without a trailing slash.
-    pub fn api_root(&self, location: &str) -> String {
-        self.vertex_api_endpoint
-            .replace("{LOCATION}", location)
-            .trim_end_matches('/')
-            .to_owned()
+    /// Where Vertex AI calls go: Google's host for each location, or VERTEX_API_ENDPOINT.
+    /// The endpoint receives access tokens: it must be https, or http on a loopback host
+    /// (tests, a local relay).
+    pub fn hosts(&self) -> Result<Hosts, SettingsError> {
+        let Some(root) = self.vertex_api_endpoint.as_deref().map(str::trim) else {
+            return Ok(Hosts::google());
+        };
+        if root.is_empty() || root.trim_end_matches('/') == LEGACY_VERTEX_TEMPLATE {
+            return Ok(Hosts::google());
+        }
+        Hosts::checked(root)
+            .map_err(|reason| invalid("VERTEX_API_ENDPOINT", format!("{root:?} {reason}")))
     }
 }
 
@@ -518,6 +529,16 @@ pub struct ModelSettings {
         default_value = "gemini-3.5-flash"
     )]
     pub source_model: String,
+
+    /// Vertex AI region the tuning job runs in: one of the model's tuning regions
+    /// (`autotune models`). Calls to the base and tuned models go where Google serves them.
+    #[arg(
+        long,
+        env = "LOCATION",
+        value_name = "LOCATION",
+        default_value = "us-central1"
+    )]
+    pub location: String,
 
     /// The date retirement checks use (tests; default: today, UTC).
     #[arg(
@@ -701,13 +722,20 @@ impl ModelSettings {
             .unwrap_or_else(|| chrono::Utc::now().date_naive())
     }
 
-    /// SOURCE_MODEL resolved, refused when retired and warned about when it retires soon.
+    /// SOURCE_MODEL resolved, refused when retired or when LOCATION is not one of its tuning
+    /// regions, and warned about when it retires soon.
     pub fn resolve(&self, table: &ModelTable) -> Result<validate::models::Resolved, SettingsError> {
         let model = table.resolve(&self.source_model);
         match model.check_retirement("SOURCE_MODEL", self.today()) {
             Ok(Some(warning)) => tracing::warn!("{warning}"),
             Ok(None) => {}
             Err(retired) => return Err(invalid("SOURCE_MODEL", retired)),
+        }
+        if model.known {
+            model
+                .limits
+                .check_tuning_location(&self.location)
+                .map_err(|e| invalid("LOCATION", e))?;
         }
         Ok(model)
     }
@@ -736,8 +764,9 @@ impl Settings {
             })?;
         Ok(vertex::Config {
             project,
-            location: self.location.clone(),
-            api_root: self.vertex.api_root(&self.location),
+            location: self.model.location.clone(),
+            hosts: self.vertex.hosts()?,
+            quota_regions: self.quota_regions()?,
             source_model: self.model.source_model.clone(),
             poll_interval: self.vertex.poll_interval,
             max_tuning_duration: self.vertex.max_tuning_duration,
@@ -749,12 +778,7 @@ impl Settings {
     /// folder (or any other store) is refused before any work, naming both settings. A custom
     /// VERTEX_API_ENDPOINT that is not Google's (a proxy, a test fake) is left to decide.
     pub fn check_store(&self, store: &dyn crate::storage::Store) -> Result<(), SettingsError> {
-        let root = self.vertex.api_root(&self.location);
-        let google = root
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.split(['/', ':']).next())
-            .is_some_and(|host| host.ends_with(".googleapis.com"));
+        let google = self.vertex.hosts()?.is_google();
         let uri = store.uri("");
         if self.tuner_kind() == TunerKind::Vertex && google && !uri.starts_with("gs://") {
             return Err(invalid(
@@ -830,21 +854,52 @@ impl Settings {
     }
 
     /// The create-request template of the tuner.
-    pub fn request_template(&self) -> job::Template {
-        job::Template {
+    pub fn request_template(&self) -> Result<job::Template, SettingsError> {
+        let hosts = self.vertex.hosts()?;
+        Ok(job::Template {
             jobs_url: job::Template::jobs_url(
-                &self.vertex.api_root(&self.location),
+                &hosts,
                 self.project_id.as_deref().unwrap_or("PROJECT_ID"),
-                &self.location,
+                &self.model.location,
             ),
-            location: self.location.clone(),
+            location: self.model.location.clone(),
             source_model: self.model.source_model.clone(),
             epochs: self.model.epochs,
             adapter_size: self.adapter_size,
             learning_rate_multiplier: self.learning_rate_multiplier,
             display_name: self.tuned_model_display_name.clone(),
             service_account: self.vertex.tuning_service_account.clone(),
+        })
+    }
+
+    /// The regions whose busy tuning jobs count towards MAX_CONCURRENT_TUNING_JOBS:
+    /// TUNING_QUOTA_REGIONS, or every tuning region of the model table; LOCATION always.
+    pub fn quota_regions(&self) -> Result<Vec<String>, SettingsError> {
+        let mut regions: Vec<String> = match &self.vertex.tuning_quota_regions {
+            Some(given) => given.iter().map(|r| r.trim().to_owned()).collect(),
+            None => self
+                .model
+                .table()?
+                .models()
+                .iter()
+                .flat_map(|m| m.tuning_regions.iter().cloned())
+                .collect(),
+        };
+        if let Some(bad) = regions.iter().find(|r| {
+            r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }) {
+            return Err(invalid(
+                "TUNING_QUOTA_REGIONS",
+                format!("{bad:?} is not a region name (e.g. us-central1)"),
+            ));
         }
+        regions.push(self.model.location.clone());
+        regions.sort();
+        regions.dedup();
+        Ok(regions)
     }
 
     /// Checks that the settings make sense together: outputs never overwrite each other or
@@ -943,7 +998,8 @@ impl Settings {
             model,
             epochs: self.model.epochs,
             price_per_million_training_tokens: self.model.price_per_million_training_tokens,
-            request: self.request_template(),
+            request: self.request_template()?,
+            hosts: self.vertex.hosts()?,
             max_concurrent_tuning_jobs: self.vertex.max_concurrent_tuning_jobs,
             tuning_mode: match self.vertex.tuning_mode {
                 TuningModeArg::Full => TuningMode::Full,
@@ -1001,7 +1057,7 @@ impl Settings {
             TunerKind::DryRun => Ok(Arc::new(crate::registry::NoRegistry)),
             TunerKind::Vertex => {
                 let r = crate::registry::VertexRegistry::new(crate::registry::Config {
-                    api_root: self.vertex.api_root(&self.location),
+                    hosts: self.vertex.hosts()?,
                     http: self.http.client_options(),
                 })
                 .map_err(|e| invalid("TUNER", e.to_string()))?;
@@ -1021,7 +1077,7 @@ impl Settings {
             TunerKind::Vertex => {
                 let v = self.vertex_config()?;
                 let mut config =
-                    crate::evaluate::vertex::Config::new(&v.project, &v.location, &v.api_root);
+                    crate::evaluate::vertex::Config::new(&v.project, &v.location, v.hosts.clone());
                 config.http = crate::client::Options {
                     retry: crate::evaluate::vertex::Config::inference_retry(),
                     ..self.http.client_options()
@@ -1033,6 +1089,7 @@ impl Settings {
                 .map_err(|e| invalid("EVAL_MODEL", e.to_string()))?;
                 Ok(Arc::new(VertexContestants {
                     vertex,
+                    table: self.model.table()?,
                     project: v.project,
                     location: v.location,
                 }))
@@ -1297,9 +1354,15 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_secs(60));
         assert_eq!(c.max_tuning_duration, Duration::from_secs(24 * 3600));
         assert_eq!(s.vertex.tuning_mode, TuningModeArg::Full);
+        assert_eq!(s.vertex.hosts().unwrap(), Hosts::google());
         assert_eq!(
-            s.vertex.api_root("europe-west4"),
+            s.vertex.hosts().unwrap().root("europe-west4"),
             "https://europe-west4-aiplatform.googleapis.com"
+        );
+        assert_eq!(
+            c.quota_regions,
+            ["europe-west4", "us-central1"],
+            "every tuning region of the table counts towards the global quota"
         );
         let s = settings(&[
             "--project-id",
@@ -1314,7 +1377,7 @@ mod tests {
             "continuous",
         ]);
         let c = s.vertex_config().unwrap();
-        assert_eq!(c.api_root, "http://127.0.0.1:9");
+        assert_eq!(c.hosts, Hosts::custom("http://127.0.0.1:9"));
         assert_eq!(c.poll_interval, Duration::from_secs(5));
         assert_eq!(c.max_tuning_duration, Duration::from_secs(9000));
         assert_eq!(s.job_config().unwrap().tuning_mode, TuningMode::Continuous);

@@ -268,3 +268,52 @@ pub fn render_history(rows: &[HistoryRow]) -> String {
     }
     out
 }
+
+/// The model table as `autotune models` prints it: where each model is tuned and served, its
+/// dates and successor, and the pages that say so.
+pub fn render_models(models: &[crate::validate::ModelLimits]) -> String {
+    let mut t = table(&[
+        "model",
+        "tuning regions",
+        "tuned model served",
+        "base model served",
+        "released",
+        "retires",
+        "successor",
+    ]);
+    let scopes = |s: &[crate::locations::Scope]| {
+        s.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let date = |d: Option<chrono::NaiveDate>| d.map_or_else(|| "–".to_owned(), |d| d.to_string());
+    for m in models {
+        let name = if m.assumed {
+            format!("{} (assumed)", m.name)
+        } else {
+            m.name.clone()
+        };
+        t.add_row(vec![
+            name,
+            if m.tuning_regions.is_empty() {
+                "any (not stated)".to_owned()
+            } else {
+                m.tuning_regions.join(", ")
+            },
+            scopes(&m.tuned_serving),
+            scopes(&m.base_serving),
+            date(m.released),
+            date(m.retires),
+            m.successor.clone().unwrap_or_else(|| "–".to_owned()),
+        ]);
+    }
+    let mut out = format!("{t}\n");
+    for m in models {
+        let _ = writeln!(out, "{}: {}", m.name, m.source);
+        if !m.locations_source.is_empty() {
+            let _ = writeln!(out, "  where it lives: {}", m.locations_source);
+        }
+    }
+    out
+}

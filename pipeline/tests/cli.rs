@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{FakeGcs, autotune, discovery::Discovery, text_samples, uri_path, write};
 
 fn run_in(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Value, Output) {
@@ -88,6 +88,7 @@ fn help_names_every_setting_and_its_variable() {
         "POLL_INTERVAL",
         "MAX_TUNING_DURATION",
         "VERTEX_API_ENDPOINT",
+        "TUNING_QUOTA_REGIONS",
         "TUNING_SERVICE_ACCOUNT",
         "DETACH",
         "SPLIT_SEED",
@@ -1450,7 +1451,8 @@ fn a_retired_model_is_refused_before_any_work_and_one_retiring_soon_is_warned_ab
         let out = autotune()
             .args(&args)
             .env("BUCKET_NAME", root)
-            .env("SOURCE_MODEL", "gemini-2.5-flash")
+            // Retired 2026-10-20; Google's model-versions page names gemini-3.5-flash.
+            .env("SOURCE_MODEL", "gemini-2.5-pro")
             .env("AUTOTUNE_TODAY", "2026-11-29")
             .output()
             .unwrap();
@@ -1634,4 +1636,64 @@ fn rehearsal_on_the_example_bucket_evaluates_blesses_promotes_and_rolls_back() {
         "nothing before the base model: {refused}"
     );
     assert_eq!(refused["status"], "refused");
+}
+
+#[test]
+fn models_prints_where_each_model_is_tuned_and_served() {
+    let out = autotune().arg("models").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for s in [
+        "gemini-3.5-flash",
+        "gemini-3.8-flash (assumed)",
+        "us-central1, europe-west4",
+        "multi-region",
+        "2027-05-19",
+        "supervised-tuning",
+        "where it lives:",
+    ] {
+        assert!(text.contains(s), "{s} missing:\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("models.json");
+    std::fs::write(
+        &file,
+        r#"{"models":[{"name":"my-model","max_example_tokens":64,"max_validation_examples":2,
+            "max_training_examples_text":3,"max_training_examples_multimodal":2,
+            "max_training_file_bytes":100,"adapter_sizes":[4],"tuning_regions":["asia-northeast1"],
+            "base_serving":["global"],"tuned_serving":["regional"],"successor":"gemini-3.5-flash"}]}"#,
+    )
+    .unwrap();
+    let out = autotune()
+        .args(["models", "--output", "json"])
+        .env("MODEL_LIMITS_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |name: &str| {
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing: {v}"))
+    };
+    let m = find("gemini-3.5-flash");
+    assert_eq!(m["tuning_regions"], json!(["us-central1", "europe-west4"]));
+    assert_eq!(m["tuned_serving"], json!(["multi-region"]));
+    assert_eq!(m["base_serving"], json!(["multi-region", "global"]));
+    assert_eq!(m["retires"], "2027-05-19");
+    let mine = find("my-model");
+    assert_eq!(mine["tuning_regions"], json!(["asia-northeast1"]));
+    assert_eq!(mine["successor"], "gemini-3.5-flash");
 }

@@ -36,7 +36,11 @@ const BASE: &str = "gemini-2.5-flash";
 /// The Vertex backends against `fake`: a token the fake issued, no per-call timer (paused
 /// clock), inference back-off and the default not-found window.
 fn vertex(fake: &FakeVertex, timers: bool) -> Vertex {
-    let mut config = Config::new(PROJECT, LOCATION, &fake.url);
+    let mut config = Config::new(
+        PROJECT,
+        LOCATION,
+        autotune::locations::Hosts::custom(&fake.url),
+    );
     if !timers {
         config.http = config.http.without_timers();
     }
@@ -187,10 +191,11 @@ async fn both_backends_send_the_same_request_the_discovery_document_accepts() {
 #[tokio::test(start_paused = true)]
 async fn thinking_settings_pass_the_discovery_document() {
     let fake = FakeVertex::start();
-    let name = fake::publisher_model("gemini-3.5-flash");
+    // A Gemini 3 base model answers on the global endpoint, not on a region.
+    let name = fake::publisher_model_in("gemini-3.5-flash", "global");
     fake.serve_model(&name, right_on(100));
     let v = vertex(&fake, false);
-    let model = v.publisher_model("gemini-3.5-flash").unwrap();
+    let model = v.publisher_model_in("gemini-3.5-flash", "global").unwrap();
     for base in [
         "gemini-3.5-flash",
         "gemini-3-pro",

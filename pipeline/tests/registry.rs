@@ -17,7 +17,7 @@ use tokio::time::Instant;
 fn registry_at(root: &str, http: Options) -> VertexRegistry {
     VertexRegistry::with_credentials(
         registry::Config {
-            api_root: root.to_owned(),
+            hosts: autotune::locations::Hosts::custom(root),
             http,
         },
         Credentials::given(static_token()),

@@ -174,7 +174,11 @@ pub(crate) fn config() -> Config {
         epochs: None,
         price_per_million_training_tokens: None,
         request: job::Template {
-            jobs_url: job::Template::jobs_url("https://vertex.test", "p", "us-central1"),
+            jobs_url: job::Template::jobs_url(
+                &autotune::locations::Hosts::custom("https://vertex.test"),
+                "p",
+                "us-central1",
+            ),
             location: "us-central1".to_owned(),
             source_model: "gemini-3.5-flash".to_owned(),
             epochs: None,
@@ -183,6 +187,7 @@ pub(crate) fn config() -> Config {
             display_name: "autotune-{run_id}".to_owned(),
             service_account: None,
         },
+        hosts: autotune::locations::Hosts::custom("https://vertex.test"),
         tuning_mode: TuningMode::Full,
         max_concurrent_tuning_jobs: 1,
         shape: "test".to_owned(),

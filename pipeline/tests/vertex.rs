@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autotune::client::{Credentials, TokenError, TokenProvider};
+use autotune::locations::Hosts;
 use autotune::status::RunStatus;
 use autotune::tuner::vertex::{self, Vertex};
 use autotune::tuner::{Tuner, TunerError, job};
@@ -28,14 +29,15 @@ impl Conf {
         let vertex = vertex::Config {
             project: PROJECT.to_owned(),
             location: LOCATION.to_owned(),
-            api_root: endpoint.trim_end_matches('/').to_owned(),
+            hosts: Hosts::custom(endpoint),
+            quota_regions: vec![LOCATION.to_owned()],
             source_model: "gemini-2.5-flash".to_owned(),
             poll_interval: Duration::from_secs(60),
             max_tuning_duration: Duration::from_secs(24 * 3600),
             http: autotune::client::Options::default(),
         };
         let template = job::Template {
-            jobs_url: job::Template::jobs_url(&vertex.api_root, PROJECT, LOCATION),
+            jobs_url: job::Template::jobs_url(&vertex.hosts, PROJECT, LOCATION),
             location: LOCATION.to_owned(),
             source_model: vertex.source_model.clone(),
             epochs: None,
@@ -786,4 +788,57 @@ async fn check_looks_at_a_job_once() {
     let tuned = t.vertex.check(&done).await.unwrap().unwrap();
     assert_eq!(tuned.status, RunStatus::Success);
     assert_clean(&t.fake);
+}
+
+#[test]
+fn every_host_is_one_the_discovery_document_lists() {
+    let discovery = support::discovery::Discovery::load("aiplatform.v1.json");
+    let hosts = Hosts::google();
+    let mut locations: Vec<String> = autotune::validate::ModelTable::built_in()
+        .models()
+        .iter()
+        .flat_map(|m| m.tuning_regions.clone())
+        .collect();
+    locations.extend(["us", "eu", "global", "us-central1"].map(str::to_owned));
+    locations.sort();
+    locations.dedup();
+    for l in &locations {
+        let listed = discovery
+            .endpoint_url(l)
+            .unwrap_or_else(|| panic!("the discovery document lists no endpoint for {l}"));
+        assert_eq!(format!("{}/", hosts.root(l)), listed, "{l}");
+    }
+    // And the paths the pipeline builds are methods of the document.
+    for (method, path) in [
+        (
+            "POST",
+            "/v1/projects/p/locations/us/endpoints/7:generateContent",
+        ),
+        (
+            "POST",
+            "/v1/projects/p/locations/global/publishers/google/models/gemini-3.5-flash:generateContent",
+        ),
+        ("GET", "/v1/projects/p/locations/us/models/7@champion"),
+        (
+            "POST",
+            "/v1/projects/p/locations/us/models/7@2:mergeVersionAliases",
+        ),
+        ("GET", "/v1/projects/p/locations/europe-west4/tuningJobs"),
+        (
+            "POST",
+            "/v1/projects/p/locations/us-central1:evaluateInstances",
+        ),
+    ] {
+        assert_eq!(discovery.check_path(method, path), None);
+    }
+    assert!(
+        discovery
+            .check_path("POST", "/v1/projects/p/locations/us/endpoints/7:nonsense")
+            .is_some()
+    );
+    assert!(
+        discovery
+            .check_path("GET", "/v1/projects/p/whatever")
+            .is_some()
+    );
 }

@@ -13,6 +13,7 @@ use super::model::{Model, ModelError};
 use super::rehearsal::Rehearsal;
 use super::vertex::Vertex;
 use crate::champion::Champion;
+use crate::validate::ModelTable;
 
 /// What a successful run tells of its candidate.
 #[derive(Debug, Clone, Copy)]
@@ -57,27 +58,41 @@ fn tuned(run_id: &str, source_model: &str, model: String, endpoint: Option<Strin
         reason: String::new(),
         previous: None,
         rolled_back_from: None,
+        serving: None,
     }
 }
 
-/// Tuned endpoints and base models on Vertex AI.
+/// Tuned endpoints and base models on Vertex AI, each called where Google serves it (the
+/// model table's `base_serving` and `tuned_serving`).
 #[derive(Debug, Clone)]
 pub struct VertexContestants {
     pub vertex: Vertex,
+    /// Where each model family is served.
+    pub table: ModelTable,
     pub project: String,
+    /// LOCATION, where tuning jobs run.
     pub location: String,
+}
+
+impl VertexContestants {
+    /// The publisher path of `model` where its base model answers for a caller in LOCATION.
+    fn publisher_path(&self, model: &str) -> String {
+        let location = self
+            .table
+            .resolve(model)
+            .limits
+            .base_location(&self.location);
+        format!(
+            "projects/{}/locations/{location}/publishers/google/models/{model}",
+            self.project
+        )
+    }
 }
 
 #[async_trait]
 impl Contestants for VertexContestants {
     fn base(&self, source_model: &str) -> Champion {
-        Champion::base(
-            source_model,
-            format!(
-                "projects/{}/locations/{}/publishers/google/models/{source_model}",
-                self.project, self.location
-            ),
-        )
+        Champion::base(source_model, self.publisher_path(source_model))
     }
 
     fn candidate(&self, run: &CandidateRun<'_>) -> Option<Champion> {
@@ -93,18 +108,28 @@ impl Contestants for VertexContestants {
 
     fn open(&self, who: &Champion, candidate: bool) -> Result<Arc<dyn Model>, ModelError> {
         if let Some(endpoint) = &who.endpoint {
-            let m = if candidate {
-                self.vertex.candidate(endpoint)?
-            } else {
-                self.vertex.endpoint(endpoint)?
+            // Where it answered before, or where a tuned model of its base is served.
+            let candidates = match &who.serving {
+                Some(serving) => vec![serving.clone()],
+                None => self
+                    .table
+                    .resolve(&who.base_model)
+                    .limits
+                    .tuned_candidates(endpoint),
             };
+            let mut m = self.vertex.tuned(endpoint, &candidates)?;
+            if candidate {
+                m = m.with_not_found_window(Some(self.vertex.not_found_window()));
+            }
             return Ok(Arc::new(m));
         }
+        // A base model: where it answers today, whatever location the pointer recorded.
         let id = who
             .model
             .rsplit_once("/publishers/google/models/")
             .map_or(who.model.as_str(), |(_, id)| id);
-        Ok(Arc::new(self.vertex.publisher_model(id)?))
+        let location = self.table.resolve(id).limits.base_location(&self.location);
+        Ok(Arc::new(self.vertex.publisher_model_in(id, &location)?))
     }
 
     async fn google_metrics(&self, rows: &[Paired<'_>]) -> Option<Value> {

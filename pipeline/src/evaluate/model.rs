@@ -2,8 +2,10 @@
 //!
 //! Both sides of a paired evaluation are asked the same thing: one `GenerateContentRequest`
 //! ([`request_body`]) with the row's `systemInstruction` and `contents`, and a
-//! `generationConfig` fixed by [`Generation`] (temperature 0, a fixed seed, a cap on output
-//! tokens, and the smallest thinking setting the base model allows: [`smallest_thinking`]).
+//! `generationConfig` fixed by [`Generation`] (the temperature the model family takes: 0 for
+//! Gemini 2.x, the recommended 1.0 for Gemini 3, none for a model that ignores it; a fixed
+//! seed; a cap on output tokens; and the smallest thinking setting the base model allows:
+//! [`smallest_thinking`]).
 //! Only the `autotune_role` billing label differs between the two calls.
 //!
 //! Backends: [`crate::evaluate::vertex`] (a tuned model's endpoint, or a base model through its
@@ -26,6 +28,12 @@ pub trait Model: Send + Sync {
     /// What the model is called in reports, errors and stored answers: the endpoint or
     /// publisher model's resource name, or the rehearsal stand-in's label.
     fn name(&self) -> &str;
+
+    /// The resource name that answered, when the model may answer under more than one
+    /// (a tuned Gemini 3 endpoint); `None` until one has answered.
+    fn serving(&self) -> Option<String> {
+        None
+    }
 
     /// The model's answer to `row` under `config`.
     async fn generate(&self, row: &Row, config: &Generation) -> Result<Reply, ModelError>;
@@ -168,10 +176,14 @@ pub fn smallest_thinking(base_model: &str) -> Thinking {
 /// The generation settings both models of an evaluation share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
-    /// 0: the most likely answer.
-    pub temperature: f64,
-    /// A fixed seed, so that repeated evaluations of one model agree as far as Google allows.
-    pub seed: i32,
+    /// `None` sends no temperature (the model's default). Gemini 2.x is judged greedily (0);
+    /// Gemini 3 at its recommended default of 1.0, lower values "may lead to unexpected
+    /// behavior, looping, or degraded performance" (Gemini 3 prompting guide); the model table
+    /// says which ([`crate::validate::models::Sampling`]).
+    pub temperature: Option<f64>,
+    /// A fixed seed, so that repeated evaluations of one model agree as far as Google allows;
+    /// `None` where the model does not honour it.
+    pub seed: Option<i32>,
     pub max_output_tokens: u32,
     pub thinking: Thinking,
     /// Billing labels (`GenerateContentRequest.labels`): `autotune_run` and `autotune_role`.
@@ -190,12 +202,26 @@ impl Generation {
         let mut labels = BTreeMap::new();
         labels.insert("autotune_run".to_owned(), label_value(run_id));
         Self {
-            temperature: 0.0,
-            seed: Self::SEED,
+            temperature: Some(0.0),
+            seed: Some(Self::SEED),
             max_output_tokens,
             thinking: smallest_thinking(base_model),
             labels,
         }
+    }
+
+    /// The temperature and seed the model family takes (the model table's `sampling`).
+    #[must_use]
+    pub fn with_sampling(mut self, sampling: &crate::validate::models::Sampling) -> Self {
+        self.temperature = sampling.temperature;
+        self.seed = sampling.seed.then_some(Self::SEED);
+        self
+    }
+
+    /// Whether answers vary between calls (a temperature above 0, or none sent): the
+    /// evaluation then measures a sample of each model's answers, not its single best one.
+    pub fn samples(&self) -> bool {
+        self.temperature.is_none_or(|t| t > 0.0)
     }
 
     /// The same settings, labelled `autotune_role` = `role` (`candidate`, `champion`).
@@ -225,11 +251,13 @@ fn label_value(s: &str) -> String {
 
 /// The `GenerateContentRequest` for `row` under `config`.
 pub fn request_body(row: &Row, config: &Generation) -> Value {
-    let mut generation = json!({
-        "temperature": config.temperature,
-        "seed": config.seed,
-        "maxOutputTokens": config.max_output_tokens,
-    });
+    let mut generation = json!({ "maxOutputTokens": config.max_output_tokens });
+    if let Some(t) = config.temperature {
+        generation["temperature"] = json!(t);
+    }
+    if let Some(seed) = config.seed {
+        generation["seed"] = json!(seed);
+    }
     match config.thinking {
         Thinking::Budget(b) => generation["thinkingConfig"] = json!({ "thinkingBudget": b }),
         Thinking::Level(l) => generation["thinkingConfig"] = json!({ "thinkingLevel": l.as_str() }),

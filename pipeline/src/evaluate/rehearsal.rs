@@ -27,6 +27,9 @@ pub struct Rehearsal {
     /// Which rows are wrong depends on the row alone, not on the name: a stand-in with a
     /// lower error rate is right wherever one with a higher rate is ([`Rehearsal::nested`]).
     nested: bool,
+    /// A sampling stand-in ([`Rehearsal::sampling`]): which rows are wrong also depends on
+    /// this draw, as a model sampled at temperature 1 answers a row differently each time.
+    draw: Option<u64>,
 }
 
 impl Rehearsal {
@@ -41,6 +44,17 @@ impl Rehearsal {
             name: format!("rehearsal stand-in {name} (not a model)"),
             error_rate,
             nested: false,
+            draw: None,
+        }
+    }
+
+    /// A stand-in that samples: it errs on each row with probability `error_rate`, the rows
+    /// drawn anew for each `draw` (an evaluation at temperature 1, where the same model
+    /// answers a row rightly one time and wrongly the next).
+    pub fn sampling(name: &str, error_rate: f64, draw: u64) -> Self {
+        Self {
+            draw: Some(draw),
+            ..Self::new(name, error_rate)
         }
     }
 
@@ -61,6 +75,10 @@ impl Rehearsal {
         let mut h = Sha256::new();
         if !self.nested {
             h.update(self.name.as_bytes());
+        }
+        if let Some(draw) = self.draw {
+            h.update([1]);
+            h.update(draw.to_be_bytes());
         }
         h.update([0]);
         h.update(row.id.as_bytes());
@@ -100,5 +118,105 @@ impl Model for Rehearsal {
             prompt_tokens: tokens(&prompt),
             answer: Answer::Text { text },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bless::{Paired, Thresholds, Verdict, bless};
+    use super::super::metrics::Metric;
+    use super::*;
+
+    fn rows(n: usize) -> Vec<Row> {
+        (0..n)
+            .map(|i| Row {
+                id: format!("row-{i}"),
+                key: format!("k{i}"),
+                system_instruction: None,
+                contents: Vec::new(),
+                reference: format!("answer {i}"),
+            })
+            .collect()
+    }
+
+    fn answer(m: &Rehearsal, row: &Row) -> Answer {
+        Answer::Text {
+            text: if m.errs_on(row) {
+                WRONG_ANSWER.to_owned()
+            } else {
+                row.reference.clone()
+            },
+        }
+    }
+
+    /// How many of `runs` seeded evaluations bless a sampling candidate of error rate
+    /// `candidate` against a sampling champion of `champion`, on `n` rows, with the default
+    /// thresholds (exact match, McNemar's exact test at 95%).
+    fn blessed(candidate: f64, champion: f64, n: usize, runs: u64) -> u64 {
+        let rows = rows(n);
+        let t = Thresholds {
+            min_rows: 50,
+            floor: 0.0,
+            min_delta: 0.0,
+            confidence: 0.95,
+            guard_epsilon: 0.02,
+        };
+        (0..runs)
+            .filter(|&seed| {
+                let cand = Rehearsal::sampling("candidate", candidate, seed);
+                let champ = Rehearsal::sampling("champion", champion, seed);
+                let answers: Vec<(Answer, Answer)> = rows
+                    .iter()
+                    .map(|r| (answer(&cand, r), answer(&champ, r)))
+                    .collect();
+                let paired: Vec<Paired<'_>> = rows
+                    .iter()
+                    .zip(&answers)
+                    .map(|(r, (c, h))| Paired {
+                        reference: &r.reference,
+                        candidate: c,
+                        champion: h,
+                    })
+                    .collect();
+                bless(Metric::ExactMatch, &paired, &t, seed).verdict == Verdict::Blessed
+            })
+            .count() as u64
+    }
+
+    /// Both sides sampling (Gemini 3 at temperature 1.0) adds disagreements that are noise;
+    /// McNemar's test counts only the rows where the two disagree, and under the null those
+    /// still split evenly, so the false blessing rate stays under 1 − EVAL_CONFIDENCE. The
+    /// price is power: noise widens the test, so a real gain needs more rows to show.
+    /// 200 seeds (0..200), 400 rows.
+    #[test]
+    fn sampling_on_both_sides_keeps_the_paired_tests_error_rates() {
+        let null = blessed(0.3, 0.3, 400, 200);
+        assert!(
+            null <= 10,
+            "equal models blessed {null} times in 200 (≤ 5% wanted)"
+        );
+        let power = blessed(0.15, 0.3, 400, 200);
+        assert!(
+            power >= 190,
+            "a 15-point gain blessed only {power} times in 200 (≥ 95% wanted)"
+        );
+        let worse = blessed(0.35, 0.3, 400, 200);
+        eprintln!("blessed of 200: equal {null}, 15 points better {power}, 5 points worse {worse}");
+        assert_eq!(worse, 0, "a worse sampling candidate is never blessed");
+    }
+
+    #[test]
+    fn sampling_draws_differ_and_repeat() {
+        let rows = rows(200);
+        let a = Rehearsal::sampling("m", 0.3, 1);
+        let b = Rehearsal::sampling("m", 0.3, 2);
+        let wrong = |m: &Rehearsal| rows.iter().filter(|r| m.errs_on(r)).count();
+        assert!((40..=80).contains(&wrong(&a)), "{}", wrong(&a));
+        assert_ne!(
+            rows.iter().map(|r| a.errs_on(r)).collect::<Vec<_>>(),
+            rows.iter().map(|r| b.errs_on(r)).collect::<Vec<_>>()
+        );
+        let again = Rehearsal::sampling("m", 0.3, 1);
+        assert!(rows.iter().all(|r| a.errs_on(r) == again.errs_on(r)));
     }
 }

@@ -1,23 +1,33 @@
 //! Vertex AI behind the [`Model`] seam, and Google's own metrics (`evaluateInstances`).
 //!
-//! * [`Vertex::endpoint`]: a tuned model through its endpoint,
-//!   `POST {root}/v1/projects/{p}/locations/{l}/endpoints/{e}:generateContent`.
-//!   [`Vertex::candidate`] is the same with the not-found window: a freshly tuned model's
-//!   endpoint may answer 404 for a while after its job succeeded, so a 404 is retried (back-off
-//!   with jitter) until [`Config::not_found_window`] has passed.
+//! Every URL comes from [`Hosts`]: a resource is called on the host of the location its name
+//! carries (regional, `us`/`eu` multi-region, or global). Which location that is, is the model
+//! table's business (`validate::models`), applied by the contestants.
+//!
+//! * [`Vertex::tuned`]: a tuned model through its endpoint,
+//!   `POST {host}/v1/projects/{p}/locations/{l}/endpoints/{e}:generateContent`, given the names
+//!   it may answer under in the order to try them (Google does not say whether a tuned
+//!   Gemini 3 endpoint is named under its tuning region or its multi-region). A 404 moves on
+//!   to the next name; the first that answers is kept for every later call and reported by
+//!   [`Model::serving`]. [`Vertex::endpoint`] is one name.
+//! * With a not-found window ([`Vertex::candidate`], [`VertexModel::with_not_found_window`]),
+//!   a freshly tuned model whose every name answers 404 is tried again (back-off with jitter)
+//!   until the window has passed: its endpoint may still be deploying after its job succeeded.
 //! * [`Vertex::publisher_model`]: a base model through its publisher path,
-//!   `POST {root}/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`
-//!   (the champion of a first run).
-//! * [`GoogleMetrics`]: `POST {root}/v1/projects/{p}/locations/{l}:evaluateInstances` with
+//!   `POST {host}/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`
+//!   (the champion of a first run), in the location the caller chose.
+//! * [`GoogleMetrics`]: `POST {host}/v1/projects/{p}/locations/{l}:evaluateInstances` with
 //!   `exactMatchInput` and `rougeInput` (rougeL), batched, for `EVAL_GOOGLE_METRICS`.
 //!
 //! HTTP, tokens, deadlines and back-off are the shared client core's ([`crate::client`]): every
 //! call has the deadlines of [`Config::http`]; 429, 5xx, timeouts and broken connections are
 //! retried by its policy (`generateContent` and `evaluateInstances` change nothing, so repeating
-//! them is safe; a call whose answer was lost may be billed twice), and other 4xx are final. All waiting is on `tokio::time`, so tests run the
-//! back-off and the not-found window on a paused clock.
+//! them is safe; a call whose answer was lost may be billed twice), and other 4xx are final. All
+//! waiting is on `tokio::time`, so tests run the back-off and the not-found window on a paused
+//! clock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,15 +40,18 @@ use crate::client::{
     Auth, CLOUD_PLATFORM_SCOPE, Client, Credentials, Error, Failed, Idempotency, Options,
     RetryConfig,
 };
+use crate::locations::Hosts;
 
 /// What the Vertex backends need, built by the settings.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// PROJECT_ID.
     pub project: String,
+    /// LOCATION: where `evaluateInstances` is called, and a base model when no other
+    /// location is asked for.
     pub location: String,
-    /// API root without trailing slash (`https://{LOCATION}-aiplatform.googleapis.com`).
-    pub api_root: String,
+    /// Where calls go: Google's host for each resource's location, or VERTEX_API_ENDPOINT.
+    pub hosts: Hosts,
     /// Deadlines of each call, and the back-off of 429, 5xx and lost answers.
     pub http: Options,
     /// How long a candidate's endpoint may answer 404 before the evaluation fails.
@@ -62,11 +75,11 @@ impl Config {
 
     /// Default deadlines ([`Options::default`]) with [`Config::inference_retry`], and the
     /// default not-found window.
-    pub fn new(project: &str, location: &str, api_root: &str) -> Self {
+    pub fn new(project: &str, location: &str, hosts: Hosts) -> Self {
         Self {
             project: project.to_owned(),
             location: location.to_owned(),
-            api_root: api_root.trim_end_matches('/').to_owned(),
+            hosts,
             http: Options {
                 retry: Self::inference_retry(),
                 ..Options::default()
@@ -81,6 +94,16 @@ impl Config {
 pub struct Vertex {
     client: Arc<Client>,
     config: Config,
+}
+
+/// Whether `name` is `projects/{p}/locations/{l}/endpoints/{e}`.
+fn is_endpoint(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    matches!(
+        parts[..],
+        ["projects", p, "locations", l, "endpoints", e]
+            if !p.is_empty() && !l.is_empty() && !e.is_empty()
+    )
 }
 
 impl Vertex {
@@ -112,21 +135,30 @@ impl Vertex {
     /// A tuned model's endpoint (`projects/{p}/locations/{l}/endpoints/{e}`, as in
     /// `tunedModel.endpoint`); a 404 is final.
     pub fn endpoint(&self, endpoint: &str) -> Result<VertexModel, ModelError> {
-        let parts: Vec<&str> = endpoint.split('/').collect();
-        let valid = matches!(
-            parts[..],
-            ["projects", p, "locations", l, "endpoints", e]
-                if !p.is_empty() && !l.is_empty() && !e.is_empty()
-        );
-        if !valid {
+        self.tuned(endpoint, &[endpoint.to_owned()])
+    }
+
+    /// A tuned model known as `name` (its endpoint as the tuning job reported it), called
+    /// under `candidates` in turn until one answers; a 404 from all of them is final.
+    pub fn tuned(&self, name: &str, candidates: &[String]) -> Result<VertexModel, ModelError> {
+        if let Some(bad) = std::iter::once(name)
+            .chain(candidates.iter().map(String::as_str))
+            .find(|n| !is_endpoint(n))
+        {
             return Err(ModelError::Unavailable {
-                model: endpoint.to_owned(),
+                model: bad.to_owned(),
                 message:
                     "not an endpoint name (projects/{project}/locations/{location}/endpoints/{id})"
                         .to_owned(),
             });
         }
-        Ok(self.model(endpoint.to_owned()))
+        if candidates.is_empty() {
+            return Err(ModelError::Unavailable {
+                model: name.to_owned(),
+                message: "no location to call it in".to_owned(),
+            });
+        }
+        Ok(self.model(name.to_owned(), candidates))
     }
 
     /// The candidate's endpoint: as [`Vertex::endpoint`], with 404 retried for
@@ -137,24 +169,48 @@ impl Vertex {
             .with_not_found_window(Some(self.config.not_found_window)))
     }
 
-    /// A Google base model (`gemini-2.5-flash`) through its publisher path; a 404 is final.
+    /// The not-found window of candidates.
+    pub fn not_found_window(&self) -> Duration {
+        self.config.not_found_window
+    }
+
+    /// A Google base model (`gemini-2.5-flash`) through its publisher path in LOCATION; a 404
+    /// is final.
     pub fn publisher_model(&self, model: &str) -> Result<VertexModel, ModelError> {
+        self.publisher_model_in(model, &self.config.location)
+    }
+
+    /// A Google base model through its publisher path in `location` (a region, `us`, `eu` or
+    /// `global`); a 404 is final.
+    pub fn publisher_model_in(
+        &self,
+        model: &str,
+        location: &str,
+    ) -> Result<VertexModel, ModelError> {
         if model.is_empty() || model.contains(['/', '?', '#', ':']) {
             return Err(ModelError::Unavailable {
                 model: model.to_owned(),
                 message: "not a base model ID (e.g. gemini-2.5-flash)".to_owned(),
             });
         }
-        Ok(self.model(format!(
-            "projects/{}/locations/{}/publishers/google/models/{model}",
-            self.config.project, self.config.location
-        )))
+        let name = format!(
+            "projects/{}/locations/{location}/publishers/google/models/{model}",
+            self.config.project
+        );
+        Ok(self.model(name.clone(), &[name]))
     }
 
-    fn model(&self, name: String) -> VertexModel {
+    fn model(&self, name: String, candidates: &[String]) -> VertexModel {
         VertexModel {
-            url: format!("{}/v1/{name}:generateContent", self.config.api_root),
+            targets: candidates
+                .iter()
+                .map(|n| Target {
+                    url: self.config.hosts.url(&format!("{n}:generateContent")),
+                    name: n.clone(),
+                })
+                .collect(),
             name,
+            chosen: Arc::new(AtomicUsize::new(NONE)),
             client: self.client.clone(),
             not_found_window: None,
         }
@@ -164,22 +220,36 @@ impl Vertex {
     pub fn google_metrics(&self) -> GoogleMetrics {
         GoogleMetrics {
             client: self.client.clone(),
-            url: format!(
-                "{}/v1/projects/{}/locations/{}:evaluateInstances",
-                self.config.api_root, self.config.project, self.config.location
-            ),
+            url: self.config.hosts.url(&format!(
+                "projects/{}/locations/{}:evaluateInstances",
+                self.config.project, self.config.location
+            )),
             batch: GoogleMetrics::BATCH,
         }
     }
+}
+
+/// No target has answered yet.
+const NONE: usize = usize::MAX;
+
+/// One name a model may answer under, and its URL.
+#[derive(Debug, Clone)]
+struct Target {
+    name: String,
+    url: String,
 }
 
 /// A Gemini model on Vertex AI answering through `generateContent`.
 #[derive(Debug, Clone)]
 pub struct VertexModel {
     client: Arc<Client>,
-    /// The resource name (`projects/…/endpoints/…` or `projects/…/publishers/google/models/…`).
+    /// The resource name it is known by (`projects/…/endpoints/…` as the tuning job named
+    /// it, or `projects/…/publishers/google/models/…`).
     name: String,
-    url: String,
+    /// The names it may answer under, in the order they are tried.
+    targets: Vec<Target>,
+    /// The target that answered first; every later call goes there.
+    chosen: Arc<AtomicUsize>,
     not_found_window: Option<Duration>,
 }
 
@@ -220,6 +290,47 @@ impl VertexModel {
             },
         }
     }
+
+    /// One round over the targets (only the chosen one once one has answered): the first
+    /// answer, or the 404s of every target, or another error.
+    async fn round(&self, body: &Value, what: &str) -> Result<Result<Reply, String>, ModelError> {
+        let chosen = self.chosen.load(Ordering::Acquire);
+        let order: Vec<usize> = if chosen == NONE {
+            (0..self.targets.len()).collect()
+        } else {
+            vec![chosen]
+        };
+        let mut not_found = Vec::new();
+        for i in order {
+            let target = &self.targets[i];
+            let sent = self
+                .client
+                .send(what, Idempotency::Idempotent, || {
+                    self.client.request(Method::POST, &target.url).json(body)
+                })
+                .await;
+            match sent {
+                Ok(answer) => {
+                    let response: Value = answer.json().map_err(|e| ModelError::Unavailable {
+                        model: self.name.clone(),
+                        message: e.to_string(),
+                    })?;
+                    if chosen == NONE && self.targets.len() > 1 {
+                        tracing::info!(model = %self.name, serving = %target.name, "the model answers here; every later call goes there");
+                    }
+                    self.chosen.store(i, Ordering::Release);
+                    return Ok(Ok(reply_of(&response)));
+                }
+                Err(failed) => match self.error(&failed) {
+                    ModelError::NotFound { message, .. } => {
+                        not_found.push(format!("{}: {message}", target.name));
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
+        Ok(Err(not_found.join("; ")))
+    }
 }
 
 /// Google's status name and message (`INVALID_ARGUMENT: …`).
@@ -239,6 +350,11 @@ impl Model for VertexModel {
         &self.name
     }
 
+    fn serving(&self) -> Option<String> {
+        let chosen = self.chosen.load(Ordering::Acquire);
+        self.targets.get(chosen).map(|t| t.name.clone())
+    }
+
     async fn generate(&self, row: &Row, config: &Generation) -> Result<Reply, ModelError> {
         let body = request_body(row, config);
         let what = format!("generateContent on {}", self.name);
@@ -253,26 +369,11 @@ impl Model for VertexModel {
             .backoff()
         });
         loop {
-            let sent = self
-                .client
-                .send(&what, Idempotency::Idempotent, || {
-                    self.client.request(Method::POST, &self.url).json(&body)
-                })
-                .await;
-            let failed = match sent {
-                Ok(answer) => {
-                    let response: Value = answer.json().map_err(|e| ModelError::Unavailable {
-                        model: self.name.clone(),
-                        message: e.to_string(),
-                    })?;
-                    return Ok(reply_of(&response));
-                }
-                Err(f) => f,
+            let message = match self.round(&body, &what).await? {
+                Ok(reply) => return Ok(reply),
+                Err(message) => message,
             };
-            let error = self.error(&failed);
-            let ModelError::NotFound { model, message, .. } = error else {
-                return Err(error);
-            };
+            let model = self.name.clone();
             let Some(backoff) = window.as_mut() else {
                 return Err(ModelError::NotFound {
                     model,

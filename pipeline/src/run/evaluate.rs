@@ -218,6 +218,11 @@ struct Judged {
     blessing: Blessing,
     totals: serde_json::Value,
     google: Option<serde_json::Value>,
+    /// The name the candidate answered under (a tuned Gemini 3 endpoint may answer under
+    /// another location than its tuning job named).
+    serving: Option<String>,
+    /// Whether both models sampled (temperature above 0, or the model's own default).
+    sampled: bool,
 }
 
 impl Job {
@@ -304,6 +309,7 @@ impl Job {
         let promotion = if blessed {
             let winner = Champion {
                 metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
+                serving: judged.serving.clone(),
                 eval_set_id: set.as_ref().map(|s| s.info.id.clone()),
                 reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
                 ..candidate
@@ -409,7 +415,9 @@ impl Job {
         } else {
             &candidate.base_model
         };
-        let generation = Generation::new(base, run_id, eval.max_output_tokens);
+        let sampling = &self.config.table.resolve(base).limits.sampling;
+        let generation =
+            Generation::new(base, run_id, eval.max_output_tokens).with_sampling(sampling);
         let folder = storage::join(
             &storage::join(&self.config.jsonl_folder, run_id),
             RESPONSES_FOLDER,
@@ -463,6 +471,10 @@ impl Job {
             blessing,
             totals,
             google,
+            serving: cand
+                .serving()
+                .filter(|s| candidate.endpoint.as_ref() != Some(s)),
+            sampled: generation.samples(),
         })
     }
 
@@ -498,7 +510,8 @@ fn summary(
         "verdict": judged.blessing.verdict,
         "metric": judged.blessing.metric,
         "rows": judged.blessing.rows,
-        "candidate": { "model": candidate.model, "primary": judged.blessing.candidate.primary, "metrics": judged.blessing.candidate.metrics },
+        "candidate": { "model": candidate.model, "serving": judged.serving, "primary": judged.blessing.candidate.primary, "metrics": judged.blessing.candidate.metrics },
+        "sampled": judged.sampled,
         "champion": { "model": champion.model, "primary": judged.blessing.champion.primary, "metrics": judged.blessing.champion.metrics },
         "delta": judged.blessing.delta,
         "test": judged.blessing.test,

@@ -130,6 +130,8 @@ pub struct Config {
     pub price_per_million_training_tokens: Option<f64>,
     /// The tuning job request, less the datasets.
     pub request: job::Template,
+    /// Where Vertex AI calls go (the `autotune champion` call line).
+    pub hosts: crate::locations::Hosts,
     pub tuning_mode: TuningMode,
     /// MAX_CONCURRENT_TUNING_JOBS: with this many jobs running, the run is deferred.
     pub max_concurrent_tuning_jobs: u32,
@@ -197,7 +199,7 @@ pub enum RunError {
     EvalSet(String),
     /// Continuous tuning from a model in another location than the job's.
     #[error(
-        "TUNING_MODE=continuous: the parent model {parent} is not in LOCATION ({location}); Vertex AI tunes a model where it lives: set LOCATION to the parent's, or copy the model"
+        "TUNING_MODE=continuous: the parent model {parent} is not in LOCATION ({location}) or its multi-region; Vertex AI tunes a model where it lives: set LOCATION to the parent's, or copy the model"
     )]
     ParentElsewhere { parent: String, location: String },
     /// Continuous tuning from a model whose base Vertex no longer tunes.

@@ -176,12 +176,16 @@ impl Outcome {
                 "dry run: datasets written, Vertex AI request recorded".to_owned()
             }
             (None, RunStatus::Deferred) => format!(
-                "deferred: every concurrent tuning slot is busy ({}); a later run goes on",
+                "deferred: every concurrent tuning slot of the project is busy (Google's quota counts every region): {}; a later run goes on",
                 record.model_details["busy_tuning_jobs"]
                     .as_array()
                     .map(|a| a
                         .iter()
                         .filter_map(|j| j.as_str())
+                        .map(|j| match crate::locations::location_of(j) {
+                            Some(region) => format!("{j} in {region}"),
+                            None => j.to_owned(),
+                        })
                         .collect::<Vec<_>>()
                         .join(", "))
                     .unwrap_or_default()

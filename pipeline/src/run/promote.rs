@@ -37,6 +37,9 @@ pub struct ChampionInfo {
     pub pointer: Option<String>,
     /// What the Vertex alias `champion` resolves to, when the registry can tell.
     pub alias: Option<String>,
+    /// The resource name it is called under (a tuned Gemini 3 model's multi-region
+    /// endpoint, a base model's publisher path).
+    pub serving: Option<String>,
     /// How to call it.
     pub call: Option<String>,
 }
@@ -259,25 +262,41 @@ impl Job {
             Some(m) => self.registry.champion(m).await.ok().flatten(),
             None => None,
         };
-        // A tuned model is called through its endpoint, a base model through its publisher path.
-        let callable = champion.endpoint.as_ref().or_else(|| {
-            (champion.model.starts_with("projects/") && champion.model.contains("/publishers/"))
-                .then_some(&champion.model)
-        });
-        let call = callable.map(|e| {
-            let root = self.config.request.jobs_url.split("/v1/").next().unwrap_or_default();
-            format!(
-                "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" -H \"Content-Type: application/json\" {root}/v1/{e}:generateContent -d '{{\"contents\":[{{\"role\":\"user\",\"parts\":[{{\"text\":\"Hello\"}}]}}]}}'"
-            )
-        });
+        let serving = self.serving_of(&champion);
+        let call = serving
+            .as_deref()
+            .and_then(|name| call_line(&self.config.hosts, name));
         Ok(ChampionInfo {
             pointer: current.map(|_| self.store.uri(&champion::pointer_key(folder))),
             champion,
             alias,
+            serving,
             call,
         })
     }
 
+    /// Where the champion answers: the name it answered under when judged; else a tuned
+    /// model's endpoint where tuned models of its base are served (the first name an
+    /// evaluation would try); else a base model's publisher path.
+    fn serving_of(&self, champion: &Champion) -> Option<String> {
+        if let Some(serving) = &champion.serving {
+            return Some(serving.clone());
+        }
+        if let Some(endpoint) = &champion.endpoint {
+            return self
+                .config
+                .table
+                .resolve(&champion.base_model)
+                .limits
+                .tuned_candidates(endpoint)
+                .into_iter()
+                .next();
+        }
+        // A base model: where it answers today, whatever location the pointer recorded.
+        (champion.model.starts_with("projects/") && champion.model.contains("/publishers/"))
+            .then(|| self.contestants.base(&champion.base_model).model)
+            .filter(|m| m.starts_with("projects/"))
+    }
     /// Sends a notice about a run (never fails).
     pub(super) async fn notify(&self, event: Event, record: &RunRecord, details: Value) {
         self.notice(Notice::new(event, record.run_id.clone(), record.status).with_details(details))
@@ -286,5 +305,61 @@ impl Job {
 
     async fn notice(&self, notice: Notice) {
         self.notifier.send(&notice).await;
+    }
+}
+
+/// A `curl` line that calls `name` on the host of its location, every word shell-quoted
+/// (the pointer is a file anyone with bucket access can edit).
+fn call_line(hosts: &crate::locations::Hosts, name: &str) -> Option<String> {
+    let url = hosts.url(&format!("{name}:generateContent"));
+    let body = r#"{"contents":[{"role":"user","parts":[{"text":"Hello"}]}]}"#;
+    let quoted = shlex::try_join([
+        "curl",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        url.as_str(),
+        "-d",
+        body,
+    ])
+    .ok()?;
+    // The token comes from gcloud when the line runs: the one expansion, in double quotes.
+    Some(quoted.replacen(
+        "curl -X POST",
+        "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\"",
+        1,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locations::Hosts;
+
+    #[test]
+    fn the_call_line_calls_the_serving_host_and_quotes_every_word() {
+        let line = call_line(&Hosts::google(), "projects/p/locations/us/endpoints/7").unwrap();
+        assert!(
+            line.starts_with(
+                "curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains("https://aiplatform.us.rep.googleapis.com/v1/projects/p/locations/us/endpoints/7:generateContent"),
+            "{line}"
+        );
+        let hostile = call_line(
+            &Hosts::google(),
+            "projects/p/locations/us/endpoints/7'; rm -rf ~; echo '",
+        )
+        .unwrap();
+        let words = shlex::split(&hostile).unwrap();
+        assert_eq!(words.len(), 10, "{hostile}: {words:?}");
+        assert!(
+            words[7].ends_with("rm -rf ~; echo ':generateContent"),
+            "one word: {words:?}"
+        );
     }
 }

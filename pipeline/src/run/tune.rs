@@ -154,11 +154,16 @@ impl Job {
             .await;
     }
 
-    /// A parent for continuous tuning must live in LOCATION and have a base model that Vertex
-    /// still tunes (a tuned model retires with its base).
+    /// A parent for continuous tuning must live in LOCATION (or its jurisdiction's
+    /// multi-region) and have a base model that Vertex still tunes (a tuned model retires with
+    /// its base).
     pub(super) fn check_parent(&self, parent: &str, base: &str) -> Result<(), RunError> {
         let at = job::model_location(parent).unwrap_or("unknown");
-        if at != self.config.request.location {
+        let here = &self.config.request.location;
+        // A tuned Gemini 3 model may be named under the multi-region it is served on
+        // (`locations/us` for a job in us-central1): that is where it lives too.
+        let multi_region = crate::locations::jurisdiction(here) == Some(at);
+        if at != here && !multi_region {
             return Err(RunError::ParentElsewhere {
                 parent: parent.to_owned(),
                 location: self.config.request.location.clone(),

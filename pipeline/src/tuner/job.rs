@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::locations::Hosts;
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TuningJob {
@@ -141,21 +143,17 @@ pub struct Template {
 }
 
 impl Template {
-    /// The jobs URL of a project and location under an API root (no trailing slash).
-    pub fn jobs_url(api_root: &str, project: &str, location: &str) -> String {
-        format!("{api_root}/v1/projects/{project}/locations/{location}/tuningJobs")
+    /// The jobs URL of a project and location, on the host `hosts` gives that location.
+    pub fn jobs_url(hosts: &Hosts, project: &str, location: &str) -> String {
+        hosts.url(&format!(
+            "projects/{project}/locations/{location}/tuningJobs"
+        ))
     }
 }
 
 /// The location of a model resource name (`projects/p/locations/l/models/m@v`).
 pub fn model_location(name: &str) -> Option<&str> {
-    let mut parts = name.split('/');
-    while let Some(p) = parts.next() {
-        if p == "locations" {
-            return parts.next();
-        }
-    }
-    None
+    crate::locations::location_of(name)
 }
 
 impl Request {

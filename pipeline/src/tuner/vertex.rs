@@ -29,6 +29,7 @@ use tokio::time::{Instant, sleep};
 
 use super::{Tuned, Tuner, TunerError, TunerKind, job};
 use crate::client::{Credentials, Options, RetryConfig};
+use crate::locations::Hosts;
 use crate::status::RunStatus;
 use api::{Api, Failure};
 
@@ -38,8 +39,11 @@ pub struct Config {
     /// PROJECT_ID.
     pub project: String,
     pub location: String,
-    /// API root without trailing slash (`https://{LOCATION}-aiplatform.googleapis.com`).
-    pub api_root: String,
+    /// Where calls go: Google's host for each resource's location, or VERTEX_API_ENDPOINT.
+    pub hosts: Hosts,
+    /// Regions whose busy jobs count towards the project's concurrent tuning quota, which
+    /// Google counts globally (TUNING_QUOTA_REGIONS; LOCATION among them).
+    pub quota_regions: Vec<String>,
     /// SOURCE_MODEL, named in errors when the model is refused.
     pub source_model: String,
     pub poll_interval: Duration,
@@ -87,10 +91,12 @@ const MAX_LIST_PAGES: usize = 1000;
 /// The Vertex AI tuner.
 pub struct Vertex {
     api: Api,
-    /// `{root}/v1`, to which resource names are appended.
-    v1: String,
+    /// Where each resource is called.
+    hosts: Hosts,
     /// `{root}/v1/projects/{p}/locations/{l}/tuningJobs`.
     jobs_url: String,
+    /// The jobs URL of every region whose jobs count towards the quota.
+    quota_urls: Vec<String>,
     source_model: String,
     poll_interval: Duration,
     max_duration: Duration,
@@ -137,11 +143,18 @@ impl Vertex {
             ..config.http.clone()
         };
         let api = Api::new(Credentials::from_env(), options).map_err(TunerError::Unavailable)?;
-        let v1 = format!("{}/v1", config.api_root);
+        let jobs_url =
+            |location: &str| job::Template::jobs_url(&config.hosts, &config.project, location);
+        let mut quota_urls: Vec<String> =
+            config.quota_regions.iter().map(|r| jobs_url(r)).collect();
+        quota_urls.push(jobs_url(&config.location));
+        quota_urls.sort();
+        quota_urls.dedup();
         Ok(Self {
             api,
-            jobs_url: job::Template::jobs_url(&config.api_root, &config.project, &config.location),
-            v1,
+            jobs_url: jobs_url(&config.location),
+            quota_urls,
+            hosts: config.hosts,
             source_model: config.source_model,
             poll_interval: config.poll_interval,
             max_duration: config.max_tuning_duration,
@@ -160,7 +173,12 @@ impl Vertex {
     /// Calls `visit` on every tuning job of the location, page by page (no filter: Google
     /// documents none for `tuningJobs.list`). Returns whether the listing was complete; a page
     /// token that never ends is cut off after [`MAX_LIST_PAGES`] pages.
-    async fn each_job(&self, why: &str, mut visit: impl FnMut(&Value)) -> Result<bool, TunerError> {
+    async fn each_job(
+        &self,
+        jobs_url: &str,
+        why: &str,
+        mut visit: impl FnMut(&Value),
+    ) -> Result<bool, TunerError> {
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
             let mut query = vec![("pageSize", "100")];
@@ -168,7 +186,7 @@ impl Vertex {
                 query.push(("pageToken", t));
             }
             let page = self
-                .idempotent(Method::GET, &self.jobs_url, &query, &self.backoff)
+                .idempotent(Method::GET, jobs_url, &query, &self.backoff)
                 .await
                 .map_err(|f| TunerError::Failed {
                     message: format!("could not list the tuning jobs to {why}: {}", f.describe()),
@@ -289,7 +307,7 @@ impl Vertex {
     async fn time_out(&self, name: &str, last: &Value) -> Tuned {
         let limit = humantime::format_duration(self.max_duration);
         tracing::error!(job = %name, %limit, "the tuning job ran past MAX_TUNING_DURATION; cancelling it");
-        let cancel_url = format!("{}/{name}:cancel", self.v1);
+        let cancel_url = self.hosts.url(&format!("{name}:cancel"));
         let cancel = self
             .idempotent(Method::POST, &cancel_url, &[], &self.backoff)
             .await;
@@ -297,12 +315,7 @@ impl Vertex {
         let job = match &cancel {
             Ok(_) => self
                 .api
-                .call(
-                    Method::GET,
-                    &format!("{}/{name}", self.v1),
-                    &[],
-                    None::<&Value>,
-                )
+                .call(Method::GET, &self.hosts.url(name), &[], None::<&Value>)
                 .await
                 .unwrap_or_else(|_| last.clone()),
             Err(_) => last.clone(),
@@ -484,7 +497,7 @@ impl Tuner for Vertex {
         let label = job::label_value(run_key);
         let mut found = Vec::new();
         let complete = self
-            .each_job("look for this run key's", |j| {
+            .each_job(&self.jobs_url, "look for this run key's", |j| {
                 let ours = j["labels"][RUN_KEY_LABEL].as_str() == Some(label.as_str());
                 let alive = j["state"].as_str().is_some_and(|s| REATTACH.contains(&s));
                 if ours && alive {
@@ -508,16 +521,22 @@ impl Tuner for Vertex {
     }
 
     async fn busy(&self) -> Result<Vec<String>, TunerError> {
+        // Google's concurrent tuning quota is global: "a global quota, shared across all
+        // available regions and supported models" (supervised-tuning page, 2026-09-25), so the
+        // jobs of every tuning region count.
         let mut busy = Vec::new();
-        self.each_job("count the running ones", |j| {
-            if j["state"].as_str().is_some_and(|s| BUSY.contains(&s))
-                && let Some(name) = j["name"].as_str()
-            {
-                busy.push(name.to_owned());
-            }
-        })
-        .await?;
+        for url in &self.quota_urls {
+            self.each_job(url, "count the running ones", |j| {
+                if j["state"].as_str().is_some_and(|s| BUSY.contains(&s))
+                    && let Some(name) = j["name"].as_str()
+                {
+                    busy.push(name.to_owned());
+                }
+            })
+            .await?;
+        }
         busy.sort();
+        busy.dedup();
         Ok(busy)
     }
 
@@ -576,7 +595,7 @@ impl Tuner for Vertex {
     }
 
     async fn check(&self, name: &str) -> Result<Option<Tuned>, TunerError> {
-        let url = format!("{}/{name}", self.v1);
+        let url = self.hosts.url(name);
         let job = self
             .idempotent(Method::GET, &url, &[], &self.poll_backoff)
             .await
@@ -599,7 +618,7 @@ impl Tuner for Vertex {
     }
 
     async fn follow(&self, name: &str) -> Result<Tuned, TunerError> {
-        let url = format!("{}/{name}", self.v1);
+        let url = self.hosts.url(name);
         let mut deadline = None;
         let mut last_state = String::new();
         loop {
@@ -644,7 +663,8 @@ mod tests {
         Config {
             project: "p".to_owned(),
             location: "us-east5".to_owned(),
-            api_root: "https://us-east5-aiplatform.googleapis.com".to_owned(),
+            hosts: Hosts::google(),
+            quota_regions: vec!["us-east5".to_owned()],
             source_model: "gemini-2.5-flash".to_owned(),
             poll_interval: Duration::from_secs(60),
             max_tuning_duration: Duration::from_secs(24 * 3600),
@@ -655,7 +675,7 @@ mod tests {
     fn template() -> job::Template {
         let c = config();
         job::Template {
-            jobs_url: job::Template::jobs_url(&c.api_root, &c.project, &c.location),
+            jobs_url: job::Template::jobs_url(&c.hosts, &c.project, &c.location),
             location: c.location.clone(),
             source_model: c.source_model,
             epochs: None,

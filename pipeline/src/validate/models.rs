@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ValidateError;
+use crate::locations::{self, Scope};
 
 /// The built-in table (`shared/contracts/GOOGLE-APIS.md` §2.1, §2.2, §2.4).
 const BUILT_IN: &str = include_str!("models.json");
@@ -21,7 +22,7 @@ const MAX_AUDIO: u32 = 1;
 const MAX_VIDEO: u32 = 1;
 
 /// The limits of one base model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelLimits {
     pub name: String,
     /// Other names Vertex accepts for the same model (e.g. without the `-001` version).
@@ -60,10 +61,61 @@ pub struct ModelLimits {
     /// The model Google names to move to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<String>,
+    /// Regions where a tuning job of this model can be created ("Supported endpoint for model
+    /// tuning"); empty when no page says, and then no LOCATION is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tuning_regions: Vec<String>,
+    /// Where the base model answers `generateContent`, in the order autotune prefers: the
+    /// caller's region, its jurisdiction's multi-region endpoint, or the global endpoint.
+    #[serde(default = "regional_only")]
+    pub base_serving: Vec<Scope>,
+    /// Where a tuned model of it is served ("Supported endpoint for tuned model serving").
+    #[serde(default = "regional_only")]
+    pub tuned_serving: Vec<Scope>,
+    /// Where the tuning regions and serving endpoints come from, and when they were read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locations_source: String,
+    /// What generation settings the family takes at evaluation.
+    #[serde(default)]
+    pub sampling: Sampling,
     /// Accept `file://` media URIs: a local dry run references media on disk, which Vertex
     /// could not read but which is right for a rehearsal. Never read from a limits file.
     #[serde(skip)]
     pub allow_local_uris: bool,
+}
+
+fn regional_only() -> Vec<Scope> {
+    vec![Scope::Regional]
+}
+
+/// The generation settings a model family takes, from Google's prompting guides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// The temperature evaluation sends; `None` sends none (the model's default, or a model
+    /// that ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Whether the model honours `seed` (it is sent only then).
+    #[serde(default = "yes")]
+    pub seed: bool,
+    /// Why, with its source.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Sampling {
+    /// Greedy decoding with a fixed seed: what Gemini 2.x evaluations have always used.
+    fn default() -> Self {
+        Self {
+            temperature: Some(0.0),
+            seed: true,
+            source: String::new(),
+        }
+    }
 }
 
 fn max_images() -> u32 {
@@ -99,6 +151,58 @@ pub enum Lifecycle {
 }
 
 impl ModelLimits {
+    /// Refuses a LOCATION where this model cannot be tuned, naming the regions where it can.
+    pub fn check_tuning_location(&self, location: &str) -> Result<(), String> {
+        if self.tuning_regions.is_empty() || self.tuning_regions.iter().any(|r| r == location) {
+            return Ok(());
+        }
+        Err(format!(
+            "{} can be tuned only in {} (LOCATION is {location}); set LOCATION to one of them ({})",
+            self.name,
+            self.tuning_regions.join(", "),
+            if self.locations_source.is_empty() {
+                "the model table"
+            } else {
+                &self.locations_source
+            }
+        ))
+    }
+
+    /// The location the base model is called in by a caller configured for `location`: the
+    /// first of [`ModelLimits::base_serving`] that has a place for it (`location` itself when
+    /// none has).
+    pub fn base_location(&self, location: &str) -> String {
+        self.base_serving
+            .iter()
+            .find_map(|s| locations::place(*s, location))
+            .unwrap_or_else(|| location.to_owned())
+    }
+
+    /// The names a tuned model's `resource` (an endpoint or model named by the tuning job)
+    /// may answer under, in the order to try them: as named when its location is one where
+    /// tuned models of this base are served; otherwise the same resource under each serving
+    /// location of its jurisdiction, then as named. Google's pages do not say under which
+    /// location a tuned Gemini 3 endpoint is named, so the caller tries these in order and
+    /// keeps the one that answers.
+    pub fn tuned_candidates(&self, resource: &str) -> Vec<String> {
+        let Some(at) = locations::location_of(resource) else {
+            return vec![resource.to_owned()];
+        };
+        if self.tuned_serving.contains(&locations::scope_of(at)) {
+            return vec![resource.to_owned()];
+        }
+        let mut out: Vec<String> = self
+            .tuned_serving
+            .iter()
+            .filter_map(|s| locations::place(*s, at))
+            .filter(|l| l != at)
+            .map(|l| locations::relocate(resource, &l))
+            .collect();
+        out.push(resource.to_owned());
+        out.dedup();
+        out
+    }
+
     pub fn lifecycle(&self, today: chrono::NaiveDate) -> Lifecycle {
         let Some(on) = self.retires else {
             return Lifecycle::Current;
@@ -280,6 +384,11 @@ impl ModelTable {
             max_video_per_example: min32(|m| m.max_video_per_example),
             assumed: true,
             source: "strictest limits of the known models".into(),
+            tuning_regions: Vec::new(),
+            base_serving: regional_only(),
+            tuned_serving: regional_only(),
+            locations_source: String::new(),
+            sampling: Sampling::default(),
         }
     }
 
@@ -324,13 +433,18 @@ mod tests {
             "gemini-3.5-flash",
             "gemini-3.5-flash-lite",
             "gemini-3.1-flash-lite",
+            "gemini-3.8-flash",
         ] {
             let m = t.get(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(m.max_example_tokens, 131_072, "{name}");
             assert_eq!(m.max_validation_examples, 5_000, "{name}");
             assert_eq!(m.max_images_per_example, 30, "{name}");
             assert_eq!(m.max_pdfs_per_example, 4, "{name}");
-            assert_eq!(m.assumed, name == "gemini-3.5-flash-lite", "{name}");
+            assert_eq!(
+                m.assumed,
+                ["gemini-3.5-flash-lite", "gemini-3.8-flash"].contains(&name),
+                "{name}"
+            );
         }
     }
 
@@ -427,7 +541,7 @@ mod tests {
             .unwrap_err();
         assert!(
             old.contains("gemini-2.5-flash was retired on 2026-10-20")
-                && old.contains("set SOURCE_MODEL to its successor gemini-3.5-flash"),
+                && old.contains("set SOURCE_MODEL to its successor gemini-3.1-flash-lite"),
             "{old}"
         );
         assert_eq!(
@@ -441,9 +555,73 @@ mod tests {
     #[test]
     fn every_built_in_model_has_dates_and_a_source() {
         for m in ModelTable::built_in().models() {
-            assert!(m.released.is_some() && m.retires.is_some(), "{}", m.name);
-            assert!(m.retires > m.released, "{}", m.name);
+            assert!(m.released.is_some(), "{}", m.name);
+            assert!(
+                m.retires.is_some() || m.source.contains("No retirement date announced"),
+                "{}",
+                m.name
+            );
+            assert!(m.retires.is_none() || m.retires > m.released, "{}", m.name);
             assert!(m.source.contains("https://"), "{}: {}", m.name, m.source);
+            assert!(!m.locations_source.is_empty(), "{}: where it lives", m.name);
         }
+    }
+
+    #[test]
+    fn gemini_3_is_tuned_in_two_regions_and_served_on_multi_regions() {
+        let t = ModelTable::built_in();
+        let m = t.get("gemini-3.5-flash").unwrap();
+        assert!(m.check_tuning_location("us-central1").is_ok());
+        assert!(m.check_tuning_location("europe-west4").is_ok());
+        let err = m.check_tuning_location("asia-northeast1").unwrap_err();
+        assert!(
+            err.contains("gemini-3.5-flash can be tuned only in us-central1, europe-west4")
+                && err.contains("LOCATION is asia-northeast1"),
+            "{err}"
+        );
+        // The base model: the jurisdiction's multi-region endpoint, else the global one.
+        assert_eq!(m.base_location("us-central1"), "us");
+        assert_eq!(m.base_location("europe-west4"), "eu");
+        assert_eq!(m.base_location("asia-northeast1"), "global");
+        assert_eq!(m.base_location("global"), "global");
+        // A tuned model named under its tuning region is tried on the multi-region first.
+        assert_eq!(
+            m.tuned_candidates("projects/p/locations/us-central1/endpoints/7"),
+            vec![
+                "projects/p/locations/us/endpoints/7".to_owned(),
+                "projects/p/locations/us-central1/endpoints/7".to_owned()
+            ]
+        );
+        assert_eq!(
+            m.tuned_candidates("projects/p/locations/eu/endpoints/7"),
+            vec!["projects/p/locations/eu/endpoints/7".to_owned()]
+        );
+        assert_eq!(m.sampling.temperature, Some(1.0));
+        let lite = t.get("gemini-3.5-flash-lite").unwrap();
+        assert_eq!(lite.sampling.temperature, None, "3.5 Flash-Lite ignores it");
+    }
+
+    #[test]
+    fn gemini_2_stays_regional_and_unknown_models_refuse_no_location() {
+        let t = ModelTable::built_in();
+        let m = t.get("gemini-2.5-flash").unwrap();
+        assert!(
+            m.check_tuning_location("asia-northeast1").is_ok(),
+            "no regions given"
+        );
+        assert_eq!(m.base_location("us-central1"), "us-central1");
+        assert_eq!(
+            m.base_location("us"),
+            "global",
+            "2.x is not on multi-region endpoints"
+        );
+        assert_eq!(
+            m.tuned_candidates("projects/p/locations/us-central1/endpoints/7"),
+            vec!["projects/p/locations/us-central1/endpoints/7".to_owned()]
+        );
+        assert_eq!(m.sampling.temperature, Some(0.0));
+        let unknown = t.resolve("my-model").limits;
+        assert!(unknown.check_tuning_location("anywhere-1").is_ok());
+        assert_eq!(unknown.base_location("us-central1"), "us-central1");
     }
 }
