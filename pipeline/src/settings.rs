@@ -974,8 +974,13 @@ impl Settings {
             .as_deref()
             .filter(|w| !w.is_empty())
             .map(|w| {
-                reqwest::Url::parse(w)
-                    .map_err(|e| invalid("NOTIFY_WEBHOOK", format!("{w:?} is not a URL: {e}")))
+                // Not the value itself: a webhook's URL may carry its credential.
+                reqwest::Url::parse(w).map_err(|e| {
+                    invalid(
+                        "NOTIFY_WEBHOOK",
+                        format!("is not a URL ({e}); expected https://HOST/PATH"),
+                    )
+                })
             })
             .transpose()?;
         let config = crate::notify::Config {
@@ -986,12 +991,12 @@ impl Settings {
             ..crate::notify::Config::default()
         };
         crate::notify::Notifier::new(config).map_err(|e| {
-            let setting = if e.to_string().contains("topic") {
-                "NOTIFY_TOPIC"
-            } else {
-                "NOTIFY_WEBHOOK"
-            };
-            invalid(setting, e.to_string())
+            let setting = e.setting();
+            let text = e.to_string();
+            let text = text
+                .strip_prefix(setting)
+                .map_or(text.as_str(), str::trim_start);
+            invalid(setting, text)
         })
     }
 
