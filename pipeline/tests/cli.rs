@@ -1364,6 +1364,45 @@ fn settings_that_would_lose_data_or_read_outside_exit_2() {
     );
 }
 
+/// `autotune validate FILE | head -1`: a reader that stops reading is no failure to report.
+/// Stdout is a pipe whose read end is closed before the binary starts, so its first write
+/// meets EPIPE whatever the timing.
+#[test]
+fn a_closed_stdout_ends_quietly_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "x.jsonl",
+        "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"q\"}]},{\"role\":\"model\",\"parts\":[{\"text\":\"a\"}]}]}\n"
+            .repeat(20),
+    );
+    let file = root.join("x.jsonl");
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["validate", file],
+        vec!["validate", file, "--output", "json"],
+        vec!["unlock", "--bucket-name", root.to_str().unwrap()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = autotune()
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: the command's own verdict: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn unlock_reports_and_force_clears_a_damaged_lock() {
     let dir = tempfile::tempdir().unwrap();
