@@ -1341,6 +1341,24 @@ fn settings_that_would_lose_data_or_read_outside_exit_2() {
         ),
         (&[("CONVERT_CONFIG", "/dev/zero")][..], "CONVERT_CONFIG"),
         (&[("CONVERT_CONFIG", "/")][..], "CONVERT_CONFIG"),
+        // The environment (secrets) must never become a prompt that lands in datasets.
+        (
+            &[("SYSTEM_INSTRUCTION", "@/proc/self/environ")][..],
+            "SYSTEM_INSTRUCTION",
+        ),
+        (&[("PROMPT", "@/proc/self/environ")][..], "PROMPT"),
+        (
+            &[("CONVERT_CONFIG", "/proc/self/environ")][..],
+            "CONVERT_CONFIG",
+        ),
+        (
+            &[("MODEL_LIMITS_FILE", "/dev/zero")][..],
+            "MODEL_LIMITS_FILE",
+        ),
+        (
+            &[("MODEL_LIMITS_FILE", "/proc/self/environ")][..],
+            "MODEL_LIMITS_FILE",
+        ),
     ] {
         let started = Instant::now();
         let out = autotune()
