@@ -274,7 +274,12 @@ pub struct NotifySettings {
 
     /// HTTPS URL that receives the same events as JSON POSTs, signed with HMAC-SHA256
     /// (header X-Autotune-Signature) when NOTIFY_WEBHOOK_SECRET is set.
-    #[arg(long, env = "NOTIFY_WEBHOOK", value_name = "NOTIFY_WEBHOOK")]
+    #[arg(
+        long,
+        env = "NOTIFY_WEBHOOK",
+        value_name = "NOTIFY_WEBHOOK",
+        hide_env_values = true
+    )]
     pub notify_webhook: Option<String>,
 
     /// The key of the webhook signatures.

@@ -130,6 +130,24 @@ fn help_names_every_setting_and_its_variable() {
     }
 }
 
+/// `--help` shows the values of set variables; a webhook's URL carries its credential.
+#[test]
+fn help_never_shows_the_webhook_or_its_secret() {
+    let out = autotune()
+        .args(["run", "--help"])
+        .env(
+            "NOTIFY_WEBHOOK",
+            "https://hooks.example.com/services/XOXB-HELP-TOKEN",
+        )
+        .env("NOTIFY_WEBHOOK_SECRET", "HELP-SECRET")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[env: NOTIFY_WEBHOOK"), "{help}");
+    assert!(!help.contains("XOXB-HELP-TOKEN"), "{help}");
+    assert!(!help.contains("HELP-SECRET"), "{help}");
+}
+
 #[test]
 fn bad_settings_exit_2_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
