@@ -251,9 +251,10 @@ pub fn refused_url() -> String {
 
 /// A loopback server that answers every request with `status` and a body announced as
 /// `announced` bytes (3 GiB, say), streamed as spaces until the client stops reading or
-/// `at_most` bytes were sent (the test's own bound). `sent()` tells how many body bytes the
-/// client let through: a client that reads a bounded amount lets through little more than its
-/// socket buffers hold. Nothing large is allocated on either side unless the client reads it.
+/// `at_most` bytes were sent on a connection (the test's own bound). `most_sent()` tells the
+/// most body bytes any one answer let through: a client that reads a bounded amount lets
+/// through little more than the socket buffers hold, however often it retries. Nothing large
+/// is allocated on either side unless the client reads it.
 pub struct Flood {
     pub url: String,
     sent: Arc<std::sync::atomic::AtomicU64>,
@@ -307,7 +308,7 @@ impl Flood {
                             Ok(0) | Err(_) => break,
                             Ok(n) => {
                                 total += n as u64;
-                                counter.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                                counter.fetch_max(total, std::sync::atomic::Ordering::SeqCst);
                             }
                         }
                     }
@@ -317,8 +318,8 @@ impl Flood {
         Self { url, sent }
     }
 
-    /// Body bytes written so far.
-    pub fn sent(&self) -> u64 {
+    /// The most body bytes written on one connection.
+    pub fn most_sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
