@@ -153,21 +153,19 @@ pub fn check_token_endpoint(
             domains.first().copied().unwrap_or("example.com")
         ))
     })?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad(format!("must be an https URL, not {}:", url.scheme())));
+    }
     let host = url.host_str().unwrap_or_default();
     if host.is_empty() {
         return Err(bad("has no host".to_owned()));
     }
     let loopback = is_loopback_host(host);
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => {
-            return Err(bad(
-                "must be https: it receives access tokens (plain http only to a loopback host)"
-                    .to_owned(),
-            ));
-        }
-        other => return Err(bad(format!("must be an https URL, not {other}:"))),
+    if url.scheme() == "http" && !loopback {
+        return Err(bad(
+            "must be https: it receives access tokens (plain http only to a loopback host)"
+                .to_owned(),
+        ));
     }
     let host = host.to_ascii_lowercase();
     let trusted = domains
@@ -202,4 +200,52 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_endpoints_are_https_to_google_or_loopback() {
+        let check = |e: &str| check_token_endpoint("VERTEX_API_ENDPOINT", e, GOOGLE_API_DOMAINS);
+        for ok in [
+            "https://us-central1-aiplatform.googleapis.com",
+            "https://aiplatform.googleapis.com/",
+            "https://googleapis.com",
+            "http://127.0.0.1:9000",
+            "https://127.0.0.2",
+            "http://localhost",
+            "http://[::1]:1",
+        ] {
+            check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            (
+                "http://us-central1-aiplatform.googleapis.com",
+                "must be https",
+            ),
+            (
+                "https://aiplatform.googleapis.com.example.com",
+                "not under googleapis.com",
+            ),
+            ("https://notgoogleapis.com", "not under googleapis.com"),
+            ("https://169.254.169.254", "not under googleapis.com"),
+            ("file:///etc/passwd", "https"),
+            ("https://aiplatform.googleapis.com/?alt=x", "query"),
+            ("aiplatform.googleapis.com", "not a URL"),
+        ] {
+            let e = check(bad).unwrap_err();
+            assert_eq!(e.setting, "VERTEX_API_ENDPOINT");
+            let text = e.to_string();
+            assert!(text.starts_with("VERTEX_API_ENDPOINT"), "{text}");
+            assert!(text.contains(why), "{bad}: {text}");
+        }
+        // Credentials in the URL are refused, and not repeated in the error.
+        let e = check("https://user:hunter2@aiplatform.googleapis.com").unwrap_err();
+        assert!(e.to_string().contains("user name or password"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(is_loopback_host("LOCALHOST") && is_loopback_host("[::1]"));
+        assert!(!is_loopback_host("localhost.example.com") && !is_loopback_host("10.0.0.1"));
+    }
 }
