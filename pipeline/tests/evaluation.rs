@@ -545,7 +545,12 @@ async fn an_unreadable_champion_pointer_fails_the_run_before_tuning_and_says_why
             .unwrap();
         let tuner = Scripted::new(Follow::Succeed);
         let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
-        let o = run(&job_with(&store, &tuner, &judges, &aliases, config)).await;
+        let j = job_with(&store, &tuner, &judges, &aliases, config);
+        // `plan` tells what `run` would do: fail, for the same reason.
+        let p = j.plan().await;
+        assert_eq!(p.status, RunStatus::Failed, "{}", p.reason);
+        assert!(p.reason.contains("not a champion pointer"), "{}", p.reason);
+        let o = run(&j).await;
         assert_eq!(o.status, RunStatus::Failed, "{}", o.reason);
         assert_eq!(o.status.exit_code(), 1);
         for said in ["champion.json", "not a champion pointer", "every promotion"] {
