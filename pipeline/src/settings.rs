@@ -738,8 +738,11 @@ pub fn read_setting_file(path: &Path) -> Result<String, String> {
 impl ModelSettings {
     /// The model table, with MODEL_LIMITS_FILE's entries.
     pub fn table(&self) -> Result<ModelTable, SettingsError> {
-        ModelTable::load(self.model_limits_file.as_deref())
-            .map_err(|e| invalid("MODEL_LIMITS_FILE", e.to_string()))
+        ModelTable::load(self.model_limits_file.as_deref()).map_err(|e| {
+            let text = e.to_string();
+            let text = text.strip_prefix("MODEL_LIMITS_FILE ").unwrap_or(&text);
+            invalid("MODEL_LIMITS_FILE", text)
+        })
     }
 
     pub fn today(&self) -> chrono::NaiveDate {
@@ -1506,7 +1509,8 @@ mod tests {
     fn model_limits_files_are_bounded_setting_files() {
         let s = settings(&["--model-limits-file", "/dev/zero"]);
         let e = s.model.table().unwrap_err().to_string();
-        assert!(e.starts_with("MODEL_LIMITS_FILE"), "{e}");
+        assert!(e.starts_with("MODEL_LIMITS_FILE: /dev/zero"), "{e}");
+        assert_eq!(e.matches("MODEL_LIMITS_FILE").count(), 1, "named once: {e}");
         assert!(e.contains("/dev/zero"), "{e}");
         let s = settings(&["--model-limits-file", "/proc/self/environ"]);
         let e = s.model.table().unwrap_err().to_string();
