@@ -151,6 +151,17 @@ pub fn pointer_key(meta_folder: &str) -> String {
     storage::join(meta_folder, POINTER)
 }
 
+/// What a run says of a pointer it cannot use: every promotion stops until it is repaired.
+pub fn unusable(e: &ChampionError) -> String {
+    match e {
+        ChampionError::Corrupt { .. } => format!(
+            "{e}; every promotion stops until it is repaired: restore a readable version of it, \
+             or delete it (the base model is then the champion until a candidate is blessed)"
+        ),
+        _ => format!("{e}; every promotion stops until the champion pointer can be read"),
+    }
+}
+
 /// The pointer, if a run promoted a model.
 pub async fn read(store: &dyn Store, meta_folder: &str) -> Result<Option<Current>, ChampionError> {
     let key = pointer_key(meta_folder);
@@ -187,6 +198,8 @@ pub async fn swap(
             let now = match read(store, meta_folder).await {
                 Ok(Some(c)) => c.champion.describe(),
                 Ok(None) => "gone".to_owned(),
+                // Not another writer's promotion: a pointer no run can read stops them all.
+                Err(e @ ChampionError::Corrupt { .. }) => return Err(e),
                 Err(e) => format!("unreadable ({e})"),
             };
             Err(ChampionError::Lost { now })

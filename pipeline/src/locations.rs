@@ -142,39 +142,20 @@ impl Hosts {
         }
     }
 
-    /// A custom root, checked: it receives access tokens, so it must be `https` (plain
-    /// `http` only on a loopback host: tests, a local relay), have a host and no user
-    /// information, and be a scheme and host only (`/v1/...` is added per call).
+    /// A custom root, checked: it receives access tokens, so it must be `https` to a host
+    /// under `googleapis.com` (a Private Service Connect name included), or `http`/`https` to
+    /// a loopback host (tests, a local relay), with no user information
+    /// ([`crate::client::check_token_endpoint`]); and a scheme and host only (`/v1/...` is
+    /// added per call).
     pub fn checked(root: &str) -> Result<Self, String> {
         let probe = root.replace("{LOCATION}", "us-central1");
-        let url = reqwest::Url::parse(&probe).map_err(|e| {
-            format!("is not a URL ({e}); expected e.g. https://aiplatform.googleapis.com")
-        })?;
-        let host = url.host_str().unwrap_or_default();
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => {
-                return Err(
-                    "must be https: it receives access tokens (plain http only on a loopback host)"
-                        .to_owned(),
-                );
-            }
-            other => return Err(format!("must be an https URL, not {other}:")),
-        }
-        if host.is_empty() {
-            return Err("has no host".to_owned());
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err("must not carry credentials".to_owned());
-        }
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        let url = crate::client::check_token_endpoint(
+            "VERTEX_API_ENDPOINT",
+            &probe,
+            crate::client::GOOGLE_API_DOMAINS,
+        )
+        .map_err(|e| e.reason)?;
+        if url.path() != "/" {
             return Err(
                 "must be a scheme and host only (the path /v1/... is added to each call)"
                     .to_owned(),
@@ -258,13 +239,21 @@ mod tests {
     fn a_custom_root_that_would_leak_tokens_is_refused() {
         assert!(Hosts::checked("http://127.0.0.1:9").is_ok());
         assert!(Hosts::checked("http://localhost:9/").is_ok());
-        assert!(Hosts::checked("https://{LOCATION}-aiplatform.example.com").is_ok());
+        assert!(Hosts::checked("https://{LOCATION}-aiplatform.googleapis.com").is_ok());
+        assert!(Hosts::checked("https://aiplatform-vpc.p.googleapis.com").is_ok());
         for (root, why) in [
-            ("http://vertex.example.com", "must be https"),
+            ("http://aiplatform.googleapis.com", "must be https"),
+            ("https://vertex.example.com", "would receive access tokens"),
             ("ftp://127.0.0.1", "must be an https URL"),
-            ("https://user:pw@example.com", "credentials"),
-            ("https://example.com/v1", "scheme and host only"),
-            ("not a url", "is not a URL"),
+            (
+                "https://user:pw@aiplatform.googleapis.com",
+                "user name or password",
+            ),
+            (
+                "https://aiplatform.googleapis.com/v1",
+                "scheme and host only",
+            ),
+            ("not a url", "not a URL"),
         ] {
             let e = Hosts::checked(root).unwrap_err();
             assert!(e.contains(why), "{root}: {e}");

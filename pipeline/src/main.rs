@@ -131,10 +131,32 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
 }
 
 fn print(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("output serialises")
-    );
+    let mut text = serde_json::to_string_pretty(value).expect("output serialises");
+    text.push('\n');
+    out(&text);
+}
+
+/// Set when stdout could not take the result for another reason than a reader that left.
+static STDOUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes the result to stdout. A reader that stopped reading (`autotune validate … | head -1`)
+/// is not a failure: the rest is dropped quietly and the command keeps its own exit code. Any
+/// other write error (a full disk under a redirect) is said on stderr and fails the command.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            STDOUT_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!("cannot write the result to stdout: {e}");
+            eprintln!("error: cannot write the result to stdout: {e}");
+        }
+    }
 }
 
 async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
@@ -154,7 +176,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let outcome = job.plan().await;
             match output {
                 Output::Json => print(&outcome),
-                Output::Text => print!("{}", autotune::summary::render(&outcome)),
+                Output::Text => out(&autotune::summary::render(&outcome)),
             }
             Ok(ExitCode::from(outcome.status.exit_code() as u8))
         }
@@ -167,7 +189,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let rows = job.history(limit).await?;
             match output {
                 Output::Json => print(&rows),
-                Output::Text => print!("{}", autotune::summary::render_history(&rows)),
+                Output::Text => out(&autotune::summary::render_history(&rows)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -201,7 +223,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             if args.json() {
                 print(&report);
             } else {
-                print!("{}", report.to_text());
+                out(&report.to_text());
             }
             Ok(ExitCode::from(
                 u8::try_from(report.exit_code()).unwrap_or(1),
@@ -307,6 +329,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(main_async(cli, progress)) {
+        Ok(_) if STDOUT_FAILED.load(std::sync::atomic::Ordering::SeqCst) => ExitCode::from(1),
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");

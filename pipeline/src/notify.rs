@@ -25,7 +25,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::client::retry::{self, Idempotency, RetryConfig, retryable};
-use crate::client::{Auth, Client, Credentials, Error, Options};
+use crate::client::{
+    Auth, Client, Credentials, Error, GOOGLE_API_DOMAINS, Options, check_token_endpoint,
+    is_loopback_host,
+};
 use crate::status::RunStatus;
 
 /// The header that carries the webhook signature: `sha256=<hex HMAC-SHA256 of the body>`.
@@ -49,6 +51,10 @@ pub const DELIVERY_HEADER: &str = "X-Autotune-Delivery";
 
 /// Publishing needs one of `cloud-platform` and `pubsub`; the narrower one is asked for.
 const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
+
+/// What is read of a Pub/Sub answer at most (its message ids, or Google's error): the rest of
+/// a larger answer is never read.
+const PUBSUB_ANSWER_BYTES: usize = 64 * 1024;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -233,6 +239,21 @@ pub enum NotifyError {
     Secret(String),
     #[error("notifications: {0}")]
     Client(String),
+    /// PUBSUB_API_ENDPOINT cannot be trusted with a token.
+    #[error(transparent)]
+    Endpoint(#[from] crate::client::EndpointError),
+}
+
+impl NotifyError {
+    /// The setting at fault.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            Self::Topic { .. } => "NOTIFY_TOPIC",
+            Self::Webhook { .. } | Self::Client(_) => "NOTIFY_WEBHOOK",
+            Self::Secret(_) => "NOTIFY_WEBHOOK_SECRET",
+            Self::Endpoint(e) => e.setting,
+        }
+    }
 }
 
 /// Checks a Pub/Sub topic name: `projects/{project}/topics/{topic}`, with Pub/Sub's rules for
@@ -288,14 +309,7 @@ pub fn check_webhook(url: &Url) -> Result<(), NotifyError> {
     match url.scheme() {
         "https" => {}
         "http" => {
-            let loopback = url.host_str().is_some_and(|h| {
-                h.eq_ignore_ascii_case("localhost")
-                    || h.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .parse::<IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            });
-            if !loopback {
+            if !url.host_str().is_some_and(is_loopback_host) {
                 return Err(bad(
                     "must be https (plain http is accepted only for a loopback host)",
                 ));
@@ -312,6 +326,60 @@ pub fn check_webhook(url: &Url) -> Result<(), NotifyError> {
         ));
     }
     Ok(())
+}
+
+/// `e` as logs and errors may show it: the request named by `shown` (a webhook's scheme and
+/// host, never its path or query, which may carry a token), the message without any trace of
+/// the URL, and nothing of the answer's body but a Google error's status name (`NOT_FOUND`).
+fn quiet(e: Error, url: &str, shown: &str) -> Error {
+    let clean = |message: String| {
+        let parsed = Url::parse(url).ok();
+        let mut message = message.replace(url, shown);
+        if let Some(u) = parsed {
+            for part in [Some(u.path()), u.query()].into_iter().flatten() {
+                if part.len() > 1 {
+                    message = message.replace(part, "/…");
+                }
+            }
+        }
+        message
+    };
+    let shown = shown.to_owned();
+    match e {
+        Error::Connect { message, .. } => Error::Connect {
+            url: shown,
+            message: clean(message),
+        },
+        Error::Interrupted { message, .. } => Error::Interrupted {
+            url: shown,
+            message: clean(message),
+        },
+        Error::Invalid { message, .. } => Error::Invalid {
+            url: shown,
+            message: clean(message),
+        },
+        Error::Timeout { after, .. } => Error::Timeout { url: shown, after },
+        Error::Status {
+            status,
+            retry_after,
+            ref body,
+            ..
+        } => {
+            let name = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["error"]["status"].as_str().map(str::to_owned))
+                .filter(|n| n.len() <= 64 && n.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+            Error::Status {
+                url: shown,
+                status,
+                body: name.map_or_else(bytes::Bytes::new, |n| {
+                    bytes::Bytes::from(json!({ "error": { "message": n } }).to_string())
+                }),
+                retry_after,
+            }
+        }
+        auth @ Error::Auth { .. } => auth,
+    }
 }
 
 /// A webhook URL as logs and errors show it: its origin, and `/…` for a path or query that
@@ -363,6 +431,8 @@ struct PubSub {
     topic: String,
     /// `{root}/v1/{topic}:publish`.
     url: String,
+    /// The endpoint's origin, as logs show it.
+    origin: String,
 }
 
 struct Webhook {
@@ -422,17 +492,21 @@ impl Notifier {
         } = config;
         let client =
             |auth| Client::new(http.clone(), auth).map_err(|e| NotifyError::Client(e.to_string()));
+        // It receives a bearer token: https to Google (a loopback fake in tests), checked
+        // whether or not a topic is set.
+        let root = check_token_endpoint("PUBSUB_API_ENDPOINT", &pubsub_root, GOOGLE_API_DOMAINS)?;
         let pubsub = match topic {
             None => None,
             Some(topic) => {
                 check_topic(&topic)?;
-                let root = pubsub_root.trim_end_matches('/');
+                let base = root.as_str().trim_end_matches('/');
                 Some(PubSub {
                     client: client(Auth::Bearer {
                         credentials: Arc::new(credentials),
                         scope: PUBSUB_SCOPE,
                     })?,
-                    url: format!("{root}/v1/{topic}:publish"),
+                    url: format!("{base}/v1/{topic}:publish"),
+                    origin: root.origin().ascii_serialization(),
                     topic,
                 })
             }
@@ -559,12 +633,24 @@ impl PubSub {
             }]
         });
         retry::retry(&self.client.options().retry, &self.what(), transient, || async {
+            let shown = format!("{}/v1/{}:publish", self.origin, self.topic);
             let answer = self
                 .client
-                .call(self.client.request(Method::POST, &self.url).json(&request))
-                .await?;
-            let published: Value = answer.json()?;
-            tracing::debug!(topic = %self.topic, message_ids = %published["messageIds"], "published");
+                .call_bounded(
+                    self.client.request(Method::POST, &self.url).json(&request),
+                    PUBSUB_ANSWER_BYTES,
+                )
+                .await
+                .map_err(|e| quiet(e, &self.url, &shown))?;
+            let published: Value = answer.json().map_err(|_| Error::Invalid {
+                url: shown.clone(),
+                message: format!(
+                    "the answer is not Pub/Sub's PublishResponse (JSON of at most {PUBSUB_ANSWER_BYTES} bytes)"
+                ),
+            })?;
+            // How many, not what: nothing of an answer is logged.
+            let messages = published["messageIds"].as_array().map_or(0, Vec::len);
+            tracing::debug!(topic = %self.topic, messages, "published");
             Ok(())
         })
         .await
@@ -592,16 +678,23 @@ impl Webhook {
                     .header(EVENT_HEADER, notice.event.name())
                     .header(DELIVERY_HEADER, id)
                     .body(body.to_vec());
-                let answer = self.client.call(request).await?;
+                // Only the status matters: not one byte of the answer's body is read (a reply
+                // of gigabytes costs nothing), and none is logged.
+                let shown = shown(&self.url);
+                let answer = self
+                    .client
+                    .call_bounded(request, 0)
+                    .await
+                    .map_err(|e| quiet(e, self.url.as_str(), &shown))?;
                 if answer.status.is_success() {
                     Ok(())
                 } else {
                     // A redirect is not a delivery (and is not followed: the body is signed for
                     // this URL).
                     Err(Error::Status {
-                        url: answer.url,
+                        url: shown,
                         status: answer.status.as_u16(),
-                        body: answer.body,
+                        body: bytes::Bytes::new(),
                         retry_after: None,
                     })
                 }

@@ -266,7 +266,12 @@ pub struct NotifySettings {
 
     /// HTTPS URL that receives the same events as JSON POSTs, signed with HMAC-SHA256
     /// (header X-Autotune-Signature) when NOTIFY_WEBHOOK_SECRET is set.
-    #[arg(long, env = "NOTIFY_WEBHOOK", value_name = "NOTIFY_WEBHOOK")]
+    #[arg(
+        long,
+        env = "NOTIFY_WEBHOOK",
+        value_name = "NOTIFY_WEBHOOK",
+        hide_env_values = true
+    )]
     pub notify_webhook: Option<String>,
 
     /// The key of the webhook signatures.
@@ -685,17 +690,58 @@ fn invalid(setting: &'static str, reason: impl Into<String>) -> SettingsError {
 /// configuration, never data, and must not exhaust memory (`PROMPT=@/dev/zero`).
 pub const MAX_SETTING_FILE_BYTES: u64 = 1 << 20;
 
+/// Where kernel and device files live: never configuration (`@/proc/self/environ` would put
+/// the environment's secrets into every dataset).
+const SYSTEM_FOLDERS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// File systems of kernel state, wherever they are mounted (procfs, sysfs, debugfs, tracefs,
+/// securityfs, cgroup and cgroup2, configfs, efivarfs, bpf).
+const KERNEL_FILE_SYSTEMS: [u64; 10] = [
+    0x9fa0,
+    0x6265_6572,
+    0x6462_6720,
+    0x7472_6163,
+    0x7363_6673,
+    0x0027_e0eb,
+    0x6367_7270,
+    0x6265_6570,
+    0xde5e_81e4,
+    0xcafe_4a11,
+];
+
 /// Reads a file a setting names: a regular file of at most [`MAX_SETTING_FILE_BYTES`], as
-/// UTF-8 text.
+/// UTF-8 text, that is not a kernel or device file: the path is resolved (links followed) and
+/// refused under /proc, /sys or /dev, and on a kernel file system mounted anywhere else.
 pub fn read_setting_file(path: &Path) -> Result<String, String> {
     use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let real = std::fs::canonicalize(path).map_err(cannot)?;
+    let kernel = || {
+        format!(
+            "{} is a kernel or device file ({}), not a configuration file",
+            path.display(),
+            real.display()
+        )
+    };
+    if SYSTEM_FOLDERS.iter().any(|f| real.starts_with(f)) {
+        return Err(kernel());
+    }
+    let file = std::fs::File::open(&real).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
+    }
+    if let Ok(fs) = rustix::fs::fstatfs(&file)
+        && KERNEL_FILE_SYSTEMS.contains(&(fs.f_type as u64))
+    {
+        return Err(kernel());
+    }
+    if meta.len() > MAX_SETTING_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_SETTING_FILE_BYTES} bytes ({} bytes)",
+            path.display(),
+            meta.len()
+        ));
     }
     let mut text = String::new();
     file.take(MAX_SETTING_FILE_BYTES + 1)
@@ -713,8 +759,11 @@ pub fn read_setting_file(path: &Path) -> Result<String, String> {
 impl ModelSettings {
     /// The model table, with MODEL_LIMITS_FILE's entries.
     pub fn table(&self) -> Result<ModelTable, SettingsError> {
-        ModelTable::load(self.model_limits_file.as_deref())
-            .map_err(|e| invalid("MODEL_LIMITS_FILE", e.to_string()))
+        ModelTable::load(self.model_limits_file.as_deref()).map_err(|e| {
+            let text = e.to_string();
+            let text = text.strip_prefix("MODEL_LIMITS_FILE ").unwrap_or(&text);
+            invalid("MODEL_LIMITS_FILE", text)
+        })
     }
 
     pub fn today(&self) -> chrono::NaiveDate {
@@ -1030,8 +1079,13 @@ impl Settings {
             .as_deref()
             .filter(|w| !w.is_empty())
             .map(|w| {
-                reqwest::Url::parse(w)
-                    .map_err(|e| invalid("NOTIFY_WEBHOOK", format!("{w:?} is not a URL: {e}")))
+                // Not the value itself: a webhook's URL may carry its credential.
+                reqwest::Url::parse(w).map_err(|e| {
+                    invalid(
+                        "NOTIFY_WEBHOOK",
+                        format!("is not a URL ({e}); expected https://HOST/PATH"),
+                    )
+                })
             })
             .transpose()?;
         let config = crate::notify::Config {
@@ -1042,12 +1096,12 @@ impl Settings {
             ..crate::notify::Config::default()
         };
         crate::notify::Notifier::new(config).map_err(|e| {
-            let setting = if e.to_string().contains("topic") {
-                "NOTIFY_TOPIC"
-            } else {
-                "NOTIFY_WEBHOOK"
-            };
-            invalid(setting, e.to_string())
+            let setting = e.setting();
+            let text = e.to_string();
+            let text = text
+                .strip_prefix(setting)
+                .map_or(text.as_str(), str::trim_start);
+            invalid(setting, text)
         })
     }
 
@@ -1458,6 +1512,97 @@ mod tests {
             e.starts_with("CONVERT_CONFIG: cannot read /nonexistent/c.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn setting_files_are_ordinary_files_never_kernel_or_device_files() {
+        // The environment (secrets) must never become a prompt, and so land in datasets.
+        for (flag, setting) in [
+            ("--system-instruction", "SYSTEM_INSTRUCTION"),
+            ("--prompt", "PROMPT"),
+        ] {
+            let e = parse_err(&[flag, "@/proc/self/environ"]);
+            assert!(e.contains(setting), "{e}");
+            assert!(e.contains("/proc"), "{e}");
+            assert!(e.contains("kernel or device"), "names the reason: {e}");
+        }
+        // Through a link, or a path that only resolves into /proc, /sys or /dev.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("innocent.txt");
+        std::os::unix::fs::symlink("/proc/self/environ", &link).unwrap();
+        let e = read_setting_file(&link).unwrap_err();
+        assert!(e.contains("innocent.txt"), "{e}");
+        assert!(
+            e.contains("kernel or device file (/proc/"),
+            "names where it leads: {e}"
+        );
+        for bad in [
+            "/proc/self/status",
+            "/proc/../proc/self/cmdline",
+            "/sys/kernel/mm/../uevent_seqnum",
+            "/dev/null",
+        ] {
+            let e = read_setting_file(Path::new(bad)).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        // Not a regular file.
+        let e = read_setting_file(dir.path()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        // Too large: refused without reading it whole.
+        let big = dir.path().join("big.txt");
+        std::fs::write(&big, vec![b'a'; (MAX_SETTING_FILE_BYTES + 1) as usize]).unwrap();
+        let e = read_setting_file(&big).unwrap_err();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+        // An ordinary file, also through a link.
+        let ok = dir.path().join("prompt.txt");
+        std::fs::write(&ok, "Answer briefly.\n").unwrap();
+        let ok_link = dir.path().join("prompt-link.txt");
+        std::os::unix::fs::symlink(&ok, &ok_link).unwrap();
+        assert_eq!(read_setting_file(&ok_link).unwrap(), "Answer briefly.\n");
+        let at = format!("@{}", ok.display());
+        assert_eq!(
+            settings(&["--system-instruction", &at])
+                .system_instruction
+                .as_deref(),
+            Some("Answer briefly.")
+        );
+    }
+
+    #[test]
+    fn model_limits_files_are_bounded_setting_files() {
+        let s = settings(&["--model-limits-file", "/dev/zero"]);
+        let e = s.model.table().unwrap_err().to_string();
+        assert!(e.starts_with("MODEL_LIMITS_FILE: /dev/zero"), "{e}");
+        assert_eq!(e.matches("MODEL_LIMITS_FILE").count(), 1, "named once: {e}");
+        assert!(e.contains("/dev/zero"), "{e}");
+        let s = settings(&["--model-limits-file", "/proc/self/environ"]);
+        let e = s.model.table().unwrap_err().to_string();
+        assert!(e.contains("kernel or device"), "{e}");
+    }
+
+    #[test]
+    fn notification_settings_name_themselves_and_never_show_a_webhook_token() {
+        let e = settings(&["--notify-webhook", "hooks.example.com/services/XOXB-TOKEN"])
+            .notifier()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("NOTIFY_WEBHOOK: "), "{e}");
+        assert!(!e.contains("XOXB-TOKEN"), "{e}");
+        for endpoint in [
+            "http://receiver.example.com",
+            "https://receiver.example.com",
+        ] {
+            let e = settings(&[
+                "--notify-topic",
+                "projects/p/topics/autotune",
+                "--pubsub-api-endpoint",
+                endpoint,
+            ])
+            .notifier()
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with("PUBSUB_API_ENDPOINT: "), "{endpoint}: {e}");
+        }
     }
 
     #[test]

@@ -131,6 +131,24 @@ fn help_names_every_setting_and_its_variable() {
     }
 }
 
+/// `--help` shows the values of set variables; a webhook's URL carries its credential.
+#[test]
+fn help_never_shows_the_webhook_or_its_secret() {
+    let out = autotune()
+        .args(["run", "--help"])
+        .env(
+            "NOTIFY_WEBHOOK",
+            "https://hooks.example.com/services/XOXB-HELP-TOKEN",
+        )
+        .env("NOTIFY_WEBHOOK_SECRET", "HELP-SECRET")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[env: NOTIFY_WEBHOOK"), "{help}");
+    assert!(!help.contains("XOXB-HELP-TOKEN"), "{help}");
+    assert!(!help.contains("HELP-SECRET"), "{help}");
+}
+
 #[test]
 fn bad_settings_exit_2_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
@@ -1342,6 +1360,24 @@ fn settings_that_would_lose_data_or_read_outside_exit_2() {
         ),
         (&[("CONVERT_CONFIG", "/dev/zero")][..], "CONVERT_CONFIG"),
         (&[("CONVERT_CONFIG", "/")][..], "CONVERT_CONFIG"),
+        // The environment (secrets) must never become a prompt that lands in datasets.
+        (
+            &[("SYSTEM_INSTRUCTION", "@/proc/self/environ")][..],
+            "SYSTEM_INSTRUCTION",
+        ),
+        (&[("PROMPT", "@/proc/self/environ")][..], "PROMPT"),
+        (
+            &[("CONVERT_CONFIG", "/proc/self/environ")][..],
+            "CONVERT_CONFIG",
+        ),
+        (
+            &[("MODEL_LIMITS_FILE", "/dev/zero")][..],
+            "MODEL_LIMITS_FILE",
+        ),
+        (
+            &[("MODEL_LIMITS_FILE", "/proc/self/environ")][..],
+            "MODEL_LIMITS_FILE",
+        ),
     ] {
         let started = Instant::now();
         let out = autotune()
@@ -1363,6 +1399,45 @@ fn settings_that_would_lose_data_or_read_outside_exit_2() {
         40,
         "nothing was written by a refused run"
     );
+}
+
+/// `autotune validate FILE | head -1`: a reader that stops reading is no failure to report.
+/// Stdout is a pipe whose read end is closed before the binary starts, so its first write
+/// meets EPIPE whatever the timing.
+#[test]
+fn a_closed_stdout_ends_quietly_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "x.jsonl",
+        "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"q\"}]},{\"role\":\"model\",\"parts\":[{\"text\":\"a\"}]}]}\n"
+            .repeat(20),
+    );
+    let file = root.join("x.jsonl");
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["validate", file],
+        vec!["validate", file, "--output", "json"],
+        vec!["unlock", "--bucket-name", root.to_str().unwrap()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = autotune()
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: the command's own verdict: {stderr}"
+        );
+    }
 }
 
 #[test]

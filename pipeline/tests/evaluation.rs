@@ -527,6 +527,84 @@ async fn a_promotion_raced_by_another_writer_loses_and_says_why() {
     );
 }
 
+/// A garbage `champion.json` would silently stop every promotion while runs exit 0: a run
+/// that finds one fails before it pays for tuning (evaluation on or off), naming the object and
+/// the reason, and its record says why; the pointer is left for the operator to repair.
+#[tokio::test]
+async fn an_unreadable_champion_pointer_fails_the_run_before_tuning_and_says_why() {
+    for config in [eval_config(), crate::run::config()] {
+        let store = bucket();
+        samples(&*store, 0, 160, &[]).await;
+        let key = champion::pointer_key("trained_model");
+        store
+            .put(
+                &key,
+                Bytes::from_static(b"{\"model\": 42, garbage"),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+        let tuner = Scripted::new(Follow::Succeed);
+        let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+        let j = job_with(&store, &tuner, &judges, &aliases, config);
+        // `plan` tells what `run` would do: fail, for the same reason.
+        let p = j.plan().await;
+        assert_eq!(p.status, RunStatus::Failed, "{}", p.reason);
+        assert!(p.reason.contains("not a champion pointer"), "{}", p.reason);
+        let o = run(&j).await;
+        assert_eq!(o.status, RunStatus::Failed, "{}", o.reason);
+        assert_eq!(o.status.exit_code(), 1);
+        for said in ["champion.json", "not a champion pointer", "every promotion"] {
+            assert!(o.reason.contains(said), "{said}: {}", o.reason);
+        }
+        assert_eq!(
+            tuner.submits(),
+            0,
+            "nothing is tuned that could not be promoted"
+        );
+        let r = record_of(&*store, &o).await;
+        assert_eq!(r["status"], "failed");
+        assert!(
+            r["error"].as_str().unwrap().contains("champion.json"),
+            "the record says why: {r}"
+        );
+        let left = storage::get_bytes(&*store, &key, 1 << 10).await.unwrap();
+        assert_eq!(
+            &left[..],
+            b"{\"model\": 42, garbage",
+            "left for the operator"
+        );
+    }
+}
+
+/// The pointer turns to garbage while the candidate is judged: the run does not end as a quiet
+/// success; it fails, and its record says the candidate was not promoted and why.
+#[tokio::test]
+async fn a_pointer_that_turns_unreadable_during_the_run_fails_it_loudly() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let judges = Judges::new(&[0.02]);
+    let aliases = Arc::new(Aliases::default());
+    let other = store.clone();
+    *judges.on_first_call.lock().unwrap() = Some(Box::new(move || {
+        futures::executor::block_on(other.put(
+            &champion::pointer_key("trained_model"),
+            Bytes::from_static(b"not json"),
+            PutMode::Overwrite,
+        ))
+        .unwrap();
+    }));
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    assert_eq!(tuner.submits(), 1);
+    assert_eq!(o.status, RunStatus::Failed, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    assert_eq!(r["promotion"]["promoted"], false, "{}", r["promotion"]);
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("champion.json"), "{error}");
+    assert!(error.contains("not a champion pointer"), "{error}");
+}
+
 #[tokio::test]
 async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from_the_champion() {
     let store = bucket();

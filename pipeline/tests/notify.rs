@@ -16,7 +16,7 @@ use autotune::status::RunStatus;
 use reqwest::Url;
 use serde_json::{Value, json};
 use support::fake_pubsub::FakePubSub;
-use support::loopback::{Loopback, Received, Reply, refused_url, static_token};
+use support::loopback::{Flood, Loopback, Received, Reply, refused_url, static_token};
 use tokio::time::Instant;
 
 const TOPIC: &str = "projects/test-project/topics/autotune-events";
@@ -340,6 +340,120 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Every log line of `f`, down to debug, as the production JSON format writes them.
+async fn logs_of(f: impl std::future::Future<Output = ()>) -> String {
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::prelude::*;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_stackdriver::layer().with_writer(move || writer.clone()))
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    f.with_subscriber(subscriber).await;
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+/// Slack- and Discord-style hooks carry their credential in the path or the query: a failed
+/// delivery logs the receiver's scheme, host and the status, never its path, its query or
+/// what it answered.
+#[tokio::test(start_paused = true)]
+async fn failed_deliveries_log_neither_the_webhook_url_nor_the_answer() {
+    const PATH_SECRET: &str = "T0001/B0002/XOXB-PATH-SECRET";
+    const QUERY_SECRET: &str = "QUERY-SECRET-42";
+    const BODY_SECRET: &str = "ANSWER-SECRET-STACKTRACE";
+    let answered = Loopback::start(|_| Reply::json(500, json!({"error": BODY_SECRET})));
+    let hook = |root: &str| {
+        Url::parse(&format!(
+            "{root}/services/{PATH_SECRET}?token={QUERY_SECRET}"
+        ))
+        .unwrap()
+    };
+    let pubsub = Loopback::start(|_| {
+        Reply::json(
+            403,
+            json!({"error": {"code": 403, "message": BODY_SECRET, "status": "PERMISSION_DENIED"}}),
+        )
+    });
+    // A receiver that answers an error (retried, then given up), and one that refuses
+    // connections (reqwest's own messages name the URL).
+    for root in [answered.url.clone(), refused_url()] {
+        let config = Config {
+            topic: Some(TOPIC.to_owned()),
+            pubsub_root: pubsub.url.clone(),
+            webhook: Some(hook(&root)),
+            webhook_secret: Some(SECRET.to_owned()),
+            ..config(None, None)
+        };
+        let n = notifier(config);
+        let logs = logs_of(Box::pin(n.send(&Notice::new(
+            Event::Failed,
+            RUN,
+            RunStatus::Failed,
+        ))))
+        .await;
+        for secret in [
+            "XOXB-PATH-SECRET",
+            "B0002",
+            QUERY_SECRET,
+            BODY_SECRET,
+            "/services",
+        ] {
+            assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
+        }
+        let host = root.trim_start_matches("http://");
+        assert!(logs.contains(host), "the receiver's host is named:\n{logs}");
+        assert!(
+            logs.contains("not delivered"),
+            "the failure itself is logged:\n{logs}"
+        );
+        if root == answered.url {
+            assert!(logs.contains("HTTP 500"), "the status is logged:\n{logs}");
+            assert!(
+                logs.contains("HTTP 403"),
+                "Pub/Sub's status is logged:\n{logs}"
+            );
+        }
+    }
+}
+
+/// A hostile or broken receiver answering gigabytes costs a bounded read, not the memory.
+#[tokio::test(start_paused = true)]
+async fn huge_answers_are_not_read() {
+    const GIB3: u64 = 3 << 30;
+    const BOUND: u64 = 64 << 20;
+    for status in [200, 500] {
+        let hook = Flood::start(status, GIB3, BOUND);
+        let pubsub = Flood::start(status, GIB3, BOUND);
+        let config = Config {
+            topic: Some(TOPIC.to_owned()),
+            pubsub_root: pubsub.url.clone(),
+            webhook: Some(Url::parse(&format!("{}/hook", hook.url)).unwrap()),
+            webhook_secret: Some(SECRET.to_owned()),
+            ..config(None, None)
+        };
+        let n = notifier(config);
+        let logs = logs_of(Box::pin(n.send(&Notice::new(
+            Event::Promoted,
+            RUN,
+            RunStatus::Success,
+        ))))
+        .await;
+        for (what, flood) in [("webhook", &hook), ("Pub/Sub", &pubsub)] {
+            // What the socket buffers took, not the answer: far below the 64 MiB the flood
+            // would send to a client that reads on.
+            assert!(
+                flood.most_sent() < 16 << 20,
+                "{what} answering {status}: {} bytes let through\n{logs}",
+                flood.most_sent()
+            );
+        }
+        assert!(
+            !logs.contains("      "),
+            "the answer is not logged:\n{logs}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_event_is_a_structured_log_line_even_without_sinks() {
     use tracing_subscriber::prelude::*;
@@ -467,4 +581,48 @@ fn bad_settings_are_refused_with_clear_messages() {
     }
     let e = with(&|c| c.webhook = url("http://hooks.example.com/services/XOXB-TOKEN")).unwrap_err();
     assert!(!e.to_string().contains("XOXB-TOKEN"), "{e}");
+}
+
+/// The Pub/Sub endpoint receives a bearer token: https to Google only (plain http on loopback,
+/// for the fakes), refused as a setting naming PUBSUB_API_ENDPOINT before anything is sent.
+#[test]
+fn the_pubsub_endpoint_is_https_to_google_only() {
+    let with = |root: &str| {
+        let c = Config {
+            topic: Some(TOPIC.to_owned()),
+            pubsub_root: root.to_owned(),
+            ..Config::default()
+        };
+        Notifier::with_credentials(c, Credentials::given(static_token())).map(|_| ())
+    };
+    for bad in [
+        "http://pubsub.googleapis.com",
+        "http://receiver.example.com",
+        "https://receiver.example.com",
+        "https://pubsub.googleapis.com.evil.example.com",
+        "https://evilgoogleapis.com",
+        "https://user:pw@pubsub.googleapis.com",
+        "ftp://pubsub.googleapis.com",
+        "https://pubsub.googleapis.com/?key=x",
+        "http://10.0.0.1",
+        "pubsub.googleapis.com",
+        "",
+    ] {
+        let e = with(bad).unwrap_err();
+        assert!(matches!(e, NotifyError::Endpoint(_)), "{bad}: {e}");
+        assert_eq!(e.setting(), "PUBSUB_API_ENDPOINT", "{bad}: {e}");
+        let text = e.to_string();
+        assert!(text.starts_with("PUBSUB_API_ENDPOINT"), "{bad}: {text}");
+    }
+    for ok in [
+        "https://pubsub.googleapis.com",
+        "https://pubsub.googleapis.com/",
+        "https://us-central1-pubsub.googleapis.com",
+        "https://pubsub-myendpoint.p.googleapis.com",
+        "http://127.0.0.1:8085",
+        "http://localhost:8085",
+        "http://[::1]:8085",
+    ] {
+        with(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
 }

@@ -92,6 +92,12 @@ pub const MAX_NAME_BYTES: usize = 1024;
 
 /// Decodes a request into a storage event, choosing the form from the headers, and checks
 /// that the values can safely become environment variables of the job.
+///
+/// An object name is held to Cloud Storage's own rules, not stricter ones: any valid UTF-8 of
+/// at most 1024 bytes without a carriage return or line feed. A tab, DEL or a C1 control
+/// character is a name GCS stores and the pipeline trains, so its events start the job (they
+/// travel as JSON strings, escaped). NUL is refused too: no environment variable can carry it.
+/// Event ids and bucket names, which are never made of such characters, keep the strict rule.
 pub fn decode(headers: Headers<'_>, body: &[u8]) -> Result<StorageEvent, DecodeError> {
     let ev = decode_form(headers, body)?;
     for (what, v) in [
@@ -102,9 +108,21 @@ pub fn decode(headers: Headers<'_>, body: &[u8]) -> Result<StorageEvent, DecodeE
         if v.len() > MAX_NAME_BYTES {
             return Err(bad(format!("{what} longer than {MAX_NAME_BYTES} bytes")));
         }
+    }
+    for (what, v) in [("event id", &ev.id), ("bucket", &ev.bucket)] {
         if v.chars().any(char::is_control) {
             return Err(bad(format!("{what} contains control characters")));
         }
+    }
+    if ev.object.contains(['\r', '\n']) {
+        return Err(bad(
+            "object name contains a carriage return or line feed, which Cloud Storage does not allow",
+        ));
+    }
+    if ev.object.contains('\0') {
+        return Err(bad(
+            "object name contains a NUL character, which no environment variable of the job can carry",
+        ));
     }
     Ok(ev)
 }
@@ -924,6 +942,59 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("longer")
+        );
+    }
+
+    /// GCS allows any Unicode in a name but CR and LF (and the pipeline trains such names):
+    /// a tab, DEL or a C1 control character is a name like another, in every form.
+    #[test]
+    fn names_with_tab_del_or_c1_characters_are_accepted_as_gcs_allows_them() {
+        let ct = h(&[("content-type", "application/cloudevents+json")]);
+        for name in [
+            "raw_training_data/a\tb.txt",
+            "raw_training_data/del\u{7f}.txt",
+            "raw_training_data/c1\u{85}next-line.txt",
+            "raw_training_data/c1\u{9f}.txt",
+            "raw_training_data/\u{1b}[31mred.txt",
+        ] {
+            let mut v: Value =
+                serde_json::from_slice(&fixture("structured_finalized.json")).unwrap();
+            v["data"]["name"] = Value::from(name);
+            v["subject"] = Value::from(format!("objects/{name}"));
+            let ev =
+                decode(&ct, v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+            assert_eq!(ev.object, name);
+            // Binary mode: the subject percent-encoded as the binding says.
+            let mut headers = binary_headers(FINALIZED);
+            let encoded: String =
+                percent_encoding::utf8_percent_encode(name, percent_encoding::CONTROLS).collect();
+            headers[5].1 = format!("objects/{encoded}");
+            let body = serde_json::json!({"bucket": "ml-bucket", "name": name}).to_string();
+            let ev = decode(&headers, body.as_bytes())
+                .unwrap_or_else(|e| panic!("binary {name:?}: {e}"));
+            assert_eq!(ev.object, name);
+        }
+        // What GCS itself refuses is refused: CR and LF; NUL cannot reach the job either.
+        for name in [
+            "raw_training_data/a\rb.txt",
+            "raw_training_data/a\nb.txt",
+            "raw_training_data/a\u{0}b.txt",
+        ] {
+            let mut v: Value =
+                serde_json::from_slice(&fixture("structured_finalized.json")).unwrap();
+            v["data"]["name"] = Value::from(name);
+            v["subject"] = Value::from(format!("objects/{name}"));
+            let e = decode(&ct, v.to_string().as_bytes()).unwrap_err();
+            assert!(e.0.contains("object name"), "{name:?}: {e}");
+        }
+        // Event ids and bucket names keep the strict rule (GCS bucket names are [a-z0-9-_.]).
+        let mut v: Value = serde_json::from_slice(&fixture("structured_finalized.json")).unwrap();
+        v["id"] = Value::from("a\tb");
+        assert!(
+            decode(&ct, v.to_string().as_bytes())
+                .unwrap_err()
+                .0
+                .contains("event id")
         );
     }
 

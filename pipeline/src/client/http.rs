@@ -42,8 +42,8 @@ pub enum Error {
     /// The connection broke before a complete answer; the request may have taken effect.
     #[error("{url}: the connection broke: {message}")]
     Interrupted { url: String, message: String },
-    /// The server answered with an error status.
-    #[error("{url}: HTTP {status}: {}", body_message(body))]
+    /// The server answered with an error status (`body`: what of its answer was read).
+    #[error("{url}: HTTP {status}{}", colon(&body_message(body)))]
     Status {
         url: String,
         status: u16,
@@ -100,16 +100,32 @@ impl Error {
         })
     }
 
-    fn transport(e: &reqwest::Error, url: &str) -> Self {
+    fn transport(e: reqwest::Error, url: &str) -> Self {
         let url = url.to_owned();
-        let message = chain(e);
-        if e.is_builder() {
+        let (builder, connect) = (e.is_builder(), e.is_connect());
+        let message = without_url(e);
+        if builder {
             Self::Invalid { url, message }
-        } else if e.is_connect() {
+        } else if connect {
             Self::Connect { url, message }
         } else {
             Self::Interrupted { url, message }
         }
+    }
+}
+
+/// A reqwest error and its sources on one line, without the URL reqwest puts in its message
+/// (the caller names the request its own way: a webhook's URL may carry a token).
+fn without_url(e: reqwest::Error) -> String {
+    chain(&e.without_url())
+}
+
+/// `": text"`, or nothing for no text.
+fn colon(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
     }
 }
 
@@ -245,7 +261,7 @@ impl Client {
         let (_, request) = rb.build_split();
         let mut request = request.map_err(|e| Error::Invalid {
             url: e.url().map(ToString::to_string).unwrap_or_default(),
-            message: chain(&e),
+            message: without_url(e),
         })?;
         let url = request.url().to_string();
         if let Auth::Bearer { credentials, scope } = &self.auth {
@@ -276,8 +292,25 @@ impl Client {
                 .http
                 .execute(request)
                 .await
-                .map_err(|e| Error::transport(&e, &url))?;
-            read_answer(response, &url).await
+                .map_err(|e| Error::transport(e, &url))?;
+            read_answer(response, &url, None).await
+        })
+        .await
+    }
+
+    /// One attempt of a small call to a receiver that is not Google (a notification's webhook,
+    /// a Pub/Sub endpoint): as [`Client::call`], but at most `keep` bytes of the answer's body
+    /// are read, whatever the receiver announces or sends; the rest is never read (the
+    /// connection is dropped), so a reply of gigabytes costs `keep` bytes of memory.
+    pub async fn call_bounded(&self, rb: RequestBuilder, keep: usize) -> Result<Answer, Error> {
+        let (request, url) = self.prepare(rb).await?;
+        within(self.options.request_timeout, &url, async {
+            let response = self
+                .http
+                .execute(request)
+                .await
+                .map_err(|e| Error::transport(e, &url))?;
+            read_answer(response, &url, Some(keep)).await
         })
         .await
     }
@@ -315,8 +348,8 @@ impl Client {
                 .http
                 .execute(request)
                 .await
-                .map_err(|e| Error::transport(&e, &url))?;
-            read_answer(response, &url).await
+                .map_err(|e| Error::transport(e, &url))?;
+            read_answer(response, &url, None).await
         };
         tokio::pin!(exchange);
         let mut body_gone = false;
@@ -347,14 +380,15 @@ impl Client {
                 .http
                 .execute(request)
                 .await
-                .map_err(|e| Error::transport(&e, &url))?;
+                .map_err(|e| Error::transport(e, &url))?;
             if response.status().as_u16() >= 400 {
-                return Err(read_answer(response, &url).await.err().unwrap_or_else(|| {
-                    Error::Invalid {
+                return Err(read_answer(response, &url, None)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| Error::Invalid {
                         url: url.clone(),
                         message: "error status without an error".into(),
-                    }
-                }));
+                    }));
             }
             Ok(response)
         })
@@ -368,14 +402,36 @@ impl Client {
     }
 }
 
-/// Reads a whole answer; 400 or more becomes [`Error::Status`].
-async fn read_answer(response: reqwest::Response, url: &str) -> Result<Answer, Error> {
+/// Reads an answer, whole or its first `keep` bytes; 400 or more becomes [`Error::Status`].
+async fn read_answer(
+    mut response: reqwest::Response,
+    url: &str,
+    keep: Option<usize>,
+) -> Result<Answer, Error> {
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(|e| Error::Interrupted {
+    let broke = |e: reqwest::Error| Error::Interrupted {
         url: url.to_owned(),
-        message: format!("reading the answer: {}", chain(&e)),
-    })?;
+        message: format!("reading the answer: {}", without_url(e)),
+    };
+    let body = match keep {
+        None => response.bytes().await.map_err(broke)?,
+        Some(keep) => {
+            let mut body = bytes::BytesMut::new();
+            while body.len() < keep {
+                match response.chunk().await.map_err(broke)? {
+                    Some(piece) => {
+                        let take = piece.len().min(keep - body.len());
+                        body.extend_from_slice(&piece[..take]);
+                    }
+                    None => break,
+                }
+            }
+            // Dropped unread: hyper closes a connection whose answer was not read to its end.
+            drop(response);
+            body.freeze()
+        }
+    };
     if status.as_u16() >= 400 {
         let retry_after = headers
             .get(RETRY_AFTER)
@@ -461,7 +517,7 @@ fn idle_limited(
                 Err(e) => Some((
                     Err(Error::Interrupted {
                         url,
-                        message: chain(&e),
+                        message: without_url(e),
                     }),
                     None,
                 )),

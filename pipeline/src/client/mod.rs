@@ -96,6 +96,96 @@ impl Options {
     }
 }
 
+/// An API root that would receive access tokens and cannot be trusted with them.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{setting} {shown:?}: {reason}")]
+pub struct EndpointError {
+    /// The setting that names it (`PUBSUB_API_ENDPOINT`, …).
+    pub setting: &'static str,
+    /// The endpoint as given, without credentials.
+    pub shown: String,
+    pub reason: String,
+}
+
+/// The domain of Google's APIs: an endpoint that receives a Google access token must be under
+/// it (`pubsub.googleapis.com`, `us-central1-pubsub.googleapis.com`, a Private Service Connect
+/// name `pubsub-NAME.p.googleapis.com`).
+pub const GOOGLE_API_DOMAINS: &[&str] = &["googleapis.com"];
+
+/// Whether `host` (a URL's host: a name, an IPv4 address or a bracketed IPv6 one) is this
+/// machine: `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks an API root that will receive access tokens (PUBSUB_API_ENDPOINT; meant for every
+/// such setting, VERTEX_API_ENDPOINT too): `https` to a host in one of `domains` (the domain
+/// itself or a name under it), or `http`/`https` to a loopback host (the fakes of tests, a local
+/// emulator); no user name or password, no query, no fragment. `setting` names it in the error.
+pub fn check_token_endpoint(
+    setting: &'static str,
+    endpoint: &str,
+    domains: &[&str],
+) -> Result<reqwest::Url, EndpointError> {
+    let mut shown = endpoint.to_owned();
+    let url = reqwest::Url::parse(endpoint);
+    if let Ok(u) = &url
+        && (!u.username().is_empty() || u.password().is_some())
+    {
+        let mut u = u.clone();
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        shown = u.to_string();
+    }
+    let bad = |reason: String| EndpointError {
+        setting,
+        shown: shown.clone(),
+        reason,
+    };
+    let url = url.map_err(|e| {
+        bad(format!(
+            "not a URL ({e}); expected https://HOST, e.g. https://{}",
+            domains.first().copied().unwrap_or("example.com")
+        ))
+    })?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(bad(format!("must be an https URL, not {}:", url.scheme())));
+    }
+    let host = url.host_str().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad("has no host".to_owned()));
+    }
+    let loopback = is_loopback_host(host);
+    if url.scheme() == "http" && !loopback {
+        return Err(bad(
+            "must be https: it receives access tokens (plain http only to a loopback host)"
+                .to_owned(),
+        ));
+    }
+    let host = host.to_ascii_lowercase();
+    let trusted = domains
+        .iter()
+        .any(|d| host == *d || host.strip_suffix(d).is_some_and(|rest| rest.ends_with('.')));
+    if !loopback && !trusted {
+        return Err(bad(format!(
+            "host {host} is not under {}: it would receive access tokens",
+            domains.join(" or ")
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry a user name or password".to_owned()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or a fragment".to_owned()));
+    }
+    Ok(url)
+}
+
 /// An error and its sources on one line (reqwest's and google-cloud-auth's top-level messages alone
 /// hide the cause).
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -110,4 +200,52 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_endpoints_are_https_to_google_or_loopback() {
+        let check = |e: &str| check_token_endpoint("VERTEX_API_ENDPOINT", e, GOOGLE_API_DOMAINS);
+        for ok in [
+            "https://us-central1-aiplatform.googleapis.com",
+            "https://aiplatform.googleapis.com/",
+            "https://googleapis.com",
+            "http://127.0.0.1:9000",
+            "https://127.0.0.2",
+            "http://localhost",
+            "http://[::1]:1",
+        ] {
+            check(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, why) in [
+            (
+                "http://us-central1-aiplatform.googleapis.com",
+                "must be https",
+            ),
+            (
+                "https://aiplatform.googleapis.com.example.com",
+                "not under googleapis.com",
+            ),
+            ("https://notgoogleapis.com", "not under googleapis.com"),
+            ("https://169.254.169.254", "not under googleapis.com"),
+            ("file:///etc/passwd", "https"),
+            ("https://aiplatform.googleapis.com/?alt=x", "query"),
+            ("aiplatform.googleapis.com", "not a URL"),
+        ] {
+            let e = check(bad).unwrap_err();
+            assert_eq!(e.setting, "VERTEX_API_ENDPOINT");
+            let text = e.to_string();
+            assert!(text.starts_with("VERTEX_API_ENDPOINT"), "{text}");
+            assert!(text.contains(why), "{bad}: {text}");
+        }
+        // Credentials in the URL are refused, and not repeated in the error.
+        let e = check("https://user:hunter2@aiplatform.googleapis.com").unwrap_err();
+        assert!(e.to_string().contains("user name or password"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(is_loopback_host("LOCALHOST") && is_loopback_host("[::1]"));
+        assert!(!is_loopback_host("localhost.example.com") && !is_loopback_host("10.0.0.1"));
+    }
 }

@@ -249,15 +249,17 @@ impl Job {
         };
         let Some(eval) = &self.config.evaluation else {
             // Evaluation off: every successful run becomes the champion.
-            let promotion = self.promote(candidate, Seen::ReadNow).await;
-            state.lock().await.record.promotion = Some(promotion);
+            match self.promote(candidate, Seen::ReadNow).await {
+                Ok(promotion) => state.lock().await.record.promotion = Some(promotion),
+                Err(why) => self.pointer_failed(state, &why).await,
+            }
             return;
         };
         let current =
             match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.inconclusive(state, &format!("the champion pointer: {e}"))
+                    self.pointer_failed(state, &crate::champion::unusable(&e))
                         .await;
                     return;
                 }
@@ -314,7 +316,13 @@ impl Job {
                 reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
                 ..candidate
             };
-            self.promote(winner, Seen::Was(Box::new(current))).await
+            match self.promote(winner, Seen::Was(Box::new(current))).await {
+                Ok(p) => p,
+                Err(why) => {
+                    self.pointer_failed(state, &why).await;
+                    return;
+                }
+            }
         } else {
             serde_json::json!({
                 "promoted": false,

@@ -690,6 +690,9 @@ impl Job {
         detach: bool,
     ) -> Result<Trained, (RunStatus, String)> {
         let failed = |e: RunError| (RunStatus::Failed, e.to_string());
+        // A champion pointer no run can read would stop every promotion in silence: fail now,
+        // before anything is paid for.
+        self.check_pointer().await.map_err(failed)?;
         // The project's concurrent tuning quota: build nothing a busy project cannot tune.
         let busy = self.tuner.busy().await.map_err(|e| failed(e.into()))?;
         if busy.len() >= self.config.max_concurrent_tuning_jobs as usize && !busy.is_empty() {
@@ -731,20 +734,19 @@ impl Job {
         let Some(train_uri) = built.train_uri.as_deref() else {
             return Err(failed(RunError::NoTrainingExamples));
         };
-        match self
-            .tune(
-                run_id,
-                gates,
-                &built,
-                &digest,
-                train_uri,
-                built.validation_uri.as_deref(),
-                state,
-                lease,
-                detach,
-            )
-            .await
-            .map_err(failed)?
+        match Box::pin(self.tune(
+            run_id,
+            gates,
+            &built,
+            &digest,
+            train_uri,
+            built.validation_uri.as_deref(),
+            state,
+            lease,
+            detach,
+        ))
+        .await
+        .map_err(failed)?
         {
             Tuning::Submitted { job } => {
                 tracing::info!(%job, "detached: a later run follows the job and finalises this run");

@@ -39,6 +39,10 @@ impl Job {
             Ok(Gate::Wait { reason, gates }) => return Outcome::waiting(reason, &gates, min),
             Err(e) => return Outcome::failed(RunError::from(e).to_string(), min),
         };
+        // A run would fail on a champion pointer it cannot read, before tuning.
+        if let Err(e) = self.check_pointer().await {
+            return Outcome::failed(e.to_string(), min);
+        }
         let seed = self.split_seed(gates.baseline.as_ref());
         let split = self.split(&gates, &seed);
         let (would_train, would_validate, would_hold_out) =

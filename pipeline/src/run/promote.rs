@@ -46,17 +46,16 @@ pub struct ChampionInfo {
 
 impl Job {
     /// Moves the pointer to `winner` if it is still where the evaluation read it, then mirrors
-    /// it to the alias. Returns the record's `promotion`.
-    pub(super) async fn promote(&self, winner: Champion, seen: Seen) -> Value {
+    /// it to the alias. Returns the record's `promotion`; `Err` says why the pointer cannot be
+    /// used at all (unreadable, or the bucket failed): the run fails on it, since no later
+    /// promotion can happen either.
+    pub(super) async fn promote(&self, winner: Champion, seen: Seen) -> Result<Value, String> {
         let folder = &self.config.model_meta_folder;
         let expected = match seen {
             Seen::Was(e) => *e,
-            Seen::ReadNow => match champion::read(&*self.store, folder).await {
-                Ok(c) => c,
-                Err(e) => {
-                    return json!({"promoted": false, "reason": format!("the champion pointer: {e}")});
-                }
-            },
+            Seen::ReadNow => champion::read(&*self.store, folder)
+                .await
+                .map_err(|e| champion::unusable(&e))?,
         };
         let run_id = winner.run_id.clone().unwrap_or_default();
         let before = expected.as_ref().map_or_else(
@@ -88,12 +87,9 @@ impl Job {
                     before.describe()
                 );
                 tracing::warn!(%run_id, "not promoted: {reason}");
-                return json!({"promoted": false, "reason": reason});
+                return Ok(json!({"promoted": false, "reason": reason}));
             }
-            Err(e) => {
-                tracing::error!(%run_id, error = %e, "not promoted");
-                return json!({"promoted": false, "reason": e.to_string()});
-            }
+            Err(e) => return Err(champion::unusable(&e)),
         }
         tracing::info!(%run_id, champion = %new.model, previous = %before.model, "promoted: the candidate is the champion");
         let alias = self.mirror(&new, Some(&before)).await;
@@ -108,7 +104,33 @@ impl Job {
                 .with_details(details.clone()),
         )
         .await;
-        json!({"promoted": true, "champion": new.model, "previous": before.model, "alias": alias})
+        Ok(
+            json!({"promoted": true, "champion": new.model, "previous": before.model, "alias": alias}),
+        )
+    }
+
+    /// The pointer, for a run about to tune: one that cannot be read fails the run before
+    /// anything is paid for, since its candidate could never be promoted.
+    pub(super) async fn check_pointer(&self) -> Result<(), super::RunError> {
+        champion::read(&*self.store, &self.config.model_meta_folder)
+            .await
+            .map(|_| ())
+            .map_err(|e| super::RunError::Champion(champion::unusable(&e)))
+    }
+
+    /// A tuned run whose candidate cannot be promoted because the pointer cannot be used: the
+    /// run fails (exit 1) and its record says why, instead of ending as a quiet success.
+    pub(super) async fn pointer_failed(&self, state: &tokio::sync::Mutex<super::State>, why: &str) {
+        tracing::error!("the candidate cannot be promoted: {why}");
+        let record = {
+            let mut st = state.lock().await;
+            st.record.status = crate::status::RunStatus::Failed;
+            st.record.error = Some(format!("the candidate cannot be promoted: {why}"));
+            st.record.promotion = Some(json!({"promoted": false, "reason": why}));
+            st.record.clone()
+        };
+        self.notify(Event::Failed, &record, json!({"error": why}))
+            .await;
     }
 
     /// Points the Vertex alias at `new` (and takes it from `before`); says what happened. A

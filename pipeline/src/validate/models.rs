@@ -316,7 +316,8 @@ impl ModelTable {
             path: path.display().to_string(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        // A regular file of at most 1 MiB, never a kernel or device file (`/dev/zero`).
+        let text = crate::settings::read_setting_file(path).map_err(bad)?;
         let file: TableFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         for m in file.models {
             if m.name.trim().is_empty() {

@@ -248,3 +248,78 @@ pub fn refused_url() -> String {
     drop(l);
     url
 }
+
+/// A loopback server that answers every request with `status` and a body announced as
+/// `announced` bytes (3 GiB, say), streamed as spaces until the client stops reading or
+/// `at_most` bytes were sent on a connection (the test's own bound). `most_sent()` tells the
+/// most body bytes any one answer let through: a client that reads a bounded amount lets
+/// through little more than the socket buffers hold, however often it retries. Nothing large
+/// is allocated on either side unless the client reads it.
+pub struct Flood {
+    pub url: String,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Flood {
+    pub fn start(status: u16, announced: u64, at_most: u64) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    // A stalled client does not hold the thread past the test.
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reason = if status < 400 { "OK" } else { "Error" };
+                    if stream
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {announced}\r\n\r\n"
+                            )
+                            .as_bytes(),
+                        )
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let piece = vec![b' '; 64 * 1024];
+                    let mut total = 0u64;
+                    while total < at_most.min(announced) {
+                        match stream.write(&piece) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                total += n as u64;
+                                counter.fetch_max(total, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, sent }
+    }
+
+    /// The most body bytes written on one connection.
+    pub fn most_sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
