@@ -1,7 +1,8 @@
 //! Gate 3: enough new or changed samples since the last successful run.
 //!
 //! Each successful run stores a manifest of its samples (key, raw and label versions, content
-//! digest, the file each went into), gzip-compressed JSON lines, beside its record. The delta
+//! digest, the file each went into), zstd-compressed JSON lines (gzip in earlier versions, still
+//! read), beside its record. The delta
 //! is the number of current samples that are absent from that manifest or whose raw or label
 //! version changed; once the build has read them, only those whose content digest changed
 //! count (a re-upload of the same bytes is no change). Content that was ever on the validation
@@ -10,8 +11,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use async_compression::tokio::bufread::GzipDecoder;
-use async_compression::tokio::write::GzipEncoder;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -111,9 +110,9 @@ pub async fn encode(
     outcomes: &[Outcome],
     previous_validation: &HashSet<[u8; 32]>,
 ) -> Bytes {
-    let mut enc = GzipEncoder::new(Vec::new());
+    let mut enc = crate::compress::encoder(Vec::new());
     let mut carried: HashSet<[u8; 32]> = previous_validation.clone();
-    let write = async |e: &Entry<'_>, enc: &mut GzipEncoder<Vec<u8>>| {
+    let write = async |e: &Entry<'_>, enc: &mut crate::compress::Encoder| {
         let mut line = serde_json::to_vec(e).expect("an entry serialises");
         line.push(b'\n');
         enc.write_all(&line).await.expect("writing to memory");
@@ -156,14 +155,16 @@ pub async fn read(
 ) -> Result<(Manifest, HashSet<[u8; 32]>), StoreError> {
     let uri = store.uri(key);
     let got = store.get(key).await?;
-    let reader = tokio::io::BufReader::new(storage::into_async_read(got.body));
-    let mut lines = tokio::io::BufReader::new(GzipDecoder::new(reader)).lines();
-    let mut manifest = Manifest::new();
-    let mut validation = HashSet::new();
     let bad = |e: String| StoreError::Io {
         uri: uri.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     };
+    let decoded = crate::compress::decoder(storage::into_async_read(got.body))
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    let mut lines = tokio::io::BufReader::new(decoded).lines();
+    let mut manifest = Manifest::new();
+    let mut validation = HashSet::new();
     while let Some(line) = lines.next_line().await.map_err(|e| bad(e.to_string()))? {
         let e: Entry = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
         let digest = e.digest.as_deref().and_then(unhex);
@@ -262,5 +263,33 @@ mod tests {
         };
         assert_eq!(count(&now), 13);
         assert_eq!(count(&before), 0);
+    }
+
+    #[tokio::test]
+    async fn a_gzip_manifest_of_an_earlier_version_is_read() {
+        use tokio::io::AsyncReadExt;
+        let before: Vec<_> = (0..3).map(|i| sample(&format!("s{i}"), "1")).collect();
+        let zstd = encode(&before, &[], &HashSet::new()).await;
+        let mut plain = Vec::new();
+        crate::compress::decoder(std::io::Cursor::new(zstd.to_vec()))
+            .await
+            .unwrap()
+            .read_to_end(&mut plain)
+            .await
+            .unwrap();
+        let mut gz = async_compression::tokio::write::GzipEncoder::new(Vec::new());
+        gz.write_all(&plain).await.unwrap();
+        gz.shutdown().await.unwrap();
+        let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        store
+            .put(
+                "old.jsonl.gz",
+                Bytes::from(gz.into_inner()),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+        let (manifest, _) = read(&store, "old.jsonl.gz").await.unwrap();
+        assert_eq!(manifest.len(), 3);
     }
 }

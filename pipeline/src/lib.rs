@@ -25,6 +25,7 @@
 //! * [`notify`]: run events as structured log lines, Pub/Sub messages and signed webhooks.
 //! * [`champion`]: the champion pointer (compare-and-swap), its history and rollbacks.
 //! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
+//! * `compress`: zstd for the files a run writes for the next (gzip still read).
 //! * [`lines`]: the line store of incremental builds: the last run's lines, by sample content.
 //! * [`limit`]: adaptive read concurrency (AIMD between 16 and 256 samples in flight).
 //! * [`reads`]: reading a sample's object whole, and reading what changed while the listing
@@ -72,6 +73,8 @@ pub mod notify;
 pub mod champion;
 
 pub mod evaluate;
+
+mod compress;
 
 mod lines;
 

@@ -1,9 +1,9 @@
 //! The line store of incremental builds: every line a successful run converted, kept beside its
-//! datasets (`lines.bin.gz`, named by the run record's `lines_uri`) so that the next run takes
-//! the lines of unchanged samples from it instead of reading their objects again.
+//! datasets (`model_lines_<run id>.bin.zst`, named by the run record's `lines_uri`) so that the
+//! next run takes the lines of unchanged samples from it instead of reading their objects again.
 //!
 //! ```text
-//!  gzip( "autotune-lines\x01" settings[32]
+//!  zstd( "autotune-lines\x01" settings[32]
 //!        { line_key[32] key_len:u32 key text_len:u32 text }*   in sample-key order )
 //! ```
 //! `settings` digests everything a line depends on besides its sample: the converter's
@@ -14,10 +14,12 @@
 //! and content it was made from. The store is read once, as one stream, alongside the build's
 //! own walk in sample-key order (a merge join): memory stays flat in the number of samples.
 //! A store that cannot be read, or is cut short, only costs reads: its samples are read again.
+//! Stores of earlier versions (gzip, `.bin.gz`) are read as well ([`crate::compress`]).
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use crate::compress;
 use crate::convert::{Converter, Uris};
 use crate::sample::Sample;
 use crate::storage::{self, MultipartUpload, Store, StoreError};
@@ -64,7 +66,7 @@ pub fn line_key(sample: &Sample, uris: &Uris, content: &[u8; 32]) -> [u8; 32] {
 /// A line store being written, streamed in compressed parts.
 pub struct Writer {
     upload: Box<dyn MultipartUpload>,
-    enc: async_compression::tokio::write::GzipEncoder<Vec<u8>>,
+    enc: compress::Encoder,
     pub lines: u64,
     pub uri: String,
 }
@@ -77,7 +79,7 @@ impl Writer {
     ) -> Result<Self, StoreError> {
         let mut w = Self {
             upload: store.put_multipart(key).await?,
-            enc: async_compression::tokio::write::GzipEncoder::new(Vec::with_capacity(PART)),
+            enc: compress::encoder(Vec::with_capacity(PART)),
             lines: 0,
             uri: store.uri(key),
         };
@@ -167,11 +169,13 @@ impl Reader {
                 return None;
             }
         };
-        let body = tokio::io::BufReader::new(storage::into_async_read(got.body));
-        let mut dec = async_compression::tokio::bufread::GzipDecoder::new(body);
-        dec.multiple_members(true);
-        let mut input: Box<dyn AsyncRead + Send + Unpin> =
-            Box::new(tokio::io::BufReader::with_capacity(1 << 16, dec));
+        let mut input = match compress::decoder(storage::into_async_read(got.body)).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(lines = %uri, error = %e, "the last run's lines cannot be read; every sample is read");
+                return None;
+            }
+        };
         let mut head = [0u8; MAGIC.len() + 32];
         if let Err(e) = input.read_exact(&mut head).await {
             tracing::warn!(lines = %uri, error = %e, "the last run's lines are damaged; every sample is read");
@@ -298,6 +302,40 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_is_zstd_and_a_gzip_store_of_an_earlier_version_still_serves() {
+        use tokio::io::AsyncWriteExt;
+        let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        let settings = [7; 32];
+        written(&store, &settings, &[("a", 1), ("b", 2)]).await;
+        let bytes = storage::get_bytes(&store, "lines.bin.gz", u64::MAX)
+            .await
+            .unwrap();
+        assert!(compress::is_zstd(&bytes), "new stores are zstd");
+
+        // The same store as an earlier autotune wrote it: gzip.
+        let mut plain = Vec::new();
+        compress::decoder(std::io::Cursor::new(bytes.to_vec()))
+            .await
+            .unwrap()
+            .read_to_end(&mut plain)
+            .await
+            .unwrap();
+        let mut gz = async_compression::tokio::write::GzipEncoder::new(Vec::new());
+        gz.write_all(&plain).await.unwrap();
+        gz.shutdown().await.unwrap();
+        store
+            .put(
+                "old.bin.gz",
+                Bytes::from(gz.into_inner()),
+                storage::PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let mut r = Reader::open(&store, "old.bin.gz", &settings).await.unwrap();
+        assert_eq!(r.take("b", &[2; 32]).await.as_deref(), Some("line of b"));
     }
 
     #[test]

@@ -197,11 +197,22 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// The manifest written beside this record.
+    /// The manifest written beside this record: `.jsonl.zst`, or `.jsonl.gz` as records of
+    /// earlier versions name it (`manifest_uri`).
     pub fn manifest_key(&self) -> String {
+        let zstd = self
+            .record
+            .manifest_uri
+            .as_deref()
+            .is_some_and(|u| u.ends_with(&format!(".{}", crate::compress::EXTENSION)));
+        let extension = if zstd {
+            crate::compress::EXTENSION
+        } else {
+            "gz"
+        };
         self.key
             .replacen(METADATA_PREFIX, MANIFEST_PREFIX, 1)
-            .replace(".json", ".jsonl.gz")
+            .replace(".json", &format!(".jsonl.{extension}"))
     }
 }
 
@@ -285,8 +296,13 @@ pub async fn claim_names(
             format!("{stamp}_{n}")
         };
         let meta_key = storage::join(meta_folder, &format!("{METADATA_PREFIX}{suffix}.json"));
-        let manifest_key =
-            storage::join(meta_folder, &format!("{MANIFEST_PREFIX}{suffix}.jsonl.gz"));
+        let manifest_key = storage::join(
+            meta_folder,
+            &format!(
+                "{MANIFEST_PREFIX}{suffix}.jsonl.{}",
+                crate::compress::EXTENSION
+            ),
+        );
         if store.get(&meta_key).await.is_ok() {
             continue;
         }
@@ -313,4 +329,36 @@ pub async fn write(store: &dyn Store, key: &str, record: &RunRecord) -> Result<S
         .put(key, Bytes::from(body), PutMode::Overwrite)
         .await?;
     Ok(store.uri(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_records_manifest_is_found_by_the_name_its_version_gave_it() {
+        let stored = |uri: Option<&str>| Stored {
+            key: "trained_model/model_metadata_20261207_101010.json".to_owned(),
+            record: RunRecord {
+                manifest_uri: uri.map(str::to_owned),
+                ..RunRecord::empty()
+            },
+        };
+        assert_eq!(
+            stored(Some(
+                "gs://b/trained_model/model_manifest_20261207_101010.jsonl.zst"
+            ))
+            .manifest_key(),
+            "trained_model/model_manifest_20261207_101010.jsonl.zst"
+        );
+        for earlier in [
+            Some("gs://b/trained_model/model_manifest_20261207_101010.jsonl.gz"),
+            None,
+        ] {
+            assert_eq!(
+                stored(earlier).manifest_key(),
+                "trained_model/model_manifest_20261207_101010.jsonl.gz"
+            );
+        }
+    }
 }

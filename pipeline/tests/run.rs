@@ -351,7 +351,7 @@ async fn a_full_run_writes_datasets_tunes_and_records() {
         record["lines_uri"].as_str(),
         Some(
             store
-                .uri(&format!("trained_model/model_lines_{run_id}.bin.gz"))
+                .uri(&format!("trained_model/model_lines_{run_id}.bin.zst"))
                 .as_str()
         ),
         "the next run takes unchanged samples' lines from it"

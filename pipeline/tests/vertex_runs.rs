@@ -51,8 +51,13 @@ impl Env {
 
     /// `autotune run` with the Vertex tuner pointed at the fake.
     fn cmd(&self, envs: &[(&str, &str)]) -> Command {
+        self.command("run", envs)
+    }
+
+    /// `autotune COMMAND` with the Vertex tuner pointed at the fake.
+    fn command(&self, command: &str, envs: &[(&str, &str)]) -> Command {
         let mut c = autotune();
-        c.arg("run")
+        c.arg(command)
             .env("BUCKET_NAME", self.root())
             .env("TUNER", "vertex")
             .env("PROJECT_ID", PROJECT)
@@ -803,16 +808,8 @@ fn evaluation_on_vertex_blesses_a_better_tuned_model_and_promotes_it() {
     let env = Env::new(200);
     let tuned = fake::endpoint("1122334455");
     let base = fake::publisher_model("gemini-3.5-flash");
-    let answer = |right: fn(usize) -> bool| {
-        move |prompt: &str| match sample_number(prompt) {
-            Some(i) if right(i) => fake::FakeReply::Text(format!("{{\"answer\":\"a{i}\"}}")),
-            Some(_) => fake::FakeReply::Text("{\"answer\":\"no idea\"}".to_owned()),
-            None => fake::FakeReply::Empty,
-        }
-    };
     // The tuned model is right on every row, the base model on a third of them.
-    env.fake.serve_model(&tuned, answer(|_| true));
-    env.fake.serve_model(&base, answer(|i| i % 3 == 0));
+    serve_gemini_3(&env, &["1122334455"]);
     // The candidate's endpoint is not ready at first (404), and the quota pushes back (429).
     env.fake.not_found_for(&tuned, 2);
     env.fake.fail_generate(&base, [429, 503]);
@@ -1031,16 +1028,7 @@ fn gemini_3_loop(tuned_under: Option<&'static str>) {
     );
 
     // `autotune champion`: the call line names the serving endpoint's location.
-    let out = autotune()
-        .arg("champion")
-        .env("BUCKET_NAME", env.root())
-        .env("TUNER", "vertex")
-        .env("PROJECT_ID", PROJECT)
-        .env("LOCATION", LOCATION)
-        .env("VERTEX_API_ENDPOINT", &env.fake.url)
-        .env("GOOGLE_APPLICATION_CREDENTIALS", &env.key)
-        .output()
-        .unwrap();
+    let out = env.command("champion", &[]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -1072,15 +1060,8 @@ fn gemini_3_tuned_models_named_under_the_multi_region_continue_and_serve() {
 fn a_location_where_the_model_cannot_be_tuned_is_refused_before_anything() {
     let env = Env::new(20);
     let before: Vec<_> = walk(env.root());
-    let mut run = autotune();
-    let out = run
-        .arg("run")
-        .env("BUCKET_NAME", env.root())
-        .env("TUNER", "vertex")
-        .env("PROJECT_ID", PROJECT)
-        .env("LOCATION", "asia-northeast1")
-        .env("VERTEX_API_ENDPOINT", &env.fake.url)
-        .env("GOOGLE_APPLICATION_CREDENTIALS", &env.key)
+    let out = env
+        .cmd(&[("LOCATION", "asia-northeast1")])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

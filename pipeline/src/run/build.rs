@@ -173,7 +173,7 @@ impl Job {
                 lines: Some(dataset::Incremental {
                     out: storage::join(
                         &self.config.model_meta_folder,
-                        &format!("{LINES_PREFIX}{run_id}.bin.gz"),
+                        &format!("{LINES_PREFIX}{run_id}.bin.{}", crate::compress::EXTENSION),
                     ),
                     previous: self.previous_lines(gates),
                 }),

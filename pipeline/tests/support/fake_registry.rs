@@ -128,17 +128,7 @@ impl FakeRegistry {
 
     /// Every `model@version` that carries `alias`, across all Models.
     pub fn holders(&self, alias: &str) -> Vec<String> {
-        let s = lock(&self.state);
-        s.aliases
-            .models
-            .iter()
-            .flat_map(|m| {
-                m.versions
-                    .iter()
-                    .filter(|v| v.aliases.iter().any(|a| a == alias))
-                    .map(|v| format!("{}@{}", m.name, v.id))
-            })
-            .collect()
+        lock(&self.state).aliases.holders(alias)
     }
 
     /// Puts `alias` on `model@version` by hand (as someone in the console would).
