@@ -1229,3 +1229,42 @@ async fn a_damaged_or_missing_evaluation_set_is_replaced_and_the_record_says_so(
     );
     current_set(&*store).await;
 }
+
+/// Issue 20 item 2, for buckets an older version left behind: a set whose rows trained (a run
+/// with evaluation off before this fix) is not reused silently; a new set is picked from
+/// content never trained, and the record says so.
+#[tokio::test]
+async fn a_set_that_trained_in_an_earlier_run_is_replaced_loudly() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let on = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    run(&on).await;
+    let first = current_set(&*store).await;
+    // What an older version did with evaluation off: the set unknown to the build.
+    let pointer = "trained_model/eval/current.json";
+    let body = storage::get_bytes(&*store, pointer, 1 << 20).await.unwrap();
+    store.delete(pointer).await.unwrap();
+    samples(&*store, 500, 20, &[]).await;
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    store.put(pointer, body, PutMode::Overwrite).await.unwrap();
+
+    samples(&*store, 600, 40, &[]).await;
+    let o = run(&on).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let said = r["eval_set_repaired"].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&first.info.id) && said.contains("trained") && said.contains("new set"),
+        "{r}"
+    );
+    let second = current_set(&*store).await;
+    assert_ne!(second.info.id, first.info.id);
+    assert_eq!(r["eval_set_id"], second.info.id.as_str());
+    for row in &second.rows {
+        let i: usize = row.key.trim_start_matches('s').parse().unwrap();
+        assert!(i >= 600, "{} trained before", row.key);
+    }
+}

@@ -741,7 +741,7 @@ mod tests {
             .unwrap()
             .len() as u64;
         assert!(size <= 2 * line + 10, "{size}");
-        assert!(MAX_WRITE_BYTES < MAX_SET_BYTES);
+        const { assert!(MAX_WRITE_BYTES < MAX_SET_BYTES) };
     }
 
     /// A set the reader cannot take (too large, cut short, missing, a garbage pointer) is
