@@ -24,7 +24,14 @@ impl Job {
     ) -> Result<Built, RunError> {
         let folder = storage::join(&self.config.jsonl_folder, run_id);
         let split = self.split(gates, seed);
-        let (current, damaged) = self.open_eval_set().await?;
+        let (mut current, mut damaged) = self.open_eval_set().await?;
+        // A set whose rows trained (an older version ran with evaluation off) cannot judge:
+        // it is replaced as a damaged one, loudly.
+        if let Some(d) = self.contaminated(gates, current.as_ref()) {
+            tracing::error!(object = %d.object, "{}; a new set is picked from content never trained", d.reason);
+            current = None;
+            damaged = Some(d);
+        }
         let routing = self.eval_routing(gates, current.as_ref());
         let built = Box::pin(self.convert(&folder, run_id, gates, split, routing, None)).await?;
         let (set, revised) = self
@@ -48,7 +55,7 @@ impl Job {
                     _ if self.config.evaluation.is_none() => "evaluation is off, so nothing replaced it and none of its rows could be held out; the next run with evaluation on picks a new set".to_owned(),
                     _ => "no sample fell in a new set yet (EVAL_RATIO), so it stays until one does and the candidate is not judged".to_owned(),
                 };
-                let message = format!("the evaluation set could not be read ({d}): {done}");
+                let message = format!("the evaluation set cannot judge ({d}): {done}");
                 tracing::warn!("{message}");
                 st.record.eval_set_repaired = Some(message);
             }

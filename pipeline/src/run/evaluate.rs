@@ -251,6 +251,28 @@ impl Job {
         Ok(frozen)
     }
 
+    /// The set in use, as damaged, when rows of it trained in an earlier run (a run with
+    /// evaluation off before the set was kept out of training with evaluation off too).
+    pub(super) fn contaminated(&self, gates: &Gates, set: Option<&Frozen>) -> Option<Damaged> {
+        self.config.evaluation.as_ref()?;
+        let (set, c) = (set?, gates.comparison.as_ref()?);
+        let trained = set
+            .rows
+            .iter()
+            .filter(|r| crate::delta::unhex(&r.id).is_some_and(|d| c.ever_trained.contains(&d)))
+            .count();
+        (trained > 0).then(|| Damaged {
+            object: self.store.uri(&set.info.object),
+            reason: format!(
+                "{trained} of the {} rows of set {} trained in an earlier run",
+                set.rows.len(),
+                set.info.id
+            ),
+            id: Some(set.info.id.clone()),
+            generation: set.generation.clone(),
+        })
+    }
+
     /// Whether the set in use is still smaller than EVAL_MIN_ROWS, so that runs add the rows
     /// they pick from content never trained on (each such sample was held out of the files of
     /// the run that picked it, so nothing trained leaks in).
