@@ -529,12 +529,14 @@ impl Routing {
             max: self.pick.as_ref().map_or(0, |p| p.max),
             heap: BinaryHeap::new(),
             dropped: 0,
+            bytes: 0,
+            budget: MAX_WRITE_BYTES,
         }
     }
 }
 
-/// A candidate row and its position; ordered by position alone.
-struct Candidate(u64, Row);
+/// A candidate row, its position and the bytes of its line; ordered by position alone.
+struct Candidate(u64, Row, u64);
 
 impl PartialEq for Candidate {
     fn eq(&self, other: &Self) -> bool {
@@ -553,28 +555,42 @@ impl Ord for Candidate {
     }
 }
 
-/// Collects a new set's rows as a build streams, holding at most EVAL_MAX of them. Candidates
-/// beyond EVAL_MAX are held out of both files in this run (and go to the split in later runs,
-/// which route by the frozen set).
+/// Collects a new set's rows as a build streams, holding at most EVAL_MAX of them and at most
+/// [`MAX_WRITE_BYTES`] of their lines. Candidates beyond are held out of both files in this
+/// run (and go to the split in later runs, which route by the frozen set).
 pub struct Picker {
     max: usize,
     heap: BinaryHeap<Candidate>,
     dropped: u64,
+    /// The bytes of the lines held, and the most held ([`MAX_WRITE_BYTES`]).
+    bytes: u64,
+    budget: u64,
 }
 
 impl Picker {
     pub fn offer(&mut self, position: u64, row: Row) {
-        if self.max == 0 {
+        let size = serde_json::to_vec(&row).map_or(u64::MAX, |l| l.len() as u64 + 1);
+        if self.max == 0 || size > self.budget {
             self.dropped += 1;
             return;
         }
         if self.heap.len() < self.max {
-            self.heap.push(Candidate(position, row));
+            self.heap.push(Candidate(position, row, size));
+            self.bytes += size;
         } else if self.heap.peek().is_some_and(|top| position < top.0) {
-            self.heap.pop();
-            self.heap.push(Candidate(position, row));
+            if let Some(top) = self.heap.pop() {
+                self.bytes -= top.2;
+            }
+            self.heap.push(Candidate(position, row, size));
+            self.bytes += size;
             self.dropped += 1;
         } else {
+            self.dropped += 1;
+        }
+        // Within the bytes a set may hold: the largest positions go first.
+        while self.bytes > self.budget {
+            let Some(top) = self.heap.pop() else { break };
+            self.bytes -= top.2;
             self.dropped += 1;
         }
     }
@@ -597,6 +613,7 @@ impl Picker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delta::Digests;
     use crate::storage::memory::MemoryStore;
 
     fn row(id: u8) -> Row {
@@ -810,5 +827,25 @@ mod tests {
             panic!("a garbage pointer is damaged");
         };
         assert!(d.object.ends_with("current.json"), "{d}");
+    }
+
+    /// A build holds at most what a set may hold: candidates beyond the write budget are
+    /// dropped as they stream (the largest positions first), not held until the freeze.
+    #[test]
+    fn the_picker_holds_at_most_the_write_budget() {
+        let long = |id: u8| Row {
+            reference: "x".repeat(1000),
+            ..row(id)
+        };
+        let line = serde_json::to_vec(&long(1)).unwrap().len() as u64 + 1;
+        let routing = Routing::pick(1.0, 1000, Digests::default());
+        let mut picker = routing.picker();
+        picker.budget = 2 * line;
+        for id in [5, 3, 9, 1] {
+            picker.offer(u64::from(id), long(id));
+            assert!(picker.bytes <= 2 * line, "{} bytes held", picker.bytes);
+        }
+        assert_eq!(picker.dropped(), 2);
+        assert_eq!(picker.into_rows(), vec![long(1), long(3)]);
     }
 }
