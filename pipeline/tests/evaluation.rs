@@ -1273,3 +1273,38 @@ async fn a_set_that_trained_in_an_earlier_run_is_replaced_loudly() {
         assert!(!trained.contains(&row.key), "{} trained before", row.key);
     }
 }
+
+/// Issue 20 item 4: `--new-eval-set` did not help against a set that could not be read.
+#[tokio::test]
+async fn a_new_evaluation_set_replaces_an_unreadable_one() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    let first = current_set(&*store).await;
+    store
+        .put(
+            &first.info.object,
+            Bytes::from("\u{0}garbage"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    samples(&*store, 500, 40, &[]).await;
+    let cfg = Config {
+        evaluation: Some(Evaluation {
+            new_set: true,
+            ..evaluation()
+        }),
+        ..config()
+    };
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, cfg)).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let second = current_set(&*store).await;
+    assert_eq!(r["eval_set_id"], second.info.id.as_str(), "{r}");
+    assert_eq!(r["new_eval_set"], true);
+    assert!(r["eval_set_repaired"].is_string(), "{r}");
+    assert!(r["evaluation"]["rows"].as_u64().unwrap() > 0, "{r}");
+}
