@@ -341,4 +341,42 @@ mod tests {
         assert_eq!(count(&now), 13);
         assert_eq!(count(&before), 0);
     }
+
+    /// Issue 20 item 3: what trained is remembered through any number of runs without it,
+    /// 32 bytes a digest.
+    #[tokio::test]
+    async fn content_that_trained_is_remembered_after_it_is_deleted() {
+        let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        let before: Vec<_> = (0..4).map(|i| sample(&format!("s{i}"), "1")).collect();
+        let outcomes: Vec<Outcome> = (0..4u8)
+            .map(|i| Outcome {
+                digest: Some([i; 32]),
+                validation: Some(i == 3),
+            })
+            .collect();
+        let mut carried = Carried::default();
+        let mut body = encode(&before, &outcomes, &carried).await;
+        // Three runs in which none of them is present.
+        for _ in 0..3 {
+            store
+                .put("m.jsonl.gz", body, PutMode::Overwrite)
+                .await
+                .unwrap();
+            let (manifest, read_back) = read(&store, "m.jsonl.gz").await.unwrap();
+            let c = compare(&[], &manifest, read_back);
+            carried = c.carried();
+            for i in 0..3u8 {
+                assert!(c.trained.contains(&[i; 32]), "{i} is not picked");
+                assert!(carried.trained.contains(&[i; 32]), "{i} is carried");
+            }
+            assert!(
+                !carried.trained.contains(&[3; 32]),
+                "validated, not trained"
+            );
+            assert!(carried.validation.contains(&[3; 32]));
+            body = encode(&[], &[], &carried).await;
+        }
+        assert_eq!(carried.trained.len(), 3);
+        assert_eq!(std::mem::size_of_val(&*carried.trained.0), 3 * 32);
+    }
 }
