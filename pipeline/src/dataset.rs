@@ -141,6 +141,10 @@ pub struct Built {
     pub eval_members: u64,
     /// Candidates for a new evaluation set beyond EVAL_MAX: in neither file in this run.
     pub eval_held_out: u64,
+    /// Rows of the set in use whose content changed under the same key (corrected labels):
+    /// the updated rows, held out as members.
+    #[serde(skip)]
+    pub eval_revised: Vec<Row>,
     /// A new evaluation set's rows, when the build picked one (at most EVAL_MAX).
     #[serde(skip)]
     pub eval_rows: Vec<Row>,
@@ -509,10 +513,18 @@ impl Writers {
             built.outcomes[i].digest = Some(line.digest);
             return Ok(());
         }
-        match opts.eval.route(&line.digest) {
+        match opts.eval.route(&sample.key, &line.digest) {
             Route::Member => {
                 built.eval_members += 1;
                 built.outcomes[i].digest = Some(line.digest);
+                return Ok(());
+            }
+            Route::Revised => {
+                built.eval_members += 1;
+                built.outcomes[i].digest = Some(line.digest);
+                if let Some(row) = Row::from_line(&sample.key, &hex(&line.digest), &line.text) {
+                    built.eval_revised.push(row);
+                }
                 return Ok(());
             }
             Route::Candidate(position) => {

@@ -6,8 +6,10 @@
 //! is the number of current samples that are absent from that manifest or whose raw or label
 //! version changed; once the build has read them, only those whose content digest changed
 //! count (a re-upload of the same bytes is no change). Content that was ever on the validation
-//! side stays there, whatever its name or the split ratio (`Comparison::validation`). The seed compared
-//! sample counts, so deleting five samples hid five additions; a deletion changes nothing here.
+//! side stays there, whatever its name or the split ratio (`Comparison::validation`). Content that
+//! ever trained is remembered the same way, deleted or not (keyless `t` entries carried from run
+//! to run), so that it is never picked into a new evaluation set. The seed compared sample
+//! counts, so deleting five samples hid five additions; a deletion changes nothing here.
 
 use std::collections::{HashMap, HashSet};
 
@@ -64,6 +66,46 @@ impl Known {
 /// A previous run's samples, by key.
 pub type Manifest = HashMap<Box<str>, Known>;
 
+/// A set of content digests, sorted: 32 bytes a digest, looked up by binary search (every
+/// digest that ever trained is carried from run to run, so it must stay compact).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digests(Box<[[u8; 32]]>);
+
+impl Digests {
+    pub fn contains(&self, d: &[u8; 32]) -> bool {
+        self.0.binary_search(d).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<[u8; 32]> for Digests {
+    fn from_iter<I: IntoIterator<Item = [u8; 32]>>(iter: I) -> Self {
+        let mut v: Vec<[u8; 32]> = iter.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        Self(v.into_boxed_slice())
+    }
+}
+
+/// What a manifest carries beyond its samples: content that ever validated, and content that
+/// ever trained, under any key or none.
+#[derive(Debug, Clone, Default)]
+pub struct Carried {
+    pub validation: HashSet<[u8; 32]>,
+    pub trained: Digests,
+}
+
 /// What a run did with one sample, for the manifest.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outcome {
@@ -85,8 +127,21 @@ pub struct Comparison {
     /// name or the current split ratio.
     pub validation: HashSet<[u8; 32]>,
     /// Content digests the previous run read and did not validate, under any key (renamed
-    /// or deleted since included): never picked for a new evaluation set.
-    pub trained: HashSet<[u8; 32]>,
+    /// or deleted since included), and every content that ever trained: never picked for a new
+    /// evaluation set.
+    pub trained: Digests,
+    /// Content that ever trained (carried into the next manifest).
+    pub ever_trained: Digests,
+}
+
+impl Comparison {
+    /// What the next manifest carries forward.
+    pub fn carried(&self) -> Carried {
+        Carried {
+            validation: self.validation.clone(),
+            trained: self.ever_trained.clone(),
+        }
+    }
 }
 
 pub(crate) use crate::storage::hex;
@@ -104,14 +159,17 @@ pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
 
 /// Encodes the manifest of `samples` and what the run did with each (`outcomes`, aligned; may
 /// be empty when nothing was built). Validation digests of `previous` that no current sample
-/// carries are kept, so a deleted validation sample re-uploaded later still validates.
-pub async fn encode(
-    samples: &[Sample],
-    outcomes: &[Outcome],
-    previous_validation: &HashSet<[u8; 32]>,
-) -> Bytes {
+/// carries are kept, so a deleted validation sample re-uploaded later still validates; so are
+/// the digests that ever trained, so deleted and restored content is never picked into an
+/// evaluation set.
+pub async fn encode(samples: &[Sample], outcomes: &[Outcome], previous: &Carried) -> Bytes {
     let mut enc = crate::compress::encoder(Vec::new());
-    let mut carried: HashSet<[u8; 32]> = previous_validation.clone();
+    let mut carried: HashSet<[u8; 32]> = previous.validation.clone();
+    let trained_now: Digests = outcomes
+        .iter()
+        .filter(|o| o.validation == Some(false))
+        .filter_map(|o| o.digest)
+        .collect();
     let write = async |e: &Entry<'_>, enc: &mut crate::compress::Encoder| {
         let mut line = serde_json::to_vec(e).expect("an entry serialises");
         line.push(b'\n');
@@ -144,15 +202,23 @@ pub async fn encode(
         };
         write(&e, &mut enc).await;
     }
+    // Content that trained before and is not training under a key now: remembered without one.
+    for d in previous.trained.iter().filter(|d| !trained_now.contains(d)) {
+        let e = Entry {
+            key: "".into(),
+            raw: "".into(),
+            label: "".into(),
+            digest: Some(hex(d).into()),
+            side: Some('t'),
+        };
+        write(&e, &mut enc).await;
+    }
     enc.shutdown().await.expect("writing to memory");
     Bytes::from(enc.into_inner())
 }
 
 /// Reads a manifest, streaming and decompressing it.
-pub async fn read(
-    store: &dyn Store,
-    key: &str,
-) -> Result<(Manifest, HashSet<[u8; 32]>), StoreError> {
+pub async fn read(store: &dyn Store, key: &str) -> Result<(Manifest, Carried), StoreError> {
     let uri = store.uri(key);
     let got = store.get(key).await?;
     let bad = |e: String| StoreError::Io {
@@ -165,6 +231,7 @@ pub async fn read(
     let mut lines = tokio::io::BufReader::new(decoded).lines();
     let mut manifest = Manifest::new();
     let mut validation = HashSet::new();
+    let mut trained = Vec::new();
     while let Some(line) = lines.next_line().await.map_err(|e| bad(e.to_string()))? {
         let e: Entry = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
         let digest = e.digest.as_deref().and_then(unhex);
@@ -172,28 +239,39 @@ pub async fn read(
         if let (Some(d), true) = (digest, is_validation) {
             validation.insert(d);
         }
+        if let (Some(d), Some('t')) = (digest, e.side) {
+            trained.push(d);
+        }
         if e.key.is_empty() {
             continue;
         }
         manifest.insert(e.key.into(), Known::new(&e.raw, &e.label, digest));
     }
-    Ok((manifest, validation))
+    Ok((
+        manifest,
+        Carried {
+            validation,
+            trained: trained.into_iter().collect(),
+        },
+    ))
 }
 
 /// Compares the current samples with a previous run's manifest.
-pub fn compare(
-    samples: &[Sample],
-    previous: &Manifest,
-    validation: HashSet<[u8; 32]>,
-) -> Comparison {
+pub fn compare(samples: &[Sample], previous: &Manifest, carried: Carried) -> Comparison {
+    let Carried {
+        validation,
+        trained: ever_trained,
+    } = carried;
     let trained = previous
         .values()
         .filter_map(|k| k.digest)
         .filter(|d| !validation.contains(d))
+        .chain(ever_trained.iter().copied())
         .collect();
     let mut c = Comparison {
         validation,
         trained,
+        ever_trained,
         ..Comparison::default()
     };
     for s in samples {
@@ -243,7 +321,7 @@ mod tests {
         store
             .put(
                 "m.jsonl.gz",
-                encode(&before, &[], &HashSet::new()).await,
+                encode(&before, &[], &Carried::default()).await,
                 PutMode::Create,
             )
             .await
@@ -269,7 +347,7 @@ mod tests {
     async fn a_gzip_manifest_of_an_earlier_version_is_read() {
         use tokio::io::AsyncReadExt;
         let before: Vec<_> = (0..3).map(|i| sample(&format!("s{i}"), "1")).collect();
-        let zstd = encode(&before, &[], &HashSet::new()).await;
+        let zstd = encode(&before, &[], &Carried::default()).await;
         let mut plain = Vec::new();
         crate::compress::decoder(std::io::Cursor::new(zstd.to_vec()))
             .await
@@ -291,5 +369,43 @@ mod tests {
             .unwrap();
         let (manifest, _) = read(&store, "old.jsonl.gz").await.unwrap();
         assert_eq!(manifest.len(), 3);
+    }
+
+    /// Issue 20 item 3: what trained is remembered through any number of runs without it,
+    /// 32 bytes a digest.
+    #[tokio::test]
+    async fn content_that_trained_is_remembered_after_it_is_deleted() {
+        let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        let before: Vec<_> = (0..4).map(|i| sample(&format!("s{i}"), "1")).collect();
+        let outcomes: Vec<Outcome> = (0..4u8)
+            .map(|i| Outcome {
+                digest: Some([i; 32]),
+                validation: Some(i == 3),
+            })
+            .collect();
+        let mut carried = Carried::default();
+        let mut body = encode(&before, &outcomes, &carried).await;
+        // Three runs in which none of them is present.
+        for _ in 0..3 {
+            store
+                .put("m.jsonl.gz", body, PutMode::Overwrite)
+                .await
+                .unwrap();
+            let (manifest, read_back) = read(&store, "m.jsonl.gz").await.unwrap();
+            let c = compare(&[], &manifest, read_back);
+            carried = c.carried();
+            for i in 0..3u8 {
+                assert!(c.trained.contains(&[i; 32]), "{i} is not picked");
+                assert!(carried.trained.contains(&[i; 32]), "{i} is carried");
+            }
+            assert!(
+                !carried.trained.contains(&[3; 32]),
+                "validated, not trained"
+            );
+            assert!(carried.validation.contains(&[3; 32]));
+            body = encode(&[], &[], &carried).await;
+        }
+        assert_eq!(carried.trained.len(), 3);
+        assert_eq!(std::mem::size_of_val(&*carried.trained.0), 3 * 32);
     }
 }

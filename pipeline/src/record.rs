@@ -132,6 +132,13 @@ pub struct RunRecord {
     /// The run picked a new evaluation set (the first evaluating run, or `--new-eval-set`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub new_eval_set: bool,
+    /// Rows of the evaluation set whose reference the run updated (labels corrected): a new
+    /// version of the set, the samples still out of both files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_set_revised: Option<u64>,
+    /// The evaluation set in use could not be read, and what the run did about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_set_repaired: Option<String>,
     /// The candidate against the champion: verdict, scores, cost, the blessing's object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<serde_json::Value>,
@@ -182,6 +189,8 @@ impl RunRecord {
             quiet_reason: None,
             eval_set_id: None,
             new_eval_set: false,
+            eval_set_revised: None,
+            eval_set_repaired: None,
             evaluation: None,
             promotion: None,
             error: None,

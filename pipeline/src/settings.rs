@@ -970,6 +970,25 @@ impl Settings {
                 }
             }
         }
+        // The evaluation writes its own files beside the datasets: a dataset named like one of
+        // them would be overwritten by the verdict, or break every evaluation.
+        for (var, name) in [
+            ("TRAIN_FILE", self.train_file.as_str()),
+            ("VAL_FILE", self.val_file.as_str()),
+        ] {
+            let name = name.trim_matches('/');
+            let taken = [run::BLESSING_FILE, run::RESPONSES_FOLDER]
+                .into_iter()
+                .find(|own| name == *own || name.starts_with(&format!("{own}/")));
+            if let Some(own) = taken {
+                return Err(invalid(
+                    var,
+                    format!(
+                        "{var} {name:?} is the evaluation's own {own:?} in the run's folder: the evaluation would overwrite it or fail writing beside it; choose another name"
+                    ),
+                ));
+            }
+        }
         let folder = |f: &str| f.trim_matches('/').to_owned();
         let outputs = [
             ("JSONL_FOLDER", folder(&self.jsonl_folder)),

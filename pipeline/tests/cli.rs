@@ -1401,6 +1401,37 @@ fn settings_that_would_lose_data_or_read_outside_exit_2() {
     );
 }
 
+/// Issue 20 item 5: `VAL_FILE=blessing.json` let the verdict overwrite the validation file and
+/// `VAL_FILE=eval_responses` broke every evaluation: the evaluation's own files are refused as
+/// dataset names, naming the setting.
+#[test]
+fn the_evaluation_files_cannot_be_dataset_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    text_samples(root, 0, 20);
+    for (var, value) in [
+        ("VAL_FILE", "blessing.json"),
+        ("VAL_FILE", "eval_responses"),
+        ("TRAIN_FILE", "blessing.json"),
+        ("TRAIN_FILE", "eval_responses/sft_train.jsonl"),
+    ] {
+        let out = autotune()
+            .arg("run")
+            .env("BUCKET_NAME", root)
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{var}={value} names {var}: {stderr}");
+    }
+    assert_eq!(
+        files_under(root).len(),
+        40,
+        "nothing was written by a refused run"
+    );
+}
+
 /// `autotune validate FILE | head -1`: a reader that stops reading is no failure to report.
 /// Stdout is a pipe whose read end is closed before the binary starts, so its first write
 /// meets EPIPE whatever the timing.

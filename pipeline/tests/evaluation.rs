@@ -962,3 +962,349 @@ async fn a_set_smaller_than_the_minimum_grows_from_new_content_only() {
     assert_eq!(r2["counts"]["eval"], grown.rows.len(), "{}", r2["counts"]);
     assert_eq!(r2["evaluation"]["rows"], grown.rows.len());
 }
+
+/// The index entries of a run: (file, key).
+async fn index_of(store: &dyn Store, record: &Value) -> Vec<(String, String)> {
+    lines(store, record["index_uri"].as_str())
+        .await
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["file"].as_str().unwrap().to_owned(),
+                v["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn current_set(store: &dyn Store) -> autotune::evaluate::set::Frozen {
+    autotune::evaluate::set::current(store, "trained_model")
+        .await
+        .unwrap()
+        .expect("a set is in use")
+}
+
+/// Issue 20 item 1: fixing the label of evaluation samples (the most ordinary thing a
+/// labelling team does) moved them to training while the set still judged with the old rows.
+#[tokio::test]
+async fn correcting_labels_of_evaluation_samples_revises_the_set_instead_of_training_them() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let o1 = run(&j).await;
+    assert_eq!(o1.status, RunStatus::Success, "{}", o1.reason);
+    let first = current_set(&*store).await;
+    assert!(first.rows.len() >= 12, "{} rows", first.rows.len());
+    let fixed: Vec<String> = first.rows.iter().take(12).map(|r| r.key.clone()).collect();
+    for key in &fixed {
+        let label = format!("{{\"answer\":\"corrected {key}\"}}");
+        store
+            .put(
+                &format!("raw_training_data/{key}.json"),
+                Bytes::from(label),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+    }
+    samples(&*store, 500, 20, &[]).await;
+    let o2 = run(&j).await;
+    assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
+    let r2 = record_of(&*store, &o2).await;
+    for (file, key) in index_of(&*store, &r2).await {
+        assert!(
+            !fixed.contains(&key),
+            "evaluation sample {key} went to {file} after its label was corrected"
+        );
+    }
+    let revised = current_set(&*store).await;
+    assert_ne!(revised.info.id, first.info.id, "a new set version");
+    assert_eq!(
+        revised.info.replaced.as_deref(),
+        Some(first.info.id.as_str())
+    );
+    assert_eq!(revised.rows.len(), first.rows.len(), "the same samples");
+    for key in &fixed {
+        let row = revised.rows.iter().find(|r| &r.key == key).unwrap();
+        assert_eq!(
+            row.reference,
+            format!("{{\"answer\":\"corrected {key}\"}}"),
+            "the corrected reference judges"
+        );
+    }
+    assert_eq!(r2["eval_set_id"], revised.info.id.as_str(), "{r2}");
+    assert_eq!(r2["eval_set_revised"], 12, "recorded: {r2}");
+    assert_eq!(r2["counts"]["eval"], first.rows.len() as u64);
+    assert_eq!(r2["evaluation"]["rows"], first.rows.len() as u64);
+
+    // The old content under a new name, and a second correction: neither trains.
+    let old = &first.rows[0];
+    let i: usize = old.key.trim_start_matches('s').parse().unwrap();
+    store
+        .put(
+            "raw_training_data/copy_of_old.txt",
+            Bytes::from(format!("question {i}")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            "raw_training_data/copy_of_old.json",
+            Bytes::from(format!("{{\"answer\":\"a{i}\"}}")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &format!("raw_training_data/{}.json", fixed[1]),
+            Bytes::from("{\"answer\":\"corrected twice\"}"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    samples(&*store, 600, 20, &[]).await;
+    let o3 = run(&j).await;
+    assert_eq!(o3.status, RunStatus::Success, "{}", o3.reason);
+    let r3 = record_of(&*store, &o3).await;
+    for (file, key) in index_of(&*store, &r3).await {
+        assert!(
+            key != "copy_of_old" && key != fixed[1],
+            "{key} (once in the evaluation set) went to {file}"
+        );
+    }
+}
+
+/// Issue 20 item 2: one run with evaluation off trained on the frozen set, and later runs
+/// judged on the contaminated set without a word.
+#[tokio::test]
+async fn a_run_with_evaluation_off_keeps_the_frozen_set_out_of_training() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    let set = current_set(&*store).await;
+    samples(&*store, 500, 20, &[]).await;
+    let off = job_with(&store, &tuner, &judges, &aliases, config());
+    let o = run(&off).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let members: Vec<&str> = set.rows.iter().map(|r| r.key.as_str()).collect();
+    let leaked: Vec<(String, String)> = index_of(&*store, &r)
+        .await
+        .into_iter()
+        .filter(|(_, k)| members.contains(&k.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "with evaluation off: {leaked:?}");
+    assert_eq!(
+        r["counts"]["eval"],
+        set.rows.len() as u64,
+        "{}",
+        r["counts"]
+    );
+    assert_eq!(
+        current_set(&*store).await.info.id,
+        set.info.id,
+        "the same set"
+    );
+}
+
+/// Issue 20 item 3: content that trained, was deleted for one run and restored was picked
+/// into a new evaluation set: the manifest forgot what deleted samples were.
+#[tokio::test]
+async fn content_deleted_for_a_run_and_restored_is_never_picked_for_a_new_set() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    // Evaluation off: everything trains or validates.
+    let off = job_with(&store, &tuner, &judges, &aliases, config());
+    let o1 = run(&off).await;
+    assert_eq!(o1.status, RunStatus::Success);
+    let trained: Vec<String> = index_of(&*store, &record_of(&*store, &o1).await)
+        .await
+        .into_iter()
+        .filter(|(file, _)| file == "sft_train.jsonl")
+        .map(|(_, key)| key)
+        .collect();
+    let mut kept = Vec::new();
+    for i in 0..60 {
+        for ext in ["txt", "json"] {
+            let key = format!("raw_training_data/s{i:03}.{ext}");
+            kept.push((
+                key.clone(),
+                storage::get_bytes(&*store, &key, 1 << 20).await.unwrap(),
+            ));
+            store.delete(&key).await.unwrap();
+        }
+    }
+    samples(&*store, 500, 20, &[]).await;
+    assert_eq!(run(&off).await.status, RunStatus::Success);
+    for (key, body) in kept {
+        store.put(&key, body, PutMode::Overwrite).await.unwrap();
+    }
+    samples(&*store, 600, 40, &[]).await;
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let set = current_set(&*store).await;
+    assert!(!set.rows.is_empty());
+    for row in &set.rows {
+        assert!(
+            !trained.contains(&row.key),
+            "{} trained before it was deleted and restored",
+            row.key
+        );
+    }
+}
+
+/// Issue 20 item 4: a damaged or missing set failed every run with no hint of the fix.
+#[tokio::test]
+async fn a_damaged_or_missing_evaluation_set_is_replaced_and_the_record_says_so() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    run(&j).await;
+    let first = current_set(&*store).await;
+    // A set file cut short by hand.
+    store
+        .put(
+            &first.info.object,
+            Bytes::from("{\"id\":\"tr"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    samples(&*store, 500, 20, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let repaired = r["eval_set_repaired"].as_str().unwrap_or_default();
+    assert!(
+        repaired.contains(&first.info.object) && repaired.contains("new set"),
+        "the record names the damaged object and what was done: {r}"
+    );
+    let second = current_set(&*store).await;
+    assert_eq!(r["eval_set_id"], second.info.id.as_str());
+    assert!(r["evaluation"]["rows"].as_u64().unwrap() > 0, "{r}");
+
+    // The set file deleted: replaced again.
+    store.delete(&second.info.object).await.unwrap();
+    samples(&*store, 600, 20, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    assert!(
+        r["eval_set_repaired"]
+            .as_str()
+            .is_some_and(|m| m.contains(&second.info.object)),
+        "{r}"
+    );
+    current_set(&*store).await;
+
+    // The pointer itself garbage.
+    store
+        .put(
+            "trained_model/eval/current.json",
+            Bytes::from("not json"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    samples(&*store, 700, 20, &[]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    assert!(
+        r["eval_set_repaired"]
+            .as_str()
+            .is_some_and(|m| m.contains("current.json")),
+        "{r}"
+    );
+    current_set(&*store).await;
+}
+
+/// Issue 20 item 2, for buckets an older version left behind: a set whose rows trained (a run
+/// with evaluation off before this fix) is not reused silently; a new set is picked from
+/// content never trained, and the record says so.
+#[tokio::test]
+async fn a_set_that_trained_in_an_earlier_run_is_replaced_loudly() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    let on = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    run(&on).await;
+    let first = current_set(&*store).await;
+    // What an older version did with evaluation off: the set unknown to the build.
+    let pointer = "trained_model/eval/current.json";
+    let body = storage::get_bytes(&*store, pointer, 1 << 20).await.unwrap();
+    store.delete(pointer).await.unwrap();
+    samples(&*store, 500, 20, &[]).await;
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let trained: Vec<String> = index_of(&*store, &record_of(&*store, &o).await)
+        .await
+        .into_iter()
+        .filter(|(file, _)| file == "sft_train.jsonl")
+        .map(|(_, key)| key)
+        .collect();
+    store.put(pointer, body, PutMode::Overwrite).await.unwrap();
+
+    samples(&*store, 600, 40, &[]).await;
+    let o = run(&on).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let said = r["eval_set_repaired"].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&first.info.id) && said.contains("trained") && said.contains("new set"),
+        "{r}"
+    );
+    let second = current_set(&*store).await;
+    assert_ne!(second.info.id, first.info.id);
+    assert_eq!(r["eval_set_id"], second.info.id.as_str());
+    for row in &second.rows {
+        assert!(!trained.contains(&row.key), "{} trained before", row.key);
+    }
+}
+
+/// Issue 20 item 4: `--new-eval-set` did not help against a set that could not be read.
+#[tokio::test]
+async fn a_new_evaluation_set_replaces_an_unreadable_one() {
+    let store = bucket();
+    samples(&*store, 0, 120, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
+    run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    let first = current_set(&*store).await;
+    store
+        .put(
+            &first.info.object,
+            Bytes::from("\u{0}garbage"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    samples(&*store, 500, 40, &[]).await;
+    let cfg = Config {
+        evaluation: Some(Evaluation {
+            new_set: true,
+            ..evaluation()
+        }),
+        ..config()
+    };
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, cfg)).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let second = current_set(&*store).await;
+    assert_eq!(r["eval_set_id"], second.info.id.as_str(), "{r}");
+    assert_eq!(r["new_eval_set"], true);
+    assert!(r["eval_set_repaired"].is_string(), "{r}");
+    assert!(r["evaluation"]["rows"].as_u64().unwrap() > 0, "{r}");
+}

@@ -2,15 +2,17 @@
 //! `MODEL_META_FOLDER/eval/<set id>.jsonl` and reused by every later run, so that every
 //! candidate and champion are compared on the same rows.
 //!
-//! A sample belongs to the set by its content digest, never by its name: a renamed or copied
-//! evaluation sample stays out of training. The first run that evaluates picks the set: the
+//! A sample belongs to the set by its identity as well as its content: by its content digest (a
+//! renamed or copied evaluation sample stays out of training), by its key (a corrected label is
+//! still the same sample: its row's reference is updated in a new version of the set, the old
+//! content retired, never trained), and by any content a row had in an earlier version. The first run that evaluates picks the set: the
 //! samples whose digest falls in the first EVAL_RATIO of the digest space, at most EVAL_MAX of
 //! them (the smallest digests), never content an earlier run trained on. Later runs route the
 //! set's members out of both files and leave every other sample to the train/validation split.
 //! `--new-eval-set` picks a new set the same way and moves `eval/current.json` to it.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -23,8 +25,13 @@ use crate::storage::{self, PutMode, Store, StoreError};
 pub const FOLDER: &str = "eval";
 /// The pointer to the set in use.
 const CURRENT: &str = "current.json";
-/// The largest set file read back (1,000 rows of long prompts fit many times over).
-const MAX_SET_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest set file read back.
+pub const MAX_SET_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest set file written: a quarter of what the reader accepts, so that a set is always
+/// read back (1,000 rows of long documents made 274 MB, and every later run failed). Rows
+/// beyond it are left out of the set, the rows in the smallest digest positions kept.
+pub const MAX_WRITE_BYTES: u64 = MAX_SET_BYTES / 4;
+const _: () = assert!(MAX_WRITE_BYTES < MAX_SET_BYTES);
 
 /// One evaluation row: a tuning example split into the request and the expected answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +103,21 @@ pub struct SetInfo {
     /// EVAL_MIN_ROWS grows from content no run trained on).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub grown: bool,
+    /// Rows whose reference this version updated from the set it replaced (labels corrected).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revised: u64,
+    /// Content digests (hex) rows had in earlier versions of this set: never trained or
+    /// validated, as the rows themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+    /// Rows left out to keep the file under [`MAX_WRITE_BYTES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left_out_for_size: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The set in use, read back.
@@ -115,34 +137,142 @@ pub enum SetError {
     Corrupt { object: String, reason: String },
 }
 
+/// A set pointer that leads to no readable set: a damaged or unparsable pointer, a set file
+/// missing, damaged, or larger than [`MAX_SET_BYTES`].
+#[derive(Debug, Clone)]
+pub struct Damaged {
+    /// The object at fault (URI).
+    pub object: String,
+    pub reason: String,
+    /// The set's id, when the pointer could be read.
+    pub id: Option<String>,
+    /// The generation of `current.json`, for the compare-and-swap that replaces it.
+    pub generation: String,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.reason)
+    }
+}
+
+/// What `eval/current.json` leads to.
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// No run picked a set yet.
+    None,
+    InUse(Frozen),
+    /// A set that cannot be read: a run replaces it.
+    Damaged(Damaged),
+}
+
+/// The set a new version replaces: its id and the generation of the pointer.
+#[derive(Debug, Clone)]
+pub struct Replacing {
+    pub id: String,
+    pub generation: String,
+}
+
+impl From<&Frozen> for Replacing {
+    fn from(f: &Frozen) -> Self {
+        Self {
+            id: f.info.id.clone(),
+            generation: f.generation.clone(),
+        }
+    }
+}
+
+impl From<&Damaged> for Replacing {
+    fn from(d: &Damaged) -> Self {
+        Self {
+            id: d.id.clone().unwrap_or_else(|| "damaged".to_owned()),
+            generation: d.generation.clone(),
+        }
+    }
+}
+
 fn current_key(meta_folder: &str) -> String {
     storage::join(&storage::join(meta_folder, FOLDER), CURRENT)
 }
 
-/// The set in use, if a run picked one.
+/// The set in use, if a run picked one; an error for a set that cannot be read.
 pub async fn current(store: &dyn Store, meta_folder: &str) -> Result<Option<Frozen>, SetError> {
+    match open(store, meta_folder).await? {
+        Opened::None => Ok(None),
+        Opened::InUse(f) => Ok(Some(f)),
+        Opened::Damaged(d) => Err(SetError::Corrupt {
+            object: d.object,
+            reason: d.reason,
+        }),
+    }
+}
+
+/// What `eval/current.json` leads to: no set, the set in use, or a damaged one. Only a store
+/// that cannot answer (not a missing, oversized or unparsable object) is an error.
+pub async fn open(store: &dyn Store, meta_folder: &str) -> Result<Opened, StoreError> {
+    open_within(store, meta_folder, MAX_SET_BYTES).await
+}
+
+async fn open_within(
+    store: &dyn Store,
+    meta_folder: &str,
+    limit: u64,
+) -> Result<Opened, StoreError> {
     let key = current_key(meta_folder);
-    let Some((body, generation)) = storage::get_versioned(store, &key, 1024 * 1024).await? else {
-        return Ok(None);
+    let got = match store.get(&key).await {
+        Ok(g) => g,
+        Err(e) if e.is_not_found() => return Ok(Opened::None),
+        Err(e) => return Err(e),
     };
-    let corrupt = |reason: String| SetError::Corrupt {
-        object: store.uri(&key),
-        reason,
+    let generation = got.generation.clone();
+    let damaged = |object: String, reason: String, id: Option<String>| {
+        Ok(Opened::Damaged(Damaged {
+            object,
+            reason,
+            id,
+            generation: generation.clone(),
+        }))
     };
-    let info: SetInfo = serde_json::from_slice(&body).map_err(|e| corrupt(e.to_string()))?;
-    let body = storage::get_bytes(store, &info.object, MAX_SET_BYTES).await?;
-    let corrupt = |line: usize, reason: String| SetError::Corrupt {
-        object: store.uri(&info.object),
-        reason: format!("line {line}: {reason}"),
+    let body = match got.bytes_limited(&store.uri(&key), 1024 * 1024).await {
+        Ok(b) => b,
+        Err(e @ StoreError::TooLarge { .. }) => {
+            return damaged(store.uri(&key), e.to_string(), None);
+        }
+        Err(e) => return Err(e),
     };
-    let text = std::str::from_utf8(&body).map_err(|e| corrupt(0, e.to_string()))?;
-    let rows = text
+    let info: SetInfo = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => return damaged(store.uri(&key), format!("not a set pointer: {e}"), None),
+    };
+    let object = store.uri(&info.object);
+    let id = Some(info.id.clone());
+    let body = match storage::get_bytes(store, &info.object, limit).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return damaged(object, "the set file is missing".into(), id),
+        Err(StoreError::TooLarge { size, limit, .. }) => {
+            return damaged(
+                object,
+                format!("{size} bytes is more than the {limit} bytes a set may have"),
+                id,
+            );
+        }
+        Err(e) => return Err(e),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return damaged(object, "not UTF-8".into(), id);
+    };
+    let mut rows = Vec::new();
+    for (i, l) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str::<Row>(l).map_err(|e| corrupt(i + 1, e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(Frozen {
+    {
+        match serde_json::from_str::<Row>(l) {
+            Ok(r) => rows.push(r),
+            Err(e) => return damaged(object, format!("line {}: {e}", i + 1), id),
+        }
+    }
+    Ok(Opened::InUse(Frozen {
         info,
         rows,
         generation,
@@ -157,18 +287,68 @@ pub struct Picked {
     pub grown: bool,
     pub ratio: f64,
     pub max: u64,
+    /// Rows whose reference was updated from the set replaced.
+    pub revised: u64,
+    /// Content digests of earlier versions' rows, kept out of training.
+    pub retired: Vec<String>,
 }
 
 /// Writes `rows` as a new set and points `eval/current.json` at it: created when there is no
-/// set, or moved from `replacing` (compare-and-swap on its generation).
+/// set, or moved from `replacing` (compare-and-swap on its generation). The rows are kept in
+/// the order given while the file stays under [`MAX_WRITE_BYTES`]; the others are left out.
 pub async fn freeze(
     store: &dyn Store,
     meta_folder: &str,
-    mut rows: Vec<Row>,
+    rows: Vec<Row>,
     picked: &Picked,
-    replacing: Option<&Frozen>,
+    replacing: Option<&Replacing>,
 ) -> Result<Frozen, SetError> {
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    freeze_within(store, meta_folder, rows, picked, replacing, MAX_WRITE_BYTES).await
+}
+
+/// Keeps `rows`, in the order given, while their lines fit in `budget` bytes; returns the
+/// lines of those kept, sorted by row id, and how many were left out.
+fn bounded(rows: Vec<Row>, budget: u64) -> (Vec<(Row, Vec<u8>)>, u64) {
+    let mut used = 0u64;
+    let mut left_out = 0u64;
+    let mut kept = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut line = serde_json::to_vec(&r).expect("a row serialises");
+        line.push(b'\n');
+        if used + line.len() as u64 > budget {
+            left_out += 1;
+            continue;
+        }
+        used += line.len() as u64;
+        kept.push((r, line));
+    }
+    kept.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    (kept, left_out)
+}
+
+async fn freeze_within(
+    store: &dyn Store,
+    meta_folder: &str,
+    rows: Vec<Row>,
+    picked: &Picked,
+    replacing: Option<&Replacing>,
+    budget: u64,
+) -> Result<Frozen, SetError> {
+    let (kept, left_out) = bounded(rows, budget);
+    if left_out > 0 {
+        tracing::warn!(
+            left_out,
+            kept = kept.len(),
+            max_bytes = budget,
+            "evaluation set rows left out to keep the set file readable"
+        );
+    }
+    let mut body = Vec::new();
+    let mut rows = Vec::with_capacity(kept.len());
+    for (r, line) in kept {
+        body.extend_from_slice(&line);
+        rows.push(r);
+    }
     let id = {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -179,14 +359,20 @@ pub async fn freeze(
         crate::delta::hex(&h.finalize())[..16].to_owned()
     };
     let object = storage::join(&storage::join(meta_folder, FOLDER), &format!("{id}.jsonl"));
-    let mut body = Vec::new();
-    for r in &rows {
-        serde_json::to_writer(&mut body, r).expect("a row serialises");
-        body.push(b'\n');
-    }
-    match store.put(&object, Bytes::from(body), PutMode::Create).await {
-        // The same rows were written before (a retried run): the object is the same.
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+    let body = Bytes::from(body);
+    match store.put(&object, body.clone(), PutMode::Create).await {
+        Ok(_) => {}
+        // The same rows were written before (a retried run): the object is the same, unless
+        // it is the damaged set this one replaces (the same rows picked again).
+        Err(StoreError::AlreadyExists { .. }) => {
+            let same = storage::get_bytes(store, &object, body.len() as u64)
+                .await
+                .is_ok_and(|b| b == body);
+            if !same {
+                tracing::warn!(object = %store.uri(&object), "rewriting a damaged evaluation set file");
+                store.put(&object, body, PutMode::Overwrite).await?;
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     let info = SetInfo {
@@ -197,8 +383,11 @@ pub async fn freeze(
         created_at: Utc::now(),
         ratio: picked.ratio,
         max: picked.max,
-        replaced: replacing.map(|f| f.info.id.clone()),
+        replaced: replacing.map(|f| f.id.clone()),
         grown: picked.grown,
+        revised: picked.revised,
+        retired: picked.retired.clone(),
+        left_out_for_size: left_out,
     };
     let mode = replacing.map_or(PutMode::Create, |f| PutMode::Update(f.generation.clone()));
     let pointer = serde_json::to_vec_pretty(&info).expect("set info serialises");
@@ -220,8 +409,11 @@ fn position(digest: &[u8; 32]) -> u64 {
 /// Which samples a build routes to the evaluation set.
 #[derive(Debug, Default)]
 pub struct Routing {
-    /// The set in use: its members are in neither file.
+    /// The set in use: its rows' content, and the content its rows had in earlier versions;
+    /// in neither file.
     members: HashSet<[u8; 32]>,
+    /// The set in use by sample key: a sample of that key is a member whatever its content.
+    keys: HashMap<Box<str>, [u8; 32]>,
     /// Picking a new set: digests under `threshold`, except content trained on before.
     pick: Option<Pick>,
 }
@@ -230,7 +422,7 @@ pub struct Routing {
 struct Pick {
     threshold: u64,
     max: usize,
-    exclude: HashSet<[u8; 32]>,
+    exclude: crate::delta::Digests,
 }
 
 /// Where a build puts a sample, as far as the evaluation set goes.
@@ -238,6 +430,9 @@ struct Pick {
 pub enum Route {
     /// A member of the set in use: in neither file.
     Member,
+    /// A member of the set in use by its key whose content changed (a corrected label): in
+    /// neither file, and its row's reference is updated in a new version of the set.
+    Revised,
     /// A candidate for the new set, at this position (the smallest EVAL_MAX are kept).
     Candidate(u64),
     /// Train or validation, as the split says.
@@ -252,19 +447,30 @@ impl Routing {
 
     /// The set in use.
     pub fn frozen(set: &Frozen) -> Self {
-        Self {
-            members: set
-                .rows
+        let mut keys = HashMap::with_capacity(set.rows.len());
+        let mut members = HashSet::with_capacity(set.rows.len() + set.info.retired.len());
+        for r in &set.rows {
+            if let Some(d) = crate::delta::unhex(&r.id) {
+                members.insert(d);
+                keys.insert(r.key.as_str().into(), d);
+            }
+        }
+        members.extend(
+            set.info
+                .retired
                 .iter()
-                .filter_map(|r| crate::delta::unhex(&r.id))
-                .collect(),
+                .filter_map(|id| crate::delta::unhex(id)),
+        );
+        Self {
+            members,
+            keys,
             pick: None,
         }
     }
 
     /// Picks a new set: EVAL_RATIO of the digest space, at most EVAL_MAX rows, never content
     /// in `exclude` (trained on before).
-    pub fn pick(ratio: f64, max: u64, exclude: HashSet<[u8; 32]>) -> Self {
+    pub fn pick(ratio: f64, max: u64, exclude: crate::delta::Digests) -> Self {
         let threshold = if ratio >= 1.0 {
             u64::MAX
         } else {
@@ -272,6 +478,7 @@ impl Routing {
         };
         Self {
             members: HashSet::new(),
+            keys: HashMap::new(),
             pick: (ratio > 0.0 && max > 0).then(|| Pick {
                 threshold,
                 max: usize::try_from(max).unwrap_or(usize::MAX),
@@ -285,11 +492,21 @@ impl Routing {
     /// on whichever set is in use when the build ends.
     #[must_use]
     pub fn holding_out(mut self, set: &Frozen) -> Self {
-        self.members = Self::frozen(set).members;
+        let frozen = Self::frozen(set);
+        self.members = frozen.members;
+        self.keys = frozen.keys;
         self
     }
 
-    pub fn route(&self, digest: &[u8; 32]) -> Route {
+    /// Where sample `key` with content `digest` goes.
+    pub fn route(&self, key: &str, digest: &[u8; 32]) -> Route {
+        if let Some(row) = self.keys.get(key) {
+            return if row == digest {
+                Route::Member
+            } else {
+                Route::Revised
+            };
+        }
         if self.members.contains(digest) {
             return Route::Member;
         }
@@ -312,12 +529,14 @@ impl Routing {
             max: self.pick.as_ref().map_or(0, |p| p.max),
             heap: BinaryHeap::new(),
             dropped: 0,
+            bytes: 0,
+            budget: MAX_WRITE_BYTES,
         }
     }
 }
 
-/// A candidate row and its position; ordered by position alone.
-struct Candidate(u64, Row);
+/// A candidate row, its position and the bytes of its line; ordered by position alone.
+struct Candidate(u64, Row, u64);
 
 impl PartialEq for Candidate {
     fn eq(&self, other: &Self) -> bool {
@@ -336,28 +555,42 @@ impl Ord for Candidate {
     }
 }
 
-/// Collects a new set's rows as a build streams, holding at most EVAL_MAX of them. Candidates
-/// beyond EVAL_MAX are held out of both files in this run (and go to the split in later runs,
-/// which route by the frozen set).
+/// Collects a new set's rows as a build streams, holding at most EVAL_MAX of them and at most
+/// [`MAX_WRITE_BYTES`] of their lines. Candidates beyond are held out of both files in this
+/// run (and go to the split in later runs, which route by the frozen set).
 pub struct Picker {
     max: usize,
     heap: BinaryHeap<Candidate>,
     dropped: u64,
+    /// The bytes of the lines held, and the most held ([`MAX_WRITE_BYTES`]).
+    bytes: u64,
+    budget: u64,
 }
 
 impl Picker {
     pub fn offer(&mut self, position: u64, row: Row) {
-        if self.max == 0 {
+        let size = serde_json::to_vec(&row).map_or(u64::MAX, |l| l.len() as u64 + 1);
+        if self.max == 0 || size > self.budget {
             self.dropped += 1;
             return;
         }
         if self.heap.len() < self.max {
-            self.heap.push(Candidate(position, row));
+            self.heap.push(Candidate(position, row, size));
+            self.bytes += size;
         } else if self.heap.peek().is_some_and(|top| position < top.0) {
-            self.heap.pop();
-            self.heap.push(Candidate(position, row));
+            if let Some(top) = self.heap.pop() {
+                self.bytes -= top.2;
+            }
+            self.heap.push(Candidate(position, row, size));
+            self.bytes += size;
             self.dropped += 1;
         } else {
+            self.dropped += 1;
+        }
+        // Within the bytes a set may hold: the largest positions go first.
+        while self.bytes > self.budget {
+            let Some(top) = self.heap.pop() else { break };
+            self.bytes -= top.2;
             self.dropped += 1;
         }
     }
@@ -367,14 +600,20 @@ impl Picker {
         self.dropped
     }
 
+    /// The rows kept, the smallest position first.
     pub fn into_rows(self) -> Vec<Row> {
-        self.heap.into_iter().map(|c| c.1).collect()
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|c| c.1)
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delta::Digests;
     use crate::storage::memory::MemoryStore;
 
     fn row(id: u8) -> Row {
@@ -405,10 +644,14 @@ mod tests {
     fn picking_is_by_digest_bounded_and_skips_trained_content() {
         let low = [0u8; 32];
         let high = [0xffu8; 32];
-        let routing = Routing::pick(0.05, 1, HashSet::from([[1u8; 32]]));
-        assert_eq!(routing.route(&low), Route::Candidate(0));
-        assert_eq!(routing.route(&[1u8; 32]), Route::Split, "trained before");
-        assert_eq!(routing.route(&high), Route::Split);
+        let routing = Routing::pick(0.05, 1, [[1u8; 32]].into_iter().collect());
+        assert_eq!(routing.route("a", &low), Route::Candidate(0));
+        assert_eq!(
+            routing.route("b", &[1u8; 32]),
+            Route::Split,
+            "trained before"
+        );
+        assert_eq!(routing.route("c", &high), Route::Split);
         let mut picker = routing.picker();
         picker.offer(5, row(5));
         picker.offer(3, row(3));
@@ -430,6 +673,8 @@ mod tests {
             grown: false,
             ratio: 0.05,
             max: 1000,
+            revised: 0,
+            retired: Vec::new(),
         };
         let first = freeze(&store, "meta", vec![row(2), row(1)], &picked, None)
             .await
@@ -438,16 +683,28 @@ mod tests {
         assert_eq!(read.info, first.info);
         assert_eq!(read.rows, vec![row(1), row(2)]);
         let routing = Routing::frozen(&read);
-        assert_eq!(routing.route(&[1u8; 32]), Route::Member);
-        assert_eq!(routing.route(&[3u8; 32]), Route::Split);
+        assert_eq!(routing.route("renamed", &[1u8; 32]), Route::Member);
+        assert_eq!(routing.route("k9", &[3u8; 32]), Route::Split);
+        assert_eq!(routing.route("k2", &[2u8; 32]), Route::Member);
+        assert_eq!(
+            routing.route("k2", &[7u8; 32]),
+            Route::Revised,
+            "the same key, a corrected label"
+        );
         // A second first-time freeze loses: one set at a time.
         assert!(matches!(
             freeze(&store, "meta", vec![row(3)], &picked, None).await,
             Err(SetError::Store(StoreError::AlreadyExists { .. }))
         ));
-        let second = freeze(&store, "meta", vec![row(3)], &picked, Some(&read))
-            .await
-            .unwrap();
+        let second = freeze(
+            &store,
+            "meta",
+            vec![row(3)],
+            &picked,
+            Some(&Replacing::from(&read)),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             second.info.replaced.as_deref(),
             Some(first.info.id.as_str())
@@ -456,5 +713,139 @@ mod tests {
             current(&store, "meta").await.unwrap().unwrap().rows,
             vec![row(3)]
         );
+    }
+
+    /// Issue 20 item 4: 1,000 rows of long documents made a 274 MB set that no later run
+    /// could read back. A set is bounded in bytes where it is written, under what the reader
+    /// accepts, the rows first in the order given kept.
+    #[tokio::test]
+    async fn a_set_is_bounded_in_bytes_where_it_is_written() {
+        let store = MemoryStore::named("eval-bounded");
+        let long = |id: u8| Row {
+            reference: "x".repeat(1000),
+            ..row(id)
+        };
+        let picked = Picked {
+            run_id: "r1".into(),
+            grown: false,
+            ratio: 0.05,
+            max: 1000,
+            revised: 0,
+            retired: Vec::new(),
+        };
+        // Room for two of the three rows.
+        let line = serde_json::to_vec(&long(1)).unwrap().len() as u64 + 1;
+        let frozen = freeze_within(
+            &store,
+            "meta",
+            vec![long(3), long(1), long(2)],
+            &picked,
+            None,
+            2 * line + 10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(frozen.info.rows, 2);
+        assert_eq!(frozen.info.left_out_for_size, 1);
+        let read = current(&store, "meta").await.unwrap().unwrap();
+        assert_eq!(
+            read.rows,
+            vec![long(1), long(3)],
+            "the first given are kept"
+        );
+        let size = storage::get_bytes(&store, &read.info.object, 1 << 20)
+            .await
+            .unwrap()
+            .len() as u64;
+        assert!(size <= 2 * line + 10, "{size}");
+        const { assert!(MAX_WRITE_BYTES < MAX_SET_BYTES) };
+    }
+
+    /// A set the reader cannot take (too large, cut short, missing, a garbage pointer) is
+    /// damaged, not an error that fails every run.
+    #[tokio::test]
+    async fn an_oversized_damaged_or_missing_set_opens_as_damaged() {
+        let store = MemoryStore::named("eval-damaged");
+        let picked = Picked {
+            run_id: "r1".into(),
+            grown: false,
+            ratio: 0.05,
+            max: 1000,
+            revised: 0,
+            retired: Vec::new(),
+        };
+        let frozen = freeze(&store, "meta", vec![row(1), row(2)], &picked, None)
+            .await
+            .unwrap();
+        let Opened::Damaged(d) = open_within(&store, "meta", 10).await.unwrap() else {
+            panic!("a set larger than the reader accepts is damaged");
+        };
+        assert!(d.object.ends_with(&frozen.info.object), "{d}");
+        assert!(d.reason.contains("bytes"), "{d}");
+        assert_eq!(d.id.as_deref(), Some(frozen.info.id.as_str()));
+        store
+            .put(
+                &frozen.info.object,
+                Bytes::from("{\"id\""),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            open(&store, "meta").await.unwrap(),
+            Opened::Damaged(_)
+        ));
+        store.delete(&frozen.info.object).await.unwrap();
+        let Opened::Damaged(d) = open(&store, "meta").await.unwrap() else {
+            panic!("a missing set file is damaged");
+        };
+        assert!(d.reason.contains("missing"), "{d}");
+        // Replacing it with the same rows rewrites the file.
+        let again = freeze(
+            &store,
+            "meta",
+            vec![row(1), row(2)],
+            &picked,
+            Some(&Replacing::from(&d)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.info.id, frozen.info.id);
+        assert_eq!(
+            current(&store, "meta").await.unwrap().unwrap().rows.len(),
+            2
+        );
+        store
+            .put(
+                "meta/eval/current.json",
+                Bytes::from("nope"),
+                PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+        let Opened::Damaged(d) = open(&store, "meta").await.unwrap() else {
+            panic!("a garbage pointer is damaged");
+        };
+        assert!(d.object.ends_with("current.json"), "{d}");
+    }
+
+    /// A build holds at most what a set may hold: candidates beyond the write budget are
+    /// dropped as they stream (the largest positions first), not held until the freeze.
+    #[test]
+    fn the_picker_holds_at_most_the_write_budget() {
+        let long = |id: u8| Row {
+            reference: "x".repeat(1000),
+            ..row(id)
+        };
+        let line = serde_json::to_vec(&long(1)).unwrap().len() as u64 + 1;
+        let routing = Routing::pick(1.0, 1000, Digests::default());
+        let mut picker = routing.picker();
+        picker.budget = 2 * line;
+        for id in [5, 3, 9, 1] {
+            picker.offer(u64::from(id), long(id));
+            assert!(picker.bytes <= 2 * line, "{} bytes held", picker.bytes);
+        }
+        assert_eq!(picker.dropped(), 2);
+        assert_eq!(picker.into_rows(), vec![long(1), long(3)]);
     }
 }

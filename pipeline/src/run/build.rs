@@ -24,16 +24,42 @@ impl Job {
     ) -> Result<Built, RunError> {
         let folder = storage::join(&self.config.jsonl_folder, run_id);
         let split = self.split(gates, seed);
-        let current = self.eval_set().await?;
+        let (mut current, mut damaged) = self.open_eval_set().await?;
+        // A set whose rows trained (an older version ran with evaluation off) cannot judge:
+        // it is replaced as a damaged one, loudly.
+        if let Some(d) = self.contaminated(gates, current.as_ref()) {
+            tracing::error!(object = %d.object, "{}; a new set is picked from content never trained", d.reason);
+            current = None;
+            damaged = Some(d);
+        }
         let routing = self.eval_routing(gates, current.as_ref());
         let built = Box::pin(self.convert(&folder, run_id, gates, split, routing, None)).await?;
-        let set = self.freeze_eval_set(run_id, &built, current).await?;
+        let (set, revised) = self
+            .freeze_eval_set(run_id, &built, current, damaged.as_ref())
+            .await?;
         {
             let mut st = state.lock().await;
             // A new set: its rows; the members of the set it replaced were held out.
             let replaced = set.as_ref().is_some_and(|s| {
-                s.info.created_by_run == run_id && s.info.replaced.is_some() && !s.info.grown
+                s.info.created_by_run == run_id
+                    && s.info.replaced.is_some()
+                    && !s.info.grown
+                    && s.info.revised == 0
             });
+            if let Some(d) = &damaged {
+                let done = match &set {
+                    Some(s) if s.info.created_by_run == run_id => format!(
+                        "a new set {} of {} rows was picked and replaces it",
+                        s.info.id, s.info.rows
+                    ),
+                    _ if self.config.evaluation.is_none() => "evaluation is off, so nothing replaced it and none of its rows could be held out; the next run with evaluation on picks a new set".to_owned(),
+                    _ => "no sample fell in a new set yet (EVAL_RATIO), so it stays until one does and the candidate is not judged".to_owned(),
+                };
+                let message = format!("the evaluation set cannot judge ({d}): {done}");
+                tracing::warn!("{message}");
+                st.record.eval_set_repaired = Some(message);
+            }
+            st.record.eval_set_revised = revised;
             if replaced {
                 st.record.counts.eval = built.eval_rows.len() as u64;
                 st.record.counts.eval_held_out = built.eval_held_out + built.eval_members;
@@ -43,7 +69,7 @@ impl Job {
             }
             if let Some(set) = &set {
                 st.record.eval_set_id = Some(set.info.id.clone());
-                st.record.new_eval_set = set.info.created_by_run == run_id;
+                st.record.new_eval_set = set.info.created_by_run == run_id && set.info.revised == 0;
             }
             st.eval_set = set;
         }

@@ -15,7 +15,7 @@ use crate::evaluate::contestants::CandidateRun;
 use crate::evaluate::infer;
 use crate::evaluate::metrics::Metric;
 use crate::evaluate::model::Generation;
-use crate::evaluate::set::{self, Frozen, Picked, Routing};
+use crate::evaluate::set::{self, Damaged, Frozen, Opened, Picked, Replacing, Routing};
 use crate::notify::Event;
 use crate::storage::{self, PutMode};
 
@@ -55,21 +55,44 @@ pub enum EvalModel {
 }
 
 impl Job {
-    /// The evaluation set in use, when evaluation is on.
+    /// The evaluation set in use (read with evaluation off too: its rows never train).
     pub(super) async fn eval_set(&self) -> Result<Option<Frozen>, RunError> {
-        if self.config.evaluation.is_none() {
-            return Ok(None);
-        }
         set::current(&*self.store, &self.config.model_meta_folder)
             .await
             .map_err(|e| RunError::EvalSet(e.to_string()))
+    }
+
+    /// The evaluation set in use, or the damaged set a run replaces: a set pointer that leads
+    /// to no readable set (missing, cut short, larger than the reader accepts) no longer fails
+    /// every run.
+    pub(super) async fn open_eval_set(
+        &self,
+    ) -> Result<(Option<Frozen>, Option<Damaged>), RunError> {
+        let opened = set::open(&*self.store, &self.config.model_meta_folder)
+            .await
+            .map_err(|e| RunError::EvalSet(e.to_string()))?;
+        Ok(match opened {
+            Opened::None => (None, None),
+            Opened::InUse(f) => (Some(f), None),
+            Opened::Damaged(d) => {
+                tracing::warn!(
+                    object = %d.object,
+                    reason = %d.reason,
+                    evaluation = self.config.evaluation.is_some(),
+                    "the evaluation set cannot be read; a run with evaluation on picks a new set to replace it"
+                );
+                (None, Some(d))
+            }
+        })
     }
 
     /// How the build routes samples to the evaluation set: the set in use, or a new one
     /// picked from content no earlier run trained on.
     pub(super) fn eval_routing(&self, gates: &Gates, current: Option<&Frozen>) -> Arc<Routing> {
         let Some(eval) = &self.config.evaluation else {
-            return Arc::new(Routing::none());
+            // Evaluation off: the set in use stays out of both files all the same, so that
+            // turning evaluation back on judges on rows no model trained on.
+            return Arc::new(current.map_or_else(Routing::none, Routing::frozen));
         };
         let pick = || {
             Routing::pick(
@@ -93,47 +116,70 @@ impl Job {
         })
     }
 
-    /// Writes the set a build picked, once: the set in use is kept unless `--new-eval-set`.
+    /// Writes the set a build picked, once: the set in use is kept unless `--new-eval-set`,
+    /// revised when labels of its samples were corrected (evaluation on or off), grown while
+    /// smaller than EVAL_MIN_ROWS, replaced when `damaged`. Returns the set in use and how many
+    /// rows were revised.
     pub(super) async fn freeze_eval_set(
         &self,
         run_id: &str,
         built: &Built,
         current: Option<Frozen>,
-    ) -> Result<Option<Frozen>, RunError> {
+        damaged: Option<&Damaged>,
+    ) -> Result<(Option<Frozen>, Option<u64>), RunError> {
+        let new_set = self.config.evaluation.as_ref().is_some_and(|e| e.new_set);
+        let mut revised = None;
+        let current = match current {
+            Some(set) if !built.eval_revised.is_empty() && !new_set => {
+                revised = Some(built.eval_revised.len() as u64);
+                Some(self.revise(run_id, &set, &built.eval_revised).await?)
+            }
+            other => other,
+        };
         let Some(eval) = &self.config.evaluation else {
-            return Ok(None);
+            return Ok((current, revised));
         };
         let grow = current
             .as_ref()
             .is_some_and(|set| !eval.new_set && self.growing(set));
-        let replacing = match current {
-            Some(set) if !eval.new_set && !grow => return Ok(Some(set)),
+        let old = match current {
+            Some(set) if !eval.new_set && !grow => return Ok((Some(set), revised)),
             other => other,
         };
         if built.eval_rows.is_empty() {
-            if grow {
-                return Ok(replacing);
+            if !grow {
+                tracing::warn!(
+                    ratio = eval.ratio,
+                    "no sample fell in the evaluation set (EVAL_RATIO); nothing to evaluate on yet"
+                );
             }
-            tracing::warn!(
-                ratio = eval.ratio,
-                "no sample fell in the evaluation set (EVAL_RATIO); nothing to evaluate on yet"
-            );
-            return Ok(replacing);
+            return Ok((old, revised));
         }
+        let replacing = old
+            .as_ref()
+            .map(Replacing::from)
+            .or_else(|| damaged.map(Replacing::from));
         let picked = Picked {
             run_id: run_id.to_owned(),
             grown: grow,
             ratio: eval.ratio,
             max: eval.max,
+            revised: 0,
+            retired: old
+                .as_ref()
+                .filter(|_| grow)
+                .map(|s| s.info.retired.clone())
+                .unwrap_or_default(),
         };
-        let mut rows = built.eval_rows.clone();
-        if grow && let Some(set) = &replacing {
-            let room = usize::try_from(eval.max)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(set.rows.len());
-            rows.truncate(room);
+        // The rows kept first when the set is bounded in bytes: the set's own, then the new
+        // ones by position.
+        let mut rows = Vec::new();
+        let mut room = usize::try_from(eval.max).unwrap_or(usize::MAX);
+        if grow && let Some(set) = &old {
+            room = room.saturating_sub(set.rows.len());
             rows.extend(set.rows.iter().cloned());
         }
+        rows.extend(built.eval_rows.iter().take(room).cloned());
         let frozen = set::freeze(
             &*self.store,
             &self.config.model_meta_folder,
@@ -151,7 +197,80 @@ impl Job {
             grown = grow,
             "evaluation set frozen: no later run trains or validates on these rows"
         );
-        Ok(Some(frozen))
+        Ok((Some(frozen), revised))
+    }
+
+    /// A new version of `set` whose rows of the keys in `revised` carry the corrected
+    /// references; the content they had is retired (never trained or validated).
+    async fn revise(
+        &self,
+        run_id: &str,
+        set: &Frozen,
+        revised: &[Row],
+    ) -> Result<Frozen, RunError> {
+        let by_key: std::collections::HashMap<&str, &Row> =
+            revised.iter().map(|r| (r.key.as_str(), r)).collect();
+        let mut retired = set.info.retired.clone();
+        let rows = set
+            .rows
+            .iter()
+            .map(|r| match by_key.get(r.key.as_str()) {
+                Some(&new) => {
+                    retired.push(r.id.clone());
+                    new.clone()
+                }
+                None => r.clone(),
+            })
+            .collect();
+        retired.sort_unstable();
+        retired.dedup();
+        let picked = Picked {
+            run_id: run_id.to_owned(),
+            grown: false,
+            ratio: set.info.ratio,
+            max: set.info.max,
+            revised: revised.len() as u64,
+            retired,
+        };
+        let frozen = set::freeze(
+            &*self.store,
+            &self.config.model_meta_folder,
+            rows,
+            &picked,
+            Some(&Replacing::from(set)),
+        )
+        .await
+        .map_err(|e| RunError::EvalSet(e.to_string()))?;
+        tracing::warn!(
+            set = %frozen.info.id,
+            replaced = %set.info.id,
+            revised = revised.len(),
+            object = %self.store.uri(&frozen.info.object),
+            "labels of evaluation samples changed: a new version of the evaluation set judges with the corrected references; the samples stay out of training"
+        );
+        Ok(frozen)
+    }
+
+    /// The set in use, as damaged, when rows of it trained in an earlier run (a run with
+    /// evaluation off before the set was kept out of training with evaluation off too).
+    pub(super) fn contaminated(&self, gates: &Gates, set: Option<&Frozen>) -> Option<Damaged> {
+        self.config.evaluation.as_ref()?;
+        let (set, c) = (set?, gates.comparison.as_ref()?);
+        let trained = set
+            .rows
+            .iter()
+            .filter(|r| crate::delta::unhex(&r.id).is_some_and(|d| c.ever_trained.contains(&d)))
+            .count();
+        (trained > 0).then(|| Damaged {
+            object: self.store.uri(&set.info.object),
+            reason: format!(
+                "{trained} of the {} rows of set {} trained in an earlier run",
+                set.rows.len(),
+                set.info.id
+            ),
+            id: Some(set.info.id.clone()),
+            generation: set.generation.clone(),
+        })
     }
 
     /// Whether the set in use is still smaller than EVAL_MIN_ROWS, so that runs add the rows

@@ -204,8 +204,7 @@ impl Job {
     async fn manifest_of(
         &self,
         b: &Stored,
-    ) -> Result<Option<(crate::delta::Manifest, std::collections::HashSet<[u8; 32]>)>, StoreError>
-    {
+    ) -> Result<Option<(crate::delta::Manifest, crate::delta::Carried)>, StoreError> {
         match crate::delta::read(&*self.store, &b.manifest_key()).await {
             Ok(m) => Ok(Some(m)),
             Err(e) if e.is_not_found() => {
@@ -219,7 +218,7 @@ impl Job {
     fn delta_from(
         inv: &Inventory,
         baseline: Option<&Stored>,
-        manifest: Option<(crate::delta::Manifest, std::collections::HashSet<[u8; 32]>)>,
+        manifest: Option<(crate::delta::Manifest, crate::delta::Carried)>,
     ) -> (u64, Option<crate::delta::Comparison>) {
         let Some(b) = baseline else {
             return (inv.samples.len() as u64, None);

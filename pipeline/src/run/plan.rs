@@ -47,8 +47,9 @@ impl Job {
         let split = self.split(&gates, &seed);
         let (would_train, would_validate, would_hold_out) =
             (split.train(), split.validation(), split.held_out());
-        let eval_set = match self.eval_set().await {
-            Ok(s) => s,
+        // A damaged set is replaced by the run: the plan shows the set it would pick.
+        let eval_set = match self.open_eval_set().await {
+            Ok((s, _)) => s,
             Err(e) => return Outcome::failed(e.to_string(), min),
         };
         let routing = self.eval_routing(&gates, eval_set.as_ref());

@@ -46,7 +46,7 @@ impl Job {
         let previous = gates
             .comparison
             .as_ref()
-            .map(|c| c.validation.clone())
+            .map(crate::delta::Comparison::carried)
             .unwrap_or_default();
         let manifest =
             crate::delta::encode(&gates.inventory.samples, &built.outcomes, &previous).await;
