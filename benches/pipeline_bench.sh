@@ -35,9 +35,27 @@ print(f"{name:<34} {n:>10} {wall:>10.2f} {n / wall:>12.0f} {rss / 1024:>12.1f}")
 PY
 }
 
-mkdir -p "$work/small" "$work/large"
+# Reading every file once with two readers: the floor a first run is compared with.
+read_once() { # name, bucket
+  local start end
+  sync
+  start=$(date +%s.%N)
+  find "$2" -type f -print0 | xargs -0 -P2 -n 1000 cat >/dev/null
+  end=$(date +%s.%N)
+  python3 -c "print(f'{\"$1\":<34} {\"\":>10} {$end - $start:>10.2f}')"
+}
+
+mkdir -p "$work/small" "$work/medium" "$work/large"
 "$GEN" "$work/small" "$LOCAL_N" 200 2>/dev/null
 measure "local folder, 200 B raw files" "$work/small"
+# A first run of varied text (issue 22): the seed's work only, one cycle, against reading the
+# files once. The target: at most 2.5 times the read, at most 100 MB.
+GEN_TEXT=varied "$GEN" "$work/medium" "$LOCAL_N" 1500 2>/dev/null
+read_once "  read every file once (2 readers)" "$work/medium"
+measure "local folder, 1.5 KB varied, 1 cycle" "$work/medium" EVAL_MODEL=off MAX_CYCLES=1
+rm -rf "$work/medium/training_datasets" "$work/medium/trained_model"
+read_once "  read every file once (2 readers)" "$work/medium"
+measure "local folder, 1.5 KB varied, defaults" "$work/medium"
 "$GEN" "$work/large" "$LOCAL_N" 4000 2>/dev/null
 measure "local folder, 4 KB raw files" "$work/large"
 

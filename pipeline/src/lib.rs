@@ -33,15 +33,19 @@
 //! * [`dataset`]: concurrent reads, conversion on rayon, streaming uploads of the JSONL files.
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
-//! * [`run`]: the job itself, one file per stage (gates, quiet, build, quality, tune, record,
-//!   plan), and the follow-up cycles of one execution.
-//! * [`summary`]: the readable tables of `autotune plan`.
+//! * [`run`]: the job itself, one file per stage (gates, quiet, build, quality, tune,
+//!   evaluate, promote, record, plan), the notices it sends, and the follow-up cycles of one
+//!   execution.
+//! * [`summary`]: the readable tables of `autotune plan`, `history` and `models`.
 //! * [`settings`]: every setting is an environment variable and a long flag; the composition
 //!   root that builds each component's configuration from them.
 //!
 //! Library code returns its own error types; `anyhow` lives only in `main.rs`. Modules that are
 //! the job's own machinery (`delta`, `split`, `dataset`, `record`) are private; what of them
 //! shows in the API is re-exported here.
+
+pub mod client;
+pub mod locations;
 
 pub mod storage;
 
@@ -60,9 +64,7 @@ mod delta;
 
 mod split;
 
-pub mod client;
 pub mod convert;
-pub mod locations;
 
 pub mod validate;
 

@@ -1,5 +1,5 @@
 //! What kind of file a raw sample is, which MIME type Vertex AI is told, how large Vertex allows
-//! it to be (`shared/contracts/GOOGLE-APIS.md` §2.4), and the setting that lists its extensions.
+//! it to be (`pipeline/tests/contracts/GOOGLE-APIS.md` §2.4), and the setting that lists its extensions.
 
 use serde::Serialize;
 

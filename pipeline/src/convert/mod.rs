@@ -1,5 +1,5 @@
 //! Conversion of one sample into one Vertex AI tuning example (a JSONL line), in the camelCase
-//! form of `shared/contracts/GOOGLE-APIS.md` §2.3.
+//! form of `pipeline/tests/contracts/GOOGLE-APIS.md` §2.3.
 //!
 //! * A text raw file's content goes into the user turn, after the prompt.
 //! * An image, PDF, audio or video raw file becomes a `fileData` part naming the object by URI

@@ -13,6 +13,11 @@
 //!  build    read ▶ convert (rayon) ▶ split ▶ stream train / val / rejected, each line checked
 //!  quality  rejects ≤ MAX_REJECTED_RATIO, Vertex's dataset rules, MAX_TRAINING_TOKENS
 //!  tune     find or submit the job, record it in the lease, follow it (or adopt an earlier one)
+//!  evaluate candidate vs champion on the frozen evaluation set, each called where Vertex
+//!           serves it ▶ blessing.json (`evaluate.rs`)
+//!  promote  a blessed candidate: champion.json by compare-and-swap, then the Vertex alias
+//!           (`promote.rs`)
+//!  notify   each step's event: log line, Pub/Sub, signed webhook (`crate::notify`)
 //!  record   manifest + model_metadata_*.json, release the lease
 //!  cycles   list again: another run if gate 3 passes, up to MAX_CYCLES, before TASK_DEADLINE
 //! ```

@@ -1,7 +1,7 @@
 //! Google Cloud Storage through its JSON API, on the shared Google client core
 //! ([`crate::client`]): its deadlines, its retry classification and back-off, its credentials.
 //!
-//! Request forms follow `shared/contracts/STORAGE.md`, so that the same code is correct on GCS
+//! Request forms follow `pipeline/tests/contracts/STORAGE.md`, so that the same code is correct on GCS
 //! and testable on fake-gcs-server:
 //! * small writes, including every lock write, are `uploadType=multipart` with
 //!   `ifGenerationMatch` (0 for create-only): the only form whose precondition the emulator

@@ -1,5 +1,5 @@
 //! The Vertex AI `tuningJobs.create` request body (`GoogleCloudAiplatformV1TuningJob` in
-//! `shared/contracts/aiplatform.v1.json`), field for field. Int64 fields are JSON strings, as
+//! `pipeline/tests/contracts/aiplatform.v1.json`), field for field. Int64 fields are JSON strings, as
 //! proto3 JSON wants them.
 
 use std::collections::BTreeMap;

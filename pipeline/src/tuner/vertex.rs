@@ -1,5 +1,5 @@
 //! The Vertex AI tuner (TUNER=vertex): REST calls to `projects.locations.tuningJobs`
-//! (`shared/contracts/GOOGLE-APIS.md` §1).
+//! (`pipeline/tests/contracts/GOOGLE-APIS.md` §1).
 //!
 //! * [`Tuner::submit`] creates the job. A create is retried only while no job can exist yet
 //!   (refused connection, 429, 503). When its outcome is unknown (a timeout, another 5xx) the

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::ValidateError;
 use crate::locations::{self, Scope};
 
-/// The built-in table (`shared/contracts/GOOGLE-APIS.md` §2.1, §2.2, §2.4).
+/// The built-in table (`pipeline/tests/contracts/GOOGLE-APIS.md` §2.1, §2.2, §2.4).
 const BUILT_IN: &str = include_str!("models.json");
 
 /// Per-example media counts, GOOGLE-APIS.md §2.4 (the same for every 2.x model).

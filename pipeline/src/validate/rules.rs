@@ -1,6 +1,6 @@
 //! The per-example rules: one JSONL line in, findings and a token count out.
 //!
-//! The rules are those of `shared/contracts/GOOGLE-APIS.md` §2.3–2.4 and the `Content`, `Part`
+//! The rules are those of `pipeline/tests/contracts/GOOGLE-APIS.md` §2.3–2.4 and the `Content`, `Part`
 //! and `FileData` schemas of `aiplatform.v1.json`. Checking a line is pure CPU work on bytes
 //! already read, so the stream stage runs it on rayon. Findings are written into a
 //! [`Findings`] accumulator through closures, so that paths and messages are only formatted
