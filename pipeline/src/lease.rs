@@ -697,4 +697,65 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("unlock --force"), "{err}");
     }
+
+    /// A lease that claims to have been taken in 2099, as a hand edit or a clock far ahead
+    /// writes it.
+    fn from_the_future(duration: u64) -> Bytes {
+        Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "state": "held", "run_id": "future", "owner": "elsewhere",
+                "acquired_at": "2099-01-01T00:00:00Z",
+                "expires_at": "2099-01-01T00:05:00Z",
+                "duration_seconds": duration,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_lease_from_the_future_is_damaged_and_taken_over_once_unrenewed_on_a_local_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s: Arc<dyn Store> =
+            Arc::new(crate::storage::local::LocalStore::new(dir.path().to_str().unwrap()).unwrap());
+        s.put("m/lock", from_the_future(60), PutMode::Overwrite)
+            .await
+            .unwrap();
+        // Just written: live (its writer may be alive), but reported as damaged.
+        let Status::Live(r) = status(&*s, "m/lock").await.unwrap() else {
+            panic!("a lease written a moment ago is live")
+        };
+        let damage = r
+            .damage(Utc::now())
+            .expect("a lease from the future is damaged");
+        assert!(damage.contains("2099"), "{damage}");
+        // Unrenewed for its duration (the file untouched for two minutes): taken over.
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("m/lock"))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
+            .unwrap();
+        assert!(
+            matches!(status(&*s, "m/lock").await.unwrap(), Status::Expired(_)),
+            "unrenewed for its duration"
+        );
+        let taken = Lease::acquire(s.clone(), "m/lock", "now", "o", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(taken, Acquired::Won(_)), "{taken:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_from_the_future_is_damaged_on_every_backend() {
+        // Where the store cannot tell an object's age (memory), nothing in the lease can be
+        // trusted: it is taken over.
+        let s = store();
+        s.put("lock", from_the_future(60), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert!(
+            matches!(status(&*s, "lock").await.unwrap(), Status::Expired(_)),
+            "a lease from the future, of unknown age"
+        );
+    }
 }
