@@ -219,6 +219,9 @@ pub struct Job {
     pub notifier: Arc<Notifier>,
     /// Show progress bars (a terminal, text logs).
     pub progress: bool,
+    /// When the execution must have ended (TASK_DEADLINE from its start), set by
+    /// [`Job::run_cycles`]; the quiet wait leaves the run time inside it.
+    deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// A run in progress, as far as it got: updated by every stage, so an interruption still
@@ -231,6 +234,8 @@ struct State {
     job: Option<String>,
     /// The evaluation set of this run, once the build routed it.
     eval_set: Option<crate::evaluate::set::Frozen>,
+    /// The job was seen to end (or cannot be followed): it is not handed to the next run.
+    job_ended: bool,
 }
 
 fn new_run_id() -> String {
@@ -250,7 +255,17 @@ impl Job {
             registry: Arc::new(NoRegistry),
             notifier: Arc::new(Notifier::log_only()),
             progress: false,
+            deadline: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The time left before TASK_DEADLINE, when [`Job::run_cycles`] set one.
+    fn time_left(&self) -> Option<Duration> {
+        let deadline = *self
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
     }
 
     fn lock_key(&self) -> String {
@@ -309,8 +324,23 @@ impl Job {
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
-        self.clean_up().await;
-        self.repair_champion_alias().await;
+        // Housekeeping before the run's own work, raced against the signal like all that
+        // follows: a bucket that stops answering here must not keep the process past SIGTERM.
+        let prelude = async {
+            self.clean_up().await;
+            self.repair_champion_alias().await;
+        };
+        tokio::select! {
+            () = prelude => {}
+            signal = shutdown.clone() => {
+                release_quietly(lease).await;
+                return Outcome::new(
+                    RunStatus::Interrupted,
+                    format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
+                    min,
+                );
+            }
+        }
         if lease.record().await.pending_job().is_some() {
             return self.adopt(lease, shutdown, detach).await;
         }
@@ -325,7 +355,18 @@ impl Job {
         };
 
         // A run that finished between our look and our lock moved the baseline.
-        match self.recheck(gates).await {
+        let rechecked = tokio::select! {
+            r = self.recheck(gates) => r,
+            signal = shutdown.clone() => {
+                release_quietly(lease).await;
+                return Outcome::new(
+                    RunStatus::Interrupted,
+                    format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
+                    min,
+                );
+            }
+        };
+        match rechecked {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 release_quietly(lease).await;
@@ -344,6 +385,7 @@ impl Job {
             meta_key: None,
             job: None,
             eval_set: None,
+            job_ended: false,
         });
         let result = tokio::select! {
             r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,
@@ -810,10 +852,18 @@ enum Trained {
     Deferred(Vec<String>),
 }
 
-/// Releases a lease whose run ends before it started work.
+/// Releases a lease whose run ends before it started work, within [`record::LAST_WRITE`]
+/// (a lock that cannot be released expires on its own).
 async fn release_quietly(lease: Lease) {
-    if let Err(e) = lease.release().await {
-        tracing::warn!(error = %e, "could not release the run lock; it expires on its own");
+    match tokio::time::timeout(record::LAST_WRITE, lease.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not release the run lock; it expires on its own");
+        }
+        Err(_) => tracing::warn!(
+            "could not release the run lock within {} s; it expires on its own",
+            record::LAST_WRITE.as_secs()
+        ),
     }
 }
 

@@ -97,24 +97,16 @@ impl Job {
             &serde_json::json!({ "request": request }),
         );
 
-        let name = if let Some(existing) = self.tuner.find(&request.run_key).await? {
+        let (name, submitted) = if let Some(existing) = self.tuner.find(&request.run_key).await? {
             tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
-            existing
+            (existing, false)
         } else {
-            let name = self.tuner.submit(&request).await?;
-            let record = RunRecord {
-                status: RunStatus::Running,
-                ..state.lock().await.record.clone()
-            };
-            self.notify(
-                Event::Submitted,
-                &record,
-                serde_json::json!({ "tuning_job": name }),
-            )
-            .await;
-            name
+            (self.tuner.submit(&request).await?, true)
         };
-        {
+        // The job exists and is paid for: before anything else (a notice may take a minute, a
+        // SIGTERM may come meanwhile), the lease and the record name it, so that whoever comes
+        // next adopts it instead of tuning again. The lease first: it is what adoption reads.
+        let record = {
             let mut st = state.lock().await;
             st.job = Some(name.clone());
             st.record.status = RunStatus::Running;
@@ -122,9 +114,17 @@ impl Job {
                 &mut st.record.model_details,
                 &serde_json::json!({ "tuning_job": name }),
             );
-            record::write(&*self.store, &meta_key, &st.record).await?;
-        }
+            st.record.clone()
+        };
         lease.attach_job(&name, &meta_key).await?;
+        record::write(&*self.store, &meta_key, &record).await?;
+        if submitted {
+            self.notify(
+                Event::Submitted,
+                &record,
+                serde_json::json!({ "tuning_job": name }),
+            );
+        }
         if detach {
             return Ok(Tuning::Submitted { job: name });
         }
@@ -132,11 +132,12 @@ impl Job {
         let tuned = self.tuner.follow(&name).await?;
         let record = {
             let mut st = state.lock().await;
+            st.job_ended = true;
             merge(&mut st.record.model_details, &tuned.model_details);
             st.record.status = tuned.status;
             st.record.clone()
         };
-        self.notify_tuned(&record, &tuned).await;
+        self.notify_tuned(&record, &tuned);
         if tuned.status == RunStatus::Failed {
             return Err(job_failed(&tuned));
         }
@@ -144,14 +145,13 @@ impl Job {
     }
 
     /// The notice of a job's end.
-    async fn notify_tuned(&self, record: &RunRecord, tuned: &Tuned) {
+    fn notify_tuned(&self, record: &RunRecord, tuned: &Tuned) {
         let event = if tuned.status == RunStatus::Failed {
             Event::Failed
         } else {
             Event::Succeeded
         };
-        self.notify(event, record, tuned.model_details.clone())
-            .await;
+        self.notify(event, record, tuned.model_details.clone());
     }
 
     /// A parent for continuous tuning must live in LOCATION (or its jurisdiction's
@@ -303,6 +303,7 @@ impl Job {
                 self.tuner.follow(&job).await.map(Some)
             }
         };
+        let mut saw_end = false;
         let result = tokio::select! {
             r = looked => match r {
                 Ok(None) => {
@@ -311,6 +312,7 @@ impl Job {
                     Ok(())
                 }
                 Ok(Some(tuned)) => {
+                    saw_end = true;
                     merge(&mut record.model_details, &tuned.model_details);
                     record.status = tuned.status;
                     record.error = None;
@@ -325,18 +327,22 @@ impl Job {
             signal = &mut shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
-        if record.status != RunStatus::Running {
+        // Only a job seen to end is announced (not one whose follow was interrupted, or
+        // failed to be followed).
+        if saw_end {
             let tuned = Tuned {
                 status: record.status,
                 model_details: record.model_details.clone(),
             };
-            self.notify_tuned(&record, &tuned).await;
+            self.notify_tuned(&record, &tuned);
         }
         let state = Mutex::new(State {
             record,
             meta_key: record_key,
             job: Some(job.clone()),
             eval_set: None,
+            // A job still running, or whose follow was interrupted, passes on with the lease.
+            job_ended: !matches!(result, Ok(()) | Err((RunStatus::Interrupted, _))) || saw_end,
         });
         // A job that succeeded: its candidate is judged now (resuming stored answers).
         let mut result = result;

@@ -168,6 +168,15 @@ fn generation(st: &Stat) -> String {
     g
 }
 
+/// How long ago the file was last modified, by this machine's clock; `None` for a time in
+/// the future.
+fn age(st: &Stat) -> Option<std::time::Duration> {
+    let secs = u64::try_from(st.st_mtime).ok()?;
+    let nanos = u32::try_from(st.st_mtime_nsec).unwrap_or(0);
+    let modified = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    std::time::SystemTime::now().duration_since(modified).ok()
+}
+
 fn size(st: &Stat) -> u64 {
     u64::try_from(st.st_size).unwrap_or(0)
 }
@@ -620,7 +629,7 @@ impl Store for LocalStore {
         .await?;
         if let Some(data) = small {
             return Ok(GetResult {
-                age: None,
+                age: age(&st),
                 generation: generation(&st),
                 size: data.len() as u64,
                 body: futures::stream::once(async move { Ok(data) }).boxed(),
@@ -637,7 +646,7 @@ impl Store for LocalStore {
             })
             .boxed();
         Ok(GetResult {
-            age: None,
+            age: age(&st),
             generation: generation(&st),
             size: size(&st),
             body,
