@@ -70,6 +70,14 @@ impl Scripted {
         })
     }
 
+    /// A tuner that reports these jobs as holding the project's tuning slots.
+    pub(crate) fn busy(follow: Follow, jobs: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            busy: jobs.iter().map(|j| (*j).to_owned()).collect(),
+            ..Arc::into_inner(Self::new(follow)).unwrap()
+        })
+    }
+
     pub(crate) fn submits(&self) -> usize {
         self.submitted.lock().unwrap().len()
     }
