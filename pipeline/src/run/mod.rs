@@ -809,23 +809,47 @@ impl Job {
     fn too_few_changed(&self, gates: &Gates, built: &crate::dataset::Built) -> Option<String> {
         let min = self.config.min_samples;
         let written = |i: usize| built.outcomes[i].validation.is_some();
-        let new = match &gates.comparison {
-            Some(c) => (0..built.outcomes.len())
-                .filter(|&i| {
-                    written(i) && c.changed[i] && built.outcomes[i].digest != c.previous[i]
-                })
-                .count() as u64,
+        let all = 0..built.outcomes.len();
+        // Of the changed samples: new content written, content already seen, not written.
+        let (new, seen, unwritten) = match &gates.comparison {
+            Some(c) => {
+                let changed = || all.clone().filter(|&i| c.changed[i]);
+                let same = |i: usize| built.outcomes[i].digest == c.previous[i];
+                (
+                    changed().filter(|&i| written(i) && !same(i)).count() as u64,
+                    changed().filter(|&i| written(i) && same(i)).count() as u64,
+                    changed().filter(|&i| !written(i)).count() as u64,
+                )
+            }
             None if gates.baseline.is_none() => {
-                (0..built.outcomes.len()).filter(|&i| written(i)).count() as u64
+                let n = all.clone().filter(|&i| written(i)).count() as u64;
+                (n, 0, all.len() as u64 - n)
             }
             // A seed baseline without manifest: only the count difference is known.
             None => return None,
         };
         (new < min).then(|| {
+            let mut why = Vec::new();
+            if seen > 0 {
+                why.push(format!("{seen} had content already seen"));
+            }
+            if unwritten > 0 {
+                why.push(format!(
+                    "{unwritten} were not written (rejected, duplicates or evaluation rows; rejects in {})",
+                    built
+                        .rejected_uri
+                        .as_deref()
+                        .unwrap_or("the run's rejected.jsonl")
+                ));
+            }
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join(", "))
+            };
             format!(
-                "gate 3: {new} of {} new or changed samples have new content and converted (rejects in {}), fewer than MIN_SAMPLES ({min})",
+                "gate 3: {new} of {} new or changed samples have new content and converted{why}, fewer than MIN_SAMPLES ({min})",
                 gates.delta,
-                built.rejected_uri.as_deref().unwrap_or("the run's rejected.jsonl")
             )
         })
     }
