@@ -303,6 +303,26 @@ mod tests {
         assert_eq!(runs, vec![Some("r1".to_owned()), None]);
     }
 
+    /// Issue 20: the README says a rollback can be undone with `--to`; a plain one dropped
+    /// the champion it moved away from, so it could not be.
+    #[test]
+    fn a_plain_rollback_can_be_undone_with_to() {
+        let base = Champion::base("gemini", "publishers/google/models/gemini".into());
+        let three = tuned("r3").after(tuned("r2").after(tuned("r1").after(base)));
+        let back = rolled_back(&three, None).unwrap();
+        assert_eq!(back.run_id.as_deref(), Some("r2"));
+        let undo = rolled_back(&back, Some("r3")).unwrap();
+        assert_eq!(undo.model, three.model);
+        assert_eq!(
+            undo.previous.as_ref().unwrap().run_id.as_deref(),
+            Some("r2"),
+            "and the undo can be undone in turn"
+        );
+        // Plain rollbacks still step back through the history.
+        let again = rolled_back(&back, None).unwrap();
+        assert_eq!(again.run_id.as_deref(), Some("r1"));
+    }
+
     #[test]
     fn rollbacks_step_back_or_jump_and_can_be_undone() {
         let base = Champion::base("gemini", "publishers/google/models/gemini".into());
