@@ -58,6 +58,10 @@ pub struct Champion {
     /// rollback that died before the alias moved is repaired from this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_from: Option<String>,
+    /// The champion a plain rollback moved away from (without its history): `rollback --to`
+    /// its run undoes the rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Box<Champion>>,
 }
 
 impl Champion {
@@ -74,6 +78,7 @@ impl Champion {
             reason: format!("the base model {model}: no tuned model was blessed yet"),
             previous: None,
             rolled_back_from: None,
+            undo: None,
             serving: None,
         }
     }
@@ -230,12 +235,19 @@ pub fn rolled_back(current: &Champion, to: Option<&str>) -> Result<Champion, Cha
                 reason: reason(previous),
                 since: Utc::now(),
                 rolled_back_from: current.tuned_vertex_model().map(str::to_owned),
+                undo: Some(Box::new(Champion {
+                    previous: None,
+                    undo: None,
+                    ..current.clone()
+                })),
                 ..previous.clone()
             })
         }
         Some(run) => {
-            let Some(target) = current.history().find(|c| c.run_id.as_deref() == Some(run)) else {
-                let kept: Vec<String> = current.history().map(Champion::describe).collect();
+            // The earlier champions, and the one a plain rollback moved away from.
+            let candidates = || current.history().chain(current.undo.as_deref());
+            let Some(target) = candidates().find(|c| c.run_id.as_deref() == Some(run)) else {
+                let kept: Vec<String> = candidates().map(Champion::describe).collect();
                 return Err(ChampionError::NoRollback(format!(
                     "run {run} is not among the earlier champions ({})",
                     if kept.is_empty() {
@@ -249,10 +261,14 @@ pub fn rolled_back(current: &Champion, to: Option<&str>) -> Result<Champion, Cha
                 reason: reason(target),
                 since: Utc::now(),
                 previous: None,
+                undo: None,
                 rolled_back_from: current.tuned_vertex_model().map(str::to_owned),
                 ..target.clone()
             };
-            Ok(back.after(current.clone()))
+            Ok(back.after(Champion {
+                undo: None,
+                ..current.clone()
+            }))
         }
     }
 }
@@ -274,6 +290,7 @@ mod tests {
             reason: format!("blessed by run {run}"),
             previous: None,
             rolled_back_from: None,
+            undo: None,
             serving: None,
         }
     }

@@ -117,6 +117,7 @@ impl Contestants for Judges {
             reason: String::new(),
             previous: None,
             rolled_back_from: None,
+            undo: None,
             serving: None,
         })
     }
