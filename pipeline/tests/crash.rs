@@ -275,3 +275,50 @@ async fn a_hanging_webhook_holds_neither_the_run_nor_its_lease() {
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
     assert_eq!(lease_of(&*store).await.state, LeaseState::Released);
 }
+
+/// Issue 20 item 9 at process level: `autotune run` against a storage endpoint that accepts
+/// requests and never answers, then SIGTERM: the process exits within Cloud Run's 10 s
+/// (interrupted, exit 1) instead of waiting out every deadline and retry of the bucket.
+#[test]
+fn sigterm_with_frozen_storage_exits_within_ten_seconds() {
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let frozen = {
+        let seen = seen.clone();
+        Loopback::start(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Reply::hang()
+        })
+    };
+    let child = crate::support::autotune()
+        .arg("run")
+        .env("BUCKET_NAME", "gs://frozen-bucket")
+        .env("STORAGE_EMULATOR_HOST", &frozen.host)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run is waiting on the bucket.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached the bucket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "{took:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "interrupted", "{v}");
+}
