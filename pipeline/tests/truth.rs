@@ -77,3 +77,32 @@ async fn a_waiting_run_blames_rejects_only_when_there_are_some() {
         o.reason
     );
 }
+
+/// `counts.ambiguous` counts stems with more candidates than a pair, not names the bucket
+/// cannot represent (those are `invalid_name` rejects, counted by category).
+#[tokio::test]
+async fn invalid_names_are_not_counted_as_ambiguous() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn autotune::storage::Store> = std::sync::Arc::new(
+        autotune::storage::local::LocalStore::new(dir.path().to_str().unwrap()).unwrap(),
+    );
+    samples(&*store, 0, 20, &[]).await;
+    let bad = dir
+        .path()
+        .join("raw_training_data")
+        .join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff.txt"));
+    std::fs::write(bad, "x").unwrap();
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(
+        o.counts
+            .rejected_by_category
+            .get(&autotune::sample::Category::InvalidName),
+        Some(&1),
+        "{:?}",
+        o.counts
+    );
+    assert_eq!(o.counts.ambiguous, 0, "{:?}", o.counts);
+}

@@ -873,4 +873,27 @@ mod tests {
             );
         }
     }
+
+    /// Issue 20: a file whose name merely contains the temporary mark was left out of every
+    /// listing without a word; only the names this backend makes (hidden, the mark, 32 hex
+    /// digits) are its temporary files.
+    #[tokio::test]
+    async fn only_this_backends_own_temporary_names_are_hidden() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("raw")).unwrap();
+        let ours = format!(".x.json{TMP_MARK}{}", uuid::Uuid::new_v4().simple());
+        for name in [".notes.autotune-tmp-draft.txt", "a.txt", ours.as_str()] {
+            std::fs::write(dir.path().join("raw").join(name), "x").unwrap();
+        }
+        let store = LocalStore::new(dir.path().to_str().unwrap()).unwrap();
+        let mut listed: Vec<String> = store
+            .list("raw/")
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
+        listed.sort();
+        assert_eq!(listed, ["raw/.notes.autotune-tmp-draft.txt", "raw/a.txt"]);
+    }
 }
