@@ -19,7 +19,13 @@ pub(super) const LAST_WRITE: std::time::Duration = std::time::Duration::from_sec
 pub(super) fn counts_of(inv: &crate::inventory::Inventory) -> Counts {
     Counts {
         pairs: inv.samples.len() as u64,
-        ambiguous: inv.ambiguous.len() as u64,
+        // Stems with too many candidates; unlistable names and special files are rejects of
+        // their own categories.
+        ambiguous: inv
+            .ambiguous
+            .iter()
+            .filter(|a| a.category == crate::sample::Category::Ambiguous)
+            .count() as u64,
         unpaired_raw: inv.unpaired_raw,
         unpaired_labels: inv.unpaired_labels,
         ignored: inv.ignored,

@@ -738,10 +738,15 @@ impl Store for LocalStore {
     }
 }
 
-/// Whether a key names one of this backend's temporary files (hidden, with the mark).
+/// Whether a key names one of this backend's temporary files: hidden, the mark, then hex
+/// digits only (at least 16; [`LocalStore::put`] writes a UUID's 32). Any other name is an
+/// object, listed (a user's file may well contain the mark).
 fn key_is_temporary(key: &str) -> bool {
     let name = split_key(key).1;
-    name.starts_with('.') && name.contains(TMP_MARK)
+    name.starts_with('.')
+        && name
+            .rsplit_once(TMP_MARK)
+            .is_some_and(|(_, id)| id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 struct LocalUpload {
