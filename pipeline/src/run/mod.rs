@@ -286,7 +286,8 @@ impl Job {
     /// `autotune run`, one cycle. `shutdown` resolves with the signal's name when the process
     /// is asked to stop. With `detach`, the run submits the tuning job, records it and exits; a
     /// later run follows it to its end. [`Job::run_cycles`] repeats this for data that arrived
-    /// meanwhile.
+    /// meanwhile, and waits (within its bounds) for the notices the runs posted, which `run`
+    /// leaves to the notifier's background delivery.
     pub async fn run(&self, shutdown: impl Future<Output = &'static str>, detach: bool) -> Outcome {
         Box::pin(self.cycle(shutdown.shared(), detach, None)).await
     }
