@@ -162,14 +162,13 @@ fn out(text: &str) {
 async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { settings, detach } => {
-            use futures::FutureExt;
-            let shutdown = shutdown_signal()?.shared();
+            let mut shutdown = Box::pin(shutdown_signal()?);
             let job = job(&settings, progress)?;
             // Raced against the signal like everything after it: a bucket that does not answer
             // must not keep the process past Cloud Run's 10 s.
             tokio::select! {
                 checked = job.check_against_last_run() => checked.map_err(|e| anyhow::anyhow!(e))?,
-                signal = shutdown.clone() => {
+                signal = &mut shutdown => {
                     let outcome = autotune::run::Outcome::new(
                         autotune::status::RunStatus::Interrupted,
                         format!("interrupted by {signal} before the lock was taken; nothing was written"),
