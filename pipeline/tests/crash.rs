@@ -322,3 +322,50 @@ fn sigterm_with_frozen_storage_exits_within_ten_seconds() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "interrupted", "{v}");
 }
+
+/// Issue 20 item 9: the bucket stops answering as the adopting run reads the record it is to
+/// finalise, and SIGTERM comes: the run ends within 10 s, handing the job on (it waited for
+/// the bucket forever).
+#[tokio::test(start_paused = true)]
+async fn sigterm_while_adopting_reads_a_frozen_record_ends_within_ten_seconds() {
+    let hooked = Hooked::new();
+    let store: Arc<dyn Store> = hooked.clone();
+    samples(&*store, 0, 20, &[]).await;
+    let first = Scripted::new(Follow::Hang);
+    let signal = {
+        let t = first.clone();
+        async move {
+            t.on_submit.notified().await;
+            "SIGTERM"
+        }
+    };
+    let o = job(&store, &first, config()).run(signal, false).await;
+    assert_eq!(o.status, RunStatus::Interrupted, "{}", o.reason);
+
+    let reading = Arc::new(tokio::sync::Notify::new());
+    {
+        let reading = reading.clone();
+        hooked.set(move |op, key, _| {
+            if op == Op::Get && key.contains("model_metadata_") {
+                reading.notify_one();
+                Act::Hang
+            } else {
+                Act::Pass
+            }
+        });
+    }
+    let adopter = Scripted::new(Follow::Succeed);
+    let signal = async move {
+        reading.notified().await;
+        "SIGTERM"
+    };
+    let j = job(&store, &adopter, config());
+    let (c, took) = timed(Duration::from_secs(600), j.run_cycles(signal, false)).await;
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(c.last.status, RunStatus::Interrupted, "{}", c.last.reason);
+    assert_eq!(
+        lease_of(&*store).await.tuning_job.as_deref(),
+        Some("jobs/0"),
+        "the job is handed on"
+    );
+}
