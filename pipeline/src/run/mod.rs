@@ -880,7 +880,16 @@ enum Trained {
 /// Releases a lease whose run ends before it started work, within [`record::LAST_WRITE`]
 /// (a lock that cannot be released expires on its own).
 async fn release_quietly(lease: Lease) {
-    match tokio::time::timeout(record::LAST_WRITE, lease.release()).await {
+    free_quietly(lease.release()).await;
+}
+
+/// Frees a lease keeping the job it carries for the next run, within [`record::LAST_WRITE`].
+async fn hand_over_quietly(lease: Lease) {
+    free_quietly(lease.hand_over()).await;
+}
+
+async fn free_quietly(free: impl Future<Output = Result<(), StoreError>>) {
+    match tokio::time::timeout(record::LAST_WRITE, free).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not release the run lock; it expires on its own");

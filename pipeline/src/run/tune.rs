@@ -14,7 +14,7 @@ use crate::status::RunStatus;
 use crate::storage;
 use crate::tuner::{Tuned, TuningMode, job};
 
-use super::{Gates, Job, Outcome, RunError, State, merge};
+use super::{Gates, Job, Outcome, RunError, State, hand_over_quietly, merge};
 
 /// How the tune stage ended.
 #[derive(Debug)]
@@ -258,6 +258,17 @@ impl Job {
         }))
     }
 
+    /// The record of the run whose job is adopted, when it can be read.
+    async fn adopted_record(&self, key: Option<&str>) -> Option<RunRecord> {
+        match storage::get_bytes(&*self.store, key?, 16 * 1024 * 1024).await {
+            Ok(b) => serde_json::from_slice::<RunRecord>(&b).ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the adopted run's record is unreadable; starting a new one");
+                None
+            }
+        }
+    }
+
     /// Follows a tuning job that a previous run submitted and could not see to its end (it was
     /// killed, timed out, stopped by SIGTERM, or detached), and finalises that run's record.
     /// With `detach`, the job is looked at once: a job still running is handed on to a later
@@ -274,15 +285,18 @@ impl Job {
             .expect("adopt is called with a pending job");
         let job = job.to_owned();
         let record_key = record_key.map(str::to_owned);
-        let previous = match &record_key {
-            Some(k) => match storage::get_bytes(&*self.store, k, 16 * 1024 * 1024).await {
-                Ok(b) => serde_json::from_slice::<RunRecord>(&b).ok(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the adopted run's record is unreadable; starting a new one");
-                    None
-                }
-            },
-            None => None,
+        let mut shutdown = std::pin::pin!(shutdown);
+        let previous = tokio::select! {
+            r = self.adopted_record(record_key.as_deref()) => r,
+            // Nothing done yet: the job passes on with the lease, as it came.
+            signal = &mut shutdown => {
+                let reason = format!(
+                    "interrupted by {signal} before adopting tuning job {job}; the next run adopts it"
+                );
+                tracing::info!("{reason}");
+                hand_over_quietly(lease).await;
+                return Outcome::new(RunStatus::Interrupted, reason, self.config.min_samples);
+            }
         };
         let started = previous
             .as_ref()
@@ -295,7 +309,6 @@ impl Job {
             ..RunRecord::empty()
         });
         tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
-        let mut shutdown = std::pin::pin!(shutdown);
         let looked = async {
             if detach {
                 self.tuner.check(&job).await
