@@ -58,6 +58,10 @@ pub struct Champion {
     /// rollback that died before the alias moved is repaired from this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_from: Option<String>,
+    /// The champion a plain rollback moved away from (without its history): `rollback --to`
+    /// its run undoes the rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Box<Champion>>,
 }
 
 impl Champion {
@@ -74,6 +78,7 @@ impl Champion {
             reason: format!("the base model {model}: no tuned model was blessed yet"),
             previous: None,
             rolled_back_from: None,
+            undo: None,
             serving: None,
         }
     }
@@ -230,12 +235,19 @@ pub fn rolled_back(current: &Champion, to: Option<&str>) -> Result<Champion, Cha
                 reason: reason(previous),
                 since: Utc::now(),
                 rolled_back_from: current.tuned_vertex_model().map(str::to_owned),
+                undo: Some(Box::new(Champion {
+                    previous: None,
+                    undo: None,
+                    ..current.clone()
+                })),
                 ..previous.clone()
             })
         }
         Some(run) => {
-            let Some(target) = current.history().find(|c| c.run_id.as_deref() == Some(run)) else {
-                let kept: Vec<String> = current.history().map(Champion::describe).collect();
+            // The earlier champions, and the one a plain rollback moved away from.
+            let candidates = || current.history().chain(current.undo.as_deref());
+            let Some(target) = candidates().find(|c| c.run_id.as_deref() == Some(run)) else {
+                let kept: Vec<String> = candidates().map(Champion::describe).collect();
                 return Err(ChampionError::NoRollback(format!(
                     "run {run} is not among the earlier champions ({})",
                     if kept.is_empty() {
@@ -249,10 +261,14 @@ pub fn rolled_back(current: &Champion, to: Option<&str>) -> Result<Champion, Cha
                 reason: reason(target),
                 since: Utc::now(),
                 previous: None,
+                undo: None,
                 rolled_back_from: current.tuned_vertex_model().map(str::to_owned),
                 ..target.clone()
             };
-            Ok(back.after(current.clone()))
+            Ok(back.after(Champion {
+                undo: None,
+                ..current.clone()
+            }))
         }
     }
 }
@@ -274,6 +290,7 @@ mod tests {
             reason: format!("blessed by run {run}"),
             previous: None,
             rolled_back_from: None,
+            undo: None,
             serving: None,
         }
     }
@@ -301,6 +318,26 @@ mod tests {
         assert_eq!(now.champion, second);
         let runs: Vec<_> = now.champion.history().map(|c| c.run_id.clone()).collect();
         assert_eq!(runs, vec![Some("r1".to_owned()), None]);
+    }
+
+    /// Issue 20: the README says a rollback can be undone with `--to`; a plain one dropped
+    /// the champion it moved away from, so it could not be.
+    #[test]
+    fn a_plain_rollback_can_be_undone_with_to() {
+        let base = Champion::base("gemini", "publishers/google/models/gemini".into());
+        let three = tuned("r3").after(tuned("r2").after(tuned("r1").after(base)));
+        let back = rolled_back(&three, None).unwrap();
+        assert_eq!(back.run_id.as_deref(), Some("r2"));
+        let undo = rolled_back(&back, Some("r3")).unwrap();
+        assert_eq!(undo.model, three.model);
+        assert_eq!(
+            undo.previous.as_ref().unwrap().run_id.as_deref(),
+            Some("r2"),
+            "and the undo can be undone in turn"
+        );
+        // Plain rollbacks still step back through the history.
+        let again = rolled_back(&back, None).unwrap();
+        assert_eq!(again.run_id.as_deref(), Some("r1"));
     }
 
     #[test]

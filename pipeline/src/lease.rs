@@ -56,6 +56,10 @@ pub struct LeaseRecord {
     /// store can tell (GCS); not stored. With it, liveness needs no clock of ours.
     #[serde(skip)]
     pub server_age: Option<Duration>,
+    /// How long ago a local lock file was last written (its modification time); not stored.
+    /// It decides only for a damaged lease, whose own times cannot be trusted.
+    #[serde(skip)]
+    pub file_age: Option<Duration>,
 }
 
 /// The longest a lease may last (LEASE_DURATION's bound); leases that do not record their
@@ -82,11 +86,21 @@ impl LeaseRecord {
             .max(self.acquired_at)
     }
 
-    /// Why a held lease cannot be trusted: it claims more time left than its own duration
-    /// (hand-edited, or written by a clock far ahead). `None` for a sound lease.
+    /// Why a held lease cannot be trusted: it claims more time left than its own duration, or
+    /// to have been taken or renewed in the future (hand-edited, or written by a clock far
+    /// ahead). `None` for a sound lease.
     pub fn damage(&self, now: DateTime<Utc>) -> Option<String> {
+        if self.state != LeaseState::Held {
+            return None;
+        }
         let d = self.duration();
-        (self.state == LeaseState::Held && self.expires_at - now > d + SKEW).then(|| {
+        if self.touched_at() - now > SKEW {
+            return Some(format!(
+                "it claims to have been taken or renewed at {}, in the future",
+                self.touched_at()
+            ));
+        }
+        (self.expires_at - now > d + SKEW).then(|| {
             format!(
                 "it claims to hold the lock until {}, longer than its duration ({}s) from now",
                 self.expires_at,
@@ -107,8 +121,19 @@ impl LeaseRecord {
             let duration = self.duration().to_std().unwrap_or(MAX_DURATION);
             return age < duration + Duration::from_secs(1);
         }
-        self.expires_at > now
-            && (self.damage(now).is_none() || self.touched_at() + self.duration() > now)
+        if self.damage(now).is_none() {
+            return self.expires_at > now;
+        }
+        // Damaged: how long it has gone unrenewed, by the file's modification time where the
+        // store tells it (a local folder), else by when it says it was renewed; a lease that
+        // claims a future time and whose age nobody can tell is unrenewed as far as anyone
+        // knows.
+        let unrenewed = match self.file_age {
+            Some(age) => chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX),
+            None if self.touched_at() - now > SKEW => return false,
+            None => now - self.touched_at(),
+        };
+        unrenewed < self.duration()
     }
 
     /// A job left for the next holder to adopt, with the record to finalise.
@@ -175,11 +200,21 @@ async fn read(
     match store.get(key).await {
         Ok(got) => {
             let generation = got.generation.clone();
-            let server_age = got.age;
+            // A remote store's age is its server's (authoritative); a local file's is its
+            // modification time, by the same clock as ours.
+            let (server_age, file_age) = if store.remote() {
+                (got.age, None)
+            } else {
+                (None, got.age)
+            };
             let uri = store.uri(key);
             let record = match got.bytes_limited(&uri, 64 * 1024).await {
                 Ok(body) => serde_json::from_slice::<LeaseRecord>(&body)
-                    .map(|r| LeaseRecord { server_age, ..r })
+                    .map(|r| LeaseRecord {
+                        server_age,
+                        file_age,
+                        ..r
+                    })
                     .map_err(|e| e.to_string()),
                 // A lock is a few hundred bytes: anything larger is damage, not a lease.
                 Err(StoreError::TooLarge { size, limit, .. }) => {
@@ -250,6 +285,7 @@ fn record(run_id: &str, owner: &str, ttl: Duration) -> LeaseRecord {
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
         duration_seconds: Some(ttl.as_secs()),
         server_age: None,
+        file_age: None,
         renewed_at: None,
         released_at: None,
         tuning_job: None,
@@ -696,5 +732,66 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("unlock --force"), "{err}");
+    }
+
+    /// A lease that claims to have been taken in 2099, as a hand edit or a clock far ahead
+    /// writes it.
+    fn from_the_future(duration: u64) -> Bytes {
+        Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "state": "held", "run_id": "future", "owner": "elsewhere",
+                "acquired_at": "2099-01-01T00:00:00Z",
+                "expires_at": "2099-01-01T00:05:00Z",
+                "duration_seconds": duration,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_lease_from_the_future_is_damaged_and_taken_over_once_unrenewed_on_a_local_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let s: Arc<dyn Store> =
+            Arc::new(crate::storage::local::LocalStore::new(dir.path().to_str().unwrap()).unwrap());
+        s.put("m/lock", from_the_future(60), PutMode::Overwrite)
+            .await
+            .unwrap();
+        // Just written: live (its writer may be alive), but reported as damaged.
+        let Status::Live(r) = status(&*s, "m/lock").await.unwrap() else {
+            panic!("a lease written a moment ago is live")
+        };
+        let damage = r
+            .damage(Utc::now())
+            .expect("a lease from the future is damaged");
+        assert!(damage.contains("2099"), "{damage}");
+        // Unrenewed for its duration (the file untouched for two minutes): taken over.
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("m/lock"))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
+            .unwrap();
+        assert!(
+            matches!(status(&*s, "m/lock").await.unwrap(), Status::Expired(_)),
+            "unrenewed for its duration"
+        );
+        let taken = Lease::acquire(s.clone(), "m/lock", "now", "o", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(taken, Acquired::Won(_)), "{taken:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_from_the_future_is_damaged_on_every_backend() {
+        // Where the store cannot tell an object's age (memory), nothing in the lease can be
+        // trusted: it is taken over.
+        let s = store();
+        s.put("lock", from_the_future(60), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert!(
+            matches!(status(&*s, "lock").await.unwrap(), Status::Expired(_)),
+            "a lease from the future, of unknown age"
+        );
     }
 }

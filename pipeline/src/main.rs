@@ -162,11 +162,22 @@ fn out(text: &str) {
 async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { settings, detach } => {
-            let shutdown = shutdown_signal()?;
+            let mut shutdown = Box::pin(shutdown_signal()?);
             let job = job(&settings, progress)?;
-            job.check_against_last_run()
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            // Raced against the signal like everything after it: a bucket that does not answer
+            // must not keep the process past Cloud Run's 10 s.
+            tokio::select! {
+                checked = job.check_against_last_run() => checked.map_err(|e| anyhow::anyhow!(e))?,
+                signal = &mut shutdown => {
+                    let outcome = autotune::run::Outcome::new(
+                        autotune::status::RunStatus::Interrupted,
+                        format!("interrupted by {signal} before the lock was taken; nothing was written"),
+                        settings.min_samples,
+                    );
+                    print(&outcome);
+                    return Ok(ExitCode::from(outcome.status.exit_code() as u8));
+                }
+            }
             let cycles = Box::pin(job.run_cycles(shutdown, detach)).await;
             print(&cycles);
             Ok(ExitCode::from(cycles.exit_code() as u8))
@@ -328,7 +339,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(main_async(cli, progress)) {
+    let result = runtime.block_on(main_async(cli, progress));
+    // Blocking reads of a folder that stopped answering must not keep the process either.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(_) if STDOUT_FAILED.load(std::sync::atomic::Ordering::SeqCst) => ExitCode::from(1),
         Ok(code) => code,
         Err(e) => {

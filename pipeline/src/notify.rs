@@ -16,6 +16,12 @@
 //!   parsing) with the secret, compare its lowercase hex with the header after `sha256=` in
 //!   constant time, then refuse a `time` older than a few minutes and an `id` already seen.
 //!
+//! A run does not wait for its receivers: [`Notifier::post`] logs the notice and queues it for
+//! a background task that delivers notices one after the other, in order, so a receiver that
+//! hangs holds neither the run nor its lease; [`Notifier::flush`] waits for the queue within a
+//! bound (what is left of TASK_DEADLINE, or a second after SIGTERM) and says what it leaves
+//! undelivered.
+//!
 //! Delivery never fails the caller: [`Notifier::send`] returns nothing. Each sink is tried
 //! with the shared client core ([`crate::client`]): a deadline per call, transient failures
 //! (no connection, timeouts, 408, 429, 5xx) retried with back-off and jitter a few times, the
@@ -446,6 +452,17 @@ pub struct Notifier {
     pubsub: Option<PubSub>,
     webhook: Option<Webhook>,
     deadline: Option<Duration>,
+    /// Notices posted and not yet delivered, and the task delivering them (started by the
+    /// first post).
+    queue: std::sync::Mutex<Option<Queue>>,
+    /// Notices posted and not yet through delivery.
+    pending: std::sync::atomic::AtomicUsize,
+}
+
+/// The background delivery of posted notices.
+struct Queue {
+    notices: tokio::sync::mpsc::UnboundedSender<Notice>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 impl fmt::Debug for Notifier {
@@ -471,6 +488,8 @@ impl Notifier {
             pubsub: None,
             webhook: None,
             deadline: None,
+            queue: std::sync::Mutex::default(),
+            pending: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -541,6 +560,8 @@ impl Notifier {
             pubsub,
             webhook,
             deadline,
+            queue: std::sync::Mutex::default(),
+            pending: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -549,9 +570,68 @@ impl Notifier {
         self.pubsub.is_some() || self.webhook.is_some()
     }
 
-    /// Logs `notice`, then delivers it to every sink at once. Never fails: a sink that cannot
-    /// be reached within its retries and deadline costs a warning.
-    pub async fn send(&self, notice: &Notice) {
+    /// Logs `notice` now and queues its delivery, which a background task makes after the
+    /// notices posted before it: the caller never waits for a receiver. [`Notifier::flush`]
+    /// waits for the queue (within a bound) before the process exits.
+    pub fn post(self: &Arc<Self>, notice: Notice) {
+        Self::log(&notice);
+        if !self.has_sinks() {
+            return;
+        }
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queue = queue.get_or_insert_with(|| {
+            let (notices, mut rx) = tokio::sync::mpsc::unbounded_channel::<Notice>();
+            let this = Arc::clone(self);
+            let worker = tokio::spawn(async move {
+                while let Some(notice) = rx.recv().await {
+                    this.deliver_all(&notice).await;
+                    this.pending
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            Queue { notices, worker }
+        });
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if queue.notices.send(notice).is_err() {
+            self.pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Waits until every posted notice went through delivery, for at most `limit`; what is
+    /// still undelivered then is given up, with a warning saying how many. Later posts start
+    /// a new queue.
+    pub async fn flush(&self, limit: Duration) {
+        let taken = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(Queue {
+            notices,
+            mut worker,
+        }) = taken
+        else {
+            return;
+        };
+        // Closing the channel ends the worker once it has delivered what was queued.
+        drop(notices);
+        if tokio::time::timeout(limit, &mut worker).await.is_err() {
+            worker.abort();
+            let left = self.pending.swap(0, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(
+                undelivered = left,
+                "{left} notification(s) not delivered within {}; the process does not wait longer",
+                humantime::format_duration(limit)
+            );
+        }
+    }
+
+    fn log(notice: &Notice) {
         tracing::info!(
             event = notice.event.name(),
             run_id = %notice.run_id,
@@ -560,6 +640,17 @@ impl Notifier {
             notice.event,
             notice.run_id
         );
+    }
+
+    /// Logs `notice`, then delivers it to every sink at once. Never fails: a sink that cannot
+    /// be reached within its retries and deadline costs a warning.
+    pub async fn send(&self, notice: &Notice) {
+        Self::log(notice);
+        self.deliver_all(notice).await;
+    }
+
+    /// Delivers `notice` to every sink at once.
+    async fn deliver_all(&self, notice: &Notice) {
         if !self.has_sinks() {
             return;
         }

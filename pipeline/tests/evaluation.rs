@@ -117,6 +117,7 @@ impl Contestants for Judges {
             reason: String::new(),
             previous: None,
             rolled_back_from: None,
+            undo: None,
             serving: None,
         })
     }
@@ -141,6 +142,10 @@ struct Aliases {
     /// Fails the next withdrawals (a rollback to the base model dying before the alias moved).
     fail_withdraw: AtomicU64,
     moves: AtomicU64,
+    /// The next move hangs, after telling `hung` (the process dies right after the pointer
+    /// moved, before the alias did).
+    hang_next: std::sync::atomic::AtomicBool,
+    hung: tokio::sync::Notify,
 }
 
 #[async_trait]
@@ -150,6 +155,10 @@ impl Registry for Aliases {
     }
 
     async fn promote(&self, new: &str, _previous: Option<&str>) -> Result<(), RegistryError> {
+        if self.hang_next.swap(false, Ordering::SeqCst) {
+            self.hung.notify_one();
+            std::future::pending::<()>().await;
+        }
         if self.fail_next.load(Ordering::SeqCst) > 0 {
             self.fail_next.fetch_sub(1, Ordering::SeqCst);
             return Err(RegistryError::Api {
@@ -490,6 +499,76 @@ async fn a_crash_between_pointer_and_alias_is_repaired_by_the_next_run() {
         champion.model,
         "run 2 was not blessed"
     );
+}
+
+/// Issue 20 item 7: interrupted right after the champion pointer moved (the alias not yet):
+/// the run adopting the job recognises its own candidate as the champion, and its record says
+/// promoted, as the pointer does, instead of judging the candidate against itself.
+#[tokio::test]
+async fn a_run_interrupted_right_after_the_pointer_moved_is_recorded_as_promoted() {
+    let store = bucket();
+    samples(&*store, 0, 160, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let judges = Judges::new(&[0.02]);
+    let aliases = Arc::new(Aliases::default());
+    aliases.hang_next.store(true, Ordering::SeqCst);
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let signal = {
+        let aliases = aliases.clone();
+        async move {
+            aliases.hung.notified().await;
+            "SIGTERM"
+        }
+    };
+    let o = j.run(signal, false).await;
+    assert_eq!(o.status, RunStatus::Interrupted, "{}", o.reason);
+    let champion = pointer(&*store).await.unwrap();
+    assert_eq!(champion.run_id, o.run_id, "the pointer moved");
+    let interrupted = record_of(&*store, &o).await;
+    assert_eq!(
+        interrupted["promotion"]["promoted"], true,
+        "the interrupted record agrees with the pointer: {}",
+        interrupted["promotion"]
+    );
+
+    let again = Judges::new(&[0.02]);
+    again
+        .rates
+        .lock()
+        .unwrap()
+        .extend(judges.rates.lock().unwrap().clone());
+    let adopted = run(&job_with(&store, &tuner, &again, &aliases, eval_config())).await;
+    assert_eq!(adopted.status, RunStatus::Success, "{}", adopted.reason);
+    assert_eq!(adopted.run_id, o.run_id, "the same run, finalised");
+    let r = record_of(&*store, &adopted).await;
+    assert_eq!(r["evaluation"]["verdict"], "BLESSED", "{}", r["evaluation"]);
+    assert_eq!(r["promotion"]["promoted"], true, "{}", r["promotion"]);
+    assert!(
+        adopted
+            .reason
+            .ends_with("candidate BLESSED, promoted to champion")
+            || adopted.reason.contains(", promoted to champion"),
+        "{}",
+        adopted.reason
+    );
+    assert_eq!(
+        again.calls(),
+        0,
+        "the candidate is not judged against itself"
+    );
+    let now = pointer(&*store).await.unwrap();
+    assert_eq!(now.model, champion.model, "the pointer is unchanged");
+    assert_ne!(
+        now.previous.as_ref().map(|p| p.model.clone()),
+        Some(champion.model.clone()),
+        "the candidate is not its own predecessor"
+    );
+    assert_eq!(
+        aliases.at.lock().unwrap().as_deref(),
+        Some(champion.model.as_str()),
+        "the alias followed the pointer"
+    );
+    assert_eq!(tuner.submits(), 1);
 }
 
 #[tokio::test]

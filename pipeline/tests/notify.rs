@@ -312,6 +312,67 @@ async fn a_dead_sink_never_fails_send_and_returns_within_its_deadlines() {
     assert_eq!(started.elapsed(), Duration::from_secs(45));
 }
 
+/// Issue 20 item 15: a run posts its notices and goes on; they are delivered in order by a
+/// background task, and the wait for them at the end is bounded whatever the receiver does.
+#[tokio::test]
+async fn posted_notices_are_delivered_in_order() {
+    let receiver = Receiver::start();
+    let n = Arc::new(notifier(config(None, Some(&receiver))));
+    for e in EVENTS {
+        n.post(Notice::new(e, RUN, RunStatus::Success));
+    }
+    n.flush(Duration::from_secs(60)).await;
+    let got: Vec<String> = receiver
+        .deliveries()
+        .iter()
+        .map(|d| {
+            serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "tuning_submitted",
+            "tuning_succeeded",
+            "blessed",
+            "promoted"
+        ]
+    );
+}
+
+const EVENTS: [Event; 4] = [
+    Event::Submitted,
+    Event::Succeeded,
+    Event::Blessed,
+    Event::Promoted,
+];
+
+/// A receiver that never answers: posting costs nothing, the wait for delivery ends at its
+/// bound (on the paused clock).
+#[tokio::test(start_paused = true)]
+async fn the_wait_for_posted_notices_is_bounded() {
+    let silent = Loopback::start(|_| Reply::hang());
+    let n = Arc::new(notifier(Config {
+        webhook: Some(Url::parse(&format!("{}/hook", silent.url)).unwrap()),
+        webhook_secret: Some(SECRET.to_owned()),
+        ..Config::default()
+    }));
+    let started = Instant::now();
+    for e in EVENTS {
+        n.post(Notice::new(e, RUN, RunStatus::Success));
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO, "posting never waits");
+    let logs = logs_of(n.flush(Duration::from_secs(5))).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert!(
+        logs.contains("4 notification(s) not delivered within 5s"),
+        "{logs}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_dead_sink_does_not_keep_the_other_from_delivering() {
     let pubsub = FakePubSub::start(&[TOPIC]);

@@ -42,9 +42,9 @@ pub(crate) struct Scripted {
     /// How long a job runs before it ends as `follow` says (on the test's clock).
     follow_delay: Duration,
     submitted: Mutex<Vec<job::Request>>,
-    followed: Mutex<Vec<String>>,
+    pub(crate) followed: Mutex<Vec<String>>,
     /// Told when a job is submitted.
-    on_submit: tokio::sync::Notify,
+    pub(crate) on_submit: tokio::sync::Notify,
 }
 
 impl Scripted {
@@ -63,9 +63,17 @@ impl Scripted {
     }
 
     /// A tuner whose jobs take `delay`.
-    fn slow(follow: Follow, delay: Duration) -> Arc<Self> {
+    pub(crate) fn slow(follow: Follow, delay: Duration) -> Arc<Self> {
         Arc::new(Self {
             follow_delay: delay,
+            ..Arc::into_inner(Self::new(follow)).unwrap()
+        })
+    }
+
+    /// A tuner that reports these jobs as holding the project's tuning slots.
+    pub(crate) fn busy(follow: Follow, jobs: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            busy: jobs.iter().map(|j| (*j).to_owned()).collect(),
             ..Arc::into_inner(Self::new(follow)).unwrap()
         })
     }
@@ -1260,7 +1268,7 @@ async fn a_signal_during_the_listing_ends_the_run_at_once_writing_nothing() {
 // The quiet period (issue 11.1), on a paused clock.
 
 /// Uploads one pair a second, `start..end`, in the background.
-fn upload_one_a_second(
+pub(crate) fn upload_one_a_second(
     store: &Arc<dyn Store>,
     start: usize,
     end: usize,

@@ -4,6 +4,8 @@
 //!
 //! * [`cli`]: the `autotune` binary as a process: settings, gates, hostile input, signals.
 //! * [`run`]: the run in process, on the memory store with a scripted tuner.
+//! * [`crash`]: crashes, signals, full disks and frozen storage during a run (issue 20).
+//! * [`truth`]: what a run says is what happened (issue 20).
 //! * [`incremental`]: incremental builds against full rebuilds of the same bucket history.
 //! * [`storage_conformance`]: one suite for every storage backend, plus what only one can do.
 //! * [`vertex`], [`vertex_runs`], [`credentials`]: Vertex AI and Google credentials against fakes.
@@ -21,6 +23,7 @@
 mod support;
 
 mod cli;
+mod crash;
 mod credentials;
 mod evaluate;
 mod evaluation;
@@ -31,6 +34,7 @@ mod registry;
 mod run;
 mod storage_conformance;
 mod templates;
+mod truth;
 mod validate;
 mod vertex;
 mod vertex_runs;

@@ -58,6 +58,7 @@ fn tuned(run_id: &str, source_model: &str, model: String, endpoint: Option<Strin
         reason: String::new(),
         previous: None,
         rolled_back_from: None,
+        undo: None,
         serving: None,
     }
 }

@@ -26,6 +26,12 @@ use crate::status::RunStatus;
 
 use super::{Job, ListingDigest, Outcome};
 
+/// The longest the execution waits for its queued notices at the end, TASK_DEADLINE allowing.
+const DRAIN: Duration = Duration::from_secs(60);
+/// The same after SIGTERM: with the record and the lock's release
+/// ([`super::record::LAST_WRITE`] each), well inside Cloud Run's 10 s.
+pub(super) const SIGNAL_DRAIN: Duration = Duration::from_secs(1);
+
 /// A cycle that failed, and the inputs it failed on.
 pub(super) struct Retry {
     pub run_id: String,
@@ -66,6 +72,10 @@ impl Job {
         let shutdown = shutdown.shared();
         let start = Instant::now();
         let deadline = self.config.task_deadline.map(|d| start + d);
+        *self
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = deadline;
         let max = self.config.max_cycles.max(1);
         let mut cycles: Vec<Outcome> = Vec::new();
         let mut worked = 0_u32;
@@ -101,6 +111,10 @@ impl Job {
                 RunStatus::Running => {
                     break "detached: the tuning job runs on; the next execution (an upload or the schedule) finalises it and trains what waits".to_owned();
                 }
+                // Listing again would find the same busy slots at once.
+                RunStatus::Deferred => {
+                    break "deferred: the project's tuning slots are busy; the next execution (an upload or the schedule) tries again".to_owned();
+                }
                 _ => {}
             }
             if worked >= max {
@@ -125,6 +139,7 @@ impl Job {
             );
         };
         tracing::info!(cycles = cycles.len(), "{stopped}");
+        self.drain_notices(shutdown, deadline).await;
         let last = cycles
             .last()
             .cloned()
@@ -133,6 +148,29 @@ impl Job {
             last,
             cycles,
             cycles_stopped: stopped,
+        }
+    }
+}
+
+impl Job {
+    /// Waits for the notices still queued: at most [`DRAIN`], never past TASK_DEADLINE, and
+    /// [`SIGNAL_DRAIN`] once SIGTERM has come (before or during the wait).
+    async fn drain_notices<S>(&self, shutdown: S, deadline: Option<Instant>)
+    where
+        S: Future<Output = &'static str> + Clone,
+    {
+        if shutdown.clone().now_or_never().is_some() {
+            self.notifier.flush(SIGNAL_DRAIN).await;
+            return;
+        }
+        let limit = deadline.map_or(DRAIN, |d| {
+            d.saturating_duration_since(Instant::now()).min(DRAIN)
+        });
+        tokio::select! {
+            () = self.notifier.flush(limit) => {}
+            _ = shutdown => {
+                tracing::warn!("stopped waiting for notices to be delivered: the process was asked to stop");
+            }
         }
     }
 }

@@ -367,22 +367,11 @@ impl Job {
             return;
         };
         let Some(eval) = &self.config.evaluation else {
-            // Evaluation off: every successful run becomes the champion.
-            match self.promote(candidate, Seen::ReadNow).await {
-                Ok(promotion) => state.lock().await.record.promotion = Some(promotion),
-                Err(why) => self.pointer_failed(state, &why).await,
-            }
+            return self.promote_unjudged(state, candidate).await;
+        };
+        let Some(current) = self.pointer_to_judge_against(state, &candidate).await else {
             return;
         };
-        let current =
-            match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
-                Ok(c) => c,
-                Err(e) => {
-                    self.pointer_failed(state, &crate::champion::unusable(&e))
-                        .await;
-                    return;
-                }
-            };
         let champion = self.champion_of(current.as_ref(), &record.source_model);
         let set = match set {
             Some(s) => Some(s),
@@ -426,7 +415,7 @@ impl Job {
         } else {
             Event::NotBlessed
         };
-        self.notify(event, &record, summary).await;
+        self.notify(event, &record, summary);
         let promotion = if blessed {
             let winner = Champion {
                 metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
@@ -435,7 +424,10 @@ impl Job {
                 reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
                 ..candidate
             };
-            match self.promote(winner, Seen::Was(Box::new(current))).await {
+            match self
+                .promote(winner, Seen::Was(Box::new(current)), state)
+                .await
+            {
                 Ok(p) => p,
                 Err(why) => {
                     self.pointer_failed(state, &why).await;
@@ -450,6 +442,62 @@ impl Job {
             })
         };
         state.lock().await.record.promotion = Some(promotion);
+    }
+
+    /// The champion pointer a candidate is judged against; `None` when there is nothing to
+    /// judge: the pointer cannot be read (the run fails on it), or it already names this
+    /// candidate.
+    async fn pointer_to_judge_against(
+        &self,
+        state: &Mutex<State>,
+        candidate: &Champion,
+    ) -> Option<Option<crate::champion::Current>> {
+        let current =
+            match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.pointer_failed(state, &crate::champion::unusable(&e))
+                        .await;
+                    return None;
+                }
+            };
+        if self
+            .promoted_before(state, current.as_ref(), candidate)
+            .await
+        {
+            return None;
+        }
+        Some(current)
+    }
+
+    /// Evaluation off: every successful run becomes the champion.
+    async fn promote_unjudged(&self, state: &Mutex<State>, candidate: Champion) {
+        match self.promote(candidate, Seen::ReadNow, state).await {
+            Ok(promotion) => state.lock().await.record.promotion = Some(promotion),
+            Err(why) => self.pointer_failed(state, &why).await,
+        }
+    }
+
+    /// Promoted by an earlier attempt of this run (stopped after the pointer moved): the
+    /// candidate is the champion, and is not judged against itself; the record says so.
+    async fn promoted_before(
+        &self,
+        state: &Mutex<State>,
+        current: Option<&crate::champion::Current>,
+        candidate: &Champion,
+    ) -> bool {
+        let Some(promotion) = self.already_champion(current, candidate).await else {
+            return false;
+        };
+        let mut st = state.lock().await;
+        if st.record.evaluation.is_none() {
+            st.record.evaluation = Some(serde_json::json!({
+                "verdict": "BLESSED",
+                "reasons": ["blessed and promoted by an earlier attempt of this run (the champion pointer names its candidate)"],
+            }));
+        }
+        st.record.promotion = Some(promotion);
+        true
     }
 
     /// Writes `blessing.json` in the run's folder: the verdict, every number, the rule, the
@@ -622,7 +670,7 @@ impl Job {
             }));
             st.record.clone()
         };
-        self.notify(Event::NotBlessed, &record, summary).await;
+        self.notify(Event::NotBlessed, &record, summary);
     }
 }
 

@@ -224,6 +224,9 @@ pub struct Job {
     pub notifier: Arc<Notifier>,
     /// Show progress bars (a terminal, text logs).
     pub progress: bool,
+    /// When the execution must have ended (TASK_DEADLINE from its start), set by
+    /// [`Job::run_cycles`]; the quiet wait leaves the run time inside it.
+    deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// A run in progress, as far as it got: updated by every stage, so an interruption still
@@ -236,6 +239,8 @@ struct State {
     job: Option<String>,
     /// The evaluation set of this run, once the build routed it.
     eval_set: Option<crate::evaluate::set::Frozen>,
+    /// The job was seen to end (or cannot be followed): it is not handed to the next run.
+    job_ended: bool,
 }
 
 fn new_run_id() -> String {
@@ -255,7 +260,17 @@ impl Job {
             registry: Arc::new(NoRegistry),
             notifier: Arc::new(Notifier::log_only()),
             progress: false,
+            deadline: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The time left before TASK_DEADLINE, when [`Job::run_cycles`] set one.
+    fn time_left(&self) -> Option<Duration> {
+        let deadline = *self
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
     }
 
     fn lock_key(&self) -> String {
@@ -276,7 +291,8 @@ impl Job {
     /// `autotune run`, one cycle. `shutdown` resolves with the signal's name when the process
     /// is asked to stop. With `detach`, the run submits the tuning job, records it and exits; a
     /// later run follows it to its end. [`Job::run_cycles`] repeats this for data that arrived
-    /// meanwhile.
+    /// meanwhile, and waits (within its bounds) for the notices the runs posted, which `run`
+    /// leaves to the notifier's background delivery.
     pub async fn run(&self, shutdown: impl Future<Output = &'static str>, detach: bool) -> Outcome {
         Box::pin(self.cycle(shutdown.shared(), detach, None)).await
     }
@@ -314,8 +330,23 @@ impl Job {
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
-        self.clean_up().await;
-        self.repair_champion_alias().await;
+        // Housekeeping before the run's own work, raced against the signal like all that
+        // follows: a bucket that stops answering here must not keep the process past SIGTERM.
+        let prelude = async {
+            self.clean_up().await;
+            self.repair_champion_alias().await;
+        };
+        tokio::select! {
+            () = prelude => {}
+            signal = shutdown.clone() => {
+                release_quietly(lease).await;
+                return Outcome::new(
+                    RunStatus::Interrupted,
+                    format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
+                    min,
+                );
+            }
+        }
         if lease.record().await.pending_job().is_some() {
             return self.adopt(lease, shutdown, detach).await;
         }
@@ -330,7 +361,18 @@ impl Job {
         };
 
         // A run that finished between our look and our lock moved the baseline.
-        match self.recheck(gates).await {
+        let rechecked = tokio::select! {
+            r = self.recheck(gates) => r,
+            signal = shutdown.clone() => {
+                release_quietly(lease).await;
+                return Outcome::new(
+                    RunStatus::Interrupted,
+                    format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
+                    min,
+                );
+            }
+        };
+        match rechecked {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 release_quietly(lease).await;
@@ -349,6 +391,7 @@ impl Job {
             meta_key: None,
             job: None,
             eval_set: None,
+            job_ended: false,
         });
         let result = tokio::select! {
             r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,
@@ -772,23 +815,47 @@ impl Job {
     fn too_few_changed(&self, gates: &Gates, built: &crate::dataset::Built) -> Option<String> {
         let min = self.config.min_samples;
         let written = |i: usize| built.outcomes[i].validation.is_some();
-        let new = match &gates.comparison {
-            Some(c) => (0..built.outcomes.len())
-                .filter(|&i| {
-                    written(i) && c.changed[i] && built.outcomes[i].digest != c.previous[i]
-                })
-                .count() as u64,
+        let all = 0..built.outcomes.len();
+        // Of the changed samples: new content written, content already seen, not written.
+        let (new, seen, unwritten) = match &gates.comparison {
+            Some(c) => {
+                let changed = || all.clone().filter(|&i| c.changed[i]);
+                let same = |i: usize| built.outcomes[i].digest == c.previous[i];
+                (
+                    changed().filter(|&i| written(i) && !same(i)).count() as u64,
+                    changed().filter(|&i| written(i) && same(i)).count() as u64,
+                    changed().filter(|&i| !written(i)).count() as u64,
+                )
+            }
             None if gates.baseline.is_none() => {
-                (0..built.outcomes.len()).filter(|&i| written(i)).count() as u64
+                let n = all.clone().filter(|&i| written(i)).count() as u64;
+                (n, 0, all.len() as u64 - n)
             }
             // A seed baseline without manifest: only the count difference is known.
             None => return None,
         };
         (new < min).then(|| {
+            let mut why = Vec::new();
+            if seen > 0 {
+                why.push(format!("{seen} had content already seen"));
+            }
+            if unwritten > 0 {
+                why.push(format!(
+                    "{unwritten} were not written (rejected, duplicates or evaluation rows; rejects in {})",
+                    built
+                        .rejected_uri
+                        .as_deref()
+                        .unwrap_or("the run's rejected.jsonl")
+                ));
+            }
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", why.join(", "))
+            };
             format!(
-                "gate 3: {new} of {} new or changed samples have new content and converted (rejects in {}), fewer than MIN_SAMPLES ({min})",
+                "gate 3: {new} of {} new or changed samples have new content and converted{why}, fewer than MIN_SAMPLES ({min})",
                 gates.delta,
-                built.rejected_uri.as_deref().unwrap_or("the run's rejected.jsonl")
             )
         })
     }
@@ -815,10 +882,27 @@ enum Trained {
     Deferred(Vec<String>),
 }
 
-/// Releases a lease whose run ends before it started work.
+/// Releases a lease whose run ends before it started work, within [`record::LAST_WRITE`]
+/// (a lock that cannot be released expires on its own).
 async fn release_quietly(lease: Lease) {
-    if let Err(e) = lease.release().await {
-        tracing::warn!(error = %e, "could not release the run lock; it expires on its own");
+    free_quietly(lease.release()).await;
+}
+
+/// Frees a lease keeping the job it carries for the next run, within [`record::LAST_WRITE`].
+async fn hand_over_quietly(lease: Lease) {
+    free_quietly(lease.hand_over()).await;
+}
+
+async fn free_quietly(free: impl Future<Output = Result<(), StoreError>>) {
+    match tokio::time::timeout(record::LAST_WRITE, free).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not release the run lock; it expires on its own");
+        }
+        Err(_) => tracing::warn!(
+            "could not release the run lock within {} s; it expires on its own",
+            record::LAST_WRITE.as_secs()
+        ),
     }
 }
 

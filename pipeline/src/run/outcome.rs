@@ -193,6 +193,10 @@ impl Outcome {
             (None, RunStatus::Running) => {
                 "tuning job submitted; a later run follows it and finalises this run".to_owned()
             }
+            (None, RunStatus::Unchanged) => format!(
+                "unchanged: the datasets equal those of run {}; nothing was tuned",
+                record.baseline_run_id.as_deref().unwrap_or("the last run")
+            ),
             (None, _) => "tuning succeeded".to_owned(),
         };
         let reason = match (&record.evaluation, &record.promotion) {

@@ -10,6 +10,9 @@ use crate::record::RunRecord;
 
 use super::Job;
 
+/// How long `autotune rollback` waits for its notice (and any before it) to be delivered.
+const ROLLBACK_NOTICE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The pointer a promotion expects to replace.
 pub(super) enum Seen {
     /// As the evaluation read it (`None`: there was no pointer).
@@ -48,8 +51,16 @@ impl Job {
     /// Moves the pointer to `winner` if it is still where the evaluation read it, then mirrors
     /// it to the alias. Returns the record's `promotion`; `Err` says why the pointer cannot be
     /// used at all (unreadable, or the bucket failed): the run fails on it, since no later
-    /// promotion can happen either.
-    pub(super) async fn promote(&self, winner: Champion, seen: Seen) -> Result<Value, String> {
+    /// promotion can happen either. Idempotent: a pointer that already names this run's
+    /// candidate (an earlier attempt moved it and was stopped) is recognised, not moved again;
+    /// and the moment the pointer moves, `state` says so, so that a run stopped before the
+    /// alias follows records what the pointer says.
+    pub(super) async fn promote(
+        &self,
+        winner: Champion,
+        seen: Seen,
+        state: &tokio::sync::Mutex<super::State>,
+    ) -> Result<Value, String> {
         let folder = &self.config.model_meta_folder;
         let expected = match seen {
             Seen::Was(e) => *e,
@@ -57,6 +68,9 @@ impl Job {
                 .await
                 .map_err(|e| champion::unusable(&e))?,
         };
+        if let Some(promotion) = self.already_champion(expected.as_ref(), &winner).await {
+            return Ok(promotion);
+        }
         let run_id = winner.run_id.clone().unwrap_or_default();
         let before = expected.as_ref().map_or_else(
             || self.contestants.base(&winner.base_model),
@@ -92,21 +106,69 @@ impl Job {
             Err(e) => return Err(champion::unusable(&e)),
         }
         tracing::info!(%run_id, champion = %new.model, previous = %before.model, "promoted: the candidate is the champion");
-        let alias = self.mirror(&new, Some(&before)).await;
-        let details = json!({
+        // The pointer moved: that is the promotion, whatever stops the run from here on.
+        state.lock().await.record.promotion = Some(json!({
+            "promoted": true,
             "champion": new.model,
-            "endpoint": new.endpoint,
             "previous": before.model,
-            "alias": alias,
-        });
-        self.notice(
-            Notice::new(Event::Promoted, run_id, crate::status::RunStatus::Success)
-                .with_details(details.clone()),
-        )
-        .await;
+            "alias": "not moved yet: the next run moves it",
+        }));
+        let alias = self.mirror(&new, Some(&before)).await;
+        self.announce_promotion(&new, &before.model, &alias);
         Ok(
             json!({"promoted": true, "champion": new.model, "previous": before.model, "alias": alias}),
         )
+    }
+
+    /// The record's `promotion` when the pointer already names `candidate` as the champion,
+    /// promoted by its own run (an earlier attempt of this run, stopped after the pointer
+    /// moved): the alias is made to follow and the promotion is announced again (receivers
+    /// dedupe), instead of judging the candidate against itself or moving the pointer twice.
+    pub(super) async fn already_champion(
+        &self,
+        current: Option<&Current>,
+        candidate: &Champion,
+    ) -> Option<Value> {
+        let current = &current?.champion;
+        if current.model != candidate.model
+            || current.run_id.is_none()
+            || current.run_id != candidate.run_id
+        {
+            return None;
+        }
+        let run_id = current.run_id.clone().unwrap_or_default();
+        let previous = current
+            .previous
+            .as_deref()
+            .map_or_else(|| self.contestants.base(&current.base_model), Clone::clone);
+        tracing::info!(%run_id, champion = %current.model, "the champion pointer already names this run's candidate: promoted before the run was stopped");
+        let alias = self.mirror(current, Some(&previous)).await;
+        self.announce_promotion(current, &previous.model, &alias);
+        Some(json!({
+            "promoted": true,
+            "champion": current.model,
+            "previous": previous.model,
+            "alias": alias,
+            "recognised": format!("{} already named run {run_id}'s candidate: promoted before the run was stopped", champion::pointer_key(&self.config.model_meta_folder)),
+        }))
+    }
+
+    /// The `promoted` notice.
+    fn announce_promotion(&self, new: &Champion, previous: &str, alias: &str) {
+        let details = json!({
+            "champion": new.model,
+            "endpoint": new.endpoint,
+            "previous": previous,
+            "alias": alias,
+        });
+        self.notice(
+            Notice::new(
+                Event::Promoted,
+                new.run_id.clone().unwrap_or_default(),
+                crate::status::RunStatus::Success,
+            )
+            .with_details(details),
+        );
     }
 
     /// The pointer, for a run about to tune: one that cannot be read fails the run before
@@ -129,8 +191,7 @@ impl Job {
             st.record.promotion = Some(json!({"promoted": false, "reason": why}));
             st.record.clone()
         };
-        self.notify(Event::Failed, &record, json!({"error": why}))
-            .await;
+        self.notify(Event::Failed, &record, json!({"error": why}));
     }
 
     /// Points the Vertex alias at `new` (and takes it from `before`); says what happened. A
@@ -264,8 +325,10 @@ impl Job {
                     "alias": alias,
                 }),
             ),
-        )
-        .await;
+        );
+        // A command, not a run: it ends when its notices are delivered (within their
+        // deadline).
+        self.notifier.flush(ROLLBACK_NOTICE).await;
         Ok(RolledBack {
             champion: back,
             alias,
@@ -319,14 +382,14 @@ impl Job {
             .then(|| self.contestants.base(&champion.base_model).model)
             .filter(|m| m.starts_with("projects/"))
     }
-    /// Sends a notice about a run (never fails).
-    pub(super) async fn notify(&self, event: Event, record: &RunRecord, details: Value) {
-        self.notice(Notice::new(event, record.run_id.clone(), record.status).with_details(details))
-            .await;
+    /// Logs a notice about a run and queues its delivery: the run never waits for a receiver
+    /// (see [`crate::notify::Notifier::post`]).
+    pub(super) fn notify(&self, event: Event, record: &RunRecord, details: Value) {
+        self.notice(Notice::new(event, record.run_id.clone(), record.status).with_details(details));
     }
 
-    async fn notice(&self, notice: Notice) {
-        self.notifier.send(&notice).await;
+    fn notice(&self, notice: Notice) {
+        self.notifier.post(notice);
     }
 }
 

@@ -169,11 +169,18 @@ impl Job {
                 reason: "QUIET_PERIOD is 0: no wait for uploads to settle".to_owned(),
             });
         }
+        // Inside TASK_DEADLINE: the wait takes at most half the time left, leaving the rest
+        // to build and tune.
+        let by_deadline = self.time_left().map(|left| left / 2);
+        let (max_wait, limit) = match by_deadline {
+            Some(half) if half < max_wait => (half, "half the time left before TASK_DEADLINE"),
+            _ => (max_wait, "MAX_QUIET_WAIT"),
+        };
         let poll = poll_interval(period);
         let folders = self.config.rules.layout().list_prefixes().join(", ");
         tracing::info!(
             quiet_period = %humantime::format_duration(period),
-            max_quiet_wait = %humantime::format_duration(max_wait),
+            max_quiet_wait = %humantime::format_duration(round_ms(max_wait)),
             "waiting until nothing under {folders} has been added or changed for QUIET_PERIOD"
         );
         let start = Instant::now();
@@ -210,8 +217,8 @@ impl Job {
                     polls,
                     changes,
                     reason: format!(
-                        "max_wait: objects under {folders} were still being added or changed after {} (MAX_QUIET_WAIT); the run builds from what is there, and a later cycle or run trains the rest",
-                        humantime::format_duration(max_wait)
+                        "max_wait: objects under {folders} were still being added or changed after {} ({limit}); the run builds from what is there, and a later cycle or run trains the rest",
+                        humantime::format_duration(round_ms(max_wait))
                     ),
                 });
             }
@@ -226,6 +233,11 @@ impl Job {
             }
         }
     }
+}
+
+/// A duration to the millisecond, for messages.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `12.3s`.

@@ -10,15 +10,22 @@ use crate::status::RunStatus;
 
 use super::{Gates, Job, Outcome, State};
 
-/// The deadline of each of a run's last writes (its record, the lock's release), so that a run
-/// ends within Cloud Run's 10 s after SIGTERM even when the bucket does not answer.
-const LAST_WRITE: std::time::Duration = std::time::Duration::from_secs(4);
+/// The deadline of each of a run's last writes (its record, naming it included; the lock's
+/// release), so that a run ends within Cloud Run's 10 s after SIGTERM even when the bucket
+/// does not answer: two of them and [`super::cycles::SIGNAL_DRAIN`] for the notices.
+pub(super) const LAST_WRITE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Counts the inventory already knows.
 pub(super) fn counts_of(inv: &crate::inventory::Inventory) -> Counts {
     Counts {
         pairs: inv.samples.len() as u64,
-        ambiguous: inv.ambiguous.len() as u64,
+        // Stems with too many candidates; unlistable names and special files are rejects of
+        // their own categories.
+        ambiguous: inv
+            .ambiguous
+            .iter()
+            .filter(|a| a.category == crate::sample::Category::Ambiguous)
+            .count() as u64,
         unpaired_raw: inv.unpaired_raw,
         unpaired_labels: inv.unpaired_labels,
         ignored: inv.ignored,
@@ -61,6 +68,44 @@ impl Job {
         }
     }
 
+    /// Writes the run's record under its claimed name (claiming one if the run has none yet),
+    /// within [`LAST_WRITE`]. `Err`: the object (or the folder, when no name could be claimed)
+    /// and why.
+    async fn write_record(
+        &self,
+        state: &State,
+        started: DateTime<Utc>,
+    ) -> Result<String, (String, String)> {
+        let folder = self
+            .store
+            .uri(&crate::storage::join(&self.config.model_meta_folder, ""));
+        let write = async {
+            let key = match &state.meta_key {
+                Some(k) => k.clone(),
+                None => {
+                    record::claim_names(&*self.store, &self.config.model_meta_folder, started, None)
+                        .await
+                        .map_err(|e| (folder.clone(), e.to_string()))?
+                        .0
+                }
+            };
+            let uri = self.store.uri(&key);
+            record::write(&*self.store, &key, &state.record)
+                .await
+                .map_err(|e| (uri, e.to_string()))
+        };
+        match tokio::time::timeout(LAST_WRITE, write).await {
+            Ok(r) => r,
+            Err(_) => Err((
+                state
+                    .meta_key
+                    .as_deref()
+                    .map_or_else(|| folder.clone(), |k| self.store.uri(k)),
+                format!("no answer within {} s", LAST_WRITE.as_secs()),
+            )),
+        }
+    }
+
     /// Writes the record, and frees the lock, handing a still-running job over to the next run.
     pub(super) async fn finish(
         &self,
@@ -76,41 +121,42 @@ impl Job {
             record.status = status;
             record.error = Some(error);
         }
+        // A job that has not ended passes on with the lease (also when the run failed after
+        // submitting it, say on its record): the next run adopts it rather than tune again.
+        // An interrupted run hands its job over even when the job ended: the next run then
+        // finishes judging its candidate.
         let job_pending = state.job.is_some()
-            && matches!(record.status, RunStatus::Running | RunStatus::Interrupted);
+            && match record.status {
+                RunStatus::Running | RunStatus::Interrupted => true,
+                RunStatus::Failed => !state.job_ended,
+                _ => false,
+            };
         if !job_pending {
             record.training_end_time = Some(end);
             record.training_duration_seconds = Some((end - started).num_seconds());
         }
-        let meta_key = match state.meta_key.clone() {
-            Some(k) => Ok(k),
-            None => {
-                record::claim_names(&*self.store, &self.config.model_meta_folder, started, None)
-                    .await
-                    .map(|(k, _)| k)
-            }
-        };
-        let metadata_uri = match meta_key {
-            Ok(k) => {
-                match tokio::time::timeout(LAST_WRITE, record::write(&*self.store, &k, record))
-                    .await
-                {
-                    Ok(Ok(uri)) => Some(uri),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "could not write the run record");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::error!(
-                            "could not write the run record within {} s",
-                            LAST_WRITE.as_secs()
-                        );
-                        None
-                    }
+        let written = self.write_record(state, started).await;
+        let record = &mut state.record;
+        let metadata_uri = match written {
+            Ok(uri) => Some(uri),
+            Err((object, why)) => {
+                // The record is the run's account of itself: a run without one failed, whatever
+                // it did, and says what the record would have said.
+                let said = Outcome::of_record(record, None, self.config.min_samples).reason;
+                let what = if object.ends_with('/') {
+                    format!("the run record under {object}")
+                } else {
+                    format!("the run record {object}")
+                };
+                let error = format!(
+                    "{what} could not be written: {why}; it would have said: {} ({said})",
+                    record.status.as_str()
+                );
+                tracing::error!(run_id = %record.run_id, "{error}");
+                if record.status != RunStatus::Interrupted {
+                    record.status = RunStatus::Failed;
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not name the run record");
+                record.error = Some(error);
                 None
             }
         };

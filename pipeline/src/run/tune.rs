@@ -14,7 +14,7 @@ use crate::status::RunStatus;
 use crate::storage;
 use crate::tuner::{Tuned, TuningMode, job};
 
-use super::{Gates, Job, Outcome, RunError, State, merge};
+use super::{Gates, Job, Outcome, RunError, State, hand_over_quietly, merge};
 
 /// How the tune stage ended.
 #[derive(Debug)]
@@ -97,24 +97,16 @@ impl Job {
             &serde_json::json!({ "request": request }),
         );
 
-        let name = if let Some(existing) = self.tuner.find(&request.run_key).await? {
+        let (name, submitted) = if let Some(existing) = self.tuner.find(&request.run_key).await? {
             tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
-            existing
+            (existing, false)
         } else {
-            let name = self.tuner.submit(&request).await?;
-            let record = RunRecord {
-                status: RunStatus::Running,
-                ..state.lock().await.record.clone()
-            };
-            self.notify(
-                Event::Submitted,
-                &record,
-                serde_json::json!({ "tuning_job": name }),
-            )
-            .await;
-            name
+            (self.tuner.submit(&request).await?, true)
         };
-        {
+        // The job exists and is paid for: before anything else (a notice may take a minute, a
+        // SIGTERM may come meanwhile), the lease and the record name it, so that whoever comes
+        // next adopts it instead of tuning again. The lease first: it is what adoption reads.
+        let record = {
             let mut st = state.lock().await;
             st.job = Some(name.clone());
             st.record.status = RunStatus::Running;
@@ -122,9 +114,17 @@ impl Job {
                 &mut st.record.model_details,
                 &serde_json::json!({ "tuning_job": name }),
             );
-            record::write(&*self.store, &meta_key, &st.record).await?;
-        }
+            st.record.clone()
+        };
         lease.attach_job(&name, &meta_key).await?;
+        record::write(&*self.store, &meta_key, &record).await?;
+        if submitted {
+            self.notify(
+                Event::Submitted,
+                &record,
+                serde_json::json!({ "tuning_job": name }),
+            );
+        }
         if detach {
             return Ok(Tuning::Submitted { job: name });
         }
@@ -132,11 +132,12 @@ impl Job {
         let tuned = self.tuner.follow(&name).await?;
         let record = {
             let mut st = state.lock().await;
+            st.job_ended = true;
             merge(&mut st.record.model_details, &tuned.model_details);
             st.record.status = tuned.status;
             st.record.clone()
         };
-        self.notify_tuned(&record, &tuned).await;
+        self.notify_tuned(&record, &tuned);
         if tuned.status == RunStatus::Failed {
             return Err(job_failed(&tuned));
         }
@@ -144,14 +145,13 @@ impl Job {
     }
 
     /// The notice of a job's end.
-    async fn notify_tuned(&self, record: &RunRecord, tuned: &Tuned) {
+    fn notify_tuned(&self, record: &RunRecord, tuned: &Tuned) {
         let event = if tuned.status == RunStatus::Failed {
             Event::Failed
         } else {
             Event::Succeeded
         };
-        self.notify(event, record, tuned.model_details.clone())
-            .await;
+        self.notify(event, record, tuned.model_details.clone());
     }
 
     /// A parent for continuous tuning must live in LOCATION (or its jurisdiction's
@@ -258,6 +258,17 @@ impl Job {
         }))
     }
 
+    /// The record of the run whose job is adopted, when it can be read.
+    async fn adopted_record(&self, key: Option<&str>) -> Option<RunRecord> {
+        match storage::get_bytes(&*self.store, key?, 16 * 1024 * 1024).await {
+            Ok(b) => serde_json::from_slice::<RunRecord>(&b).ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the adopted run's record is unreadable; starting a new one");
+                None
+            }
+        }
+    }
+
     /// Follows a tuning job that a previous run submitted and could not see to its end (it was
     /// killed, timed out, stopped by SIGTERM, or detached), and finalises that run's record.
     /// With `detach`, the job is looked at once: a job still running is handed on to a later
@@ -274,15 +285,18 @@ impl Job {
             .expect("adopt is called with a pending job");
         let job = job.to_owned();
         let record_key = record_key.map(str::to_owned);
-        let previous = match &record_key {
-            Some(k) => match storage::get_bytes(&*self.store, k, 16 * 1024 * 1024).await {
-                Ok(b) => serde_json::from_slice::<RunRecord>(&b).ok(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the adopted run's record is unreadable; starting a new one");
-                    None
-                }
-            },
-            None => None,
+        let mut shutdown = std::pin::pin!(shutdown);
+        let previous = tokio::select! {
+            r = self.adopted_record(record_key.as_deref()) => r,
+            // Nothing done yet: the job passes on with the lease, as it came.
+            signal = &mut shutdown => {
+                let reason = format!(
+                    "interrupted by {signal} before adopting tuning job {job}; the next run adopts it"
+                );
+                tracing::info!("{reason}");
+                hand_over_quietly(lease).await;
+                return Outcome::new(RunStatus::Interrupted, reason, self.config.min_samples);
+            }
         };
         let started = previous
             .as_ref()
@@ -295,7 +309,6 @@ impl Job {
             ..RunRecord::empty()
         });
         tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
-        let mut shutdown = std::pin::pin!(shutdown);
         let looked = async {
             if detach {
                 self.tuner.check(&job).await
@@ -303,6 +316,7 @@ impl Job {
                 self.tuner.follow(&job).await.map(Some)
             }
         };
+        let mut saw_end = false;
         let result = tokio::select! {
             r = looked => match r {
                 Ok(None) => {
@@ -311,6 +325,7 @@ impl Job {
                     Ok(())
                 }
                 Ok(Some(tuned)) => {
+                    saw_end = true;
                     merge(&mut record.model_details, &tuned.model_details);
                     record.status = tuned.status;
                     record.error = None;
@@ -325,18 +340,22 @@ impl Job {
             signal = &mut shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
             lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
         };
-        if record.status != RunStatus::Running {
+        // Only a job seen to end is announced (not one whose follow was interrupted, or
+        // failed to be followed).
+        if saw_end {
             let tuned = Tuned {
                 status: record.status,
                 model_details: record.model_details.clone(),
             };
-            self.notify_tuned(&record, &tuned).await;
+            self.notify_tuned(&record, &tuned);
         }
         let state = Mutex::new(State {
             record,
             meta_key: record_key,
             job: Some(job.clone()),
             eval_set: None,
+            // A job still running, or whose follow was interrupted, passes on with the lease.
+            job_ended: !matches!(result, Ok(()) | Err((RunStatus::Interrupted, _))) || saw_end,
         });
         // A job that succeeded: its candidate is judged now (resuming stored answers).
         let mut result = result;

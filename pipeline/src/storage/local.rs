@@ -168,6 +168,15 @@ fn generation(st: &Stat) -> String {
     g
 }
 
+/// How long ago the file was last modified, by this machine's clock; `None` for a time in
+/// the future.
+fn age(st: &Stat) -> Option<std::time::Duration> {
+    let secs = u64::try_from(st.st_mtime).ok()?;
+    let nanos = u32::try_from(st.st_mtime_nsec).unwrap_or(0);
+    let modified = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    std::time::SystemTime::now().duration_since(modified).ok()
+}
+
 fn size(st: &Stat) -> u64 {
     u64::try_from(st.st_size).unwrap_or(0)
 }
@@ -620,7 +629,7 @@ impl Store for LocalStore {
         .await?;
         if let Some(data) = small {
             return Ok(GetResult {
-                age: None,
+                age: age(&st),
                 generation: generation(&st),
                 size: data.len() as u64,
                 body: futures::stream::once(async move { Ok(data) }).boxed(),
@@ -637,7 +646,7 @@ impl Store for LocalStore {
             })
             .boxed();
         Ok(GetResult {
-            age: None,
+            age: age(&st),
             generation: generation(&st),
             size: size(&st),
             body,
@@ -729,10 +738,15 @@ impl Store for LocalStore {
     }
 }
 
-/// Whether a key names one of this backend's temporary files (hidden, with the mark).
+/// Whether a key names one of this backend's temporary files: hidden, the mark, then hex
+/// digits only (at least 16; [`LocalStore::put`] writes a UUID's 32). Any other name is an
+/// object, listed (a user's file may well contain the mark).
 fn key_is_temporary(key: &str) -> bool {
     let name = split_key(key).1;
-    name.starts_with('.') && name.contains(TMP_MARK)
+    name.starts_with('.')
+        && name
+            .rsplit_once(TMP_MARK)
+            .is_some_and(|(_, id)| id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 struct LocalUpload {
@@ -863,5 +877,28 @@ mod tests {
                 "{way}"
             );
         }
+    }
+
+    /// Issue 20: a file whose name merely contains the temporary mark was left out of every
+    /// listing without a word; only the names this backend makes (hidden, the mark, 32 hex
+    /// digits) are its temporary files.
+    #[tokio::test]
+    async fn only_this_backends_own_temporary_names_are_hidden() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("raw")).unwrap();
+        let ours = format!(".x.json{TMP_MARK}{}", uuid::Uuid::new_v4().simple());
+        for name in [".notes.autotune-tmp-draft.txt", "a.txt", ours.as_str()] {
+            std::fs::write(dir.path().join("raw").join(name), "x").unwrap();
+        }
+        let store = LocalStore::new(dir.path().to_str().unwrap()).unwrap();
+        let mut listed: Vec<String> = store
+            .list("raw/")
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
+        listed.sort();
+        assert_eq!(listed, ["raw/.notes.autotune-tmp-draft.txt", "raw/a.txt"]);
     }
 }

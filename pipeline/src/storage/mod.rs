@@ -58,9 +58,10 @@ pub struct GetResult {
     pub generation: String,
     pub size: u64,
     pub body: ByteStream,
-    /// How long ago the object was last written, by the storage server's own clock (GCS: its
-    /// `Date` less `Last-Modified`, to the second), when the backend can tell. The lease judges
-    /// age by it, so a run whose clock is off cannot take over a live lease.
+    /// How long ago the object was last written, when the backend can tell: on GCS by the
+    /// storage server's own clock (its `Date` less `Last-Modified`, to the second), so a run
+    /// whose clock is off cannot take over a live lease; on a local folder by the file's
+    /// modification time (the lease trusts it only for a lease whose own times are damaged).
     pub age: Option<std::time::Duration>,
 }
 

@@ -7,6 +7,7 @@ pub mod fake_pubsub;
 pub mod fake_registry;
 pub mod fake_run;
 pub mod fake_vertex;
+pub mod hooked;
 pub mod loopback;
 pub mod scripted_gcs;
 pub mod trigger;

@@ -1,0 +1,115 @@
+//! A memory bucket whose every call goes through a hook that sees the operation, the key and
+//! (for single writes) the bytes, and says whether it passes, fails or hangs: a disk that fills
+//! up during a run, storage that freezes after SIGTERM.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use autotune::storage::memory::MemoryStore;
+use autotune::storage::{GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+/// What the bucket was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    List,
+    Get,
+    Put,
+    Multipart,
+    Delete,
+}
+
+/// What a call does.
+#[derive(Debug)]
+pub enum Act {
+    Pass,
+    Fail(StoreError),
+    /// Never answers.
+    Hang,
+}
+
+/// A write to `key` failing as on a full local disk (ENOSPC).
+pub fn disk_full(key: &str) -> StoreError {
+    StoreError::Io {
+        uri: key.to_owned(),
+        source: std::io::Error::from_raw_os_error(28),
+    }
+}
+
+type Hook = dyn Fn(Op, &str, Option<&[u8]>) -> Act + Send + Sync;
+
+pub struct Hooked {
+    inner: MemoryStore,
+    hook: Mutex<Arc<Hook>>,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked").finish_non_exhaustive()
+    }
+}
+
+impl Hooked {
+    /// A new empty bucket whose calls all pass.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
+            hook: Mutex::new(Arc::new(|_, _, _| Act::Pass)),
+        })
+    }
+
+    /// Replaces the hook.
+    pub fn set(&self, hook: impl Fn(Op, &str, Option<&[u8]>) -> Act + Send + Sync + 'static) {
+        *self.hook.lock().unwrap() = Arc::new(hook);
+    }
+
+    /// From now on every call hangs.
+    pub fn freeze(&self) {
+        self.set(|_, _, _| Act::Hang);
+    }
+
+    fn act(&self, op: Op, key: &str, data: Option<&[u8]>) -> Act {
+        let hook = self.hook.lock().unwrap().clone();
+        hook(op, key, data)
+    }
+
+    async fn gate(&self, op: Op, key: &str, data: Option<&[u8]>) -> Result<(), StoreError> {
+        match self.act(op, key, data) {
+            Act::Pass => Ok(()),
+            Act::Fail(e) => Err(e),
+            Act::Hang => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Hooked {
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
+        match self.act(Op::List, prefix, None) {
+            Act::Pass => self.inner.list(prefix),
+            Act::Fail(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            Act::Hang => futures::stream::pending().boxed(),
+        }
+    }
+    async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
+        self.gate(Op::Get, key, None).await?;
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
+        self.gate(Op::Put, key, Some(&data)).await?;
+        self.inner.put(key, data, mode).await
+    }
+    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        self.gate(Op::Multipart, key, None).await?;
+        self.inner.put_multipart(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.gate(Op::Delete, key, None).await?;
+        self.inner.delete(key).await
+    }
+    fn uri(&self, key: &str) -> String {
+        self.inner.uri(key)
+    }
+}
