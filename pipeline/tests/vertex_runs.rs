@@ -99,14 +99,24 @@ impl Env {
             .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
-    /// Waits until the run has created its tuning job and written it into the lease.
+    /// Waits until the run has created its tuning job and written it into the lease and then
+    /// into its record (the lease first: it is what adoption reads).
     fn wait_for_job_in_lease(&self, run: &mut Running) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(job) = self
-                .lock()
-                .and_then(|l| l["tuning_job"].as_str().map(str::to_owned))
-            {
+            let lease = self.lock();
+            let job = lease
+                .as_ref()
+                .and_then(|l| l["tuning_job"].as_str().map(str::to_owned));
+            let recorded = |job: &str| {
+                lease
+                    .as_ref()
+                    .and_then(|l| l["run_record"].as_str())
+                    .and_then(|key| std::fs::read(self.root().join(key)).ok())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|r| r["model_details"]["tuning_job"] == job)
+            };
+            if let Some(job) = job.filter(|j| recorded(j)) {
                 return job;
             }
             if let Some(status) = run.child.try_wait().unwrap() {
