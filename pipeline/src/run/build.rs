@@ -33,9 +33,14 @@ impl Job {
             damaged = Some(d);
         }
         let routing = self.eval_routing(gates, current.as_ref());
-        let built = Box::pin(self.convert(&folder, run_id, gates, split, routing, None)).await?;
+        let mut built =
+            Box::pin(self.convert(&folder, run_id, gates, split, routing, None)).await?;
+        // The rows picked for a new set move into it: the run holds them once, in the set,
+        // through tuning and the evaluation (`Built` lives until the run ends).
+        let picked = std::mem::take(&mut built.eval_rows);
+        let picked_rows = picked.len() as u64;
         let (set, revised) = self
-            .freeze_eval_set(run_id, &built, current, damaged.as_ref())
+            .freeze_eval_set(run_id, &built, picked, current, damaged.as_ref())
             .await?;
         {
             let mut st = state.lock().await;
@@ -61,17 +66,17 @@ impl Job {
             }
             st.record.eval_set_revised = revised;
             if replaced {
-                st.record.counts.eval = built.eval_rows.len() as u64;
+                st.record.counts.eval = picked_rows;
                 st.record.counts.eval_held_out = built.eval_held_out + built.eval_members;
             } else {
-                st.record.counts.eval = built.eval_members + built.eval_rows.len() as u64;
+                st.record.counts.eval = built.eval_members + picked_rows;
                 st.record.counts.eval_held_out = built.eval_held_out;
             }
             if let Some(set) = &set {
                 st.record.eval_set_id = Some(set.info.id.clone());
                 st.record.new_eval_set = set.info.created_by_run == run_id && set.info.revised == 0;
             }
-            st.eval_set = set;
+            st.eval_set = set.map(Arc::new);
         }
         {
             let r = &mut state.lock().await.record;

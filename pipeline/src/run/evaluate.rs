@@ -116,14 +116,15 @@ impl Job {
         })
     }
 
-    /// Writes the set a build picked, once: the set in use is kept unless `--new-eval-set`,
-    /// revised when labels of its samples were corrected (evaluation on or off), grown while
-    /// smaller than EVAL_MIN_ROWS, replaced when `damaged`. Returns the set in use and how many
-    /// rows were revised.
+    /// Writes the set a build picked (`picked`, the build's `eval_rows`, moved into the set),
+    /// once: the set in use is kept unless `--new-eval-set`, revised when labels of its samples
+    /// were corrected (evaluation on or off), grown while smaller than EVAL_MIN_ROWS, replaced
+    /// when `damaged`. Returns the set in use and how many rows were revised.
     pub(super) async fn freeze_eval_set(
         &self,
         run_id: &str,
         built: &Built,
+        picked: Vec<Row>,
         current: Option<Frozen>,
         damaged: Option<&Damaged>,
     ) -> Result<(Option<Frozen>, Option<u64>), RunError> {
@@ -146,7 +147,7 @@ impl Job {
             Some(set) if !eval.new_set && !grow => return Ok((Some(set), revised)),
             other => other,
         };
-        if built.eval_rows.is_empty() {
+        if picked.is_empty() {
             if !grow {
                 tracing::warn!(
                     ratio = eval.ratio,
@@ -159,7 +160,7 @@ impl Job {
             .as_ref()
             .map(Replacing::from)
             .or_else(|| damaged.map(Replacing::from));
-        let picked = Picked {
+        let info = Picked {
             run_id: run_id.to_owned(),
             grown: grow,
             ratio: eval.ratio,
@@ -179,12 +180,12 @@ impl Job {
             room = room.saturating_sub(set.rows.len());
             rows.extend(set.rows.iter().cloned());
         }
-        rows.extend(built.eval_rows.iter().take(room).cloned());
+        rows.extend(picked.into_iter().take(room));
         let frozen = set::freeze(
             &*self.store,
             &self.config.model_meta_folder,
             rows,
-            &picked,
+            &info,
             replacing.as_ref(),
         )
         .await
@@ -329,10 +330,12 @@ impl Job {
     }
 }
 
-/// The evaluation set a run holds from the build to the evaluation.
-pub(super) type HeldSet = Frozen;
+/// The evaluation set a run holds from the build to the evaluation, shared: its rows (up to
+/// [`set::MAX_WRITE_BYTES`] of lines as written; a set written by an older version, up to
+/// [`set::MAX_SET_BYTES`]) are held once, not copied for the evaluation.
+pub(super) type HeldSet = Arc<Frozen>;
 
-/// The set the evaluation judges on: the one the run holds.
+/// The set the evaluation judges on: the one the run holds, shared.
 fn set_to_judge(held: Option<&HeldSet>) -> Option<HeldSet> {
     held.cloned()
 }
@@ -385,14 +388,15 @@ impl Job {
             Some(s) => Some(s),
             // An adopted job: the set in use.
             None => match self.eval_set().await {
-                Ok(s) => s,
+                Ok(s) => s.map(HeldSet::new),
                 Err(e) => {
                     self.inconclusive(state, &e.to_string()).await;
                     return;
                 }
             },
         };
-        let rows = set.as_ref().map(|s| s.rows.clone()).unwrap_or_default();
+        // Borrowed from the set the run holds: the rows are held once during the evaluation.
+        let rows: &[Row] = set.as_ref().map_or(&[], |s| &s.rows);
         tracing::info!(
             %run_id,
             candidate = %candidate.describe(),
@@ -401,7 +405,7 @@ impl Job {
             "evaluating the candidate against the champion"
         );
         let judged = match self
-            .compare(&run_id, &candidate, &champion, &rows, eval)
+            .compare(&run_id, &candidate, &champion, rows, eval)
             .await
         {
             Ok(j) => j,

@@ -238,7 +238,7 @@ struct State {
     /// The tuning job, once submitted or found.
     job: Option<String>,
     /// The evaluation set of this run, once the build routed it.
-    eval_set: Option<crate::evaluate::set::Frozen>,
+    eval_set: Option<evaluate::HeldSet>,
     /// The job was seen to end (or cannot be followed): it is not handed to the next run.
     job_ended: bool,
 }
