@@ -17,6 +17,7 @@ GEN=$target_dir/release/gen-bucket
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+mkdir -p "$work/bucket"
 GEN_TEXT=varied "$GEN" "$work/bucket" "$N" "$SIZE" >/dev/null
 echo "bucket: $N pairs of ~$SIZE B, $(du -sh "$work/bucket" | cut -f1) on disk; load: $(uptime | sed 's/.*load average/load average/')"
 /usr/bin/time -f "%e %M" -o "$work/time" env BUCKET_NAME="$work/bucket" LOG_FORMAT=json \
