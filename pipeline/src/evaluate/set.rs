@@ -306,24 +306,28 @@ pub async fn freeze(
     freeze_within(store, meta_folder, rows, picked, replacing, MAX_WRITE_BYTES).await
 }
 
-/// Keeps `rows`, in the order given, while their lines fit in `budget` bytes; returns the
-/// lines of those kept, sorted by row id, and how many were left out.
-fn bounded(rows: Vec<Row>, budget: u64) -> (Vec<(Row, Vec<u8>)>, u64) {
+/// Keeps `rows`, in the order given, while their lines fit in `budget` bytes; returns those
+/// kept, sorted by row id, the bytes of their lines, and how many were left out. One line is
+/// held at a time: the file is written from the rows kept, so that freezing a set holds its
+/// rows and its file, not a third copy of its lines.
+fn bounded(rows: Vec<Row>, budget: u64) -> (Vec<Row>, u64, u64) {
     let mut used = 0u64;
     let mut left_out = 0u64;
     let mut kept = Vec::with_capacity(rows.len());
+    let mut line = Vec::new();
     for r in rows {
-        let mut line = serde_json::to_vec(&r).expect("a row serialises");
-        line.push(b'\n');
-        if used + line.len() as u64 > budget {
+        line.clear();
+        serde_json::to_writer(&mut line, &r).expect("a row serialises");
+        let size = line.len() as u64 + 1;
+        if used + size > budget {
             left_out += 1;
             continue;
         }
-        used += line.len() as u64;
-        kept.push((r, line));
+        used += size;
+        kept.push(r);
     }
-    kept.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    (kept, left_out)
+    kept.sort_by(|a, b| a.id.cmp(&b.id));
+    (kept, used, left_out)
 }
 
 async fn freeze_within(
@@ -334,20 +338,20 @@ async fn freeze_within(
     replacing: Option<&Replacing>,
     budget: u64,
 ) -> Result<Frozen, SetError> {
-    let (kept, left_out) = bounded(rows, budget);
+    let (rows, used, left_out) = bounded(rows, budget);
     if left_out > 0 {
         tracing::warn!(
             left_out,
-            kept = kept.len(),
+            kept = rows.len(),
             max_bytes = budget,
             "evaluation set rows left out to keep the set file readable"
         );
     }
-    let mut body = Vec::new();
-    let mut rows = Vec::with_capacity(kept.len());
-    for (r, line) in kept {
-        body.extend_from_slice(&line);
-        rows.push(r);
+    // Exactly the file's size: no buffer grown by doubling beside the rows.
+    let mut body = Vec::with_capacity(usize::try_from(used).unwrap_or(0));
+    for r in &rows {
+        serde_json::to_writer(&mut body, r).expect("a row serialises");
+        body.push(b'\n');
     }
     let id = {
         use sha2::Digest;
