@@ -57,6 +57,23 @@ pub fn is_zstd(bytes: &[u8]) -> bool {
     bytes.starts_with(&ZSTD_MAGIC)
 }
 
+/// `compressed` (zstd) as an earlier version wrote it: gzip (for tests of readers).
+#[cfg(test)]
+pub async fn as_gzip(compressed: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = Vec::new();
+    decoder(std::io::Cursor::new(compressed.to_vec()))
+        .await
+        .unwrap()
+        .read_to_end(&mut plain)
+        .await
+        .unwrap();
+    let mut gz = async_compression::tokio::write::GzipEncoder::new(Vec::new());
+    gz.write_all(&plain).await.unwrap();
+    gz.shutdown().await.unwrap();
+    gz.into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -345,26 +345,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_gzip_manifest_of_an_earlier_version_is_read() {
-        use tokio::io::AsyncReadExt;
         let before: Vec<_> = (0..3).map(|i| sample(&format!("s{i}"), "1")).collect();
         let zstd = encode(&before, &[], &Carried::default()).await;
-        let mut plain = Vec::new();
-        crate::compress::decoder(std::io::Cursor::new(zstd.to_vec()))
-            .await
-            .unwrap()
-            .read_to_end(&mut plain)
-            .await
-            .unwrap();
-        let mut gz = async_compression::tokio::write::GzipEncoder::new(Vec::new());
-        gz.write_all(&plain).await.unwrap();
-        gz.shutdown().await.unwrap();
+        let gz = crate::compress::as_gzip(&zstd).await;
         let store = MemoryStore::named(&uuid::Uuid::new_v4().to_string());
         store
-            .put(
-                "old.jsonl.gz",
-                Bytes::from(gz.into_inner()),
-                PutMode::Create,
-            )
+            .put("old.jsonl.gz", Bytes::from(gz), PutMode::Create)
             .await
             .unwrap();
         let (manifest, _) = read(&store, "old.jsonl.gz").await.unwrap();
