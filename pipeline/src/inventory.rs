@@ -413,6 +413,11 @@ fn unlisted(inv: &mut Inventory, rules: &Rules, e: StoreError) -> Result<(), Sto
     match e {
         // A name the backend cannot represent is that object's problem, not the run's.
         StoreError::InvalidKey { key, reason } => {
+            // The job's own folders are not samples (a leftover temporary file there is
+            // removed by the run holding the lock).
+            if matches!(rules.layout.classify(&key), Class::Output(_)) {
+                return Ok(());
+            }
             inv.ambiguous.push(Ambiguity {
                 key: key.clone(),
                 objects: vec![key],

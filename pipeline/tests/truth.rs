@@ -106,3 +106,42 @@ async fn invalid_names_are_not_counted_as_ambiguous() {
     );
     assert_eq!(o.counts.ambiguous, 0, "{:?}", o.counts);
 }
+
+/// Issue 20: a file in an input folder whose name has the local backend's temporary pattern
+/// (hidden, `.autotune-tmp-`, hex digits) and that no write holds was skipped without a word;
+/// it is an `invalid_name` reject naming the object and what to do, and the other samples train.
+#[tokio::test]
+async fn a_temporary_looking_name_in_an_input_folder_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn autotune::storage::Store> = std::sync::Arc::new(
+        autotune::storage::local::LocalStore::new(dir.path().to_str().unwrap()).unwrap(),
+    );
+    samples(&*store, 0, 20, &[]).await;
+    let name = ".s100.txt.autotune-tmp-0123456789abcdef0123456789abcdef";
+    let path = dir.path().join("raw_training_data").join(name);
+    std::fs::write(&path, "hello").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    assert_eq!(
+        o.counts
+            .rejected_by_category
+            .get(&autotune::sample::Category::InvalidName),
+        Some(&1),
+        "{:?}",
+        o.counts
+    );
+    let rejects_uri = o.rejected_uri.clone().expect("rejects are written");
+    let rejects = std::fs::read_to_string(rejects_uri.strip_prefix("file://").unwrap()).unwrap();
+    assert!(
+        rejects.contains(name) && rejects.contains("temporary file") && rejects.contains("rename"),
+        "{rejects}"
+    );
+}

@@ -568,21 +568,26 @@ impl LocalStore {
 
     /// Removes the temporary file `name` in `dir` if it is old and no writer holds it.
     fn remove_if_stale(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> bool {
+        // Removed while its lock is held, so that no writer can take it up meanwhile.
+        Self::abandoned(dir, name, stat)
+            .is_some_and(|_lock| rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok())
+    }
+
+    /// The file of a temporary name, locked, when no writer holds it and it is older than a
+    /// write takes to lock it ([`STALE_AFTER`]): left by a killed run, or not this backend's
+    /// at all.
+    fn abandoned(dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> Option<OwnedFd> {
         let modified =
             std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
         if modified.elapsed().unwrap_or_default() < STALE_AFTER {
-            return false;
+            return None;
         }
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(fd) = rustix::fs::openat(dir, name, flags, Mode::empty()) else {
-            return false;
-        };
+        let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?;
         // Same file still, and nobody writing it (a live writer holds its lock).
         let same = rustix::fs::fstat(&fd).is_ok_and(|st| st.st_ino == stat.st_ino);
-        if !same || rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-            return false;
-        }
-        rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
+        (same && rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok())
+            .then_some(fd)
     }
 }
 
@@ -598,7 +603,24 @@ impl Store for LocalStore {
         tokio::task::spawn_blocking(move || {
             this.walk_prefix(&prefix, &mut |found| {
                 let item = match found {
-                    Found::File { key, .. } if key_is_temporary(key) => return true,
+                    // A write in progress is this backend's own business; a name of the
+                    // pattern nobody writes is told, not skipped without a word.
+                    Found::File {
+                        dir,
+                        name,
+                        key,
+                        stat,
+                    } if key_is_temporary(key) => {
+                        if Self::abandoned(dir, name, stat).is_none() {
+                            return true;
+                        }
+                        Err(StoreError::InvalidKey {
+                            key: key.to_owned(),
+                            reason: format!(
+                                "named like a temporary file of autotune's local backend (hidden, \"{TMP_MARK}\", then hex digits) that no write holds, so it is never read: rename it if it is a sample; a run holding the lock removes such files from its own folders"
+                            ),
+                        })
+                    }
                     Found::File { key, stat, .. } => Ok(Self::meta(key, stat)),
                     Found::Unusable(e) => Err(e),
                 };
@@ -900,5 +922,54 @@ mod tests {
             .unwrap();
         listed.sort();
         assert_eq!(listed, ["raw/.notes.autotune-tmp-draft.txt", "raw/a.txt"]);
+    }
+
+    /// Issue 20: a name of the temporary pattern that no writer holds and that is older than a
+    /// write takes to lock it (a user's file named so, or a leftover) was skipped without a
+    /// word; it is reported as an object the backend cannot list. One its writer holds is
+    /// still this backend's own business.
+    #[tokio::test]
+    async fn a_temporary_name_nobody_writes_is_reported_not_skipped() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        let old = std::time::SystemTime::now() - STALE_AFTER - Duration::from_secs(5);
+        let orphan = format!(".b.txt{TMP_MARK}{}", uuid::Uuid::new_v4().simple());
+        let held = format!(".c.txt{TMP_MARK}{}", uuid::Uuid::new_v4().simple());
+        let fresh = format!(".d.txt{TMP_MARK}{}", uuid::Uuid::new_v4().simple());
+        for name in [&orphan, &held, &fresh] {
+            std::fs::write(raw.join(name), "x").unwrap();
+        }
+        for name in [&orphan, &held] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(raw.join(name))
+                .unwrap();
+            f.set_modified(old).unwrap();
+        }
+        let writer = std::fs::File::open(raw.join(&held)).unwrap();
+        rustix::fs::flock(&writer, FlockOperation::NonBlockingLockExclusive).unwrap();
+        std::fs::write(raw.join("a.txt"), "x").unwrap();
+        let store = LocalStore::new(dir.path().to_str().unwrap()).unwrap();
+        let mut listed = Vec::new();
+        let mut reported = Vec::new();
+        let mut listing = store.list("raw/");
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(m) => listed.push(m.key),
+                Err(StoreError::InvalidKey { key, reason }) => reported.push((key, reason)),
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!(listed, ["raw/a.txt"]);
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0].0, format!("raw/{orphan}"));
+        assert!(
+            reported[0].1.contains("temporary file") && reported[0].1.contains("rename"),
+            "{}",
+            reported[0].1
+        );
+        drop(writer);
     }
 }
