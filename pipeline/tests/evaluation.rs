@@ -1387,3 +1387,38 @@ async fn a_new_evaluation_set_replaces_an_unreadable_one() {
     assert!(r["eval_set_repaired"].is_string(), "{r}");
     assert!(r["evaluation"]["rows"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// Issue 20: `blessing.json` could not be written (a full disk) and the run only logged a
+/// warning: the record said `blessing_uri: null` without a reason. The record's evaluation
+/// names the object and the reason, and keeps the verdict and its numbers.
+#[tokio::test]
+async fn a_blessing_that_cannot_be_written_is_named_in_the_record() {
+    use crate::support::hooked::{self, Act, Hooked, Op};
+    let hooked = Hooked::new();
+    let store: Arc<dyn Store> = hooked.clone();
+    samples(&*store, 0, 160, &[]).await;
+    hooked.set(|op, key, _| {
+        if op == Op::Put && key.ends_with("/blessing.json") {
+            Act::Fail(hooked::disk_full(key))
+        } else {
+            Act::Pass
+        }
+    });
+    let tuner = Scripted::new(Follow::Succeed);
+    let judges = Judges::new(&[0.02]);
+    let aliases = Arc::new(Aliases::default());
+    let o = run(&job_with(&store, &tuner, &judges, &aliases, eval_config())).await;
+    let r = record_of(&*store, &o).await;
+    let evaluation = &r["evaluation"];
+    assert_eq!(evaluation["verdict"], "BLESSED", "{evaluation}");
+    assert!(evaluation["blessing_uri"].is_null(), "{evaluation}");
+    let error = evaluation["blessing_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("blessing.json") && error.contains("No space left on device"),
+        "{evaluation}"
+    );
+    assert!(
+        evaluation["delta"].is_number(),
+        "the numbers stay: {evaluation}"
+    );
+}

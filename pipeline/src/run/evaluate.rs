@@ -415,12 +415,16 @@ impl Job {
             }
         };
         let set_id = set.as_ref().map(|s| s.info.id.clone());
-        let blessing_uri = self
+        let blessing = self
             .write_blessing(&run_id, &judged, &candidate, &champion, set_id.as_deref())
             .await;
         let blessed = judged.blessing.blessed();
         tracing::info!(%run_id, verdict = %judged.blessing.verdict, "{}", judged.blessing.summary());
-        let summary = summary(&judged, &candidate, &champion, blessing_uri.as_deref());
+        let mut summary = summary(&judged, &candidate, &champion, blessing.as_deref().ok());
+        if let Err(why) = &blessing {
+            // The record keeps the verdict and its numbers; it says what is missing and why.
+            summary["blessing_error"] = serde_json::Value::from(why.as_str());
+        }
         state.lock().await.record.evaluation = Some(summary.clone());
         let event = if blessed {
             Event::Blessed
@@ -521,7 +525,7 @@ impl Job {
         candidate: &Champion,
         champion: &Champion,
         set_id: Option<&str>,
-    ) -> Option<String> {
+    ) -> Result<String, String> {
         let blessing_key = storage::join(
             &storage::join(&self.config.jsonl_folder, run_id),
             BLESSING_FILE,
@@ -548,10 +552,14 @@ impl Job {
             )
             .await
         {
-            Ok(_) => Some(self.store.uri(&blessing_key)),
+            Ok(_) => Ok(self.store.uri(&blessing_key)),
             Err(e) => {
-                tracing::warn!(error = %e, "could not write blessing.json");
-                None
+                let why = format!(
+                    "could not write {}: {e} (the verdict and its numbers are in the run record)",
+                    self.store.uri(&blessing_key)
+                );
+                tracing::error!("{why}");
+                Err(why)
             }
         }
     }
