@@ -291,43 +291,62 @@ pub struct Picked {
     pub revised: u64,
     /// Content digests of earlier versions' rows, kept out of training.
     pub retired: Vec<String>,
+    /// How many of the rows given first are rows of the version replaced (revised or grown):
+    /// those the byte bound leaves out are retired, never trained, as every row that was
+    /// ever in the set.
+    pub previous: usize,
 }
 
 /// Writes `rows` as a new set and points `eval/current.json` at it: created when there is no
 /// set, or moved from `replacing` (compare-and-swap on its generation). The rows are kept in
-/// the order given while the file stays under [`MAX_WRITE_BYTES`]; the others are left out.
+/// the order given while the file stays under `max_bytes` (at most [`MAX_WRITE_BYTES`]); the
+/// others are left out.
 pub async fn freeze(
     store: &dyn Store,
     meta_folder: &str,
     rows: Vec<Row>,
     picked: &Picked,
     replacing: Option<&Replacing>,
+    max_bytes: u64,
 ) -> Result<Frozen, SetError> {
-    freeze_within(store, meta_folder, rows, picked, replacing, MAX_WRITE_BYTES).await
+    freeze_within(
+        store,
+        meta_folder,
+        rows,
+        picked,
+        replacing,
+        max_bytes.min(MAX_WRITE_BYTES),
+    )
+    .await
 }
 
 /// Keeps `rows`, in the order given, while their lines fit in `budget` bytes; returns those
-/// kept, sorted by row id, the bytes of their lines, and how many were left out. One line is
+/// kept, sorted by row id, the bytes of their lines, how many were left out, and the ids of
+/// those left out among the first `previous` (rows of the version replaced). One line is
 /// held at a time: the file is written from the rows kept, so that freezing a set holds its
 /// rows and its file, not a third copy of its lines.
-fn bounded(rows: Vec<Row>, budget: u64) -> (Vec<Row>, u64, u64) {
+fn bounded(rows: Vec<Row>, budget: u64, previous: usize) -> (Vec<Row>, u64, u64, Vec<String>) {
     let mut used = 0u64;
     let mut left_out = 0u64;
+    let mut retired = Vec::new();
     let mut kept = Vec::with_capacity(rows.len());
     let mut line = Vec::new();
-    for r in rows {
+    for (i, r) in rows.into_iter().enumerate() {
         line.clear();
         serde_json::to_writer(&mut line, &r).expect("a row serialises");
         let size = line.len() as u64 + 1;
         if used + size > budget {
             left_out += 1;
+            if i < previous {
+                retired.push(r.id);
+            }
             continue;
         }
         used += size;
         kept.push(r);
     }
     kept.sort_by(|a, b| a.id.cmp(&b.id));
-    (kept, used, left_out)
+    (kept, used, left_out, retired)
 }
 
 async fn freeze_within(
@@ -338,7 +357,11 @@ async fn freeze_within(
     replacing: Option<&Replacing>,
     budget: u64,
 ) -> Result<Frozen, SetError> {
-    let (rows, used, left_out) = bounded(rows, budget);
+    let (rows, used, left_out, dropped) = bounded(rows, budget, picked.previous);
+    let mut retired = picked.retired.clone();
+    retired.extend(dropped);
+    retired.sort_unstable();
+    retired.dedup();
     if left_out > 0 {
         tracing::warn!(
             left_out,
@@ -390,7 +413,7 @@ async fn freeze_within(
         replaced: replacing.map(|f| f.id.clone()),
         grown: picked.grown,
         revised: picked.revised,
-        retired: picked.retired.clone(),
+        retired,
         left_out_for_size: left_out,
     };
     let mode = replacing.map_or(PutMode::Create, |f| PutMode::Update(f.generation.clone()));
@@ -426,6 +449,8 @@ pub struct Routing {
 struct Pick {
     threshold: u64,
     max: usize,
+    /// The bytes of the rows held while picking (at most [`MAX_WRITE_BYTES`]).
+    max_bytes: u64,
     exclude: crate::delta::Digests,
 }
 
@@ -486,6 +511,7 @@ impl Routing {
             pick: (ratio > 0.0 && max > 0).then(|| Pick {
                 threshold,
                 max: usize::try_from(max).unwrap_or(usize::MAX),
+                max_bytes: MAX_WRITE_BYTES,
                 exclude,
             }),
         }
@@ -527,6 +553,21 @@ impl Routing {
         self.pick.is_some()
     }
 
+    /// Holds the rows picked within `max_bytes` of lines (at most [`MAX_WRITE_BYTES`]): the
+    /// evaluation's share of MAX_BYTES_IN_FLIGHT.
+    #[must_use]
+    pub fn within(mut self, max_bytes: u64) -> Self {
+        if let Some(p) = &mut self.pick {
+            p.max_bytes = max_bytes.min(MAX_WRITE_BYTES);
+        }
+        self
+    }
+
+    /// Whether the build holds rows of a set: the set in use, or one it picks.
+    pub fn holds_rows(&self) -> bool {
+        self.pick.is_some() || !self.keys.is_empty()
+    }
+
     /// Keeps the smallest EVAL_MAX candidates.
     pub fn picker(&self) -> Picker {
         Picker {
@@ -534,7 +575,7 @@ impl Routing {
             heap: BinaryHeap::new(),
             dropped: 0,
             bytes: 0,
-            budget: MAX_WRITE_BYTES,
+            budget: self.pick.as_ref().map_or(0, |p| p.max_bytes),
         }
     }
 }
@@ -679,10 +720,18 @@ mod tests {
             max: 1000,
             revised: 0,
             retired: Vec::new(),
+            previous: 0,
         };
-        let first = freeze(&store, "meta", vec![row(2), row(1)], &picked, None)
-            .await
-            .unwrap();
+        let first = freeze(
+            &store,
+            "meta",
+            vec![row(2), row(1)],
+            &picked,
+            None,
+            MAX_WRITE_BYTES,
+        )
+        .await
+        .unwrap();
         let read = current(&store, "meta").await.unwrap().unwrap();
         assert_eq!(read.info, first.info);
         assert_eq!(read.rows, vec![row(1), row(2)]);
@@ -697,7 +746,7 @@ mod tests {
         );
         // A second first-time freeze loses: one set at a time.
         assert!(matches!(
-            freeze(&store, "meta", vec![row(3)], &picked, None).await,
+            freeze(&store, "meta", vec![row(3)], &picked, None, MAX_WRITE_BYTES).await,
             Err(SetError::Store(StoreError::AlreadyExists { .. }))
         ));
         let second = freeze(
@@ -706,6 +755,7 @@ mod tests {
             vec![row(3)],
             &picked,
             Some(&Replacing::from(&read)),
+            MAX_WRITE_BYTES,
         )
         .await
         .unwrap();
@@ -736,6 +786,7 @@ mod tests {
             max: 1000,
             revised: 0,
             retired: Vec::new(),
+            previous: 0,
         };
         // Room for two of the three rows.
         let line = serde_json::to_vec(&long(1)).unwrap().len() as u64 + 1;
@@ -765,6 +816,56 @@ mod tests {
         const { assert!(MAX_WRITE_BYTES < MAX_SET_BYTES) };
     }
 
+    /// Issue 20: a new version of a set (labels revised, or grown) bounded in bytes left rows of
+    /// the version it replaced out of the file, and out of `retired`: their samples trained in
+    /// the next run. Rows of the replaced version that the bound leaves out are retired.
+    #[tokio::test]
+    async fn rows_of_the_replaced_version_left_out_for_size_never_train() {
+        let store = MemoryStore::named("eval-bounded-revised");
+        let long = |id: u8| Row {
+            reference: "x".repeat(1000),
+            ..row(id)
+        };
+        let picked = Picked {
+            run_id: "r2".into(),
+            grown: true,
+            ratio: 0.05,
+            max: 1000,
+            revised: 0,
+            retired: vec![format!("{:064x}", 99)],
+            previous: 2,
+        };
+        let line = serde_json::to_vec(&long(1)).unwrap().len() as u64 + 1;
+        // Rows 1 and 2 were in the set replaced, 3 is new; room for one row.
+        let frozen = freeze(
+            &store,
+            "meta",
+            vec![long(1), long(2), long(3)],
+            &picked,
+            None,
+            line + 10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(frozen.info.rows, 1);
+        assert_eq!(frozen.info.left_out_for_size, 2);
+        let read = current(&store, "meta").await.unwrap().unwrap();
+        assert_eq!(read.rows, vec![long(1)]);
+        assert!(
+            read.info.retired.contains(&long(2).id),
+            "the replaced version's row left out is retired: {:?}",
+            read.info.retired
+        );
+        assert!(
+            !read.info.retired.contains(&long(3).id),
+            "a new candidate left out may train later"
+        );
+        assert!(read.info.retired.contains(&format!("{:064x}", 99)));
+        let routing = Routing::frozen(&read);
+        let digest = crate::delta::unhex(&long(2).id).unwrap();
+        assert_eq!(routing.route("elsewhere", &digest), Route::Member);
+    }
+
     /// A set the reader cannot take (too large, cut short, missing, a garbage pointer) is
     /// damaged, not an error that fails every run.
     #[tokio::test]
@@ -777,10 +878,18 @@ mod tests {
             max: 1000,
             revised: 0,
             retired: Vec::new(),
+            previous: 0,
         };
-        let frozen = freeze(&store, "meta", vec![row(1), row(2)], &picked, None)
-            .await
-            .unwrap();
+        let frozen = freeze(
+            &store,
+            "meta",
+            vec![row(1), row(2)],
+            &picked,
+            None,
+            MAX_WRITE_BYTES,
+        )
+        .await
+        .unwrap();
         let Opened::Damaged(d) = open_within(&store, "meta", 10).await.unwrap() else {
             panic!("a set larger than the reader accepts is damaged");
         };
@@ -811,6 +920,7 @@ mod tests {
             vec![row(1), row(2)],
             &picked,
             Some(&Replacing::from(&d)),
+            MAX_WRITE_BYTES,
         )
         .await
         .unwrap();

@@ -189,7 +189,12 @@ impl Job {
             &dataset::Options {
                 read_concurrency: self.config.read_concurrency,
                 max_text_bytes: self.config.max_text_bytes,
-                max_bytes_in_flight: self.config.max_bytes_in_flight,
+                // Evaluation rows held during the build count inside MAX_BYTES_IN_FLIGHT.
+                max_bytes_in_flight: if eval.holds_rows() {
+                    self.config.max_bytes_in_flight - self.eval_bytes()
+                } else {
+                    self.config.max_bytes_in_flight
+                },
                 paths: self.paths(folder),
                 sink,
                 check: Some(Arc::new(check)),

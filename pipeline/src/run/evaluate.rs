@@ -86,6 +86,13 @@ impl Job {
         })
     }
 
+    /// The bytes of evaluation rows a run holds: the evaluation's share of MAX_BYTES_IN_FLIGHT
+    /// (half of it, at most [`set::MAX_WRITE_BYTES`]). A set is written within it, rows are
+    /// picked within it, and the build's reads take the other half while it holds a set.
+    pub(super) fn eval_bytes(&self) -> u64 {
+        (self.config.max_bytes_in_flight / 2).min(set::MAX_WRITE_BYTES)
+    }
+
     /// How the build routes samples to the evaluation set: the set in use, or a new one
     /// picked from content no earlier run trained on.
     pub(super) fn eval_routing(&self, gates: &Gates, current: Option<&Frozen>) -> Arc<Routing> {
@@ -104,6 +111,7 @@ impl Job {
                     .map(|c| c.trained.clone())
                     .unwrap_or_default(),
             )
+            .within(self.eval_bytes())
         };
         Arc::new(match current {
             // A set smaller than EVAL_MIN_ROWS grows from content no run trained on.
@@ -171,6 +179,7 @@ impl Job {
                 .filter(|_| grow)
                 .map(|s| s.info.retired.clone())
                 .unwrap_or_default(),
+            previous: old.as_ref().filter(|_| grow).map_or(0, |s| s.rows.len()),
         };
         // The rows kept first when the set is bounded in bytes: the set's own, then the new
         // ones by position.
@@ -187,6 +196,7 @@ impl Job {
             rows,
             &info,
             replacing.as_ref(),
+            self.eval_bytes(),
         )
         .await
         .map_err(|e| RunError::EvalSet(e.to_string()))?;
@@ -232,6 +242,7 @@ impl Job {
             max: set.info.max,
             revised: revised.len() as u64,
             retired,
+            previous: set.rows.len(),
         };
         let frozen = set::freeze(
             &*self.store,
@@ -239,6 +250,7 @@ impl Job {
             rows,
             &picked,
             Some(&Replacing::from(set)),
+            self.eval_bytes(),
         )
         .await
         .map_err(|e| RunError::EvalSet(e.to_string()))?;
