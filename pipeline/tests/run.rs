@@ -713,72 +713,11 @@ async fn plan_predicts_the_run_and_writes_nothing() {
     assert_eq!(run(&j).await.status, RunStatus::Failed);
 }
 
-/// A bucket whose writes start failing when `down` is set, as a storage outage would.
-#[derive(Debug)]
-struct Outage {
-    inner: MemoryStore,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl Outage {
-    fn failure(&self, key: &str) -> storage::StoreError {
-        storage::StoreError::Api {
-            uri: self.inner.uri(key),
-            status: 503,
-            message: "Service Unavailable".to_owned(),
-        }
-    }
-
-    fn is_down(&self) -> bool {
-        self.down.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl Store for Outage {
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, storage::StoreError>> {
-        self.inner.list(prefix)
-    }
-    async fn get(&self, key: &str) -> Result<storage::GetResult, storage::StoreError> {
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        mode: PutMode,
-    ) -> Result<storage::ObjectMeta, storage::StoreError> {
-        if self.is_down() {
-            return Err(self.failure(key));
-        }
-        self.inner.put(key, data, mode).await
-    }
-    async fn put_multipart(
-        &self,
-        key: &str,
-    ) -> Result<Box<dyn storage::MultipartUpload>, storage::StoreError> {
-        if self.is_down() {
-            return Err(self.failure(key));
-        }
-        self.inner.put_multipart(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), storage::StoreError> {
-        self.inner.delete(key).await
-    }
-    fn uri(&self, key: &str) -> String {
-        self.inner.uri(key)
-    }
-}
-
 #[tokio::test]
 async fn a_storage_outage_is_reported_as_such_not_as_a_lost_lock() {
-    let outage = Arc::new(Outage {
-        inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
-        down: std::sync::atomic::AtomicBool::new(false),
-    });
+    use crate::support::hooked::{Act, Hooked, Op};
+    // Every write fails with 503 once the outage begins; reads go on.
+    let outage = Hooked::new();
     let store: Arc<dyn Store> = outage.clone();
     samples(&*store, 0, 20, &[]).await;
     let tuner = Scripted::new(Follow::Hang);
@@ -788,7 +727,17 @@ async fn a_storage_outage_is_reported_as_such_not_as_a_lost_lock() {
     let run = j.run(std::future::pending(), false);
     let cut = async {
         tuner.on_submit.notified().await;
-        outage.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        outage.set(|op, key, _| {
+            if matches!(op, Op::Put | Op::Multipart) {
+                Act::Fail(storage::StoreError::Api {
+                    uri: key.to_owned(),
+                    status: 503,
+                    message: "Service Unavailable".to_owned(),
+                })
+            } else {
+                Act::Pass
+            }
+        });
         std::future::pending::<()>().await;
     };
     let o = tokio::time::timeout(Duration::from_secs(30), async {
@@ -1201,48 +1150,15 @@ async fn a_run_is_deferred_while_the_projects_tuning_slots_are_busy() {
     );
 }
 
-/// A bucket whose listings never end, as a frozen or very slow listing would.
-#[derive(Debug)]
-struct EndlessListing(MemoryStore);
-
-#[async_trait]
-impl Store for EndlessListing {
-    fn list(
-        &self,
-        _prefix: &str,
-    ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, storage::StoreError>> {
-        Box::pin(futures::stream::pending())
-    }
-    async fn get(&self, key: &str) -> Result<storage::GetResult, storage::StoreError> {
-        self.0.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        mode: PutMode,
-    ) -> Result<storage::ObjectMeta, storage::StoreError> {
-        self.0.put(key, data, mode).await
-    }
-    async fn put_multipart(
-        &self,
-        key: &str,
-    ) -> Result<Box<dyn storage::MultipartUpload>, storage::StoreError> {
-        self.0.put_multipart(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), storage::StoreError> {
-        self.0.delete(key).await
-    }
-    fn uri(&self, key: &str) -> String {
-        self.0.uri(key)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_signal_during_the_listing_ends_the_run_at_once_writing_nothing() {
-    let store: Arc<dyn Store> = Arc::new(EndlessListing(MemoryStore::named(
-        &uuid::Uuid::new_v4().to_string(),
-    )));
+    // A bucket whose listings never end, as a frozen or very slow listing would.
+    let endless = crate::support::hooked::Hooked::new();
+    endless.set(|op, _, _| match op {
+        crate::support::hooked::Op::List => crate::support::hooked::Act::Hang,
+        _ => crate::support::hooked::Act::Pass,
+    });
+    let store: Arc<dyn Store> = endless;
     let tuner = Scripted::new(Follow::Succeed);
     let j = job(&store, &tuner, config());
     let signal = async {
@@ -1571,70 +1487,32 @@ async fn no_cycle_starts_unless_the_longest_so_far_fits_before_task_deadline() {
     assert_eq!(tuner.submits(), 1);
 }
 
-/// A bucket that says when a record with `status` is written.
-#[derive(Debug)]
-struct Tap {
-    inner: MemoryStore,
-    status: &'static str,
-    seen: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait]
-impl Store for Tap {
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, storage::StoreError>> {
-        self.inner.list(prefix)
-    }
-    async fn get(&self, key: &str) -> Result<storage::GetResult, storage::StoreError> {
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        mode: PutMode,
-    ) -> Result<storage::ObjectMeta, storage::StoreError> {
-        let meta = self.inner.put(key, data.clone(), mode).await?;
-        let record: Option<Value> = key
-            .contains("model_metadata_")
-            .then(|| serde_json::from_slice(&data).ok())
-            .flatten();
-        if record.is_some_and(|r| r["status"] == self.status) {
-            self.seen.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(meta)
-    }
-    async fn put_multipart(
-        &self,
-        key: &str,
-    ) -> Result<Box<dyn storage::MultipartUpload>, storage::StoreError> {
-        self.inner.put_multipart(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), storage::StoreError> {
-        self.inner.delete(key).await
-    }
-    fn uri(&self, key: &str) -> String {
-        self.inner.uri(key)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn sigterm_between_cycles_ends_the_execution_cleanly() {
-    let tap = Arc::new(Tap {
-        inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
-        status: "success",
-        seen: std::sync::atomic::AtomicBool::new(false),
+    // The bucket says when a record with status success is written.
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tap = crate::support::hooked::Hooked::new();
+    tap.set({
+        let seen = seen.clone();
+        move |op, key, data| {
+            let record: Option<Value> = (op == crate::support::hooked::Op::Put
+                && key.contains("model_metadata_"))
+            .then(|| data.and_then(|d| serde_json::from_slice(d).ok()))
+            .flatten();
+            if record.is_some_and(|r| r["status"] == "success") {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            crate::support::hooked::Act::Pass
+        }
     });
-    let store: Arc<dyn Store> = tap.clone();
+    let store: Arc<dyn Store> = tap;
     samples(&*store, 0, 20, &[]).await;
     let tuner = Scripted::slow(Follow::Succeed, Duration::from_secs(60));
     let uploads = upload_during_tuning(&store, &tuner, 20, 7, 1);
     // SIGTERM arrives as the first run writes its final record: after its race with the
     // shutdown future, before the next cycle.
     let signal = futures::future::poll_fn(|_| {
-        if tap.seen.load(std::sync::atomic::Ordering::SeqCst) {
+        if seen.load(std::sync::atomic::Ordering::SeqCst) {
             std::task::Poll::Ready("SIGTERM")
         } else {
             std::task::Poll::Pending

@@ -286,16 +286,7 @@ impl Client {
     /// One attempt of a small call: the whole answer within `request_timeout`. A status of
     /// 400 or more is an [`Error::Status`].
     pub async fn call(&self, rb: RequestBuilder) -> Result<Answer, Error> {
-        let (request, url) = self.prepare(rb).await?;
-        within(self.options.request_timeout, &url, async {
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(|e| Error::transport(e, &url))?;
-            read_answer(response, &url, None).await
-        })
-        .await
+        self.attempt(rb, None).await
     }
 
     /// One attempt of a small call to a receiver that is not Google (a notification's webhook,
@@ -303,6 +294,12 @@ impl Client {
     /// are read, whatever the receiver announces or sends; the rest is never read (the
     /// connection is dropped), so a reply of gigabytes costs `keep` bytes of memory.
     pub async fn call_bounded(&self, rb: RequestBuilder, keep: usize) -> Result<Answer, Error> {
+        self.attempt(rb, Some(keep)).await
+    }
+
+    /// One attempt: the request sent and its answer read (at most `keep` bytes of its body
+    /// when given) within `request_timeout`.
+    async fn attempt(&self, rb: RequestBuilder, keep: Option<usize>) -> Result<Answer, Error> {
         let (request, url) = self.prepare(rb).await?;
         within(self.options.request_timeout, &url, async {
             let response = self
@@ -310,7 +307,7 @@ impl Client {
                 .execute(request)
                 .await
                 .map_err(|e| Error::transport(e, &url))?;
-            read_answer(response, &url, Some(keep)).await
+            read_answer(response, &url, keep).await
         })
         .await
     }

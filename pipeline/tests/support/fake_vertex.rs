@@ -20,7 +20,10 @@
 //!   Google's pages do not say which.
 //!
 //! The fake sees one host (the client's VERTEX_API_ENDPOINT); it checks the location each path
-//! carries, which is what decides the host for Google.
+//! carries, which is what decides the host for Google. Its placement helpers ([`jurisdiction`],
+//! [`location_of`], [`relocate`]) repeat what `autotune::locations` does on purpose: the fake's
+//! rules come from Google's pages above, not from the code under test, so a mistake in
+//! `locations.rs` fails a test instead of being copied into the fake.
 //!
 //! It runs on its own thread and runtime, on the real clock, so the client under test may run on
 //! a paused clock. It checks every request body, and every answer it gives, against
