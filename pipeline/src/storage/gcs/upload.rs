@@ -18,15 +18,124 @@ use crate::storage::{MultipartUpload, ObjectMeta, PutMode, Store, StoreError};
 /// Resumable chunks must be multiples of 256 KiB.
 pub(super) const CHUNK: usize = 32 * 256 * 1024;
 
-/// A resumable upload. `buf` holds every byte the server has not acknowledged, from offset
-/// `acked` on: what a failed chunk needs to be sent again, and what has not been sent yet.
+/// The bookkeeping of a resumable upload, without any I/O. `buf` holds every byte the server
+/// has not acknowledged, from offset `acked` on: what a failed chunk needs to be sent again, and
+/// what has not been sent yet.
+#[derive(Debug, Default)]
+struct Unacked {
+    buf: BytesMut,
+    acked: u64,
+}
+
+/// The next chunk to send: its `Content-Range`, its bytes, and the offset just past them.
+#[derive(Debug)]
+struct Chunk {
+    range: String,
+    data: Bytes,
+    end: u64,
+}
+
+/// What a session's answer says, before the object of a completed upload is read from it.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// This many bytes are persisted.
+    Persisted(u64),
+    /// The object is complete (`200` or `201` to the last chunk or a status query of it).
+    Complete,
+}
+
+/// An answer the protocol does not allow at this point: the status it came with, and why.
+#[derive(Debug, PartialEq, Eq)]
+struct Refused {
+    status: u16,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The `Content-Range` of a status query: `bytes */TOTAL`, or `bytes */*` while the size is
+/// unknown.
+fn status_query(total: Option<u64>) -> String {
+    total.map_or_else(|| "bytes */*".to_owned(), |t| format!("bytes */{t}"))
+}
+
+/// Reads a session's answer (`status` and its `Range` header) to a chunk or a status query:
+/// `308` with the persisted range (none: nothing persisted), or the finished object, which only
+/// an upload whose size is known (`total`) can have.
+fn reply(status: u16, range: Option<&str>, total: Option<u64>) -> Result<Reply, Refused> {
+    match status {
+        200 | 201 if total.is_some() => Ok(Reply::Complete),
+        308 => {
+            let Some(range) = range else {
+                return Ok(Reply::Persisted(0));
+            };
+            let end = range
+                .strip_prefix("bytes=0-")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .ok_or_else(|| Refused::new(308, format!("unreadable Range header {range:?}")))?;
+            Ok(Reply::Persisted(end + 1))
+        }
+        status => Err(Refused::new(
+            status,
+            "unexpected answer to a resumable upload chunk",
+        )),
+    }
+}
+
+impl Unacked {
+    /// The first `len` unacknowledged bytes (at most what is buffered) as a chunk, the last one
+    /// of the object when `total` is given; `None` when there is nothing to send.
+    fn chunk(&self, len: usize, total: Option<u64>) -> Option<Chunk> {
+        let len = len.min(self.buf.len());
+        if len == 0 {
+            return None;
+        }
+        let end = self.acked + len as u64;
+        let range = match total {
+            Some(t) => format!("bytes {}-{}/{t}", self.acked, end - 1),
+            None => format!("bytes {}-{}/*", self.acked, end - 1),
+        };
+        Some(Chunk {
+            range,
+            data: Bytes::copy_from_slice(&self.buf[..len]),
+            end,
+        })
+    }
+
+    /// Takes the server's word for how much it has: drops the acknowledged bytes from the
+    /// buffer, and says whether that is progress. It may not go back, nor beyond what was sent
+    /// (`sent_end`).
+    fn advance(&mut self, persisted: u64, sent_end: u64) -> Result<bool, Refused> {
+        if persisted < self.acked || persisted > sent_end {
+            return Err(Refused::new(
+                308,
+                format!(
+                    "the upload session reports {persisted} bytes persisted, outside the {}..={sent_end} it can have",
+                    self.acked
+                ),
+            ));
+        }
+        let progress = persisted > self.acked;
+        self.buf.advance((persisted - self.acked) as usize);
+        self.acked = persisted;
+        Ok(progress)
+    }
+}
+
+/// A resumable upload: a session, driven over HTTP by what [`Unacked`] says to send.
 pub(super) struct ResumableUpload {
     store: GcsStore,
     key: String,
     uri: String,
     session: Option<String>,
-    buf: BytesMut,
-    acked: u64,
+    unacked: Unacked,
 }
 
 /// What a session says about itself.
@@ -44,8 +153,10 @@ impl ResumableUpload {
             store,
             key: key.to_owned(),
             session: None,
-            buf: BytesMut::with_capacity(CHUNK),
-            acked: 0,
+            unacked: Unacked {
+                buf: BytesMut::with_capacity(CHUNK),
+                acked: 0,
+            },
         }
     }
 
@@ -59,6 +170,10 @@ impl ResumableUpload {
             status,
             message,
         }
+    }
+
+    fn refused(&self, r: Refused) -> StoreError {
+        self.api_error(r.status, r.message)
     }
 
     async fn session(&mut self) -> Result<String, StoreError> {
@@ -94,45 +209,21 @@ impl ResumableUpload {
 
     /// Reads a session's answer: `308` with the persisted range, or the finished object.
     fn state_of(&self, answer: &Answer, total: Option<u64>) -> Result<SessionState, StoreError> {
-        match answer.status.as_u16() {
-            200 | 201 if total.is_some() => Ok(SessionState::Done(
+        match reply(answer.status.as_u16(), answer.header("range"), total)
+            .map_err(|r| self.refused(r))?
+        {
+            Reply::Complete => Ok(SessionState::Done(
                 self.store.parse_object(answer, &self.uri)?,
             )),
-            308 => {
-                let Some(range) = answer.header("range") else {
-                    return Ok(SessionState::Persisted(0));
-                };
-                let end = range
-                    .strip_prefix("bytes=0-")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        self.api_error(308, format!("unreadable Range header {range:?}"))
-                    })?;
-                Ok(SessionState::Persisted(end + 1))
-            }
-            status => Err(self.api_error(
-                status,
-                "unexpected answer to a resumable upload chunk".to_owned(),
-            )),
+            Reply::Persisted(n) => Ok(SessionState::Persisted(n)),
         }
     }
 
-    /// Takes the server's word for how much it has: drops the acknowledged bytes from the
-    /// buffer. It may not go back, nor beyond what was sent.
+    /// Takes the server's word for how much it has ([`Unacked::advance`]).
     fn advance(&mut self, persisted: u64, sent_end: u64) -> Result<bool, StoreError> {
-        if persisted < self.acked || persisted > sent_end {
-            return Err(self.api_error(
-                308,
-                format!(
-                    "the upload session reports {persisted} bytes persisted, outside the {}..={sent_end} it can have",
-                    self.acked
-                ),
-            ));
-        }
-        let progress = persisted > self.acked;
-        self.buf.advance((persisted - self.acked) as usize);
-        self.acked = persisted;
-        Ok(progress)
+        self.unacked
+            .advance(persisted, sent_end)
+            .map_err(|r| self.refused(r))
     }
 
     /// The error of a chunk that failed for good. A 404 or 410 means the session is gone
@@ -158,7 +249,7 @@ impl ResumableUpload {
 
     /// Asks the session how far it got (`bytes */TOTAL`, or `*/*` while the size is unknown).
     async fn query(&self, session: &str, total: Option<u64>) -> Result<SessionState, StoreError> {
-        let range = total.map_or_else(|| "bytes */*".to_owned(), |t| format!("bytes */{t}"));
+        let range = status_query(total);
         let answer = self
             .store
             .send("upload (status query)", &self.uri, || {
@@ -194,67 +285,65 @@ impl ResumableUpload {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let len = len.min(self.buf.len());
-            let end = self.acked + len as u64;
-            let error = if len == 0 {
+            let Some(Chunk { range, data, end }) = self.unacked.chunk(len, total) else {
                 // Everything is persisted but the object was not reported: ask.
-                match self.query(&session, total).await? {
+                let error = match self.query(&session, total).await? {
                     SessionState::Done(meta) => return Ok(Some(meta)),
                     SessionState::Persisted(n) => {
-                        self.advance(n, end)?;
+                        self.advance(n, self.unacked.acked)?;
                         self.api_error(
                             308,
                             "the upload session has every byte but does not complete".to_owned(),
                         )
                     }
-                }
-            } else {
-                let range = match total {
-                    Some(t) => format!("bytes {}-{}/{t}", self.acked, end - 1),
-                    None => format!("bytes {}-{}/*", self.acked, end - 1),
                 };
-                let chunk = Bytes::copy_from_slice(&self.buf[..len]);
-                let rb = self
-                    .client()
-                    .request(Method::PUT, &session)
-                    .header(CONTENT_RANGE, range);
-                match self.client().upload(rb, chunk).await {
-                    Ok(answer) => match self.state_of(&answer, total)? {
+                // No progress without an error to retry by: bounded by the same policy.
+                let Some(delay) = backoff.next_delay(None) else {
+                    return Err(error);
+                };
+                tokio::time::sleep(delay).await;
+                continue;
+            };
+            let rb = self
+                .client()
+                .request(Method::PUT, &session)
+                .header(CONTENT_RANGE, range);
+            let error = match self.client().upload(rb, data).await {
+                Ok(answer) => match self.state_of(&answer, total)? {
+                    SessionState::Done(meta) => return Ok(Some(meta)),
+                    SessionState::Persisted(n) => {
+                        if self.advance(n, end)? {
+                            return Ok(None);
+                        }
+                        // A 308 that moved nothing: count it as a failed attempt.
+                        self.api_error(
+                            308,
+                            "the upload session persisted nothing of the chunk".to_owned(),
+                        )
+                    }
+                },
+                Err(e) if retryable(&e, Idempotency::Idempotent) => {
+                    let delay = backoff.next_delay(e.retry_after());
+                    let Some(delay) = delay else {
+                        return Err(self.chunk_failure(e, attempts, &backoff));
+                    };
+                    tracing::warn!(uri = %self.uri, error = %e, attempt = attempts, "an upload chunk failed; asking the session how far it got");
+                    tokio::time::sleep(delay).await;
+                    if matches!(e, Error::Connect { .. }) {
+                        // It never reached the server: nothing to ask.
+                        continue;
+                    }
+                    match self.query(&session, total).await? {
                         SessionState::Done(meta) => return Ok(Some(meta)),
                         SessionState::Persisted(n) => {
                             if self.advance(n, end)? {
                                 return Ok(None);
                             }
-                            // A 308 that moved nothing: count it as a failed attempt.
-                            self.api_error(
-                                308,
-                                "the upload session persisted nothing of the chunk".to_owned(),
-                            )
                         }
-                    },
-                    Err(e) if retryable(&e, Idempotency::Idempotent) => {
-                        let delay = backoff.next_delay(e.retry_after());
-                        let Some(delay) = delay else {
-                            return Err(self.chunk_failure(e, attempts, &backoff));
-                        };
-                        tracing::warn!(uri = %self.uri, error = %e, attempt = attempts, "an upload chunk failed; asking the session how far it got");
-                        tokio::time::sleep(delay).await;
-                        if matches!(e, Error::Connect { .. }) {
-                            // It never reached the server: nothing to ask.
-                            continue;
-                        }
-                        match self.query(&session, total).await? {
-                            SessionState::Done(meta) => return Ok(Some(meta)),
-                            SessionState::Persisted(n) => {
-                                if self.advance(n, end)? {
-                                    return Ok(None);
-                                }
-                            }
-                        }
-                        continue;
                     }
-                    Err(e) => return Err(self.chunk_failure(e, attempts, &backoff)),
+                    continue;
                 }
+                Err(e) => return Err(self.chunk_failure(e, attempts, &backoff)),
             };
             // No progress without an error to retry by: bounded by the same policy.
             let Some(delay) = backoff.next_delay(None) else {
@@ -268,10 +357,10 @@ impl ResumableUpload {
 #[async_trait]
 impl MultipartUpload for ResumableUpload {
     async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
-        self.buf.extend_from_slice(&data);
+        self.unacked.buf.extend_from_slice(&data);
         // Keep at least one byte back, so the final chunk is never empty: an empty final
         // chunk is a status query, which the emulator mishandles.
-        while self.buf.len() > CHUNK {
+        while self.unacked.buf.len() > CHUNK {
             self.push(CHUNK, None).await?;
         }
         Ok(())
@@ -279,15 +368,15 @@ impl MultipartUpload for ResumableUpload {
 
     async fn complete(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
         if self.session.is_none() {
-            let data = std::mem::take(&mut self.buf).freeze();
+            let data = std::mem::take(&mut self.unacked.buf).freeze();
             return self
                 .store
                 .multipart_put(&self.key, data, &PutMode::Overwrite)
                 .await;
         }
-        let total = self.acked + self.buf.len() as u64;
+        let total = self.unacked.acked + self.unacked.buf.len() as u64;
         loop {
-            if let Some(meta) = self.push(self.buf.len(), Some(total)).await? {
+            if let Some(meta) = self.push(self.unacked.buf.len(), Some(total)).await? {
                 return Ok(meta);
             }
         }
@@ -304,3 +393,4 @@ impl MultipartUpload for ResumableUpload {
         Ok(())
     }
 }
+
