@@ -199,3 +199,105 @@ async fn reopen(
     }
     Ok(download.body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{Act, Fake, Request};
+    use super::*;
+
+    const BODY: &[u8] = b"0123456789";
+
+    /// The `Range` and `generation` of every media read.
+    fn reads(fake: &Fake) -> Vec<(Option<String>, Option<String>)> {
+        fake.requests()
+            .iter()
+            .map(|r: &Request| {
+                assert_eq!(r.method, "GET");
+                let generation = r
+                    .target
+                    .split(['?', '&'])
+                    .find_map(|p| p.strip_prefix("generation="))
+                    .map(str::to_owned);
+                (r.header("range").map(str::to_owned), generation)
+            })
+            .collect()
+    }
+
+    /// A fake whose first read sends the head of all of `BODY` (generation 7) and its first
+    /// four bytes, then hangs up; later reads get `rest`.
+    fn broken_then(mut rest: impl FnMut(&Request) -> Act + Send + 'static) -> Fake {
+        let mut first = true;
+        Fake::start(move |r, _| {
+            assert!(
+                r.target
+                    .starts_with("/storage/v1/b/bucket/o/big.bin?alt=media")
+            );
+            if std::mem::take(&mut first) {
+                Act::Cut {
+                    headers: vec![("x-goog-generation", "7".to_owned())],
+                    body: BODY.to_vec(),
+                    sent: 4,
+                }
+            } else {
+                rest(r)
+            }
+        })
+    }
+
+    async fn read_all(fake: &Fake) -> Result<Vec<u8>, StoreError> {
+        let got = fake.store().get("big.bin").await?;
+        assert_eq!((got.generation.as_str(), got.size), ("7", 10));
+        got.bytes_limited("gs://bucket/big.bin", u64::MAX)
+            .await
+            .map(|b| b.to_vec())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_read_asks_for_the_rest_of_the_same_generation() {
+        let fake = broken_then(|_| Act::Answer(206, vec![], BODY[4..].to_vec()));
+        assert_eq!(read_all(&fake).await.unwrap(), BODY);
+        assert_eq!(
+            reads(&fake),
+            [
+                (None, None),
+                (Some("bytes=4-".to_owned()), Some("7".to_owned()))
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resumed_read_answered_whole_fails_rather_than_repeating_bytes() {
+        let fake = broken_then(|_| Act::Answer(200, vec![], BODY.to_vec()));
+        let e = read_all(&fake).await.unwrap_err().to_string();
+        assert!(e.contains("gs://bucket/big.bin"), "{e}");
+        assert!(e.contains("asked for the bytes from 4 on"), "{e}");
+        assert_eq!(reads(&fake).len(), 2, "not retried");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_generation_gone_mid_read_ends_it_naming_the_change() {
+        for code in [404, 412] {
+            let fake = broken_then(move |_| Act::Answer(code, vec![], vec![]));
+            let e = read_all(&fake).await.unwrap_err();
+            match &e {
+                StoreError::Api {
+                    status, message, ..
+                } => {
+                    assert_eq!(*status, code);
+                    assert!(message.contains("generation 7 is gone"), "{message}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_keeps_breaking_gives_up_within_the_policy() {
+        // Every resumption fails with a 503. The break and the failed resumptions share the
+        // policy's 3 retries: the first read, then three resumptions.
+        let fake = broken_then(|_| Act::Answer(503, vec![], vec![]));
+        let e = read_all(&fake).await.unwrap_err();
+        assert!(matches!(e, StoreError::Api { status: 503, .. }), "{e:?}");
+        assert_eq!(reads(&fake).len(), 4, "{:?}", reads(&fake));
+    }
+}

@@ -39,6 +39,8 @@
 //!   apart from the HTTP exchanges that drive it, so that it is tested on its own.
 
 mod download;
+#[cfg(test)]
+mod fake;
 mod upload;
 
 use std::fmt;
