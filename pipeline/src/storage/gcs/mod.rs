@@ -32,9 +32,9 @@
 //!   path `storage::gcs::…` is as it was), the [`Store`] implementation, listings, the small
 //!   calls (metadata, multipart writes with their preconditions, deletes), and the mapping of
 //!   failures to [`StoreError`];
-//! * [`download`]: media reads, and their resumption from the byte where a broken connection
+//! * `download.rs`: media reads, and their resumption from the byte where a broken connection
 //!   stopped, pinned to the generation the read began with;
-//! * [`upload`]: the resumable upload session. Its bookkeeping (which bytes the server has
+//! * `upload.rs`: the resumable upload session. Its bookkeeping (which bytes the server has
 //!   acknowledged, the `Content-Range` of the next chunk, what a session's answer says) is kept
 //!   apart from the HTTP exchanges that drive it, so that it is tested on its own.
 
