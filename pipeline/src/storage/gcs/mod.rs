@@ -24,21 +24,39 @@
 //! `STORAGE_EMULATOR_HOST` (`host:port` or a URL) switches to the emulator without credentials;
 //! otherwise tokens come from [`Credentials::from_env`], which honours
 //! `GOOGLE_APPLICATION_CREDENTIALS` and `GCE_METADATA_HOST`.
+//!
+//! # Layout
+//!
+//! Split by role, as object_store's `gcp/` is:
+//! * this module: the backend. [`Config`] and [`GcsStore`] (the only public items, so every
+//!   path `storage::gcs::…` is as it was), the [`Store`] implementation, listings, the small
+//!   calls (metadata, multipart writes with their preconditions, deletes), and the mapping of
+//!   failures to [`StoreError`];
+//! * `download.rs`: media reads, and their resumption from the byte where a broken connection
+//!   stopped, pinned to the generation the read began with;
+//! * `upload.rs`: the resumable upload session. Its bookkeeping (which bytes the server has
+//!   acknowledged, the `Content-Range` of the next chunk, what a session's answer says) is kept
+//!   apart from the HTTP exchanges that drive it, so that it is tested on its own.
+
+mod download;
+#[cfg(test)]
+mod fake;
+mod upload;
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 
 use super::{GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError, validate_key};
-use crate::client::retry::{self, Backoff, Failed, Idempotency, retryable};
+use crate::client::retry::{self, Failed, Idempotency, retryable};
 use crate::client::{Answer, Auth, Client, Credentials, Error, Options};
 
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
@@ -46,8 +64,6 @@ const PAGE_SIZE: &str = "1000";
 
 /// Keys from the first (included) to the second (excluded); `None`: open.
 type Range = (Option<String>, Option<String>);
-/// Resumable chunks must be multiples of 256 KiB.
-const CHUNK: usize = 32 * 256 * 1024;
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -455,21 +471,6 @@ impl GcsStore {
     }
 }
 
-/// The age of a downloaded object by the server's clock: `Date` less `Last-Modified` (HTTP
-/// dates, to the second). `None` when either header is missing or unreadable.
-fn server_age(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
-    let at = |name: reqwest::header::HeaderName| {
-        let v = headers.get(name)?.to_str().ok()?;
-        chrono::DateTime::parse_from_rfc2822(v).ok()
-    };
-    let now = at(reqwest::header::DATE)?;
-    let modified = at(reqwest::header::LAST_MODIFIED)?;
-    (now - modified)
-        .to_std()
-        .ok()
-        .or(Some(std::time::Duration::ZERO))
-}
-
 fn content_type(key: &str) -> &'static str {
     match key.rsplit('.').next() {
         Some("json") => "application/json",
@@ -542,51 +543,7 @@ impl Store for GcsStore {
     }
 
     async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
-        validate_key(key)?;
-        let uri = self.uri(key);
-        let url = self.object_url(key);
-        let client = self.client();
-        let download = retry::retry(
-            &client.options().retry,
-            &format!("read {uri}"),
-            |e| retryable(e, Idempotency::Idempotent),
-            || client.download(client.request(Method::GET, &url).query(&[("alt", "media")])),
-        )
-        .await
-        .map_err(|f| failure("read", &uri, f, None))?;
-        let age = server_age(&download.headers);
-        let generation = download
-            .headers
-            .get("x-goog-generation")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        // Without the headers, ask for the metadata; the body we stream is that version's
-        // unless the object changed in between, which only the lock cares about and the lock's
-        // compare-and-swap then catches.
-        let (generation, size) = if let (Some(g), Some(s)) = (generation, download.content_length) {
-            (g, s)
-        } else {
-            let m = self.head(key).await?;
-            (m.generation, m.size)
-        };
-        let body = Resuming {
-            store: self.clone(),
-            uri,
-            url,
-            generation: generation.clone(),
-            body: Some(download.body),
-            received: 0,
-            backoff: None,
-            attempts: 0,
-            done: false,
-        }
-        .into_stream();
-        Ok(GetResult {
-            generation,
-            size,
-            body,
-            age,
-        })
+        self.download(key).await
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
@@ -595,14 +552,7 @@ impl Store for GcsStore {
 
     async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
         validate_key(key)?;
-        Ok(Box::new(ResumableUpload {
-            store: self.clone(),
-            key: key.to_owned(),
-            uri: self.uri(key),
-            session: None,
-            buf: BytesMut::with_capacity(CHUNK),
-            acked: 0,
-        }))
+        Ok(Box::new(upload::ResumableUpload::new(self.clone(), key)))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -655,404 +605,5 @@ impl Store for GcsStore {
             .into_iter()
             .filter_map(|p| p.strip_prefix(&self.inner.prefix).map(str::to_owned))
             .collect())
-    }
-}
-
-/// A media download that survives a broken connection: it asks again for the rest
-/// (`Range: bytes=N-`) of the same generation, with the client's back-off; the policy restarts
-/// whenever bytes arrive. A generation that is gone (the object was replaced) ends the read
-/// with an error rather than splicing two versions.
-struct Resuming {
-    store: GcsStore,
-    uri: String,
-    url: String,
-    generation: String,
-    body: Option<BoxStream<'static, Result<Bytes, Error>>>,
-    received: u64,
-    backoff: Option<Backoff>,
-    attempts: usize,
-    done: bool,
-}
-
-impl Resuming {
-    fn into_stream(self) -> super::ByteStream {
-        stream::unfold(self, |mut s| async move {
-            if s.done {
-                return None;
-            }
-            match s.next().await {
-                Ok(Some(piece)) => Some((Ok(piece), s)),
-                Ok(None) => None,
-                Err(e) => {
-                    s.done = true;
-                    Some((Err(e), s))
-                }
-            }
-        })
-        .boxed()
-    }
-
-    async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
-        loop {
-            let error = match self.body.as_mut() {
-                Some(body) => match body.next().await {
-                    None => return Ok(None),
-                    Some(Ok(piece)) => {
-                        self.received += piece.len() as u64;
-                        self.backoff = None;
-                        self.attempts = 0;
-                        return Ok(Some(piece));
-                    }
-                    Some(Err(e)) => {
-                        self.body = None;
-                        e
-                    }
-                },
-                None => match reopen(&self.store, &self.url, &self.generation, self.received).await
-                {
-                    Ok(body) => {
-                        self.body = Some(body);
-                        continue;
-                    }
-                    Err(e) => e,
-                },
-            };
-            self.attempts += 1;
-            let client = self.store.client();
-            let backoff = self
-                .backoff
-                .get_or_insert_with(|| client.options().retry.backoff());
-            let elapsed = backoff.elapsed();
-            let delay = if retryable(&error, Idempotency::Idempotent) {
-                backoff.next_delay(error.retry_after())
-            } else {
-                None
-            };
-            let Some(delay) = delay else {
-                return Err(match error.status() {
-                    Some(404 | 412) => StoreError::Api {
-                        uri: self.uri.clone(),
-                        status: error.status().unwrap_or_default(),
-                        message: format!(
-                            "the object changed while it was read (generation {} is gone)",
-                            self.generation
-                        ),
-                    },
-                    _ => failure(
-                        "read",
-                        &self.uri,
-                        Failed {
-                            error,
-                            attempts: self.attempts,
-                            elapsed,
-                        },
-                        None,
-                    ),
-                });
-            };
-            tracing::warn!(uri = %self.uri, error = %error, received = self.received, "a read broke off; resuming where it stopped");
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-/// The rest, from byte `received` on, of generation `generation` of the object at `url`.
-async fn reopen(
-    store: &GcsStore,
-    url: &str,
-    generation: &str,
-    received: u64,
-) -> Result<BoxStream<'static, Result<Bytes, Error>>, Error> {
-    let client = store.client();
-    let rb = client
-        .request(Method::GET, url)
-        .query(&[("alt", "media"), ("generation", generation)])
-        .header(reqwest::header::RANGE, format!("bytes={received}-"));
-    let download = client.download(rb).await?;
-    if download.status.as_u16() != 206 && received > 0 {
-        return Err(Error::Invalid {
-            url: url.to_owned(),
-            message: format!(
-                "asked for the bytes from {received} on, the server answered {}",
-                download.status
-            ),
-        });
-    }
-    Ok(download.body)
-}
-
-/// A resumable upload. `buf` holds every byte the server has not acknowledged, from offset
-/// `acked` on: what a failed chunk needs to be sent again, and what has not been sent yet.
-struct ResumableUpload {
-    store: GcsStore,
-    key: String,
-    uri: String,
-    session: Option<String>,
-    buf: BytesMut,
-    acked: u64,
-}
-
-/// What a session says about itself.
-enum SessionState {
-    /// This many bytes are persisted.
-    Persisted(u64),
-    /// The object is complete.
-    Done(ObjectMeta),
-}
-
-impl ResumableUpload {
-    fn client(&self) -> &Client {
-        self.store.client()
-    }
-
-    fn api_error(&self, status: u16, message: String) -> StoreError {
-        StoreError::Api {
-            uri: self.uri.clone(),
-            status,
-            message,
-        }
-    }
-
-    async fn session(&mut self) -> Result<String, StoreError> {
-        if let Some(s) = &self.session {
-            return Ok(s.clone());
-        }
-        let meta = serde_json::json!({
-            "name": self.store.name(&self.key),
-            "contentType": content_type(&self.key),
-        });
-        let url = self.store.upload_url();
-        let answer = self
-            .store
-            .send("start upload", &self.uri, || {
-                self.client()
-                    .request(Method::POST, &url)
-                    .query(&[("uploadType", "resumable")])
-                    .json(&meta)
-            })
-            .await?;
-        let location = answer
-            .header("location")
-            .ok_or_else(|| {
-                self.api_error(
-                    answer.status.as_u16(),
-                    "resumable upload started without a Location header".to_owned(),
-                )
-            })?
-            .to_owned();
-        self.session = Some(location.clone());
-        Ok(location)
-    }
-
-    /// Reads a session's answer: `308` with the persisted range, or the finished object.
-    fn state_of(&self, answer: &Answer, total: Option<u64>) -> Result<SessionState, StoreError> {
-        match answer.status.as_u16() {
-            200 | 201 if total.is_some() => Ok(SessionState::Done(
-                self.store.parse_object(answer, &self.uri)?,
-            )),
-            308 => {
-                let Some(range) = answer.header("range") else {
-                    return Ok(SessionState::Persisted(0));
-                };
-                let end = range
-                    .strip_prefix("bytes=0-")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        self.api_error(308, format!("unreadable Range header {range:?}"))
-                    })?;
-                Ok(SessionState::Persisted(end + 1))
-            }
-            status => Err(self.api_error(
-                status,
-                "unexpected answer to a resumable upload chunk".to_owned(),
-            )),
-        }
-    }
-
-    /// Takes the server's word for how much it has: drops the acknowledged bytes from the
-    /// buffer. It may not go back, nor beyond what was sent.
-    fn advance(&mut self, persisted: u64, sent_end: u64) -> Result<bool, StoreError> {
-        if persisted < self.acked || persisted > sent_end {
-            return Err(self.api_error(
-                308,
-                format!(
-                    "the upload session reports {persisted} bytes persisted, outside the {}..={sent_end} it can have",
-                    self.acked
-                ),
-            ));
-        }
-        let progress = persisted > self.acked;
-        self.buf.advance((persisted - self.acked) as usize);
-        self.acked = persisted;
-        Ok(progress)
-    }
-
-    /// The error of a chunk that failed for good. A 404 or 410 means the session is gone
-    /// (expired after a week, or cancelled), not the object.
-    fn chunk_failure(&self, error: Error, attempts: usize, backoff: &Backoff) -> StoreError {
-        if let Some(status @ (404 | 410)) = error.status() {
-            return self.api_error(
-                status,
-                "the resumable upload session no longer exists (expired or cancelled)".to_owned(),
-            );
-        }
-        failure(
-            "upload",
-            &self.uri,
-            Failed {
-                error,
-                attempts,
-                elapsed: backoff.elapsed(),
-            },
-            None,
-        )
-    }
-
-    /// Asks the session how far it got (`bytes */TOTAL`, or `*/*` while the size is unknown).
-    async fn query(&self, session: &str, total: Option<u64>) -> Result<SessionState, StoreError> {
-        let range = total.map_or_else(|| "bytes */*".to_owned(), |t| format!("bytes */{t}"));
-        let answer = self
-            .store
-            .send("upload (status query)", &self.uri, || {
-                self.client()
-                    .request(Method::PUT, session)
-                    .header(CONTENT_RANGE, &range)
-                    .body(Bytes::new())
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound { uri } => StoreError::Api {
-                    uri,
-                    status: 404,
-                    message: "the resumable upload session no longer exists (expired or cancelled)"
-                        .to_owned(),
-                },
-                e => e,
-            })?;
-        self.state_of(&answer, total)
-    }
-
-    /// Sends the first `len` buffered bytes (the last chunk when `total` is given) until the
-    /// server has persisted some of them. Failed or interrupted chunks are retried from the
-    /// offset the session reports. Returns the object once the upload is complete.
-    async fn push(
-        &mut self,
-        len: usize,
-        total: Option<u64>,
-    ) -> Result<Option<ObjectMeta>, StoreError> {
-        let session = self.session().await?;
-        let retry = self.client().options().retry;
-        let mut backoff = retry.backoff();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let len = len.min(self.buf.len());
-            let end = self.acked + len as u64;
-            let error = if len == 0 {
-                // Everything is persisted but the object was not reported: ask.
-                match self.query(&session, total).await? {
-                    SessionState::Done(meta) => return Ok(Some(meta)),
-                    SessionState::Persisted(n) => {
-                        self.advance(n, end)?;
-                        self.api_error(
-                            308,
-                            "the upload session has every byte but does not complete".to_owned(),
-                        )
-                    }
-                }
-            } else {
-                let range = match total {
-                    Some(t) => format!("bytes {}-{}/{t}", self.acked, end - 1),
-                    None => format!("bytes {}-{}/*", self.acked, end - 1),
-                };
-                let chunk = Bytes::copy_from_slice(&self.buf[..len]);
-                let rb = self
-                    .client()
-                    .request(Method::PUT, &session)
-                    .header(CONTENT_RANGE, range);
-                match self.client().upload(rb, chunk).await {
-                    Ok(answer) => match self.state_of(&answer, total)? {
-                        SessionState::Done(meta) => return Ok(Some(meta)),
-                        SessionState::Persisted(n) => {
-                            if self.advance(n, end)? {
-                                return Ok(None);
-                            }
-                            // A 308 that moved nothing: count it as a failed attempt.
-                            self.api_error(
-                                308,
-                                "the upload session persisted nothing of the chunk".to_owned(),
-                            )
-                        }
-                    },
-                    Err(e) if retryable(&e, Idempotency::Idempotent) => {
-                        let delay = backoff.next_delay(e.retry_after());
-                        let Some(delay) = delay else {
-                            return Err(self.chunk_failure(e, attempts, &backoff));
-                        };
-                        tracing::warn!(uri = %self.uri, error = %e, attempt = attempts, "an upload chunk failed; asking the session how far it got");
-                        tokio::time::sleep(delay).await;
-                        if matches!(e, Error::Connect { .. }) {
-                            // It never reached the server: nothing to ask.
-                            continue;
-                        }
-                        match self.query(&session, total).await? {
-                            SessionState::Done(meta) => return Ok(Some(meta)),
-                            SessionState::Persisted(n) => {
-                                if self.advance(n, end)? {
-                                    return Ok(None);
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(self.chunk_failure(e, attempts, &backoff)),
-                }
-            };
-            // No progress without an error to retry by: bounded by the same policy.
-            let Some(delay) = backoff.next_delay(None) else {
-                return Err(error);
-            };
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-#[async_trait]
-impl MultipartUpload for ResumableUpload {
-    async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
-        self.buf.extend_from_slice(&data);
-        // Keep at least one byte back, so the final chunk is never empty: an empty final
-        // chunk is a status query, which the emulator mishandles.
-        while self.buf.len() > CHUNK {
-            self.push(CHUNK, None).await?;
-        }
-        Ok(())
-    }
-
-    async fn complete(mut self: Box<Self>) -> Result<ObjectMeta, StoreError> {
-        if self.session.is_none() {
-            let data = std::mem::take(&mut self.buf).freeze();
-            return self
-                .store
-                .multipart_put(&self.key, data, &PutMode::Overwrite)
-                .await;
-        }
-        let total = self.acked + self.buf.len() as u64;
-        loop {
-            if let Some(meta) = self.push(self.buf.len(), Some(total)).await? {
-                return Ok(meta);
-            }
-        }
-    }
-
-    async fn abort(self: Box<Self>) -> Result<(), StoreError> {
-        if let Some(session) = &self.session {
-            // GCS answers 499 to a cancelled session; nothing to check.
-            let _ = self
-                .client()
-                .call(self.client().request(Method::DELETE, session))
-                .await;
-        }
-        Ok(())
     }
 }
