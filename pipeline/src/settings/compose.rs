@@ -359,21 +359,7 @@ impl Settings {
                 .map_err(|e| invalid("ADAPTER_SIZE", e))?;
         }
         let model = self.model.resolve(&table)?;
-        let shape = job::digest(&serde_json::json!([
-            templates_text,
-            self.split_ratio,
-            self.prompt,
-            self.system_instruction,
-            self.label_field,
-            self.model.source_model,
-            self.model.epochs,
-            self.adapter_size,
-            self.learning_rate_multiplier,
-            self.train_file,
-            self.val_file,
-            self.eval.eval_ratio,
-            self.eval.eval_max,
-        ]));
+        let shape = super::shape::digest(self, templates_text.as_deref());
         Ok(run::Config {
             bucket: self.bucket_name.clone(),
             jsonl_folder: self.jsonl_folder.clone(),
@@ -619,28 +605,6 @@ mod tests {
         assert!(parse_err(&["--tuning-mode", "partial"]).contains("TUNING_MODE"));
         let e = settings(&[]).vertex_config().unwrap_err().to_string();
         assert!(e.contains("PROJECT_ID"), "{e}");
-    }
-
-    #[test]
-    fn the_shape_digest_changes_with_what_shapes_the_dataset() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("t.toml");
-        std::fs::write(&t, "prompt = \"A {label.q}\"").unwrap();
-        let t = t.to_str().unwrap();
-        let shape = |extra: &[&str]| settings(extra).job_config().unwrap().shape;
-        let base = shape(&[]);
-        assert_eq!(base, shape(&[]), "stable");
-        assert_ne!(base, shape(&["--prompt", "p"]));
-        assert_ne!(base, shape(&["--source-model", "m"]));
-        assert_ne!(base, shape(&["--split-ratio", "0.8"]));
-        let with_templates = shape(&["--convert-config", t]);
-        assert_ne!(base, with_templates);
-        std::fs::write(t, "prompt = \"B {label.q}\"").unwrap();
-        assert_ne!(
-            with_templates,
-            shape(&["--convert-config", t]),
-            "editing the templates changes the key"
-        );
     }
 
     #[test]

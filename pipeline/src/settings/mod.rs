@@ -20,6 +20,8 @@
 //!   way a file a setting names is read (bounded, never a kernel or device file).
 //! * `compose`: the composition root, `impl Settings` and the groups' own builders: each
 //!   component's configuration, and the checks of settings that make sense only together.
+//! * `shape`: the settings that shape the datasets or the tuning job, in one list that builds
+//!   the digest the run key includes; a test classifies every argument clap knows against it.
 //! * `error`: [`SettingsError`], a setting that cannot be used, named as the user set it.
 //!
 //! Libraries never see a flag: they take the typed configuration `compose` builds, and their
@@ -29,6 +31,7 @@ mod compose;
 mod error;
 mod groups;
 mod parse;
+mod shape;
 
 pub use error::SettingsError;
 pub use groups::{
