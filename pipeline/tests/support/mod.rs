@@ -1,7 +1,7 @@
 //! Shared test harness: a real fake-gcs-server on loopback, and helpers to run the binary.
 #![allow(dead_code)]
 
-pub mod discovery;
+pub use autotune_testkit::discovery;
 pub mod fake_auth;
 pub mod fake_pubsub;
 pub mod fake_registry;

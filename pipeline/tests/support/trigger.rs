@@ -1,83 +1,19 @@
 //! The real trigger component (`trigger-wasm`) under `wasmtime serve`, and Eventarc's delivery of
 //! a storage event to it (a binary-mode CloudEvent, `Content-Type: application/json`).
 //!
-//! Prerequisites: the `wasm32-wasip2` target and `wasmtime` 48 (`bash .ci/setup` installs both).
-//! The component is the one `.ci/trigger-wasm.sh` builds; it is built here when missing or out
-//! of date (`cargo build -p trigger-wasm --target wasm32-wasip2 --release`). `TRIGGER_WASM` and
-//! `WASMTIME` override the paths.
+//! The component and `wasmtime` come from the test kit ([`autotune_testkit::wasm`]), shared
+//! with the trigger's own tests.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use autotune_testkit::wasm::{component, wasmtime};
 use serde_json::Value;
 
 /// The shared secret the tests' Eventarc sends (`AUTH_MODE=token`).
 pub const TOKEN: &str = "event-loop-test-token-0123456789";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The component, built if needed (once per test binary).
-pub fn component() -> PathBuf {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TRIGGER_WASM") {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "TRIGGER_WASM={} does not exist", p.display());
-            return p;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "trigger-wasm",
-                "--target",
-                "wasm32-wasip2",
-                "--release",
-            ])
-            .current_dir(workspace())
-            .status()
-            .expect("running cargo build for the trigger component");
-        assert!(
-            status.success(),
-            "`cargo build -p trigger-wasm --target wasm32-wasip2 --release` failed \
-             (is the target installed? `rustup target add wasm32-wasip2`, or `bash .ci/setup`)"
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| workspace().join("target"), PathBuf::from);
-        let p = target.join("wasm32-wasip2/release/trigger_wasm.wasm");
-        assert!(p.is_file(), "component not found at {}", p.display());
-        p
-    })
-    .clone()
-}
-
-/// `WASMTIME`, else `wasmtime` on PATH, else `~/.cargo/bin/wasmtime`; missing fails the test.
-pub fn wasmtime() -> PathBuf {
-    if let Some(p) = std::env::var_os("WASMTIME") {
-        return PathBuf::from(p);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("wasmtime"))
-            .find(|p| p.is_file())
-    });
-    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/wasmtime"));
-    on_path.or(home.filter(|p| p.is_file())).unwrap_or_else(|| {
-        panic!(
-            "wasmtime not found (set WASMTIME, or `bash .ci/setup`, or \
-             `cargo install wasmtime-cli --locked --version 48.0.8`)"
-        )
-    })
-}
 
 /// `wasmtime serve` running the component; killed on drop.
 pub struct Trigger {

@@ -134,67 +134,9 @@ pub fn without(claims: &Value, key: &str) -> Value {
 /// Checks `v` against schema `name` of the discovery document: every field is declared and
 /// has the declared JSON type. Returns the list of problems.
 pub fn check_against_discovery(v: &Value, name: &str) -> Vec<String> {
-    // The official discovery document, kept in the repository with its provenance.
-    let contracts = std::env::var("AUTOTUNE_CONTRACTS").map_or_else(
-        |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/contracts"),
-        std::path::PathBuf::from,
-    );
-    let path = contracts.join("run.v2.json");
-    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let doc: Value = serde_json::from_slice(&text).unwrap();
-    let mut problems = Vec::new();
-    check_schema(
-        &doc["schemas"],
-        v,
-        &json!({"$ref": name}),
-        name,
-        &mut problems,
-    );
-    problems
-}
-
-fn check_schema(schemas: &Value, v: &Value, s: &Value, path: &str, out: &mut Vec<String>) {
-    if let Some(r) = s.get("$ref").and_then(Value::as_str) {
-        let Some(def) = schemas.get(r) else {
-            out.push(format!("{path}: unknown schema {r}"));
-            return;
-        };
-        let Some(obj) = v.as_object() else {
-            out.push(format!("{path}: expected object ({r})"));
-            return;
-        };
-        for (k, fv) in obj {
-            match def["properties"].get(k) {
-                None => out.push(format!("{path}.{k}: not a field of {r}")),
-                Some(fs) => check_schema(schemas, fv, fs, &format!("{path}.{k}"), out),
-            }
-        }
-        return;
-    }
-    let ty = s.get("type").and_then(Value::as_str).unwrap_or("any");
-    let ok = match ty {
-        "string" => v.is_string(),
-        "boolean" => v.is_boolean(),
-        "integer" => {
-            v.is_i64() || v.is_u64() || v.as_str().is_some_and(|s| s.parse::<i64>().is_ok())
-        }
-        "number" => v.is_number(),
-        "array" => {
-            if let Some(items) = v.as_array() {
-                for (i, it) in items.iter().enumerate() {
-                    check_schema(schemas, it, &s["items"], &format!("{path}[{i}]"), out);
-                }
-                true
-            } else {
-                false
-            }
-        }
-        "object" => v.is_object(),
-        _ => true,
-    };
-    if !ok {
-        out.push(format!("{path}: expected {ty}, got {v}"));
-    }
+    // The official discovery document, kept in the repository with its provenance; the test
+    // kit's checker is the job's tests' too.
+    autotune_testkit::discovery::Discovery::load("run.v2.json").check(name, v)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,72 +358,7 @@ fn respond(b: &Mutex<FakeBehaviour>, r: &Recorded) -> (u16, Option<&'static str>
 // ---------------------------------------------------------------------------------------------
 // wasmtime serve
 
-/// The target directory: `CARGO_TARGET_DIR` if set, else the workspace's `target/`.
-pub fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("target")
-}
-
-/// Builds the component (a no-op when it is up to date) and returns its path; `TRIGGER_WASM`
-/// overrides both.
-pub fn component() -> PathBuf {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        if let Some(p) = std::env::var_os("TRIGGER_WASM") {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "TRIGGER_WASM={} does not exist", p.display());
-            return p;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--target",
-                "wasm32-wasip2",
-                "--release",
-                "-p",
-                "trigger-wasm",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build for the component");
-        assert!(
-            status.success(),
-            "`cargo build --target wasm32-wasip2 --release -p trigger-wasm` failed \
-             (is the target installed? `rustup target add wasm32-wasip2`)"
-        );
-        let p = target_dir().join("wasm32-wasip2/release/trigger_wasm.wasm");
-        assert!(p.is_file(), "component not found at {}", p.display());
-        p
-    })
-    .clone()
-}
-
-/// The wasmtime binary: WASMTIME, else `wasmtime` on PATH, else ~/.cargo/bin/wasmtime.
-/// Missing wasmtime fails the test: the end-to-end tests must not skip silently.
-pub fn wasmtime() -> PathBuf {
-    if let Some(p) = std::env::var_os("WASMTIME") {
-        return PathBuf::from(p);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("wasmtime"))
-            .find(|p| p.is_file())
-    });
-    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/wasmtime"));
-    on_path.or(home.filter(|p| p.is_file())).unwrap_or_else(|| {
-        panic!(
-            "wasmtime not found (set WASMTIME or install it: \
-                 `cargo install wasmtime-cli --locked --version 48.0.8`); \
-                 the end-to-end tests need it"
-        )
-    })
-}
+pub use autotune_testkit::wasm::{component, wasmtime};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

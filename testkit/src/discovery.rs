@@ -1,5 +1,5 @@
-//! Checks JSON against a Google discovery document kept in `tests/contracts/` (copies with their
-//! provenance and revision in `tests/contracts/PROVENANCE.md`): every field name must be known,
+//! Checks JSON against a Google discovery document kept in `pipeline/tests/contracts/` (copies
+//! with their provenance and revision in `pipeline/tests/contracts/PROVENANCE.md`): every field name must be known,
 //! every enum value listed, every JSON type right (int64 as a string).
 
 use std::path::PathBuf;
@@ -165,9 +165,11 @@ fn flat_path_matches(flat: &str, path: &str) -> bool {
         })
 }
 
+/// `AUTOTUNE_CONTRACTS`, else the repository's copies in `pipeline/tests/contracts/`.
+#[must_use]
 pub fn contracts_dir() -> PathBuf {
     if let Ok(p) = std::env::var("AUTOTUNE_CONTRACTS") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contracts")
+    crate::workspace().join("pipeline/tests/contracts")
 }
