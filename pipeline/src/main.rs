@@ -197,7 +197,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             limit,
         } => {
             let job = job(&settings, false)?;
-            let rows = job.history(limit).await?;
+            let rows = autotune::summary::history(&job.history(limit).await?);
             match output {
                 Output::Json => print(&rows),
                 Output::Text => out(&autotune::summary::render_history(&rows)),

@@ -222,6 +222,11 @@ impl HistoryRow {
     }
 }
 
+/// The rows of `autotune history`, from the run records (newest first).
+pub fn history(records: &[crate::record::RunRecord]) -> Vec<HistoryRow> {
+    records.iter().map(HistoryRow::of).collect()
+}
+
 /// `autotune history` as a table, newest first.
 pub fn render_history(rows: &[HistoryRow]) -> String {
     let mut t = table(&[

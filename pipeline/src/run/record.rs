@@ -200,15 +200,14 @@ impl Job {
 }
 
 impl Job {
-    /// `autotune history`: the last `limit` runs, newest first.
+    /// `autotune history`: the last `limit` run records, newest first. The binary makes them
+    /// the rows of its table (`summary::history`: the summary is listed after the run in
+    /// lib.rs's map, so the run does not import it).
     pub async fn history(
         &self,
         limit: usize,
-    ) -> Result<Vec<crate::summary::HistoryRow>, crate::storage::StoreError> {
+    ) -> Result<Vec<RunRecord>, crate::storage::StoreError> {
         let records = record::all(&*self.store, &self.config.model_meta_folder, limit).await?;
-        Ok(records
-            .iter()
-            .map(|s| crate::summary::HistoryRow::of(&s.record))
-            .collect())
+        Ok(records.into_iter().map(|s| s.record).collect())
     }
 }
