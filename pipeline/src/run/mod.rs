@@ -653,9 +653,9 @@ impl Job {
                 latest(&[RunStatus::Success]).await.ok().flatten()
             };
             if let Some(last) = last_success
-                && let Some(parent) = last.record.model_details["tuned_model"].as_str()
+                && let Some(parent) = last.record.tuned_model()
             {
-                self.check_parent(parent, &last.record.source_model)
+                self.check_parent(&parent.name, &last.record.source_model)
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -760,7 +760,7 @@ impl Job {
                 .map_or_else(|| "no price set".to_owned(), |c| format!("{c:.2}")),
             "token estimate"
         );
-        state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
+        state.lock().await.record.estimate = Some((&estimate).into());
         self.check_budget(&estimate).map_err(failed)?;
         let digest = self.dataset_digest(&built);
         state.lock().await.record.dataset_digest = Some(digest.clone());

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::dataset;
-use crate::record::{Counts, RunRecord};
+use crate::record::{Counts, EvaluationSummary, Promotion, RunRecord};
 use crate::status::RunStatus;
 
 use super::record::counts_of;
@@ -48,11 +48,17 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub model_details: serde_json::Value,
     /// The candidate against the champion (verdict, scores, cost), when the run evaluated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub evaluation: Option<serde_json::Value>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::as_json"
+    )]
+    pub evaluation: Option<EvaluationSummary>,
     /// Whether the candidate became the champion, and why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub promotion: Option<serde_json::Value>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::as_json"
+    )]
+    pub promotion: Option<Promotion>,
     /// The digest of the samples the run built from (follow-up cycles compare it).
     #[serde(skip)]
     pub(crate) inputs: Option<ListingDigest>,
@@ -177,18 +183,15 @@ impl Outcome {
             }
             (None, RunStatus::Deferred) => format!(
                 "deferred: every concurrent tuning slot of the project is busy (Google's quota counts every region): {}; a later run goes on",
-                record.model_details["busy_tuning_jobs"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(|j| j.as_str())
-                        .map(|j| match crate::locations::location_of(j) {
-                            Some(region) => format!("{j} in {region}"),
-                            None => j.to_owned(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
+                record
+                    .busy_tuning_jobs()
+                    .iter()
+                    .map(|j| match crate::locations::location_of(j) {
+                        Some(region) => format!("{j} in {region}"),
+                        None => j.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             (None, RunStatus::Running) => {
                 "tuning job submitted; a later run follows it and finalises this run".to_owned()
@@ -201,10 +204,13 @@ impl Outcome {
         };
         let reason = match (&record.evaluation, &record.promotion) {
             (Some(e), p) => {
-                let verdict = e["verdict"].as_str().unwrap_or("NOT_BLESSED");
-                let promoted = p.as_ref().and_then(|p| p["promoted"].as_bool()) == Some(true);
-                let why = e["reasons"][0]
-                    .as_str()
+                let verdict = e
+                    .verdict
+                    .unwrap_or(crate::evaluate::bless::Verdict::NotBlessed);
+                let promoted = p.as_ref().is_some_and(|p| p.promoted);
+                let why = e
+                    .reasons
+                    .first()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default();
                 format!(
@@ -216,7 +222,7 @@ impl Outcome {
                     }
                 )
             }
-            (None, Some(p)) if p["promoted"] == true => {
+            (None, Some(p)) if p.promoted => {
                 format!("{reason}; promoted to champion (evaluation off)")
             }
             _ => reason,

@@ -252,9 +252,9 @@ impl Job {
             }),
         };
         Ok(last_success.and_then(|b| {
-            b.record.model_details["tuned_model"]
-                .as_str()
-                .map(|p| (p.to_owned(), b.record.source_model.clone()))
+            b.record
+                .tuned_model()
+                .map(|m| (m.name, b.record.source_model))
         }))
     }
 
