@@ -169,11 +169,11 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 checked = job.check_against_last_run() => checked.map_err(|e| anyhow::anyhow!(e))?,
                 signal = &mut shutdown => {
-                    let outcome = autotune::run::Outcome::new(
+                    let mut outcome = autotune::run::Outcome::new(
                         autotune::status::RunStatus::Interrupted,
                         format!("interrupted by {signal} before the lock was taken; nothing was written"),
-                        settings.min_samples,
                     );
+                    outcome.min_samples = settings.min_samples;
                     print(&outcome);
                     return Ok(ExitCode::from(outcome.status.exit_code() as u8));
                 }

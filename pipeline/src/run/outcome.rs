@@ -88,14 +88,16 @@ pub struct Plan {
 }
 
 impl Outcome {
-    pub fn new(status: RunStatus, reason: impl Into<String>, min_samples: u64) -> Self {
+    /// An outcome saying only its status and why; `min_samples` is filled in once, by the
+    /// job that returns it ([`super::Job::run`], [`super::Job::plan`]).
+    pub fn new(status: RunStatus, reason: impl Into<String>) -> Self {
         Self {
             status,
             reason: reason.into(),
             run_id: None,
             counts: Counts::default(),
             sample_delta: 0,
-            min_samples,
+            min_samples: 0,
             unpaired_examples: Vec::new(),
             metadata_uri: None,
             train_dataset_uri: None,
@@ -124,12 +126,12 @@ impl Outcome {
         self
     }
 
-    pub(super) fn failed(reason: impl Into<String>, min_samples: u64) -> Self {
-        Self::new(RunStatus::Failed, reason, min_samples)
+    pub(super) fn failed(reason: impl Into<String>) -> Self {
+        Self::new(RunStatus::Failed, reason)
     }
 
     /// A lock that ends the run before it starts (live, unreadable or failing).
-    pub(super) fn of_lock(lock: &Lock, min_samples: u64) -> Self {
+    pub(super) fn of_lock(lock: &Lock) -> Self {
         match lock {
             Lock::Live(r) => {
                 let damage = r.damage(chrono::Utc::now()).map_or_else(String::new, |d| {
@@ -143,25 +145,21 @@ impl Outcome {
                         "gate 1: run {} ({}) holds the lock until {}{damage}",
                         r.run_id, r.owner, r.expires_at
                     ),
-                    min_samples,
                 )
             }
-            Lock::Unreadable { uri, reason } => Self::failed(
-                format!(
-                    "gate 1: the lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
-                ),
-                min_samples,
-            ),
-            Lock::Failed(e) => Self::failed(format!("gate 1: {e}"), min_samples),
+            Lock::Unreadable { uri, reason } => Self::failed(format!(
+                "gate 1: the lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
+            )),
+            Lock::Failed(e) => Self::failed(format!("gate 1: {e}")),
             Lock::Free { .. } | Lock::Expired { .. } => {
-                Self::new(RunStatus::Success, "gate 1: the lock is free", min_samples)
+                Self::new(RunStatus::Success, "gate 1: the lock is free")
             }
         }
     }
 
     /// Gate 2 or 3 says wait.
-    pub(super) fn waiting(reason: String, gates: &Gates, min_samples: u64) -> Self {
-        let mut o = Self::new(RunStatus::Waiting, reason, min_samples);
+    pub(super) fn waiting(reason: String, gates: &Gates) -> Self {
+        let mut o = Self::new(RunStatus::Waiting, reason);
         o.counts = counts_of(&gates.inventory);
         o.sample_delta = gates.delta;
         o.unpaired_examples
@@ -171,11 +169,7 @@ impl Outcome {
     }
 
     /// The end of a run that took the lease, from its record.
-    pub(super) fn of_record(
-        record: &RunRecord,
-        metadata_uri: Option<String>,
-        min_samples: u64,
-    ) -> Self {
+    pub(super) fn of_record(record: &RunRecord, metadata_uri: Option<String>) -> Self {
         let reason = match (&record.error, record.status) {
             (Some(e), _) => e.clone(),
             (None, RunStatus::DryRun) => {
@@ -233,7 +227,7 @@ impl Outcome {
             run_id: Some(record.run_id.clone()),
             counts: record.counts.clone(),
             sample_delta: record.sample_delta,
-            min_samples,
+            min_samples: 0,
             unpaired_examples: record.unpaired_examples.clone(),
             metadata_uri,
             train_dataset_uri: record.train_dataset_uri.clone(),
