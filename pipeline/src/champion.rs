@@ -21,6 +21,32 @@ pub const POINTER: &str = "champion.json";
 /// Champions kept behind the current one, for rollbacks.
 const KEEP: usize = 20;
 
+/// A tuned model as the tuner reported it in the run record's `model_details`: the model
+/// version, the endpoint that serves it, and the checkpoint when the tuner named one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunedModel {
+    /// The model resource (`projects/…/models/…@version`), or a stand-in's name.
+    pub name: String,
+    /// The endpoint that serves it (`projects/…/endpoints/…`), when the tuner reported one.
+    pub endpoint: Option<String>,
+    /// The checkpoint the model is taken from, when the tuner named one.
+    pub checkpoint: Option<String>,
+}
+
+impl TunedModel {
+    /// The tuned model a tuner's report (`model_details`: `tuned_model`, `endpoint`,
+    /// `checkpoint_id`) names; `None` when it names none (a dry run, a failed job). The one
+    /// place that reads the report's model by its keys.
+    pub fn of(details: &Value) -> Option<Self> {
+        let text = |key: &str| details.get(key).and_then(Value::as_str).map(str::to_owned);
+        Some(Self {
+            name: text("tuned_model")?,
+            endpoint: text("endpoint"),
+            checkpoint: text("checkpoint_id"),
+        })
+    }
+}
+
 /// A model that serves, or served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Champion {

@@ -97,5 +97,8 @@ pub mod summary;
 pub mod settings;
 
 pub use dataset::{Built, RejectExample};
-pub use record::{Counts, RunRecord};
+pub use record::{
+    CandidateScores, ChampionScores, Counts, DatasetTokens, EvalSpend, EvaluationSummary,
+    Promotion, RunRecord, TokenEstimate,
+};
 pub use split::{DEFAULT_SEED, MAX_VALIDATION, Side};

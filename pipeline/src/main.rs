@@ -169,11 +169,11 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 checked = job.check_against_last_run() => checked.map_err(|e| anyhow::anyhow!(e))?,
                 signal = &mut shutdown => {
-                    let outcome = autotune::run::Outcome::new(
+                    let mut outcome = autotune::run::Outcome::new(
                         autotune::status::RunStatus::Interrupted,
                         format!("interrupted by {signal} before the lock was taken; nothing was written"),
-                        settings.min_samples,
                     );
+                    outcome.min_samples = settings.min_samples;
                     print(&outcome);
                     return Ok(ExitCode::from(outcome.status.exit_code() as u8));
                 }
@@ -197,7 +197,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             limit,
         } => {
             let job = job(&settings, false)?;
-            let rows = job.history(limit).await?;
+            let rows = autotune::summary::history(&job.history(limit).await?);
             match output {
                 Output::Json => print(&rows),
                 Output::Text => out(&autotune::summary::render_history(&rows)),

@@ -9,6 +9,10 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::champion::TunedModel;
+use crate::evaluate::bless::{Test, Verdict};
+use crate::evaluate::infer::Totals;
+use crate::evaluate::metrics::Metric;
 use crate::sample::Category;
 pub use crate::status::RunStatus;
 use crate::storage::{self, PutMode, Store, StoreError};
@@ -41,6 +45,251 @@ pub struct Counts {
     pub unpaired_raw: u64,
     pub unpaired_labels: u64,
     pub ignored: u64,
+}
+
+/// Writes a typed part of a record as its JSON value: keys in alphabetical order at every
+/// depth, as records have always been written (a `serde_json::Value` object sorts its keys),
+/// so that the typed record is byte-for-byte the record of earlier versions.
+pub(crate) fn as_json<T: Serialize, S: serde::Serializer>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(value)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
+/// Reads a typed part of a record leniently: a part this version cannot read (written by
+/// another tool or version) is left out with a warning instead of making the whole record
+/// unreadable (which would lose a baseline).
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let Some(value) = Option::<serde_json::Value>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match serde_json::from_value(value) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) => {
+            tracing::warn!(error = %e, "a part of a run record this version cannot read is left out");
+            Ok(None)
+        }
+    }
+}
+
+/// Reads a field that is written as `null` when it has no value and left out of other shapes
+/// of its object: `Some(None)` for `null`, `None` when absent, so that both are written back
+/// as they were.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// The record's `estimate`: tokens of both datasets, billed tokens and cost (the
+/// `validate::Estimate` of the quality stage, as recorded).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenEstimate {
+    pub train: DatasetTokens,
+    pub validation: DatasetTokens,
+    pub epochs: u32,
+    /// Training tokens times epochs: what Vertex bills.
+    pub training_tokens: u64,
+    pub price_per_million_training_tokens: Option<f64>,
+    pub cost: Option<f64>,
+}
+
+/// Tokens of one dataset in the record's estimate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetTokens {
+    pub examples: u64,
+    pub tokens: u64,
+    pub max_example_tokens: u64,
+    /// The non-empty buckets of tokens per example, smallest first.
+    pub histogram: Vec<crate::validate::estimate::Bucket>,
+}
+
+impl From<&crate::validate::estimate::SetEstimate> for DatasetTokens {
+    fn from(e: &crate::validate::estimate::SetEstimate) -> Self {
+        Self {
+            examples: e.examples,
+            tokens: e.tokens,
+            max_example_tokens: e.max_example_tokens,
+            histogram: e.histogram.buckets(),
+        }
+    }
+}
+
+impl From<&crate::validate::Estimate> for TokenEstimate {
+    fn from(e: &crate::validate::Estimate) -> Self {
+        Self {
+            train: (&e.train).into(),
+            validation: (&e.validation).into(),
+            epochs: e.epochs,
+            training_tokens: e.training_tokens,
+            price_per_million_training_tokens: e.price_per_million_training_tokens,
+            cost: e.cost,
+        }
+    }
+}
+
+/// The record's `evaluation`: the candidate against the champion, as `autotune history`
+/// shows it. A full evaluation fills every field; one recognised as promoted before, or
+/// one that could not finish, has the verdict and the reasons (and the error).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// Rows judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateScores>,
+    /// Whether both models sampled (temperature above 0, or the model's own default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ChampionScores>,
+    /// The candidate's primary score less the champion's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Test>,
+    /// Why not blessed (or why blessed without a judgement).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// `blessing.json`; `Some(None)` when it could not be written.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub blessing_uri: Option<Option<String>>,
+    /// What the evaluation cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<EvalSpend>,
+    /// Google's own metrics (EVAL_GOOGLE_METRICS) word for word; `Some(Null)` when not asked.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub google_metrics: Option<serde_json::Value>,
+    /// Why the evaluation could not finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl EvaluationSummary {
+    /// Whether the candidate was blessed; `None` when the record says no verdict.
+    pub fn blessed(&self) -> Option<bool> {
+        self.verdict.map(|v| v == Verdict::Blessed)
+    }
+
+    /// As JSON, for a notice.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("an evaluation summary serialises")
+    }
+}
+
+/// The candidate's side of an evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CandidateScores {
+    pub model: String,
+    /// The name it answered under, when not its endpoint.
+    pub serving: Option<String>,
+    pub primary: f64,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The champion's side of an evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChampionScores {
+    pub model: String,
+    pub primary: f64,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What an evaluation cost: each model's calls and tokens, and the sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalSpend {
+    pub candidate: Totals,
+    pub champion: Totals,
+    /// Answers used, made and resumed.
+    pub calls: u64,
+    pub calls_made: u64,
+    pub calls_resumed: u64,
+    pub prompt_tokens: u64,
+    pub answer_tokens: u64,
+}
+
+impl EvalSpend {
+    pub fn new(candidate: Totals, champion: Totals) -> Self {
+        let total = candidate + champion;
+        Self {
+            candidate,
+            champion,
+            calls: total.calls_made + total.calls_resumed,
+            calls_made: total.calls_made,
+            calls_resumed: total.calls_resumed,
+            prompt_tokens: total.prompt_tokens,
+            answer_tokens: total.answer_tokens,
+        }
+    }
+}
+
+/// The record's `promotion`: whether the candidate became the champion, and why not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    #[serde(default)]
+    pub promoted: bool,
+    /// Why it was not promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The champion now (the candidate when promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<String>,
+    /// The champion it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// What happened to the Vertex alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The pointer already named the candidate: promoted by an earlier attempt of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recognised: Option<String>,
+}
+
+impl Promotion {
+    /// Not promoted, and why.
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Self {
+            reason: Some(reason.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Promoted: `champion` replaced `previous`; `alias` says what happened to the alias.
+    pub fn promoted(champion: &str, previous: &str, alias: impl Into<String>) -> Self {
+        Self {
+            promoted: true,
+            champion: Some(champion.to_owned()),
+            previous: Some(previous.to_owned()),
+            alias: Some(alias.into()),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,8 +358,13 @@ pub struct RunRecord {
     pub dataset_digest: Option<String>,
     /// Token and cost estimate of the datasets, to compare with Vertex's billable tokens in
     /// `model_details.tuning_data_stats`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimate: Option<serde_json::Value>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        serialize_with = "as_json",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub estimate: Option<TokenEstimate>,
     /// The first few unpaired files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unpaired_examples: Vec<String>,
@@ -140,11 +394,21 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_set_repaired: Option<String>,
     /// The candidate against the champion: verdict, scores, cost, the blessing's object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evaluation: Option<serde_json::Value>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        serialize_with = "as_json",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub evaluation: Option<EvaluationSummary>,
     /// Whether the candidate became the champion, and why not when it did not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promotion: Option<serde_json::Value>,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        serialize_with = "as_json",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub promotion: Option<Promotion>,
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -195,6 +459,26 @@ impl RunRecord {
             promotion: None,
             error: None,
         }
+    }
+}
+
+impl RunRecord {
+    /// The model the run's tuner reported, if any.
+    pub fn tuned_model(&self) -> Option<TunedModel> {
+        TunedModel::of(&self.model_details)
+    }
+
+    /// The tuning jobs that held every concurrent slot when the run was deferred.
+    pub fn busy_tuning_jobs(&self) -> Vec<String> {
+        self.model_details
+            .get("busy_tuning_jobs")
+            .and_then(serde_json::Value::as_array)
+            .map(|jobs| {
+                jobs.iter()
+                    .filter_map(|j| j.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -343,6 +627,89 @@ pub async fn write(store: &dyn Store, key: &str, record: &RunRecord) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The typed `evaluation`, `promotion` and `estimate` read every shape earlier versions
+    /// wrote (`serde_json::json!` objects, keys sorted) and write it back byte for byte.
+    #[test]
+    fn typed_parts_of_a_record_are_written_as_earlier_versions_wrote_them() {
+        use serde_json::json;
+        let totals =
+            json!({"answer_tokens": 7, "calls_made": 2, "calls_resumed": 1, "prompt_tokens": 30});
+        let evaluations = [
+            json!({
+                "verdict": "BLESSED",
+                "metric": "exact_match",
+                "rows": 60,
+                "candidate": { "model": "m@1", "serving": null, "primary": 0.75, "metrics": {"exact_match": 0.75, "blocked_rate": 0.0} },
+                "sampled": false,
+                "champion": { "model": "base", "primary": 0.5, "metrics": {"exact_match": 0.5} },
+                "delta": 0.25,
+                "test": {"name": "mcnemar_exact", "candidate_only_right": 20, "champion_only_right": 2, "p_value": 0.0001},
+                "reasons": [],
+                "blessing_uri": null,
+                "cost": {"candidate": totals, "champion": totals, "calls": 6, "calls_made": 4, "calls_resumed": 2, "prompt_tokens": 60, "answer_tokens": 14},
+                "google_metrics": null,
+            }),
+            json!({
+                "verdict": "NOT_BLESSED",
+                "metric": "rouge_l",
+                "rows": 50,
+                "candidate": { "model": "m@1", "serving": "projects/p/locations/us/endpoints/1", "primary": 0.25, "metrics": {"rouge_l": 0.25} },
+                "sampled": true,
+                "champion": { "model": "base", "primary": 0.5, "metrics": {"rouge_l": 0.5} },
+                "delta": -0.25,
+                "test": {"name": "paired_bootstrap", "resamples": 2000, "seed": 7, "interval": [-0.3, -0.2]},
+                "reasons": ["worse"],
+                "blessing_uri": "gs://b/d/r/blessing.json",
+                "cost": {"candidate": totals, "champion": totals, "calls": 6, "calls_made": 4, "calls_resumed": 2, "prompt_tokens": 60, "answer_tokens": 14},
+                "google_metrics": {"exactMatchMetricValues": [{"score": 1}]},
+            }),
+            json!({"verdict": "BLESSED", "reasons": ["blessed and promoted by an earlier attempt"]}),
+            json!({"verdict": "NOT_BLESSED", "reasons": ["evaluation incomplete: x"], "error": "x"}),
+        ];
+        let promotions = [
+            json!({"promoted": false, "reason": "r"}),
+            json!({"promoted": false, "reason": "not blessed: r", "champion": "base"}),
+            json!({"promoted": true, "champion": "m@1", "previous": "base", "alias": "moved"}),
+            json!({"promoted": true, "champion": "m@1", "previous": "base", "alias": "moved", "recognised": "champion.json already named run r's candidate"}),
+        ];
+        let estimate = json!({
+            "train": {"examples": 3, "tokens": 30, "max_example_tokens": 12, "histogram": [{"from": 8, "to": 16, "count": 3}]},
+            "validation": {"examples": 0, "tokens": 0, "max_example_tokens": 0, "histogram": []},
+            "epochs": 2,
+            "training_tokens": 60,
+            "price_per_million_training_tokens": null,
+            "cost": null,
+        });
+        for (evaluation, promotion) in evaluations.iter().zip(&promotions) {
+            let old = RunRecord {
+                model_details: json!({"tuned_model": "m@1"}),
+                ..RunRecord::empty()
+            };
+            let mut old = serde_json::to_value(&old).unwrap();
+            old["evaluation"] = evaluation.clone();
+            old["promotion"] = promotion.clone();
+            old["estimate"] = estimate.clone();
+            // As an earlier version wrote it: the parts as `Value`s, keys sorted.
+            let written = serde_json::to_string_pretty(&old).unwrap();
+            let record: RunRecord = serde_json::from_str(&written).unwrap();
+            assert!(record.evaluation.is_some() && record.promotion.is_some());
+            assert_eq!(
+                record.estimate.as_ref().map(|e| e.training_tokens),
+                Some(60)
+            );
+            let again = serde_json::to_string_pretty(&record).unwrap();
+            let reread: serde_json::Value = serde_json::from_str(&again).unwrap();
+            assert_eq!(reread, old, "{again}");
+            for part in ["evaluation", "promotion", "estimate"] {
+                let text = |v: &serde_json::Value| serde_json::to_string_pretty(&v[part]).unwrap();
+                assert!(
+                    again.contains(&text(&old).replace('\n', "\n  ")),
+                    "{part} is not written as before: {again}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_records_manifest_is_found_by_the_name_its_version_gave_it() {

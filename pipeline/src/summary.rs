@@ -202,24 +202,29 @@ impl HistoryRow {
         let note = r
             .error
             .clone()
-            .or_else(|| p.and_then(|p| p["reason"].as_str().map(str::to_owned)))
-            .or_else(|| e.and_then(|e| e["reasons"][0].as_str().map(str::to_owned)));
+            .or_else(|| p.and_then(|p| p.reason.clone()))
+            .or_else(|| e.and_then(|e| e.reasons.first().cloned()));
         Self {
             run_id: r.run_id.clone(),
             started: r.training_start_time,
             status: r.status,
             samples: r.sample_size,
             new: r.sample_delta,
-            tokens: estimate.and_then(|e| e["training_tokens"].as_u64()),
-            cost: estimate.and_then(|e| e["cost"].as_f64()),
-            metric: e.and_then(|e| e["metric"].as_str().map(str::to_owned)),
-            candidate: e.and_then(|e| e["candidate"]["primary"].as_f64()),
-            champion: e.and_then(|e| e["champion"]["primary"].as_f64()),
-            blessed: e.and_then(|e| e["verdict"].as_str().map(|v| v == "BLESSED")),
-            promoted: p.and_then(|p| p["promoted"].as_bool()),
+            tokens: estimate.map(|e| e.training_tokens),
+            cost: estimate.and_then(|e| e.cost),
+            metric: e.and_then(|e| e.metric.map(|m| m.name().to_owned())),
+            candidate: e.and_then(|e| e.candidate.as_ref().map(|c| c.primary)),
+            champion: e.and_then(|e| e.champion.as_ref().map(|c| c.primary)),
+            blessed: e.and_then(crate::record::EvaluationSummary::blessed),
+            promoted: p.map(|p| p.promoted),
             note,
         }
     }
+}
+
+/// The rows of `autotune history`, from the run records (newest first).
+pub fn history(records: &[crate::record::RunRecord]) -> Vec<HistoryRow> {
+    records.iter().map(HistoryRow::of).collect()
 }
 
 /// `autotune history` as a table, newest first.

@@ -378,7 +378,7 @@ async fn a_better_candidate_is_blessed_and_promoted_a_worse_one_is_not() {
         first.model,
         "the champion stays"
     );
-    let history = j.history(10).await.unwrap();
+    let history = autotune::summary::history(&j.history(10).await.unwrap());
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].blessed, Some(false));
     assert_eq!(history[1].promoted, Some(true));

@@ -12,7 +12,7 @@ use super::bless::Paired;
 use super::model::{Model, ModelError};
 use super::rehearsal::Rehearsal;
 use super::vertex::Vertex;
-use crate::champion::Champion;
+use crate::champion::{Champion, TunedModel};
 use crate::validate::ModelTable;
 
 /// What a successful run tells of its candidate.
@@ -20,8 +20,10 @@ use crate::validate::ModelTable;
 pub struct CandidateRun<'a> {
     pub run_id: &'a str,
     pub source_model: &'a str,
-    /// What the tuner reported (`tuned_model`, `endpoint`).
+    /// What the tuner reported (`tuned_model`, `endpoint`), as it reported it.
     pub details: &'a Value,
+    /// The tuned model in that report, if any.
+    pub tuned: Option<&'a TunedModel>,
     pub train_examples: u64,
     /// The digest of what was tuned: a rehearsal stand-in's identity, so that the same data
     /// rehearses the same way.
@@ -97,13 +99,12 @@ impl Contestants for VertexContestants {
     }
 
     fn candidate(&self, run: &CandidateRun<'_>) -> Option<Champion> {
-        let model = run.details["tuned_model"].as_str()?;
-        let endpoint = run.details["endpoint"].as_str().map(str::to_owned);
+        let model = run.tuned?;
         Some(tuned(
             run.run_id,
             run.source_model,
-            model.to_owned(),
-            endpoint,
+            model.name.clone(),
+            model.endpoint.clone(),
         ))
     }
 
@@ -230,6 +231,7 @@ mod tests {
             run_id,
             source_model: "g",
             details: &Value::Null,
+            tuned: None,
             train_examples,
             dataset_digest,
         };

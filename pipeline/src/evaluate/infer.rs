@@ -82,7 +82,7 @@ pub struct Paired {
 }
 
 /// What one model's side of the evaluation cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Calls that answered in this invocation (retries of one call not counted).
     pub calls_made: u64,

@@ -10,13 +10,14 @@ use crate::champion::Champion;
 use crate::dataset::Built;
 use crate::evaluate::Row;
 use crate::evaluate::bless::Thresholds;
-use crate::evaluate::bless::{Blessing, Paired, bless};
+use crate::evaluate::bless::{Blessing, Paired, Verdict, bless};
 use crate::evaluate::contestants::CandidateRun;
 use crate::evaluate::infer;
 use crate::evaluate::metrics::Metric;
 use crate::evaluate::model::Generation;
 use crate::evaluate::set::{self, Damaged, Frozen, Opened, Picked, Replacing, Routing};
 use crate::notify::Event;
+use crate::record::{CandidateScores, ChampionScores, EvalSpend, EvaluationSummary, Promotion};
 use crate::storage::{self, PutMode};
 
 use super::promote::Seen;
@@ -358,7 +359,7 @@ const BOOTSTRAP_SEED: u64 = 0x6175_746f_7475_6e65;
 /// What the evaluation of one candidate found.
 struct Judged {
     blessing: Blessing,
-    totals: serde_json::Value,
+    totals: EvalSpend,
     google: Option<serde_json::Value>,
     /// The name the candidate answered under (a tuned Gemini 3 endpoint may answer under
     /// another location than its tuning job named).
@@ -379,10 +380,12 @@ impl Job {
             (st.record.clone(), set_to_judge(st.eval_set.as_ref()))
         };
         let run_id = record.run_id.clone();
+        let tuned = record.tuned_model();
         let Some(candidate) = self.contestants.candidate(&CandidateRun {
             run_id: &run_id,
             source_model: &record.source_model,
             details: &record.model_details,
+            tuned: tuned.as_ref(),
             train_examples: record.counts.train,
             dataset_digest: record.dataset_digest.as_deref().unwrap_or(&run_id),
         }) else {
@@ -443,7 +446,7 @@ impl Job {
         } else {
             Event::NotBlessed
         };
-        self.notify(event, &record, summary);
+        self.notify(event, &record, summary.to_json());
         let promotion = if blessed {
             let winner = Champion {
                 metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
@@ -463,11 +466,13 @@ impl Job {
                 }
             }
         } else {
-            serde_json::json!({
-                "promoted": false,
-                "reason": format!("not blessed: {}", judged.blessing.reasons.join("; ")),
-                "champion": champion.model,
-            })
+            Promotion {
+                champion: Some(champion.model.clone()),
+                ..Promotion::refused(format!(
+                    "not blessed: {}",
+                    judged.blessing.reasons.join("; ")
+                ))
+            }
         };
         state.lock().await.record.promotion = Some(promotion);
     }
@@ -519,10 +524,11 @@ impl Job {
         };
         let mut st = state.lock().await;
         if st.record.evaluation.is_none() {
-            st.record.evaluation = Some(serde_json::json!({
-                "verdict": "BLESSED",
-                "reasons": ["blessed and promoted by an earlier attempt of this run (the champion pointer names its candidate)"],
-            }));
+            st.record.evaluation = Some(EvaluationSummary {
+                verdict: Some(Verdict::Blessed),
+                reasons: vec!["blessed and promoted by an earlier attempt of this run (the champion pointer names its candidate)".to_owned()],
+                ..EvaluationSummary::default()
+            });
         }
         st.record.promotion = Some(promotion);
         true
@@ -665,15 +671,7 @@ impl Job {
         } else {
             None
         };
-        let totals = serde_json::json!({
-            "candidate": answers.candidate,
-            "champion": answers.champion,
-            "calls": answers.total().calls_made + answers.total().calls_resumed,
-            "calls_made": answers.total().calls_made,
-            "calls_resumed": answers.total().calls_resumed,
-            "prompt_tokens": answers.total().prompt_tokens,
-            "answer_tokens": answers.total().answer_tokens,
-        });
+        let totals = EvalSpend::new(answers.candidate, answers.champion);
         Ok(Judged {
             blessing,
             totals,
@@ -688,21 +686,19 @@ impl Job {
     /// An evaluation that could not finish: recorded, nothing promoted.
     async fn inconclusive(&self, state: &Mutex<State>, why: &str) {
         tracing::error!("evaluation incomplete, the candidate is not promoted: {why}");
-        let summary = serde_json::json!({
-            "verdict": "NOT_BLESSED",
-            "reasons": [format!("evaluation incomplete: {why}")],
-            "error": why,
-        });
+        let summary = EvaluationSummary {
+            verdict: Some(Verdict::NotBlessed),
+            reasons: vec![format!("evaluation incomplete: {why}")],
+            error: Some(why.to_owned()),
+            ..EvaluationSummary::default()
+        };
         let record = {
             let mut st = state.lock().await;
             st.record.evaluation = Some(summary.clone());
-            st.record.promotion = Some(serde_json::json!({
-                "promoted": false,
-                "reason": format!("evaluation incomplete: {why}"),
-            }));
+            st.record.promotion = Some(Promotion::refused(format!("evaluation incomplete: {why}")));
             st.record.clone()
         };
-        self.notify(Event::NotBlessed, &record, summary);
+        self.notify(Event::NotBlessed, &record, summary.to_json());
     }
 }
 
@@ -712,21 +708,32 @@ fn summary(
     candidate: &Champion,
     champion: &Champion,
     blessing_uri: Option<&str>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "verdict": judged.blessing.verdict,
-        "metric": judged.blessing.metric,
-        "rows": judged.blessing.rows,
-        "candidate": { "model": candidate.model, "serving": judged.serving, "primary": judged.blessing.candidate.primary, "metrics": judged.blessing.candidate.metrics },
-        "sampled": judged.sampled,
-        "champion": { "model": champion.model, "primary": judged.blessing.champion.primary, "metrics": judged.blessing.champion.metrics },
-        "delta": judged.blessing.delta,
-        "test": judged.blessing.test,
-        "reasons": judged.blessing.reasons,
-        "blessing_uri": blessing_uri,
-        "cost": judged.totals,
-        "google_metrics": judged.google,
-    })
+) -> EvaluationSummary {
+    let b = &judged.blessing;
+    EvaluationSummary {
+        verdict: Some(b.verdict),
+        metric: Some(b.metric),
+        rows: Some(b.rows),
+        candidate: Some(CandidateScores {
+            model: candidate.model.clone(),
+            serving: judged.serving.clone(),
+            primary: b.candidate.primary,
+            metrics: b.candidate.metrics.clone(),
+        }),
+        sampled: Some(judged.sampled),
+        champion: Some(ChampionScores {
+            model: champion.model.clone(),
+            primary: b.champion.primary,
+            metrics: b.champion.metrics.clone(),
+        }),
+        delta: Some(b.delta),
+        test: Some(b.test.clone()),
+        reasons: b.reasons.clone(),
+        blessing_uri: Some(blessing_uri.map(str::to_owned)),
+        cost: Some(judged.totals),
+        google_metrics: Some(judged.google.clone().unwrap_or_default()),
+        error: None,
+    }
 }
 
 #[cfg(test)]

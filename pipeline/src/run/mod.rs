@@ -23,8 +23,9 @@
 //! ```
 //!
 //! Each stage returns a typed decision ([`gates::Lock`], [`gates::Gate`], [`tune::Tuning`]) or a
-//! [`RunError`] with one variant per way a run can fail; [`outcome`] turns the end of a run into
-//! the JSON `run` and `plan` print. The gates are read-only until the lease is taken, so waiting
+//! [`RunError`] with one variant per way a run can fail; a run that took the lease and stops
+//! early says why with a [`Stop`] (interrupted, or failed with its `RunError`); [`outcome`] turns
+//! the end of a run into the JSON `run` and `plan` print. The gates are read-only until the lease is taken, so waiting
 //! and skipped runs write nothing. The quiet wait and everything after the lease are raced
 //! against the shutdown future (SIGTERM, Ctrl-C), and what follows the lease against loss of
 //! the lease too; either way the run records why it stopped and frees the lock. [`cycles`] runs
@@ -212,6 +213,52 @@ pub enum RunError {
     ParentRetired { parent: String, reason: String },
 }
 
+/// Why a run that took the lease stopped before its end: the status and the error its record
+/// says.
+#[derive(Debug)]
+pub enum Stop {
+    /// A signal (SIGTERM, Ctrl-C) asked the process to stop; `during`: what the run was doing,
+    /// when the message says so.
+    Interrupted {
+        signal: &'static str,
+        during: Option<&'static str>,
+    },
+    /// The run failed.
+    Failed(RunError),
+}
+
+impl Stop {
+    /// The status of a run that stopped this way.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            Self::Interrupted { .. } => RunStatus::Interrupted,
+            Self::Failed(_) => RunStatus::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Interrupted {
+                signal,
+                during: None,
+            } => write!(f, "interrupted by {signal}"),
+            Self::Interrupted {
+                signal,
+                during: Some(during),
+            } => write!(f, "interrupted by {signal} {during}"),
+            Self::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<RunError> for Stop {
+    fn from(e: RunError) -> Self {
+        Self::Failed(e)
+    }
+}
+
 pub struct Job {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -303,7 +350,17 @@ impl Job {
     where
         S: Future<Output = &'static str> + Clone,
     {
-        let min = self.config.min_samples;
+        let mut outcome = Box::pin(self.stages(shutdown, detach, retry)).await;
+        // The one place the outcome learns MIN_SAMPLES, whichever stage ended the run.
+        outcome.min_samples = self.config.min_samples;
+        outcome
+    }
+
+    /// The stages of one run, to the outcome that ends it.
+    async fn stages<S>(&self, shutdown: S, detach: bool, retry: Option<&cycles::Retry>) -> Outcome
+    where
+        S: Future<Output = &'static str> + Clone,
+    {
         let run_id = new_run_id();
         tracing::info!(%run_id, bucket = %self.config.bucket, tuner = %self.tuner.kind(), "run starting");
         // Every phase answers a signal: the read-only gates too (a listing can be long).
@@ -315,7 +372,6 @@ impl Job {
                 return Outcome::new(
                     RunStatus::Interrupted,
                     format!("interrupted by {signal} before the lock was taken; nothing was written"),
-                    min,
                 );
             }
         };
@@ -343,7 +399,6 @@ impl Job {
                 return Outcome::new(
                     RunStatus::Interrupted,
                     format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
-                    min,
                 );
             }
         }
@@ -356,7 +411,6 @@ impl Job {
             return Outcome::new(
                 RunStatus::Skipped,
                 "gate 1: another run finished the pending tuning job first",
-                min,
             );
         };
 
@@ -368,7 +422,6 @@ impl Job {
                 return Outcome::new(
                     RunStatus::Interrupted,
                     format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
-                    min,
                 );
             }
         };
@@ -377,11 +430,11 @@ impl Job {
             Ok(Some(reason)) => {
                 release_quietly(lease).await;
                 tracing::info!("{reason}");
-                return Outcome::waiting(reason, gates, min);
+                return Outcome::waiting(reason, gates);
             }
             Err(e) => {
                 release_quietly(lease).await;
-                return Outcome::failed(RunError::from(e).to_string(), min);
+                return Outcome::failed(RunError::from(e).to_string());
             }
         }
 
@@ -395,8 +448,8 @@ impl Job {
         });
         let result = tokio::select! {
             r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,
-            signal = shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
-            lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
+            signal = shutdown => Err(Stop::Interrupted { signal, during: None }),
+            lost = lease.lost() => Err(Stop::Failed(RunError::LeaseLost(lost))),
         };
         self.conclude(state.into_inner(), result, gates, started, lease)
             .await
@@ -407,19 +460,18 @@ impl Job {
     async fn conclude(
         &self,
         mut state: State,
-        result: Result<Trained, (RunStatus, String)>,
+        result: Result<Trained, Stop>,
         gates: &Gates,
         started: chrono::DateTime<Utc>,
         lease: Lease,
     ) -> Outcome {
-        let min = self.config.min_samples;
         let mut outcome = match result {
             Ok(Trained::Waiting(reason)) => {
                 self.discard(&state.record).await;
                 self.drop_lines(&mut state.record).await;
                 release_quietly(lease).await;
                 tracing::info!("{reason}");
-                Outcome::waiting(reason, gates, min)
+                Outcome::waiting(reason, gates)
             }
             Ok(Trained::Unchanged) => {
                 self.discard(&state.record).await;
@@ -444,7 +496,7 @@ impl Job {
             }
             Err(e) => {
                 // An interrupted run may still be adopted and succeed: it keeps its lines.
-                if e.0 == RunStatus::Failed {
+                if e.status() == RunStatus::Failed {
                     self.drop_lines(&mut state.record).await;
                 }
                 self.finish(&mut state, Err(e), started, lease).await
@@ -463,7 +515,6 @@ impl Job {
     where
         S: Future<Output = &'static str>,
     {
-        let min = self.config.min_samples;
         let ahead = self.read_ahead();
         match self.evaluate(ahead.as_ref()).await {
             Ok(Gate::Pass(g)) => {
@@ -475,18 +526,15 @@ impl Job {
                         r.run_id
                     );
                     tracing::info!("{reason}");
-                    return Err(Box::new(Outcome::waiting(reason, &g, min)));
+                    return Err(Box::new(Outcome::waiting(reason, &g)));
                 }
                 self.settle(shutdown, g).await
             }
             Ok(Gate::Wait { reason, gates }) => {
                 tracing::info!("{reason}");
-                Err(Box::new(Outcome::waiting(reason, &gates, min)))
+                Err(Box::new(Outcome::waiting(reason, &gates)))
             }
-            Err(e) => Err(Box::new(Outcome::failed(
-                RunError::from(e).to_string(),
-                min,
-            ))),
+            Err(e) => Err(Box::new(Outcome::failed(RunError::from(e).to_string()))),
         }
     }
 
@@ -515,7 +563,6 @@ impl Job {
     where
         S: Future<Output = &'static str>,
     {
-        let min = self.config.min_samples;
         let quiet = tokio::select! {
             q = self.quiet() => q,
             signal = shutdown => {
@@ -523,16 +570,13 @@ impl Job {
                     "interrupted by {signal} while waiting for uploads to settle; nothing was written"
                 );
                 tracing::info!("{reason}");
-                return Err(Box::new(Outcome::new(RunStatus::Interrupted, reason, min)));
+                return Err(Box::new(Outcome::new(RunStatus::Interrupted, reason)));
             }
         };
         let quiet = match quiet {
             Ok(q) => q,
             Err(e) => {
-                return Err(Box::new(Outcome::failed(
-                    RunError::from(e).to_string(),
-                    min,
-                )));
+                return Err(Box::new(Outcome::failed(RunError::from(e).to_string())));
             }
         };
         tracing::info!(
@@ -551,13 +595,10 @@ impl Job {
                 Ok(Gate::Wait { reason, mut gates }) => {
                     gates.quiet = Some(quiet);
                     tracing::info!("{reason}");
-                    return Err(Box::new(Outcome::waiting(reason, &gates, min)));
+                    return Err(Box::new(Outcome::waiting(reason, &gates)));
                 }
                 Err(e) => {
-                    return Err(Box::new(Outcome::failed(
-                        RunError::from(e).to_string(),
-                        min,
-                    )));
+                    return Err(Box::new(Outcome::failed(RunError::from(e).to_string())));
                 }
             }
         };
@@ -653,9 +694,9 @@ impl Job {
                 latest(&[RunStatus::Success]).await.ok().flatten()
             };
             if let Some(last) = last_success
-                && let Some(parent) = last.record.model_details["tuned_model"].as_str()
+                && let Some(parent) = last.record.tuned_model()
             {
-                self.check_parent(parent, &last.record.source_model)
+                self.check_parent(&parent.name, &last.record.source_model)
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -693,12 +734,11 @@ impl Job {
     where
         S: Future<Output = &'static str>,
     {
-        let min = self.config.min_samples;
         // Gate 1, read-only: do not even list when a run is in progress.
         let adopt = match self.peek_lock().await {
             Lock::Free { pending_job } | Lock::Expired { pending_job, .. } => pending_job.is_some(),
             lock @ (Lock::Live(_) | Lock::Unreadable { .. } | Lock::Failed(_)) => {
-                let o = Outcome::of_lock(&lock, min);
+                let o = Outcome::of_lock(&lock);
                 tracing::info!("{}", o.reason);
                 return Err(Box::new(o));
             }
@@ -722,9 +762,9 @@ impl Job {
             Ok(Acquired::Held(r)) => {
                 let reason = format!("gate 1: run {} ({}) took the lock first", r.run_id, r.owner);
                 tracing::info!("{reason}");
-                Err(Box::new(Outcome::new(RunStatus::Skipped, reason, min)))
+                Err(Box::new(Outcome::new(RunStatus::Skipped, reason)))
             }
-            Err(e) => Err(Box::new(Outcome::failed(e.to_string(), min))),
+            Err(e) => Err(Box::new(Outcome::failed(e.to_string()))),
         }
     }
 
@@ -736,23 +776,20 @@ impl Job {
         state: &Mutex<State>,
         lease: &Lease,
         detach: bool,
-    ) -> Result<Trained, (RunStatus, String)> {
-        let failed = |e: RunError| (RunStatus::Failed, e.to_string());
+    ) -> Result<Trained, Stop> {
         // A champion pointer no run can read would stop every promotion in silence: fail now,
         // before anything is paid for.
-        self.check_pointer().await.map_err(failed)?;
+        self.check_pointer().await?;
         // The project's concurrent tuning quota: build nothing a busy project cannot tune.
-        let busy = self.tuner.busy().await.map_err(|e| failed(e.into()))?;
+        let busy = self.tuner.busy().await.map_err(RunError::from)?;
         if busy.len() >= self.config.max_concurrent_tuning_jobs as usize && !busy.is_empty() {
             tracing::info!(jobs = %busy.join(", "), "every concurrent tuning slot is busy; deferred");
             return Ok(Trained::Deferred(busy));
         }
         let seed = self.split_seed(gates.baseline.as_ref());
         state.lock().await.record.split_seed = Some(seed.clone());
-        let built = Box::pin(self.build_datasets(run_id, gates, &seed, state))
-            .await
-            .map_err(failed)?;
-        let estimate = self.quality(gates, &built).map_err(failed)?;
+        let built = Box::pin(self.build_datasets(run_id, gates, &seed, state)).await?;
+        let estimate = self.quality(gates, &built)?;
         tracing::info!(
             training_tokens = estimate.training_tokens,
             cost = estimate
@@ -760,8 +797,8 @@ impl Job {
                 .map_or_else(|| "no price set".to_owned(), |c| format!("{c:.2}")),
             "token estimate"
         );
-        state.lock().await.record.estimate = serde_json::to_value(&estimate).ok();
-        self.check_budget(&estimate).map_err(failed)?;
+        state.lock().await.record.estimate = Some((&estimate).into());
+        self.check_budget(&estimate)?;
         let digest = self.dataset_digest(&built);
         state.lock().await.record.dataset_digest = Some(digest.clone());
         if gates
@@ -771,16 +808,14 @@ impl Job {
             == Some(&digest)
         {
             tracing::info!("the datasets equal the last run's: nothing new to tune");
-            self.claim_record(gates, &built, state)
-                .await
-                .map_err(failed)?;
+            self.claim_record(gates, &built, state).await?;
             return Ok(Trained::Unchanged);
         }
         if let Some(reason) = self.too_few_changed(gates, &built) {
             return Ok(Trained::Waiting(reason));
         }
         let Some(train_uri) = built.train_uri.as_deref() else {
-            return Err(failed(RunError::NoTrainingExamples));
+            return Err(RunError::NoTrainingExamples.into());
         };
         match Box::pin(self.tune(
             run_id,
@@ -793,8 +828,7 @@ impl Job {
             lease,
             detach,
         ))
-        .await
-        .map_err(failed)?
+        .await?
         {
             Tuning::Submitted { job } => {
                 tracing::info!(%job, "detached: a later run follows the job and finalises this run");
@@ -915,5 +949,25 @@ fn merge(into: &mut serde_json::Value, extra: &serde_json::Value) {
         for (k, v) in extra {
             into.insert(k.clone(), v.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stop says what the record's `error` said when it was a (status, message) pair.
+    #[test]
+    fn a_stop_gives_its_status_and_the_message_runs_have_always_recorded() {
+        let stop = |signal, during| Stop::Interrupted { signal, during };
+        assert_eq!(stop("SIGTERM", None).to_string(), "interrupted by SIGTERM");
+        assert_eq!(
+            stop("SIGINT", Some("while evaluating")).to_string(),
+            "interrupted by SIGINT while evaluating"
+        );
+        assert_eq!(stop("SIGTERM", None).status(), RunStatus::Interrupted);
+        let failed = Stop::from(RunError::JobFailed(Some("quota".to_owned())));
+        assert_eq!(failed.to_string(), "the tuning job failed: quota");
+        assert_eq!(failed.status(), RunStatus::Failed);
     }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::dataset;
-use crate::record::{Counts, RunRecord};
+use crate::record::{Counts, EvaluationSummary, Promotion, RunRecord};
 use crate::status::RunStatus;
 
 use super::record::counts_of;
@@ -48,11 +48,17 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub model_details: serde_json::Value,
     /// The candidate against the champion (verdict, scores, cost), when the run evaluated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub evaluation: Option<serde_json::Value>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::as_json"
+    )]
+    pub evaluation: Option<EvaluationSummary>,
     /// Whether the candidate became the champion, and why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub promotion: Option<serde_json::Value>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::record::as_json"
+    )]
+    pub promotion: Option<Promotion>,
     /// The digest of the samples the run built from (follow-up cycles compare it).
     #[serde(skip)]
     pub(crate) inputs: Option<ListingDigest>,
@@ -82,14 +88,16 @@ pub struct Plan {
 }
 
 impl Outcome {
-    pub fn new(status: RunStatus, reason: impl Into<String>, min_samples: u64) -> Self {
+    /// An outcome saying only its status and why; `min_samples` is filled in once, by the
+    /// job that returns it ([`super::Job::run`], [`super::Job::plan`]).
+    pub fn new(status: RunStatus, reason: impl Into<String>) -> Self {
         Self {
             status,
             reason: reason.into(),
             run_id: None,
             counts: Counts::default(),
             sample_delta: 0,
-            min_samples,
+            min_samples: 0,
             unpaired_examples: Vec::new(),
             metadata_uri: None,
             train_dataset_uri: None,
@@ -118,12 +126,12 @@ impl Outcome {
         self
     }
 
-    pub(super) fn failed(reason: impl Into<String>, min_samples: u64) -> Self {
-        Self::new(RunStatus::Failed, reason, min_samples)
+    pub(super) fn failed(reason: impl Into<String>) -> Self {
+        Self::new(RunStatus::Failed, reason)
     }
 
     /// A lock that ends the run before it starts (live, unreadable or failing).
-    pub(super) fn of_lock(lock: &Lock, min_samples: u64) -> Self {
+    pub(super) fn of_lock(lock: &Lock) -> Self {
         match lock {
             Lock::Live(r) => {
                 let damage = r.damage(chrono::Utc::now()).map_or_else(String::new, |d| {
@@ -137,25 +145,21 @@ impl Outcome {
                         "gate 1: run {} ({}) holds the lock until {}{damage}",
                         r.run_id, r.owner, r.expires_at
                     ),
-                    min_samples,
                 )
             }
-            Lock::Unreadable { uri, reason } => Self::failed(
-                format!(
-                    "gate 1: the lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
-                ),
-                min_samples,
-            ),
-            Lock::Failed(e) => Self::failed(format!("gate 1: {e}"), min_samples),
+            Lock::Unreadable { uri, reason } => Self::failed(format!(
+                "gate 1: the lock {uri} is unreadable ({reason}); inspect it and run `autotune unlock --force`"
+            )),
+            Lock::Failed(e) => Self::failed(format!("gate 1: {e}")),
             Lock::Free { .. } | Lock::Expired { .. } => {
-                Self::new(RunStatus::Success, "gate 1: the lock is free", min_samples)
+                Self::new(RunStatus::Success, "gate 1: the lock is free")
             }
         }
     }
 
     /// Gate 2 or 3 says wait.
-    pub(super) fn waiting(reason: String, gates: &Gates, min_samples: u64) -> Self {
-        let mut o = Self::new(RunStatus::Waiting, reason, min_samples);
+    pub(super) fn waiting(reason: String, gates: &Gates) -> Self {
+        let mut o = Self::new(RunStatus::Waiting, reason);
         o.counts = counts_of(&gates.inventory);
         o.sample_delta = gates.delta;
         o.unpaired_examples
@@ -165,11 +169,7 @@ impl Outcome {
     }
 
     /// The end of a run that took the lease, from its record.
-    pub(super) fn of_record(
-        record: &RunRecord,
-        metadata_uri: Option<String>,
-        min_samples: u64,
-    ) -> Self {
+    pub(super) fn of_record(record: &RunRecord, metadata_uri: Option<String>) -> Self {
         let reason = match (&record.error, record.status) {
             (Some(e), _) => e.clone(),
             (None, RunStatus::DryRun) => {
@@ -177,18 +177,15 @@ impl Outcome {
             }
             (None, RunStatus::Deferred) => format!(
                 "deferred: every concurrent tuning slot of the project is busy (Google's quota counts every region): {}; a later run goes on",
-                record.model_details["busy_tuning_jobs"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(|j| j.as_str())
-                        .map(|j| match crate::locations::location_of(j) {
-                            Some(region) => format!("{j} in {region}"),
-                            None => j.to_owned(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
+                record
+                    .busy_tuning_jobs()
+                    .iter()
+                    .map(|j| match crate::locations::location_of(j) {
+                        Some(region) => format!("{j} in {region}"),
+                        None => j.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             (None, RunStatus::Running) => {
                 "tuning job submitted; a later run follows it and finalises this run".to_owned()
@@ -201,10 +198,13 @@ impl Outcome {
         };
         let reason = match (&record.evaluation, &record.promotion) {
             (Some(e), p) => {
-                let verdict = e["verdict"].as_str().unwrap_or("NOT_BLESSED");
-                let promoted = p.as_ref().and_then(|p| p["promoted"].as_bool()) == Some(true);
-                let why = e["reasons"][0]
-                    .as_str()
+                let verdict = e
+                    .verdict
+                    .unwrap_or(crate::evaluate::bless::Verdict::NotBlessed);
+                let promoted = p.as_ref().is_some_and(|p| p.promoted);
+                let why = e
+                    .reasons
+                    .first()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default();
                 format!(
@@ -216,7 +216,7 @@ impl Outcome {
                     }
                 )
             }
-            (None, Some(p)) if p["promoted"] == true => {
+            (None, Some(p)) if p.promoted => {
                 format!("{reason}; promoted to champion (evaluation off)")
             }
             _ => reason,
@@ -227,7 +227,7 @@ impl Outcome {
             run_id: Some(record.run_id.clone()),
             counts: record.counts.clone(),
             sample_delta: record.sample_delta,
-            min_samples,
+            min_samples: 0,
             unpaired_examples: record.unpaired_examples.clone(),
             metadata_uri,
             train_dataset_uri: record.train_dataset_uri.clone(),

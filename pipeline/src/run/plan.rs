@@ -19,13 +19,19 @@ impl Job {
                 pending_job: Some(job),
             } => Ok(format!("free; a run would first adopt tuning job {job}")),
             Lock::Free { pending_job: None } => Ok("free".to_owned()),
-            lock => Err(Outcome::of_lock(&lock, self.config.min_samples)),
+            lock => Err(Outcome::of_lock(&lock)),
         }
     }
 
     /// `autotune plan`: what `run` would do now.
     pub async fn plan(&self) -> Outcome {
-        let min = self.config.min_samples;
+        let mut outcome = self.plan_stages().await;
+        // The one place the plan learns MIN_SAMPLES, whichever stage ended it.
+        outcome.min_samples = self.config.min_samples;
+        outcome
+    }
+
+    async fn plan_stages(&self) -> Outcome {
         let lock = match self.lock_finding().await {
             Ok(l) => l,
             Err(o) => return o,
@@ -36,12 +42,12 @@ impl Job {
                 Ok(g) => g,
                 Err(o) => return *o,
             },
-            Ok(Gate::Wait { reason, gates }) => return Outcome::waiting(reason, &gates, min),
-            Err(e) => return Outcome::failed(RunError::from(e).to_string(), min),
+            Ok(Gate::Wait { reason, gates }) => return Outcome::waiting(reason, &gates),
+            Err(e) => return Outcome::failed(RunError::from(e).to_string()),
         };
         // A run would fail on a champion pointer it cannot read, before tuning.
         if let Err(e) = self.check_pointer().await {
-            return Outcome::failed(e.to_string(), min);
+            return Outcome::failed(e.to_string());
         }
         let seed = self.split_seed(gates.baseline.as_ref());
         let split = self.split(&gates, &seed);
@@ -50,7 +56,7 @@ impl Job {
         // A damaged set is replaced by the run: the plan shows the set it would pick.
         let eval_set = match self.open_eval_set().await {
             Ok((s, _)) => s,
-            Err(e) => return Outcome::failed(e.to_string(), min),
+            Err(e) => return Outcome::failed(e.to_string()),
         };
         let routing = self.eval_routing(&gates, eval_set.as_ref());
         // Convert into a throwaway in-memory store: the bucket is only read.
@@ -69,7 +75,7 @@ impl Job {
         .await
         {
             Ok(b) => b,
-            Err(e) => return Outcome::failed(e.to_string(), min),
+            Err(e) => return Outcome::failed(e.to_string()),
         };
         // The files were made in memory only: name none of them.
         built.train_uri = None;
@@ -95,7 +101,7 @@ impl Job {
         if built.train_examples == 0 {
             problems.push(RunError::NoTrainingExamples.to_string());
         }
-        let mut o = Outcome::waiting(String::new(), &gates, min);
+        let mut o = Outcome::waiting(String::new(), &gates);
         if problems.is_empty() {
             o.status = RunStatus::Success;
             o.reason = format!(

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::champion::{self, Champion, ChampionError, Current};
 use crate::notify::{Event, Notice};
-use crate::record::RunRecord;
+use crate::record::{Promotion, RunRecord};
 
 use super::Job;
 
@@ -60,7 +60,7 @@ impl Job {
         winner: Champion,
         seen: Seen,
         state: &tokio::sync::Mutex<super::State>,
-    ) -> Result<Value, String> {
+    ) -> Result<Promotion, String> {
         let folder = &self.config.model_meta_folder;
         let expected = match seen {
             Seen::Was(e) => *e,
@@ -101,23 +101,20 @@ impl Job {
                     before.describe()
                 );
                 tracing::warn!(%run_id, "not promoted: {reason}");
-                return Ok(json!({"promoted": false, "reason": reason}));
+                return Ok(Promotion::refused(reason));
             }
             Err(e) => return Err(champion::unusable(&e)),
         }
         tracing::info!(%run_id, champion = %new.model, previous = %before.model, "promoted: the candidate is the champion");
         // The pointer moved: that is the promotion, whatever stops the run from here on.
-        state.lock().await.record.promotion = Some(json!({
-            "promoted": true,
-            "champion": new.model,
-            "previous": before.model,
-            "alias": "not moved yet: the next run moves it",
-        }));
+        state.lock().await.record.promotion = Some(Promotion::promoted(
+            &new.model,
+            &before.model,
+            "not moved yet: the next run moves it",
+        ));
         let alias = self.mirror(&new, Some(&before)).await;
         self.announce_promotion(&new, &before.model, &alias);
-        Ok(
-            json!({"promoted": true, "champion": new.model, "previous": before.model, "alias": alias}),
-        )
+        Ok(Promotion::promoted(&new.model, &before.model, alias))
     }
 
     /// The record's `promotion` when the pointer already names `candidate` as the champion,
@@ -128,7 +125,7 @@ impl Job {
         &self,
         current: Option<&Current>,
         candidate: &Champion,
-    ) -> Option<Value> {
+    ) -> Option<Promotion> {
         let current = &current?.champion;
         if current.model != candidate.model
             || current.run_id.is_none()
@@ -144,13 +141,13 @@ impl Job {
         tracing::info!(%run_id, champion = %current.model, "the champion pointer already names this run's candidate: promoted before the run was stopped");
         let alias = self.mirror(current, Some(&previous)).await;
         self.announce_promotion(current, &previous.model, &alias);
-        Some(json!({
-            "promoted": true,
-            "champion": current.model,
-            "previous": previous.model,
-            "alias": alias,
-            "recognised": format!("{} already named run {run_id}'s candidate: promoted before the run was stopped", champion::pointer_key(&self.config.model_meta_folder)),
-        }))
+        Some(Promotion {
+            recognised: Some(format!(
+                "{} already named run {run_id}'s candidate: promoted before the run was stopped",
+                champion::pointer_key(&self.config.model_meta_folder)
+            )),
+            ..Promotion::promoted(&current.model, &previous.model, alias)
+        })
     }
 
     /// The `promoted` notice.
@@ -188,7 +185,7 @@ impl Job {
             let mut st = state.lock().await;
             st.record.status = crate::status::RunStatus::Failed;
             st.record.error = Some(format!("the candidate cannot be promoted: {why}"));
-            st.record.promotion = Some(json!({"promoted": false, "reason": why}));
+            st.record.promotion = Some(Promotion::refused(why));
             st.record.clone()
         };
         self.notify(Event::Failed, &record, json!({"error": why}));

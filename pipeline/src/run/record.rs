@@ -8,7 +8,7 @@ use crate::lease::Lease;
 use crate::record::{self, Counts, RunRecord};
 use crate::status::RunStatus;
 
-use super::{Gates, Job, Outcome, State};
+use super::{Gates, Job, Outcome, State, Stop};
 
 /// The deadline of each of a run's last writes (its record, naming it included; the lock's
 /// release), so that a run ends within Cloud Run's 10 s after SIGTERM even when the bucket
@@ -110,16 +110,17 @@ impl Job {
     pub(super) async fn finish(
         &self,
         state: &mut State,
-        result: Result<(), (RunStatus, String)>,
+        result: Result<(), Stop>,
         started: DateTime<Utc>,
         lease: Lease,
     ) -> Outcome {
         let record = &mut state.record;
         let end = Utc::now();
-        if let Err((status, error)) = result {
-            tracing::error!(run_id = %record.run_id, status = status.as_str(), "run ended: {error}");
+        if let Err(stop) = result {
+            let status = stop.status();
+            tracing::error!(run_id = %record.run_id, status = status.as_str(), "run ended: {stop}");
             record.status = status;
-            record.error = Some(error);
+            record.error = Some(stop.to_string());
         }
         // A job that has not ended passes on with the lease (also when the run failed after
         // submitting it, say on its record): the next run adopts it rather than tune again.
@@ -142,7 +143,7 @@ impl Job {
             Err((object, why)) => {
                 // The record is the run's account of itself: a run without one failed, whatever
                 // it did, and says what the record would have said.
-                let said = Outcome::of_record(record, None, self.config.min_samples).reason;
+                let said = Outcome::of_record(record, None).reason;
                 let what = if object.ends_with('/') {
                     format!("the run record under {object}")
                 } else {
@@ -195,20 +196,19 @@ impl Job {
             metadata = metadata_uri.as_deref().unwrap_or("not written"),
             "run finished"
         );
-        Outcome::of_record(record, metadata_uri, self.config.min_samples)
+        Outcome::of_record(record, metadata_uri)
     }
 }
 
 impl Job {
-    /// `autotune history`: the last `limit` runs, newest first.
+    /// `autotune history`: the last `limit` run records, newest first. The binary makes them
+    /// the rows of its table (`summary::history`: the summary is listed after the run in
+    /// lib.rs's map, so the run does not import it).
     pub async fn history(
         &self,
         limit: usize,
-    ) -> Result<Vec<crate::summary::HistoryRow>, crate::storage::StoreError> {
+    ) -> Result<Vec<RunRecord>, crate::storage::StoreError> {
         let records = record::all(&*self.store, &self.config.model_meta_folder, limit).await?;
-        Ok(records
-            .iter()
-            .map(|s| crate::summary::HistoryRow::of(&s.record))
-            .collect())
+        Ok(records.into_iter().map(|s| s.record).collect())
     }
 }

@@ -14,7 +14,7 @@ use crate::status::RunStatus;
 use crate::storage;
 use crate::tuner::{Tuned, TuningMode, job};
 
-use super::{Gates, Job, Outcome, RunError, State, hand_over_quietly, merge};
+use super::{Gates, Job, Outcome, RunError, State, Stop, hand_over_quietly, merge};
 
 /// How the tune stage ended.
 #[derive(Debug)]
@@ -252,9 +252,9 @@ impl Job {
             }),
         };
         Ok(last_success.and_then(|b| {
-            b.record.model_details["tuned_model"]
-                .as_str()
-                .map(|p| (p.to_owned(), b.record.source_model.clone()))
+            b.record
+                .tuned_model()
+                .map(|m| (m.name, b.record.source_model))
         }))
     }
 
@@ -295,7 +295,7 @@ impl Job {
                 );
                 tracing::info!("{reason}");
                 hand_over_quietly(lease).await;
-                return Outcome::new(RunStatus::Interrupted, reason, self.config.min_samples);
+                return Outcome::new(RunStatus::Interrupted, reason);
             }
         };
         let started = previous
@@ -330,15 +330,15 @@ impl Job {
                     record.status = tuned.status;
                     record.error = None;
                     if tuned.status == RunStatus::Failed {
-                        Err((RunStatus::Failed, job_failed(&tuned).to_string()))
+                        Err(Stop::Failed(job_failed(&tuned)))
                     } else {
                         Ok(())
                     }
                 }
-                Err(e) => Err((RunStatus::Failed, RunError::from(e).to_string())),
+                Err(e) => Err(Stop::Failed(e.into())),
             },
-            signal = &mut shutdown => Err((RunStatus::Interrupted, format!("interrupted by {signal}"))),
-            lost = lease.lost() => Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string())),
+            signal = &mut shutdown => Err(Stop::Interrupted { signal, during: None }),
+            lost = lease.lost() => Err(Stop::Failed(RunError::LeaseLost(lost))),
         };
         // Only a job seen to end is announced (not one whose follow was interrupted, or
         // failed to be followed).
@@ -355,7 +355,7 @@ impl Job {
             job: Some(job.clone()),
             eval_set: None,
             // A job still running, or whose follow was interrupted, passes on with the lease.
-            job_ended: !matches!(result, Ok(()) | Err((RunStatus::Interrupted, _))) || saw_end,
+            job_ended: !matches!(result, Ok(()) | Err(Stop::Interrupted { .. })) || saw_end,
         });
         // A job that succeeded: its candidate is judged now (resuming stored answers).
         let mut result = result;
@@ -367,10 +367,10 @@ impl Job {
             tokio::select! {
                 () = Box::pin(self.judge(&state)) => {}
                 signal = &mut shutdown => {
-                    result = Err((RunStatus::Interrupted, format!("interrupted by {signal} while evaluating")));
+                    result = Err(Stop::Interrupted { signal, during: Some("while evaluating") });
                 }
                 lost = lease.lost() => {
-                    result = Err((RunStatus::Failed, RunError::LeaseLost(lost).to_string()));
+                    result = Err(Stop::Failed(RunError::LeaseLost(lost)));
                 }
             }
         }

@@ -51,7 +51,7 @@ impl Default for Histogram {
 }
 
 /// One non-empty histogram bucket: `from <= tokens < to`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Bucket {
     pub from: u64,
     /// Exclusive; `None` for the top bucket, which has no representable bound.
