@@ -15,6 +15,7 @@
 //! * [`logging`]: logs and progress bars.
 //! * [`lease`]: gate 1, a lease object that exactly one run can hold.
 //! * [`inventory`]: listing the raw and label folders and pairing files into samples.
+//! * `compress`: zstd for the files a run writes for the next (gzip still read).
 //! * [`delta`]: gate 3, samples new or changed since the last successful run (manifests).
 //! * [`split`]: the deterministic, leak-free train/validation split.
 //! * [`convert`]: one sample into one Vertex AI tuning example.
@@ -25,7 +26,6 @@
 //! * [`notify`]: run events as structured log lines, Pub/Sub messages and signed webhooks.
 //! * [`champion`]: the champion pointer (compare-and-swap), its history and rollbacks.
 //! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
-//! * `compress`: zstd for the files a run writes for the next (gzip still read).
 //! * [`lines`]: the line store of incremental builds: the last run's lines, by sample content.
 //! * [`limit`]: adaptive read concurrency (AIMD between 16 and 256 samples in flight).
 //! * [`reads`]: reading a sample's object whole, and reading what changed while the listing
@@ -60,6 +60,8 @@ pub mod lease;
 
 pub mod inventory;
 
+mod compress;
+
 mod delta;
 
 mod split;
@@ -75,8 +77,6 @@ pub mod notify;
 pub mod champion;
 
 pub mod evaluate;
-
-mod compress;
 
 mod lines;
 

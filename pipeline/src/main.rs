@@ -244,8 +244,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             model_limits_file,
             output,
         } => {
-            let table = autotune::validate::ModelTable::load(model_limits_file.as_deref())
-                .context("MODEL_LIMITS_FILE")?;
+            let table = autotune::settings::model_table(model_limits_file.as_deref())?;
             match output {
                 Output::Json => print(&serde_json::json!({ "models": table.models() })),
                 Output::Text => print!("{}", autotune::summary::render_models(table.models())),

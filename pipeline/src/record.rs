@@ -173,6 +173,9 @@ pub struct EvaluationSummary {
         skip_serializing_if = "Option::is_none"
     )]
     pub blessing_uri: Option<Option<String>>,
+    /// Why `blessing.json` could not be written (the verdict and its numbers are here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blessing_error: Option<String>,
     /// What the evaluation cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<EvalSpend>,

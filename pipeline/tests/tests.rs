@@ -2,6 +2,7 @@
 //! (the fake-gcs-server harness, the loopback fakes of Vertex AI and Google's token endpoints,
 //! the discovery-document checks) compiles once, and every scenario file is a module.
 //!
+//! * [`architecture`]: the module map of `src/lib.rs` holds: no module imports one above it.
 //! * [`cli`]: the `autotune` binary as a process: settings, gates, hostile input, signals.
 //! * [`run`]: the run in process, on the memory store with a scripted tuner.
 //! * [`crash`]: crashes, signals, full disks and frozen storage during a run (issue 20).
@@ -22,6 +23,7 @@
 
 mod support;
 
+mod architecture;
 mod cli;
 mod crash;
 mod credentials;

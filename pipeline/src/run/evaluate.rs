@@ -435,11 +435,7 @@ impl Job {
             .await;
         let blessed = judged.blessing.blessed();
         tracing::info!(%run_id, verdict = %judged.blessing.verdict, "{}", judged.blessing.summary());
-        let mut summary = summary(&judged, &candidate, &champion, blessing.as_deref().ok());
-        if let Err(why) = &blessing {
-            // The record keeps the verdict and its numbers; it says what is missing and why.
-            summary["blessing_error"] = serde_json::Value::from(why.as_str());
-        }
+        let summary = summary(&judged, &candidate, &champion, &blessing);
         state.lock().await.record.evaluation = Some(summary.clone());
         let event = if blessed {
             Event::Blessed
@@ -707,7 +703,7 @@ fn summary(
     judged: &Judged,
     candidate: &Champion,
     champion: &Champion,
-    blessing_uri: Option<&str>,
+    blessing: &Result<String, String>,
 ) -> EvaluationSummary {
     let b = &judged.blessing;
     EvaluationSummary {
@@ -729,7 +725,8 @@ fn summary(
         delta: Some(b.delta),
         test: Some(b.test.clone()),
         reasons: b.reasons.clone(),
-        blessing_uri: Some(blessing_uri.map(str::to_owned)),
+        blessing_uri: Some(blessing.as_ref().ok().cloned()),
+        blessing_error: blessing.as_ref().err().cloned(),
         cost: Some(judged.totals),
         google_metrics: Some(judged.google.clone().unwrap_or_default()),
         error: None,

@@ -87,14 +87,28 @@ impl ValidateArgs {
     }
 }
 
+/// The built-in model table, with the entries of `file` (MODEL_LIMITS_FILE): a regular file of
+/// at most 1 MiB, never a kernel or device file (`/dev/zero`).
+pub fn model_table(file: Option<&std::path::Path>) -> Result<ModelTable, SettingsError> {
+    let Some(path) = file else {
+        return Ok(ModelTable::built_in());
+    };
+    ModelTable::with_file(path, super::read_setting_file(path)).map_err(|e| {
+        let text = e.to_string();
+        let text = text.strip_prefix("MODEL_LIMITS_FILE ").unwrap_or(&text);
+        invalid("MODEL_LIMITS_FILE", text)
+    })
+}
+
 impl ModelSettings {
-    /// The model table, with MODEL_LIMITS_FILE's entries.
+    /// The model table, with MODEL_LIMITS_FILE's entries; the file is read once, however many
+    /// components ask.
     pub fn table(&self) -> Result<ModelTable, SettingsError> {
-        ModelTable::load(self.model_limits_file.as_deref()).map_err(|e| {
-            let text = e.to_string();
-            let text = text.strip_prefix("MODEL_LIMITS_FILE ").unwrap_or(&text);
-            invalid("MODEL_LIMITS_FILE", text)
-        })
+        if let Some(table) = self.table.get() {
+            return Ok(table.clone());
+        }
+        let table = model_table(self.model_limits_file.as_deref())?;
+        Ok(self.table.get_or_init(|| table).clone())
     }
 
     pub fn today(&self) -> chrono::NaiveDate {

@@ -495,6 +495,10 @@ pub struct ModelSettings {
     #[arg(long, env = "MODEL_LIMITS_FILE", value_name = "MODEL_LIMITS_FILE")]
     pub model_limits_file: Option<std::path::PathBuf>,
 
+    /// The table once read ([`ModelSettings::table`]).
+    #[arg(skip)]
+    pub table: std::sync::OnceLock<crate::validate::ModelTable>,
+
     /// Price of a million training tokens, for the cost estimate (no price is built in).
     #[arg(long, env = "PRICE_PER_MILLION_TRAINING_TOKENS", value_name = "PRICE_PER_MILLION_TRAINING_TOKENS", value_parser = parse_positive)]
     pub price_per_million_training_tokens: Option<f64>,

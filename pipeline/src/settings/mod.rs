@@ -33,6 +33,7 @@ mod groups;
 mod parse;
 mod shape;
 
+pub use compose::model_table;
 pub use error::SettingsError;
 pub use groups::{
     EvalModelArg, EvalSettings, HttpSettings, LogFormat, ModelSettings, NotifySettings,

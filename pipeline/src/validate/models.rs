@@ -305,19 +305,16 @@ impl ModelTable {
         }
     }
 
-    /// The built-in table, with the entries of `path` (MODEL_LIMITS_FILE) replacing those of
-    /// the same name and adding new ones.
-    pub fn load(path: Option<&Path>) -> Result<Self, ValidateError> {
+    /// The built-in table, with the entries of `text` (the file `path`, MODEL_LIMITS_FILE, read
+    /// by the caller, or why it could not be) replacing those of the same name and adding new
+    /// ones.
+    pub fn with_file(path: &Path, text: Result<String, String>) -> Result<Self, ValidateError> {
         let mut table = Self::built_in();
-        let Some(path) = path else {
-            return Ok(table);
-        };
         let bad = |reason: String| ValidateError::ModelLimits {
             path: path.display().to_string(),
             reason,
         };
-        // A regular file of at most 1 MiB, never a kernel or device file (`/dev/zero`).
-        let text = crate::settings::read_setting_file(path).map_err(bad)?;
+        let text = text.map_err(bad)?;
         let file: TableFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         for m in file.models {
             if m.name.trim().is_empty() {
@@ -499,7 +496,10 @@ mod tests {
                "max_training_file_bytes":100,"adapter_sizes":[4],"max_images_per_example":2}]}"#,
         )
         .unwrap();
-        let t = ModelTable::load(Some(&path)).unwrap();
+        let load = |p: &Path| {
+            ModelTable::with_file(p, std::fs::read_to_string(p).map_err(|e| e.to_string()))
+        };
+        let t = load(&path).unwrap();
         assert_eq!(t.get("gemini-2.5-pro").unwrap().max_example_tokens, 1000);
         assert!(t.check_adapter_size("gemini-2.5-pro", 16).is_ok());
         let m = t.get("my-model").unwrap();
@@ -510,9 +510,9 @@ mod tests {
         );
 
         std::fs::write(&path, "{not json").unwrap();
-        let err = ModelTable::load(Some(&path)).unwrap_err().to_string();
+        let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("limits.json"), "{err}");
-        let err = ModelTable::load(Some(&dir.path().join("missing.json")))
+        let err = load(&dir.path().join("missing.json"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing.json"), "{err}");
