@@ -617,6 +617,23 @@ pub async fn claim_names(
     unreachable!("some suffix is free")
 }
 
+/// The manifest a run claimed beside the record name `meta_key` ([`claim_names`]), as a URI,
+/// if it exists: what a run killed before its first record write leaves for its adopter.
+pub async fn manifest_beside(store: &dyn Store, meta_key: &str) -> Option<String> {
+    let (folder, name) = meta_key.rsplit_once('/').unwrap_or(("", meta_key));
+    let suffix = name.strip_prefix(METADATA_PREFIX)?.strip_suffix(".json")?;
+    for extension in [crate::compress::EXTENSION, "gz"] {
+        let key = storage::join(
+            folder,
+            &format!("{MANIFEST_PREFIX}{suffix}.jsonl.{extension}"),
+        );
+        if store.get(&key).await.is_ok() {
+            return Some(store.uri(&key));
+        }
+    }
+    None
+}
+
 /// Writes a record under a claimed name.
 pub async fn write(store: &dyn Store, key: &str, record: &RunRecord) -> Result<String, StoreError> {
     let body = serde_json::to_vec_pretty(record).expect("a record serialises");

@@ -369,3 +369,69 @@ async fn sigterm_while_adopting_reads_a_frozen_record_ends_within_ten_seconds() 
         "the job is handed on"
     );
 }
+
+/// A run killed after its lease named the job and before the record did (found flaky in
+/// `cli::a_run_killed_after_submitting_is_adopted_after_its_lease_expires`): the adopting run
+/// had no record to finalise and started one without the run's manifest, so the next cycle saw
+/// every sample as new and tuned the same data again. The adopter finds the manifest the killed
+/// run claimed beside its record's name.
+#[tokio::test]
+async fn a_run_killed_before_its_record_named_the_job_is_adopted_with_its_manifest() {
+    let hooked = Hooked::new();
+    let store: Arc<dyn Store> = hooked.clone();
+    samples(&*store, 0, 20, &[]).await;
+    let stuck = Arc::new(tokio::sync::Notify::new());
+    hooked.set({
+        let stuck = stuck.clone();
+        move |op, key, data| {
+            let running = data
+                .and_then(|d| serde_json::from_slice::<serde_json::Value>(d).ok())
+                .is_some_and(|v| v["status"] == "running");
+            if op == Op::Put && key.contains("model_metadata_") && running {
+                stuck.notify_one();
+                Act::Hang
+            } else {
+                Act::Pass
+            }
+        }
+    });
+    let tuner = Scripted::new(Follow::Hang);
+    let j = job(&store, &tuner, config());
+    // Killed: the run is dropped where it stands, its lease held and naming the job.
+    tokio::select! {
+        _ = j.run(std::future::pending(), false) => panic!("the run hangs on its record"),
+        () = stuck.notified() => {}
+    }
+    drop(j);
+    hooked.set(|_, _, _| Act::Pass);
+    let mut held: serde_json::Value = serde_json::to_value(lease_of(&*store).await).unwrap();
+    assert_eq!(held["tuning_job"], "jobs/0", "{held}");
+    // Its lease expires.
+    held["expires_at"] = serde_json::json!(chrono::Utc::now() - chrono::Duration::seconds(1));
+    crate::run::put(
+        &*store,
+        &lease::lock_key("trained_model"),
+        serde_json::to_vec(&held).unwrap(),
+    )
+    .await;
+
+    let next = Scripted::new(Follow::Succeed);
+    let c = job(&store, &next, config())
+        .run_cycles(std::future::pending(), false)
+        .await;
+    assert_eq!(next.submits(), 0, "the same data is not tuned again: {c:?}");
+    assert_eq!(c.cycles.len(), 1, "{}", c.cycles_stopped);
+    assert!(
+        c.last.reason.contains("adopted tuning job jobs/0"),
+        "{}",
+        c.last.reason
+    );
+    assert!(
+        c.last
+            .manifest_uri
+            .as_deref()
+            .is_some_and(|m| m.contains("model_manifest_")),
+        "the adopted run keeps the manifest its run claimed: {:?}",
+        c.last.manifest_uri
+    );
+}

@@ -274,6 +274,9 @@ pub struct Job {
     /// When the execution must have ended (TASK_DEADLINE from its start), set by
     /// [`Job::run_cycles`]; the quiet wait leaves the run time inside it.
     deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Whether the quiet stage is waiting: a signal then says so, whichever of the races that
+    /// watch for it sees it first.
+    quieting: std::sync::atomic::AtomicBool,
 }
 
 /// A run in progress, as far as it got: updated by every stage, so an interruption still
@@ -308,6 +311,7 @@ impl Job {
             notifier: Arc::new(Notifier::log_only()),
             progress: false,
             deadline: std::sync::Mutex::new(None),
+            quieting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -369,10 +373,7 @@ impl Job {
             biased;
             t = self.take_lock(&run_id, shutdown.clone(), retry) => t,
             signal = shutdown.clone() => {
-                return Outcome::new(
-                    RunStatus::Interrupted,
-                    format!("interrupted by {signal} before the lock was taken; nothing was written"),
-                );
+                return Outcome::new(RunStatus::Interrupted, self.interrupted_before_lock(signal));
             }
         };
         let (mut lease, mut gates) = match taken {
@@ -506,6 +507,17 @@ impl Job {
         outcome
     }
 
+    /// Why a run stopped by `signal` before it took the lock ended: where it was.
+    fn interrupted_before_lock(&self, signal: &str) -> String {
+        if self.quieting.load(std::sync::atomic::Ordering::SeqCst) {
+            format!(
+                "interrupted by {signal} while waiting for uploads to settle; nothing was written"
+            )
+        } else {
+            format!("interrupted by {signal} before the lock was taken; nothing was written")
+        }
+    }
+
     /// Gates 2 and 3, then the quiet stage. `Err` is the outcome of a run that ends there.
     async fn gates_for_build<S>(
         &self,
@@ -563,16 +575,18 @@ impl Job {
     where
         S: Future<Output = &'static str>,
     {
+        self.quieting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let quiet = tokio::select! {
             q = self.quiet() => q,
             signal = shutdown => {
-                let reason = format!(
-                    "interrupted by {signal} while waiting for uploads to settle; nothing was written"
-                );
+                let reason = self.interrupted_before_lock(signal);
                 tracing::info!("{reason}");
                 return Err(Box::new(Outcome::new(RunStatus::Interrupted, reason)));
             }
         };
+        self.quieting
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let quiet = match quiet {
             Ok(q) => q,
             Err(e) => {

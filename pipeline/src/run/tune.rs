@@ -269,6 +269,28 @@ impl Job {
         }
     }
 
+    /// The record of an adopted run that wrote none: killed after its lease named the job,
+    /// before its record did. The manifest it claimed beside the record's name is what the
+    /// next runs compare against.
+    async fn record_anew(
+        &self,
+        run_id: &str,
+        record_key: Option<&str>,
+        started: chrono::DateTime<Utc>,
+    ) -> RunRecord {
+        RunRecord {
+            status: RunStatus::Running,
+            training_start_time: started,
+            run_id: run_id.to_owned(),
+            tuner: self.tuner.kind().name().to_owned(),
+            manifest_uri: match record_key {
+                Some(key) => record::manifest_beside(&*self.store, key).await,
+                None => None,
+            },
+            ..RunRecord::empty()
+        }
+    }
+
     /// Follows a tuning job that a previous run submitted and could not see to its end (it was
     /// killed, timed out, stopped by SIGTERM, or detached), and finalises that run's record.
     /// With `detach`, the job is looked at once: a job still running is handed on to a later
@@ -301,13 +323,13 @@ impl Job {
         let started = previous
             .as_ref()
             .map_or_else(Utc::now, |r| r.training_start_time);
-        let mut record = previous.unwrap_or_else(|| RunRecord {
-            status: RunStatus::Running,
-            training_start_time: started,
-            run_id: held.run_id.clone(),
-            tuner: self.tuner.kind().name().to_owned(),
-            ..RunRecord::empty()
-        });
+        let mut record = match previous {
+            Some(r) => r,
+            None => {
+                self.record_anew(&held.run_id, record_key.as_deref(), started)
+                    .await
+            }
+        };
         tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
         let looked = async {
             if detach {
