@@ -9,6 +9,8 @@
 //!
 //! Run it with `cargo run -p autotune --example custom_converter`.
 
+#![allow(clippy::print_stdout, reason = "an example shows its result on stdout")]
+
 use autotune::convert::{Converter, Loaded, SampleConverter, Uris};
 use autotune::modality::Modality;
 use autotune::sample::{Category, LabelFile, LabelFormat, RawFile, Reject, Sample};

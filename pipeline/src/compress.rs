@@ -18,19 +18,19 @@ const LEVEL: i32 = 1;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The extension of what [`encoder`] writes.
-pub const EXTENSION: &str = "zst";
+pub(crate) const EXTENSION: &str = "zst";
 
 /// A compressor writing into memory, taken out in parts with `get_mut`.
-pub type Encoder = async_compression::tokio::write::ZstdEncoder<Vec<u8>>;
+pub(crate) type Encoder = async_compression::tokio::write::ZstdEncoder<Vec<u8>>;
 
 /// A compressor into `buffer`.
-pub fn encoder(buffer: Vec<u8>) -> Encoder {
+pub(crate) fn encoder(buffer: Vec<u8>) -> Encoder {
     Encoder::with_quality(buffer, Level::Precise(LEVEL))
 }
 
 /// Decompresses `input`, zstd or gzip by its first bytes (every frame or member, as `zstdcat`
 /// and `zcat` do); `Err` only when the first bytes cannot be read.
-pub async fn decoder<R>(input: R) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>>
+pub(crate) async fn decoder<R>(input: R) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>>
 where
     R: AsyncRead + Send + Unpin + 'static,
 {
@@ -53,13 +53,13 @@ fn boxed<D: AsyncRead + Send + Unpin + 'static>(d: D) -> Box<dyn AsyncRead + Sen
 
 /// Whether `input` could be read by [`decoder`]'s first look (for tests of callers).
 #[cfg(test)]
-pub fn is_zstd(bytes: &[u8]) -> bool {
+pub(crate) fn is_zstd(bytes: &[u8]) -> bool {
     bytes.starts_with(&ZSTD_MAGIC)
 }
 
 /// `compressed` (zstd) as an earlier version wrote it: gzip (for tests of readers).
 #[cfg(test)]
-pub async fn as_gzip(compressed: &[u8]) -> Vec<u8> {
+pub(crate) async fn as_gzip(compressed: &[u8]) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut plain = Vec::new();
     decoder(std::io::Cursor::new(compressed.to_vec()))

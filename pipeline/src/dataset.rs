@@ -45,7 +45,7 @@ const BATCH: usize = 64;
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// A JSONL file being uploaded line by line.
-pub struct JsonlWriter {
+pub(crate) struct JsonlWriter {
     upload: Box<dyn MultipartUpload>,
     buf: Vec<u8>,
     /// SHA-256 of every byte written, so runs can tell identical datasets apart cheaply.
@@ -56,7 +56,7 @@ pub struct JsonlWriter {
 }
 
 impl JsonlWriter {
-    pub async fn create(store: &dyn Store, key: &str) -> Result<Self, StoreError> {
+    pub(crate) async fn create(store: &dyn Store, key: &str) -> Result<Self, StoreError> {
         Ok(Self {
             upload: store.put_multipart(key).await?,
             buf: Vec::with_capacity(WRITE_BUFFER),
@@ -67,7 +67,7 @@ impl JsonlWriter {
         })
     }
 
-    pub async fn write_line(&mut self, line: &str) -> Result<(), StoreError> {
+    pub(crate) async fn write_line(&mut self, line: &str) -> Result<(), StoreError> {
         use sha2::Digest;
         self.digest.update(line.as_bytes());
         self.digest.update(b"\n");
@@ -85,13 +85,13 @@ impl JsonlWriter {
     }
 
     /// The SHA-256 of the lines written so far, in hex.
-    pub fn digest(&self) -> String {
+    pub(crate) fn digest(&self) -> String {
         use sha2::Digest;
         hex(&self.digest.clone().finalize())
     }
 
     /// Publishes the file if it has lines; an empty file is discarded and gives `None`.
-    pub async fn finish(mut self) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn finish(mut self) -> Result<Option<String>, StoreError> {
         if self.lines == 0 {
             self.upload.abort().await?;
             return Ok(None);
@@ -106,7 +106,7 @@ impl JsonlWriter {
 
 /// Where a run's files go.
 #[derive(Debug, Clone)]
-pub struct Paths {
+pub(crate) struct Paths {
     pub train: String,
     pub validation: String,
     pub rejected: String,
@@ -180,7 +180,7 @@ pub struct RejectExample {
 
 /// Settings of the build stage.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Samples read at once: `Some(n)` pins it (READ_CONCURRENCY), `None` adapts it between
     /// 16 and 256 ([`crate::limit`]).
     pub read_concurrency: Option<usize>,
@@ -209,7 +209,7 @@ pub struct Options {
 /// Where an incremental build keeps its lines, and where it finds the last run's (see
 /// [`crate::lines`]).
 #[derive(Debug, Clone)]
-pub struct Incremental {
+pub(crate) struct Incremental {
     /// This build's line store, written into the sink.
     pub out: String,
     /// What the last successful run kept; `None` for a full rebuild.
@@ -218,7 +218,7 @@ pub struct Incremental {
 
 /// The last successful run's line store, and what is known of the samples it may hold.
 #[derive(Debug, Clone)]
-pub struct PreviousLines {
+pub(crate) struct PreviousLines {
     /// The store's key in the bucket.
     pub key: String,
     /// Per sample (inventory order), the content digest the run's manifest gives when the
@@ -349,7 +349,7 @@ async fn load<'a>(
     Ok(Loaded { raw_text, label })
 }
 
-pub fn uris(store: &dyn Store, sample: &Sample) -> Uris {
+pub(crate) fn uris(store: &dyn Store, sample: &Sample) -> Uris {
     Uris {
         raw: store.uri(&sample.raw.meta.key),
         label: store.uri(&sample.label.meta.key),
@@ -626,7 +626,7 @@ async fn stored_line(
 }
 
 /// Builds the run's files. `progress` is told of every sample done.
-pub async fn build(
+pub(crate) async fn build(
     store: Arc<dyn Store>,
     samples: Arc<Vec<Sample>>,
     ambiguous: &[Ambiguity],

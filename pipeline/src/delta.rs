@@ -36,7 +36,7 @@ struct Entry<'a> {
 /// What a previous run knew of one sample: its raw and label versions, in one allocation (a
 /// manifest of 100,000 samples holds 100,000 of these), and its content digest.
 #[derive(Debug, Clone)]
-pub struct Known {
+pub(crate) struct Known {
     /// The raw file's version, then the label's.
     versions: Box<str>,
     raw_len: usize,
@@ -44,7 +44,7 @@ pub struct Known {
 }
 
 impl Known {
-    pub fn new(raw: &str, label: &str, digest: Option<[u8; 32]>) -> Self {
+    pub(crate) fn new(raw: &str, label: &str, digest: Option<[u8; 32]>) -> Self {
         Self {
             versions: [raw, label].concat().into_boxed_str(),
             raw_len: raw.len(),
@@ -53,18 +53,18 @@ impl Known {
     }
 
     /// The raw file's version (generation).
-    pub fn raw(&self) -> &str {
+    pub(crate) fn raw(&self) -> &str {
         &self.versions[..self.raw_len]
     }
 
     /// The label's version (generation).
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.versions[self.raw_len..]
     }
 }
 
 /// A previous run's samples, by key.
-pub type Manifest = HashMap<Box<str>, Known>;
+pub(crate) type Manifest = HashMap<Box<str>, Known>;
 
 /// A set of content digests, sorted: 32 bytes a digest, looked up by binary search (every
 /// digest that ever trained is carried from run to run, so it must stay compact).
@@ -162,7 +162,7 @@ pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
 /// carries are kept, so a deleted validation sample re-uploaded later still validates; so are
 /// the digests that ever trained, so deleted and restored content is never picked into an
 /// evaluation set.
-pub async fn encode(samples: &[Sample], outcomes: &[Outcome], previous: &Carried) -> Bytes {
+pub(crate) async fn encode(samples: &[Sample], outcomes: &[Outcome], previous: &Carried) -> Bytes {
     let mut enc = crate::compress::encoder(Vec::new());
     let mut carried: HashSet<[u8; 32]> = previous.validation.clone();
     let trained_now: Digests = outcomes
@@ -218,7 +218,7 @@ pub async fn encode(samples: &[Sample], outcomes: &[Outcome], previous: &Carried
 }
 
 /// Reads a manifest, streaming and decompressing it.
-pub async fn read(store: &dyn Store, key: &str) -> Result<(Manifest, Carried), StoreError> {
+pub(crate) async fn read(store: &dyn Store, key: &str) -> Result<(Manifest, Carried), StoreError> {
     let uri = store.uri(key);
     let got = store.get(key).await?;
     let bad = |e: String| StoreError::Io {
@@ -257,7 +257,7 @@ pub async fn read(store: &dyn Store, key: &str) -> Result<(Manifest, Carried), S
 }
 
 /// Compares the current samples with a previous run's manifest.
-pub fn compare(samples: &[Sample], previous: &Manifest, carried: Carried) -> Comparison {
+pub(crate) fn compare(samples: &[Sample], previous: &Manifest, carried: Carried) -> Comparison {
     let Carried {
         validation,
         trained: ever_trained,

@@ -20,9 +20,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-pub const MIN: usize = 16;
-pub const START: usize = 64;
-pub const MAX: usize = 256;
+pub(crate) const MIN: usize = 16;
+pub(crate) const START: usize = 64;
+pub(crate) const MAX: usize = 256;
 /// Cloud Storage's documented initial read rate of a bucket, objects a second.
 const BUCKET_READS_PER_SECOND: f64 = 5000.0;
 /// Objects a sample reads at most (its raw text and its label, at once).

@@ -32,7 +32,7 @@ const PART: usize = 1 << 20;
 const MAX_FIELD: u32 = 1 << 30;
 
 /// The digest of everything a line depends on besides its sample (see the module docs).
-pub fn settings_digest(converter: &Converter, max_text_bytes: u64) -> [u8; 32] {
+pub(crate) fn settings_digest(converter: &Converter, max_text_bytes: u64) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(b"autotune lines\0");
@@ -45,7 +45,7 @@ pub fn settings_digest(converter: &Converter, max_text_bytes: u64) -> [u8; 32] {
 }
 
 /// The key of a sample's line: its content digest, object names and URIs.
-pub fn line_key(sample: &Sample, uris: &Uris, content: &[u8; 32]) -> [u8; 32] {
+pub(crate) fn line_key(sample: &Sample, uris: &Uris, content: &[u8; 32]) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     for part in [
@@ -64,7 +64,7 @@ pub fn line_key(sample: &Sample, uris: &Uris, content: &[u8; 32]) -> [u8; 32] {
 }
 
 /// A line store being written, streamed in compressed parts.
-pub struct Writer {
+pub(crate) struct Writer {
     upload: Box<dyn MultipartUpload>,
     enc: compress::Encoder,
     pub lines: u64,
@@ -72,7 +72,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub async fn create(
+    pub(crate) async fn create(
         store: &dyn Store,
         key: &str,
         settings: &[u8; 32],
@@ -99,7 +99,7 @@ impl Writer {
     }
 
     /// Adds a sample's line; lines are added in sample-key order.
-    pub async fn add(
+    pub(crate) async fn add(
         &mut self,
         line_key: &[u8; 32],
         key: &str,
@@ -118,7 +118,7 @@ impl Writer {
     }
 
     /// Publishes the store.
-    pub async fn finish(mut self) -> Result<String, StoreError> {
+    pub(crate) async fn finish(mut self) -> Result<String, StoreError> {
         self.enc.shutdown().await.expect("writing to memory");
         let rest = std::mem::take(self.enc.get_mut());
         if !rest.is_empty() {
@@ -151,7 +151,7 @@ struct Entry {
 }
 
 /// A previous run's line store, read as one stream in sample-key order.
-pub struct Reader {
+pub(crate) struct Reader {
     input: Option<Box<dyn AsyncRead + Send + Unpin>>,
     pending: Option<Entry>,
     uri: String,
@@ -160,7 +160,7 @@ pub struct Reader {
 impl Reader {
     /// Opens the store at `key`; `None` (logged) when it is missing, unreadable or made under
     /// other settings.
-    pub async fn open(store: &dyn Store, key: &str, settings: &[u8; 32]) -> Option<Self> {
+    pub(crate) async fn open(store: &dyn Store, key: &str, settings: &[u8; 32]) -> Option<Self> {
         let uri = store.uri(key);
         let got = match store.get(key).await {
             Ok(g) => g,
@@ -212,7 +212,7 @@ impl Reader {
 
     /// The stored line of sample `key` if it was made under `line_key`. Called in sample-key
     /// order; entries of keys before `key` are skipped.
-    pub async fn take(&mut self, key: &str, line_key: &[u8; 32]) -> Option<String> {
+    pub(crate) async fn take(&mut self, key: &str, line_key: &[u8; 32]) -> Option<String> {
         loop {
             if self.pending.is_none() {
                 let input = self.input.as_mut()?;

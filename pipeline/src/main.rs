@@ -154,7 +154,13 @@ fn out(text: &str) {
         Err(e) => {
             STDOUT_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
             tracing::error!("cannot write the result to stdout: {e}");
-            eprintln!("error: cannot write the result to stdout: {e}");
+            #[allow(
+                clippy::print_stderr,
+                reason = "stdout failed: the error goes to stderr"
+            )]
+            {
+                eprintln!("error: cannot write the result to stdout: {e}");
+            }
         }
     }
 }
@@ -247,7 +253,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let table = autotune::settings::model_table(model_limits_file.as_deref())?;
             match output {
                 Output::Json => print(&serde_json::json!({ "models": table.models() })),
-                Output::Text => print!("{}", autotune::summary::render_models(table.models())),
+                Output::Text => out(&autotune::summary::render_models(table.models())),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -334,7 +340,10 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            #[allow(clippy::print_stderr, reason = "no logger without a runtime")]
+            {
+                eprintln!("error: cannot start the async runtime: {e}");
+            }
             return ExitCode::from(1);
         }
     };
@@ -346,7 +355,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            #[allow(
+                clippy::print_stderr,
+                reason = "the error as a person reads it, beside the log"
+            )]
+            {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(2)
         }
     }

@@ -14,7 +14,7 @@ use crate::evaluate::bless::{Test, Verdict};
 use crate::evaluate::infer::Totals;
 use crate::evaluate::metrics::Metric;
 use crate::sample::Category;
-pub use crate::status::RunStatus;
+pub(crate) use crate::status::RunStatus;
 use crate::storage::{self, PutMode, Store, StoreError};
 
 const METADATA_PREFIX: &str = "model_metadata_";
@@ -531,7 +531,7 @@ async fn keys(store: &dyn Store, meta_folder: &str) -> Result<Vec<String>, Store
 }
 
 /// Finds the newest record whose status is one of `accepted`.
-pub async fn latest(
+pub(crate) async fn latest(
     store: &dyn Store,
     meta_folder: &str,
     accepted: &[RunStatus],
@@ -553,7 +553,7 @@ pub async fn latest(
 
 /// Every readable run record, newest first (`autotune history`); unreadable ones are logged
 /// and skipped. At most `limit` records are read.
-pub async fn all(
+pub(crate) async fn all(
     store: &dyn Store,
     meta_folder: &str,
     limit: usize,
@@ -578,7 +578,7 @@ pub async fn all(
 
 /// Claims a fresh pair of names (record and manifest) for a run that started at `start`,
 /// creating the manifest first with `manifest` so that two runs in one second never collide.
-pub async fn claim_names(
+pub(crate) async fn claim_names(
     store: &dyn Store,
     meta_folder: &str,
     start: DateTime<Utc>,
@@ -619,7 +619,7 @@ pub async fn claim_names(
 
 /// The manifest a run claimed beside the record name `meta_key` ([`claim_names`]), as a URI,
 /// if it exists: what a run killed before its first record write leaves for its adopter.
-pub async fn manifest_beside(store: &dyn Store, meta_key: &str) -> Option<String> {
+pub(crate) async fn manifest_beside(store: &dyn Store, meta_key: &str) -> Option<String> {
     let (folder, name) = meta_key.rsplit_once('/').unwrap_or(("", meta_key));
     let suffix = name.strip_prefix(METADATA_PREFIX)?.strip_suffix(".json")?;
     for extension in [crate::compress::EXTENSION, "gz"] {
@@ -635,7 +635,11 @@ pub async fn manifest_beside(store: &dyn Store, meta_key: &str) -> Option<String
 }
 
 /// Writes a record under a claimed name.
-pub async fn write(store: &dyn Store, key: &str, record: &RunRecord) -> Result<String, StoreError> {
+pub(crate) async fn write(
+    store: &dyn Store,
+    key: &str,
+    record: &RunRecord,
+) -> Result<String, StoreError> {
     let body = serde_json::to_vec_pretty(record).expect("a record serialises");
     // The key was claimed by this run; a record is rewritten as the run progresses.
     store

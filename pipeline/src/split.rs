@@ -20,7 +20,7 @@ pub enum Side {
 }
 
 /// A sample's position in [0, 2^64): the same for the same seed and key on every run.
-pub fn position(seed: &str, key: &str) -> u64 {
+pub(crate) fn position(seed: &str, key: &str) -> u64 {
     let mut h = Sha256::new();
     h.update(seed.as_bytes());
     h.update([0]);
@@ -31,7 +31,7 @@ pub fn position(seed: &str, key: &str) -> u64 {
 
 /// Every sample's side, in the order of the keys it was made from. Each key is hashed once.
 #[derive(Debug, Clone, Default)]
-pub struct Split {
+pub(crate) struct Split {
     sides: Vec<Side>,
     train: u64,
     validation: u64,
@@ -40,7 +40,11 @@ pub struct Split {
 
 impl Split {
     /// Assigns a side to each key.
-    pub fn assign<'a>(seed: &str, ratio: f64, keys: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn assign<'a>(
+        seed: &str,
+        ratio: f64,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let threshold = if ratio >= 1.0 {
             u64::MAX
         } else {
@@ -79,19 +83,19 @@ impl Split {
     }
 
     /// The side of the `i`-th key.
-    pub fn side(&self, i: usize) -> Side {
+    pub(crate) fn side(&self, i: usize) -> Side {
         self.sides[i]
     }
 
-    pub fn train(&self) -> u64 {
+    pub(crate) fn train(&self) -> u64 {
         self.train
     }
 
-    pub fn validation(&self) -> u64 {
+    pub(crate) fn validation(&self) -> u64 {
         self.validation
     }
 
-    pub fn held_out(&self) -> u64 {
+    pub(crate) fn held_out(&self) -> u64 {
         self.held_out
     }
 }

@@ -20,6 +20,11 @@
 //!   `wasmtime serve`, a fake Cloud Run that executes `autotune`, bulk uploads.
 
 #![allow(clippy::too_many_lines)] // end-to-end scenarios read best as one story each
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "benchmark tests print their figures, and slow tests say what they wait for"
+)]
 
 mod support;
 

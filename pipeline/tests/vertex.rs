@@ -662,7 +662,7 @@ async fn tokens_from_the_metadata_server() {
     assert_clean(&fake);
 }
 
-/// A service-account key: JWTs self-signed with it (https://google.aip.dev/auth/4111), no
+/// A service-account key: JWTs self-signed with it (<https://google.aip.dev/auth/4111>), no
 /// token endpoint; on the real clock.
 #[tokio::test]
 async fn tokens_self_signed_with_a_service_account_key() {

@@ -6,6 +6,8 @@
 //! Usage: `cargo run --release -p trigger-wasm --example trigger_latency -- [requests]`
 //! (`TRIGGER_WASM` and `WASMTIME` as for the tests).
 
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

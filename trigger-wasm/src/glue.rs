@@ -48,7 +48,12 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let mut body = reply.body.to_string().into_bytes();
     body.push(b'\n');
     if let Err(e) = out.set_with_body(resp, body).await {
-        eprintln!("trigger-wasm: could not send the response: {e}");
+        let error = e.to_string();
+        crate::log::emit(
+            crate::log::Severity::Error,
+            "could not send the response",
+            &[("error", error.as_str())],
+        );
     }
 }
 

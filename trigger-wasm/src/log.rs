@@ -25,6 +25,10 @@ impl Severity {
 }
 
 /// Writes one log line: `{"severity":…,"message":…, <fields>}`.
+#[allow(
+    clippy::print_stderr,
+    reason = "the component's logger: Spin sends stderr to the platform's log"
+)]
 pub fn emit(severity: Severity, message: &str, fields: &[(&str, &str)]) {
     eprintln!("{}", render(severity, message, fields));
 }

@@ -5,6 +5,11 @@
 //! (a no-op when up to date; `TRIGGER_WASM` overrides). wasmtime comes from WASMTIME, PATH or
 //! ~/.cargo/bin; without it these tests fail, they do not skip.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "a failing end-to-end test shows the component's log"
+)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,11 @@
 //! and a `.json` label), numbered from START (0), under `raw_training_data/` of any store URL,
 //! 64 writes at a time.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "a command-line tool: its messages go to stderr"
+)]
+
 use std::sync::Arc;
 
 use autotune::storage::{self, PutMode};

@@ -1,7 +1,7 @@
 //! The one Google client core under both Cloud Storage ([`crate::storage::gcs`]) and Vertex AI
 //! ([`crate::tuner::vertex`]): an HTTP client with deadlines, access tokens, and retries.
 //!
-//! Three concerns, kept apart as in object_store's `client/retry.rs` and vector's
+//! Three concerns, kept apart as in `object_store`'s `client/retry.rs` and vector's
 //! `sinks/util/retries.rs`:
 //!
 //! * [`http`]: one attempt of one request, and what went wrong with it ([`Error`]). Every attempt

@@ -10,7 +10,7 @@
 //! 2. the candidate's primary score is at least `floor` (EVAL_FLOOR);
 //! 3. `delta` = candidate − champion (primary scores) is at least `min_delta`
 //!    (EVAL_MIN_DELTA), and the difference is significant on the paired rows at `confidence`
-//!    (EVAL_CONFIDENCE):
+//!    (`EVAL_CONFIDENCE)`:
 //!    * right/wrong metrics ([`is_binary`]: exact match, class): McNemar's exact test, one
 //!      sided, on the discordant rows (`b` = only the candidate right, `c` = only the champion
 //!      right): `p = P(X ≥ b)` for `X ~ Binomial(b + c, ½)`, significant when
@@ -19,7 +19,7 @@
 //!      per-row difference ([`BOOTSTRAP_RESAMPLES`] resamples of the rows with replacement,
 //!      drawn by rand's `StdRng` from the given seed), its two-sided percentile interval at
 //!      `confidence`; significant when the lower bound is above 0 and at least `min_delta`;
-//! 4. no guard is worse for the candidate by more than `guard_epsilon` (EVAL_GUARD_EPSILON):
+//! 4. no guard is worse for the candidate by more than `guard_epsilon` (`EVAL_GUARD_EPSILON)`:
 //!    `json_validity` lower (JSON metric only), `blocked_rate` or `empty_rate` higher.
 //!
 //! Comparisons of scores with thresholds allow [`TOLERANCE`] for floating-point rounding, so a
@@ -160,7 +160,7 @@ pub enum Test {
     },
 }
 
-/// How [`Test`] is read back. serde_json with `arbitrary_precision` (this crate's) cannot read
+/// How [`Test`] is read back. `serde_json` with `arbitrary_precision` (this crate's) cannot read
 /// numbers inside an internally tagged enum, which serde buffers before it knows the variant;
 /// a plain struct has no such buffer.
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@
 //!
 //! # The metrics
 //!
-//! * **exact_match**: the answer equals the reference after [`normalize`] (trim, whitespace
+//! * **`exact_match`**: the answer equals the reference after [`normalize`] (trim, whitespace
 //!   runs collapsed to one space, Unicode lower-case). Always reported, whatever the metric.
 //! * **json**: `json_validity` is the fraction of answers that parse as JSON ([`parse_json`]:
 //!   an answer that is exactly one fenced block, ```` ```json … ``` ```` or ```` ``` … ``` ````,
@@ -16,21 +16,21 @@
 //!   that the answer has equal ([`json_equal`]: JSON value equality, numbers compared as
 //!   decimal numbers, so `1`, `1.0` and `1e0` are equal). Fields or elements the answer has
 //!   beyond the reference's are not penalised. A reference that is a JSON scalar scores 1 when
-//!   equal; a reference that is not JSON at all (EVAL_METRIC=json forced on free text) falls
+//!   equal; a reference that is not JSON at all (`EVAL_METRIC=json` forced on free text) falls
 //!   back to exact match. An answer that is not JSON scores 0.
 //! * **class**: a row is right when the normalised answer equals the normalised reference
 //!   label. `accuracy` is the fraction right; `macro_f1` is the unweighted mean of the
 //!   per-class F1 over every class seen in the references or in the (text) answers. A blocked
 //!   or empty answer predicts no class: it is a miss for the reference's class and a false
 //!   positive for none.
-//! * **rouge_l**: the ROUGE-L F-measure (β = 1) of the longest common subsequence of word
+//! * **`rouge_l`**: the ROUGE-L F-measure (β = 1) of the longest common subsequence of word
 //!   tokens, the tokens being the runs of alphanumeric characters of the lower-cased text
 //!   ([`rouge_l`]). The cross-check is Google's `evaluateInstances` with `rougeInput`
 //!   (`rougeType` `rougeL`, `useStemmer` false), whose tokenizer keeps ASCII `[a-z0-9]` runs
 //!   only: on ASCII text the two agree; on other scripts ours keeps the letters Google drops.
 //!   Like Google's, a row where either side has no token scores 0.
 //!
-//! # Choosing the metric (EVAL_METRIC=auto)
+//! # Choosing the metric (`EVAL_METRIC=auto`)
 //!
 //! [`Metric::choose`] looks at the references only, in this order:
 //! 1. every reference parses as a JSON object or array → [`Metric::Json`];
@@ -124,7 +124,7 @@ impl Metric {
         }
     }
 
-    /// The metric for these references (EVAL_METRIC=auto); the rule is in the module docs.
+    /// The metric for these references (`EVAL_METRIC=auto`); the rule is in the module docs.
     pub fn choose(references: &[&str]) -> Metric {
         if references.is_empty() {
             return Self::ExactMatch;

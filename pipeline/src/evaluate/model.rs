@@ -54,7 +54,7 @@ pub struct Reply {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The request was refused for good (a 4xx other than 404 and 429, e.g. 400
-    /// INVALID_ARGUMENT): Google's message word for word. Never retried.
+    /// `INVALID_ARGUMENT)`: Google's message word for word. Never retried.
     #[error("{model} refused the request: HTTP {status}: {message}")]
     Refused {
         model: String,

@@ -201,7 +201,6 @@ mod tests {
             "a 15-point gain blessed only {power} times in 200 (≥ 95% wanted)"
         );
         let worse = blessed(0.35, 0.3, 400, 200);
-        eprintln!("blessed of 200: equal {null}, 15 points better {power}, 5 points worse {worse}");
         assert_eq!(worse, 0, "a worse sampling candidate is never blessed");
     }
 

@@ -158,7 +158,7 @@ pub struct Config {
     /// TASK_DEADLINE: how long the execution may live; no cycle starts unless the longest cycle
     /// so far still fits. `None`: no limit but MAX_CYCLES.
     pub task_deadline: Option<Duration>,
-    /// The evaluation set, the blessing and the promotion; `None`: off (EVAL_RATIO=0).
+    /// The evaluation set, the blessing and the promotion; `None`: off (`EVAL_RATIO=0`).
     pub evaluation: Option<Evaluation>,
 }
 

@@ -84,7 +84,7 @@ impl Quiet {
 
 /// How often the folders are listed while waiting for QUIET_PERIOD: four times a period, within
 /// [`MIN_POLL`] and [`MAX_POLL`].
-pub fn poll_interval(quiet_period: Duration) -> Duration {
+pub(super) fn poll_interval(quiet_period: Duration) -> Duration {
     (quiet_period / 4).clamp(MIN_POLL, MAX_POLL)
 }
 
@@ -92,14 +92,14 @@ pub fn poll_interval(quiet_period: Duration) -> Duration {
 /// the wrapping sum of a hash of each (key, generation, size). Outputs are left out, so the
 /// job's own writes never count as uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ListingDigest {
+pub(crate) struct ListingDigest {
     objects: u64,
     sum: u128,
 }
 
 impl ListingDigest {
     /// Lists the folders once.
-    pub async fn take(store: &dyn Store, rules: &Rules) -> Result<Self, StoreError> {
+    pub(crate) async fn take(store: &dyn Store, rules: &Rules) -> Result<Self, StoreError> {
         let mut d = Self::default();
         for prefix in rules.layout().list_prefixes() {
             let mut listing = store.list(prefix);
@@ -128,7 +128,7 @@ impl ListingDigest {
 
     /// The same digest over the samples an inventory paired: a run's inputs, to tell whether
     /// anything changed since (no listing).
-    pub fn of_samples(samples: &[Sample]) -> Self {
+    pub(crate) fn of_samples(samples: &[Sample]) -> Self {
         let mut d = Self::default();
         for s in samples {
             d.add(&s.raw.meta.key, &s.raw.meta.generation, s.raw.meta.size);

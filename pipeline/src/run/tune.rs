@@ -183,7 +183,7 @@ impl Job {
         Ok(())
     }
 
-    /// TUNING_MODE=continuous: tune the champion (with evaluation on), or the last successful
+    /// `TUNING_MODE=continuous`: tune the champion (with evaluation on), or the last successful
     /// run's model (with evaluation off), instead of SOURCE_MODEL. A candidate that was not
     /// blessed is never a parent.
     async fn continue_from_baseline(

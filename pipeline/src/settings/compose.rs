@@ -87,7 +87,7 @@ impl ValidateArgs {
     }
 }
 
-/// The built-in model table, with the entries of `file` (MODEL_LIMITS_FILE): a regular file of
+/// The built-in model table, with the entries of `file` (`MODEL_LIMITS_FILE)`: a regular file of
 /// at most 1 MiB, never a kernel or device file (`/dev/zero`).
 pub fn model_table(file: Option<&std::path::Path>) -> Result<ModelTable, SettingsError> {
     let Some(path) = file else {

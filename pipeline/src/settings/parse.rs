@@ -1,5 +1,5 @@
 //! The value parsers clap runs on each setting, and the reading of the files settings name
-//! (`PROMPT=@file`, CONVERT_CONFIG, MODEL_LIMITS_FILE): a bad value is refused here, at parse
+//! (`PROMPT=@file`, CONVERT_CONFIG, `MODEL_LIMITS_FILE)`: a bad value is refused here, at parse
 //! time, with the message clap shows after the flag and its variable.
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! * [`gcs::GcsStore`] (`gs://bucket[/prefix]`): a thin client of the GCS JSON API on the
 //!   shared Google client core ([`crate::client`]: deadlines, retries, credentials), or
 //!   anonymous against `STORAGE_EMULATOR_HOST`. Neither
-//!   object_store nor the official crate can write to, or list on, the emulator (see
+//!   `object_store` nor the official crate can write to, or list on, the emulator (see
 //!   `pipeline/tests/contracts/STORAGE.md`), and the lock needs precondition semantics that the emulator
 //!   only honours on multipart uploads, so the request forms are chosen here.
 //! * [`local::LocalStore`] (a path or `file://`): a folder on disk, with the same create-only and

@@ -72,7 +72,7 @@ categories! {
     PartWithoutData => Error,
     /// A Part with more than one data field.
     PartWithMultipleData => Error,
-    /// A snake_case field name (`file_data`) where Vertex documents camelCase (`fileData`).
+    /// A `snake_case` field name (`file_data`) where Vertex documents camelCase (`fileData`).
     SnakeCase => Warning,
     /// A field the schema does not have.
     UnknownField => Warning,
@@ -231,7 +231,7 @@ pub struct Example {
     pub multimodal: bool,
 }
 
-/// Classifies a JSON key of a Part: its camelCase name, whether it was written in snake_case,
+/// Classifies a JSON key of a Part: its camelCase name, whether it was written in `snake_case`,
 /// and whether it is one of the `Part.data` oneof fields.
 fn part_key(key: &str) -> Option<(&'static str, bool, bool)> {
     const KEYS: &[(&str, &str, bool)] = &[
@@ -259,7 +259,7 @@ fn part_key(key: &str) -> Option<(&'static str, bool, bool)> {
     })
 }
 
-/// Looks up a camelCase field, accepting (and flagging) its snake_case spelling.
+/// Looks up a camelCase field, accepting (and flagging) its `snake_case` spelling.
 fn field<'v>(
     obj: &'v Map<String, Value>,
     camel: &str,
@@ -849,7 +849,7 @@ pub fn check_line(
     })
 }
 
-/// serde_json appends " at line 1 column N"; the line is ours to tell.
+/// `serde_json` appends " at line 1 column N"; the line is ours to tell.
 fn strip_position(msg: &str) -> &str {
     msg.find(" at line ").map_or(msg, |i| &msg[..i])
 }

@@ -5,7 +5,7 @@
 //! tokens, and an `/api` that accepts only tokens this fake issued and says which kind it got.
 //!
 //! Requests are checked against the discovery documents: every STS form field must be a field
-//! of `GoogleIdentityStsV1ExchangeTokenRequest` (in its snake_case wire form), every
+//! of `GoogleIdentityStsV1ExchangeTokenRequest` (in its `snake_case` wire form), every
 //! `generateAccessToken` body a `GenerateAccessTokenRequest`; the fake's answers are checked
 //! against the response schemas. Like the other fakes it runs on its own thread and runtime.
 
@@ -21,19 +21,19 @@ use serde_json::{Value, json};
 
 use super::discovery::Discovery;
 
-pub const SUBJECT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.external-subject.signature";
-pub const AUDIENCE: &str = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/provider";
-pub const SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-pub const TARGET: &str = "autotune@test-project.iam.gserviceaccount.com";
-pub const CLIENT_ID: &str =
+pub(crate) const SUBJECT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.external-subject.signature";
+pub(crate) const AUDIENCE: &str = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/provider";
+pub(crate) const SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub(crate) const TARGET: &str = "autotune@test-project.iam.gserviceaccount.com";
+pub(crate) const CLIENT_ID: &str =
     "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com";
-pub const CLIENT_SECRET: &str = "d-FL95Q19q7MQmFpd7hHD0Ty";
-pub const REFRESH_TOKEN: &str = "1//refresh-token-of-a-gcloud-user";
-pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+pub(crate) const CLIENT_SECRET: &str = "d-FL95Q19q7MQmFpd7hHD0Ty";
+pub(crate) const REFRESH_TOKEN: &str = "1//refresh-token-of-a-gcloud-user";
+pub(crate) const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
 
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: String,
     pub path: String,
     /// The form fields or JSON body.
@@ -51,14 +51,14 @@ struct State {
     refuse_exchange: bool,
 }
 
-pub struct FakeAuth {
+pub(crate) struct FakeAuth {
     pub url: String,
     state: Arc<Mutex<State>>,
     _server: Server,
 }
 
 impl FakeAuth {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bound = Bound::new();
         let addr = bound.addr;
         let state = Arc::new(Mutex::new(State {
@@ -85,28 +85,28 @@ impl FakeAuth {
     }
 
     /// From now on the STS refuses every exchange (400 `invalid_grant`).
-    pub fn refuse_exchanges(&self) {
+    pub(crate) fn refuse_exchanges(&self) {
         self.state().refuse_exchange = true;
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
 
     /// Requests whose path ends with `suffix`.
-    pub fn requests_to(&self, suffix: &str) -> Vec<Recorded> {
+    pub(crate) fn requests_to(&self, suffix: &str) -> Vec<Recorded> {
         self.requests()
             .into_iter()
             .filter(|r| r.path.ends_with(suffix))
             .collect()
     }
 
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         self.state().violations.clone()
     }
 
     /// The impersonation URL of [`TARGET`] on this fake.
-    pub fn impersonation_url(&self) -> String {
+    pub(crate) fn impersonation_url(&self) -> String {
         format!(
             "{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken",
             self.url
@@ -115,7 +115,7 @@ impl FakeAuth {
 
     /// An `authorized_user` credentials file as `gcloud auth application-default login` writes
     /// it, with its token endpoint on this fake.
-    pub fn authorized_user(&self) -> Value {
+    pub(crate) fn authorized_user(&self) -> Value {
         json!({
             "type": "authorized_user",
             "client_id": CLIENT_ID,
@@ -128,7 +128,7 @@ impl FakeAuth {
 
     /// An `external_account` credentials file (workload identity federation) with its STS on
     /// this fake, `credential_source` as given, impersonating [`TARGET`] when asked.
-    pub fn external_account(&self, credential_source: Value, impersonate: bool) -> Value {
+    pub(crate) fn external_account(&self, credential_source: Value, impersonate: bool) -> Value {
         let mut v = json!({
             "type": "external_account",
             "audience": AUDIENCE,
@@ -273,7 +273,7 @@ impl State {
         }
     }
 
-    /// An authorized user's refresh grant (https://developers.google.com/identity/protocols/oauth2/native-app#offline).
+    /// An authorized user's refresh grant (<https://developers.google.com/identity/protocols/oauth2/native-app#offline>).
     fn refresh(&mut self, body: &Value) -> (u16, Value) {
         self.expect("grant_type", &body["grant_type"], "refresh_token");
         self.expect("refresh_token", &body["refresh_token"], REFRESH_TOKEN);

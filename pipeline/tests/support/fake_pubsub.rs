@@ -18,7 +18,7 @@ use super::loopback::{Loopback, Received, Reply};
 
 /// One published message, decoded.
 #[derive(Debug, Clone)]
-pub struct Message {
+pub(crate) struct Message {
     pub topic: String,
     pub data: Vec<u8>,
     pub attributes: BTreeMap<String, String>,
@@ -27,7 +27,7 @@ pub struct Message {
 
 impl Message {
     /// `data` as JSON.
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.data).expect("the message data is JSON")
     }
 }
@@ -42,7 +42,7 @@ struct State {
     next_id: u64,
 }
 
-pub struct FakePubSub {
+pub(crate) struct FakePubSub {
     pub url: String,
     state: Arc<Mutex<State>>,
     _server: Loopback,
@@ -56,7 +56,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl FakePubSub {
     /// A fake that knows `topics` (`projects/p/topics/t`).
-    pub fn start(topics: &[&str]) -> Self {
+    pub(crate) fn start(topics: &[&str]) -> Self {
         let state = Arc::new(Mutex::new(State {
             discovery: Discovery::load("pubsub.v1.json"),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
@@ -76,7 +76,7 @@ impl FakePubSub {
     }
 
     /// The next publishes are answered with these statuses (a Google error each) instead.
-    pub fn fail_next(&self, statuses: impl IntoIterator<Item = u16>) {
+    pub(crate) fn fail_next(&self, statuses: impl IntoIterator<Item = u16>) {
         lock(&self.state).faults.extend(
             statuses
                 .into_iter()
@@ -85,23 +85,23 @@ impl FakePubSub {
     }
 
     /// Every publish from now on hangs (a Pub/Sub that accepts connections and never answers).
-    pub fn hang(&self) {
+    pub(crate) fn hang(&self) {
         let mut s = lock(&self.state);
         s.faults.clear();
         s.faults.extend(std::iter::repeat_n(Reply::hang(), 1000));
     }
 
-    pub fn messages(&self) -> Vec<Message> {
+    pub(crate) fn messages(&self) -> Vec<Message> {
         lock(&self.state).messages.clone()
     }
 
     /// Publish requests received, answered or not.
-    pub fn attempts(&self) -> usize {
+    pub(crate) fn attempts(&self) -> usize {
         lock(&self.state).attempts
     }
 
     /// Schema and rule violations of request bodies and of the fake's own answers.
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         lock(&self.state).violations.clone()
     }
 }

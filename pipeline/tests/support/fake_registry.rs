@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::discovery::Discovery;
 use super::loopback::{Loopback, Received, Reply};
 
-pub const PROJECT: &str = "test-project";
-pub const LOCATION: &str = "us-central1";
+pub(crate) const PROJECT: &str = "test-project";
+pub(crate) const LOCATION: &str = "us-central1";
 
 struct Version {
     id: String,
@@ -33,7 +33,7 @@ struct Model {
 }
 
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     pub method: String,
     pub path: String,
     pub body: Option<Value>,
@@ -43,7 +43,7 @@ pub struct Call {
 /// The Models and their version aliases, with the two routes: shared by this fake and the
 /// fake Vertex AI (`fake_vertex.rs`), which registers the models its tuning jobs make.
 #[derive(Default)]
-pub struct Aliases {
+pub(crate) struct Aliases {
     models: Vec<Model>,
 }
 
@@ -55,7 +55,7 @@ struct State {
     calls: Vec<Call>,
 }
 
-pub struct FakeRegistry {
+pub(crate) struct FakeRegistry {
     pub url: String,
     state: Arc<Mutex<State>>,
     _server: Loopback,
@@ -68,7 +68,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl FakeRegistry {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let state = Arc::new(Mutex::new(State {
             discovery: Discovery::load("aiplatform.v1.json"),
             aliases: Aliases::default(),
@@ -97,7 +97,7 @@ impl FakeRegistry {
 
     /// Adds the Model `id` with versions 1..=`versions` (version 1 holds `default`); returns
     /// its name.
-    pub fn add_model(&self, id: &str, versions: usize) -> String {
+    pub(crate) fn add_model(&self, id: &str, versions: usize) -> String {
         let name = format!("projects/{PROJECT}/locations/{LOCATION}/models/{id}");
         let mut s = lock(&self.state);
         for v in 1..=versions {
@@ -107,7 +107,7 @@ impl FakeRegistry {
     }
 
     /// The aliases of the version `model@version`.
-    pub fn aliases(&self, version: &str) -> Vec<String> {
+    pub(crate) fn aliases(&self, version: &str) -> Vec<String> {
         let (model, id) = version.split_once('@').expect("model@version");
         let s = lock(&self.state);
         let m = s
@@ -127,12 +127,12 @@ impl FakeRegistry {
     }
 
     /// Every `model@version` that carries `alias`, across all Models.
-    pub fn holders(&self, alias: &str) -> Vec<String> {
+    pub(crate) fn holders(&self, alias: &str) -> Vec<String> {
         lock(&self.state).aliases.holders(alias)
     }
 
     /// Puts `alias` on `model@version` by hand (as someone in the console would).
-    pub fn set_alias(&self, version: &str, alias: &str) {
+    pub(crate) fn set_alias(&self, version: &str, alias: &str) {
         let (model, id) = version.split_once('@').expect("model@version");
         let mut s = lock(&self.state);
         let m = s
@@ -150,7 +150,7 @@ impl FakeRegistry {
     }
 
     /// The next calls are answered with these statuses (a Google error each) instead.
-    pub fn fail_next(&self, statuses: impl IntoIterator<Item = u16>) {
+    pub(crate) fn fail_next(&self, statuses: impl IntoIterator<Item = u16>) {
         lock(&self.state).faults.extend(
             statuses
                 .into_iter()
@@ -158,12 +158,12 @@ impl FakeRegistry {
         );
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         lock(&self.state).calls.clone()
     }
 
     /// Schema and rule violations of request bodies and of the fake's own answers.
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         lock(&self.state).violations.clone()
     }
 }
@@ -200,7 +200,7 @@ impl State {
 
 impl Aliases {
     /// Adds the version `model@id` (a Model's first version holds `default`).
-    pub fn add_version(&mut self, version: &str) {
+    pub(crate) fn add_version(&mut self, version: &str) {
         let Some((model, id)) = version.split_once('@') else {
             return;
         };
@@ -229,7 +229,7 @@ impl Aliases {
     }
 
     /// Every `model@version` that carries `alias`.
-    pub fn holders(&self, alias: &str) -> Vec<String> {
+    pub(crate) fn holders(&self, alias: &str) -> Vec<String> {
         self.models
             .iter()
             .flat_map(|m| {
@@ -242,7 +242,7 @@ impl Aliases {
     }
 
     /// Whether `path` is one of these routes (`/v1/projects/*/locations/*/models/…`).
-    pub fn handles(path: &str) -> bool {
+    pub(crate) fn handles(path: &str) -> bool {
         path.strip_prefix("/v1/")
             .map(|rest| rest.split(['@', ':']).next().unwrap_or(rest))
             .is_some_and(|model| {
@@ -253,7 +253,7 @@ impl Aliases {
 
     /// `models.get` and `models.mergeVersionAliases`, bodies and answers checked against the
     /// discovery document.
-    pub fn route(
+    pub(crate) fn route(
         &mut self,
         discovery: &Discovery,
         violations: &mut Vec<String>,

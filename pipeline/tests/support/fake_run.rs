@@ -17,19 +17,19 @@ use serde_json::{Value, json};
 
 use super::discovery::Discovery;
 
-pub const PROJECT: &str = "test-project";
-pub const REGION: &str = "europe-west1";
-pub const JOB: &str = "autotune-job";
-pub const ACCESS_TOKEN: &str = "ya29.fake-run-token";
+pub(crate) const PROJECT: &str = "test-project";
+pub(crate) const REGION: &str = "europe-west1";
+pub(crate) const JOB: &str = "autotune-job";
+pub(crate) const ACCESS_TOKEN: &str = "ya29.fake-run-token";
 
 /// `projects/{p}/locations/{r}/jobs/{j}`.
-pub fn job_name() -> String {
+pub(crate) fn job_name() -> String {
     format!("projects/{PROJECT}/locations/{REGION}/jobs/{JOB}")
 }
 
 /// One execution: one process of the `autotune` binary.
 #[derive(Debug)]
-pub struct Execution {
+pub(crate) struct Execution {
     /// `…/executions/autotune-job-00001`.
     pub name: String,
     pub created: chrono::DateTime<chrono::Utc>,
@@ -45,17 +45,17 @@ pub struct Execution {
 }
 
 impl Execution {
-    pub fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         self.ended.is_none()
     }
 
     /// The short name (`autotune-job-00001`), as `CLOUD_RUN_EXECUTION` gives it.
-    pub fn short_name(&self) -> &str {
+    pub(crate) fn short_name(&self) -> &str {
         self.name.rsplit('/').next().unwrap_or_default()
     }
 
     /// What the process printed on stdout, parsed (once it has ended).
-    pub fn output(&self) -> Value {
+    pub(crate) fn output(&self) -> Value {
         let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
         serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!(
@@ -135,7 +135,7 @@ struct State {
 }
 
 /// The fake, serving on a loopback port until dropped; dropping it kills running executions.
-pub struct FakeRun {
+pub(crate) struct FakeRun {
     pub port: u16,
     state: Arc<Mutex<State>>,
     server: Arc<tiny_http::Server>,
@@ -146,7 +146,7 @@ pub struct FakeRun {
 
 impl FakeRun {
     /// Starts the fake for a job whose container has `env`.
-    pub fn start(env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(env: &[(&str, &str)]) -> Self {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind the fake"));
         let port = server.server_addr().to_ip().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
@@ -212,12 +212,12 @@ impl FakeRun {
         }
     }
 
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// `host:port`, for GCE_METADATA_HOST.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -226,14 +226,14 @@ impl FakeRun {
     }
 
     /// Sets a variable of the job's container environment (as `gcloud run jobs update`).
-    pub fn set_env(&self, name: &str, value: &str) {
+    pub(crate) fn set_env(&self, name: &str, value: &str) {
         let mut st = self.state();
         st.env.retain(|(k, _)| k != name);
         st.env.push((name.to_owned(), value.to_owned()));
     }
 
     /// Calls `jobs.run` as Cloud Scheduler does: an empty `RunJobRequest` with an OAuth token.
-    pub fn scheduled_run(&self) -> (u16, Value) {
+    pub(crate) fn scheduled_run(&self) -> (u16, Value) {
         let (status, body) = super::request(
             "POST",
             &self.host(),
@@ -249,7 +249,7 @@ impl FakeRun {
     }
 
     /// How many executions were started, and how many still run.
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let st = self.state();
         (
             st.executions.len(),
@@ -258,12 +258,12 @@ impl FakeRun {
     }
 
     /// Runs `f` on the executions.
-    pub fn with_executions<T>(&self, f: impl FnOnce(&[Execution]) -> T) -> T {
+    pub(crate) fn with_executions<T>(&self, f: impl FnOnce(&[Execution]) -> T) -> T {
         f(&self.state().executions)
     }
 
     /// Waits until no execution runs, at most `limit`.
-    pub fn wait_idle(&self, limit: Duration) {
+    pub(crate) fn wait_idle(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.counts().1 > 0 {
             assert!(
@@ -280,11 +280,11 @@ impl FakeRun {
         }
     }
 
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         self.state().problems.clone()
     }
 
-    pub fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.state().requests.clone()
     }
 }

@@ -48,11 +48,11 @@ use serde_json::{Value, json};
 use super::discovery::Discovery;
 
 mod inference;
-pub use inference::{FakeReply, endpoint, publisher_model, publisher_model_in, rouge_l};
+pub(crate) use inference::{FakeReply, endpoint, publisher_model, publisher_model_in, rouge_l};
 
-pub const PROJECT: &str = "test-project";
-pub const LOCATION: &str = "us-central1";
-pub const CLIENT_EMAIL: &str = "autotune-test@test-project.iam.gserviceaccount.com";
+pub(crate) const PROJECT: &str = "test-project";
+pub(crate) const LOCATION: &str = "us-central1";
+pub(crate) const CLIENT_EMAIL: &str = "autotune-test@test-project.iam.gserviceaccount.com";
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// Models the fake tunes; others are unknown (404), `gemini-1.0-pro-002` is known but not tunable.
@@ -90,7 +90,7 @@ fn jurisdiction(location: &str) -> Option<&'static str> {
 }
 
 /// The location a resource name carries.
-pub fn location_of(name: &str) -> &str {
+pub(crate) fn location_of(name: &str) -> &str {
     let mut parts = name.split('/');
     while let Some(p) = parts.next() {
         if p == "locations" {
@@ -101,7 +101,7 @@ pub fn location_of(name: &str) -> &str {
 }
 
 /// A resource name with its location replaced.
-pub fn relocate(name: &str, location: &str) -> String {
+pub(crate) fn relocate(name: &str, location: &str) -> String {
     let at = location_of(name);
     name.replacen(
         &format!("/locations/{at}/"),
@@ -112,7 +112,7 @@ pub fn relocate(name: &str, location: &str) -> String {
 
 /// What a scripted create does instead of the normal answer.
 #[derive(Debug, Clone)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Answer with this status and Google error body; nothing is created.
     Refuse(u16, Value),
     /// Create the job, then answer with this status (an answer lost after the fact).
@@ -123,7 +123,7 @@ pub enum Fault {
 
 /// How `list` treats a `filter` (Google documents no filter fields for `tuningJobs.list`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListFilter {
+pub(crate) enum ListFilter {
     /// `labels.KEY="VALUE"` selects the jobs with that label.
     Honour,
     /// Any filter is refused with 400 INVALID_ARGUMENT.
@@ -136,12 +136,12 @@ pub enum ListFilter {
 
 /// One step of a job's history: its state and what appears with it.
 #[derive(Debug, Clone)]
-pub struct Step {
+pub(crate) struct Step {
     pub state: &'static str,
     pub extra: Value,
 }
 
-pub fn step(state: &'static str) -> Step {
+pub(crate) fn step(state: &'static str) -> Step {
     Step {
         state,
         extra: json!({}),
@@ -149,7 +149,7 @@ pub fn step(state: &'static str) -> Step {
 }
 
 /// PENDING, RUNNING, then SUCCEEDED with a tuned model, endpoint and data stats.
-pub fn succeeds() -> Vec<Step> {
+pub(crate) fn succeeds() -> Vec<Step> {
     vec![
         step("JOB_STATE_PENDING"),
         step("JOB_STATE_RUNNING"),
@@ -175,7 +175,7 @@ pub fn succeeds() -> Vec<Step> {
 }
 
 /// The error of a job that failed on its data, as Vertex reports it.
-pub fn data_error() -> Value {
+pub(crate) fn data_error() -> Value {
     json!({
         "code": 3,
         "message": "The training data has 12 rows with invalid format. Row 3: Missing field \"contents\".",
@@ -190,7 +190,7 @@ pub fn data_error() -> Value {
 }
 
 /// PENDING, RUNNING, then FAILED with `error`.
-pub fn fails(error: &Value) -> Vec<Step> {
+pub(crate) fn fails(error: &Value) -> Vec<Step> {
     vec![
         step("JOB_STATE_PENDING"),
         step("JOB_STATE_RUNNING"),
@@ -202,7 +202,7 @@ pub fn fails(error: &Value) -> Vec<Step> {
 }
 
 /// PENDING, RUNNING, then CANCELLED (someone cancelled it in the console).
-pub fn cancelled() -> Vec<Step> {
+pub(crate) fn cancelled() -> Vec<Step> {
     vec![
         step("JOB_STATE_PENDING"),
         step("JOB_STATE_RUNNING"),
@@ -214,17 +214,17 @@ pub fn cancelled() -> Vec<Step> {
 }
 
 /// PENDING, then RUNNING for ever.
-pub fn runs_forever() -> Vec<Step> {
+pub(crate) fn runs_forever() -> Vec<Step> {
     vec![step("JOB_STATE_PENDING"), step("JOB_STATE_RUNNING")]
 }
 
 /// A Google error body's `error` object.
-pub fn google_error(code: u16, status: &str, message: &str) -> Value {
+pub(crate) fn google_error(code: u16, status: &str, message: &str) -> Value {
     json!({ "code": code, "message": message, "status": status })
 }
 
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -267,7 +267,7 @@ struct State {
     tuned_under: Option<&'static str>,
 }
 
-pub struct FakeVertex {
+pub(crate) struct FakeVertex {
     pub url: String,
     pub host: String,
     state: Arc<Mutex<State>>,
@@ -275,7 +275,7 @@ pub struct FakeVertex {
 }
 
 impl FakeVertex {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bound = Bound::new();
         let addr = bound.addr;
         let url = format!("http://{addr}");
@@ -321,56 +321,56 @@ impl FakeVertex {
 
     /// Jobs created from now on say they were created at `t` (a test of the watchdog then
     /// gives the tuner the same clock).
-    pub fn set_created_at(&self, t: chrono::DateTime<chrono::Utc>) {
+    pub(crate) fn set_created_at(&self, t: chrono::DateTime<chrono::Utc>) {
         self.state().created_at = Some(t);
     }
 
     /// The history every job created from now on plays.
-    pub fn set_history(&self, history: Vec<Step>) {
+    pub(crate) fn set_history(&self, history: Vec<Step>) {
         self.state().history = history;
     }
 
-    pub fn fail_creates(&self, faults: impl IntoIterator<Item = Fault>) {
+    pub(crate) fn fail_creates(&self, faults: impl IntoIterator<Item = Fault>) {
         self.state().create_faults.extend(faults);
     }
 
     /// Statuses answered to the next `get`s instead of the job (a Google error body each).
-    pub fn fail_gets(&self, statuses: impl IntoIterator<Item = u16>) {
+    pub(crate) fn fail_gets(&self, statuses: impl IntoIterator<Item = u16>) {
         self.state().get_faults.extend(statuses);
     }
 
-    pub fn fail_lists(&self, statuses: impl IntoIterator<Item = u16>) {
+    pub(crate) fn fail_lists(&self, statuses: impl IntoIterator<Item = u16>) {
         self.state().list_faults.extend(statuses);
     }
 
     /// Succeeded jobs name their tuned model and endpoint under `location` (`us`, `eu`)
     /// instead of the job's own location.
-    pub fn name_tuned_under(&self, location: &'static str) {
+    pub(crate) fn name_tuned_under(&self, location: &'static str) {
         self.state().tuned_under = Some(location);
     }
 
     /// Every `model@version` that carries the Model Registry alias `alias`.
-    pub fn alias_holders(&self, alias: &str) -> Vec<String> {
+    pub(crate) fn alias_holders(&self, alias: &str) -> Vec<String> {
         self.state().aliases.holders(alias)
     }
 
     /// Largest page `list` returns, to make clients follow page tokens.
-    pub fn set_page_size(&self, n: usize) {
+    pub(crate) fn set_page_size(&self, n: usize) {
         self.state().page_size = n.max(1);
     }
 
     /// How `list` treats filters from now on.
-    pub fn set_list_filter(&self, mode: ListFilter) {
+    pub(crate) fn set_list_filter(&self, mode: ListFilter) {
         self.state().list_filter = mode;
     }
 
     /// Adds a job made by someone else (another run key, or an earlier attempt) in `state`.
-    pub fn seed_job(&self, run_key: &str, state: &'static str) -> String {
+    pub(crate) fn seed_job(&self, run_key: &str, state: &'static str) -> String {
         self.seed_job_in(LOCATION, run_key, state)
     }
 
     /// [`FakeVertex::seed_job`] in another location.
-    pub fn seed_job_in(&self, location: &str, run_key: &str, state: &'static str) -> String {
+    pub(crate) fn seed_job_in(&self, location: &str, run_key: &str, state: &'static str) -> String {
         let mut s = self.state();
         let id = s.next_id;
         s.next_id += 1;
@@ -396,7 +396,7 @@ impl FakeVertex {
 
     /// Replaces what the job `name` plays from its next `get` on, e.g. to let a job that
     /// [`runs_forever`] finish when the test says so.
-    pub fn play(&self, name: &str, history: Vec<Step>) {
+    pub(crate) fn play(&self, name: &str, history: Vec<Step>) {
         let mut s = self.state();
         let job = s
             .jobs
@@ -408,7 +408,7 @@ impl FakeVertex {
 
     /// The bodies of the `create` requests answered with a job (200), in order, in any
     /// location.
-    pub fn create_bodies(&self) -> Vec<Value> {
+    pub(crate) fn create_bodies(&self) -> Vec<Value> {
         self.state()
             .requests
             .iter()
@@ -418,12 +418,12 @@ impl FakeVertex {
     }
 
     /// Jobs created through the API (seeded ones not counted).
-    pub fn created(&self) -> usize {
+    pub(crate) fn created(&self) -> usize {
         let s = self.state();
         s.jobs.len() - s.seeded
     }
 
-    pub fn job(&self, name: &str) -> Option<Value> {
+    pub(crate) fn job(&self, name: &str) -> Option<Value> {
         self.state()
             .jobs
             .iter()
@@ -431,12 +431,12 @@ impl FakeVertex {
             .map(|j| j.value.clone())
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
 
     /// Requests with this method whose path ends with `suffix`.
-    pub fn count(&self, method: &str, suffix: &str) -> usize {
+    pub(crate) fn count(&self, method: &str, suffix: &str) -> usize {
         self.state()
             .requests
             .iter()
@@ -445,21 +445,21 @@ impl FakeVertex {
     }
 
     /// Schema violations of request bodies and of the fake's own answers.
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         self.state().violations.clone()
     }
 
     /// Problems with JWTs presented to the token endpoint.
-    pub fn jwt_problems(&self) -> Vec<String> {
+    pub(crate) fn jwt_problems(&self) -> Vec<String> {
         self.state().jwt_problems.clone()
     }
 
-    pub fn tokens_issued(&self) -> usize {
+    pub(crate) fn tokens_issued(&self) -> usize {
         self.state().tokens.len()
     }
 
     /// A token as if issued by the token endpoint, for clients given it directly.
-    pub fn issue_token(&self) -> String {
+    pub(crate) fn issue_token(&self) -> String {
         self.state().issue()["access_token"]
             .as_str()
             .unwrap()
@@ -467,17 +467,17 @@ impl FakeVertex {
     }
 
     /// Calls authorised by a self-signed JWT of the generated key.
-    pub fn self_signed_jwts(&self) -> usize {
+    pub(crate) fn self_signed_jwts(&self) -> usize {
         self.state().self_signed
     }
 
-    pub fn metadata_tokens(&self) -> usize {
+    pub(crate) fn metadata_tokens(&self) -> usize {
         self.state().metadata_tokens
     }
 
     /// Writes a freshly generated service-account key whose `token_uri` is this fake, and
     /// remembers its public key to check the JWTs signed with it.
-    pub fn service_account_key(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn service_account_key(&self, dir: &Path) -> PathBuf {
         let pem = dir.join("key.pem");
         let der = dir.join("key.pub.der");
         let run = |args: &[&str]| {
@@ -732,7 +732,7 @@ impl State {
     }
 
     /// A token this fake issued, or a self-signed JWT of the generated key (what Google's
-    /// libraries send for a service-account key: https://google.aip.dev/auth/4111).
+    /// libraries send for a service-account key: <https://google.aip.dev/auth/4111>).
     fn authorised(&mut self, headers: &hyper::HeaderMap) -> bool {
         let Some(token) = headers
             .get("authorization")

@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 
 /// What the bucket was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     List,
     Get,
     Put,
@@ -23,7 +23,7 @@ pub enum Op {
 
 /// What a call does.
 #[derive(Debug)]
-pub enum Act {
+pub(crate) enum Act {
     Pass,
     Fail(StoreError),
     /// Never answers.
@@ -31,7 +31,7 @@ pub enum Act {
 }
 
 /// A write to `key` failing as on a full local disk (ENOSPC).
-pub fn disk_full(key: &str) -> StoreError {
+pub(crate) fn disk_full(key: &str) -> StoreError {
     StoreError::Io {
         uri: key.to_owned(),
         source: std::io::Error::from_raw_os_error(28),
@@ -40,7 +40,7 @@ pub fn disk_full(key: &str) -> StoreError {
 
 type Hook = dyn Fn(Op, &str, Option<&[u8]>) -> Act + Send + Sync;
 
-pub struct Hooked {
+pub(crate) struct Hooked {
     inner: MemoryStore,
     hook: Mutex<Arc<Hook>>,
 }
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Hooked {
 
 impl Hooked {
     /// A new empty bucket whose calls all pass.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
             hook: Mutex::new(Arc::new(|_, _, _| Act::Pass)),
@@ -61,12 +61,15 @@ impl Hooked {
     }
 
     /// Replaces the hook.
-    pub fn set(&self, hook: impl Fn(Op, &str, Option<&[u8]>) -> Act + Send + Sync + 'static) {
+    pub(crate) fn set(
+        &self,
+        hook: impl Fn(Op, &str, Option<&[u8]>) -> Act + Send + Sync + 'static,
+    ) {
         *self.hook.lock().unwrap() = Arc::new(hook);
     }
 
     /// From now on every call hangs.
-    pub fn freeze(&self) {
+    pub(crate) fn freeze(&self) {
         self.set(|_, _, _| Act::Hang);
     }
 

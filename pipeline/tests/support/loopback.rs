@@ -19,12 +19,12 @@ use hyper::{Request, Response};
 use serde_json::{Value, json};
 
 /// The bearer token the fakes of this module's users accept.
-pub const TOKEN: &str = "ya29.loopback-test-token";
+pub(crate) const TOKEN: &str = "ya29.loopback-test-token";
 
 /// Hands over [`TOKEN`]: no timer runs, so a paused clock only jumps across the client's own
 /// sleeps.
 #[derive(Debug)]
-pub struct StaticToken;
+pub(crate) struct StaticToken;
 
 #[async_trait::async_trait]
 impl TokenProvider for StaticToken {
@@ -33,13 +33,13 @@ impl TokenProvider for StaticToken {
     }
 }
 
-pub fn static_token() -> Arc<dyn TokenProvider> {
+pub(crate) fn static_token() -> Arc<dyn TokenProvider> {
     Arc::new(StaticToken)
 }
 
 /// One request as received.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub method: String,
     pub path: String,
     pub query: String,
@@ -48,19 +48,19 @@ pub struct Received {
 }
 
 impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// Whether it carries `Authorization: Bearer {TOKEN}`.
-    pub fn authorised(&self) -> bool {
+    pub(crate) fn authorised(&self) -> bool {
         self.header("authorization") == Some(&format!("Bearer {TOKEN}"))
     }
 }
 
 /// What to answer.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: Value,
     /// Hold the answer this long first (longer than any client deadline: a hung sink).
@@ -68,7 +68,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(status: u16, body: Value) -> Self {
+    pub(crate) fn json(status: u16, body: Value) -> Self {
         Self {
             status,
             body,
@@ -77,7 +77,7 @@ impl Reply {
     }
 
     /// A Google error answer: `{"error": {code, message, status}}`.
-    pub fn google_error(code: u16, message: &str) -> Self {
+    pub(crate) fn google_error(code: u16, message: &str) -> Self {
         Self::json(
             code,
             json!({ "error": { "code": code, "message": message, "status": status_name(code) } }),
@@ -85,7 +85,7 @@ impl Reply {
     }
 
     /// Never answers (for an hour, past any deadline).
-    pub fn hang() -> Self {
+    pub(crate) fn hang() -> Self {
         Self {
             status: 200,
             body: json!({}),
@@ -94,7 +94,7 @@ impl Reply {
     }
 }
 
-pub fn status_name(code: u16) -> &'static str {
+pub(crate) fn status_name(code: u16) -> &'static str {
     match code {
         400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
@@ -111,14 +111,14 @@ pub fn status_name(code: u16) -> &'static str {
 type Handler = dyn Fn(Received) -> Reply + Send + Sync;
 
 /// A server on `127.0.0.1`, stopped on drop.
-pub struct Loopback {
+pub(crate) struct Loopback {
     pub url: String,
     pub host: String,
     _server: Server,
 }
 
 impl Loopback {
-    pub fn start(handler: impl Fn(Received) -> Reply + Send + Sync + 'static) -> Self {
+    pub(crate) fn start(handler: impl Fn(Received) -> Reply + Send + Sync + 'static) -> Self {
         let handler: Arc<Handler> = Arc::new(handler);
         let bound = Bound::new();
         let (url, host) = (bound.url(), bound.addr.to_string());
@@ -133,26 +133,26 @@ impl Loopback {
 
 /// A loopback port taken, not yet served: its address can go into a fake's state before the
 /// fake serves it.
-pub struct Bound {
+pub(crate) struct Bound {
     listener: std::net::TcpListener,
     pub addr: SocketAddr,
 }
 
 impl Bound {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         Self { listener, addr }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Serves every connection with `service` (HTTP/1.1) on a thread and runtime of its own,
     /// on the real clock, until the [`Server`] is dropped.
-    pub fn serve<F, Fut, B, E>(self, service: F) -> Server
+    pub(crate) fn serve<F, Fut, B, E>(self, service: F) -> Server
     where
         F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
@@ -194,7 +194,7 @@ impl Bound {
 }
 
 /// A served loopback port; dropping it stops the server and waits for its thread.
-pub struct Server {
+pub(crate) struct Server {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -242,7 +242,7 @@ async fn serve(
 }
 
 /// A loopback URL where nothing listens: connections are refused.
-pub fn refused_url() -> String {
+pub(crate) fn refused_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     drop(l);
@@ -255,13 +255,13 @@ pub fn refused_url() -> String {
 /// most body bytes any one answer let through: a client that reads a bounded amount lets
 /// through little more than the socket buffers hold, however often it retries. Nothing large
 /// is allocated on either side unless the client reads it.
-pub struct Flood {
+pub(crate) struct Flood {
     pub url: String,
     sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Flood {
-    pub fn start(status: u16, announced: u64, at_most: u64) -> Self {
+    pub(crate) fn start(status: u16, announced: u64, at_most: u64) -> Self {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -319,7 +319,7 @@ impl Flood {
     }
 
     /// The most body bytes written on one connection.
-    pub fn most_sent(&self) -> u64 {
+    pub(crate) fn most_sent(&self) -> u64 {
         self.sent.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

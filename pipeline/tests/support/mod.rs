@@ -1,16 +1,16 @@
 //! Shared test harness: a real fake-gcs-server on loopback, and helpers to run the binary.
 #![allow(dead_code)]
 
-pub use autotune_testkit::discovery;
-pub mod fake_auth;
-pub mod fake_pubsub;
-pub mod fake_registry;
-pub mod fake_run;
-pub mod fake_vertex;
-pub mod hooked;
-pub mod loopback;
-pub mod scripted_gcs;
-pub mod trigger;
+pub(crate) use autotune_testkit::discovery;
+pub(crate) mod fake_auth;
+pub(crate) mod fake_pubsub;
+pub(crate) mod fake_registry;
+pub(crate) mod fake_run;
+pub(crate) mod fake_vertex;
+pub(crate) mod hooked;
+pub(crate) mod loopback;
+pub(crate) mod scripted_gcs;
+pub(crate) mod trigger;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// fake-gcs-server, started on a free loopback port with the filesystem backend, stopped on drop.
-pub struct FakeGcs {
+pub(crate) struct FakeGcs {
     child: Child,
     pub host: String,
     _dir: tempfile::TempDir,
@@ -44,7 +44,7 @@ fn emulator_binary() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -54,7 +54,7 @@ pub fn free_port() -> u16 {
 
 impl FakeGcs {
     /// Starts the emulator; retries on another port if the chosen one was taken meanwhile.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
@@ -108,7 +108,7 @@ impl FakeGcs {
     }
 
     /// Creates a bucket with a fresh unique name and returns it.
-    pub fn bucket(&self) -> String {
+    pub(crate) fn bucket(&self) -> String {
         let name = format!("t-{}", uuid::Uuid::new_v4().simple());
         let (status, body) = http(
             "POST",
@@ -129,7 +129,7 @@ impl Drop for FakeGcs {
 }
 
 /// A minimal blocking HTTP/1.1 request, enough for the emulator's admin endpoints.
-pub fn http(method: &str, host: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn http(method: &str, host: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(host) else {
         return (0, String::new());
@@ -157,7 +157,7 @@ pub fn http(method: &str, host: &str, path: &str, body: &str) -> (u16, String) {
 
 /// One HTTP/1.1 request with the given headers on a new connection; the answer's status and
 /// body (chunked bodies decoded). Status 0 when the server cannot be reached.
-pub fn request(
+pub(crate) fn request(
     method: &str,
     host: &str,
     path: &str,
@@ -214,7 +214,7 @@ pub fn request(
 }
 
 /// The `autotune` binary, with a clean environment apart from what the test sets.
-pub fn autotune() -> Command {
+pub(crate) fn autotune() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_autotune"));
     for (k, _) in std::env::vars() {
         if k.chars()
@@ -232,14 +232,14 @@ pub fn autotune() -> Command {
 }
 
 /// Writes a file under `root`, creating its folders.
-pub fn write(root: &std::path::Path, rel: &str, data: impl AsRef<[u8]>) {
+pub(crate) fn write(root: &std::path::Path, rel: &str, data: impl AsRef<[u8]>) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
 }
 
 /// `n` text samples `s{i}` (from `start`), raw and label in the default folder.
-pub fn text_samples(root: &std::path::Path, start: usize, n: usize) {
+pub(crate) fn text_samples(root: &std::path::Path, start: usize, n: usize) {
     for i in start..start + n {
         write(
             root,
@@ -255,7 +255,7 @@ pub fn text_samples(root: &std::path::Path, start: usize, n: usize) {
 }
 
 /// The local path of a `file://` URI in an outcome.
-pub fn uri_path(uri: &serde_json::Value) -> PathBuf {
+pub(crate) fn uri_path(uri: &serde_json::Value) -> PathBuf {
     uri.as_str()
         .unwrap_or_else(|| panic!("not a URI: {uri}"))
         .strip_prefix("file://")

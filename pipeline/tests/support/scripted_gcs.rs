@@ -28,7 +28,7 @@ const UNIT: usize = 256 * 1024;
 
 /// What the fake does with the next chunk (a `PUT` with data) instead of the normal answer.
 #[derive(Debug, Clone)]
-pub enum ChunkFault {
+pub(crate) enum ChunkFault {
     /// The normal answer.
     Pass,
     /// Answer this status, persisting nothing.
@@ -44,14 +44,14 @@ pub enum ChunkFault {
 
 /// What the fake does with the next media read instead of the normal answer.
 #[derive(Debug, Clone)]
-pub enum ReadFault {
+pub(crate) enum ReadFault {
     /// Send the head and this many bytes of the body, then drop the connection.
     DropAfter(usize),
 }
 
 /// A media read: the `Range` and `generation` it asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Read {
+pub(crate) struct Read {
     pub range: Option<String>,
     pub generation: Option<String>,
 }
@@ -59,7 +59,7 @@ pub struct Read {
 /// What the fake does with the next `POST` upload (multipart, or the start of a resumable
 /// session) instead of the normal answer.
 #[derive(Debug, Clone)]
-pub enum WriteFault {
+pub(crate) enum WriteFault {
     Status(u16),
     /// Store the object (a multipart upload), then answer this status.
     StoreThen(u16),
@@ -98,14 +98,14 @@ struct State {
     unauthorised: usize,
 }
 
-pub struct ScriptedGcs {
+pub(crate) struct ScriptedGcs {
     pub host: String,
     state: Arc<Mutex<State>>,
     _server: Server,
 }
 
 impl ScriptedGcs {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bound = Bound::new();
         let addr = bound.addr;
         let state = Arc::new(Mutex::new(State {
@@ -128,60 +128,60 @@ impl ScriptedGcs {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn fail_chunks(&self, faults: impl IntoIterator<Item = ChunkFault>) {
+    pub(crate) fn fail_chunks(&self, faults: impl IntoIterator<Item = ChunkFault>) {
         self.state().chunk_faults.extend(faults);
     }
 
-    pub fn fail_reads(&self, faults: impl IntoIterator<Item = ReadFault>) {
+    pub(crate) fn fail_reads(&self, faults: impl IntoIterator<Item = ReadFault>) {
         self.state().read_faults.extend(faults);
     }
 
     /// The media reads received, in order.
-    pub fn reads(&self) -> Vec<Read> {
+    pub(crate) fn reads(&self) -> Vec<Read> {
         self.state().reads.clone()
     }
 
     /// Replaces an object's bytes (a new generation), as another writer would.
-    pub fn overwrite(&self, name: &str, data: &[u8]) {
+    pub(crate) fn overwrite(&self, name: &str, data: &[u8]) {
         self.state().store(name, Bytes::copy_from_slice(data));
     }
 
-    pub fn fail_writes(&self, faults: impl IntoIterator<Item = WriteFault>) {
+    pub(crate) fn fail_writes(&self, faults: impl IntoIterator<Item = WriteFault>) {
         self.state().write_faults.extend(faults);
     }
 
     /// The stored object's bytes.
-    pub fn object(&self, name: &str) -> Option<Bytes> {
+    pub(crate) fn object(&self, name: &str) -> Option<Bytes> {
         self.state().objects.get(name).map(|o| o.data.clone())
     }
 
-    pub fn violations(&self) -> Vec<String> {
+    pub(crate) fn violations(&self) -> Vec<String> {
         self.state().violations.clone()
     }
 
     /// Chunks (`PUT`s with data) received, status queries received, `POST` uploads received.
-    pub fn counts(&self) -> (usize, usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let s = self.state();
         (s.chunks, s.status_queries, s.writes)
     }
 
     /// From now on, storage requests need a bearer token the fake's metadata server issued.
-    pub fn require_tokens(&self) {
+    pub(crate) fn require_tokens(&self) {
         self.state().require_tokens = true;
     }
 
     /// Tokens issued by the metadata server (`GET /computeMetadata/v1/.../token`).
-    pub fn metadata_tokens(&self) -> usize {
+    pub(crate) fn metadata_tokens(&self) -> usize {
         self.state().tokens.len()
     }
 
     /// Storage requests refused for want of a valid token.
-    pub fn unauthorised(&self) -> usize {
+    pub(crate) fn unauthorised(&self) -> usize {
         self.state().unauthorised
     }
 
     /// Resumable sessions still open (not completed and not cancelled).
-    pub fn open_sessions(&self) -> usize {
+    pub(crate) fn open_sessions(&self) -> usize {
         self.state()
             .sessions
             .values()

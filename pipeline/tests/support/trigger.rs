@@ -13,10 +13,10 @@ use autotune_testkit::wasm::{component, wasmtime};
 use serde_json::Value;
 
 /// The shared secret the tests' Eventarc sends (`AUTH_MODE=token`).
-pub const TOKEN: &str = "event-loop-test-token-0123456789";
+pub(crate) const TOKEN: &str = "event-loop-test-token-0123456789";
 
 /// `wasmtime serve` running the component; killed on drop.
-pub struct Trigger {
+pub(crate) struct Trigger {
     pub port: u16,
     child: Child,
     log: PathBuf,
@@ -25,7 +25,7 @@ pub struct Trigger {
 
 impl Trigger {
     /// Serves the component with these settings.
-    pub fn start(env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(env: &[(&str, &str)]) -> Self {
         let (wasm, wasmtime) = (component(), wasmtime());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("trigger.log");
@@ -59,14 +59,14 @@ impl Trigger {
     }
 
     /// What the component logged (Cloud Logging JSON lines).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Delivers the finalize event of `object` (a GCS object resource, as the upload answered)
     /// as Eventarc does: binary-mode CloudEvent, the object resource as a JSON body. Returns the
     /// status and the component's answer.
-    pub fn finalized(&self, bucket: &str, object: &Value, event_id: &str) -> (u16, Value) {
+    pub(crate) fn finalized(&self, bucket: &str, object: &Value, event_id: &str) -> (u16, Value) {
         let name = object["name"].as_str().expect("object name");
         let subject = format!(
             "objects/{}",

@@ -15,19 +15,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub const BUCKET: &str = "ml-bucket";
-pub const AUDIENCE: &str = "https://trigger.example.run.app/";
-pub const INVOKER: &str = "eventarc-trigger@my-proj.iam.gserviceaccount.com";
-pub const SECRET: &str = "s3cret-s3cret-s3cret-0123456789";
+pub(crate) const BUCKET: &str = "ml-bucket";
+pub(crate) const AUDIENCE: &str = "https://trigger.example.run.app/";
+pub(crate) const INVOKER: &str = "eventarc-trigger@my-proj.iam.gserviceaccount.com";
+pub(crate) const SECRET: &str = "s3cret-s3cret-s3cret-0123456789";
 
-pub fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     i64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -37,17 +37,17 @@ pub fn now() -> i64 {
     .unwrap()
 }
 
-pub fn b64url(b: &[u8]) -> String {
+pub(crate) fn b64url(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
 /// A generated signing key (one per test binary: 2048-bit generation takes a moment).
-pub struct TestKey {
+pub(crate) struct TestKey {
     pub key: RsaPrivateKey,
     pub kid: String,
 }
 
-pub fn test_key() -> &'static TestKey {
+pub(crate) fn test_key() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
     KEY.get_or_init(|| TestKey {
         key: RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key generation"),
@@ -56,7 +56,7 @@ pub fn test_key() -> &'static TestKey {
 }
 
 /// A second key, unknown to the JWKS (forged tokens).
-pub fn other_key() -> &'static TestKey {
+pub(crate) fn other_key() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
     KEY.get_or_init(|| TestKey {
         key: RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key generation"),
@@ -65,7 +65,7 @@ pub fn other_key() -> &'static TestKey {
 }
 
 impl TestKey {
-    pub fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         json!({
             "kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid,
             "n": b64url(&self.key.n().to_bytes_be()),
@@ -73,7 +73,7 @@ impl TestKey {
         })
     }
 
-    pub fn jwks(&self) -> Vec<u8> {
+    pub(crate) fn jwks(&self) -> Vec<u8> {
         // Google's JWKS also carries other keys; include an EC key the verifier must skip.
         json!({"keys": [
             {"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": "AA", "y": "AA"},
@@ -84,7 +84,7 @@ impl TestKey {
     }
 
     /// Signs `claims` with RS256 and the given header.
-    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+    pub(crate) fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
         let input = format!(
             "{}.{}",
             b64url(header.to_string().as_bytes()),
@@ -98,7 +98,7 @@ impl TestKey {
         format!("{input}.{}", b64url(&sig))
     }
 
-    pub fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_with_header(
             &json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"}),
             claims,
@@ -107,7 +107,7 @@ impl TestKey {
 }
 
 /// Claims of a valid Google ID token for the test audience and invoker.
-pub fn good_claims() -> Value {
+pub(crate) fn good_claims() -> Value {
     let now = now();
     json!({
         "aud": AUDIENCE, "azp": "113774264463038321964", "email": INVOKER,
@@ -116,13 +116,13 @@ pub fn good_claims() -> Value {
     })
 }
 
-pub fn with(claims: &Value, key: &str, v: Value) -> Value {
+pub(crate) fn with(claims: &Value, key: &str, v: Value) -> Value {
     let mut c = claims.clone();
     c[key] = v;
     c
 }
 
-pub fn without(claims: &Value, key: &str) -> Value {
+pub(crate) fn without(claims: &Value, key: &str) -> Value {
     let mut c = claims.clone();
     c.as_object_mut().unwrap().remove(key);
     c
@@ -133,7 +133,7 @@ pub fn without(claims: &Value, key: &str) -> Value {
 
 /// Checks `v` against schema `name` of the discovery document: every field is declared and
 /// has the declared JSON type. Returns the list of problems.
-pub fn check_against_discovery(v: &Value, name: &str) -> Vec<String> {
+pub(crate) fn check_against_discovery(v: &Value, name: &str) -> Vec<String> {
     // The official discovery document, kept in the repository with its provenance; the test
     // kit's checker is the job's tests' too.
     autotune_testkit::discovery::Discovery::load("run.v2.json").check(name, v)
@@ -143,7 +143,7 @@ pub fn check_against_discovery(v: &Value, name: &str) -> Vec<String> {
 // Fake Google (Run Admin API + metadata server + JWKS) on loopback
 
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -151,7 +151,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -160,7 +160,7 @@ impl Recorded {
 }
 
 #[derive(Debug, Clone)]
-pub struct FakeBehaviour {
+pub(crate) struct FakeBehaviour {
     /// Status of `jobs.run`; 200 answers an Operation.
     pub run_status: u16,
     pub run_error_body: String,
@@ -193,10 +193,10 @@ impl Default for FakeBehaviour {
     }
 }
 
-pub const ACCESS_TOKEN: &str = "ya29.fake-access-token";
-pub const JOB_PATH: &str = "/v2/projects/my-proj/locations/europe-west1/jobs/tune-job";
+pub(crate) const ACCESS_TOKEN: &str = "ya29.fake-access-token";
+pub(crate) const JOB_PATH: &str = "/v2/projects/my-proj/locations/europe-west1/jobs/tune-job";
 
-pub struct FakeGoogle {
+pub(crate) struct FakeGoogle {
     pub port: u16,
     pub behaviour: Arc<Mutex<FakeBehaviour>>,
     pub log: Arc<Mutex<Vec<Recorded>>>,
@@ -205,7 +205,7 @@ pub struct FakeGoogle {
 }
 
 impl FakeGoogle {
-    pub fn start(behaviour: FakeBehaviour) -> FakeGoogle {
+    pub(crate) fn start(behaviour: FakeBehaviour) -> FakeGoogle {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind fake"));
         let port = server.server_addr().to_ip().unwrap().port();
         let behaviour = Arc::new(Mutex::new(behaviour));
@@ -246,30 +246,30 @@ impl FakeGoogle {
         }
     }
 
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.log.lock().unwrap().clear();
     }
 
-    pub fn count(&self, pred: impl Fn(&Recorded) -> bool) -> usize {
+    pub(crate) fn count(&self, pred: impl Fn(&Recorded) -> bool) -> usize {
         self.requests().iter().filter(|r| pred(r)).count()
     }
 
-    pub fn run_calls(&self) -> Vec<Recorded> {
+    pub(crate) fn run_calls(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
             .filter(|r| r.path.ends_with(":run"))
             .collect()
     }
 
-    pub fn set(&self, f: impl FnOnce(&mut FakeBehaviour)) {
+    pub(crate) fn set(&self, f: impl FnOnce(&mut FakeBehaviour)) {
         f(&mut self.behaviour.lock().unwrap());
     }
 }
@@ -358,7 +358,7 @@ fn respond(b: &Mutex<FakeBehaviour>, r: &Recorded) -> (u16, Option<&'static str>
 // ---------------------------------------------------------------------------------------------
 // wasmtime serve
 
-pub use autotune_testkit::wasm::{component, wasmtime};
+pub(crate) use autotune_testkit::wasm::{component, wasmtime};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -369,14 +369,14 @@ fn free_port() -> u16 {
 }
 
 /// A `wasmtime serve` process running the component; killed on drop.
-pub struct Served {
+pub(crate) struct Served {
     pub port: u16,
     child: Child,
     pub stderr_path: PathBuf,
 }
 
 /// Settings shared by the end-to-end tests; `extra` overrides or adds.
-pub fn base_env(fake: &FakeGoogle) -> Vec<(String, String)> {
+pub(crate) fn base_env(fake: &FakeGoogle) -> Vec<(String, String)> {
     [
         ("BUCKET_NAME", BUCKET),
         ("RAW_DATA_FOLDER", "raw_training_data"),
@@ -405,7 +405,7 @@ pub fn base_env(fake: &FakeGoogle) -> Vec<(String, String)> {
 }
 
 impl Served {
-    pub fn start(env: &[(String, String)], extra_args: &[&str]) -> Served {
+    pub(crate) fn start(env: &[(String, String)], extra_args: &[&str]) -> Served {
         let wasm = component();
         let wasmtime = wasmtime();
         let port = free_port();
@@ -442,12 +442,12 @@ impl Served {
         served
     }
 
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
     /// Whether the process is still running (a trap does not kill serve, but a crash would).
-    pub fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -464,13 +464,13 @@ impl Drop for Served {
 // Raw HTTP/1.1 client
 
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
 impl Resp {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "response is not JSON ({e}): {}",
@@ -482,7 +482,7 @@ impl Resp {
 
 /// Sends one request on a new connection (`Connection: close`) and reads the whole answer.
 /// Header values are raw bytes so tests can send what a well-behaved client would not.
-pub fn raw_request(port: u16, method: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Resp {
+pub(crate) fn raw_request(port: u16, method: &str, headers: &[(&str, &[u8])], body: &[u8]) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to component");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_nodelay(true).unwrap();
@@ -545,7 +545,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 /// POSTs an event with the given headers.
-pub fn post(port: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+pub(crate) fn post(port: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
     let h: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
     raw_request(port, "POST", &h, body)
 }
@@ -556,12 +556,12 @@ const CE_HEADER_ENCODE: &percent_encoding::AsciiSet =
     &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
 
 /// A `ce-*` header value as a spec-following `CloudEvents` SDK writes it.
-pub fn ce_header_value(v: &str) -> String {
+pub(crate) fn ce_header_value(v: &str) -> String {
     percent_encoding::utf8_percent_encode(v, CE_HEADER_ENCODE).to_string()
 }
 
 /// Binary-mode `CloudEvent` headers for a storage event, values encoded as the binding says.
-pub fn ce_headers(id: &str, ty: &str, object: &str) -> Vec<(String, String)> {
+pub(crate) fn ce_headers(id: &str, ty: &str, object: &str) -> Vec<(String, String)> {
     vec![
         (
             "content-type".into(),
@@ -586,7 +586,7 @@ pub fn ce_headers(id: &str, ty: &str, object: &str) -> Vec<(String, String)> {
 }
 
 /// A `StorageObjectData` body for `object` in the test bucket.
-pub fn object_body(object: &str, generation: &str) -> Vec<u8> {
+pub(crate) fn object_body(object: &str, generation: &str) -> Vec<u8> {
     json!({"kind": "storage#object", "bucket": BUCKET, "name": object,
            "generation": generation, "metageneration": "1", "size": "10",
            "contentType": "application/octet-stream"})

@@ -21,7 +21,7 @@ pub(super) struct Request {
 }
 
 impl Request {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -51,7 +51,7 @@ pub(super) struct Fake {
 
 impl Fake {
     /// Serves every request with `script`, which is given the request and the server's URL.
-    pub fn start(mut script: impl FnMut(&Request, &str) -> Act + Send + 'static) -> Self {
+    pub(super) fn start(mut script: impl FnMut(&Request, &str) -> Act + Send + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -73,7 +73,7 @@ impl Fake {
     }
 
     /// The requests received so far, in order.
-    pub fn requests(&self) -> Vec<Request> {
+    pub(super) fn requests(&self) -> Vec<Request> {
         self.requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -82,7 +82,7 @@ impl Fake {
 
     /// A store of the bucket `bucket` on this server: no per-attempt timers (the tests run on
     /// a paused clock), at most 3 retries.
-    pub fn store(&self) -> GcsStore {
+    pub(super) fn store(&self) -> GcsStore {
         let options = Options {
             retry: RetryConfig {
                 max_retries: Some(3),

@@ -27,7 +27,7 @@
 //!
 //! # Layout
 //!
-//! Split by role, as object_store's `gcp/` is:
+//! Split by role, as `object_store`'s `gcp/` is:
 //! * this module: the backend. [`Config`] and [`GcsStore`] (the only public items, so every
 //!   path `storage::gcs::…` is as it was), the [`Store`] implementation, listings, the small
 //!   calls (metadata, multipart writes with their preconditions, deletes), and the mapping of

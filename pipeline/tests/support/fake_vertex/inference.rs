@@ -26,7 +26,7 @@ use super::{
 
 /// What a served model answers to one prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FakeReply {
+pub(crate) enum FakeReply {
     /// A candidate with this text, finished with STOP.
     Text(String),
     /// A candidate withheld with this `finishReason` (SAFETY, RECITATION, …) and no content.
@@ -80,7 +80,7 @@ impl FakeVertex {
 
     /// Serves `model` (`projects/…/endpoints/…` or `projects/…/publishers/google/models/…`),
     /// answering each prompt (the text of the last user turn) with `answer`.
-    pub fn serve_model(
+    pub(crate) fn serve_model(
         &self,
         model: &str,
         answer: impl Fn(&str) -> FakeReply + Send + Sync + 'static,
@@ -100,62 +100,62 @@ impl FakeVertex {
     }
 
     /// Statuses (429, 503, 400, …) answered to the next calls of `model`.
-    pub fn fail_generate(&self, model: &str, statuses: impl IntoIterator<Item = u16>) {
+    pub(crate) fn fail_generate(&self, model: &str, statuses: impl IntoIterator<Item = u16>) {
         self.script(model, |s| s.faults.extend(statuses));
     }
 
     /// The next `calls` calls of `model` answer 404 (`usize::MAX`: for ever).
-    pub fn not_found_for(&self, model: &str, calls: usize) {
+    pub(crate) fn not_found_for(&self, model: &str, calls: usize) {
         self.script(model, |s| s.not_found = calls);
     }
 
     /// Every call of `model` takes `delay` (the fake's real clock).
-    pub fn set_delay(&self, model: &str, delay: Duration) {
+    pub(crate) fn set_delay(&self, model: &str, delay: Duration) {
         self.script(model, |s| s.delay = delay);
     }
 
     /// After `answers` answers, `model` refuses every call with 400 (`None`: never).
-    pub fn refuse_after(&self, model: &str, answers: Option<usize>) {
+    pub(crate) fn refuse_after(&self, model: &str, answers: Option<usize>) {
         self.script(model, |s| s.refuse_after = answers);
     }
 
     /// `generateContent` requests `model` received (every status).
-    pub fn generate_calls(&self, model: &str) -> usize {
+    pub(crate) fn generate_calls(&self, model: &str) -> usize {
         self.inference(|i| i.calls.get(&key_of(model)).copied().unwrap_or(0))
     }
 
     /// The prompts `model` answered with 200, in order.
-    pub fn answered(&self, model: &str) -> Vec<String> {
+    pub(crate) fn answered(&self, model: &str) -> Vec<String> {
         self.inference(|i| i.answered.get(&key_of(model)).cloned().unwrap_or_default())
     }
 
     /// The most `generateContent` calls in flight at once, over all models.
-    pub fn max_in_flight(&self) -> usize {
+    pub(crate) fn max_in_flight(&self) -> usize {
         self.inference(|i| i.max_in_flight)
     }
 
-    pub fn evaluate_calls(&self) -> usize {
+    pub(crate) fn evaluate_calls(&self) -> usize {
         self.inference(|i| i.evaluate_calls)
     }
 
     /// `evaluateInstances` refuses more than `n` instances in one request with 400.
-    pub fn set_max_instances(&self, n: usize) {
+    pub(crate) fn set_max_instances(&self, n: usize) {
         self.inference(|i| i.max_instances = n);
     }
 }
 
 /// The endpoint name of a tuned model in the fake's project.
-pub fn endpoint(id: &str) -> String {
+pub(crate) fn endpoint(id: &str) -> String {
     format!("projects/{PROJECT}/locations/{LOCATION}/endpoints/{id}")
 }
 
 /// The publisher path of a base model in the fake's project.
-pub fn publisher_model(model: &str) -> String {
+pub(crate) fn publisher_model(model: &str) -> String {
     publisher_model_in(model, LOCATION)
 }
 
 /// The publisher path of a base model in `location`.
-pub fn publisher_model_in(model: &str, location: &str) -> String {
+pub(crate) fn publisher_model_in(model: &str, location: &str) -> String {
     format!("projects/{PROJECT}/locations/{location}/publishers/google/models/{model}")
 }
 
@@ -500,7 +500,7 @@ impl State {
 }
 
 /// ROUGE-L F-measure on lowercase whitespace tokens (longest common subsequence).
-pub fn rouge_l(prediction: &str, reference: &str) -> f64 {
+pub(crate) fn rouge_l(prediction: &str, reference: &str) -> f64 {
     let p: Vec<String> = prediction
         .split_whitespace()
         .map(str::to_lowercase)
