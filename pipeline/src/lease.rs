@@ -611,7 +611,19 @@ mod tests {
             panic!()
         };
         drop(dead); // killed: never released
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Its time runs out (the lease says when, by the clock of whoever reads it).
+        let body = crate::storage::get_bytes(&*s, "lock", 1 << 16)
+            .await
+            .unwrap();
+        let mut held: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        held["expires_at"] = serde_json::json!(Utc::now() - chrono::Duration::seconds(1));
+        s.put(
+            "lock",
+            Bytes::from(serde_json::to_vec(&held).unwrap()),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
         assert!(matches!(
             status(&*s, "lock").await.unwrap(),
             Status::Expired(_)
