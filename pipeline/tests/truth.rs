@@ -83,11 +83,7 @@ async fn a_waiting_run_blames_rejects_only_when_there_are_some() {
 #[tokio::test]
 async fn invalid_names_are_not_counted_as_ambiguous() {
     use std::os::unix::ffi::OsStrExt;
-    let dir = tempfile::tempdir().unwrap();
-    let store: std::sync::Arc<dyn autotune::storage::Store> = std::sync::Arc::new(
-        autotune::storage::local::LocalStore::new(dir.path().to_str().unwrap()).unwrap(),
-    );
-    samples(&*store, 0, 20, &[]).await;
+    let (dir, store) = local_bucket().await;
     let bad = dir
         .path()
         .join("raw_training_data")
@@ -107,16 +103,25 @@ async fn invalid_names_are_not_counted_as_ambiguous() {
     assert_eq!(o.counts.ambiguous, 0, "{:?}", o.counts);
 }
 
-/// Issue 20: a file in an input folder whose name has the local backend's temporary pattern
-/// (hidden, `.autotune-tmp-`, hex digits) and that no write holds was skipped without a word;
-/// it is an `invalid_name` reject naming the object and what to do, and the other samples train.
-#[tokio::test]
-async fn a_temporary_looking_name_in_an_input_folder_is_reported() {
+/// A local folder as the bucket, with 20 text pairs.
+async fn local_bucket() -> (
+    tempfile::TempDir,
+    std::sync::Arc<dyn autotune::storage::Store>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store: std::sync::Arc<dyn autotune::storage::Store> = std::sync::Arc::new(
         autotune::storage::local::LocalStore::new(dir.path().to_str().unwrap()).unwrap(),
     );
     samples(&*store, 0, 20, &[]).await;
+    (dir, store)
+}
+
+/// Issue 20: a file in an input folder whose name has the local backend's temporary pattern
+/// (hidden, `.autotune-tmp-`, hex digits) and that no write holds was skipped without a word;
+/// it is an `invalid_name` reject naming the object and what to do, and the other samples train.
+#[tokio::test]
+async fn a_temporary_looking_name_in_an_input_folder_is_reported() {
+    let (dir, store) = local_bucket().await;
     let name = ".s100.txt.autotune-tmp-0123456789abcdef0123456789abcdef";
     let path = dir.path().join("raw_training_data").join(name);
     std::fs::write(&path, "hello").unwrap();

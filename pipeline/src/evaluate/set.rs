@@ -661,6 +661,19 @@ mod tests {
     use crate::delta::Digests;
     use crate::storage::memory::MemoryStore;
 
+    /// A first set's pick, by run r1 (5 %, at most 1,000 rows).
+    fn first_pick() -> Picked {
+        Picked {
+            run_id: "r1".into(),
+            grown: false,
+            ratio: 0.05,
+            max: 1000,
+            revised: 0,
+            retired: Vec::new(),
+            previous: 0,
+        }
+    }
+
     fn row(id: u8) -> Row {
         Row {
             id: format!("{id:02x}").repeat(32),
@@ -713,15 +726,7 @@ mod tests {
     async fn a_set_is_frozen_read_back_and_replaced_by_compare_and_swap() {
         let store = MemoryStore::named("eval-test");
         assert!(current(&store, "meta").await.unwrap().is_none());
-        let picked = Picked {
-            run_id: "r1".into(),
-            grown: false,
-            ratio: 0.05,
-            max: 1000,
-            revised: 0,
-            retired: Vec::new(),
-            previous: 0,
-        };
+        let picked = first_pick();
         let first = freeze(
             &store,
             "meta",
@@ -779,15 +784,7 @@ mod tests {
             reference: "x".repeat(1000),
             ..row(id)
         };
-        let picked = Picked {
-            run_id: "r1".into(),
-            grown: false,
-            ratio: 0.05,
-            max: 1000,
-            revised: 0,
-            retired: Vec::new(),
-            previous: 0,
-        };
+        let picked = first_pick();
         // Room for two of the three rows.
         let line = serde_json::to_vec(&long(1)).unwrap().len() as u64 + 1;
         let frozen = freeze_within(
@@ -829,11 +826,9 @@ mod tests {
         let picked = Picked {
             run_id: "r2".into(),
             grown: true,
-            ratio: 0.05,
-            max: 1000,
-            revised: 0,
             retired: vec![format!("{:064x}", 99)],
             previous: 2,
+            ..first_pick()
         };
         let line = serde_json::to_vec(&long(1)).unwrap().len() as u64 + 1;
         // Rows 1 and 2 were in the set replaced, 3 is new; room for one row.
@@ -871,15 +866,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_damaged_or_missing_set_opens_as_damaged() {
         let store = MemoryStore::named("eval-damaged");
-        let picked = Picked {
-            run_id: "r1".into(),
-            grown: false,
-            ratio: 0.05,
-            max: 1000,
-            revised: 0,
-            retired: Vec::new(),
-            previous: 0,
-        };
+        let picked = first_pick();
         let frozen = freeze(
             &store,
             "meta",
