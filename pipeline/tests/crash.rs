@@ -20,6 +20,20 @@ use crate::run::{
 use crate::support::hooked::{self, Act, Hooked, Op};
 use crate::support::loopback::{Loopback, Reply};
 
+/// A run stopped by SIGTERM once its tuning job is submitted: the job passes on with the lease.
+async fn interrupted_after_submitting(store: &Arc<dyn Store>) {
+    let first = Scripted::new(Follow::Hang);
+    let signal = {
+        let t = first.clone();
+        async move {
+            t.on_submit.notified().await;
+            "SIGTERM"
+        }
+    };
+    let o = job(store, &first, config()).run(signal, false).await;
+    assert_eq!(o.status, RunStatus::Interrupted, "{}", o.reason);
+}
+
 /// Notices to a webhook that never answers, with the deadlines the settings give (60 s a sink,
 /// retries within 30 s).
 fn hanging_webhook() -> (Loopback, Arc<Notifier>) {
@@ -192,16 +206,7 @@ async fn sigterm_while_adopting_with_a_hanging_webhook_and_frozen_storage_ends_w
     let hooked = Hooked::new();
     let store: Arc<dyn Store> = hooked.clone();
     samples(&*store, 0, 20, &[]).await;
-    let first = Scripted::new(Follow::Hang);
-    let signal = {
-        let t = first.clone();
-        async move {
-            t.on_submit.notified().await;
-            "SIGTERM"
-        }
-    };
-    let o = job(&store, &first, config()).run(signal, false).await;
-    assert_eq!(o.status, RunStatus::Interrupted, "{}", o.reason);
+    interrupted_after_submitting(&store).await;
 
     let adopter = Scripted::new(Follow::Hang);
     let (_receiver, notifier) = hanging_webhook();
@@ -331,16 +336,7 @@ async fn sigterm_while_adopting_reads_a_frozen_record_ends_within_ten_seconds() 
     let hooked = Hooked::new();
     let store: Arc<dyn Store> = hooked.clone();
     samples(&*store, 0, 20, &[]).await;
-    let first = Scripted::new(Follow::Hang);
-    let signal = {
-        let t = first.clone();
-        async move {
-            t.on_submit.notified().await;
-            "SIGTERM"
-        }
-    };
-    let o = job(&store, &first, config()).run(signal, false).await;
-    assert_eq!(o.status, RunStatus::Interrupted, "{}", o.reason);
+    interrupted_after_submitting(&store).await;
 
     let reading = Arc::new(tokio::sync::Notify::new());
     {

@@ -215,6 +215,32 @@ fn eval_config() -> Config {
     }
 }
 
+/// A bucket of text pairs, the scripted tuner, contestants, the alias registry, and the job on
+/// them with evaluation on: what most scenarios start from.
+struct Scene {
+    store: Arc<dyn Store>,
+    tuner: Arc<Scripted>,
+    judges: Arc<Judges>,
+    aliases: Arc<Aliases>,
+    j: Job,
+}
+
+/// [`Scene`] with `pairs` text pairs and candidates erring at `errors` (by run).
+async fn scene(pairs: usize, errors: &[f64]) -> Scene {
+    let store = bucket();
+    samples(&*store, 0, pairs, &[]).await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let (judges, aliases) = (Judges::new(errors), Arc::new(Aliases::default()));
+    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    Scene {
+        store,
+        tuner,
+        judges,
+        aliases,
+        j,
+    }
+}
+
 fn job_with(
     store: &Arc<dyn Store>,
     tuner: &Arc<Scripted>,
@@ -248,11 +274,13 @@ async fn lines(store: &dyn Store, uri: Option<&str>) -> Vec<String> {
 
 #[tokio::test]
 async fn the_evaluation_set_is_frozen_and_never_trained_even_renamed() {
-    let store = bucket();
-    samples(&*store, 0, 120, &[]).await;
-    let tuner = Scripted::new(Follow::Succeed);
-    let (judges, aliases) = (Judges::new(&[0.05]), Arc::new(Aliases::default()));
-    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let Scene {
+        store,
+        tuner: _,
+        judges: _,
+        aliases: _,
+        j,
+    } = scene(120, &[0.05]).await;
     let o = run(&j).await;
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
     let r1 = record_of(&*store, &o).await;
@@ -753,16 +781,15 @@ async fn rollback_moves_pointer_and_alias_back_and_continuous_tuning_starts_from
 
 #[tokio::test]
 async fn a_new_evaluation_set_is_picked_only_from_content_never_trained() {
-    let store = bucket();
-    samples(&*store, 0, 120, &[]).await;
-    let tuner = Scripted::new(Follow::Succeed);
-    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
-    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let Scene {
+        store,
+        tuner,
+        judges,
+        aliases,
+        j,
+    } = scene(120, &[0.02]).await;
     run(&j).await;
-    let first = autotune::evaluate::set::current(&*store, "trained_model")
-        .await
-        .unwrap()
-        .unwrap();
+    let first = current_set(&*store).await;
     samples(&*store, 500, 120, &[]).await;
     let cfg = Config {
         evaluation: Some(Evaluation {
@@ -774,10 +801,7 @@ async fn a_new_evaluation_set_is_picked_only_from_content_never_trained() {
     let o = run(&job_with(&store, &tuner, &judges, &aliases, cfg)).await;
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
     let r = record_of(&*store, &o).await;
-    let second = autotune::evaluate::set::current(&*store, "trained_model")
-        .await
-        .unwrap()
-        .unwrap();
+    let second = current_set(&*store).await;
     assert_ne!(second.info.id, first.info.id);
     assert_eq!(
         second.info.replaced.as_deref(),
@@ -814,11 +838,13 @@ async fn a_run_announces_each_step_of_the_loop() {
             .push((body["event"].as_str().unwrap().to_owned(), signed));
         crate::support::loopback::Reply::json(204, serde_json::json!({}))
     });
-    let store = bucket();
-    samples(&*store, 0, 160, &[]).await;
-    let tuner = Scripted::new(Follow::Succeed);
-    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
-    let mut j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let Scene {
+        store: _,
+        tuner: _,
+        judges: _,
+        aliases: _,
+        mut j,
+    } = scene(160, &[0.02]).await;
     j.notifier = Arc::new(
         Notifier::new(NotifyConfig {
             webhook: Some(format!("{}/hook", receiver.url).parse().unwrap()),
@@ -853,16 +879,15 @@ async fn a_new_evaluation_set_that_picks_nothing_keeps_the_old_set_out_of_traini
     // `--new-eval-set` routes the build by picking; when nothing new is picked (here: a much
     // smaller EVAL_RATIO) the set in use stays in use, so its rows must not have been written
     // to this run's files: the candidate is judged on them.
-    let store = bucket();
-    samples(&*store, 0, 120, &[]).await;
-    let tuner = Scripted::new(Follow::Succeed);
-    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
-    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let Scene {
+        store,
+        tuner,
+        judges,
+        aliases,
+        j,
+    } = scene(120, &[0.02]).await;
     run(&j).await;
-    let first = autotune::evaluate::set::current(&*store, "trained_model")
-        .await
-        .unwrap()
-        .unwrap();
+    let first = current_set(&*store).await;
     samples(&*store, 500, 20, &[]).await;
     let cfg = Config {
         evaluation: Some(Evaluation {
@@ -875,10 +900,7 @@ async fn a_new_evaluation_set_that_picks_nothing_keeps_the_old_set_out_of_traini
     let o = run(&job_with(&store, &tuner, &judges, &aliases, cfg)).await;
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
     let r = record_of(&*store, &o).await;
-    let used = autotune::evaluate::set::current(&*store, "trained_model")
-        .await
-        .unwrap()
-        .unwrap();
+    let used = current_set(&*store).await;
     assert_eq!(used.info.id, first.info.id, "nothing new was picked");
     assert_eq!(
         r["counts"]["eval"],
@@ -999,17 +1021,16 @@ async fn a_run_that_judges_nothing_still_repairs_the_alias() {
 
 #[tokio::test]
 async fn a_set_smaller_than_the_minimum_grows_from_new_content_only() {
-    let store = bucket();
-    samples(&*store, 0, 40, &[]).await;
-    let tuner = Scripted::new(Follow::Succeed);
-    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
-    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let Scene {
+        store,
+        tuner: _,
+        judges: _,
+        aliases: _,
+        j,
+    } = scene(40, &[0.02]).await;
     let o1 = run(&j).await;
     let r1 = record_of(&*store, &o1).await;
-    let small = autotune::evaluate::set::current(&*store, "trained_model")
-        .await
-        .unwrap()
-        .unwrap();
+    let small = current_set(&*store).await;
     assert!(small.rows.len() < 20, "{} rows", small.rows.len());
     assert_eq!(r1["evaluation"]["verdict"], "NOT_BLESSED");
     let trained: Vec<String> = lines(&*store, r1["train_dataset_uri"].as_str()).await;
@@ -1017,10 +1038,7 @@ async fn a_set_smaller_than_the_minimum_grows_from_new_content_only() {
     samples(&*store, 500, 80, &[]).await;
     let o2 = run(&j).await;
     let r2 = record_of(&*store, &o2).await;
-    let grown = autotune::evaluate::set::current(&*store, "trained_model")
-        .await
-        .unwrap()
-        .unwrap();
+    let grown = current_set(&*store).await;
     assert!(grown.info.grown, "{:?}", grown.info);
     assert_eq!(grown.info.replaced.as_deref(), Some(small.info.id.as_str()));
     assert!(grown.rows.len() > small.rows.len());
@@ -1068,11 +1086,13 @@ async fn current_set(store: &dyn Store) -> autotune::evaluate::set::Frozen {
 /// labelling team does) moved them to training while the set still judged with the old rows.
 #[tokio::test]
 async fn correcting_labels_of_evaluation_samples_revises_the_set_instead_of_training_them() {
-    let store = bucket();
-    samples(&*store, 0, 120, &[]).await;
-    let tuner = Scripted::new(Follow::Succeed);
-    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
-    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let Scene {
+        store,
+        tuner: _,
+        judges: _,
+        aliases: _,
+        j,
+    } = scene(120, &[0.02]).await;
     let o1 = run(&j).await;
     assert_eq!(o1.status, RunStatus::Success, "{}", o1.reason);
     let first = current_set(&*store).await;
@@ -1244,11 +1264,13 @@ async fn content_deleted_for_a_run_and_restored_is_never_picked_for_a_new_set() 
 /// Issue 20 item 4: a damaged or missing set failed every run with no hint of the fix.
 #[tokio::test]
 async fn a_damaged_or_missing_evaluation_set_is_replaced_and_the_record_says_so() {
-    let store = bucket();
-    samples(&*store, 0, 120, &[]).await;
-    let tuner = Scripted::new(Follow::Succeed);
-    let (judges, aliases) = (Judges::new(&[0.02]), Arc::new(Aliases::default()));
-    let j = job_with(&store, &tuner, &judges, &aliases, eval_config());
+    let Scene {
+        store,
+        tuner: _,
+        judges: _,
+        aliases: _,
+        j,
+    } = scene(120, &[0.02]).await;
     run(&j).await;
     let first = current_set(&*store).await;
     // A set file cut short by hand.
