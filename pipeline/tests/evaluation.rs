@@ -274,13 +274,7 @@ async fn lines(store: &dyn Store, uri: Option<&str>) -> Vec<String> {
 
 #[tokio::test]
 async fn the_evaluation_set_is_frozen_and_never_trained_even_renamed() {
-    let Scene {
-        store,
-        tuner: _,
-        judges: _,
-        aliases: _,
-        j,
-    } = scene(120, &[0.05]).await;
+    let Scene { store, j, .. } = scene(120, &[0.05]).await;
     let o = run(&j).await;
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
     let r1 = record_of(&*store, &o).await;
@@ -838,13 +832,7 @@ async fn a_run_announces_each_step_of_the_loop() {
             .push((body["event"].as_str().unwrap().to_owned(), signed));
         crate::support::loopback::Reply::json(204, serde_json::json!({}))
     });
-    let Scene {
-        store: _,
-        tuner: _,
-        judges: _,
-        aliases: _,
-        mut j,
-    } = scene(160, &[0.02]).await;
+    let Scene { mut j, .. } = scene(160, &[0.02]).await;
     j.notifier = Arc::new(
         Notifier::new(NotifyConfig {
             webhook: Some(format!("{}/hook", receiver.url).parse().unwrap()),
@@ -1021,13 +1009,7 @@ async fn a_run_that_judges_nothing_still_repairs_the_alias() {
 
 #[tokio::test]
 async fn a_set_smaller_than_the_minimum_grows_from_new_content_only() {
-    let Scene {
-        store,
-        tuner: _,
-        judges: _,
-        aliases: _,
-        j,
-    } = scene(40, &[0.02]).await;
+    let Scene { store, j, .. } = scene(40, &[0.02]).await;
     let o1 = run(&j).await;
     let r1 = record_of(&*store, &o1).await;
     let small = current_set(&*store).await;
@@ -1086,13 +1068,7 @@ async fn current_set(store: &dyn Store) -> autotune::evaluate::set::Frozen {
 /// labelling team does) moved them to training while the set still judged with the old rows.
 #[tokio::test]
 async fn correcting_labels_of_evaluation_samples_revises_the_set_instead_of_training_them() {
-    let Scene {
-        store,
-        tuner: _,
-        judges: _,
-        aliases: _,
-        j,
-    } = scene(120, &[0.02]).await;
+    let Scene { store, j, .. } = scene(120, &[0.02]).await;
     let o1 = run(&j).await;
     assert_eq!(o1.status, RunStatus::Success, "{}", o1.reason);
     let first = current_set(&*store).await;
@@ -1264,13 +1240,7 @@ async fn content_deleted_for_a_run_and_restored_is_never_picked_for_a_new_set() 
 /// Issue 20 item 4: a damaged or missing set failed every run with no hint of the fix.
 #[tokio::test]
 async fn a_damaged_or_missing_evaluation_set_is_replaced_and_the_record_says_so() {
-    let Scene {
-        store,
-        tuner: _,
-        judges: _,
-        aliases: _,
-        j,
-    } = scene(120, &[0.02]).await;
+    let Scene { store, j, .. } = scene(120, &[0.02]).await;
     run(&j).await;
     let first = current_set(&*store).await;
     // A set file cut short by hand.
