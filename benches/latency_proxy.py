@@ -10,7 +10,7 @@ latency per request, like Cloud Storage seen from a Cloud Run job (about 30 ms a
 The client's side of each connection is parsed as HTTP/1.1 to count requests by kind (GCS JSON
 API: list, read, metadata, upload, delete, other); on SIGTERM or SIGINT the counts are written
 to COUNTS_FILE as JSON and the proxy exits. PROXY_TRACE=FILE also writes every request's
-arrival time, method and target to FILE.
+arrival time, method and target to FILE, and for an upload the object name its body gives.
 """
 
 import asyncio
@@ -25,7 +25,8 @@ from collections import Counter
 LISTEN, UPSTREAM, DELAY = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
 COUNTS_FILE = sys.argv[4]
 counts = Counter()
-# PROXY_TRACE=FILE: every request's arrival time, method and target, a line each.
+# PROXY_TRACE=FILE: every request's arrival time, method and target (and an upload's object
+# name, from its body's metadata), a line each.
 TRACE = open(os.environ["PROXY_TRACE"], "w", buffering=1) if os.environ.get("PROXY_TRACE") else None
 
 
@@ -51,12 +52,25 @@ class RequestCounter:
         self.buf = b""
         self.state = "head"
         self.left = 0  # bytes of a body or chunk still to skip
+        self.pending = None  # (time, method, target, body so far) of an upload not yet traced
+
+    def trace(self, body=b""):
+        t, method, target, _ = self.pending
+        self.pending = None
+        name = re.search(rb'"name"\s*:\s*"([^"]+)"', body)
+        suffix = f" name={name.group(1).decode('latin-1')}" if name else ""
+        TRACE.write(f"{t:.3f} {method} {target[:160]}{suffix}\n")
 
     def feed(self, data):
         self.buf += data
         while True:
             if self.state in ("body", "chunk"):
                 n = min(self.left, len(self.buf))
+                if self.pending:
+                    body = self.pending[3] + self.buf[:n]
+                    self.pending = self.pending[:3] + (body,)
+                    if len(body) >= 1024 or n == self.left:
+                        self.trace(body)
                 self.buf, self.left = self.buf[n:], self.left - n
                 if self.left:
                     return
@@ -84,14 +98,20 @@ class RequestCounter:
                 self.buf = self.buf[end + 4:]
                 method, target = (head[0].split(" ") + ["", ""])[:2]
                 counts[kind(method, target)] += 1
+                if self.pending:  # the last upload's body ended before its metadata
+                    self.trace(self.pending[3])
                 if TRACE:
-                    TRACE.write(f"{time.time():.3f} {method} {target[:160]}\n")
+                    self.pending = (time.time(), method, target, b"")
+                    if method not in ("POST", "PUT"):
+                        self.trace()
                 headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
                 if headers.get("transfer-encoding", "").lower() == "chunked":
                     self.state = "chunk-size"
                 else:
                     self.left = int(headers.get("content-length", "0") or 0)
                     self.state = "body" if self.left else "head"
+                    if self.pending and not self.left:
+                        self.trace()
 
 
 async def delayed(reader, writer):

@@ -593,10 +593,18 @@ impl Writers {
         built.train_examples = self.train.lines;
         built.train_bytes = self.train.bytes;
         built.validation_examples = self.validation.lines;
-        built.train_uri = self.train.finish().await?;
-        built.validation_uri = self.validation.finish().await?;
-        built.rejected_uri = self.rejected.finish().await?;
-        built.index_uri = self.index.finish().await?;
+        // Published at once (a round trip each on a remote store); a failure is told in this
+        // order.
+        let (train, validation, rejected, index) = tokio::join!(
+            self.train.finish(),
+            self.validation.finish(),
+            self.rejected.finish(),
+            self.index.finish()
+        );
+        built.train_uri = train?;
+        built.validation_uri = validation?;
+        built.rejected_uri = rejected?;
+        built.index_uri = index?;
         Ok(built)
     }
 }
@@ -728,10 +736,39 @@ pub(crate) async fn build(
             progress.inc(1);
         }
     }
-    let mut built = files.finish().await?;
+    let mut built = publish(files, kept, &*sink, opts).await?;
     built.read_concurrency = limiter.limit();
-    if let Some(kept) = kept {
-        built.lines_uri = Some(kept.finish().await?);
+    Ok(built)
+}
+
+/// Publishes the files and the line store at once (a round trip each on a remote store).
+async fn publish(
+    files: Box<Writers>,
+    kept: Option<lines::Writer>,
+    sink: &dyn Store,
+    opts: &Options,
+) -> Result<Built, StoreError> {
+    let (built, lines) = tokio::join!(files.finish(), async {
+        match kept {
+            Some(kept) => Some(kept.finish().await),
+            None => None,
+        }
+    });
+    let mut built = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // No record names a line store published beside files that were not: removed,
+            // as if it had never been published.
+            if let (Some(Ok(_)), Some(l)) = (&lines, &opts.lines)
+                && let Err(d) = sink.delete(&l.out).await
+            {
+                tracing::warn!(object = %sink.uri(&l.out), error = %d, "could not remove the line store of a build that failed");
+            }
+            return Err(e);
+        }
+    };
+    if let Some(lines) = lines {
+        built.lines_uri = Some(lines?);
     }
     Ok(built)
 }

@@ -233,13 +233,25 @@ async fn read(
 
 /// Gate 1 without writing: what a run would find.
 pub async fn status(store: &dyn Store, key: &str) -> Result<Status, StoreError> {
-    Ok(match read(store, key).await? {
+    Ok(look(store, key).await?.0)
+}
+
+/// The lock object as a look found it: [`Lease::acquire_after`] writes on it without reading
+/// it again.
+#[derive(Debug, Clone)]
+pub struct Seen(Option<(Result<LeaseRecord, String>, String)>);
+
+/// [`status`], and the lock object it was told from.
+pub async fn look(store: &dyn Store, key: &str) -> Result<(Status, Seen), StoreError> {
+    let seen = read(store, key).await?;
+    let status = match &seen {
         None => Status::Free(None),
-        Some((Err(reason), _)) => Status::Unreadable(reason),
-        Some((Ok(r), _)) if r.state == LeaseState::Released => Status::Free(Some(r)),
-        Some((Ok(r), _)) if r.is_live(Utc::now()) => Status::Live(r),
-        Some((Ok(r), _)) => Status::Expired(r),
-    })
+        Some((Err(reason), _)) => Status::Unreadable(reason.clone()),
+        Some((Ok(r), _)) if r.state == LeaseState::Released => Status::Free(Some(r.clone())),
+        Some((Ok(r), _)) if r.is_live(Utc::now()) => Status::Live(r.clone()),
+        Some((Ok(r), _)) => Status::Expired(r.clone()),
+    };
+    Ok((status, Seen(seen)))
 }
 
 /// The outcome of trying to take the lock.
@@ -306,43 +318,20 @@ impl Lease {
         owner: &str,
         ttl: Duration,
     ) -> Result<Acquired, LeaseError> {
+        let seen = read(&*store, key).await?;
         let mut mine = record(run_id, owner, ttl);
-        let mode = match read(&*store, key).await? {
-            None => PutMode::Create,
-            Some((Err(reason), _)) => {
-                return Err(LeaseError::Unreadable {
-                    uri: store.uri(key),
-                    reason,
-                });
-            }
-            Some((Ok(theirs), _)) if theirs.is_live(Utc::now()) => {
-                return Ok(Acquired::Held(theirs));
-            }
-            Some((Ok(theirs), generation)) => {
-                if theirs.state == LeaseState::Held {
-                    tracing::warn!(
-                        run_id = %theirs.run_id,
-                        owner = %theirs.owner,
-                        expired_at = %theirs.expires_at,
-                        "taking over an expired run lock (its run died without releasing it)"
-                    );
-                }
-                // A job the previous holder left running passes on with the lease.
-                mine.tuning_job = theirs.tuning_job;
-                mine.run_record = theirs.run_record;
-                PutMode::Update(generation)
-            }
+        let mode = match to_take(&*store, key, seen, &mut mine)? {
+            Ok(mode) => mode,
+            Err(held) => return Ok(held),
         };
         match store.put(key, body(&mine), mode).await {
-            Ok(meta) => Ok(Acquired::Won(Lease {
+            Ok(meta) => Ok(Acquired::Won(Lease::won(
                 store,
-                key: key.to_owned(),
+                key,
                 ttl,
-                current: Arc::new(Mutex::new((mine, meta.generation))),
-                lost: CancellationToken::new(),
-                why: Arc::default(),
-                heartbeat: None,
-            })),
+                mine,
+                meta.generation,
+            ))),
             // Lost the race: report whoever won.
             Err(StoreError::AlreadyExists { .. } | StoreError::Precondition { .. }) => {
                 match read(&*store, key).await? {
@@ -351,6 +340,63 @@ impl Lease {
                 }
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Lease::acquire`] on the lock object as `seen` by an earlier look ([`look`]), without
+    /// reading it again: the create-only put or compare-and-swap it called for. If the object
+    /// changed since, that write fails and the lock is taken as [`Lease::acquire`] does, from
+    /// a fresh read; one round trip less on a remote store when it did not.
+    pub async fn acquire_after(
+        seen: Seen,
+        store: Arc<dyn Store>,
+        key: &str,
+        run_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Acquired, LeaseError> {
+        let free = match &seen.0 {
+            None => true,
+            Some((Ok(theirs), _)) => !theirs.is_live(Utc::now()),
+            Some((Err(_), _)) => false,
+        };
+        if free {
+            let mut mine = record(run_id, owner, ttl);
+            if let Ok(mode) = to_take(&*store, key, seen.0, &mut mine)? {
+                match store.put(key, body(&mine), mode).await {
+                    Ok(meta) => {
+                        return Ok(Acquired::Won(Lease::won(
+                            store,
+                            key,
+                            ttl,
+                            mine,
+                            meta.generation,
+                        )));
+                    }
+                    // Changed since the look: read it again.
+                    Err(StoreError::AlreadyExists { .. } | StoreError::Precondition { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Self::acquire(store, key, run_id, owner, ttl).await
+    }
+
+    fn won(
+        store: Arc<dyn Store>,
+        key: &str,
+        ttl: Duration,
+        mine: LeaseRecord,
+        generation: String,
+    ) -> Self {
+        Lease {
+            store,
+            key: key.to_owned(),
+            ttl,
+            current: Arc::new(Mutex::new((mine, generation))),
+            lost: CancellationToken::new(),
+            why: Arc::default(),
+            heartbeat: None,
         }
     }
 
@@ -497,6 +543,40 @@ async fn swap(
     Ok(())
 }
 
+/// How to take the lock object `seen` (`None`: absent): `Ok` the write that takes it (carrying
+/// over a job the previous holder left), `Err` the live lease that holds it.
+fn to_take(
+    store: &dyn Store,
+    key: &str,
+    seen: Option<(Result<LeaseRecord, String>, String)>,
+    mine: &mut LeaseRecord,
+) -> Result<Result<PutMode, Acquired>, LeaseError> {
+    Ok(match seen {
+        None => Ok(PutMode::Create),
+        Some((Err(reason), _)) => {
+            return Err(LeaseError::Unreadable {
+                uri: store.uri(key),
+                reason,
+            });
+        }
+        Some((Ok(theirs), _)) if theirs.is_live(Utc::now()) => Err(Acquired::Held(theirs)),
+        Some((Ok(theirs), generation)) => {
+            if theirs.state == LeaseState::Held {
+                tracing::warn!(
+                    run_id = %theirs.run_id,
+                    owner = %theirs.owner,
+                    expired_at = %theirs.expires_at,
+                    "taking over an expired run lock (its run died without releasing it)"
+                );
+            }
+            // A job the previous holder left running passes on with the lease.
+            mine.tuning_job = theirs.tuning_job;
+            mine.run_record = theirs.run_record;
+            Ok(PutMode::Update(generation))
+        }
+    })
+}
+
 /// `autotune unlock`: frees the lock. A live lease is refused unless `force`. A holder that
 /// renews meanwhile makes the compare-and-swap fail: the lock is read again and the release
 /// retried, a few times.
@@ -570,6 +650,42 @@ mod tests {
 
     fn store() -> Arc<dyn Store> {
         Arc::new(MemoryStore::named(&uuid::Uuid::new_v4().to_string()))
+    }
+
+    #[tokio::test]
+    async fn a_lock_taken_on_an_earlier_look_is_read_again_when_it_changed_since() {
+        let s = store();
+        let ttl = Duration::from_secs(60);
+        let take = |seen: Seen, run: &'static str| {
+            Lease::acquire_after(seen, s.clone(), "m/lock", run, "o", ttl)
+        };
+        // Absent when looked at, taken meanwhile: the create-only put fails, the holder is told.
+        let (_, absent) = look(&*s, "m/lock").await.unwrap();
+        let Acquired::Won(first) = take(absent.clone(), "a").await.unwrap() else {
+            panic!("an absent lock is taken")
+        };
+        assert!(
+            matches!(take(absent.clone(), "b").await.unwrap(), Acquired::Held(r) if r.run_id == "a")
+        );
+        // Released since the look: read again and taken.
+        first.release().await.unwrap();
+        let Acquired::Won(second) = take(absent, "c").await.unwrap() else {
+            panic!("a lock released since the look is taken")
+        };
+        // Looked at while released, released again by another holder since: read again, taken.
+        second.release().await.unwrap();
+        let (_, released) = look(&*s, "m/lock").await.unwrap();
+        let Acquired::Won(third) = take(released.clone(), "d").await.unwrap() else {
+            panic!("a released lock is taken")
+        };
+        third.release().await.unwrap();
+        assert!(matches!(
+            take(released, "e").await.unwrap(),
+            Acquired::Won(_)
+        ));
+        // Looked at while live: never written over.
+        let (_, live) = look(&*s, "m/lock").await.unwrap();
+        assert!(matches!(take(live, "f").await.unwrap(), Acquired::Held(r) if r.run_id == "e"));
     }
 
     #[tokio::test]

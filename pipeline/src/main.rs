@@ -172,7 +172,7 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let job = job(&settings, progress)?;
             // Raced against the signal like everything after it: a bucket that does not answer
             // must not keep the process past Cloud Run's 10 s.
-            tokio::select! {
+            let first = tokio::select! {
                 checked = job.check_against_last_run() => checked.map_err(|e| anyhow::anyhow!(e))?,
                 signal = &mut shutdown => {
                     let mut outcome = autotune::run::Outcome::new(
@@ -183,8 +183,8 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
                     print(&outcome);
                     return Ok(ExitCode::from(outcome.status.exit_code() as u8));
                 }
-            }
-            let cycles = Box::pin(job.run_cycles(shutdown, detach)).await;
+            };
+            let cycles = Box::pin(job.run_cycles_after(first, shutdown, detach)).await;
             print(&cycles);
             Ok(ExitCode::from(cycles.exit_code() as u8))
         }

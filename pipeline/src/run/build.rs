@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::dataset::{self, Built, Paths};
-use crate::evaluate::set::Routing;
+use crate::evaluate::set::{Damaged, Frozen, Routing};
 use crate::split::Split;
 use crate::storage::{self, Store};
 use crate::validate;
@@ -21,10 +21,12 @@ impl Job {
         gates: &Gates,
         seed: &str,
         state: &Mutex<State>,
+        opened: Result<(Option<Frozen>, Option<Damaged>), RunError>,
     ) -> Result<Built, RunError> {
         let folder = storage::join(&self.config.jsonl_folder, run_id);
         let split = self.split(gates, seed);
-        let (mut current, mut damaged) = self.open_eval_set().await?;
+        // The evaluation set in use, opened while gate 3 was checked again (`Job::ready`).
+        let (mut current, mut damaged) = opened?;
         // A set whose rows trained (an older version ran with evaluation off) cannot judge:
         // it is replaced as a damaged one, loudly.
         if let Some(d) = self.contaminated(gates, current.as_ref()) {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::status::RunStatus;
 
-use super::{Job, ListingDigest, Outcome};
+use super::{FirstLook, Job, ListingDigest, Outcome};
 
 /// The longest the execution waits for its queued notices at the end, TASK_DEADLINE allowing.
 const DRAIN: Duration = Duration::from_secs(60);
@@ -69,6 +69,18 @@ impl Job {
         shutdown: impl Future<Output = &'static str>,
         detach: bool,
     ) -> Cycles {
+        Box::pin(self.run_cycles_after(FirstLook::default(), shutdown, detach)).await
+    }
+
+    /// [`Job::run_cycles`], the first cycle starting from what [`Job::check_against_last_run`]
+    /// just read.
+    pub async fn run_cycles_after(
+        &self,
+        first: FirstLook,
+        shutdown: impl Future<Output = &'static str>,
+        detach: bool,
+    ) -> Cycles {
+        let mut first = Some(first);
         let shutdown = shutdown.shared();
         let start = Instant::now();
         let deadline = self.config.task_deadline.map(|d| start + d);
@@ -83,7 +95,9 @@ impl Job {
         let mut retry: Option<Retry> = None;
         let stopped = loop {
             let began = Instant::now();
-            let mut outcome = Box::pin(self.cycle(shutdown.clone(), detach, retry.as_ref())).await;
+            let first = first.take().unwrap_or_default();
+            let mut outcome =
+                Box::pin(self.cycle(shutdown.clone(), detach, retry.as_ref(), first)).await;
             let took = began.elapsed();
             let Some(run_id) = outcome.run_id.clone() else {
                 // No lease taken: nothing (more) to do now.

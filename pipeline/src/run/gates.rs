@@ -54,11 +54,42 @@ pub enum Gate {
     Wait { reason: String, gates: Gates },
 }
 
+/// What a run reads first, read at once by [`Job::check_against_last_run`] and handed to the
+/// first cycle ([`Job::run_cycles_after`]) so that it does not read them again, one after the
+/// other: the lock as it stands, and the newest baseline record.
+#[derive(Debug, Default)]
+pub struct FirstLook {
+    /// Gate 1 as it stood, and the lock object it was told from.
+    pub(super) lock: Option<(Lock, Option<lease::Seen>)>,
+    /// The baseline the check read.
+    pub(super) baseline: Baseline,
+}
+
+/// The newest baseline record, as far as a look read it.
+#[derive(Debug, Default)]
+pub(super) enum Baseline {
+    /// Not read: [`Job::evaluate`] reads it.
+    #[default]
+    Unread,
+    /// Read; `None`: there is none.
+    Read(Option<Box<Stored>>),
+}
+
 impl Job {
     /// Gate 1 without taking the lock.
     pub(super) async fn peek_lock(&self) -> Lock {
+        self.look_at_lock().await.0
+    }
+
+    /// [`Job::peek_lock`], and the lock object it was told from (none when it could not be
+    /// read), which [`lease::Lease::acquire_after`] takes the lock on.
+    pub(super) async fn look_at_lock(&self) -> (Lock, Option<lease::Seen>) {
         let key = self.lock_key();
-        match lease::status(&*self.store, &key).await {
+        let (status, seen) = match lease::look(&*self.store, &key).await {
+            Ok((status, seen)) => (Ok(status), Some(seen)),
+            Err(e) => (Err(e), None),
+        };
+        let lock = match status {
             Ok(lease::Status::Live(r)) => Lock::Live(r),
             Ok(lease::Status::Unreadable(reason)) => Lock::Unreadable {
                 uri: self.store.uri(&key),
@@ -75,23 +106,31 @@ impl Job {
                     .map(|(j, _)| j.to_owned()),
             },
             Err(e) => Lock::Failed(e),
-        }
+        };
+        (lock, seen)
     }
 
     /// Gates 2 and 3. On Cloud Storage the baseline's manifest is read first: its keys cut the
     /// listing into key ranges listed at once, and it tells which listed objects a build will
     /// read, which `ahead` (if any) reads as the listing arrives. Elsewhere it is read after
-    /// the listing, so that it and the listing are not held at once.
+    /// the listing, so that it and the listing are not held at once. `baseline`: the baseline
+    /// record as just read ([`FirstLook`]), or to read.
     pub(super) async fn evaluate(
         &self,
         ahead: Option<&Arc<ReadAhead>>,
+        baseline: Baseline,
     ) -> Result<Gate, StoreError> {
-        let baseline = record::latest(
-            &*self.store,
-            &self.config.model_meta_folder,
-            self.baseline_statuses(),
-        )
-        .await?;
+        let baseline = match baseline {
+            Baseline::Read(b) => b.map(|b| *b),
+            Baseline::Unread => {
+                record::latest(
+                    &*self.store,
+                    &self.config.model_meta_folder,
+                    self.baseline_statuses(),
+                )
+                .await?
+            }
+        };
         let early = self.store.lists_ranges() || ahead.is_some();
         let manifest = match &baseline {
             Some(b) if early => Some(self.manifest_of(b).await?),

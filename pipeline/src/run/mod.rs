@@ -69,7 +69,7 @@ use crate::validate::models::Resolved;
 
 pub use cycles::Cycles;
 pub use evaluate::{EvalCost, EvalModel, Evaluation};
-pub use gates::{Gate, Gates, Lock};
+pub use gates::{FirstLook, Gate, Gates, Lock};
 pub use outcome::{Outcome, Plan};
 pub use promote::{ChampionInfo, RolledBack};
 use quiet::ListingDigest;
@@ -345,23 +345,35 @@ impl Job {
     /// meanwhile, and waits (within its bounds) for the notices the runs posted, which `run`
     /// leaves to the notifier's background delivery.
     pub async fn run(&self, shutdown: impl Future<Output = &'static str>, detach: bool) -> Outcome {
-        Box::pin(self.cycle(shutdown.shared(), detach, None)).await
+        Box::pin(self.cycle(shutdown.shared(), detach, None, FirstLook::default())).await
     }
 
     /// One run. `retry`: the previous cycle of this execution failed on these inputs; the run
-    /// waits unless something was added or changed since.
-    async fn cycle<S>(&self, shutdown: S, detach: bool, retry: Option<&cycles::Retry>) -> Outcome
+    /// waits unless something was added or changed since. `first`: what was just read for it.
+    async fn cycle<S>(
+        &self,
+        shutdown: S,
+        detach: bool,
+        retry: Option<&cycles::Retry>,
+        first: FirstLook,
+    ) -> Outcome
     where
         S: Future<Output = &'static str> + Clone,
     {
-        let mut outcome = Box::pin(self.stages(shutdown, detach, retry)).await;
+        let mut outcome = Box::pin(self.stages(shutdown, detach, retry, first)).await;
         // The one place the outcome learns MIN_SAMPLES, whichever stage ended the run.
         outcome.min_samples = self.config.min_samples;
         outcome
     }
 
     /// The stages of one run, to the outcome that ends it.
-    async fn stages<S>(&self, shutdown: S, detach: bool, retry: Option<&cycles::Retry>) -> Outcome
+    async fn stages<S>(
+        &self,
+        shutdown: S,
+        detach: bool,
+        retry: Option<&cycles::Retry>,
+        first: FirstLook,
+    ) -> Outcome
     where
         S: Future<Output = &'static str> + Clone,
     {
@@ -371,7 +383,7 @@ impl Job {
         let taken = tokio::select! {
             // Biased: a stage that answers the signal itself (the quiet wait) says where it was.
             biased;
-            t = self.take_lock(&run_id, shutdown.clone(), retry) => t,
+            t = self.take_lock(&run_id, shutdown.clone(), retry, first) => t,
             signal = shutdown.clone() => {
                 return Outcome::new(RunStatus::Interrupted, self.interrupted_before_lock(signal));
             }
@@ -387,23 +399,35 @@ impl Job {
         };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
-        // Housekeeping before the run's own work, raced against the signal like all that
-        // follows: a bucket that stops answering here must not keep the process past SIGTERM.
-        let prelude = async {
-            self.clean_up().await;
-            self.repair_champion_alias().await;
-        };
-        tokio::select! {
-            () = prelude => {}
-            signal = shutdown.clone() => {
+        let adopting = lease.record().await.pending_job().is_some();
+        let building = !adopting && gates.is_some();
+        // The reads a build starts with go on while the lock is settled (read-only; `train`
+        // takes their verdicts in its order).
+        let mut ready = std::pin::pin!(futures::future::maybe_done(async {
+            if building {
+                Some(self.ready().await)
+            } else {
+                None
+            }
+        }));
+        let settled = self.settle_lock(
+            gates.as_mut().filter(|_| !adopting),
+            ready.as_mut(),
+            shutdown.clone(),
+        );
+        let rechecked = match settled.await {
+            Ok(r) => r,
+            Err(signal) => {
                 release_quietly(lease).await;
                 return Outcome::new(
                     RunStatus::Interrupted,
-                    format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
+                    format!(
+                        "interrupted by {signal} after the lock was taken, before any work; nothing was written"
+                    ),
                 );
             }
-        }
-        if lease.record().await.pending_job().is_some() {
+        };
+        if adopting {
             return self.adopt(lease, shutdown, detach).await;
         }
         let Some(gates) = gates.as_mut() else {
@@ -414,19 +438,7 @@ impl Job {
                 "gate 1: another run finished the pending tuning job first",
             );
         };
-
-        // A run that finished between our look and our lock moved the baseline.
-        let rechecked = tokio::select! {
-            r = self.recheck(gates) => r,
-            signal = shutdown.clone() => {
-                release_quietly(lease).await;
-                return Outcome::new(
-                    RunStatus::Interrupted,
-                    format!("interrupted by {signal} after the lock was taken, before any work; nothing was written"),
-                );
-            }
-        };
-        match rechecked {
+        match rechecked.expect("gates are rechecked unless adopting") {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 release_quietly(lease).await;
@@ -439,6 +451,14 @@ impl Job {
             }
         }
 
+        let ready = async move {
+            ready.as_mut().await;
+            ready
+                .as_mut()
+                .take_output()
+                .flatten()
+                .expect("a build's first reads are read")
+        };
         let started = Utc::now();
         let state = Mutex::new(State {
             record: self.initial_record(&run_id, gates, started, &lease).await,
@@ -448,12 +468,48 @@ impl Job {
             job_ended: false,
         });
         let result = tokio::select! {
-            r = Box::pin(self.train(&run_id, gates, &state, &lease, detach)) => r,
+            r = Box::pin(self.train(&run_id, gates, &state, &lease, detach, ready)) => r,
             signal = shutdown => Err(Stop::Interrupted { signal, during: None }),
             lost = lease.lost() => Err(Stop::Failed(RunError::LeaseLost(lost))),
         };
         self.conclude(state.into_inner(), result, gates, started, lease)
             .await
+    }
+
+    /// Once the lock is taken: the housekeeping before the run's own work and, unless the
+    /// run adopts a job (`gates` is `None`), gate 3 again (a run that finished between our look
+    /// and our lock moved the baseline), at once, raced against the signal like all that
+    /// follows (a bucket that stops answering here must not keep the process past SIGTERM);
+    /// `meanwhile` is driven along. `Err`: the signal.
+    async fn settle_lock<S, F>(
+        &self,
+        gates: Option<&mut Gates>,
+        mut meanwhile: std::pin::Pin<&mut F>,
+        shutdown: S,
+    ) -> Result<Option<Result<Option<String>, StoreError>>, &'static str>
+    where
+        S: Future<Output = &'static str>,
+        F: Future<Output = ()>,
+    {
+        let prelude = async {
+            self.clean_up().await;
+            self.repair_champion_alias().await;
+        };
+        let recheck = async {
+            match gates {
+                Some(g) => Some(self.recheck(g).await),
+                None => None,
+            }
+        };
+        let mut looks = std::pin::pin!(futures::future::join(prelude, recheck));
+        let looks = std::future::poll_fn(|cx| {
+            let _ = meanwhile.as_mut().poll(cx);
+            looks.as_mut().poll(cx)
+        });
+        tokio::select! {
+            ((), r) = looks => Ok(r),
+            signal = shutdown => Err(signal),
+        }
     }
 
     /// The end of a run that took the lease: its record (or none, for a late wait) and the
@@ -523,12 +579,13 @@ impl Job {
         &self,
         shutdown: S,
         retry: Option<&cycles::Retry>,
+        baseline: gates::Baseline,
     ) -> Result<Gates, Box<Outcome>>
     where
         S: Future<Output = &'static str>,
     {
         let ahead = self.read_ahead();
-        match self.evaluate(ahead.as_ref()).await {
+        match self.evaluate(ahead.as_ref(), baseline).await {
             Ok(Gate::Pass(g)) => {
                 if let Some(r) =
                     retry.filter(|r| r.inputs == ListingDigest::of_samples(&g.inventory.samples))
@@ -604,7 +661,10 @@ impl Job {
         let mut gates = if quiet.end == QuietEnd::Off {
             first
         } else {
-            match self.evaluate(first.ahead.as_ref()).await {
+            match self
+                .evaluate(first.ahead.as_ref(), gates::Baseline::Unread)
+                .await
+            {
                 Ok(Gate::Pass(g)) => g,
                 Ok(Gate::Wait { reason, mut gates }) => {
                     gates.quiet = Some(quiet);
@@ -678,17 +738,31 @@ impl Job {
     /// * in continuous mode, the parent the run would start from must be in LOCATION, on a base
     ///   model Vertex still tunes.
     ///
-    /// A bucket that cannot be read is the run's failure to report, not a bad setting.
-    pub async fn check_against_last_run(&self) -> Result<(), String> {
+    /// A bucket that cannot be read is the run's failure to report, not a bad setting. The lock
+    /// is looked at meanwhile: what both reads found is the first cycle's to use
+    /// ([`Job::run_cycles_after`]), so that it does not read them again one after the other.
+    pub async fn check_against_last_run(&self) -> Result<FirstLook, String> {
         let continuous = self.config.tuning_mode == TuningMode::Continuous;
-        if self.config.resplit && !continuous {
-            return Ok(());
-        }
         let latest = |statuses| {
             crate::record::latest(&*self.store, &self.config.model_meta_folder, statuses)
         };
-        let Ok(Some(b)) = latest(self.baseline_statuses()).await else {
-            return Ok(());
+        let read = !self.config.resplit || continuous;
+        let (lock, baseline) = tokio::join!(self.look_at_lock(), async {
+            if read {
+                Some(latest(self.baseline_statuses()).await)
+            } else {
+                None
+            }
+        });
+        let first = FirstLook {
+            lock: Some(lock),
+            baseline: match &baseline {
+                Some(Ok(b)) => gates::Baseline::Read(b.clone().map(Box::new)),
+                _ => gates::Baseline::Unread,
+            },
+        };
+        let Some(Ok(Some(b))) = baseline else {
+            return Ok(first);
         };
         if !self.config.resplit {
             self.check_split(&b.record)?;
@@ -714,7 +788,7 @@ impl Job {
                     .map_err(|e| e.to_string())?;
             }
         }
-        Ok(())
+        Ok(first)
     }
 
     fn check_split(&self, last: &crate::record::RunRecord) -> Result<(), String> {
@@ -744,12 +818,17 @@ impl Job {
         run_id: &str,
         shutdown: S,
         retry: Option<&cycles::Retry>,
+        first: FirstLook,
     ) -> Result<(Lease, Option<Gates>), Box<Outcome>>
     where
         S: Future<Output = &'static str>,
     {
         // Gate 1, read-only: do not even list when a run is in progress.
-        let adopt = match self.peek_lock().await {
+        let (lock, seen) = match first.lock {
+            Some(looked) => looked,
+            None => self.look_at_lock().await,
+        };
+        let adopt = match lock {
             Lock::Free { pending_job } | Lock::Expired { pending_job, .. } => pending_job.is_some(),
             lock @ (Lock::Live(_) | Lock::Unreadable { .. } | Lock::Failed(_)) => {
                 let o = Outcome::of_lock(&lock);
@@ -760,17 +839,19 @@ impl Job {
         let gates = if adopt {
             None
         } else {
-            Some(self.gates_for_build(shutdown, retry).await?)
+            Some(
+                self.gates_for_build(shutdown, retry, first.baseline)
+                    .await?,
+            )
         };
-        // Gate 1, for real.
-        let acquired = Lease::acquire(
-            self.store.clone(),
-            &self.lock_key(),
-            run_id,
-            &lease::owner(),
-            self.config.lease_duration,
-        )
-        .await;
+        // Gate 1, for real: on the lock object as the look found it, read again only if it
+        // changed since.
+        let (store, key, owner) = (self.store.clone(), self.lock_key(), lease::owner());
+        let ttl = self.config.lease_duration;
+        let acquired = match seen {
+            Some(seen) => Lease::acquire_after(seen, store, &key, run_id, &owner, ttl).await,
+            None => Lease::acquire(store, &key, run_id, &owner, ttl).await,
+        };
         match acquired {
             Ok(Acquired::Won(l)) => Ok((l, gates)),
             Ok(Acquired::Held(r)) => {
@@ -782,7 +863,13 @@ impl Job {
         }
     }
 
-    /// Build, check, submit, follow. Updates `state` as it goes.
+    /// What a build reads first, at once: the champion pointer and the evaluation set in use.
+    async fn ready(&self) -> Ready {
+        let (pointer, eval_set) = tokio::join!(self.check_pointer(), self.open_eval_set());
+        Ready { pointer, eval_set }
+    }
+
+    /// Build, check, submit, follow. Updates `state` as it goes. `ready`: [`Job::ready`].
     async fn train(
         &self,
         run_id: &str,
@@ -790,10 +877,12 @@ impl Job {
         state: &Mutex<State>,
         lease: &Lease,
         detach: bool,
+        ready: impl Future<Output = Ready>,
     ) -> Result<Trained, Stop> {
+        let Ready { pointer, eval_set } = ready.await;
         // A champion pointer no run can read would stop every promotion in silence: fail now,
         // before anything is paid for.
-        self.check_pointer().await?;
+        pointer?;
         // The project's concurrent tuning quota: build nothing a busy project cannot tune.
         let busy = self.tuner.busy().await.map_err(RunError::from)?;
         if busy.len() >= self.config.max_concurrent_tuning_jobs as usize && !busy.is_empty() {
@@ -802,7 +891,7 @@ impl Job {
         }
         let seed = self.split_seed(gates.baseline.as_ref());
         state.lock().await.record.split_seed = Some(seed.clone());
-        let built = Box::pin(self.build_datasets(run_id, gates, &seed, state)).await?;
+        let built = Box::pin(self.build_datasets(run_id, gates, &seed, state, eval_set)).await?;
         let estimate = self.quality(gates, &built)?;
         tracing::info!(
             training_tokens = estimate.training_tokens,
@@ -916,6 +1005,21 @@ impl Job {
             self.config.shape,
         ]))
     }
+}
+
+/// The reads a build starts with ([`Job::ready`]), read while gate 3 is checked again; `train`
+/// takes their verdicts in its order.
+struct Ready {
+    /// The champion pointer can be read.
+    pointer: Result<(), RunError>,
+    /// The evaluation set in use, and the one that cannot be read (`open_eval_set`).
+    eval_set: Result<
+        (
+            Option<crate::evaluate::set::Frozen>,
+            Option<crate::evaluate::set::Damaged>,
+        ),
+        RunError,
+    >,
 }
 
 /// How a run that took the lease ended, short of failing.

@@ -37,7 +37,7 @@ impl Job {
             Err(o) => return o,
         };
         // The quiet stage too: plan says how long a run would wait for uploads to settle.
-        let gates = match self.evaluate(None).await {
+        let gates = match self.evaluate(None, super::gates::Baseline::Unread).await {
             Ok(Gate::Pass(g)) => match self.settle(std::future::pending(), g).await {
                 Ok(g) => g,
                 Err(o) => return *o,
