@@ -8,8 +8,9 @@
 //!           gate 3          new/changed since baseline ≥ MIN_SAMPLES?  ── no ──▶ waiting
 //!  quiet    wait until nothing was added or changed for QUIET_PERIOD (at most MAX_QUIET_WAIT),
 //!           then gates 2 and 3 again on the inventory the build uses
-//!           gate 1 (take)   create-only / compare-and-swap lease       ── lost ─▶ skipped
-//!                           baseline moved meanwhile? re-check gate 3
+//!  lock     gate 1 (take)   create-only / compare-and-swap lease       ── lost ─▶ skipped
+//!                           baseline moved meanwhile? re-check gate 3, while the build's
+//!                           first reads (champion pointer, evaluation set) go on (`lock.rs`)
 //!  build    read ▶ convert (rayon) ▶ split ▶ stream train / val / rejected, each line checked
 //!  quality  rejects ≤ MAX_REJECTED_RATIO, Vertex's dataset rules, MAX_TRAINING_TOKENS
 //!  tune     find or submit the job, record it in the lease, follow it (or adopt an earlier one)
@@ -25,8 +26,8 @@
 //! Each stage returns a typed decision ([`gates::Lock`], [`gates::Gate`], [`tune::Tuning`]) or a
 //! [`RunError`] with one variant per way a run can fail; a run that took the lease and stops
 //! early says why with a [`Stop`] (interrupted, or failed with its `RunError`); [`outcome`] turns
-//! the end of a run into the JSON `run` and `plan` print. The gates are read-only until the lease is taken, so waiting
-//! and skipped runs write nothing. The quiet wait and everything after the lease are raced
+//! the end of a run into the JSON `run` and `plan` print. The gates are read-only until the
+//! lease is taken, so waiting and skipped runs write nothing. The quiet wait and everything after the lease are raced
 //! against the shutdown future (SIGTERM, Ctrl-C), and what follows the lease against loss of
 //! the lease too; either way the run records why it stopped and frees the lock. [`cycles`] runs
 //! the job again in the same execution for data that arrived during a run.
@@ -38,6 +39,7 @@ mod build;
 mod cycles;
 mod evaluate;
 mod gates;
+mod lock;
 mod outcome;
 mod plan;
 mod promote;
@@ -57,7 +59,7 @@ use tokio::sync::Mutex;
 use crate::convert::Converter;
 use crate::evaluate::contestants::{Contestants, RehearsalContestants};
 use crate::inventory::Rules;
-use crate::lease::{self, Acquired, Lease, LeaseError};
+use crate::lease::{self, Lease, LeaseError};
 use crate::notify::Notifier;
 use crate::reads::ReadAhead;
 use crate::registry::{NoRegistry, Registry};
@@ -476,42 +478,6 @@ impl Job {
             .await
     }
 
-    /// Once the lock is taken: the housekeeping before the run's own work and, unless the
-    /// run adopts a job (`gates` is `None`), gate 3 again (a run that finished between our look
-    /// and our lock moved the baseline), at once, raced against the signal like all that
-    /// follows (a bucket that stops answering here must not keep the process past SIGTERM);
-    /// `meanwhile` is driven along. `Err`: the signal.
-    async fn settle_lock<S, F>(
-        &self,
-        gates: Option<&mut Gates>,
-        mut meanwhile: std::pin::Pin<&mut F>,
-        shutdown: S,
-    ) -> Result<Option<Result<Option<String>, StoreError>>, &'static str>
-    where
-        S: Future<Output = &'static str>,
-        F: Future<Output = ()>,
-    {
-        let prelude = async {
-            self.clean_up().await;
-            self.repair_champion_alias().await;
-        };
-        let recheck = async {
-            match gates {
-                Some(g) => Some(self.recheck(g).await),
-                None => None,
-            }
-        };
-        let mut looks = std::pin::pin!(futures::future::join(prelude, recheck));
-        let looks = std::future::poll_fn(|cx| {
-            let _ = meanwhile.as_mut().poll(cx);
-            looks.as_mut().poll(cx)
-        });
-        tokio::select! {
-            ((), r) = looks => Ok(r),
-            signal = shutdown => Err(signal),
-        }
-    }
-
     /// The end of a run that took the lease: its record (or none, for a late wait) and the
     /// lease freed.
     async fn conclude(
@@ -561,17 +527,6 @@ impl Job {
         };
         outcome.inputs = Some(ListingDigest::of_samples(&gates.inventory.samples));
         outcome
-    }
-
-    /// Why a run stopped by `signal` before it took the lock ended: where it was.
-    fn interrupted_before_lock(&self, signal: &str) -> String {
-        if self.quieting.load(std::sync::atomic::Ordering::SeqCst) {
-            format!(
-                "interrupted by {signal} while waiting for uploads to settle; nothing was written"
-            )
-        } else {
-            format!("interrupted by {signal} before the lock was taken; nothing was written")
-        }
     }
 
     /// Gates 2 and 3, then the quiet stage. `Err` is the outcome of a run that ends there.
@@ -727,139 +682,6 @@ impl Job {
             if let Err(e) = self.store.delete(key).await {
                 tracing::warn!(object = %uri, error = %e, "could not remove a dataset that will not be tuned");
             }
-        }
-    }
-
-    /// What the settings must agree with in the bucket, checked before any work (the binary
-    /// exits 2 on it), from one read of the last run's record:
-    /// * a split other than the last run's is refused unless RESPLIT is set: a new ratio or
-    ///   seed moves samples between sides, and a sample that trained would then validate
-    ///   (content that validated stays there in any case, see `delta`);
-    /// * in continuous mode, the parent the run would start from must be in LOCATION, on a base
-    ///   model Vertex still tunes.
-    ///
-    /// A bucket that cannot be read is the run's failure to report, not a bad setting. The lock
-    /// is looked at meanwhile: what both reads found is the first cycle's to use
-    /// ([`Job::run_cycles_after`]), so that it does not read them again one after the other.
-    pub async fn check_against_last_run(&self) -> Result<FirstLook, String> {
-        let continuous = self.config.tuning_mode == TuningMode::Continuous;
-        let latest = |statuses| {
-            crate::record::latest(&*self.store, &self.config.model_meta_folder, statuses)
-        };
-        let read = !self.config.resplit || continuous;
-        let (lock, baseline) = tokio::join!(self.look_at_lock(), async {
-            if read {
-                Some(latest(self.baseline_statuses()).await)
-            } else {
-                None
-            }
-        });
-        let first = FirstLook {
-            lock: Some(lock),
-            baseline: match &baseline {
-                Some(Ok(b)) => gates::Baseline::Read(b.clone().map(Box::new)),
-                _ => gates::Baseline::Unread,
-            },
-        };
-        let Some(Ok(Some(b))) = baseline else {
-            return Ok(first);
-        };
-        if !self.config.resplit {
-            self.check_split(&b.record)?;
-        }
-        if continuous && self.config.evaluation.is_some() {
-            if let Ok(Some(c)) =
-                crate::champion::read(&*self.store, &self.config.model_meta_folder).await
-                && let Some(parent) = c.champion.tuned_vertex_model()
-            {
-                self.check_parent(parent, &c.champion.base_model)
-                    .map_err(|e| e.to_string())?;
-            }
-        } else if continuous {
-            let last_success = if b.record.status == RunStatus::Success {
-                Some(b)
-            } else {
-                latest(&[RunStatus::Success]).await.ok().flatten()
-            };
-            if let Some(last) = last_success
-                && let Some(parent) = last.record.tuned_model()
-            {
-                self.check_parent(&parent.name, &last.record.source_model)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(first)
-    }
-
-    fn check_split(&self, last: &crate::record::RunRecord) -> Result<(), String> {
-        if let Some(ratio) = last.split_ratio
-            && (ratio - self.config.split_ratio).abs() > f64::EPSILON
-        {
-            return Err(format!(
-                "SPLIT_RATIO {} differs from the last run's ({ratio}, run {}): samples would change sides and trained ones could validate; keep it, or pass --resplit (RESPLIT=true) to accept a new split",
-                self.config.split_ratio, last.run_id
-            ));
-        }
-        if let (Some(seed), Some(previous)) = (&self.config.split_seed, &last.split_seed)
-            && seed != previous
-        {
-            return Err(format!(
-                "SPLIT_SEED {seed:?} differs from the last run's ({previous:?}, run {}); keep it, or pass --resplit (RESPLIT=true) to accept a new split",
-                last.run_id
-            ));
-        }
-        Ok(())
-    }
-
-    /// Gates 1 to 3, then the lease: read-only until the lease is taken. `Err` is the outcome
-    /// of a run that ends there. The gates are skipped when a pending job waits for adoption.
-    async fn take_lock<S>(
-        &self,
-        run_id: &str,
-        shutdown: S,
-        retry: Option<&cycles::Retry>,
-        first: FirstLook,
-    ) -> Result<(Lease, Option<Gates>), Box<Outcome>>
-    where
-        S: Future<Output = &'static str>,
-    {
-        // Gate 1, read-only: do not even list when a run is in progress.
-        let (lock, seen) = match first.lock {
-            Some(looked) => looked,
-            None => self.look_at_lock().await,
-        };
-        let adopt = match lock {
-            Lock::Free { pending_job } | Lock::Expired { pending_job, .. } => pending_job.is_some(),
-            lock @ (Lock::Live(_) | Lock::Unreadable { .. } | Lock::Failed(_)) => {
-                let o = Outcome::of_lock(&lock);
-                tracing::info!("{}", o.reason);
-                return Err(Box::new(o));
-            }
-        };
-        let gates = if adopt {
-            None
-        } else {
-            Some(
-                self.gates_for_build(shutdown, retry, first.baseline)
-                    .await?,
-            )
-        };
-        // Gate 1, for real: on the lock object as the look found it, read again only if it
-        // changed since.
-        let (store, key, owner) = (self.store.clone(), self.lock_key(), lease::owner());
-        let ttl = self.config.lease_duration;
-        let acquired = match seen {
-            Some(seen) => Lease::acquire_after(seen, store, &key, run_id, &owner, ttl).await,
-            None => Lease::acquire(store, &key, run_id, &owner, ttl).await,
-        };
-        match acquired {
-            Ok(Acquired::Won(l)) => Ok((l, gates)),
-            Ok(Acquired::Held(r)) => {
-                let reason = format!("gate 1: run {} ({}) took the lock first", r.run_id, r.owner);
-                tracing::info!("{reason}");
-                Err(Box::new(Outcome::new(RunStatus::Skipped, reason)))
-            }
-            Err(e) => Err(Box::new(Outcome::failed(e.to_string()))),
         }
     }
 
