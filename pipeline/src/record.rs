@@ -506,10 +506,20 @@ impl Stored {
         } else {
             "gz"
         };
-        self.key
-            .replacen(METADATA_PREFIX, MANIFEST_PREFIX, 1)
-            .replace(".json", &format!(".jsonl.{extension}"))
+        manifest_key_beside(&self.key, extension)
     }
+}
+
+/// The manifest's key beside the record key `meta_key` (`model_metadata_<stamp>.json` beside
+/// `model_manifest_<stamp>.jsonl.<extension>`), as [`claim_names`] pairs them.
+fn manifest_key_beside(meta_key: &str, extension: &str) -> String {
+    let (folder, name) = meta_key.rsplit_once('/').unwrap_or(("", meta_key));
+    let stamp = name.strip_prefix(METADATA_PREFIX).unwrap_or(name);
+    let stamp = stamp.strip_suffix(".json").unwrap_or(stamp);
+    storage::join(
+        folder,
+        &format!("{MANIFEST_PREFIX}{stamp}.jsonl.{extension}"),
+    )
 }
 
 /// The run records' keys, oldest first (names embed the start time).
@@ -592,13 +602,7 @@ pub(crate) async fn claim_names(
             format!("{stamp}_{n}")
         };
         let meta_key = storage::join(meta_folder, &format!("{METADATA_PREFIX}{suffix}.json"));
-        let manifest_key = storage::join(
-            meta_folder,
-            &format!(
-                "{MANIFEST_PREFIX}{suffix}.jsonl.{}",
-                crate::compress::EXTENSION
-            ),
-        );
+        let manifest_key = manifest_key_beside(&meta_key, crate::compress::EXTENSION);
         if store.get(&meta_key).await.is_ok() {
             continue;
         }
@@ -620,13 +624,8 @@ pub(crate) async fn claim_names(
 /// The manifest a run claimed beside the record name `meta_key` ([`claim_names`]), as a URI,
 /// if it exists: what a run killed before its first record write leaves for its adopter.
 pub(crate) async fn manifest_beside(store: &dyn Store, meta_key: &str) -> Option<String> {
-    let (folder, name) = meta_key.rsplit_once('/').unwrap_or(("", meta_key));
-    let suffix = name.strip_prefix(METADATA_PREFIX)?.strip_suffix(".json")?;
     for extension in [crate::compress::EXTENSION, "gz"] {
-        let key = storage::join(
-            folder,
-            &format!("{MANIFEST_PREFIX}{suffix}.jsonl.{extension}"),
-        );
+        let key = manifest_key_beside(meta_key, extension);
         if store.get(&key).await.is_ok() {
             return Some(store.uri(&key));
         }

@@ -89,8 +89,16 @@ async fn invalid_names_are_not_counted_as_ambiguous() {
         .join("raw_training_data")
         .join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff.txt"));
     std::fs::write(bad, "x").unwrap();
+    let o = run_with_one_invalid_name(&store).await;
+    assert_eq!(o.counts.ambiguous, 0, "{:?}", o.counts);
+}
+
+/// A successful run of `store` that rejects exactly one name as `invalid_name`.
+async fn run_with_one_invalid_name(
+    store: &std::sync::Arc<dyn autotune::storage::Store>,
+) -> autotune::run::Outcome {
     let tuner = Scripted::new(Follow::Succeed);
-    let o = run(&job(&store, &tuner, config())).await;
+    let o = run(&job(store, &tuner, config())).await;
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
     assert_eq!(
         o.counts
@@ -100,7 +108,7 @@ async fn invalid_names_are_not_counted_as_ambiguous() {
         "{:?}",
         o.counts
     );
-    assert_eq!(o.counts.ambiguous, 0, "{:?}", o.counts);
+    o
 }
 
 /// A local folder as the bucket, with 20 text pairs.
@@ -132,17 +140,7 @@ async fn a_temporary_looking_name_in_an_input_folder_is_reported() {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    let tuner = Scripted::new(Follow::Succeed);
-    let o = run(&job(&store, &tuner, config())).await;
-    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
-    assert_eq!(
-        o.counts
-            .rejected_by_category
-            .get(&autotune::sample::Category::InvalidName),
-        Some(&1),
-        "{:?}",
-        o.counts
-    );
+    let o = run_with_one_invalid_name(&store).await;
     let rejects_uri = o.rejected_uri.clone().expect("rejects are written");
     let rejects = std::fs::read_to_string(rejects_uri.strip_prefix("file://").unwrap()).unwrap();
     assert!(
