@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-
 use crate::champion::Champion;
 use crate::dataset::Built;
 use crate::evaluate::Row;
@@ -17,11 +15,13 @@ use crate::evaluate::metrics::Metric;
 use crate::evaluate::model::Generation;
 use crate::evaluate::set::{self, Damaged, Frozen, Opened, Picked, Replacing, Routing};
 use crate::notify::Event;
-use crate::record::{CandidateScores, ChampionScores, EvalSpend, EvaluationSummary, Promotion};
+use crate::record::{
+    CandidateScores, ChampionScores, EvalSpend, EvaluationSummary, Promotion, RunRecord,
+};
 use crate::storage::{self, PutMode};
 
 use super::promote::Seen;
-use super::{BLESSING_FILE, Gates, Job, RESPONSES_FOLDER, RunError, State, merge};
+use super::{BLESSING_FILE, Gates, Job, RESPONSES_FOLDER, RunError, merge};
 
 /// EVAL_* settings: the evaluation set and the blessing rule.
 #[derive(Debug, Clone)]
@@ -349,8 +349,42 @@ impl Job {
 pub(super) type HeldSet = Arc<Frozen>;
 
 /// The set the evaluation judges on: the one the run holds, shared.
-fn set_to_judge(held: Option<&HeldSet>) -> Option<HeldSet> {
+pub(super) fn set_to_judge(held: Option<&HeldSet>) -> Option<HeldSet> {
     held.cloned()
+}
+
+/// What the evaluate stage has decided so far, as the run's record will say: updated as the
+/// stage goes, so that a run stopped part-way (after the champion pointer moved, say) records
+/// what is true. The record takes it however the stage ended ([`Judgement::record_into`]).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Judgement {
+    pub(super) evaluation: Option<EvaluationSummary>,
+    pub(super) promotion: Option<Promotion>,
+    /// The candidate cannot be promoted: the run fails with this error.
+    pub(super) failed: Option<String>,
+}
+
+impl Judgement {
+    /// Writes what was decided into `record`; what was not decided stays as it was.
+    pub(super) fn record_into(self, record: &mut RunRecord) {
+        if let Some(evaluation) = self.evaluation {
+            record.evaluation = Some(evaluation);
+        }
+        if let Some(promotion) = self.promotion {
+            record.promotion = Some(promotion);
+        }
+        if let Some(error) = self.failed {
+            record.status = crate::status::RunStatus::Failed;
+            record.error = Some(error);
+        }
+    }
+
+    /// `record` as it will read with this judgement: what a notice is sent with.
+    pub(super) fn applied_to(&self, record: &RunRecord) -> RunRecord {
+        let mut record = record.clone();
+        self.clone().record_into(&mut record);
+        record
+    }
 }
 
 /// The seed of the paired bootstrap: fixed, so a verdict can be recomputed.
@@ -374,11 +408,14 @@ impl Job {
     /// Nothing here fails the run: the job's model exists and is recorded; an evaluation that
     /// cannot finish says why and promotes nothing. An interrupted evaluation resumes in the
     /// run that adopts the job, from the answers stored.
-    pub(super) async fn judge(&self, state: &Mutex<State>) {
-        let (record, set) = {
-            let st = state.lock().await;
-            (st.record.clone(), set_to_judge(st.eval_set.as_ref()))
-        };
+    /// `record`: the run's, as it stands; `set`: the evaluation set the run holds (`None`: an
+    /// adopted job, judged on the set in use).
+    pub(super) async fn judge(
+        &self,
+        record: &RunRecord,
+        set: Option<HeldSet>,
+        judgement: &mut Judgement,
+    ) {
         let run_id = record.run_id.clone();
         let tuned = record.tuned_model();
         let Some(candidate) = self.contestants.candidate(&CandidateRun {
@@ -393,9 +430,12 @@ impl Job {
             return;
         };
         let Some(eval) = &self.config.evaluation else {
-            return self.promote_unjudged(state, candidate).await;
+            return self.promote_unjudged(record, judgement, candidate).await;
         };
-        let Some(current) = self.pointer_to_judge_against(state, &candidate).await else {
+        let Some(current) = self
+            .pointer_to_judge_against(record, judgement, &candidate)
+            .await
+        else {
             return;
         };
         let champion = self.champion_of(current.as_ref(), &record.source_model);
@@ -405,7 +445,7 @@ impl Job {
             None => match self.eval_set().await {
                 Ok(s) => s.map(HeldSet::new),
                 Err(e) => {
-                    self.inconclusive(state, &e.to_string()).await;
+                    self.inconclusive(record, judgement, &e.to_string());
                     return;
                 }
             },
@@ -425,7 +465,7 @@ impl Job {
         {
             Ok(j) => j,
             Err(e) => {
-                self.inconclusive(state, &e).await;
+                self.inconclusive(record, judgement, &e);
                 return;
             }
         };
@@ -436,13 +476,13 @@ impl Job {
         let blessed = judged.blessing.blessed();
         tracing::info!(%run_id, verdict = %judged.blessing.verdict, "{}", judged.blessing.summary());
         let summary = summary(&judged, &candidate, &champion, &blessing);
-        state.lock().await.record.evaluation = Some(summary.clone());
+        judgement.evaluation = Some(summary.clone());
         let event = if blessed {
             Event::Blessed
         } else {
             Event::NotBlessed
         };
-        self.notify(event, &record, summary.to_json());
+        self.notify(event, record, summary.to_json());
         let promotion = if blessed {
             let winner = Champion {
                 metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
@@ -452,12 +492,12 @@ impl Job {
                 ..candidate
             };
             match self
-                .promote(winner, Seen::Was(Box::new(current)), state)
+                .promote(winner, Seen::Was(Box::new(current)), judgement)
                 .await
             {
                 Ok(p) => p,
                 Err(why) => {
-                    self.pointer_failed(state, &why).await;
+                    self.pointer_failed(record, judgement, &why);
                     return;
                 }
             }
@@ -470,7 +510,7 @@ impl Job {
                 ))
             }
         };
-        state.lock().await.record.promotion = Some(promotion);
+        judgement.promotion = Some(promotion);
     }
 
     /// The champion pointer a candidate is judged against; `None` when there is nothing to
@@ -478,20 +518,20 @@ impl Job {
     /// candidate.
     async fn pointer_to_judge_against(
         &self,
-        state: &Mutex<State>,
+        record: &RunRecord,
+        judgement: &mut Judgement,
         candidate: &Champion,
     ) -> Option<Option<crate::champion::Current>> {
         let current =
             match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.pointer_failed(state, &crate::champion::unusable(&e))
-                        .await;
+                    self.pointer_failed(record, judgement, &crate::champion::unusable(&e));
                     return None;
                 }
             };
         if self
-            .promoted_before(state, current.as_ref(), candidate)
+            .promoted_before(record, judgement, current.as_ref(), candidate)
             .await
         {
             return None;
@@ -500,10 +540,15 @@ impl Job {
     }
 
     /// Evaluation off: every successful run becomes the champion.
-    async fn promote_unjudged(&self, state: &Mutex<State>, candidate: Champion) {
-        match self.promote(candidate, Seen::ReadNow, state).await {
-            Ok(promotion) => state.lock().await.record.promotion = Some(promotion),
-            Err(why) => self.pointer_failed(state, &why).await,
+    async fn promote_unjudged(
+        &self,
+        record: &RunRecord,
+        judgement: &mut Judgement,
+        candidate: Champion,
+    ) {
+        match self.promote(candidate, Seen::ReadNow, judgement).await {
+            Ok(promotion) => judgement.promotion = Some(promotion),
+            Err(why) => self.pointer_failed(record, judgement, &why),
         }
     }
 
@@ -511,22 +556,22 @@ impl Job {
     /// candidate is the champion, and is not judged against itself; the record says so.
     async fn promoted_before(
         &self,
-        state: &Mutex<State>,
+        record: &RunRecord,
+        judgement: &mut Judgement,
         current: Option<&crate::champion::Current>,
         candidate: &Champion,
     ) -> bool {
         let Some(promotion) = self.already_champion(current, candidate).await else {
             return false;
         };
-        let mut st = state.lock().await;
-        if st.record.evaluation.is_none() {
-            st.record.evaluation = Some(EvaluationSummary {
+        if record.evaluation.is_none() && judgement.evaluation.is_none() {
+            judgement.evaluation = Some(EvaluationSummary {
                 verdict: Some(Verdict::Blessed),
                 reasons: vec!["blessed and promoted by an earlier attempt of this run (the champion pointer names its candidate)".to_owned()],
                 ..EvaluationSummary::default()
             });
         }
-        st.record.promotion = Some(promotion);
+        judgement.promotion = Some(promotion);
         true
     }
 
@@ -680,7 +725,7 @@ impl Job {
     }
 
     /// An evaluation that could not finish: recorded, nothing promoted.
-    async fn inconclusive(&self, state: &Mutex<State>, why: &str) {
+    fn inconclusive(&self, record: &RunRecord, judgement: &mut Judgement, why: &str) {
         tracing::error!("evaluation incomplete, the candidate is not promoted: {why}");
         let summary = EvaluationSummary {
             verdict: Some(Verdict::NotBlessed),
@@ -688,13 +733,13 @@ impl Job {
             error: Some(why.to_owned()),
             ..EvaluationSummary::default()
         };
-        let record = {
-            let mut st = state.lock().await;
-            st.record.evaluation = Some(summary.clone());
-            st.record.promotion = Some(Promotion::refused(format!("evaluation incomplete: {why}")));
-            st.record.clone()
-        };
-        self.notify(Event::NotBlessed, &record, summary.to_json());
+        judgement.evaluation = Some(summary.clone());
+        judgement.promotion = Some(Promotion::refused(format!("evaluation incomplete: {why}")));
+        self.notify(
+            Event::NotBlessed,
+            &judgement.applied_to(record),
+            summary.to_json(),
+        );
     }
 }
 
