@@ -1035,6 +1035,9 @@ mod tests {
             }
             self.inner.get(key).await
         }
+        async fn head(&self, key: &str) -> Result<storage::ObjectMeta, StoreError> {
+            self.inner.head(key).await
+        }
         async fn put(
             &self,
             key: &str,

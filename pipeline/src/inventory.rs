@@ -1000,6 +1000,9 @@ mod tests {
         async fn get(&self, key: &str) -> Result<crate::storage::GetResult, StoreError> {
             self.inner.get(key).await
         }
+        async fn head(&self, key: &str) -> Result<crate::storage::ObjectMeta, StoreError> {
+            self.inner.head(key).await
+        }
         async fn put(
             &self,
             key: &str,

@@ -603,7 +603,7 @@ pub(crate) async fn claim_names(
         };
         let meta_key = storage::join(meta_folder, &format!("{METADATA_PREFIX}{suffix}.json"));
         let manifest_key = manifest_key_beside(&meta_key, crate::compress::EXTENSION);
-        if store.get(&meta_key).await.is_ok() {
+        if store.head(&meta_key).await.is_ok() {
             continue;
         }
         let Some(body) = &manifest else {
@@ -626,7 +626,7 @@ pub(crate) async fn claim_names(
 pub(crate) async fn manifest_beside(store: &dyn Store, meta_key: &str) -> Option<String> {
     for extension in [crate::compress::EXTENSION, "gz"] {
         let key = manifest_key_beside(meta_key, extension);
-        if store.get(&key).await.is_ok() {
+        if store.head(&key).await.is_ok() {
             return Some(store.uri(&key));
         }
     }

@@ -648,6 +648,12 @@ impl autotune::storage::Store for SlowWrites {
     ) -> Result<autotune::storage::GetResult, autotune::storage::StoreError> {
         self.inner.get(key).await
     }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<autotune::storage::ObjectMeta, autotune::storage::StoreError> {
+        self.inner.head(key).await
+    }
     async fn put(
         &self,
         key: &str,

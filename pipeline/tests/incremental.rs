@@ -72,6 +72,9 @@ impl Store for Counting {
         }
         self.inner.get(key).await
     }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.inner.head(key).await
+    }
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
         self.inner.put(key, data, mode).await
     }

@@ -16,6 +16,7 @@ use futures::stream::BoxStream;
 pub(crate) enum Op {
     List,
     Get,
+    Head,
     Put,
     Multipart,
     Delete,
@@ -99,6 +100,10 @@ impl Store for Hooked {
     async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
         self.gate(Op::Get, key, None).await?;
         self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        self.gate(Op::Head, key, None).await?;
+        self.inner.head(key).await
     }
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
         self.gate(Op::Put, key, Some(&data)).await?;
