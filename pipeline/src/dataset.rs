@@ -1007,66 +1007,37 @@ mod tests {
         }
     }
 
-    /// A store whose reads wait until the test opens a gate and then take `delay(key)` (on the
-    /// paused clock), counting the reads begun.
-    #[derive(Debug)]
-    struct Gated {
-        inner: crate::storage::memory::MemoryStore,
-        begun: std::sync::atomic::AtomicUsize,
+    /// A memory bucket whose reads wait until the test opens a gate and then take `delay(key)`
+    /// (on the paused clock), and the count of reads begun.
+    fn gated(
         open: tokio::sync::watch::Receiver<bool>,
         delay: fn(&str) -> std::time::Duration,
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Gated {
-        fn list(
-            &self,
-            prefix: &str,
-        ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, StoreError>> {
-            self.inner.list(prefix)
-        }
-        async fn get(&self, key: &str) -> Result<storage::GetResult, StoreError> {
-            self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut open = self.open.clone();
-            open.wait_for(|o| *o).await.unwrap();
-            let delay = (self.delay)(key);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            self.inner.get(key).await
-        }
-        async fn head(&self, key: &str) -> Result<storage::ObjectMeta, StoreError> {
-            self.inner.head(key).await
-        }
-        async fn put(
-            &self,
-            key: &str,
-            data: Bytes,
-            mode: PutMode,
-        ) -> Result<storage::ObjectMeta, StoreError> {
-            self.inner.put(key, data, mode).await
-        }
-        async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-            self.inner.put_multipart(key).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key).await
-        }
-        fn uri(&self, key: &str) -> String {
-            self.inner.uri(key)
-        }
+    ) -> (
+        Arc<crate::storage::hooked::Hooked>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = begun.clone();
+        let inner = crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        let store = crate::storage::hooked::Hooked::new(inner).on_read(move |key| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut open = open.clone();
+            let delay = delay(key);
+            Box::pin(async move {
+                open.wait_for(|o| *o).await.unwrap();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            })
+        });
+        (Arc::new(store), begun)
     }
 
     /// Builds 20 samples of 2,010 bytes (2 KiB of the budget each) with reads held at a gate;
     /// how many reads had begun when everything else waited, and the lines made.
     async fn reads_begun(budget: u64, read_concurrency: usize) -> (usize, u64) {
         let (gate, open) = tokio::sync::watch::channel(false);
-        let store = Arc::new(Gated {
-            inner: crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
-            begun: 0.into(),
-            open,
-            delay: |_| std::time::Duration::ZERO,
-        });
+        let (store, begun) = gated(open, |_| std::time::Duration::ZERO);
         for i in 0..20 {
             let raw = format!("{i:02}") + &"x".repeat(1998);
             for (key, body) in [
@@ -1091,7 +1062,7 @@ mod tests {
         });
         // With the clock paused, this returns once every task waits: at the gate or for budget.
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let begun = store.begun.load(std::sync::atomic::Ordering::SeqCst);
+        let begun = begun.load(std::sync::atomic::Ordering::SeqCst);
         gate.send(true).unwrap();
         let (built, rejects) = building.await.unwrap();
         assert!(rejects.is_empty(), "{rejects:?}");
@@ -1118,14 +1089,9 @@ mod tests {
         // ahead, slowly (5 s a read). Waiting for the read-ahead must not count as a slow read
         // of the build's: its limit rises and never halves.
         let (_gate, open) = tokio::sync::watch::channel(true);
-        let store = Arc::new(Gated {
-            inner: crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
-            begun: 0.into(),
-            open,
-            delay: |key| {
-                let slow = key.strip_prefix("raw_training_data/s1").is_some();
-                std::time::Duration::from_millis(if slow { 5000 } else { 100 })
-            },
+        let (store, begun) = gated(open, |key| {
+            let slow = key.strip_prefix("raw_training_data/s1").is_some();
+            std::time::Duration::from_millis(if slow { 5000 } else { 100 })
         });
         text_samples(&*store, 200).await;
         let rules = Rules::new(autotune_layout::Layout::default());
@@ -1151,14 +1117,14 @@ mod tests {
         }
         // Every read-ahead read begins (they end 5 s later).
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        assert_eq!(store.begun.load(std::sync::atomic::Ordering::SeqCst), 200);
+        assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 200);
         let mut opts = options(1 << 20);
         opts.read_concurrency = None;
         opts.ahead = Some(ahead);
         let built = build_all(store.clone(), &inv, &opts).await;
         assert_eq!(built.train_examples, 200);
         // Each object read once: 200 ahead, 200 by the build.
-        assert_eq!(store.begun.load(std::sync::atomic::Ordering::SeqCst), 400);
+        assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 400);
         assert!(
             built.read_concurrency > limit::START,
             "the build's limit fell to {}",

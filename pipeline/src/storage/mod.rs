@@ -14,6 +14,8 @@
 //! object names relative to the store's root (the URL's prefix), always with `/` separators.
 
 pub mod gcs;
+#[cfg(test)]
+pub(crate) mod hooked;
 pub mod local;
 pub mod memory;
 
