@@ -54,6 +54,12 @@ impl Fingerprint {
     /// The fingerprint of a text (with its label, when the caller appends it); `None` for a
     /// text with no word, which has nothing to compare.
     pub fn of(text: &str) -> Option<Self> {
+        Self::of_texts([text])
+    }
+
+    /// The fingerprint of texts read one after the other (the turns of an example), as of
+    /// their words in one sequence.
+    pub fn of_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Option<Self> {
         let permutations = permutations();
         let mut least = [u64::MAX; PERMUTATIONS];
         let mut window = [0u64; SHINGLE];
@@ -63,7 +69,7 @@ impl Fingerprint {
                 *l = (*l).min(a.wrapping_mul(shingle).wrapping_add(*b));
             }
         };
-        for word in words_of(text) {
+        for word in texts.into_iter().flat_map(words_of) {
             window.rotate_left(1);
             window[SHINGLE - 1] = word;
             words += 1;
@@ -82,6 +88,26 @@ impl Fingerprint {
             *s = (l >> 48) as u16;
         }
         Some(Self(signature))
+    }
+
+    /// The fingerprint of a tuning example (one line of a dataset): the text of its turns,
+    /// user and model, in order. The system instruction is left out: it is the same for every
+    /// line of a run and would make short samples look alike. `None` for a line that is not
+    /// an example or has no word.
+    pub fn of_line(line: &str) -> Option<Self> {
+        let example: serde_json::Value = serde_json::from_str(line).ok()?;
+        Self::of_contents(example.get("contents")?.as_array()?)
+    }
+
+    /// The fingerprint of Vertex `Content`s: the text parts of every turn, in order.
+    pub fn of_contents(contents: &[serde_json::Value]) -> Option<Self> {
+        Self::of_texts(
+            contents
+                .iter()
+                .filter_map(|c| c.get("parts")?.as_array())
+                .flatten()
+                .filter_map(|p| p.get("text")?.as_str()),
+        )
     }
 
     /// The estimated Jaccard similarity of the two texts' shingles.
@@ -309,14 +335,11 @@ impl<Id> Index<Id> {
         best.map(|(i, _)| (i, self.kept[i].1.similarity(fingerprint)))
     }
 
-    /// Keeps `fingerprint` unless it is a near-duplicate of a kept sample, which is named.
+    /// Keeps `fingerprint`, whatever it matches.
     ///
     /// # Panics
     /// When more than `u32::MAX - 1` samples are kept.
-    pub fn admit(&mut self, id: Id, fingerprint: Fingerprint) -> Admitted<'_, Id> {
-        if let Some((i, s)) = self.best(&fingerprint) {
-            return Admitted::Duplicate(&self.kept[i].0, s);
-        }
+    pub fn insert(&mut self, id: Id, fingerprint: Fingerprint) {
         let at = u32::try_from(self.kept.len()).expect("fewer than 2^32 kept samples");
         assert!(at != END, "fewer than 2^32 - 1 kept samples");
         let keys: Vec<u64> = self.bands.keys(&fingerprint).collect();
@@ -325,6 +348,14 @@ impl<Id> Index<Id> {
             self.next.push(head);
         }
         self.kept.push((id, fingerprint));
+    }
+
+    /// Keeps `fingerprint` unless it is a near-duplicate of a kept sample, which is named.
+    pub fn admit(&mut self, id: Id, fingerprint: Fingerprint) -> Admitted<'_, Id> {
+        if let Some((i, s)) = self.best(&fingerprint) {
+            return Admitted::Duplicate(&self.kept[i].0, s);
+        }
+        self.insert(id, fingerprint);
         Admitted::Kept
     }
 }
@@ -455,6 +486,20 @@ mod tests {
         let short = Fingerprint::of("Refund").expect("a word");
         assert_eq!(short, Fingerprint::of("refund!").expect("a word"));
         assert!(short.similarity(&Fingerprint::of("Return").expect("a word")) < 0.1);
+    }
+
+    #[test]
+    fn a_line_is_fingerprinted_by_its_turns_without_the_system_instruction() {
+        let line = r#"{"systemInstruction":{"parts":[{"text":"You sort tickets into queues."}]},"contents":[{"role":"user","parts":[{"text":"My card was charged twice"}]},{"role":"model","parts":[{"text":"billing"}]}]}"#;
+        let bare = r#"{"contents":[{"role":"user","parts":[{"text":"my card was charged twice!"}]},{"role":"model","parts":[{"text":"Billing"}]}]}"#;
+        let of_line = Fingerprint::of_line(line).expect("an example");
+        assert_eq!(Some(&of_line), Fingerprint::of_line(bare).as_ref());
+        assert_eq!(
+            Fingerprint::of("My card was charged twice. billing"),
+            Some(of_line)
+        );
+        assert_eq!(Fingerprint::of_line("not json"), None);
+        assert_eq!(Fingerprint::of_line(r#"{"contents":[]}"#), None);
     }
 
     #[test]
