@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
 use crate::evaluate::set::{Picker, Route, Routing, Row};
-use crate::fingerprint::{Fingerprint, Index};
+use crate::fingerprint::{Admitted, Fingerprint, Index};
 use crate::inventory::Ambiguity;
 use crate::limit::Limiter;
 use crate::lines;
@@ -146,6 +146,10 @@ pub struct Built {
     pub eval_leaks: u64,
     /// The first few of them, for reports.
     pub eval_leak_examples: Vec<RejectExample>,
+    /// Near-duplicates of a sample written before them, held out (NEAR_DUPLICATE_THRESHOLD).
+    pub near_duplicates: u64,
+    /// The first few of them, for reports.
+    pub near_duplicate_examples: Vec<RejectExample>,
     /// Rows picked for a new set that left it because a near-copy of theirs was written in
     /// the same build (before the row came).
     pub eval_rows_with_copies_trained: u64,
@@ -193,6 +197,9 @@ pub(crate) struct Options {
     /// 16 and 256 ([`crate::limit`]).
     pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
+    /// NEAR_DUPLICATE_THRESHOLD: a sample this similar to one written before it (by key) is
+    /// held out as `near_duplicate`; `None`: off.
+    pub near_duplicates: Option<f64>,
     /// Bytes of sample content held at once: read, being converted, or waiting to be written
     /// (see the module docs). A sample larger than the whole budget takes all of it.
     pub max_bytes_in_flight: u64,
@@ -471,6 +478,9 @@ struct Writers {
     /// The fingerprints of the lines written while a new set is picked: a row picked after
     /// a near-copy of it was written leaves the new set.
     written: Vec<Fingerprint>,
+    /// The samples written, one per cluster of near-duplicates (NEAR_DUPLICATE_THRESHOLD),
+    /// by position in the inventory.
+    near: Option<Index<u32>>,
     built: Built,
 }
 
@@ -493,6 +503,7 @@ impl Writers {
             picker: opts.eval.picking().then(|| opts.eval.picker()),
             leaks: opts.eval.leak_guard(),
             written: Vec::new(),
+            near: opts.near_duplicates.map(Index::new),
             built: Built {
                 outcomes: vec![delta::Outcome::default(); n],
                 ..Built::default()
@@ -517,31 +528,46 @@ impl Writers {
             .await
     }
 
-    /// Holds out a near-copy of evaluation row `row` (its sample key): reported in
-    /// `rejected.jsonl` as `eval_leak`, naming the row, and counted apart from the rejects.
-    async fn hold_out_leak(
+    /// Holds out a near-copy, reported in `rejected.jsonl` (counted apart from the rejects):
+    /// of evaluation row `of` (`eval_leak`), or of sample `of` written before it
+    /// (`near_duplicate`).
+    async fn hold_out(
         &mut self,
         sample: &Sample,
-        row: &str,
+        category: Category,
+        of: &str,
         similarity: f64,
     ) -> Result<(), StoreError> {
+        let (reason, count, examples) = match category {
+            Category::EvalLeak => (
+                format!(
+                    "a near-copy (similarity {similarity:.2}) of evaluation row {of}: held out of both files, so that no blessing rests on a row the model trained on"
+                ),
+                &mut self.built.eval_leaks,
+                &mut self.built.eval_leak_examples,
+            ),
+            _ => (
+                format!(
+                    "a near-duplicate (similarity {similarity:.2}) of sample {of}, which trains in its place (NEAR_DUPLICATE_THRESHOLD)"
+                ),
+                &mut self.built.near_duplicates,
+                &mut self.built.near_duplicate_examples,
+            ),
+        };
+        *count += 1;
+        if examples.len() < REJECT_EXAMPLES {
+            examples.push(RejectExample {
+                key: sample.key.clone(),
+                reason: reason.clone(),
+            });
+        }
         let r = Reject {
             key: sample.key.clone(),
             objects: vec![sample.raw.meta.key.clone(), sample.label.meta.key.clone()],
-            category: Category::EvalLeak,
-            reason: format!(
-                "a near-copy (similarity {similarity:.2}) of evaluation row {row}: held out of both files, so that no blessing rests on a row the model trained on"
-            ),
+            category,
+            reason,
         };
-        tracing::warn!(sample = %r.key, row = %row, "{}", r.reason);
-        self.built.eval_leaks += 1;
-        let examples = &mut self.built.eval_leak_examples;
-        if examples.len() < REJECT_EXAMPLES {
-            examples.push(RejectExample {
-                key: r.key.clone(),
-                reason: r.reason.clone(),
-            });
-        }
+        tracing::info!(sample = %r.key, of = %of, category = %category, "{}", r.reason);
         self.rejected
             .write_line(&serde_json::to_string(&r).expect("a reject serialises"))
             .await
@@ -553,10 +579,11 @@ impl Writers {
         &mut self,
         i: usize,
         line: Line,
-        sample: &Sample,
+        samples: &[Sample],
         split: &Split,
         opts: &Options,
     ) -> Result<(), StoreError> {
+        let sample = &samples[i];
         let built = &mut self.built;
         if !self.seen.insert(line.digest) {
             built.duplicates += 1;
@@ -597,7 +624,19 @@ impl Writers {
                 let row = row.clone();
                 // Known content (not new to the next run), in neither file.
                 self.built.outcomes[i].digest = Some(line.digest);
-                return self.hold_out_leak(sample, &row, similarity).await;
+                return self
+                    .hold_out(sample, Category::EvalLeak, &row, similarity)
+                    .await;
+            }
+            let at = u32::try_from(i).expect("fewer than 2^32 samples");
+            if let Some(Admitted::Duplicate(&j, similarity)) =
+                self.near.as_mut().map(|n| n.admit(at, f.clone()))
+            {
+                self.built.outcomes[i].digest = Some(line.digest);
+                let of = samples[j as usize].key.clone();
+                return self
+                    .hold_out(sample, Category::NearDuplicate, &of, similarity)
+                    .await;
             }
             if self.picker.is_some() {
                 self.written.push(f);
@@ -803,7 +842,7 @@ pub(crate) async fn build(
         })
         .buffered(limiter.ceiling());
     let check = opts.check.clone();
-    let fingerprints = opts.eval.guards();
+    let fingerprints = opts.eval.guards() || opts.near_duplicates.is_some();
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
     let batches = reads
@@ -824,7 +863,7 @@ pub(crate) async fn build(
                         kept.add(&line.key, &samples[i].key, &line.text).await?;
                     }
                     files.built.reused += u64::from(line.reused);
-                    files.write(i, line, &samples[i], &split, opts).await?;
+                    files.write(i, line, &samples, &split, opts).await?;
                 }
                 Err(r) => files.reject(r).await?,
             }
@@ -881,6 +920,7 @@ mod tests {
         Options {
             read_concurrency: Some(32),
             max_text_bytes,
+            near_duplicates: None,
             max_bytes_in_flight: 64 << 20,
             paths: Paths {
                 train: "out/train.jsonl".into(),

@@ -9,9 +9,9 @@
 //! * **MinHash** (Broder, 1997): for each of [`PERMUTATIONS`] hash functions `h_i`, the
 //!   signature keeps the least `h_i(s)` over the text's shingles. Two texts have the same least
 //!   value for `h_i` with probability equal to their Jaccard similarity, so the share of equal
-//!   positions estimates it. Each position keeps the top 16 bits of its least value (b-bit
-//!   MinHash, Li and König, 2010): two different least values agree by chance with probability
-//!   2^-16, which moves an estimate by less than 0.0001.
+//!   positions estimates it. Each position keeps the lowest 8 bits of its least value (b-bit
+//!   MinHash, Li and König, 2010; 64 bytes a sample): two different least values agree by
+//!   chance with probability 1/256, which raises an estimate by at most 0.004.
 //! * **LSH** (Indyk and Motwani, 1998; Leskovec, Rajaraman and Ullman, *Mining of Massive
 //!   Datasets*, ch. 3): the signature is cut into `b` bands of `r` rows; two samples are
 //!   candidates when one band is equal, which happens with probability `1 - (1 - J^r)^b`, an
@@ -48,7 +48,7 @@ const SEED: u64 = 0x6175_746f_7475_6e65; // "autotune"
 
 /// A sample's MinHash signature.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u16; PERMUTATIONS]);
+pub struct Fingerprint([u8; PERMUTATIONS]);
 
 impl Fingerprint {
     /// The fingerprint of a text (with its label, when the caller appends it); `None` for a
@@ -83,9 +83,9 @@ impl Fingerprint {
             n if n < SHINGLE => add(shingle_hash(&window[SHINGLE - n..])),
             _ => {}
         }
-        let mut signature = [0u16; PERMUTATIONS];
+        let mut signature = [0u8; PERMUTATIONS];
         for (s, l) in signature.iter_mut().zip(least) {
-            *s = (l >> 48) as u16;
+            *s = l as u8;
         }
         Some(Self(signature))
     }
@@ -127,25 +127,14 @@ impl Fingerprint {
             .count()
     }
 
-    /// The signature as bytes (little-endian), to keep with the manifest.
-    pub fn to_bytes(&self) -> [u8; PERMUTATIONS * 2] {
-        let mut out = [0u8; PERMUTATIONS * 2];
-        for (chunk, v) in out.chunks_exact_mut(2).zip(self.0) {
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        out
+    /// The signature as bytes, to keep with the manifest.
+    pub fn to_bytes(&self) -> [u8; PERMUTATIONS] {
+        self.0
     }
 
     /// A signature [`Fingerprint::to_bytes`] wrote; `None` for bytes of another length.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != PERMUTATIONS * 2 {
-            return None;
-        }
-        let mut signature = [0u16; PERMUTATIONS];
-        for (s, chunk) in signature.iter_mut().zip(bytes.chunks_exact(2)) {
-            *s = u16::from_le_bytes([chunk[0], chunk[1]]);
-        }
-        Some(Self(signature))
+        Some(Self(bytes.try_into().ok()?))
     }
 }
 
@@ -230,14 +219,16 @@ impl Bands {
             .expect("at least one cut")
     }
 
-    /// The band keys of a signature: each band's positions hashed with its index.
-    fn keys<'a>(&self, fingerprint: &'a Fingerprint) -> impl Iterator<Item = u64> + 'a {
+    /// The band keys of a signature: each band's positions hashed with its index (32 bits:
+    /// a chance match is verified away like any candidate).
+    fn keys<'a>(&self, fingerprint: &'a Fingerprint) -> impl Iterator<Item = u32> + 'a {
         let rows = self.rows;
         (0..self.bands).map(move |band| {
             let positions = &fingerprint.0[band * rows..(band + 1) * rows];
-            positions
+            let key = positions
                 .iter()
-                .fold(mix(band as u64 ^ SEED), |h, &v| mix(h ^ u64::from(v)))
+                .fold(mix(band as u64 ^ SEED), |h, &v| mix(h ^ u64::from(v)));
+            (key >> 32) as u32
         })
     }
 }
@@ -264,7 +255,7 @@ pub struct Index<Id> {
     bands: Bands,
     kept: Vec<(Id, Fingerprint)>,
     /// One table per band: band key → the first kept sample with it; `next` chains the others.
-    tables: Vec<HashMap<u64, u32>>,
+    tables: Vec<HashMap<u32, u32>>,
     next: Vec<u32>,
 }
 
@@ -342,7 +333,7 @@ impl<Id> Index<Id> {
     pub fn insert(&mut self, id: Id, fingerprint: Fingerprint) {
         let at = u32::try_from(self.kept.len()).expect("fewer than 2^32 kept samples");
         assert!(at != END, "fewer than 2^32 - 1 kept samples");
-        let keys: Vec<u64> = self.bands.keys(&fingerprint).collect();
+        let keys: Vec<u32> = self.bands.keys(&fingerprint).collect();
         for (table, key) in self.tables.iter_mut().zip(keys) {
             let head = table.insert(key, at).unwrap_or(END);
             self.next.push(head);
@@ -508,9 +499,9 @@ mod tests {
         assert_eq!(Fingerprint::from_bytes(&f.to_bytes()), Some(f.clone()));
         assert_eq!(Fingerprint::from_bytes(&[0; 3]), None);
         // Pinned: a change of words, hash or permutations must change FORMAT (and this).
-        let head: Vec<u16> = f.0[..4].to_vec();
+        let head: Vec<u8> = f.0[..4].to_vec();
         assert_eq!(head, PINNED, "fingerprint FORMAT {FORMAT} changed");
     }
 
-    const PINNED: [u16; 4] = [1835, 22628, 6059, 22288];
+    const PINNED: [u8; 4] = [218, 171, 12, 90];
 }

@@ -43,6 +43,10 @@ pub struct Counts {
     /// `rejected.jsonl`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub eval_leaks: u64,
+    /// Near-duplicates of a sample written before them, held out (`near_duplicate` in
+    /// `rejected.jsonl`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub near_duplicates: u64,
     /// Rows picked for a new evaluation set that left it because a near-copy of theirs was
     /// written in the same build.
     #[serde(default, skip_serializing_if = "is_zero")]

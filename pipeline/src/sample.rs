@@ -58,6 +58,8 @@ pub enum Category {
     NotARegularFile,
     /// A near-copy of an evaluation row: held out of both files (not a reject).
     EvalLeak,
+    /// A near-duplicate of a sample written before it (not a reject).
+    NearDuplicate,
 }
 
 impl Category {
@@ -76,6 +78,7 @@ impl Category {
             Self::InvalidName => "invalid_name",
             Self::NotARegularFile => "not_a_regular_file",
             Self::EvalLeak => "eval_leak",
+            Self::NearDuplicate => "near_duplicate",
         }
     }
 }

@@ -1423,11 +1423,10 @@ async fn the_evaluation_set_is_held_within_half_of_max_bytes_in_flight() {
     let store = bucket();
     for i in 0..160 {
         // Long documents, each its own words (not near-copies of each other).
-        let long = (0..500).fold(String::new(), |mut s, w| {
-            use std::fmt::Write as _;
-            let _ = write!(s, "w{i}x{} ", w % 97);
-            s
-        });
+        let long = (0..500)
+            .map(|w| format!("w{i}x{}", w % 97))
+            .collect::<Vec<_>>()
+            .join(" ");
         crate::run::put(
             &*store,
             &format!("raw_training_data/s{i:03}.txt"),

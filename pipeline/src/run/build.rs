@@ -46,6 +46,7 @@ impl Build {
         r.counts.rejected = built.rejected;
         r.counts.duplicates = built.duplicates;
         r.counts.eval_leaks = built.eval_leaks;
+        r.counts.near_duplicates = built.near_duplicates;
         r.counts.eval_rows_with_copies_trained = built.eval_rows_with_copies_trained;
         r.counts.pinned_to_validation = built.pinned_to_validation;
         r.counts.reused = built.reused;
@@ -215,6 +216,7 @@ impl Job {
             &dataset::Options {
                 read_concurrency: self.config.read_concurrency,
                 max_text_bytes: self.config.max_text_bytes,
+                near_duplicates: self.config.near_duplicates,
                 // Evaluation rows held during the build count inside MAX_BYTES_IN_FLIGHT.
                 max_bytes_in_flight: if eval.holds_rows() {
                     self.config.max_bytes_in_flight - self.eval_bytes()

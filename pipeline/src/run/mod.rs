@@ -138,6 +138,8 @@ pub struct Config {
     /// READ_CONCURRENCY: pinned; `None` adapts it.
     pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
+    /// NEAR_DUPLICATE_THRESHOLD: near-duplicates train once; `None`: off.
+    pub near_duplicates: Option<f64>,
     /// Sample bytes in memory at once during the build (MAX_BYTES_IN_FLIGHT).
     pub max_bytes_in_flight: u64,
     pub lease_duration: Duration,

@@ -382,6 +382,7 @@ impl Settings {
             val_file: self.val_file.clone(),
             min_samples: self.min_samples,
             split_ratio: self.split_ratio,
+            near_duplicates: self.near_duplicate_threshold.0,
             split_seed: self.split_seed.clone(),
             resplit: self.resplit,
             full_rebuild: self.full_rebuild,

@@ -14,9 +14,11 @@ use crate::tuner::job;
 type Part = fn(&Settings, Option<&str>) -> Value;
 
 /// The settings that shape the datasets or the tuning job, by variable, in the digest's order.
-/// Adding one changes every deployment's run key once (what it last tuned is tuned again);
-/// the order is part of the digest and never changes.
-pub(super) const SHAPING: [(&str, Part); 13] = [
+/// The order is part of the digest and never changes. The first [`FIRST_RELEASE`] entries are
+/// digested as values; every entry added since digests as `[name, value]`, and only when its
+/// value is not the default ([`Value::Null`] at the default), so that adding a setting leaves
+/// every deployment's run key as it was (nothing is tuned again for it).
+pub(super) const SHAPING: [(&str, Part); 14] = [
     ("CONVERT_CONFIG", |_, templates| json!(templates)),
     ("SPLIT_RATIO", |s, _| json!(s.split_ratio)),
     ("PROMPT", |s, _| json!(s.prompt)),
@@ -32,16 +34,27 @@ pub(super) const SHAPING: [(&str, Part); 13] = [
     ("VAL_FILE", |s, _| json!(s.val_file)),
     ("EVAL_RATIO", |s, _| json!(s.eval.eval_ratio)),
     ("EVAL_MAX", |s, _| json!(s.eval.eval_max)),
+    ("NEAR_DUPLICATE_THRESHOLD", |s, _| {
+        let default = crate::fingerprint::DEFAULT_THRESHOLD;
+        match s.near_duplicate_threshold.0 {
+            Some(v) if (v - default).abs() < f64::EPSILON => Value::Null,
+            _ => json!(s.near_duplicate_threshold.to_string()),
+        }
+    }),
 ];
+
+/// The entries of [`SHAPING`] the first release digested, as values.
+const FIRST_RELEASE: usize = 13;
 
 /// The digest of the settings in [`SHAPING`], given CONVERT_CONFIG's text.
 pub(super) fn digest(settings: &Settings, templates: Option<&str>) -> String {
-    job::digest(&Value::Array(
-        SHAPING
-            .iter()
-            .map(|(_, part)| part(settings, templates))
-            .collect(),
-    ))
+    let (first, added) = SHAPING.split_at(FIRST_RELEASE);
+    let values = first.iter().map(|(_, part)| part(settings, templates));
+    let added = added.iter().filter_map(|(name, part)| {
+        let value = part(settings, templates);
+        (!value.is_null()).then(|| json!([name, value]))
+    });
+    job::digest(&Value::Array(values.chain(added).collect()))
 }
 
 #[cfg(test)]
@@ -69,6 +82,7 @@ mod tests {
         // What the examples say and how they are split; the tuning job's own parameters.
         ("CONVERT_CONFIG", Shapes, "{dir}/convert.toml"),
         ("SPLIT_RATIO", Shapes, "0.8"),
+        ("NEAR_DUPLICATE_THRESHOLD", Shapes, "off"),
         ("PROMPT", Shapes, "p"),
         ("SYSTEM_INSTRUCTION", Shapes, "s"),
         ("LABEL_FIELD", Shapes, "/answer"),
