@@ -196,10 +196,11 @@ impl Job {
             return Ok(());
         }
         match self.parent(gates).await? {
-            Some((parent, base)) => {
+            Some((parent, base, checkpoint)) => {
                 self.check_parent(&parent, &base)?;
                 tracing::info!(
                     parent,
+                    checkpoint = checkpoint.as_deref().unwrap_or("the default"),
                     "continuous tuning from {}",
                     if self.config.evaluation.is_some() {
                         "the champion"
@@ -207,11 +208,12 @@ impl Job {
                         "the last successful run's model"
                     }
                 );
-                request.continue_from(&parent);
-                merge(
-                    &mut state.lock().await.record.model_details,
-                    &serde_json::json!({ "parent_model": parent }),
-                );
+                request.continue_from(&parent, checkpoint.as_deref());
+                let mut details = serde_json::json!({ "parent_model": parent });
+                if let Some(c) = &checkpoint {
+                    details["parent_checkpoint"] = serde_json::json!(c);
+                }
+                merge(&mut state.lock().await.record.model_details, &details);
             }
             None => {
                 tracing::info!(
@@ -222,18 +224,26 @@ impl Job {
         Ok(())
     }
 
-    /// The model continuous tuning starts from, and its base model. With evaluation on, the
-    /// champion pointer decides (an unreadable pointer fails the run rather than tune from a
-    /// guess); else the last successful run.
-    pub(super) async fn parent(&self, gates: &Gates) -> Result<Option<(String, String)>, RunError> {
+    /// The model continuous tuning starts from, its base model, and its checkpoint (the
+    /// champion's winning checkpoint). With evaluation on, the champion pointer decides (an
+    /// unreadable pointer fails the run rather than tune from a guess); else the last
+    /// successful run.
+    pub(super) async fn parent(
+        &self,
+        gates: &Gates,
+    ) -> Result<Option<(String, String, Option<String>)>, RunError> {
         if self.config.evaluation.is_some() {
             let current = crate::champion::read(&*self.store, &self.config.model_meta_folder)
                 .await
                 .map_err(|e| RunError::Champion(e.to_string()))?;
             return Ok(current.and_then(|c| {
-                c.champion
-                    .tuned_vertex_model()
-                    .map(|m| (m.to_owned(), c.champion.base_model.clone()))
+                c.champion.tuned_vertex_model().map(|m| {
+                    (
+                        m.to_owned(),
+                        c.champion.base_model.clone(),
+                        c.champion.checkpoint.clone(),
+                    )
+                })
             }));
         }
         // The baseline may be a run that found nothing new: the parent is the last run that
@@ -254,7 +264,7 @@ impl Job {
         Ok(last_success.and_then(|b| {
             b.record
                 .tuned_model()
-                .map(|m| (m.name, b.record.source_model))
+                .map(|m| (m.name, b.record.source_model, None))
         }))
     }
 

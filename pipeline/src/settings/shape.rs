@@ -16,7 +16,11 @@ type Part = fn(&Settings, Option<&str>) -> Value;
 /// The settings that shape the datasets or the tuning job, by variable, in the digest's order.
 /// Adding one changes every deployment's run key once (what it last tuned is tuned again);
 /// the order is part of the digest and never changes.
-pub(super) const SHAPING: [(&str, Part); 13] = [
+///
+/// Entries after the first [`ORIGINAL`] are left out of the digest while they are `null`: a
+/// setting added later says `null` for what deployments did before it existed, so adding it
+/// keeps their keys (and does not tune their last datasets again).
+pub(super) const SHAPING: [(&str, Part); 14] = [
     ("CONVERT_CONFIG", |_, templates| json!(templates)),
     ("SPLIT_RATIO", |s, _| json!(s.split_ratio)),
     ("PROMPT", |s, _| json!(s.prompt)),
@@ -32,14 +36,30 @@ pub(super) const SHAPING: [(&str, Part); 13] = [
     ("VAL_FILE", |s, _| json!(s.val_file)),
     ("EVAL_RATIO", |s, _| json!(s.eval.eval_ratio)),
     ("EVAL_MAX", |s, _| json!(s.eval.eval_max)),
+    // `exportLastCheckpointOnly`: true with EVAL_CHECKPOINTS=last. Jobs of earlier versions
+    // sent true, but the same data tuned again only to keep checkpoints would be waste: the
+    // default (false) adds nothing to the digest.
+    ("EVAL_CHECKPOINTS", |s, _| {
+        if s.eval.eval_checkpoints.export_last_only() {
+            json!({"export_last_checkpoint_only": true})
+        } else {
+            Value::Null
+        }
+    }),
 ];
+
+/// The entries of [`SHAPING`] that are always in the digest.
+const ORIGINAL: usize = 13;
 
 /// The digest of the settings in [`SHAPING`], given CONVERT_CONFIG's text.
 pub(super) fn digest(settings: &Settings, templates: Option<&str>) -> String {
     job::digest(&Value::Array(
         SHAPING
             .iter()
-            .map(|(_, part)| part(settings, templates))
+            .enumerate()
+            .map(|(i, (_, part))| (i, part(settings, templates)))
+            .filter(|(i, v)| *i < ORIGINAL || !v.is_null())
+            .map(|(_, v)| v)
             .collect(),
     ))
 }
@@ -80,6 +100,7 @@ mod tests {
         ("VAL_FILE", Shapes, "val.jsonl"),
         ("EVAL_RATIO", Shapes, "0.1"),
         ("EVAL_MAX", Shapes, "500"),
+        ("EVAL_CHECKPOINTS", Shapes, "last"),
         // Where the samples are and which are read: the files' bytes, which the run key
         // digests too, say what they selected.
         ("BUCKET_NAME", Neutral, "memory://t"),
