@@ -1119,16 +1119,20 @@ impl State {
                 add_checkpoints(&mut job.value, self.default_epochs);
                 let at = location_of(name).to_owned();
                 let under = self.tuned_under.map_or(at.clone(), str::to_owned);
-                let tuned = &mut job.value["tunedModel"];
                 for key in ["model", "endpoint"] {
-                    if let Some(n) = tuned[key].as_str()
+                    if let Some(n) = job.value["tunedModel"][key].as_str()
                         && location_of(n) == at
                         && under != at
                     {
-                        tuned[key] = json!(relocate(n, &under));
+                        job.value["tunedModel"][key] = json!(relocate(n, &under));
                     }
                 }
-                for c in tuned["checkpoints"].as_array_mut().into_iter().flatten() {
+                let checkpoints = job
+                    .value
+                    .get_mut("tunedModel")
+                    .and_then(|t| t.get_mut("checkpoints"))
+                    .and_then(Value::as_array_mut);
+                for c in checkpoints.into_iter().flatten() {
                     if let Some(n) = c["endpoint"].as_str()
                         && location_of(n) == at
                         && under != at
