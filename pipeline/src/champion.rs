@@ -57,7 +57,7 @@ pub struct Champion {
     /// job named it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The checkpoint of the tuned model that won (EVAL_CHECKPOINTS): `endpoint` is its
+    /// The checkpoint of the tuned model that won, as EVAL_CHECKPOINTS judged: `endpoint` is its
     /// endpoint, the model version's default checkpoint is set to it, and continuous tuning
     /// starts from it (`preTunedModel.checkpointId`). `None` for a job without intermediate
     /// checkpoints, and for the base model.

@@ -341,10 +341,7 @@ impl Registry for VertexRegistry {
         checkpoint: &str,
     ) -> Result<(), RegistryError> {
         ModelName::parse_version(version)?;
-        let url = format!(
-            "{}?updateMask=defaultCheckpointId",
-            self.hosts.url(version)
-        );
+        let url = format!("{}?updateMask=defaultCheckpointId", self.hosts.url(version));
         let body = json!({ "defaultCheckpointId": checkpoint });
         let answer = self
             .call(

@@ -234,7 +234,12 @@ impl HistoryRow {
             }),
             checkpoints: e
                 .and_then(|e| e.checkpoints.as_ref())
-                .map(|c| c.judged.iter().map(|s| s.line()).collect())
+                .map(|c| {
+                    c.judged
+                        .iter()
+                        .map(crate::evaluate::checkpoints::CheckpointScore::line)
+                        .collect()
+                })
                 .unwrap_or_default(),
             note,
         }

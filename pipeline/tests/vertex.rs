@@ -533,7 +533,10 @@ async fn continuous_mode_sends_the_previous_model_and_no_base_model() {
 
     // A parent Vertex does not know is named as such.
     let mut r = request(&t.settings, "k-gone");
-    r.continue_from("projects/test-project/locations/us-central1/models/404@1", None);
+    r.continue_from(
+        "projects/test-project/locations/us-central1/models/404@1",
+        None,
+    );
     let (message, _) = failed(t.vertex.submit(&r).await.unwrap_err());
     assert!(message.contains("TUNING_MODE"), "{message}");
     assert!(message.contains("models/404@1"), "{message}");

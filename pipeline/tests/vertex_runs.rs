@@ -1281,7 +1281,11 @@ fn the_best_checkpoint_is_promoted_made_default_and_continued_from() {
     env.fake
         .serve_model(&fake::endpoint("2233445566"), answer(|_| true));
     let (second_run, out) = env.run(&settings);
-    assert_eq!(second_run["status"], "success", "{second_run}\n{}", out.stderr);
+    assert_eq!(
+        second_run["status"], "success",
+        "{second_run}\n{}",
+        out.stderr
+    );
     let bodies = env.fake.create_bodies();
     assert_eq!(bodies.len(), 2);
     assert_eq!(

@@ -58,9 +58,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::bless::{
-    Blessing, Paired, TOLERANCE, Test, Thresholds, Verdict, bless, mcnemar_p,
-};
+use super::bless::{Blessing, Paired, TOLERANCE, Test, Thresholds, Verdict, bless, mcnemar_p};
 use super::metrics::{Metric, is_binary, row_score};
 
 /// The most checkpoints Vertex saves for a job (about ten above 10 epochs).
@@ -119,14 +117,13 @@ impl Checkpoint {
 
     /// `checkpoint 2 (epoch 2, step 60)`.
     pub fn describe(&self) -> String {
-        let mut s = format!("checkpoint {}", self.checkpoint_id);
+        let id = &self.checkpoint_id;
         match (self.epoch, self.step) {
-            (Some(e), Some(st)) => s.push_str(&format!(" (epoch {e}, step {st})")),
-            (Some(e), None) => s.push_str(&format!(" (epoch {e})")),
-            (None, Some(st)) => s.push_str(&format!(" (step {st})")),
-            (None, None) => {}
+            (Some(e), Some(st)) => format!("checkpoint {id} (epoch {e}, step {st})"),
+            (Some(e), None) => format!("checkpoint {id} (epoch {e})"),
+            (None, Some(st)) => format!("checkpoint {id} (step {st})"),
+            (None, None) => format!("checkpoint {id}"),
         }
-        s
     }
 }
 
@@ -403,8 +400,7 @@ fn interval(metric: Metric, rows: &[Paired<'_>], b: &Blessing, level: f64) -> [f
     let z = Normal::new(0.0, 1.0)
         .expect("the standard normal")
         .inverse_cdf(1.0 - level / 2.0);
-    let spread = ((only_candidate + only_champion)
-        - (only_candidate - only_champion).powi(2) / n)
+    let spread = ((only_candidate + only_champion) - (only_candidate - only_champion).powi(2) / n)
         .max(0.0)
         .sqrt()
         / n;
@@ -557,9 +553,6 @@ mod tests {
             uncorrected > null5 && uncorrected > 10,
             "without the correction {uncorrected} of 200 runs would have promoted (corrected {null5})"
         );
-        eprintln!(
-            "planted best chosen {planted}/200; promoted with 3 equal {null3}/200, with 5 equal {null5}/200 (uncorrected {uncorrected}/200)"
-        );
         // Checkpoints all worse than the champion never promote.
         let worse = (0..50)
             .filter(|&seed| {
@@ -597,8 +590,15 @@ mod tests {
         let s = &choice.scores[0];
         assert!((s.level - 0.05).abs() < 1e-12);
         assert!(s.interval[0] < s.delta && s.delta < s.interval[1], "{s:?}");
-        assert!(s.interval[0] > 0.0, "a clear gain's interval is above 0: {s:?}");
-        assert!(s.line().contains("checkpoint 1 (epoch 1, step 30)"), "{}", s.line());
+        assert!(
+            s.interval[0] > 0.0,
+            "a clear gain's interval is above 0: {s:?}"
+        );
+        assert!(
+            s.line().contains("checkpoint 1 (epoch 1, step 30)"),
+            "{}",
+            s.line()
+        );
     }
 
     #[test]
@@ -652,7 +652,10 @@ mod tests {
         assert_eq!(choice.scores[0].verdict, Verdict::NotBlessed);
         assert_eq!(choice.scores[2].verdict, Verdict::NotBlessed);
         assert!(
-            choice.scores[2].reasons.iter().any(|r| r.contains("Holm's step-down")),
+            choice.scores[2]
+                .reasons
+                .iter()
+                .any(|r| r.contains("Holm's step-down")),
             "{:?}",
             choice.scores[2].reasons
         );

@@ -40,10 +40,12 @@ impl Job {
     /// them (the rehearsal's three when unset; on Vertex AI the most it saves, ten), bounded
     /// by EVAL_CHECKPOINTS.
     pub(super) fn checkpoints_judged(&self, eval: &Evaluation) -> u32 {
-        let epochs = self.config.request.epochs.or(
-            (self.tuner.kind() == crate::tuner::TunerKind::DryRun)
-                .then_some(crate::evaluate::contestants::REHEARSAL_EPOCHS),
-        );
+        let epochs = self
+            .config
+            .request
+            .epochs
+            .or((self.tuner.kind() == crate::tuner::TunerKind::DryRun)
+                .then_some(crate::evaluate::contestants::REHEARSAL_EPOCHS));
         eval.checkpoints.expected(epochs)
     }
 
@@ -70,6 +72,27 @@ impl Job {
             judged,
             checkpoints,
             reported: all.len(),
+        }
+    }
+
+    /// The candidate against the champion, or each of its checkpoints; the judgement and who
+    /// was judged (the winning checkpoint).
+    pub(super) async fn compare_contestants(
+        &self,
+        run_id: &str,
+        candidate: Champion,
+        contestants: &Contestants,
+        champion: &Champion,
+        rows: &[Row],
+        eval: &Evaluation,
+    ) -> Result<(Judged, Champion), String> {
+        if contestants.judged.is_empty() {
+            self.compare(run_id, &candidate, champion, rows, eval)
+                .await
+                .map(|j| (j, candidate))
+        } else {
+            self.compare_checkpoints(run_id, contestants, champion, rows, eval)
+                .await
         }
     }
 
@@ -121,8 +144,12 @@ impl Job {
                 .unwrap_or(0)
         });
         match choice.winner {
-            Some(w) => tracing::info!(%run_id, checkpoint = %contestants.checkpoints[w].describe(), judged = choice.scores.len(), "the best checkpoint wins"),
-            None => tracing::info!(%run_id, judged = choice.scores.len(), "no checkpoint is blessed"),
+            Some(w) => {
+                tracing::info!(%run_id, checkpoint = %contestants.checkpoints[w].describe(), judged = choice.scores.len(), "the best checkpoint wins");
+            }
+            None => {
+                tracing::info!(%run_id, judged = choice.scores.len(), "no checkpoint is blessed");
+            }
         }
         let google = if eval.google_metrics {
             self.contestants.google_metrics(&paired[main]).await
@@ -153,6 +180,19 @@ impl Job {
             checkpoints: Some(summary),
         };
         Ok((judged, contestants.judged[main].clone()))
+    }
+
+    /// Why a blessed candidate becomes the champion, in the pointer's words.
+    pub(super) fn blessed_because(run_id: &str, candidate: &Champion, judged: &Judged) -> String {
+        format!(
+            "blessed by run {run_id}{}: {}",
+            candidate
+                .checkpoint
+                .as_ref()
+                .map(|c| format!(" at its checkpoint {c}"))
+                .unwrap_or_default(),
+            judged.blessing.summary()
+        )
     }
 
     /// Makes a promoted champion's checkpoint its model version's default (`models.patch`):

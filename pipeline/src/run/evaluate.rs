@@ -390,8 +390,12 @@ pub(super) struct Asked {
 impl Asked {
     /// The scored pairs of `rows` (each row's answers by its id).
     pub(super) fn paired<'a>(&'a self, rows: &'a [Row]) -> Vec<Paired<'a>> {
-        let by_id: std::collections::HashMap<&str, &infer::Paired> =
-            self.answers.rows.iter().map(|p| (p.id.as_str(), p)).collect();
+        let by_id: std::collections::HashMap<&str, &infer::Paired> = self
+            .answers
+            .rows
+            .iter()
+            .map(|p| (p.id.as_str(), p))
+            .collect();
         rows.iter()
             .filter_map(|r| {
                 by_id.get(r.id.as_str()).map(|p| Paired {
@@ -417,32 +421,22 @@ impl Job {
         };
         let run_id = record.run_id.clone();
         let tuned = record.tuned_model();
-        let Some(candidate) = self.contestants.candidate(&CandidateRun {
+        let run = CandidateRun {
             run_id: &run_id,
             source_model: &record.source_model,
             details: &record.model_details,
             tuned: tuned.as_ref(),
             train_examples: record.counts.train,
             dataset_digest: record.dataset_digest.as_deref().unwrap_or(&run_id),
-        }) else {
+        };
+        let Some(candidate) = self.contestants.candidate(&run) else {
             tracing::warn!(%run_id, "the tuner reported no tuned model: nothing to evaluate or promote");
             return;
         };
         let Some(eval) = &self.config.evaluation else {
             return self.promote_unjudged(state, candidate).await;
         };
-        let contestants = self.checkpoint_contestants(
-            &CandidateRun {
-                run_id: &run_id,
-                source_model: &record.source_model,
-                details: &record.model_details,
-                tuned: tuned.as_ref(),
-                train_examples: record.counts.train,
-                dataset_digest: record.dataset_digest.as_deref().unwrap_or(&run_id),
-            },
-            &candidate,
-            eval,
-        );
+        let contestants = self.checkpoint_contestants(&run, &candidate, eval);
         let Some(current) = self
             .pointer_to_judge_against(state, &candidate, &contestants)
             .await
@@ -463,23 +457,11 @@ impl Job {
         };
         // Borrowed from the set the run holds: the rows are held once during the evaluation.
         let rows: &[Row] = set.as_ref().map_or(&[], |s| &s.rows);
-        tracing::info!(
-            %run_id,
-            candidate = %candidate.describe(),
-            champion = %champion.describe(),
-            rows = rows.len(),
-            checkpoints = contestants.judged.len(),
-            "evaluating the candidate against the champion"
-        );
-        let compared = if contestants.judged.is_empty() {
-            self.compare(&run_id, &candidate, &champion, rows, eval)
-                .await
-                .map(|j| (j, candidate))
-        } else {
-            self.compare_checkpoints(&run_id, &contestants, &champion, rows, eval)
-                .await
-        };
-        let (judged, candidate) = match compared {
+        tracing::info!(%run_id, candidate = %candidate.describe(), champion = %champion.describe(), rows = rows.len(), checkpoints = contestants.judged.len(), "evaluating the candidate against the champion");
+        let (judged, candidate) = match self
+            .compare_contestants(&run_id, candidate, &contestants, &champion, rows, eval)
+            .await
+        {
             Ok(j) => j,
             Err(e) => {
                 self.inconclusive(state, &e).await;
@@ -505,15 +487,7 @@ impl Job {
                 metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
                 serving: judged.serving.clone(),
                 eval_set_id: set.as_ref().map(|s| s.info.id.clone()),
-                reason: format!(
-                    "blessed by run {run_id}{}: {}",
-                    candidate
-                        .checkpoint
-                        .as_ref()
-                        .map(|c| format!(" at its checkpoint {c}"))
-                        .unwrap_or_default(),
-                    judged.blessing.summary()
-                ),
+                reason: Self::blessed_because(&run_id, &candidate, &judged),
                 ..candidate
             };
             match self
@@ -671,7 +645,7 @@ impl Job {
     }
 
     /// Both models on every row, the answers scored, the verdict.
-    async fn compare(
+    pub(super) async fn compare(
         &self,
         run_id: &str,
         candidate: &Champion,

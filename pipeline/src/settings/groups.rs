@@ -8,10 +8,10 @@ use autotune_layout as layout;
 use clap::{Args, ValueEnum};
 
 use super::parse::{
-    parse_adapter_size, parse_bucket, parse_checkpoints, parse_confidence, parse_duration, parse_eval_ratio,
-    parse_extension, parse_file_name, parse_folder, parse_http_timeout, parse_json_pointer,
-    parse_lease, parse_positive, parse_positive_duration, parse_retry_deadline, parse_split_ratio,
-    parse_text_or_file, parse_unit_ratio,
+    parse_adapter_size, parse_bucket, parse_checkpoints, parse_confidence, parse_duration,
+    parse_eval_ratio, parse_extension, parse_file_name, parse_folder, parse_http_timeout,
+    parse_json_pointer, parse_lease, parse_positive, parse_positive_duration, parse_retry_deadline,
+    parse_split_ratio, parse_text_or_file, parse_unit_ratio,
 };
 
 /// Settings shared by `run` and `plan`.

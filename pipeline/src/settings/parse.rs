@@ -110,7 +110,8 @@ pub(super) fn parse_eval_ratio(s: &str) -> Result<f64, String> {
 pub(super) fn parse_checkpoints(
     s: &str,
 ) -> Result<crate::evaluate::checkpoints::Selection, String> {
-    s.parse().map_err(|e: crate::evaluate::checkpoints::InvalidSelection| e.to_string())
+    s.parse()
+        .map_err(|e: crate::evaluate::checkpoints::InvalidSelection| e.to_string())
 }
 
 pub(super) fn parse_confidence(s: &str) -> Result<f64, String> {

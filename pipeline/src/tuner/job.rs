@@ -140,8 +140,8 @@ pub struct Template {
     /// `{run_id}` is replaced by the run id.
     pub display_name: String,
     pub service_account: Option<String>,
-    /// `exportLastCheckpointOnly`: true only with EVAL_CHECKPOINTS=last; otherwise Vertex keeps
-    /// an intermediate checkpoint about every epoch, each judged.
+    /// `exportLastCheckpointOnly`: true only when EVAL_CHECKPOINTS is `last`; otherwise Vertex
+    /// keeps an intermediate checkpoint about every epoch, each judged.
     pub export_last_checkpoint_only: bool,
 }
 
@@ -266,10 +266,16 @@ mod tests {
     fn a_job_asks_for_checkpoints_and_continues_from_the_champions() {
         let all = Request::build(&template(false), "r", "k", "gs://b/t.jsonl", None);
         let body = serde_json::to_value(&all.body).unwrap();
-        assert_eq!(body["supervisedTuningSpec"]["exportLastCheckpointOnly"], false);
+        assert_eq!(
+            body["supervisedTuningSpec"]["exportLastCheckpointOnly"],
+            false
+        );
         let last = Request::build(&template(true), "r", "k", "gs://b/t.jsonl", None);
         let body = serde_json::to_value(&last.body).unwrap();
-        assert_eq!(body["supervisedTuningSpec"]["exportLastCheckpointOnly"], true);
+        assert_eq!(
+            body["supervisedTuningSpec"]["exportLastCheckpointOnly"],
+            true
+        );
 
         let parent = "projects/p/locations/us-central1/models/m@1";
         let mut plain = all.clone();
@@ -284,7 +290,10 @@ mod tests {
                 .get("checkpointId")
                 .is_none()
         );
-        assert_ne!(plain.run_key, from_two.run_key, "another checkpoint, another job");
+        assert_ne!(
+            plain.run_key, from_two.run_key,
+            "another checkpoint, another job"
+        );
         let mut from_one = all;
         from_one.continue_from(parent, Some("1"));
         assert_ne!(from_one.run_key, from_two.run_key);

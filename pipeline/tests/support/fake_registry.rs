@@ -299,7 +299,9 @@ impl Aliases {
         }
         for field in mask.split(',') {
             if body.get(field.trim()).is_none() {
-                violations.push(format!("updateMask names {field}, which the body does not set"));
+                violations.push(format!(
+                    "updateMask names {field}, which the body does not set"
+                ));
                 return Reply::google_error(400, &format!("Invalid update mask field {field}."));
             }
         }
@@ -321,7 +323,11 @@ impl Aliases {
             v.default_checkpoint = Some(c.to_owned());
         }
         let (model, id) = (model.to_owned(), id.to_owned());
-        let m = self.models.iter().find(|m| m.name == model).expect("found above");
+        let m = self
+            .models
+            .iter()
+            .find(|m| m.name == model)
+            .expect("found above");
         let v = m.versions.iter().find(|v| v.id == id).expect("found above");
         let answer = Self::model_json(m, v);
         let problems = discovery.check("GoogleCloudAiplatformV1Model", &answer);

@@ -252,8 +252,7 @@ pub(crate) fn checkpoint_endpoint(endpoint: &str, k: u64) -> String {
 /// or whose history already scripts them.
 fn add_checkpoints(job: &mut Value, default_epochs: u64) {
     let spec = &job["supervisedTuningSpec"];
-    if spec["exportLastCheckpointOnly"] == true || job["tunedModel"].get("checkpoints").is_some()
-    {
+    if spec["exportLastCheckpointOnly"] == true || job["tunedModel"].get("checkpoints").is_some() {
         return;
     }
     let Some(endpoint) = job["tunedModel"]["endpoint"].as_str().map(str::to_owned) else {
