@@ -190,7 +190,7 @@ impl Contestants for VertexContestants {
 ///
 /// A job that keeps intermediate checkpoints (EVAL_CHECKPOINTS other than `last`) rehearses
 /// one stand-in checkpoint per epoch (EPOCHS; 3 when unset, at most 10) with a planted
-/// overfitting curve ([`planted`]): the middle checkpoint is the best (¾ of the last's error
+/// overfitting curve ([`planted`]): the middle checkpoint is the best (half the last's error
 /// rate), the first the worst, the last errs as the single stand-in would. Their names carry
 /// the checkpoint: `rehearsal/tuned-<digest>/checkpoint-2/error-0.100`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -203,7 +203,7 @@ pub const REHEARSAL_BASE_ERROR: f64 = 0.4;
 pub const REHEARSAL_EPOCHS: u32 = 3;
 
 /// The planted error rate of rehearsal checkpoint `k` (1-based) of `n`, relative to the last's:
-/// 1 for the last, ¾ for the middle one (`⌈n/2⌉`, the best), rising to 1.5 towards the first.
+/// 1 for the last, ½ for the middle one (`⌈n/2⌉`, the best), rising to 1.5 at the first.
 pub fn planted(k: u32, n: u32) -> f64 {
     if n <= 1 || k >= n {
         return 1.0;
@@ -211,9 +211,9 @@ pub fn planted(k: u32, n: u32) -> f64 {
     let m = n.div_ceil(2);
     let (k, m, n) = (f64::from(k), f64::from(m), f64::from(n));
     if k < m {
-        0.75 + 0.75 * (m - k) / m
+        0.5 + (m - k) / (m - 1.0)
     } else {
-        0.75 + 0.25 * (k - m) / (n - m)
+        0.5 + 0.5 * (k - m) / (n - m)
     }
 }
 
@@ -339,8 +339,16 @@ mod tests {
     #[test]
     fn rehearsal_checkpoints_plant_an_earlier_best() {
         assert!((planted(3, 3) - 1.0).abs() < 1e-12);
-        assert!((planted(2, 3) - 0.75).abs() < 1e-12);
-        assert!(planted(1, 3) > 1.0);
+        assert!((planted(2, 3) - 0.5).abs() < 1e-12);
+        assert!((planted(1, 3) - 1.5).abs() < 1e-12);
+        assert!(
+            (planted(1, 2) - 0.5).abs() < 1e-12,
+            "of two, the first is the better"
+        );
+        let ten: Vec<f64> = (1..=10).map(|k| planted(k, 10)).collect();
+        assert!((ten[0] - 1.5).abs() < 1e-12 && (ten[4] - 0.5).abs() < 1e-12);
+        assert!(ten.windows(2).take(4).all(|w| w[0] > w[1]), "{ten:?}");
+        assert!(ten.windows(2).skip(4).all(|w| w[0] < w[1]), "{ten:?}");
         assert!((planted(1, 1) - 1.0).abs() < 1e-12);
         let r = RehearsalContestants;
         let details = |export_last: bool, epochs: Option<&str>| {
@@ -374,8 +382,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "rehearsal/tuned-0123456789ab/checkpoint-1/error-0.225",
-                "rehearsal/tuned-0123456789ab/checkpoint-2/error-0.150",
+                "rehearsal/tuned-0123456789ab/checkpoint-1/error-0.300",
+                "rehearsal/tuned-0123456789ab/checkpoint-2/error-0.100",
                 "rehearsal/tuned-0123456789ab/checkpoint-3/error-0.200",
             ]
         );
