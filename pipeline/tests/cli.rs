@@ -1807,8 +1807,8 @@ fn models_prints_where_each_model_is_tuned_and_served() {
 /// Issue 23, rehearsal: the dry-run tuner's stand-in candidate has one stand-in checkpoint per
 /// epoch (three with EPOCHS unset) with a planted curve, the second the best; each is judged
 /// against the base model, the second wins and becomes the champion with its checkpoint.
-/// `plan` counts the checkpoints and the calls they imply; EVAL_CHECKPOINTS=last judges the
-/// last only.
+/// `plan` counts the checkpoints and the calls they imply; with EVAL_CHECKPOINTS at `last` it
+/// judges the last only.
 #[test]
 fn rehearsal_judges_every_stand_in_checkpoint_and_the_planted_best_wins() {
     let dir = tempfile::tempdir().unwrap();
