@@ -313,6 +313,7 @@ pub fn choose(
         let level = alpha / (k - position) as f64;
         levels[j] = level;
         let mut b = bless(metric, contestants[j].1, &at(level), seed);
+        holm_words(&mut b, t, level, k);
         if let Some(first) = stopped {
             if b.blessed() {
                 b.verdict = Verdict::NotBlessed;
@@ -368,6 +369,39 @@ pub fn choose(
         blessings,
         scores,
         winner,
+    }
+}
+
+/// The blessing's words say the level it was tested at is Holm's, from EVAL_CONFIDENCE (with
+/// more than one checkpoint: the thresholds it records carry the adjusted confidence).
+fn holm_words(b: &mut Blessing, t: &Thresholds, level: f64, k: usize) {
+    if k < 2 {
+        return;
+    }
+    let holm = format!(
+        "Holm's level {} (EVAL_CONFIDENCE {} over {k} checkpoints)",
+        short(level),
+        short(t.confidence)
+    );
+    let confidence = short(1.0 - level);
+    let swaps = [
+        (
+            format!("1 − EVAL_CONFIDENCE = {}", short(level)),
+            holm.clone(),
+        ),
+        (
+            format!("(EVAL_CONFIDENCE {confidence})"),
+            format!("(at {holm})"),
+        ),
+        (
+            format!("at EVAL_CONFIDENCE {confidence}"),
+            format!("at {holm}"),
+        ),
+    ];
+    for text in b.reasons.iter_mut().chain(std::iter::once(&mut b.rule)) {
+        for (from, to) in &swaps {
+            *text = text.replace(from.as_str(), to);
+        }
     }
 }
 
@@ -658,6 +692,17 @@ mod tests {
                 .any(|r| r.contains("Holm's step-down")),
             "{:?}",
             choice.scores[2].reasons
+        );
+        let words = "Holm's level 0.025 (EVAL_CONFIDENCE 0.95 over 3 checkpoints)";
+        assert!(
+            choice.scores[0].reasons.iter().any(|r| r.contains(words)),
+            "{:?}",
+            choice.scores[0].reasons
+        );
+        assert!(
+            choice.blessings[0].rule.contains(words),
+            "{}",
+            choice.blessings[0].rule
         );
         let json = serde_json::to_value(&choice.scores[1]).unwrap();
         assert_eq!(json["checkpoint_id"], "2");
