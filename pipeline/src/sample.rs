@@ -56,6 +56,8 @@ pub enum Category {
     /// A FIFO, socket, device or symbolic link where a file was expected (local folders):
     /// never read, never followed.
     NotARegularFile,
+    /// A near-copy of an evaluation row: held out of both files (not a reject).
+    EvalLeak,
 }
 
 impl Category {
@@ -73,6 +75,7 @@ impl Category {
             Self::Ambiguous => "ambiguous",
             Self::InvalidName => "invalid_name",
             Self::NotARegularFile => "not_a_regular_file",
+            Self::EvalLeak => "eval_leak",
         }
     }
 }
