@@ -211,6 +211,10 @@ pub struct EvaluationSummary {
     /// Why the evaluation could not finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Every checkpoint judged (EVAL_CHECKPOINTS), with its score and interval, and the one
+    /// that won; the fields above are the winner's (or, none winning, the best one's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<crate::evaluate::checkpoints::CheckpointsSummary>,
 }
 
 impl EvaluationSummary {
@@ -294,6 +298,10 @@ pub struct Promotion {
     /// The pointer already named the candidate: promoted by an earlier attempt of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recognised: Option<String>,
+    /// The winning checkpoint made the model version's default (`models.patch`
+    /// `defaultCheckpointId`), or why it could not be (the next run sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_checkpoint: Option<String>,
 }
 
 impl Promotion {

@@ -109,6 +109,7 @@ impl Contestants for Judges {
         Some(Champion {
             model,
             endpoint: details["endpoint"].as_str().map(str::to_owned),
+            checkpoint: None,
             run_id: Some(run_id.to_owned()),
             base_model: source_model.to_owned(),
             metrics: Value::Null,
@@ -205,6 +206,7 @@ fn evaluation() -> Evaluation {
         concurrency: 4,
         google_metrics: false,
         max_output_tokens: 256,
+        checkpoints: autotune::evaluate::checkpoints::Selection::All,
     }
 }
 

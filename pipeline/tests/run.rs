@@ -195,6 +195,7 @@ pub(crate) fn config() -> Config {
             learning_rate_multiplier: None,
             display_name: "autotune-{run_id}".to_owned(),
             service_account: None,
+            export_last_checkpoint_only: true,
         },
         hosts: autotune::locations::Hosts::custom("https://vertex.test"),
         tuning_mode: TuningMode::Full,

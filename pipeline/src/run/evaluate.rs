@@ -44,6 +44,8 @@ pub struct Evaluation {
     pub google_metrics: bool,
     /// EVAL_MAX_OUTPUT_TOKENS.
     pub max_output_tokens: u32,
+    /// EVAL_CHECKPOINTS: which checkpoints of a tuned model are judged.
+    pub checkpoints: crate::evaluate::checkpoints::Selection,
 }
 
 /// Which models answer the evaluation rows.
@@ -302,7 +304,10 @@ impl Job {
 pub struct EvalCost {
     /// The rows of the set in use, or of the set this run would pick.
     pub rows: u64,
-    /// `generateContent` calls: each row once per model.
+    /// Checkpoints of the candidate judged (EVAL_CHECKPOINTS; with EPOCHS unset, the most
+    /// Vertex saves), each against the champion.
+    pub checkpoints: u32,
+    /// `generateContent` calls: each row once per checkpoint and once for the champion.
     pub calls: u64,
     /// Prompt tokens of those calls, estimated at four characters a token.
     pub prompt_tokens: u64,
@@ -333,11 +338,14 @@ impl Job {
             })
             .sum();
         let n = rows.len() as u64;
+        let checkpoints = self.checkpoints_judged(eval);
+        let models = u64::from(checkpoints) + 1;
         Some(EvalCost {
             rows: n,
-            calls: 2 * n,
-            prompt_tokens: 2 * chars.div_ceil(4),
-            max_answer_tokens: 2 * n * u64::from(eval.max_output_tokens),
+            checkpoints,
+            calls: models * n,
+            prompt_tokens: models * chars.div_ceil(4),
+            max_answer_tokens: models * n * u64::from(eval.max_output_tokens),
             new_set,
         })
     }
@@ -388,18 +396,50 @@ impl Judgement {
 }
 
 /// The seed of the paired bootstrap: fixed, so a verdict can be recomputed.
-const BOOTSTRAP_SEED: u64 = 0x6175_746f_7475_6e65;
+pub(super) const BOOTSTRAP_SEED: u64 = 0x6175_746f_7475_6e65;
 
 /// What the evaluation of one candidate found.
-struct Judged {
-    blessing: Blessing,
-    totals: EvalSpend,
-    google: Option<serde_json::Value>,
+pub(super) struct Judged {
+    pub(super) blessing: Blessing,
+    pub(super) totals: EvalSpend,
+    pub(super) google: Option<serde_json::Value>,
     /// The name the candidate answered under (a tuned Gemini 3 endpoint may answer under
     /// another location than its tuning job named).
-    serving: Option<String>,
+    pub(super) serving: Option<String>,
     /// Whether both models sampled (temperature above 0, or the model's own default).
-    sampled: bool,
+    pub(super) sampled: bool,
+    /// Every checkpoint judged and the winner (a job that kept its checkpoints).
+    pub(super) checkpoints: Option<crate::evaluate::checkpoints::CheckpointsSummary>,
+}
+
+/// Both models' answers to the rows, before the verdict.
+pub(super) struct Asked {
+    pub(super) answers: infer::Answers,
+    pub(super) metric: Metric,
+    /// The name the candidate answered under, where it differs from its endpoint.
+    pub(super) serving: Option<String>,
+    pub(super) sampled: bool,
+}
+
+impl Asked {
+    /// The scored pairs of `rows` (each row's answers by its id).
+    pub(super) fn paired<'a>(&'a self, rows: &'a [Row]) -> Vec<Paired<'a>> {
+        let by_id: std::collections::HashMap<&str, &infer::Paired> = self
+            .answers
+            .rows
+            .iter()
+            .map(|p| (p.id.as_str(), p))
+            .collect();
+        rows.iter()
+            .filter_map(|r| {
+                by_id.get(r.id.as_str()).map(|p| Paired {
+                    reference: &r.reference,
+                    candidate: &p.candidate.answer,
+                    champion: &p.champion.answer,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Job {
@@ -418,22 +458,24 @@ impl Job {
     ) {
         let run_id = record.run_id.clone();
         let tuned = record.tuned_model();
-        let Some(candidate) = self.contestants.candidate(&CandidateRun {
+        let run = CandidateRun {
             run_id: &run_id,
             source_model: &record.source_model,
             details: &record.model_details,
             tuned: tuned.as_ref(),
             train_examples: record.counts.train,
             dataset_digest: record.dataset_digest.as_deref().unwrap_or(&run_id),
-        }) else {
+        };
+        let Some(candidate) = self.contestants.candidate(&run) else {
             tracing::warn!(%run_id, "the tuner reported no tuned model: nothing to evaluate or promote");
             return;
         };
         let Some(eval) = &self.config.evaluation else {
             return self.promote_unjudged(record, judgement, candidate).await;
         };
+        let contestants = self.checkpoint_contestants(&run, &candidate, eval);
         let Some(current) = self
-            .pointer_to_judge_against(record, judgement, &candidate)
+            .pointer_to_judge_against(record, judgement, &candidate, &contestants)
             .await
         else {
             return;
@@ -452,15 +494,9 @@ impl Job {
         };
         // Borrowed from the set the run holds: the rows are held once during the evaluation.
         let rows: &[Row] = set.as_ref().map_or(&[], |s| &s.rows);
-        tracing::info!(
-            %run_id,
-            candidate = %candidate.describe(),
-            champion = %champion.describe(),
-            rows = rows.len(),
-            "evaluating the candidate against the champion"
-        );
-        let judged = match self
-            .compare(&run_id, &candidate, &champion, rows, eval)
+        tracing::info!(%run_id, candidate = %candidate.describe(), champion = %champion.describe(), rows = rows.len(), checkpoints = contestants.judged.len(), "evaluating the candidate against the champion");
+        let (judged, candidate) = match self
+            .compare_contestants(&run_id, candidate, &contestants, &champion, rows, eval)
             .await
         {
             Ok(j) => j,
@@ -488,7 +524,7 @@ impl Job {
                 metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
                 serving: judged.serving.clone(),
                 eval_set_id: set.as_ref().map(|s| s.info.id.clone()),
-                reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
+                reason: Self::blessed_because(&run_id, &candidate, &judged),
                 ..candidate
             };
             match self
@@ -521,6 +557,7 @@ impl Job {
         record: &RunRecord,
         judgement: &mut Judgement,
         candidate: &Champion,
+        contestants: &super::checkpoints::Contestants,
     ) -> Option<Option<crate::champion::Current>> {
         let current =
             match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
@@ -530,11 +567,15 @@ impl Job {
                     return None;
                 }
             };
-        if self
-            .promoted_before(record, judgement, current.as_ref(), candidate)
-            .await
-        {
-            return None;
+        // The candidate, or one of its checkpoints (a stand-in checkpoint has a name of its
+        // own).
+        for c in std::iter::once(candidate).chain(&contestants.judged) {
+            if self
+                .promoted_before(record, judgement, current.as_ref(), c)
+                .await
+            {
+                return None;
+            }
         }
         Some(current)
     }
@@ -602,6 +643,9 @@ impl Job {
                 "google_metrics": judged.google,
             }),
         );
+        if let Some(c) = &judged.checkpoints {
+            blessing_json["checkpoints"] = serde_json::to_value(c).unwrap_or_default();
+        }
         match self
             .store
             .put(
@@ -646,7 +690,7 @@ impl Job {
     }
 
     /// Both models on every row, the answers scored, the verdict.
-    async fn compare(
+    pub(super) async fn compare(
         &self,
         run_id: &str,
         candidate: &Champion,
@@ -654,6 +698,42 @@ impl Job {
         rows: &[Row],
         eval: &Evaluation,
     ) -> Result<Judged, String> {
+        let folder = storage::join(
+            &storage::join(&self.config.jsonl_folder, run_id),
+            RESPONSES_FOLDER,
+        );
+        let asked = self
+            .ask(run_id, candidate, champion, rows, eval, [&folder, &folder])
+            .await?;
+        let paired = asked.paired(rows);
+        let blessing = bless(asked.metric, &paired, &eval.thresholds, BOOTSTRAP_SEED);
+        let google = if eval.google_metrics {
+            self.contestants.google_metrics(&paired).await
+        } else {
+            None
+        };
+        let totals = EvalSpend::new(asked.answers.candidate, asked.answers.champion);
+        Ok(Judged {
+            blessing,
+            totals,
+            google,
+            serving: asked.serving,
+            sampled: asked.sampled,
+            checkpoints: None,
+        })
+    }
+
+    /// Both models on every row (each model's answers under its folder of `folders`: the
+    /// candidate's, the champion's).
+    pub(super) async fn ask(
+        &self,
+        run_id: &str,
+        candidate: &Champion,
+        champion: &Champion,
+        rows: &[Row],
+        eval: &Evaluation,
+        folders: [&str; 2],
+    ) -> Result<Asked, String> {
         let cand = self
             .contestants
             .open(candidate, true)
@@ -672,14 +752,10 @@ impl Job {
         let sampling = &self.config.table.resolve(base).limits.sampling;
         let generation =
             Generation::new(base, run_id, eval.max_output_tokens).with_sampling(sampling);
-        let folder = storage::join(
-            &storage::join(&self.config.jsonl_folder, run_id),
-            RESPONSES_FOLDER,
-        );
         let progress = crate::logging::progress_bar(2 * rows.len() as u64, self.progress);
-        let answers = infer::paired(
+        let answers = infer::paired_apart(
             &*self.store,
-            &folder,
+            folders,
             rows,
             &*cand,
             &*champ,
@@ -690,33 +766,13 @@ impl Job {
         .await
         .map_err(|e| e.to_string())?;
         progress.finish_and_clear();
-        let by_id: std::collections::HashMap<&str, &infer::Paired> =
-            answers.rows.iter().map(|p| (p.id.as_str(), p)).collect();
-        let paired: Vec<Paired<'_>> = rows
-            .iter()
-            .filter_map(|r| {
-                by_id.get(r.id.as_str()).map(|p| Paired {
-                    reference: &r.reference,
-                    candidate: &p.candidate.answer,
-                    champion: &p.champion.answer,
-                })
-            })
-            .collect();
         let metric = eval.metric.unwrap_or_else(|| {
             let refs: Vec<&str> = rows.iter().map(|r| r.reference.as_str()).collect();
             Metric::choose(&refs)
         });
-        let blessing = bless(metric, &paired, &eval.thresholds, BOOTSTRAP_SEED);
-        let google = if eval.google_metrics {
-            self.contestants.google_metrics(&paired).await
-        } else {
-            None
-        };
-        let totals = EvalSpend::new(answers.candidate, answers.champion);
-        Ok(Judged {
-            blessing,
-            totals,
-            google,
+        Ok(Asked {
+            answers,
+            metric,
             serving: cand
                 .serving()
                 .filter(|s| candidate.endpoint.as_ref() != Some(s)),
@@ -775,6 +831,7 @@ fn summary(
         cost: Some(judged.totals),
         google_metrics: Some(judged.google.clone().unwrap_or_default()),
         error: None,
+        checkpoints: judged.checkpoints.clone(),
     }
 }
 

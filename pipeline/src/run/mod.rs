@@ -45,6 +45,7 @@
 //! (`settings::Settings::job_config`) builds it, tests build it directly.
 
 mod build;
+mod checkpoints;
 mod cycles;
 mod evaluate;
 mod gates;

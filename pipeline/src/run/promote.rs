@@ -113,8 +113,12 @@ impl Job {
             "not moved yet: the next run moves it",
         ));
         let alias = self.mirror(&new, Some(&before)).await;
+        let default_checkpoint = self.default_checkpoint(&new).await;
         self.announce_promotion(&new, &before.model, &alias);
-        Ok(Promotion::promoted(&new.model, &before.model, alias))
+        Ok(Promotion {
+            default_checkpoint,
+            ..Promotion::promoted(&new.model, &before.model, alias)
+        })
     }
 
     /// The record's `promotion` when the pointer already names `candidate` as the champion,
@@ -140,8 +144,10 @@ impl Job {
             .map_or_else(|| self.contestants.base(&current.base_model), Clone::clone);
         tracing::info!(%run_id, champion = %current.model, "the champion pointer already names this run's candidate: promoted before the run was stopped");
         let alias = self.mirror(current, Some(&previous)).await;
+        let default_checkpoint = self.default_checkpoint(current).await;
         self.announce_promotion(current, &previous.model, &alias);
         Some(Promotion {
+            default_checkpoint,
             recognised: Some(format!(
                 "{} already named run {run_id}'s candidate: promoted before the run was stopped",
                 champion::pointer_key(&self.config.model_meta_folder)
@@ -155,6 +161,7 @@ impl Job {
         let details = json!({
             "champion": new.model,
             "endpoint": new.endpoint,
+            "checkpoint": new.checkpoint,
             "previous": previous,
             "alias": alias,
         });
@@ -317,6 +324,7 @@ impl Job {
         champion::swap(&*self.store, folder, &back, Some(&current.generation)).await?;
         tracing::info!(champion = %back.describe(), from = %current.champion.describe(), "rolled back");
         let alias = self.mirror(&back, Some(&current.champion)).await;
+        self.default_checkpoint(&back).await;
         let run_id = current.champion.run_id.clone().unwrap_or_default();
         self.notice(
             Notice::new(Event::RolledBack, run_id, crate::status::RunStatus::Success).with_details(

@@ -111,10 +111,7 @@ impl Job {
             )
             .await?
         {
-            merge(
-                &mut run.record.model_details,
-                &serde_json::json!({ "parent_model": parent }),
-            );
+            merge(&mut run.record.model_details, &parent);
         }
         merge(
             &mut run.record.model_details,
@@ -216,16 +213,17 @@ impl Job {
 
     /// `TUNING_MODE=continuous`: tune the champion (with evaluation on), or the last successful
     /// run's model (with evaluation off), instead of SOURCE_MODEL. A candidate that was not
-    /// blessed is never a parent. Returns the parent, when there is one.
+    /// blessed is never a parent. Returns what the record says of the parent (`parent_model`,
+    /// `parent_checkpoint`), when there is one.
     async fn continue_from_baseline(
         &self,
         request: &mut job::Request,
         gates: &Gates,
-    ) -> Result<Option<String>, RunError> {
+    ) -> Result<Option<serde_json::Value>, RunError> {
         if self.config.tuning_mode != TuningMode::Continuous {
             return Ok(None);
         }
-        let Some((parent, base)) = self.parent(gates).await? else {
+        let Some((parent, base, checkpoint)) = self.parent(gates).await? else {
             tracing::info!(
                 "continuous tuning: no tuned model to start from yet, tuning SOURCE_MODEL"
             );
@@ -234,6 +232,7 @@ impl Job {
         self.check_parent(&parent, &base)?;
         tracing::info!(
             parent,
+            checkpoint = checkpoint.as_deref().unwrap_or("the default"),
             "continuous tuning from {}",
             if self.config.evaluation.is_some() {
                 "the champion"
@@ -241,22 +240,34 @@ impl Job {
                 "the last successful run's model"
             }
         );
-        request.continue_from(&parent);
-        Ok(Some(parent))
+        request.continue_from(&parent, checkpoint.as_deref());
+        let mut details = serde_json::json!({ "parent_model": parent });
+        if let Some(c) = &checkpoint {
+            details["parent_checkpoint"] = serde_json::json!(c);
+        }
+        Ok(Some(details))
     }
 
-    /// The model continuous tuning starts from, and its base model. With evaluation on, the
-    /// champion pointer decides (an unreadable pointer fails the run rather than tune from a
-    /// guess); else the last successful run.
-    pub(super) async fn parent(&self, gates: &Gates) -> Result<Option<(String, String)>, RunError> {
+    /// The model continuous tuning starts from, its base model, and its checkpoint (the
+    /// champion's winning checkpoint). With evaluation on, the champion pointer decides (an
+    /// unreadable pointer fails the run rather than tune from a guess); else the last
+    /// successful run.
+    pub(super) async fn parent(
+        &self,
+        gates: &Gates,
+    ) -> Result<Option<(String, String, Option<String>)>, RunError> {
         if self.config.evaluation.is_some() {
             let current = crate::champion::read(&*self.store, &self.config.model_meta_folder)
                 .await
                 .map_err(|e| RunError::Champion(e.to_string()))?;
             return Ok(current.and_then(|c| {
-                c.champion
-                    .tuned_vertex_model()
-                    .map(|m| (m.to_owned(), c.champion.base_model.clone()))
+                c.champion.tuned_vertex_model().map(|m| {
+                    (
+                        m.to_owned(),
+                        c.champion.base_model.clone(),
+                        c.champion.checkpoint.clone(),
+                    )
+                })
             }));
         }
         // The baseline may be a run that found nothing new: the parent is the last run that
@@ -277,7 +288,7 @@ impl Job {
         Ok(last_success.and_then(|b| {
             b.record
                 .tuned_model()
-                .map(|m| (m.name, b.record.source_model))
+                .map(|m| (m.name, b.record.source_model, None))
         }))
     }
 

@@ -8,11 +8,11 @@ use autotune_layout as layout;
 use clap::{Args, ValueEnum};
 
 use super::parse::{
-    NearDuplicates, parse_adapter_size, parse_bucket, parse_confidence, parse_duration,
-    parse_eval_ratio, parse_extension, parse_file_name, parse_folder, parse_http_timeout,
-    parse_json_pointer, parse_lease, parse_near_duplicate_threshold, parse_positive,
-    parse_positive_duration, parse_retry_deadline, parse_split_ratio, parse_text_or_file,
-    parse_unit_ratio,
+    NearDuplicates, parse_adapter_size, parse_bucket, parse_checkpoints, parse_confidence,
+    parse_duration, parse_eval_ratio, parse_extension, parse_file_name, parse_folder,
+    parse_http_timeout, parse_json_pointer, parse_lease, parse_near_duplicate_threshold,
+    parse_positive, parse_positive_duration, parse_retry_deadline, parse_split_ratio,
+    parse_text_or_file, parse_unit_ratio,
 };
 
 /// Settings shared by `run` and `plan`.
@@ -376,6 +376,12 @@ pub struct EvalSettings {
     /// cross-check with Google's definitions.
     #[arg(long, env = "EVAL_GOOGLE_METRICS", value_name = "EVAL_GOOGLE_METRICS")]
     pub eval_google_metrics: bool,
+
+    /// Which checkpoints of a tuned model are judged: all (Vertex keeps one about every epoch,
+    /// each judged; the best blessed one wins, Holm-corrected), last:K (the last K), or last
+    /// (the job exports the last checkpoint only).
+    #[arg(long, env = "EVAL_CHECKPOINTS", value_name = "EVAL_CHECKPOINTS", default_value = "all", value_parser = parse_checkpoints)]
+    pub eval_checkpoints: crate::evaluate::checkpoints::Selection,
 
     /// The longest answer a model may give to an evaluation row, in tokens.
     #[arg(long, env = "EVAL_MAX_OUTPUT_TOKENS", value_name = "EVAL_MAX_OUTPUT_TOKENS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]

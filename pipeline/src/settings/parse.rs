@@ -106,6 +106,14 @@ pub(super) fn parse_eval_ratio(s: &str) -> Result<f64, String> {
     parse_f64_in(s, |v| (0.0..=0.5).contains(&v), "[0, 0.5]")
 }
 
+/// EVAL_CHECKPOINTS: `all`, `last` or `last:K`.
+pub(super) fn parse_checkpoints(
+    s: &str,
+) -> Result<crate::evaluate::checkpoints::Selection, String> {
+    s.parse()
+        .map_err(|e: crate::evaluate::checkpoints::InvalidSelection| e.to_string())
+}
+
 pub(super) fn parse_confidence(s: &str) -> Result<f64, String> {
     parse_f64_in(s, |v| (0.5..1.0).contains(&v), "[0.5, 1)")
 }

@@ -18,7 +18,7 @@ type Part = fn(&Settings, Option<&str>) -> Value;
 /// digested as values; every entry added since digests as `[name, value]`, and only when its
 /// value is not the default ([`Value::Null`] at the default), so that adding a setting leaves
 /// every deployment's run key as it was (nothing is tuned again for it).
-pub(super) const SHAPING: [(&str, Part); 14] = [
+pub(super) const SHAPING: [(&str, Part); 15] = [
     ("CONVERT_CONFIG", |_, templates| json!(templates)),
     ("SPLIT_RATIO", |s, _| json!(s.split_ratio)),
     ("PROMPT", |s, _| json!(s.prompt)),
@@ -39,6 +39,16 @@ pub(super) const SHAPING: [(&str, Part); 14] = [
         match s.near_duplicate_threshold.0 {
             Some(v) if (v - default).abs() < f64::EPSILON => Value::Null,
             _ => json!(s.near_duplicate_threshold.to_string()),
+        }
+    }),
+    // `exportLastCheckpointOnly`: true with EVAL_CHECKPOINTS=last. Jobs of earlier versions
+    // sent true, but the same data tuned again only to keep checkpoints would be waste: the
+    // default (false) adds nothing to the digest.
+    ("EVAL_CHECKPOINTS", |s, _| {
+        if s.eval.eval_checkpoints.export_last_only() {
+            json!({"export_last_checkpoint_only": true})
+        } else {
+            Value::Null
         }
     }),
 ];
@@ -94,6 +104,7 @@ mod tests {
         ("VAL_FILE", Shapes, "val.jsonl"),
         ("EVAL_RATIO", Shapes, "0.1"),
         ("EVAL_MAX", Shapes, "500"),
+        ("EVAL_CHECKPOINTS", Shapes, "last"),
         // Where the samples are and which are read: the files' bytes, which the run key
         // digests too, say what they selected.
         ("BUCKET_NAME", Neutral, "memory://t"),
