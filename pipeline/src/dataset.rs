@@ -503,9 +503,7 @@ impl Writers {
             picker: opts.eval.picking().then(|| opts.eval.picker()),
             leaks: opts.eval.leak_guard(),
             written: Vec::new(),
-            near: opts
-                .near_duplicates
-                .map(|t| Index::with_capacity(t, n)),
+            near: opts.near_duplicates.map(|t| Index::with_capacity(t, n)),
             built: Built {
                 outcomes: vec![delta::Outcome::default(); n],
                 ..Built::default()

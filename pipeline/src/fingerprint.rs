@@ -255,9 +255,7 @@ impl Bands {
     /// The hash of a band's positions (the hash tables' hash; equal bands are then compared
     /// position by position).
     fn hash(positions: &[u8]) -> u64 {
-        positions
-            .iter()
-            .fold(SEED, |h, &v| mix(h ^ u64::from(v)))
+        positions.iter().fold(SEED, |h, &v| mix(h ^ u64::from(v)))
     }
 }
 
