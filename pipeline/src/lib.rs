@@ -19,6 +19,8 @@
 //! * [`delta`]: gate 3, samples new or changed since the last successful run (manifests).
 //! * [`split`]: the deterministic, leak-free train/validation split.
 //! * [`convert`]: one sample into one Vertex AI tuning example.
+//! * [`screen`]: personal data and secrets found, redacted or rejected before a line is
+//!   made (PERSONAL_DATA).
 //! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
 //!   the run writes).
 //! * [`registry`]: the Vertex AI Model Registry alias `champion`, the mirror of the champion
@@ -67,6 +69,8 @@ mod delta;
 mod split;
 
 pub mod convert;
+
+pub mod screen;
 
 pub mod validate;
 
