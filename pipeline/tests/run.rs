@@ -175,6 +175,7 @@ pub(crate) fn config() -> Config {
         read_concurrency: Some(8),
         max_text_bytes: 1 << 20,
         max_bytes_in_flight: 64 << 20,
+        personal_data: autotune::screen::Mode::default(),
         lease_duration: Duration::from_secs(60),
         max_rejected_ratio: 0.1,
         max_training_tokens: None,

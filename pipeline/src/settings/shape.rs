@@ -16,7 +16,7 @@ type Part = fn(&Settings, Option<&str>) -> Value;
 /// The settings that shape the datasets or the tuning job, by variable, in the digest's order.
 /// Adding one changes every deployment's run key once (what it last tuned is tuned again);
 /// the order is part of the digest and never changes.
-pub(super) const SHAPING: [(&str, Part); 13] = [
+pub(super) const SHAPING: [(&str, Part); 14] = [
     ("CONVERT_CONFIG", |_, templates| json!(templates)),
     ("SPLIT_RATIO", |s, _| json!(s.split_ratio)),
     ("PROMPT", |s, _| json!(s.prompt)),
@@ -32,6 +32,7 @@ pub(super) const SHAPING: [(&str, Part); 13] = [
     ("VAL_FILE", |s, _| json!(s.val_file)),
     ("EVAL_RATIO", |s, _| json!(s.eval.eval_ratio)),
     ("EVAL_MAX", |s, _| json!(s.eval.eval_max)),
+    ("PERSONAL_DATA", |s, _| json!(s.personal_data.mode().as_str())),
 ];
 
 /// The digest of the settings in [`SHAPING`], given CONVERT_CONFIG's text.
@@ -80,6 +81,8 @@ mod tests {
         ("VAL_FILE", Shapes, "val.jsonl"),
         ("EVAL_RATIO", Shapes, "0.1"),
         ("EVAL_MAX", Shapes, "500"),
+        // Redacted, rejected or written as uploaded: what the lines say.
+        ("PERSONAL_DATA", Shapes, "reject"),
         // Where the samples are and which are read: the files' bytes, which the run key
         // digests too, say what they selected.
         ("BUCKET_NAME", Neutral, "memory://t"),
