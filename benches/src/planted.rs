@@ -110,9 +110,23 @@ fn mod97(s: &str) -> u32 {
 fn iban(r: &mut Rng) -> String {
     let (country, bban) = match r.below(5) {
         0 => ("DE", r.digits(18)),
-        1 => ("GB", format!("{}{}", r.from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4), r.digits(14))),
+        1 => (
+            "GB",
+            format!(
+                "{}{}",
+                r.from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4),
+                r.digits(14)
+            ),
+        ),
         2 => ("FR", format!("{}{}", r.digits(21), r.from(UPPER_DIGITS, 2))),
-        3 => ("NL", format!("{}{}", r.from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4), r.digits(10))),
+        3 => (
+            "NL",
+            format!(
+                "{}{}",
+                r.from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4),
+                r.digits(10)
+            ),
+        ),
         _ => ("ES", r.digits(20)),
     };
     let check = 98 - mod97(&format!("{bban}{country}00"));
@@ -150,7 +164,12 @@ fn phone(r: &mut Rng) -> String {
 fn email(r: &mut Rng) -> String {
     let first = r.pick(&["anna", "ben", "chloe", "dev", "eli", "farah", "gus", "hana"]);
     let last = r.pick(&["smith", "okafor", "nguyen", "muller", "rossi", "tanaka"]);
-    let domain = r.pick(&["example.com", "mail.example.org", "corp.example.co.uk", "example.net"]);
+    let domain = r.pick(&[
+        "example.com",
+        "mail.example.org",
+        "corp.example.co.uk",
+        "example.net",
+    ]);
     match r.below(3) {
         0 => format!("{first}.{last}@{domain}"),
         1 => format!("{first}{}@{domain}", r.below(100)),
@@ -176,7 +195,8 @@ fn ip(r: &mut Rng) -> String {
 fn b64url(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        let n =
+            chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
         for i in 0..=chunk.len() {
             out.push(char::from(B64URL[((n >> (18 - 6 * i)) & 63) as usize]));
         }
@@ -186,17 +206,29 @@ fn b64url(bytes: &[u8]) -> String {
 
 fn secret(r: &mut Rng) -> (Kind, String) {
     match r.below(6) {
-        0 => (Kind::AwsCredentials, format!("AKIA{}", r.from(UPPER_DIGITS, 16))),
+        0 => (
+            Kind::AwsCredentials,
+            format!("AKIA{}", r.from(UPPER_DIGITS, 16)),
+        ),
         1 => (Kind::GcpApiKey, format!("AIza{}", r.from(B64URL, 35))),
         2 => (Kind::AuthToken, format!("ghp_{}", r.from(ALNUM, 36))),
         3 => (
             Kind::AuthToken,
-            format!("xoxb-{}-{}-{}", r.digits(12), r.digits(13), r.from(ALNUM, 24)),
+            format!(
+                "xoxb-{}-{}-{}",
+                r.digits(12),
+                r.digits(13),
+                r.from(ALNUM, 24)
+            ),
         ),
         4 => {
             let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-            let payload = b64url(format!(r#"{{"sub":"{}","iat":{}}}"#, r.digits(8), r.digits(10)).as_bytes());
-            (Kind::JsonWebToken, format!("{header}.{payload}.{}", r.from(B64URL, 43)))
+            let payload =
+                b64url(format!(r#"{{"sub":"{}","iat":{}}}"#, r.digits(8), r.digits(10)).as_bytes());
+            (
+                Kind::JsonWebToken,
+                format!("{header}.{payload}.{}", r.from(B64URL, 43)),
+            )
         }
         _ => {
             let body: Vec<String> = (0..4).map(|_| r.from(ALNUM, 64)).collect();
@@ -217,19 +249,93 @@ fn prose(r: &mut Rng) -> String {
     let time = format!("{:02}:{:02}", r.below(24), r.below(60));
     match r.below(14) {
         0 => format!("Order {} shipped on {date} at {time}.", r.digits(6)),
-        1 => format!("Invoice 2025-{} totals {}.{:02} EUR, due {}/{}/2025.", r.digits(4), r.below(5000), r.below(100), 1 + r.below(28), 1 + r.below(12)),
-        2 => format!("Version {}.{}.{} fixes bug #{} and {} others.", r.below(10), r.below(30), r.below(100), r.digits(5), r.below(40)),
-        3 => format!("{}% of {} users saw the error between {time} and {:02}:{:02}.", r.below(100), r.digits(4), r.below(24), r.below(60)),
-        4 => format!("Call extension {} or room {} on floor {}.", r.digits(4), r.digits(3), r.below(30)),
-        5 => format!("The ISBN is 978-{}-{}-{}-{}.", r.below(10), r.digits(2), r.digits(6), r.below(10)),
-        6 => format!("Coordinates {}.{}, {}.{} were logged at {date}T{time}:00Z.", r.below(90), r.digits(4), r.below(180), r.digits(4)),
-        7 => format!("Commit {} touched {} files; build {} passed.", r.from(b"0123456789abcdef", 12), r.below(50), r.digits(7)),
-        8 => format!("Ticket id {} was merged into {}.", r.digits(10), r.digits(12)),
-        9 => format!("Delivered {} 000 units in {} batches of {}.", r.below(900), r.below(90), r.digits(3)),
-        10 => format!("The meeting on {:02}.{:02}.2025 {time} moved to room {}.", 1 + r.below(28), 1 + r.below(12), r.digits(3)),
-        11 => format!("Serial {}-{}-{} registered, warranty {} months.", r.from(UPPER_DIGITS, 4), r.from(UPPER_DIGITS, 4), r.digits(4), r.below(36)),
-        12 => format!("Temperature rose from {}.{} to {}.{} degrees over {} hours.", r.below(40), r.below(10), r.below(40), r.below(10), r.below(48)),
-        _ => format!("Request {} took {} ms (p99 {} ms) on {date}.", r.from(b"0123456789abcdef", 8), r.digits(3), r.digits(4)),
+        1 => format!(
+            "Invoice 2025-{} totals {}.{:02} EUR, due {}/{}/2025.",
+            r.digits(4),
+            r.below(5000),
+            r.below(100),
+            1 + r.below(28),
+            1 + r.below(12)
+        ),
+        2 => format!(
+            "Version {}.{}.{} fixes bug #{} and {} others.",
+            r.below(10),
+            r.below(30),
+            r.below(100),
+            r.digits(5),
+            r.below(40)
+        ),
+        3 => format!(
+            "{}% of {} users saw the error between {time} and {:02}:{:02}.",
+            r.below(100),
+            r.digits(4),
+            r.below(24),
+            r.below(60)
+        ),
+        4 => format!(
+            "Call extension {} or room {} on floor {}.",
+            r.digits(4),
+            r.digits(3),
+            r.below(30)
+        ),
+        5 => format!(
+            "The ISBN is 978-{}-{}-{}-{}.",
+            r.below(10),
+            r.digits(2),
+            r.digits(6),
+            r.below(10)
+        ),
+        6 => format!(
+            "Coordinates {}.{}, {}.{} were logged at {date}T{time}:00Z.",
+            r.below(90),
+            r.digits(4),
+            r.below(180),
+            r.digits(4)
+        ),
+        7 => format!(
+            "Commit {} touched {} files; build {} passed.",
+            r.from(b"0123456789abcdef", 12),
+            r.below(50),
+            r.digits(7)
+        ),
+        8 => format!(
+            "Ticket id {} was merged into {}.",
+            r.digits(10),
+            r.digits(12)
+        ),
+        9 => format!(
+            "Delivered {} 000 units in {} batches of {}.",
+            r.below(900),
+            r.below(90),
+            r.digits(3)
+        ),
+        10 => format!(
+            "The meeting on {:02}.{:02}.2025 {time} moved to room {}.",
+            1 + r.below(28),
+            1 + r.below(12),
+            r.digits(3)
+        ),
+        11 => format!(
+            "Serial {}-{}-{} registered, warranty {} months.",
+            r.from(UPPER_DIGITS, 4),
+            r.from(UPPER_DIGITS, 4),
+            r.digits(4),
+            r.below(36)
+        ),
+        12 => format!(
+            "Temperature rose from {}.{} to {}.{} degrees over {} hours.",
+            r.below(40),
+            r.below(10),
+            r.below(40),
+            r.below(10),
+            r.below(48)
+        ),
+        _ => format!(
+            "Request {} took {} ms (p99 {} ms) on {date}.",
+            r.from(b"0123456789abcdef", 8),
+            r.digits(3),
+            r.digits(4)
+        ),
     }
 }
 
@@ -241,7 +347,10 @@ pub fn corpus(seed: u64, n: usize, planted_share: f64) -> Vec<Text> {
         .map(|i| {
             let mut text = format!("{} {}", prose(&mut r), prose(&mut r));
             if i % every != 0 {
-                return Text { text, planted: None };
+                return Text {
+                    text,
+                    planted: None,
+                };
             }
             let (kind, value) = match (i / every) % 6 {
                 0 => (Kind::EmailAddress, email(&mut r)),
@@ -251,13 +360,22 @@ pub fn corpus(seed: u64, n: usize, planted_share: f64) -> Vec<Text> {
                 4 => (Kind::IpAddress, ip(&mut r)),
                 _ => secret(&mut r),
             };
-            let lead = r.pick(&[" Please reach me at ", " My details: ", " Use ", " (ref: ", " Contact: "]);
+            let lead = r.pick(&[
+                " Please reach me at ",
+                " My details: ",
+                " Use ",
+                " (ref: ",
+                " Contact: ",
+            ]);
             text.push_str(lead);
             let start = text.len();
             text.push_str(&value);
             let end = text.len();
             text.push_str(r.pick(&[" tomorrow.", ").", ", thanks!", " if needed.", "."]));
-            Text { text, planted: Some((kind, start, end)) }
+            Text {
+                text,
+                planted: Some((kind, start, end)),
+            }
         })
         .collect()
 }
@@ -283,14 +401,22 @@ impl Figures {
 /// Screens every text: a planted value counts as found when a hit of its kind covers it whole.
 pub fn measure(texts: &[Text]) -> (Figures, Vec<String>) {
     let screener = Screener::shared();
-    let mut f = Figures { planted: 0, found: 0, clean: 0, clean_flagged: 0 };
+    let mut f = Figures {
+        planted: 0,
+        found: 0,
+        clean: 0,
+        clean_flagged: 0,
+    };
     let mut misses = Vec::new();
     for t in texts {
         let hits = screener.find(&t.text);
         match t.planted {
             Some((kind, start, end)) => {
                 f.planted += 1;
-                if hits.iter().any(|h| h.kind == kind && h.start <= start && h.end >= end) {
+                if hits
+                    .iter()
+                    .any(|h| h.kind == kind && h.start <= start && h.end >= end)
+                {
                     f.found += 1;
                 } else {
                     misses.push(format!("{kind}: {}", t.text));
@@ -319,8 +445,16 @@ mod tests {
         let texts = corpus(SEED, 20_000, 0.25);
         let (f, misses) = measure(&texts);
         assert!(f.planted >= 4_900 && f.clean >= 14_900, "{f:?}");
-        assert!(f.recall() >= 0.99, "{f:?}: {:#?}", &misses[..misses.len().min(20)]);
-        assert!(f.flagged() <= 0.01, "{f:?}: {:#?}", &misses[..misses.len().min(20)]);
+        assert!(
+            f.recall() >= 0.99,
+            "{f:?}: {:#?}",
+            &misses[..misses.len().min(20)]
+        );
+        assert!(
+            f.flagged() <= 0.01,
+            "{f:?}: {:#?}",
+            &misses[..misses.len().min(20)]
+        );
     }
 
     #[test]

@@ -932,21 +932,36 @@ mod tests {
     /// reaches `rejected.jsonl` or `index.jsonl`.
     #[tokio::test]
     async fn personal_data_is_redacted_or_rejected_before_a_line_is_written() {
-        for mode in [screen::Mode::Redact, screen::Mode::Reject, screen::Mode::Off] {
+        for mode in [
+            screen::Mode::Redact,
+            screen::Mode::Reject,
+            screen::Mode::Off,
+        ] {
             let store: Arc<dyn Store> = Arc::new(crate::storage::memory::MemoryStore::named(
                 &uuid::Uuid::new_v4().to_string(),
             ));
             text_samples(&*store, 3).await;
             for (key, body) in [
-                ("raw_training_data/p.txt", "Mail dana@example.org, card 4111 1111 1111 1111"),
-                ("raw_training_data/p.json", r#"{"reply": "call +44 20 7946 0958"}"#),
+                (
+                    "raw_training_data/p.txt",
+                    "Mail dana@example.org, card 4111 1111 1111 1111",
+                ),
+                (
+                    "raw_training_data/p.json",
+                    r#"{"reply": "call +44 20 7946 0958"}"#,
+                ),
             ] {
-                store.put(key, Bytes::from(body), PutMode::Overwrite).await.unwrap();
+                store
+                    .put(key, Bytes::from(body), PutMode::Overwrite)
+                    .await
+                    .unwrap();
             }
             let mut opts = options(1 << 20);
             opts.personal = mode;
             let (built, rejects) = build_after(store.clone(), &opts, || {}).await;
-            let train = storage::get_bytes(&*store, &opts.paths.train, u64::MAX).await.unwrap();
+            let train = storage::get_bytes(&*store, &opts.paths.train, u64::MAX)
+                .await
+                .unwrap();
             let train = String::from_utf8(train.to_vec()).unwrap();
             let rejected = storage::get_bytes(&*store, &opts.paths.rejected, u64::MAX)
                 .await
@@ -957,10 +972,14 @@ mod tests {
             match mode {
                 screen::Mode::Redact => {
                     assert_eq!(built.train_examples, 4);
-                    assert!(train.contains(
-                        r#"Mail [EMAIL_ADDRESS], card [CREDIT_CARD_NUMBER]"#
-                    ), "{train}");
-                    assert!(train.contains(r#"{\"reply\":\"call [PHONE_NUMBER]\"}"#), "{train}");
+                    assert!(
+                        train.contains(r#"Mail [EMAIL_ADDRESS], card [CREDIT_CARD_NUMBER]"#),
+                        "{train}"
+                    );
+                    assert!(
+                        train.contains(r#"{\"reply\":\"call [PHONE_NUMBER]\"}"#),
+                        "{train}"
+                    );
                     assert_eq!((tally.screened, tally.redacted, tally.rejected), (4, 1, 0));
                 }
                 screen::Mode::Reject => {

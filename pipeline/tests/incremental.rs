@@ -348,19 +348,27 @@ async fn identity_through_a_bucket_history(remote: bool) {
 async fn redacted_lines_are_reused_as_a_full_rebuild_makes_them_and_a_mode_change_rebuilds() {
     let mut t = Twins::new(false);
     t.samples(0..12).await;
-    t.sample("p000", "mail erin@example.com", "card 4111 1111 1111 1111").await;
-    t.sample("p001", "from 192.168.7.20", "call (212) 555-0142").await;
+    t.sample("p000", "mail erin@example.com", "card 4111 1111 1111 1111")
+        .await;
+    t.sample("p001", "from 192.168.7.20", "call (212) 555-0142")
+        .await;
     let (o, reads) = t.run().await;
     assert_eq!((o.counts.reused, reads.len()), (0, 28));
     let written = files(&*t.incremental, &o).await;
     let all: String = written.iter().map(|(_, text)| text.as_str()).collect();
-    assert!(all.contains("[EMAIL_ADDRESS]") && all.contains("[PHONE_NUMBER]"), "{all}");
+    assert!(
+        all.contains("[EMAIL_ADDRESS]") && all.contains("[PHONE_NUMBER]"),
+        "{all}"
+    );
     for value in ["erin@", "4111", "192.168", "555-0142"] {
         assert!(!all.contains(value), "{value} was written: {all}");
     }
     let record = record(&*t.incremental, &o).await;
     assert_eq!(record["personal_data"]["redacted"], 2, "{record}");
-    assert_eq!(record["personal_data"]["kinds"]["IP_ADDRESS"], 1, "{record}");
+    assert_eq!(
+        record["personal_data"]["kinds"]["IP_ADDRESS"], 1,
+        "{record}"
+    );
 
     // New samples: the redacted lines are taken from the store, the same bytes.
     t.samples(12..17).await;

@@ -520,7 +520,10 @@ fn personal_data_is_reported_by_kind_and_count_never_by_value() {
         .to_string()
     };
     let lines = [
-        line("Write to frank@example.com", "Done, card 4111 1111 1111 1111"),
+        line(
+            "Write to frank@example.com",
+            "Done, card 4111 1111 1111 1111",
+        ),
         line("My mail: gina@example.org", "Noted."),
         line("The meeting is on 2024-01-15 at 10:30.", "Fine."),
     ];

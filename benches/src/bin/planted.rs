@@ -51,11 +51,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     async move {
                         let key = format!("raw_training_data/b{:03}/s{i:07}", i % 500);
                         store
-                            .put(&format!("{key}.txt"), Bytes::from(t.text), PutMode::Overwrite)
+                            .put(
+                                &format!("{key}.txt"),
+                                Bytes::from(t.text),
+                                PutMode::Overwrite,
+                            )
                             .await?;
                         let label = format!("{{\"category\":\"c{}\"}}", i % 7);
                         store
-                            .put(&format!("{key}.json"), Bytes::from(label), PutMode::Overwrite)
+                            .put(
+                                &format!("{key}.json"),
+                                Bytes::from(label),
+                                PutMode::Overwrite,
+                            )
                             .await
                     }
                 })

@@ -34,9 +34,7 @@ pub use detect::{Hit, iban_valid, luhn};
 
 /// A kind of personal data or secret, named as Google Sensitive Data Protection names its info
 /// type.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Kind {
     EmailAddress,
@@ -417,7 +415,11 @@ mod tests {
     use super::*;
 
     fn kinds_of(text: &str) -> Vec<Kind> {
-        Screener::shared().find(text).iter().map(|h| h.kind).collect()
+        Screener::shared()
+            .find(text)
+            .iter()
+            .map(|h| h.kind)
+            .collect()
     }
 
     /// Planted values of every kind, each alone in a sentence, are found as that kind and
@@ -524,7 +526,10 @@ mod tests {
             out,
             "Mail [EMAIL_ADDRESS] or call [PHONE_NUMBER], card [CREDIT_CARD_NUMBER]."
         );
-        assert_eq!(kinds.to_string(), "EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD_NUMBER");
+        assert_eq!(
+            kinds.to_string(),
+            "EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD_NUMBER"
+        );
         // Redacting again finds nothing: placeholders are no values.
         let (again, none) = Screener::shared().redact(&out);
         assert_eq!(again, out);
@@ -624,14 +629,22 @@ mod tests {
         assert_eq!(found.kinds().iter().count(), 2);
         // Off: nothing is looked at.
         let (got, found) = sample(Mode::Off, &s, &u, loaded("carol@example.net", "x"));
-        assert_eq!(got.unwrap().raw_text.as_deref(), Some(&b"carol@example.net"[..]));
+        assert_eq!(
+            got.unwrap().raw_text.as_deref(),
+            Some(&b"carol@example.net"[..])
+        );
         assert!(found.kinds().is_empty());
     }
 
     #[test]
     fn the_tally_counts_samples_per_kind() {
         let mut t = Tally::new(Mode::Redact);
-        t.add([Kind::EmailAddress, Kind::PhoneNumber].into_iter().collect(), false);
+        t.add(
+            [Kind::EmailAddress, Kind::PhoneNumber]
+                .into_iter()
+                .collect(),
+            false,
+        );
         t.add([Kind::EmailAddress].into_iter().collect(), false);
         t.add(Kinds::default(), false);
         assert_eq!(

@@ -135,7 +135,13 @@ pub struct Settings {
     /// What personal data or a secret found in a sample's text or label does: redact
     /// (replaced by a typed placeholder such as [EMAIL_ADDRESS] in the written line), reject
     /// (the sample is rejected as personal_data) or off.
-    #[arg(long, env = "PERSONAL_DATA", value_name = "PERSONAL_DATA", value_enum, default_value = "redact")]
+    #[arg(
+        long,
+        env = "PERSONAL_DATA",
+        value_name = "PERSONAL_DATA",
+        value_enum,
+        default_value = "redact"
+    )]
     pub personal_data: PersonalDataArg,
 
     /// The run fails before tuning when more than this share of pairs is rejected.

@@ -32,7 +32,9 @@ pub(super) const SHAPING: [(&str, Part); 14] = [
     ("VAL_FILE", |s, _| json!(s.val_file)),
     ("EVAL_RATIO", |s, _| json!(s.eval.eval_ratio)),
     ("EVAL_MAX", |s, _| json!(s.eval.eval_max)),
-    ("PERSONAL_DATA", |s, _| json!(s.personal_data.mode().as_str())),
+    ("PERSONAL_DATA", |s, _| {
+        json!(s.personal_data.mode().as_str())
+    }),
 ];
 
 /// The digest of the settings in [`SHAPING`], given CONVERT_CONFIG's text.
