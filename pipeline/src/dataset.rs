@@ -33,6 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
 use crate::evaluate::set::{Picker, Route, Routing, Row};
+use crate::fingerprint::{Fingerprint, Index};
 use crate::inventory::Ambiguity;
 use crate::limit::Limiter;
 use crate::lines;
@@ -144,6 +145,13 @@ pub struct Built {
     pub eval_members: u64,
     /// Candidates for a new evaluation set beyond EVAL_MAX: in neither file in this run.
     pub eval_held_out: u64,
+    /// Near-copies of evaluation rows, held out of both files (reported as `eval_leak`).
+    pub eval_leaks: u64,
+    /// The first few of them, for reports.
+    pub eval_leak_examples: Vec<RejectExample>,
+    /// Rows picked for a new set that left it because a near-copy of theirs was written in
+    /// the same build (before the row came).
+    pub eval_rows_with_copies_trained: u64,
     /// Rows of the set in use whose content changed under the same key (corrected labels):
     /// the updated rows, held out as members.
     #[serde(skip)]
@@ -409,6 +417,8 @@ struct Line {
     key: [u8; 32],
     /// Taken from the last run's line store.
     reused: bool,
+    /// Its near-duplicate fingerprint, when the build compares lines with evaluation rows.
+    fingerprint: Option<Fingerprint>,
 }
 
 /// A sample's bytes as read, or its line as the last run made it (with its content digest).
@@ -429,6 +439,7 @@ fn convert_batch(
     converter: &dyn crate::convert::SampleConverter,
     check: Option<&validate::Options>,
     personal: screen::Mode,
+    fingerprints: bool,
 ) -> Vec<(usize, Result<Line, Reject>, Screened, OwnedSemaphorePermit)> {
     batch
         .into_par_iter()
@@ -437,6 +448,7 @@ fn convert_batch(
                 check: check.map(|opts| validate::check_line(text.as_bytes(), opts)),
                 key: lines::line_key(&samples[i], &u, &digest),
                 digest,
+                fingerprint: fingerprints.then(|| Fingerprint::of_line(&text)).flatten(),
                 text,
                 reused,
             };
@@ -474,6 +486,12 @@ struct Writers {
     seen: HashSet<[u8; 32]>,
     /// A new evaluation set's rows, when the build picks one.
     picker: Option<Picker>,
+    /// The evaluation rows no near-copy may train on: the set in use, and the candidates
+    /// for a new one as they come (by sample key).
+    leaks: Index<String>,
+    /// The fingerprints of the lines written while a new set is picked: a row picked after
+    /// a near-copy of it was written leaves the new set.
+    written: Vec<Fingerprint>,
     built: Built,
 }
 
@@ -494,6 +512,8 @@ impl Writers {
                 .map(|c| (Tally::new(c.max_findings), Tally::new(c.max_findings))),
             seen: HashSet::new(),
             picker: opts.eval.picking().then(|| opts.eval.picker()),
+            leaks: opts.eval.leak_guard(),
+            written: Vec::new(),
             built: Built {
                 outcomes: vec![delta::Outcome::default(); n],
                 personal_data: screen::Tally::new(opts.personal),
@@ -514,6 +534,36 @@ impl Writers {
             });
         }
         built.rejected += 1;
+        self.rejected
+            .write_line(&serde_json::to_string(&r).expect("a reject serialises"))
+            .await
+    }
+
+    /// Holds out a near-copy of evaluation row `row` (its sample key): reported in
+    /// `rejected.jsonl` as `eval_leak`, naming the row, and counted apart from the rejects.
+    async fn hold_out_leak(
+        &mut self,
+        sample: &Sample,
+        row: &str,
+        similarity: f64,
+    ) -> Result<(), StoreError> {
+        let r = Reject {
+            key: sample.key.clone(),
+            objects: vec![sample.raw.meta.key.clone(), sample.label.meta.key.clone()],
+            category: Category::EvalLeak,
+            reason: format!(
+                "a near-copy (similarity {similarity:.2}) of evaluation row {row}: held out of both files, so that no blessing rests on a row the model trained on"
+            ),
+        };
+        tracing::warn!(sample = %r.key, row = %row, "{}", r.reason);
+        self.built.eval_leaks += 1;
+        let examples = &mut self.built.eval_leak_examples;
+        if examples.len() < REJECT_EXAMPLES {
+            examples.push(RejectExample {
+                key: r.key.clone(),
+                reason: r.reason.clone(),
+            });
+        }
         self.rejected
             .write_line(&serde_json::to_string(&r).expect("a reject serialises"))
             .await
@@ -556,11 +606,26 @@ impl Writers {
                 ) {
                     picker.offer(position, row);
                     built.outcomes[i].digest = Some(line.digest);
+                    if let Some(f) = line.fingerprint {
+                        self.leaks.insert(sample.key.clone(), f);
+                    }
                     return Ok(());
                 }
             }
             Route::Split => {}
         }
+        if let Some(f) = line.fingerprint {
+            if let Some((row, similarity)) = self.leaks.matches(&f) {
+                let row = row.clone();
+                // Known content (not new to the next run), in neither file.
+                self.built.outcomes[i].digest = Some(line.digest);
+                return self.hold_out_leak(sample, &row, similarity).await;
+            }
+            if self.picker.is_some() {
+                self.written.push(f);
+            }
+        }
+        let built = &mut self.built;
         let pinned = &opts.pinned;
         let mut side = split.side(i);
         if side == Side::Train && pinned.contains(&line.digest) {
@@ -604,7 +669,10 @@ impl Writers {
         let mut built = self.built;
         if let Some(picker) = self.picker {
             built.eval_held_out = picker.dropped();
-            built.eval_rows = picker.into_rows();
+            let rows = picker.into_rows();
+            let before = rows.len();
+            built.eval_rows = without_near_copies_of(rows, &self.written);
+            built.eval_rows_with_copies_trained = (before - built.eval_rows.len()) as u64;
         }
         if let Some((t, v)) = self.tallies {
             built.train_tally = Some(t);
@@ -629,6 +697,31 @@ impl Writers {
         built.index_uri = index?;
         Ok(built)
     }
+}
+
+/// The picked rows of which no near-copy was written (`written`: the fingerprints of the
+/// lines written in the build that picked them, before the row came). A row whose near-copy
+/// trains cannot judge; it leaves the set and trains in a later run.
+fn without_near_copies_of(rows: Vec<Row>, written: &[Fingerprint]) -> Vec<Row> {
+    if written.is_empty() {
+        return rows;
+    }
+    let mut index = Index::new(crate::fingerprint::DEFAULT_THRESHOLD);
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(f) = row.fingerprint() {
+            index.insert(i, f);
+        }
+    }
+    let mut copied = vec![false; rows.len()];
+    for f in written {
+        if let Some((&i, _)) = index.matches(f) {
+            copied[i] = true;
+        }
+    }
+    rows.into_iter()
+        .zip(copied)
+        .filter_map(|(row, copied)| (!copied).then_some(row))
+        .collect()
 }
 
 /// Sample `i` with the line the last run made of it, if its store has one for this content.
@@ -732,6 +825,7 @@ pub(crate) async fn build(
         })
         .buffered(limiter.ceiling());
     let (check, personal) = (opts.check.clone(), opts.personal);
+    let fingerprints = opts.eval.guards();
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
     let batches = reads
@@ -739,7 +833,14 @@ pub(crate) async fn build(
         .map(|batch| {
             let (samples, converter, check) = (samples.clone(), converter.clone(), check.clone());
             on_rayon(move || {
-                convert_batch(batch, &samples, &*converter, check.as_deref(), personal)
+                convert_batch(
+                    batch,
+                    &samples,
+                    &*converter,
+                    check.as_deref(),
+                    personal,
+                    fingerprints,
+                )
             })
         })
         .buffered(2);

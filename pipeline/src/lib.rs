@@ -18,6 +18,8 @@
 //! * `compress`: zstd for the files a run writes for the next (gzip still read).
 //! * [`delta`]: gate 3, samples new or changed since the last successful run (manifests).
 //! * [`split`]: the deterministic, leak-free train/validation split.
+//! * [`fingerprint`]: near-duplicate fingerprints (MinHash, LSH) and the index that keeps one
+//!   sample per cluster.
 //! * [`convert`]: one sample into one Vertex AI tuning example.
 //! * [`screen`]: personal data and secrets found, redacted or rejected before a line is
 //!   made (PERSONAL_DATA).
@@ -67,6 +69,8 @@ mod compress;
 mod delta;
 
 mod split;
+
+pub mod fingerprint;
 
 pub mod convert;
 

@@ -39,12 +39,30 @@ pub struct Counts {
     pub eval: u64,
     /// Candidates for a new evaluation set beyond EVAL_MAX, in neither file in this run.
     pub eval_held_out: u64,
+    /// Near-copies of evaluation rows, held out of both files (`eval_leak` in
+    /// `rejected.jsonl`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_leaks: u64,
+    /// Rows picked for a new evaluation set that left it because a near-copy of theirs was
+    /// written in the same build.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_rows_with_copies_trained: u64,
     /// Lines taken from the last successful run's line store: samples not read again.
     #[serde(default)]
     pub reused: u64,
     pub unpaired_raw: u64,
     pub unpaired_labels: u64,
     pub ignored: u64,
+}
+
+/// Counts added after records were first written are left out while zero, so a record of
+/// an earlier version reads and writes back the same.
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Writes a typed part of a record as its JSON value: keys in alphabetical order at every

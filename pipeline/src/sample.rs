@@ -59,6 +59,8 @@ pub enum Category {
     /// Personal data or a secret found with PERSONAL_DATA=reject (the kinds named, never the
     /// values).
     PersonalData,
+    /// A near-copy of an evaluation row: held out of both files (not a reject).
+    EvalLeak,
 }
 
 impl Category {
@@ -77,6 +79,7 @@ impl Category {
             Self::InvalidName => "invalid_name",
             Self::NotARegularFile => "not_a_regular_file",
             Self::PersonalData => "personal_data",
+            Self::EvalLeak => "eval_leak",
         }
     }
 }

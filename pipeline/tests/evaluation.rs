@@ -1421,8 +1421,9 @@ async fn a_blessing_that_cannot_be_written_is_named_in_the_record() {
 #[tokio::test]
 async fn the_evaluation_set_is_held_within_half_of_max_bytes_in_flight() {
     let store = bucket();
-    let long = "many words of a long document ".repeat(100);
     for i in 0..160 {
+        // Long documents, each its own words (not near-copies of each other).
+        let long: String = (0..500).map(|w| format!("w{}x{} ", i, w % 97)).collect();
         crate::run::put(
             &*store,
             &format!("raw_training_data/s{i:03}.txt"),
@@ -1456,5 +1457,129 @@ async fn the_evaluation_set_is_held_within_half_of_max_bytes_in_flight() {
         160,
         "{:?}",
         o.counts
+    );
+}
+
+/// Issue 24 item 2: the frozen set was kept out of training by content digest only, so the
+/// same text with other whitespace, case or punctuation under a new name trained and the
+/// blessing then measured memory, not skill. A near-copy is held out, in every run, naming
+/// the row it copies.
+#[tokio::test]
+async fn a_near_copy_of_an_evaluation_row_is_held_out_naming_the_row() {
+    let Scene { store, j, .. } = scene(120, &[0.05, 0.05]).await;
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let set = current_set(&*store).await;
+    let row = &set.rows[0];
+    let i: usize = row.key.trim_start_matches('s').parse().unwrap();
+    // The row's sample, retyped: "question 7" as "Question  7." under another name.
+    let put = |key: String, body: String| {
+        let store = store.clone();
+        async move {
+            store
+                .put(&key, Bytes::from(body), PutMode::Overwrite)
+                .await
+                .unwrap();
+        }
+    };
+    put(
+        "raw_training_data/retyped.txt".into(),
+        format!("Question  {i}."),
+    )
+    .await;
+    put(
+        "raw_training_data/retyped.json".into(),
+        format!("{{\"answer\": \"a{i}\"}}"),
+    )
+    .await;
+    samples(&*store, 500, 20, &[]).await;
+    let o2 = run(&j).await;
+    assert_eq!(o2.status, RunStatus::Success, "{}", o2.reason);
+    let r2 = record_of(&*store, &o2).await;
+    assert_eq!(r2["eval_set_id"], set.info.id.as_str(), "the same set");
+    assert!(
+        index_of(&*store, &r2)
+            .await
+            .iter()
+            .all(|(_, key)| key != "retyped"),
+        "the near-copy of {} trained or validated",
+        row.key
+    );
+    assert_eq!(r2["counts"]["eval_leaks"], 1, "{}", r2["counts"]);
+    let rejected = lines(&*store, r2["rejected_uri"].as_str()).await;
+    let leak: Value = rejected
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["category"] == "eval_leak")
+        .expect("the near-copy is reported");
+    assert_eq!(leak["key"], "retyped");
+    assert!(
+        leak["reason"].as_str().unwrap().contains(&row.key),
+        "names the row: {leak}"
+    );
+}
+
+/// Issue 24 item 2, in the run that picks a set: a near-copy that comes after its row in the
+/// build is held out; one that came before (and was written) takes the row out of the new set.
+/// Either way no row of the set has a near-copy in the files.
+#[tokio::test]
+async fn the_run_that_picks_a_set_trains_no_near_copy_of_its_rows() {
+    let Scene { store, j, .. } = scene(120, &[0.05]).await;
+    for i in 0..120 {
+        // Even samples are retyped under a name listed before theirs, odd ones after.
+        let name = if i % 2 == 0 {
+            format!("aa{i:03}")
+        } else {
+            format!("zz{i:03}")
+        };
+        for (ext, body) in [
+            ("txt", format!("QUESTION {i}!")),
+            ("json", format!("{{ \"answer\": \"a{i}\" }}")),
+        ] {
+            store
+                .put(
+                    &format!("raw_training_data/{name}.{ext}"),
+                    Bytes::from(body),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let o = run(&j).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    let set = current_set(&*store).await;
+    assert!(!set.rows.is_empty());
+    let written: Vec<String> = index_of(&*store, &r)
+        .await
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let number = |key: &str| -> usize {
+        key.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .parse()
+            .unwrap()
+    };
+    for row in &set.rows {
+        let n = number(&row.key);
+        assert!(
+            written.iter().all(|k| number(k) != n),
+            "row {} of the new set has a near-copy in the files: {:?}",
+            row.key,
+            written
+                .iter()
+                .filter(|k| number(k) == n)
+                .collect::<Vec<_>>()
+        );
+    }
+    let counts = &r["counts"];
+    assert!(counts["eval_leaks"].as_u64().unwrap_or(0) > 0, "{counts}");
+    assert!(
+        counts["eval_rows_with_copies_trained"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{counts}"
     );
 }

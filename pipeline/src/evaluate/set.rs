@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::fingerprint::{Fingerprint, Index};
 use crate::storage::{self, PutMode, Store, StoreError};
 
 /// The folder of evaluation sets, under MODEL_META_FOLDER.
@@ -54,6 +55,18 @@ pub struct Row {
 }
 
 impl Row {
+    /// The row's near-duplicate fingerprint: its turns and its reference, as the line it was
+    /// made from ([`Fingerprint::of_line`]).
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        let turns = self
+            .contents
+            .iter()
+            .filter_map(|c| c.get("parts")?.as_array())
+            .flatten()
+            .filter_map(|p| p.get("text")?.as_str());
+        Fingerprint::of_texts(turns.chain([self.reference.as_str()]))
+    }
+
     /// Splits a tuning example (one line of a dataset) into a row; `None` for a line that does
     /// not end with a `model` turn with text.
     pub fn from_line(key: &str, id: &str, line: &str) -> Option<Self> {
@@ -443,6 +456,9 @@ pub struct Routing {
     keys: HashMap<Box<str>, [u8; 32]>,
     /// Picking a new set: digests under `threshold`, except content trained on before.
     pick: Option<Pick>,
+    /// The set in use's rows by sample key, with their near-duplicate fingerprints: no
+    /// near-copy of one trains or validates.
+    guarded: Vec<(String, Fingerprint)>,
 }
 
 #[derive(Debug)]
@@ -490,10 +506,16 @@ impl Routing {
                 .iter()
                 .filter_map(|id| crate::delta::unhex(id)),
         );
+        let guarded = set
+            .rows
+            .iter()
+            .filter_map(|r| Some((r.key.clone(), r.fingerprint()?)))
+            .collect();
         Self {
             members,
             keys,
             pick: None,
+            guarded,
         }
     }
 
@@ -514,6 +536,7 @@ impl Routing {
                 max_bytes: MAX_WRITE_BYTES,
                 exclude,
             }),
+            guarded: Vec::new(),
         }
     }
 
@@ -525,6 +548,7 @@ impl Routing {
         let frozen = Self::frozen(set);
         self.members = frozen.members;
         self.keys = frozen.keys;
+        self.guarded = frozen.guarded;
         self
     }
 
@@ -551,6 +575,21 @@ impl Routing {
     /// Whether this build picks a new set.
     pub fn picking(&self) -> bool {
         self.pick.is_some()
+    }
+
+    /// Whether the build compares its lines with evaluation rows (a set in use, or one being
+    /// picked), and so fingerprints them.
+    pub fn guards(&self) -> bool {
+        !self.guarded.is_empty() || self.picking()
+    }
+
+    /// The rows of the set in use, indexed for their near-copies (by sample key).
+    pub fn leak_guard(&self) -> Index<String> {
+        let mut index = Index::new(crate::fingerprint::DEFAULT_THRESHOLD);
+        for (key, f) in &self.guarded {
+            index.insert(key.clone(), f.clone());
+        }
+        index
     }
 
     /// Holds the rows picked within `max_bytes` of lines (at most [`MAX_WRITE_BYTES`]): the

@@ -87,6 +87,8 @@ impl Job {
             r.counts.held_out = built.held_out;
             r.counts.rejected = built.rejected;
             r.counts.duplicates = built.duplicates;
+            r.counts.eval_leaks = built.eval_leaks;
+            r.counts.eval_rows_with_copies_trained = built.eval_rows_with_copies_trained;
             r.counts.pinned_to_validation = built.pinned_to_validation;
             r.counts.reused = built.reused;
             r.lines_uri.clone_from(&built.lines_uri);
