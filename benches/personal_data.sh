@@ -4,13 +4,14 @@
 # value; `planted bucket`), with PERSONAL_DATA=off, redact and reject, each ROUNDS (2) times in
 # turn. Prints wall time and peak RSS of each run. PROFILE=release (default: profiling, the
 # release code without LTO, which builds in a fraction of the time; both binaries of one
-# comparison are the same build). BIN=/path/to/autotune measures another build.
+# comparison are the same build). BIN=/path/to/autotune measures another build; SKIP_BUILD=1
+# uses the binaries already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCAL_N=${LOCAL_N:-100000}
 ROUNDS=${ROUNDS:-2}
 PROFILE=${PROFILE:-profiling}
-cargo build --profile "$PROFILE" -q -p autotune -p autotune-benches --bins
+[ -n "${SKIP_BUILD:-}" ] || cargo build --profile "$PROFILE" -q -p autotune -p autotune-benches --bins
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN=${BIN:-$target_dir/$PROFILE/autotune}
 GEN=$target_dir/$PROFILE/planted
