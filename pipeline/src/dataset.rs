@@ -522,6 +522,13 @@ impl Writers {
         })
     }
 
+    /// Counts what screening found in a sample read.
+    fn screened(&mut self, screened: Screened) {
+        if let Some((kinds, rejected)) = screened {
+            self.built.personal_data.add(kinds, rejected);
+        }
+    }
+
     async fn reject(&mut self, r: Reject) -> Result<(), StoreError> {
         tracing::warn!(sample = %r.key, objects = %r.objects.join(", "), category = %r.category, "sample rejected: {}", r.reason);
         let built = &mut self.built;
@@ -824,8 +831,7 @@ pub(crate) async fn build(
             }
         })
         .buffered(limiter.ceiling());
-    let (check, personal) = (opts.check.clone(), opts.personal);
-    let fingerprints = opts.eval.guards();
+    let (check, personal, fingerprints) = (opts.check.clone(), opts.personal, opts.eval.guards());
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
     let batches = reads
@@ -847,9 +853,7 @@ pub(crate) async fn build(
     let mut batches = std::pin::pin!(batches);
     while let Some(batch) = batches.next().await {
         for (i, line, screened, share) in batch {
-            if let Some((kinds, rejected)) = screened {
-                files.built.personal_data.add(kinds, rejected);
-            }
+            files.screened(screened);
             match line {
                 Ok(line) => {
                     if let Some(kept) = kept.as_mut() {
@@ -1074,7 +1078,7 @@ mod tests {
                 screen::Mode::Redact => {
                     assert_eq!(built.train_examples, 4);
                     assert!(
-                        train.contains(r#"Mail [EMAIL_ADDRESS], card [CREDIT_CARD_NUMBER]"#),
+                        train.contains("Mail [EMAIL_ADDRESS], card [CREDIT_CARD_NUMBER]"),
                         "{train}"
                     );
                     assert!(

@@ -219,6 +219,10 @@ fn alone(text: &str, start: usize, end: usize, numeric: bool) -> bool {
     true
 }
 
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "a detector's check: every one has this signature"
+)]
 fn whole(candidate: &str) -> Option<usize> {
     Some(candidate.len())
 }
@@ -243,7 +247,7 @@ pub fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    !ds.is_empty() && sum % 10 == 0
+    !ds.is_empty() && sum.is_multiple_of(10)
 }
 
 fn card(candidate: &str) -> Option<usize> {

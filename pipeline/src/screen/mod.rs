@@ -120,6 +120,7 @@ impl Kinds {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+    #[must_use]
     pub fn union(self, other: Kinds) -> Kinds {
         Kinds(self.0 | other.0)
     }
@@ -306,16 +307,21 @@ pub fn sample(
     let screener = Screener::shared();
     let replace = mode == Mode::Redact;
     let mut found = Found::default();
-    let mut out = loaded.clone();
+    let mut out = loaded;
     // A raw text that is not UTF-8 is rejected by the converter (`not_utf8`).
-    if let Some(Ok(text)) = loaded.raw_text.as_deref().map(std::str::from_utf8) {
+    let mut raw_text = None;
+    if let Some(Ok(text)) = out.raw_text.as_deref().map(std::str::from_utf8) {
         let (redacted, kinds) = screener.redact(text);
         found.raw = kinds;
         if let (true, Cow::Owned(r)) = (replace, redacted) {
-            out.raw_text = Some(bytes::Bytes::from(r));
+            raw_text = Some(bytes::Bytes::from(r));
         }
     }
-    if let Ok(text) = std::str::from_utf8(&loaded.label) {
+    if raw_text.is_some() {
+        out.raw_text = raw_text;
+    }
+    let label = out.label.clone();
+    if let Ok(text) = std::str::from_utf8(&label) {
         let bare = text.strip_prefix('\u{feff}').unwrap_or(text);
         let parsed = match sample.label.format {
             LabelFormat::Json if screener.json_clean(bare) => Some(None),

@@ -133,8 +133,8 @@ pub struct Settings {
     pub convert_config: Option<PathBuf>,
 
     /// What personal data or a secret found in a sample's text or label does: redact
-    /// (replaced by a typed placeholder such as [EMAIL_ADDRESS] in the written line), reject
-    /// (the sample is rejected as personal_data) or off.
+    /// (replaced by a typed placeholder such as `[EMAIL_ADDRESS]` in the written line), reject
+    /// (the sample is rejected as `personal_data`) or off.
     #[arg(
         long,
         env = "PERSONAL_DATA",
@@ -299,7 +299,7 @@ pub struct NotifySettings {
 pub enum PersonalDataArg {
     /// Each value is replaced by a typed placeholder; the sample trains.
     Redact,
-    /// The sample is rejected as personal_data, naming the kinds found.
+    /// The sample is rejected as `personal_data`, naming the kinds found.
     Reject,
     /// Nothing is screened.
     Off,

@@ -123,6 +123,23 @@ impl Report {
         s
     }
 
+    /// The kinds of personal data found and in how many lines (never a value).
+    fn write_personal_data(&self, s: &mut String) -> std::fmt::Result {
+        if self.personal_data.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<String> = self
+            .personal_data
+            .iter()
+            .map(|(k, n)| format!("{k} in {}", plural(*n, "line")))
+            .collect();
+        writeln!(
+            s,
+            "  personal data (values not shown): {}",
+            kinds.join(", ")
+        )
+    }
+
     fn write_text(&self, s: &mut String) -> std::fmt::Result {
         let kind = match self.dataset {
             Dataset::Training => "training",
@@ -146,18 +163,7 @@ impl Report {
         if let Some(w) = self.model.warning() {
             writeln!(s, "  note: {w}")?;
         }
-        if !self.personal_data.is_empty() {
-            let kinds: Vec<String> = self
-                .personal_data
-                .iter()
-                .map(|(k, n)| format!("{k} in {}", plural(*n, "line")))
-                .collect();
-            writeln!(
-                s,
-                "  personal data (values not shown): {}",
-                kinds.join(", ")
-            )?;
-        }
+        self.write_personal_data(s)?;
         writeln!(s)?;
         writeln!(
             s,
