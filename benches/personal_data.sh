@@ -19,6 +19,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+mkdir -p "$work/b"
 "$GEN" bucket "$work/b" "$LOCAL_N" 0.01 2>/dev/null
 printf '%-10s %10s %10s %12s %10s %10s\n' mode samples wall_s peak_rss_MB redacted rejected
 for round in $(seq "$ROUNDS"); do
