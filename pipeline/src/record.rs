@@ -392,7 +392,7 @@ pub struct RunRecord {
     /// The first few rejects of each category.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject_examples: Option<serde_json::Value>,
-    /// What the personal-data screening found (PERSONAL_DATA): kinds and counts, never a
+    /// What the personal-data screening found (`PERSONAL_DATA`): kinds and counts, never a
     /// value.
     #[serde(
         default,

@@ -56,7 +56,7 @@ pub enum Category {
     /// A FIFO, socket, device or symbolic link where a file was expected (local folders):
     /// never read, never followed.
     NotARegularFile,
-    /// Personal data or a secret found with PERSONAL_DATA=reject (the kinds named, never the
+    /// Personal data or a secret found with `PERSONAL_DATA=reject` (the kinds named, never the
     /// values).
     PersonalData,
     /// A near-copy of an evaluation row: held out of both files (not a reject).
