@@ -410,24 +410,21 @@ pub fn measure(texts: &[Text]) -> (Figures, Vec<String>) {
     let mut misses = Vec::new();
     for t in texts {
         let hits = screener.find(&t.text);
-        match t.planted {
-            Some((kind, start, end)) => {
-                f.planted += 1;
-                if hits
-                    .iter()
-                    .any(|h| h.kind == kind && h.start <= start && h.end >= end)
-                {
-                    f.found += 1;
-                } else {
-                    misses.push(format!("{kind}: {}", t.text));
-                }
+        if let Some((kind, start, end)) = t.planted {
+            f.planted += 1;
+            if hits
+                .iter()
+                .any(|h| h.kind == kind && h.start <= start && h.end >= end)
+            {
+                f.found += 1;
+            } else {
+                misses.push(format!("{kind}: {}", t.text));
             }
-            None => {
-                f.clean += 1;
-                if !hits.is_empty() {
-                    f.clean_flagged += 1;
-                    misses.push(format!("clean flagged: {}", t.text));
-                }
+        } else {
+            f.clean += 1;
+            if !hits.is_empty() {
+                f.clean_flagged += 1;
+                misses.push(format!("clean flagged: {}", t.text));
             }
         }
     }

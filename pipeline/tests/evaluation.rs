@@ -1423,7 +1423,10 @@ async fn the_evaluation_set_is_held_within_half_of_max_bytes_in_flight() {
     let store = bucket();
     for i in 0..160 {
         // Long documents, each its own words (not near-copies of each other).
-        let long: String = (0..500).map(|w| format!("w{}x{} ", i, w % 97)).collect();
+        let long = (0..500).fold(String::new(), |mut s, w| {
+            std::fmt::Write::write_fmt(&mut s, format_args!("w{}x{} ", i, w % 97)).unwrap();
+            s
+        });
         crate::run::put(
             &*store,
             &format!("raw_training_data/s{i:03}.txt"),
