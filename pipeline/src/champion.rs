@@ -57,6 +57,12 @@ pub struct Champion {
     /// job named it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The checkpoint of the tuned model that won, as EVAL_CHECKPOINTS judged: `endpoint` is its
+    /// endpoint, the model version's default checkpoint is set to it, and continuous tuning
+    /// starts from it (`preTunedModel.checkpointId`). `None` for a job without intermediate
+    /// checkpoints, and for the base model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
     /// The name it answered under when it was judged, where that differs from how it was
     /// named or more than one name was tried (a tuned Gemini 3 endpoint is served on its
     /// jurisdiction's multi-region endpoint): later calls go there directly.
@@ -96,6 +102,7 @@ impl Champion {
         Self {
             model: publisher_path,
             endpoint: None,
+            checkpoint: None,
             run_id: None,
             base_model: model.to_owned(),
             metrics: Value::Null,
@@ -124,9 +131,10 @@ impl Champion {
 
     /// Who it is, in a sentence's words.
     pub fn describe(&self) -> String {
-        match &self.run_id {
-            Some(run) => format!("{} (run {run})", self.model),
-            None => format!("{} (base model)", self.model),
+        match (&self.run_id, &self.checkpoint) {
+            (Some(run), Some(c)) => format!("{} checkpoint {c} (run {run})", self.model),
+            (Some(run), None) => format!("{} (run {run})", self.model),
+            (None, _) => format!("{} (base model)", self.model),
         }
     }
 
@@ -308,6 +316,7 @@ mod tests {
         Champion {
             model: format!("projects/p/locations/l/models/1@{run}"),
             endpoint: Some(format!("projects/p/locations/l/endpoints/{run}")),
+            checkpoint: None,
             run_id: Some(run.to_owned()),
             base_model: "gemini".to_owned(),
             metrics: serde_json::json!({"exact_match": 0.9}),

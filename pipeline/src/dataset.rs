@@ -33,7 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::convert::{Converter, Loaded, Uris};
 use crate::delta::{self, hex};
 use crate::evaluate::set::{Picker, Route, Routing, Row};
-use crate::fingerprint::{Fingerprint, Index};
+use crate::fingerprint::{Admitted, Fingerprint, Index};
 use crate::inventory::Ambiguity;
 use crate::limit::Limiter;
 use crate::lines;
@@ -149,6 +149,10 @@ pub struct Built {
     pub eval_leaks: u64,
     /// The first few of them, for reports.
     pub eval_leak_examples: Vec<RejectExample>,
+    /// Near-duplicates of a sample written before them, held out (NEAR_DUPLICATE_THRESHOLD).
+    pub near_duplicates: u64,
+    /// The first few of them, for reports.
+    pub near_duplicate_examples: Vec<RejectExample>,
     /// Rows picked for a new set that left it because a near-copy of theirs was written in
     /// the same build (before the row came).
     pub eval_rows_with_copies_trained: u64,
@@ -199,6 +203,9 @@ pub(crate) struct Options {
     /// 16 and 256 ([`crate::limit`]).
     pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
+    /// NEAR_DUPLICATE_THRESHOLD: a sample this similar to one written before it (by key) is
+    /// held out as `near_duplicate`; `None`: off.
+    pub near_duplicates: Option<f64>,
     /// Bytes of sample content held at once: read, being converted, or waiting to be written
     /// (see the module docs). A sample larger than the whole budget takes all of it.
     pub max_bytes_in_flight: u64,
@@ -492,6 +499,9 @@ struct Writers {
     /// The fingerprints of the lines written while a new set is picked: a row picked after
     /// a near-copy of it was written leaves the new set.
     written: Vec<Fingerprint>,
+    /// The samples written, one per cluster of near-duplicates (NEAR_DUPLICATE_THRESHOLD),
+    /// by position in the inventory.
+    near: Option<Index<u32>>,
     built: Built,
 }
 
@@ -514,6 +524,7 @@ impl Writers {
             picker: opts.eval.picking().then(|| opts.eval.picker()),
             leaks: opts.eval.leak_guard(),
             written: Vec::new(),
+            near: opts.near_duplicates.map(|t| Index::with_capacity(t, n)),
             built: Built {
                 outcomes: vec![delta::Outcome::default(); n],
                 personal_data: screen::Tally::new(opts.personal),
@@ -546,31 +557,46 @@ impl Writers {
             .await
     }
 
-    /// Holds out a near-copy of evaluation row `row` (its sample key): reported in
-    /// `rejected.jsonl` as `eval_leak`, naming the row, and counted apart from the rejects.
-    async fn hold_out_leak(
+    /// Holds out a near-copy, reported in `rejected.jsonl` (counted apart from the rejects):
+    /// of evaluation row `of` (`eval_leak`), or of sample `of` written before it
+    /// (`near_duplicate`).
+    async fn hold_out(
         &mut self,
         sample: &Sample,
-        row: &str,
+        category: Category,
+        of: &str,
         similarity: f64,
     ) -> Result<(), StoreError> {
+        let (reason, count, examples) = match category {
+            Category::EvalLeak => (
+                format!(
+                    "a near-copy (similarity {similarity:.2}) of evaluation row {of}: held out of both files, so that no blessing rests on a row the model trained on"
+                ),
+                &mut self.built.eval_leaks,
+                &mut self.built.eval_leak_examples,
+            ),
+            _ => (
+                format!(
+                    "a near-duplicate (similarity {similarity:.2}) of sample {of}, which trains in its place (NEAR_DUPLICATE_THRESHOLD)"
+                ),
+                &mut self.built.near_duplicates,
+                &mut self.built.near_duplicate_examples,
+            ),
+        };
+        *count += 1;
+        if examples.len() < REJECT_EXAMPLES {
+            examples.push(RejectExample {
+                key: sample.key.clone(),
+                reason: reason.clone(),
+            });
+        }
         let r = Reject {
             key: sample.key.clone(),
             objects: vec![sample.raw.meta.key.clone(), sample.label.meta.key.clone()],
-            category: Category::EvalLeak,
-            reason: format!(
-                "a near-copy (similarity {similarity:.2}) of evaluation row {row}: held out of both files, so that no blessing rests on a row the model trained on"
-            ),
+            category,
+            reason,
         };
-        tracing::warn!(sample = %r.key, row = %row, "{}", r.reason);
-        self.built.eval_leaks += 1;
-        let examples = &mut self.built.eval_leak_examples;
-        if examples.len() < REJECT_EXAMPLES {
-            examples.push(RejectExample {
-                key: r.key.clone(),
-                reason: r.reason.clone(),
-            });
-        }
+        tracing::info!(sample = %r.key, of = %of, category = %category, "{}", r.reason);
         self.rejected
             .write_line(&serde_json::to_string(&r).expect("a reject serialises"))
             .await
@@ -582,10 +608,11 @@ impl Writers {
         &mut self,
         i: usize,
         line: Line,
-        sample: &Sample,
+        samples: &[Sample],
         split: &Split,
         opts: &Options,
     ) -> Result<(), StoreError> {
+        let sample = &samples[i];
         let built = &mut self.built;
         if !self.seen.insert(line.digest) {
             built.duplicates += 1;
@@ -626,7 +653,19 @@ impl Writers {
                 let row = row.clone();
                 // Known content (not new to the next run), in neither file.
                 self.built.outcomes[i].digest = Some(line.digest);
-                return self.hold_out_leak(sample, &row, similarity).await;
+                return self
+                    .hold_out(sample, Category::EvalLeak, &row, similarity)
+                    .await;
+            }
+            let at = u32::try_from(i).expect("fewer than 2^32 samples");
+            if let Some(Admitted::Duplicate(&j, similarity)) =
+                self.near.as_mut().map(|n| n.admit(at, f.clone()))
+            {
+                self.built.outcomes[i].digest = Some(line.digest);
+                let of = samples[j as usize].key.clone();
+                return self
+                    .hold_out(sample, Category::NearDuplicate, &of, similarity)
+                    .await;
             }
             if self.picker.is_some() {
                 self.written.push(f);
@@ -831,7 +870,8 @@ pub(crate) async fn build(
             }
         })
         .buffered(limiter.ceiling());
-    let (check, personal, fingerprints) = (opts.check.clone(), opts.personal, opts.eval.guards());
+    let (check, personal) = (opts.check.clone(), opts.personal);
+    let fingerprints = opts.eval.guards() || opts.near_duplicates.is_some();
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
     let batches = reads
@@ -860,7 +900,7 @@ pub(crate) async fn build(
                         kept.add(&line.key, &samples[i].key, &line.text).await?;
                     }
                     files.built.reused += u64::from(line.reused);
-                    files.write(i, line, &samples[i], &split, opts).await?;
+                    files.write(i, line, &samples, &split, opts).await?;
                 }
                 Err(r) => files.reject(r).await?,
             }
@@ -917,6 +957,7 @@ mod tests {
         Options {
             read_concurrency: Some(32),
             max_text_bytes,
+            near_duplicates: None,
             max_bytes_in_flight: 64 << 20,
             paths: Paths {
                 train: "out/train.jsonl".into(),
@@ -1225,63 +1266,37 @@ mod tests {
         }
     }
 
-    /// A store whose reads wait until the test opens a gate and then take `delay(key)` (on the
-    /// paused clock), counting the reads begun.
-    #[derive(Debug)]
-    struct Gated {
-        inner: crate::storage::memory::MemoryStore,
-        begun: std::sync::atomic::AtomicUsize,
+    /// A memory bucket whose reads wait until the test opens a gate and then take `delay(key)`
+    /// (on the paused clock), and the count of reads begun.
+    fn gated(
         open: tokio::sync::watch::Receiver<bool>,
         delay: fn(&str) -> std::time::Duration,
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Gated {
-        fn list(
-            &self,
-            prefix: &str,
-        ) -> futures::stream::BoxStream<'_, Result<storage::ObjectMeta, StoreError>> {
-            self.inner.list(prefix)
-        }
-        async fn get(&self, key: &str) -> Result<storage::GetResult, StoreError> {
-            self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut open = self.open.clone();
-            open.wait_for(|o| *o).await.unwrap();
-            let delay = (self.delay)(key);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            self.inner.get(key).await
-        }
-        async fn put(
-            &self,
-            key: &str,
-            data: Bytes,
-            mode: PutMode,
-        ) -> Result<storage::ObjectMeta, StoreError> {
-            self.inner.put(key, data, mode).await
-        }
-        async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-            self.inner.put_multipart(key).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key).await
-        }
-        fn uri(&self, key: &str) -> String {
-            self.inner.uri(key)
-        }
+    ) -> (
+        Arc<crate::storage::hooked::Hooked>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = begun.clone();
+        let inner = crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string());
+        let store = crate::storage::hooked::Hooked::new(inner).on_read(move |key| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut open = open.clone();
+            let delay = delay(key);
+            Box::pin(async move {
+                open.wait_for(|o| *o).await.unwrap();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            })
+        });
+        (Arc::new(store), begun)
     }
 
     /// Builds 20 samples of 2,010 bytes (2 KiB of the budget each) with reads held at a gate;
     /// how many reads had begun when everything else waited, and the lines made.
     async fn reads_begun(budget: u64, read_concurrency: usize) -> (usize, u64) {
         let (gate, open) = tokio::sync::watch::channel(false);
-        let store = Arc::new(Gated {
-            inner: crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
-            begun: 0.into(),
-            open,
-            delay: |_| std::time::Duration::ZERO,
-        });
+        let (store, begun) = gated(open, |_| std::time::Duration::ZERO);
         for i in 0..20 {
             let raw = format!("{i:02}") + &"x".repeat(1998);
             for (key, body) in [
@@ -1306,7 +1321,7 @@ mod tests {
         });
         // With the clock paused, this returns once every task waits: at the gate or for budget.
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let begun = store.begun.load(std::sync::atomic::Ordering::SeqCst);
+        let begun = begun.load(std::sync::atomic::Ordering::SeqCst);
         gate.send(true).unwrap();
         let (built, rejects) = building.await.unwrap();
         assert!(rejects.is_empty(), "{rejects:?}");
@@ -1333,14 +1348,9 @@ mod tests {
         // ahead, slowly (5 s a read). Waiting for the read-ahead must not count as a slow read
         // of the build's: its limit rises and never halves.
         let (_gate, open) = tokio::sync::watch::channel(true);
-        let store = Arc::new(Gated {
-            inner: crate::storage::memory::MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
-            begun: 0.into(),
-            open,
-            delay: |key| {
-                let slow = key.strip_prefix("raw_training_data/s1").is_some();
-                std::time::Duration::from_millis(if slow { 5000 } else { 100 })
-            },
+        let (store, begun) = gated(open, |key| {
+            let slow = key.strip_prefix("raw_training_data/s1").is_some();
+            std::time::Duration::from_millis(if slow { 5000 } else { 100 })
         });
         text_samples(&*store, 200).await;
         let rules = Rules::new(autotune_layout::Layout::default());
@@ -1366,14 +1376,14 @@ mod tests {
         }
         // Every read-ahead read begins (they end 5 s later).
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        assert_eq!(store.begun.load(std::sync::atomic::Ordering::SeqCst), 200);
+        assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 200);
         let mut opts = options(1 << 20);
         opts.read_concurrency = None;
         opts.ahead = Some(ahead);
         let built = build_all(store.clone(), &inv, &opts).await;
         assert_eq!(built.train_examples, 200);
         // Each object read once: 200 ahead, 200 by the build.
-        assert_eq!(store.begun.load(std::sync::atomic::Ordering::SeqCst), 400);
+        assert_eq!(begun.load(std::sync::atomic::Ordering::SeqCst), 400);
         assert!(
             built.read_concurrency > limit::START,
             "the build's limit fell to {}",

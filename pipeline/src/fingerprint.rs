@@ -9,9 +9,9 @@
 //! * **MinHash** (Broder, 1997): for each of [`PERMUTATIONS`] hash functions `h_i`, the
 //!   signature keeps the least `h_i(s)` over the text's shingles. Two texts have the same least
 //!   value for `h_i` with probability equal to their Jaccard similarity, so the share of equal
-//!   positions estimates it. Each position keeps the top 16 bits of its least value (b-bit
-//!   MinHash, Li and König, 2010): two different least values agree by chance with probability
-//!   2^-16, which moves an estimate by less than 0.0001.
+//!   positions estimates it. Each position keeps the lowest 8 bits of its least value (b-bit
+//!   MinHash, Li and König, 2010; 64 bytes a sample): two different least values agree by
+//!   chance with probability 1/256, which raises an estimate by at most 0.004.
 //! * **LSH** (Indyk and Motwani, 1998; Leskovec, Rajaraman and Ullman, *Mining of Massive
 //!   Datasets*, ch. 3): the signature is cut into `b` bands of `r` rows; two samples are
 //!   candidates when one band is equal, which happens with probability `1 - (1 - J^r)^b`, an
@@ -28,8 +28,7 @@
 //! reimplementation") draw their hash functions from a random generator or an unpinned
 //! hasher, which a signature stored by one version and read by the next cannot use.
 
-use std::collections::HashMap;
-
+use hashbrown::HashTable;
 use twox_hash::XxHash3_64;
 
 /// Words per shingle.
@@ -48,7 +47,7 @@ const SEED: u64 = 0x6175_746f_7475_6e65; // "autotune"
 
 /// A sample's MinHash signature.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u16; PERMUTATIONS]);
+pub struct Fingerprint([u8; PERMUTATIONS]);
 
 impl Fingerprint {
     /// The fingerprint of a text (with its label, when the caller appends it); `None` for a
@@ -83,9 +82,9 @@ impl Fingerprint {
             n if n < SHINGLE => add(shingle_hash(&window[SHINGLE - n..])),
             _ => {}
         }
-        let mut signature = [0u16; PERMUTATIONS];
+        let mut signature = [0u8; PERMUTATIONS];
         for (s, l) in signature.iter_mut().zip(least) {
-            *s = (l >> 48) as u16;
+            *s = l as u8;
         }
         Some(Self(signature))
     }
@@ -95,8 +94,30 @@ impl Fingerprint {
     /// line of a run and would make short samples look alike. `None` for a line that is not
     /// an example or has no word.
     pub fn of_line(line: &str) -> Option<Self> {
-        let example: serde_json::Value = serde_json::from_str(line).ok()?;
-        Self::of_contents(example.get("contents")?.as_array()?)
+        // Only the turns' text is read, borrowed from the line where it has no escape.
+        #[derive(serde::Deserialize)]
+        struct Example<'a> {
+            #[serde(borrow)]
+            contents: Vec<Content<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Content<'a> {
+            #[serde(borrow, default)]
+            parts: Vec<Part<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Part<'a> {
+            #[serde(borrow, default)]
+            text: Option<std::borrow::Cow<'a, str>>,
+        }
+        let example: Example<'_> = serde_json::from_str(line).ok()?;
+        Self::of_texts(
+            example
+                .contents
+                .iter()
+                .flat_map(|c| &c.parts)
+                .filter_map(|p| p.text.as_deref()),
+        )
     }
 
     /// The fingerprint of Vertex `Content`s: the text parts of every turn, in order.
@@ -127,25 +148,14 @@ impl Fingerprint {
             .count()
     }
 
-    /// The signature as bytes (little-endian), to keep with the manifest.
-    pub fn to_bytes(&self) -> [u8; PERMUTATIONS * 2] {
-        let mut out = [0u8; PERMUTATIONS * 2];
-        for (chunk, v) in out.chunks_exact_mut(2).zip(self.0) {
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        out
+    /// The signature as bytes, to keep with the manifest.
+    pub fn to_bytes(&self) -> [u8; PERMUTATIONS] {
+        self.0
     }
 
     /// A signature [`Fingerprint::to_bytes`] wrote; `None` for bytes of another length.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != PERMUTATIONS * 2 {
-            return None;
-        }
-        let mut signature = [0u16; PERMUTATIONS];
-        for (s, chunk) in signature.iter_mut().zip(bytes.chunks_exact(2)) {
-            *s = u16::from_le_bytes([chunk[0], chunk[1]]);
-        }
-        Some(Self(signature))
+        Some(Self(bytes.try_into().ok()?))
     }
 }
 
@@ -230,15 +240,15 @@ impl Bands {
             .expect("at least one cut")
     }
 
-    /// The band keys of a signature: each band's positions hashed with its index.
-    fn keys<'a>(&self, fingerprint: &'a Fingerprint) -> impl Iterator<Item = u64> + 'a {
-        let rows = self.rows;
-        (0..self.bands).map(move |band| {
-            let positions = &fingerprint.0[band * rows..(band + 1) * rows];
-            positions
-                .iter()
-                .fold(mix(band as u64 ^ SEED), |h, &v| mix(h ^ u64::from(v)))
-        })
+    /// The positions of band `band` of a signature.
+    fn of<'a>(&self, fingerprint: &'a Fingerprint, band: usize) -> &'a [u8] {
+        &fingerprint.0[band * self.rows..(band + 1) * self.rows]
+    }
+
+    /// The hash of a band's positions (the hash tables' hash; equal bands are then compared
+    /// position by position).
+    fn hash(positions: &[u8]) -> u64 {
+        positions.iter().fold(SEED, |h, &v| mix(h ^ u64::from(v)))
     }
 }
 
@@ -263,13 +273,11 @@ pub struct Index<Id> {
     least_agreeing: usize,
     bands: Bands,
     kept: Vec<(Id, Fingerprint)>,
-    /// One table per band: band key → the first kept sample with it; `next` chains the others.
-    tables: Vec<HashMap<u64, u32>>,
-    next: Vec<u32>,
+    /// One table per band of the kept samples' positions in `kept`, hashed by that band's
+    /// positions (four bytes and a control byte a sample and band: hashbrown's `HashTable`
+    /// keeps no keys, the band is read from the kept signature).
+    tables: Vec<HashTable<u32>>,
 }
-
-/// No next entry in a band's chain.
-const END: u32 = u32::MAX;
 
 /// What [`Index::admit`] did with a sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +291,11 @@ pub enum Admitted<'a, Id> {
 impl<Id> Index<Id> {
     /// An empty index for Jaccard similarity `threshold` (0 < threshold ≤ 1).
     pub fn new(threshold: f64) -> Self {
+        Self::with_capacity(threshold, 0)
+    }
+
+    /// [`Index::new`] with room for `capacity` samples (its tables never grow past them).
+    pub fn with_capacity(threshold: f64, capacity: usize) -> Self {
         let bands = Bands::for_threshold(threshold);
         // threshold in (0, 1]: at most PERMUTATIONS (64) positions.
         #[allow(
@@ -294,9 +307,10 @@ impl<Id> Index<Id> {
         Self {
             least_agreeing,
             bands,
-            kept: Vec::new(),
-            tables: (0..bands.bands).map(|_| HashMap::new()).collect(),
-            next: Vec::new(),
+            kept: Vec::with_capacity(capacity),
+            tables: (0..bands.bands)
+                .map(|_| HashTable::with_capacity(capacity))
+                .collect(),
         }
     }
 
@@ -319,17 +333,19 @@ impl<Id> Index<Id> {
     /// [`Index::matches`], by position in `kept`.
     fn best(&self, fingerprint: &Fingerprint) -> Option<(usize, f64)> {
         let mut best: Option<(usize, usize)> = None;
-        let keys = self.bands.keys(fingerprint);
-        for (band, (table, key)) in self.tables.iter().zip(keys).enumerate() {
-            let mut at = table.get(&key).copied().unwrap_or(END);
-            while at != END {
+        for (band, table) in self.tables.iter().enumerate() {
+            let positions = self.bands.of(fingerprint, band);
+            for &at in table.iter_hash(Bands::hash(positions)) {
                 let i = at as usize;
-                let agreeing = self.kept[i].1.agreeing(fingerprint);
+                let kept = &self.kept[i].1;
+                if self.bands.of(kept, band) != positions {
+                    continue;
+                }
+                let agreeing = kept.agreeing(fingerprint);
                 let better = best.is_none_or(|(j, a)| agreeing > a || (agreeing == a && i < j));
                 if agreeing >= self.least_agreeing && better {
                     best = Some((i, agreeing));
                 }
-                at = self.next[i * self.bands.bands + band];
             }
         }
         best.map(|(i, _)| (i, self.kept[i].1.similarity(fingerprint)))
@@ -338,14 +354,15 @@ impl<Id> Index<Id> {
     /// Keeps `fingerprint`, whatever it matches.
     ///
     /// # Panics
-    /// When more than `u32::MAX - 1` samples are kept.
+    /// When more than `u32::MAX` samples are kept.
     pub fn insert(&mut self, id: Id, fingerprint: Fingerprint) {
         let at = u32::try_from(self.kept.len()).expect("fewer than 2^32 kept samples");
-        assert!(at != END, "fewer than 2^32 - 1 kept samples");
-        let keys: Vec<u64> = self.bands.keys(&fingerprint).collect();
-        for (table, key) in self.tables.iter_mut().zip(keys) {
-            let head = table.insert(key, at).unwrap_or(END);
-            self.next.push(head);
+        let (bands, kept) = (self.bands, &self.kept);
+        for (band, table) in self.tables.iter_mut().enumerate() {
+            let hash = Bands::hash(bands.of(&fingerprint, band));
+            table.insert_unique(hash, at, |&i| {
+                Bands::hash(bands.of(&kept[i as usize].1, band))
+            });
         }
         self.kept.push((id, fingerprint));
     }
@@ -508,9 +525,9 @@ mod tests {
         assert_eq!(Fingerprint::from_bytes(&f.to_bytes()), Some(f.clone()));
         assert_eq!(Fingerprint::from_bytes(&[0; 3]), None);
         // Pinned: a change of words, hash or permutations must change FORMAT (and this).
-        let head: Vec<u16> = f.0[..4].to_vec();
+        let head: Vec<u8> = f.0[..4].to_vec();
         assert_eq!(head, PINNED, "fingerprint FORMAT {FORMAT} changed");
     }
 
-    const PINNED: [u16; 4] = [1835, 22628, 6059, 22288];
+    const PINNED: [u8; 4] = [218, 171, 12, 90];
 }

@@ -693,6 +693,7 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::hooked::Hooked;
     use crate::storage::{PutMode, memory::MemoryStore};
     use bytes::Bytes;
 
@@ -739,7 +740,7 @@ mod tests {
     /// The same bucket listed out of order, so paired at the end holding every stem: the same
     /// samples and unpaired counts as `streamed`, paired as listed.
     async fn paired_alike(streamed: &Inventory, store: MemoryStore, rules: &Rules) -> Inventory {
-        let at_end = take(&Shaped::reversed(store), rules).await.unwrap();
+        let at_end = take(&Hooked::new(store).reversed(), rules).await.unwrap();
         assert!(at_end.groups_held > 500, "{}", at_end.groups_held);
         assert_eq!(keys(streamed), keys(&at_end));
         assert_eq!(
@@ -952,97 +953,10 @@ mod tests {
         assert_eq!(inv.samples[0].label.meta.key, "d/labels/a.json");
     }
 
-    /// The memory store, listed in reverse key order (out of order), or claiming to list
-    /// ranges by itself (its filtering default) and to name folders.
-    #[derive(Debug)]
-    struct Shaped {
-        inner: MemoryStore,
-        reversed: bool,
-    }
-
-    impl Shaped {
-        fn reversed(inner: MemoryStore) -> Self {
-            Self {
-                inner,
-                reversed: true,
-            }
-        }
-
-        fn ranged(inner: MemoryStore) -> Self {
-            Self {
-                inner,
-                reversed: false,
-            }
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Shaped {
-        fn list(
-            &self,
-            prefix: &str,
-        ) -> futures::stream::BoxStream<'_, Result<crate::storage::ObjectMeta, StoreError>>
-        {
-            if !self.reversed {
-                return self.inner.list(prefix);
-            }
-            let prefix = prefix.to_owned();
-            futures::stream::once(async move {
-                let mut all = crate::storage::list_all(&self.inner, &prefix)
-                    .await
-                    .unwrap();
-                all.reverse();
-                futures::stream::iter(all.into_iter().map(Ok))
-            })
-            .flatten()
-            .boxed()
-        }
-        async fn get(&self, key: &str) -> Result<crate::storage::GetResult, StoreError> {
-            self.inner.get(key).await
-        }
-        async fn put(
-            &self,
-            key: &str,
-            data: Bytes,
-            mode: PutMode,
-        ) -> Result<crate::storage::ObjectMeta, StoreError> {
-            self.inner.put(key, data, mode).await
-        }
-        async fn put_multipart(
-            &self,
-            key: &str,
-        ) -> Result<Box<dyn crate::storage::MultipartUpload>, StoreError> {
-            self.inner.put_multipart(key).await
-        }
-        async fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key).await
-        }
-        fn uri(&self, key: &str) -> String {
-            self.inner.uri(key)
-        }
-        fn lists_ranges(&self) -> bool {
-            !self.reversed
-        }
-        async fn folder_hint(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-            let mut folders: Vec<String> = crate::storage::list_all(&self.inner, prefix)
-                .await?
-                .into_iter()
-                .filter_map(|m| {
-                    let rest = m.key.strip_prefix(prefix)?;
-                    let (folder, _) = rest.split_once('/')?;
-                    Some(format!("{prefix}{folder}/"))
-                })
-                .collect();
-            folders.sort();
-            folders.dedup();
-            Ok(folders)
-        }
-    }
-
     #[tokio::test]
     async fn a_first_listing_is_cut_at_the_folders_a_page_names() {
         let (_, store) = inventory(&[], &[]).await;
-        let store = Shaped::ranged(store);
+        let store = Hooked::new(store).ranged();
         assert!(
             folder_splits(&store, &rules(&[])).await.unwrap().is_empty(),
             "no folders: one listing"
@@ -1078,7 +992,7 @@ mod tests {
         assert_eq!(ranged.samples.len(), 200);
         // A store that does not list ranges by itself is never cut.
         assert!(
-            folder_splits(&store.inner, &rules(&[]))
+            folder_splits(store.inner(), &rules(&[]))
                 .await
                 .unwrap()
                 .is_empty()
@@ -1114,7 +1028,7 @@ mod tests {
                 label.trim_end_matches('/'),
             ];
             let (whole, store) = inventory(&names, &args).await;
-            let store = Shaped::ranged(store);
+            let store = Hooked::new(store).ranged();
             let cuts: Vec<String> = ["a.k", "s200", "s400"].map(String::from).to_vec();
             let ranged = take_in_ranges(&store, &rules(&args), &cuts, &mut |_| {})
                 .await
@@ -1130,7 +1044,7 @@ mod tests {
     #[tokio::test]
     async fn key_ranges_listed_at_once_make_the_same_inventory() {
         let (_, store) = inventory(&[], &[]).await;
-        let store = Shaped::ranged(store);
+        let store = Hooked::new(store).ranged();
         let mut stems = Vec::new();
         for i in 0..6000 {
             let stem = format!("d{}/s{i:05}", i % 7);

@@ -29,7 +29,8 @@
 //!   pointer.
 //! * [`notify`]: run events as structured log lines, Pub/Sub messages and signed webhooks.
 //! * [`champion`]: the champion pointer (compare-and-swap), its history and rollbacks.
-//! * [`evaluate`]: the candidate against the champion on a frozen evaluation set; the blessing.
+//! * [`evaluate`]: the candidate (each of its checkpoints) against the champion on a frozen
+//!   evaluation set; the blessing.
 //! * [`lines`]: the line store of incremental builds: the last run's lines, by sample content.
 //! * [`limit`]: adaptive read concurrency (AIMD between 16 and 256 samples in flight).
 //! * [`reads`]: reading a sample's object whole, and reading what changed while the listing
@@ -38,8 +39,8 @@
 //! * [`record`]: the run records (`model_metadata_*.json`) that later runs read.
 //! * [`tuner`]: the tuning seam (dry-run, Vertex AI) and the `tuningJobs.create` body.
 //! * [`run`]: the job itself, one file per stage (gates, quiet, build, quality, tune,
-//!   evaluate, promote, record, plan), the notices it sends, and the follow-up cycles of one
-//!   execution.
+//!   evaluate and its checkpoints, promote, record, plan), the notices it sends, and the
+//!   follow-up cycles of one execution.
 //! * [`summary`]: the readable tables of `autotune plan`, `history` and `models`.
 //! * [`settings`]: every setting is an environment variable and a long flag; the composition
 //!   root that builds each component's configuration from them.

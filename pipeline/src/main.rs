@@ -175,10 +175,11 @@ async fn main_async(cli: Cli, progress: bool) -> anyhow::Result<ExitCode> {
             let first = tokio::select! {
                 checked = job.check_against_last_run() => checked.map_err(|e| anyhow::anyhow!(e))?,
                 signal = &mut shutdown => {
-                    let mut outcome = autotune::run::Outcome::new(
-                        autotune::status::RunStatus::Interrupted,
-                        format!("interrupted by {signal} before the lock was taken; nothing was written"),
-                    );
+                    let stop = autotune::run::Stop::Interrupted {
+                        signal,
+                        stage: autotune::run::Stage::Gates,
+                    };
+                    let mut outcome = autotune::run::Outcome::new(stop.status(), stop.to_string());
                     outcome.min_samples = settings.min_samples;
                     print(&outcome);
                     return Ok(ExitCode::from(outcome.status.exit_code() as u8));

@@ -43,6 +43,10 @@ pub struct Counts {
     /// `rejected.jsonl`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub eval_leaks: u64,
+    /// Near-duplicates of a sample written before them, held out (`near_duplicate` in
+    /// `rejected.jsonl`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub near_duplicates: u64,
     /// Rows picked for a new evaluation set that left it because a near-copy of theirs was
     /// written in the same build.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -207,6 +211,10 @@ pub struct EvaluationSummary {
     /// Why the evaluation could not finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Every checkpoint judged (EVAL_CHECKPOINTS), with its score and interval, and the one
+    /// that won; the fields above are the winner's (or, none winning, the best one's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<crate::evaluate::checkpoints::CheckpointsSummary>,
 }
 
 impl EvaluationSummary {
@@ -290,6 +298,10 @@ pub struct Promotion {
     /// The pointer already named the candidate: promoted by an earlier attempt of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recognised: Option<String>,
+    /// The winning checkpoint made the model version's default (`models.patch`
+    /// `defaultCheckpointId`), or why it could not be (the next run sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_checkpoint: Option<String>,
 }
 
 impl Promotion {
@@ -631,7 +643,7 @@ pub(crate) async fn claim_names(
         };
         let meta_key = storage::join(meta_folder, &format!("{METADATA_PREFIX}{suffix}.json"));
         let manifest_key = manifest_key_beside(&meta_key, crate::compress::EXTENSION);
-        if store.get(&meta_key).await.is_ok() {
+        if store.head(&meta_key).await.is_ok() {
             continue;
         }
         let Some(body) = &manifest else {
@@ -654,7 +666,7 @@ pub(crate) async fn claim_names(
 pub(crate) async fn manifest_beside(store: &dyn Store, meta_key: &str) -> Option<String> {
     for extension in [crate::compress::EXTENSION, "gz"] {
         let key = manifest_key_beside(meta_key, extension);
-        if store.get(&key).await.is_ok() {
+        if store.head(&key).await.is_ok() {
             return Some(store.uri(&key));
         }
     }

@@ -7,6 +7,8 @@
 //!
 //! * [`Registry::champion`]: `models.get` of `…/models/M@champion`, the version it resolves
 //!   to; `None` when no version of `M` carries the alias (404).
+//! * [`Registry::set_default_checkpoint`]: `models.patch` with `updateMask=defaultCheckpointId`,
+//!   the winning checkpoint of a champion (`evaluate::checkpoints`) as its version's default.
 //! * [`Registry::promote`]: `models.mergeVersionAliases ["champion"]` on the new version, which
 //!   moves the alias off any other version of the same Model. Aliases do not span Models
 //!   (`aiplatform.v1` `TunedModel.model`: a different `tunedModelDisplayName` makes a new
@@ -67,6 +69,18 @@ pub trait Registry: Send + Sync {
     /// Takes `champion` off whichever version of `previous`'s Model carries it (a rollback to
     /// the base model, which no alias can name). Idempotent.
     async fn withdraw(&self, previous: &str) -> Result<(), RegistryError>;
+
+    /// Makes `checkpoint` the default checkpoint of the model version `version`
+    /// (`projects/…/models/M@V`): what its `tunedModel.endpoint` represents and what continuous
+    /// tuning starts from without a `checkpointId`. Idempotent. Nothing to do without a Model
+    /// Registry.
+    async fn set_default_checkpoint(
+        &self,
+        _version: &str,
+        _checkpoint: &str,
+    ) -> Result<(), RegistryError> {
+        Ok(())
+    }
 }
 
 /// A model version name split: the Model (`projects/p/locations/l/models/m`) and the version
@@ -315,6 +329,35 @@ impl Registry for VertexRegistry {
             tracing::info!(from = %holder, to = %new, "the champion alias moved to another model");
         }
         tracing::info!(model = %new, "the champion alias is on {new}");
+        Ok(())
+    }
+
+    /// `models.patch` of the version with `updateMask=defaultCheckpointId` (aiplatform v1:
+    /// `PATCH v1/{+name}`, a `GoogleCloudAiplatformV1Model` body, `updateMask` required;
+    /// `Model.defaultCheckpointId` is "the default checkpoint id of a model version").
+    async fn set_default_checkpoint(
+        &self,
+        version: &str,
+        checkpoint: &str,
+    ) -> Result<(), RegistryError> {
+        ModelName::parse_version(version)?;
+        let url = format!("{}?updateMask=defaultCheckpointId", self.hosts.url(version));
+        let body = json!({ "defaultCheckpointId": checkpoint });
+        let answer = self
+            .call(
+                "set the default checkpoint of",
+                version,
+                Method::PATCH,
+                &url,
+                Some(&body),
+                false,
+            )
+            .await?
+            .unwrap_or_default();
+        if answer["defaultCheckpointId"].as_str() != Some(checkpoint) {
+            tracing::warn!(model = %version, checkpoint, answer = %answer, "Vertex AI did not echo the default checkpoint");
+        }
+        tracing::info!(model = %version, checkpoint, "the model version's default checkpoint is {checkpoint}");
         Ok(())
     }
 

@@ -61,6 +61,8 @@ pub enum Category {
     PersonalData,
     /// A near-copy of an evaluation row: held out of both files (not a reject).
     EvalLeak,
+    /// A near-duplicate of a sample written before it (not a reject).
+    NearDuplicate,
 }
 
 impl Category {
@@ -80,6 +82,7 @@ impl Category {
             Self::NotARegularFile => "not_a_regular_file",
             Self::PersonalData => "personal_data",
             Self::EvalLeak => "eval_leak",
+            Self::NearDuplicate => "near_duplicate",
         }
     }
 }

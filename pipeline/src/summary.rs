@@ -136,6 +136,7 @@ fn render_plan(out: &mut String, plan: &crate::run::Plan) {
         let mut t = table(&[
             "evaluation",
             "rows",
+            "checkpoints judged",
             "generateContent calls",
             "prompt tokens",
             "answer tokens at most",
@@ -143,13 +144,14 @@ fn render_plan(out: &mut String, plan: &crate::run::Plan) {
         t.add_row(vec![
             if e.new_set { "new set" } else { "frozen set" }.to_owned(),
             e.rows.to_string(),
+            e.checkpoints.to_string(),
             e.calls.to_string(),
             e.prompt_tokens.to_string(),
             e.max_answer_tokens.to_string(),
         ]);
         let _ = writeln!(
             out,
-            "Evaluation of the candidate against the champion\n{t}\n"
+            "Evaluation of the candidate against the champion\n{t}\neach checkpoint judged and the champion answer every row (EVAL_CHECKPOINTS=last judges the last checkpoint only)\n"
         );
     }
     for p in &plan.problems {
@@ -190,6 +192,12 @@ pub struct HistoryRow {
     pub champion: Option<f64>,
     pub blessed: Option<bool>,
     pub promoted: Option<bool>,
+    /// The checkpoints judged and the winner: `2 of 3` (the winner's id, of how many were
+    /// judged), `none of 3`; `None` for a job without intermediate checkpoints.
+    pub checkpoint: Option<String>,
+    /// Each checkpoint judged, with its score and interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<String>,
     /// Why it was not blessed or not promoted, or why it failed.
     pub note: Option<String>,
 }
@@ -217,6 +225,22 @@ impl HistoryRow {
             champion: e.and_then(|e| e.champion.as_ref().map(|c| c.primary)),
             blessed: e.and_then(crate::record::EvaluationSummary::blessed),
             promoted: p.map(|p| p.promoted),
+            checkpoint: e.and_then(|e| e.checkpoints.as_ref()).map(|c| {
+                format!(
+                    "{} of {}",
+                    c.winner.as_deref().unwrap_or("none"),
+                    c.judged.len()
+                )
+            }),
+            checkpoints: e
+                .and_then(|e| e.checkpoints.as_ref())
+                .map(|c| {
+                    c.judged
+                        .iter()
+                        .map(crate::evaluate::checkpoints::CheckpointScore::line)
+                        .collect()
+                })
+                .unwrap_or_default(),
             note,
         }
     }
@@ -241,6 +265,7 @@ pub fn render_history(rows: &[HistoryRow]) -> String {
         "champion",
         "blessed",
         "promoted",
+        "checkpoint",
     ]);
     let num = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
@@ -263,12 +288,16 @@ pub fn render_history(rows: &[HistoryRow]) -> String {
             num(r.champion, 3),
             yes(r.blessed).to_owned(),
             yes(r.promoted).to_owned(),
+            r.checkpoint.clone().unwrap_or_else(|| "–".to_owned()),
         ]);
     }
     let mut out = format!("{t}\n");
     for r in rows {
         if let Some(note) = &r.note {
             let _ = writeln!(out, "{}: {note}", r.run_id);
+        }
+        for line in &r.checkpoints {
+            let _ = writeln!(out, "{}: {line}", r.run_id);
         }
     }
     out

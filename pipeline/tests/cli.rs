@@ -1803,3 +1803,62 @@ fn models_prints_where_each_model_is_tuned_and_served() {
     assert_eq!(mine["tuning_regions"], json!(["asia-northeast1"]));
     assert_eq!(mine["successor"], "gemini-3.5-flash");
 }
+
+/// Issue 23, rehearsal: the dry-run tuner's stand-in candidate has one stand-in checkpoint per
+/// epoch (three with EPOCHS unset) with a planted curve, the second the best; each is judged
+/// against the base model, the second wins and becomes the champion with its checkpoint.
+/// `plan` counts the checkpoints and the calls they imply; with EVAL_CHECKPOINTS at `last` it
+/// judges the last only.
+#[test]
+fn rehearsal_judges_every_stand_in_checkpoint_and_the_planted_best_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    text_samples(dir.path(), 0, 200);
+    let bucket = dir.path().to_str().unwrap();
+    let env = [
+        ("BUCKET_NAME", bucket),
+        ("QUIET_PERIOD", "0s"),
+        ("EVAL_RATIO", "0.5"),
+        ("EVAL_MIN_ROWS", "20"),
+    ];
+    let (plan, out) = json_of(&["plan", "--output", "json"], &env);
+    assert_eq!(out.status.code(), Some(0), "{plan}");
+    let cost = &plan["plan"]["evaluation"];
+    assert_eq!(cost["checkpoints"], 3, "{cost}");
+    let rows = cost["rows"].as_u64().unwrap();
+    assert!(rows >= 20, "{cost}");
+    assert_eq!(
+        cost["calls"].as_u64(),
+        Some(4 * rows),
+        "three checkpoints and the champion: {cost}"
+    );
+    let last = [&env[..], &[("EVAL_CHECKPOINTS", "last")]].concat();
+    let (plan_last, _) = json_of(&["plan", "--output", "json"], &last);
+    assert_eq!(plan_last["plan"]["evaluation"]["checkpoints"], 1);
+    assert_eq!(
+        plan_last["plan"]["evaluation"]["calls"].as_u64(),
+        Some(2 * rows)
+    );
+
+    let (v, out) = json_of(&["run"], &env);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    let e = &v["evaluation"];
+    assert_eq!(e["verdict"], "BLESSED", "{e}");
+    let c = &e["checkpoints"];
+    assert_eq!(c["winner"], "2", "the planted best: {c}");
+    assert_eq!(c["judged"].as_array().map(Vec::len), Some(3), "{c}");
+    assert!(
+        e["candidate"]["model"]
+            .as_str()
+            .unwrap()
+            .contains("/checkpoint-2/"),
+        "{e}"
+    );
+    assert_eq!(v["promotion"]["promoted"], true, "{v}");
+    let pointer: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("trained_model/champion.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pointer["checkpoint"], "2", "{pointer}");
+    let request = &v["model_details"]["request"]["body"]["supervisedTuningSpec"];
+    assert_eq!(request["exportLastCheckpointOnly"], false, "{request}");
+}

@@ -6,6 +6,7 @@
 //! while a request is in flight.
 
 use crate::support;
+use crate::support::hooked::{Act, Hooked, Op};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -622,84 +623,56 @@ async fn the_rehearsal_is_deterministic_with_its_error_rate() {
     assert_eq!(stored_answers(&store, "runs/r/eval/").await, 200);
 }
 
-/// A memory store whose writes take 30 ms (on the paused clock), counting writes in flight.
-#[derive(Debug)]
-struct SlowWrites {
-    inner: MemoryStore,
+/// Writes to a [`slow_writes`] bucket: in flight now, the most at once, all.
+#[derive(Default)]
+struct Writes {
     in_flight: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
     puts: std::sync::atomic::AtomicUsize,
 }
 
-#[async_trait::async_trait]
-impl autotune::storage::Store for SlowWrites {
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> futures::stream::BoxStream<
-        '_,
-        Result<autotune::storage::ObjectMeta, autotune::storage::StoreError>,
-    > {
-        self.inner.list(prefix)
-    }
-    async fn get(
-        &self,
-        key: &str,
-    ) -> Result<autotune::storage::GetResult, autotune::storage::StoreError> {
-        self.inner.get(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        data: bytes::Bytes,
-        mode: autotune::storage::PutMode,
-    ) -> Result<autotune::storage::ObjectMeta, autotune::storage::StoreError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
-        self.most.fetch_max(now, SeqCst);
-        self.puts.fetch_add(1, SeqCst);
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let put = self.inner.put(key, data, mode).await;
-        self.in_flight.fetch_sub(1, SeqCst);
-        put
-    }
-    async fn put_multipart(
-        &self,
-        key: &str,
-    ) -> Result<Box<dyn autotune::storage::MultipartUpload>, autotune::storage::StoreError> {
-        self.inner.put_multipart(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), autotune::storage::StoreError> {
-        self.inner.delete(key).await
-    }
-    fn uri(&self, key: &str) -> String {
-        self.inner.uri(key)
-    }
+/// A memory bucket (the test kit's [`Hooked`]) whose writes take 30 ms (on the paused clock),
+/// counting writes in flight.
+fn slow_writes() -> (Arc<Hooked>, Arc<Writes>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = Hooked::new();
+    let writes = Arc::new(Writes::default());
+    let counted = writes.clone();
+    store.set(move |op, _, _| {
+        if op != Op::Put {
+            return Act::Pass;
+        }
+        let now = counted.in_flight.fetch_add(1, SeqCst) + 1;
+        counted.most.fetch_max(now, SeqCst);
+        counted.puts.fetch_add(1, SeqCst);
+        let counted = counted.clone();
+        Act::Wait(Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            // The memory bucket writes as the wait ends, without yielding.
+            counted.in_flight.fetch_sub(1, SeqCst);
+        }))
+    });
+    (store, writes)
 }
 
 #[tokio::test(start_paused = true)]
 async fn answers_arriving_faster_than_one_write_are_stored_by_writes_at_once() {
     use std::sync::atomic::Ordering::SeqCst;
     // The rehearsal answers at once: 1,000 answers arrive while one 30 ms write is under way.
-    let store = SlowWrites {
-        inner: store(),
-        in_flight: 0.into(),
-        most: 0.into(),
-        puts: 0.into(),
-    };
+    let (store, writes) = slow_writes();
     let rows = rows(500);
     let (a, b) = (
         Rehearsal::new("candidate", 0.1),
         Rehearsal::new("champion", 0.1),
     );
     let (config, progress) = (config(), hidden());
-    let ask = || paired(&store, "runs/r/eval", &rows, &a, &b, &config, 8, &progress);
+    let ask = || paired(&*store, "runs/r/eval", &rows, &a, &b, &config, 8, &progress);
     let started = tokio::time::Instant::now();
     let answers = ask().await.unwrap();
     let took = started.elapsed();
     assert_eq!(answers.total().calls_made, 1000);
-    assert_eq!(stored_answers(&store.inner, "runs/r/eval/").await, 1000);
-    let (most, puts) = (store.most.load(SeqCst), store.puts.load(SeqCst));
+    assert_eq!(stored_answers(&*store, "runs/r/eval/").await, 1000);
+    let (most, puts) = (writes.most.load(SeqCst), writes.puts.load(SeqCst));
     assert!(
         most > 1 && most <= autotune::evaluate::infer::WRITES_IN_FLIGHT,
         "{most} writes in flight"

@@ -109,6 +109,7 @@ impl Contestants for Judges {
         Some(Champion {
             model,
             endpoint: details["endpoint"].as_str().map(str::to_owned),
+            checkpoint: None,
             run_id: Some(run_id.to_owned()),
             base_model: source_model.to_owned(),
             metrics: Value::Null,
@@ -205,6 +206,7 @@ fn evaluation() -> Evaluation {
         concurrency: 4,
         google_metrics: false,
         max_output_tokens: 256,
+        checkpoints: autotune::evaluate::checkpoints::Selection::All,
     }
 }
 
@@ -1423,10 +1425,10 @@ async fn the_evaluation_set_is_held_within_half_of_max_bytes_in_flight() {
     let store = bucket();
     for i in 0..160 {
         // Long documents, each its own words (not near-copies of each other).
-        let long = (0..500).fold(String::new(), |mut s, w| {
-            std::fmt::Write::write_fmt(&mut s, format_args!("w{}x{} ", i, w % 97)).unwrap();
-            s
-        });
+        let long = (0..500)
+            .map(|w| format!("w{i}x{}", w % 97))
+            .collect::<Vec<_>>()
+            .join(" ");
         crate::run::put(
             &*store,
             &format!("raw_training_data/s{i:03}.txt"),

@@ -5,103 +5,90 @@
 //! store the objects of what changed are read while the listing arrives (read-ahead): once
 //! each, not before gate 3 can pass, and with the same files.
 
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use autotune::convert::Converter;
 use autotune::run::{Job, Outcome};
 use autotune::status::RunStatus;
-use autotune::storage::memory::MemoryStore;
-use autotune::storage::{self, GetResult, MultipartUpload, ObjectMeta, PutMode, Store, StoreError};
+use autotune::storage::{self, PutMode, Store};
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use serde_json::Value;
 
-/// A memory bucket that records which sample objects were read. `remote`: it says its
-/// requests cross a network, so runs read ahead. `pause_listing`: its first listing of the
-/// sample folder stops after that many objects until a sample object is read (later ones, a
-/// follow-up cycle's, do not: nothing need be read then).
-#[derive(Debug)]
+use crate::support::hooked::{Act, Hooked, Op};
+
+/// A memory bucket (the test kit's [`Hooked`]) that records which sample objects were read.
+/// `remote`: it says its requests cross a network, so runs read ahead. `pause_listing`: its
+/// first listing of the sample folder stops after that many objects until a sample object is
+/// read (later ones, a follow-up cycle's, do not: nothing need be read then).
 struct Counting {
-    inner: MemoryStore,
+    store: Arc<Hooked>,
+    seen: Arc<Seen>,
+}
+
+/// What the hook of a [`Counting`] bucket saw.
+#[derive(Default)]
+struct Seen {
     reads: Mutex<Vec<String>>,
-    remote: bool,
     pause_listing: Mutex<Option<usize>>,
     read_begun: tokio::sync::Notify,
     /// Sample objects the listing had given when the first was read.
     listed_at_first_read: Mutex<Option<usize>>,
-    listed: std::sync::atomic::AtomicUsize,
+    listed: AtomicUsize,
 }
 
-#[async_trait]
-impl Store for Counting {
-    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
-        use futures::StreamExt;
-        use std::sync::atomic::Ordering;
-        if !prefix.starts_with("raw_training_data") {
-            return self.inner.list(prefix);
-        }
-        self.listed.store(0, Ordering::SeqCst);
-        let pause = self.pause_listing.lock().unwrap().take();
-        self.inner
-            .list(prefix)
-            .then(move |m| async move {
-                let n = self.listed.fetch_add(1, Ordering::SeqCst);
-                if Some(n) == pause {
+impl Seen {
+    fn see(self: &Arc<Self>, op: Op, key: &str) -> Act {
+        match op {
+            Op::List if key.starts_with("raw_training_data") => {
+                self.listed.store(0, SeqCst);
+            }
+            Op::Listed if key.starts_with("raw_training_data/") => {
+                let n = self.listed.fetch_add(1, SeqCst);
+                let mut pause = self.pause_listing.lock().unwrap();
+                if *pause == Some(n) {
+                    *pause = None;
+                    let seen = self.clone();
                     // On the paused clock this ends at once when nothing else can run: when
                     // no read is under way.
-                    let wait = std::time::Duration::from_secs(3600);
-                    let _ = tokio::time::timeout(wait, self.read_begun.notified()).await;
+                    return Act::Wait(Box::pin(async move {
+                        let wait = std::time::Duration::from_secs(3600);
+                        let _ = tokio::time::timeout(wait, seen.read_begun.notified()).await;
+                    }));
                 }
-                m
-            })
-            .boxed()
-    }
-    fn remote(&self) -> bool {
-        self.remote
-    }
-    async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
-        if key.starts_with("raw_training_data/") {
-            self.reads.lock().unwrap().push(key.to_owned());
-            let listed = self.listed.load(std::sync::atomic::Ordering::SeqCst);
-            self.listed_at_first_read
-                .lock()
-                .unwrap()
-                .get_or_insert(listed);
-            self.read_begun.notify_one();
+            }
+            Op::Get if key.starts_with("raw_training_data/") => {
+                self.reads.lock().unwrap().push(key.to_owned());
+                let listed = self.listed.load(SeqCst);
+                self.listed_at_first_read
+                    .lock()
+                    .unwrap()
+                    .get_or_insert(listed);
+                self.read_begun.notify_one();
+            }
+            _ => {}
         }
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
-        self.inner.put(key, data, mode).await
-    }
-    async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-        self.inner.put_multipart(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-    fn uri(&self, key: &str) -> String {
-        self.inner.uri(key)
+        Act::Pass
     }
 }
 
 impl Counting {
     fn new(remote: bool, pause_listing: Option<usize>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryStore::named(&uuid::Uuid::new_v4().to_string()),
-            reads: Mutex::default(),
-            remote,
+        let store = Hooked::new();
+        store.set_remote(remote);
+        let seen = Arc::new(Seen {
             pause_listing: Mutex::new(pause_listing),
-            read_begun: tokio::sync::Notify::new(),
-            listed_at_first_read: Mutex::default(),
-            listed: std::sync::atomic::AtomicUsize::new(0),
-        })
+            ..Seen::default()
+        });
+        let hook = seen.clone();
+        store.set(move |op, key, _| hook.see(op, key));
+        Arc::new(Self { store, seen })
     }
 
     /// The sample objects read since the last call, sorted, as names under the folder.
     fn take_reads(&self) -> Vec<String> {
-        let mut r: Vec<String> = std::mem::take(&mut *self.reads.lock().unwrap())
+        let mut r: Vec<String> = std::mem::take(&mut *self.seen.reads.lock().unwrap())
             .into_iter()
             .map(|k| k.trim_start_matches("raw_training_data/").to_owned())
             .collect();
@@ -132,19 +119,23 @@ impl Twins {
 
     async fn put(&self, key: &str, body: &str) {
         for s in [&self.incremental, &self.full] {
-            s.put(
-                &format!("raw_training_data/{key}"),
-                Bytes::from(body.to_owned()),
-                PutMode::Overwrite,
-            )
-            .await
-            .unwrap();
+            s.store
+                .put(
+                    &format!("raw_training_data/{key}"),
+                    Bytes::from(body.to_owned()),
+                    PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
         }
     }
 
     async fn delete(&self, key: &str) {
         for s in [&self.incremental, &self.full] {
-            s.delete(&format!("raw_training_data/{key}")).await.unwrap();
+            s.store
+                .delete(&format!("raw_training_data/{key}"))
+                .await
+                .unwrap();
         }
     }
 
@@ -176,7 +167,7 @@ impl Twins {
         config.personal_data = self.personal;
         Job::new(
             config,
-            store.clone(),
+            store.store.clone(),
             Arc::new(autotune::tuner::dry_run::DryRun::default()),
         )
     }
@@ -196,8 +187,8 @@ impl Twins {
         assert_eq!(full.status, RunStatus::DryRun, "{}", full.reason);
         assert_eq!(full.counts.reused, 0, "FULL_REBUILD reads every sample");
         let (inc_files, full_files) = (
-            files(&*self.incremental, &inc).await,
-            files(&*self.full, &full).await,
+            files(&*self.incremental.store, &inc).await,
+            files(&*self.full.store, &full).await,
         );
         for ((name, a), (_, b)) in inc_files.iter().zip(&full_files) {
             assert!(
@@ -400,11 +391,12 @@ async fn a_damaged_line_store_costs_reads_not_correctness() {
     t.samples(0..20).await;
     let (first, _) = t.run().await;
     // Cut the incremental bucket's line store in the middle.
-    let key = lines_key(&*t.incremental, &first).await;
-    let whole = storage::get_bytes(&*t.incremental, &key, 1 << 24)
+    let key = lines_key(&*t.incremental.store, &first).await;
+    let whole = storage::get_bytes(&*t.incremental.store, &key, 1 << 24)
         .await
         .unwrap();
     t.incremental
+        .store
         .put(&key, whole.slice(..whole.len() / 2), PutMode::Overwrite)
         .await
         .unwrap();
@@ -418,8 +410,8 @@ async fn a_damaged_line_store_costs_reads_not_correctness() {
     );
 
     // A store that is gone: everything is read, and the files are still the same.
-    let key = lines_key(&*t.incremental, &o).await;
-    t.incremental.delete(&key).await.unwrap();
+    let key = lines_key(&*t.incremental.store, &o).await;
+    t.incremental.store.delete(&key).await.unwrap();
     t.samples(25..30).await;
     let (o, reads) = t.run().await;
     assert_eq!(o.counts.reused, 0);
@@ -438,6 +430,7 @@ async fn reading_begins_while_the_listing_is_still_arriving() {
             ("json", format!("{{\"answer\":\"a{i}\"}}")),
         ] {
             store
+                .store
                 .put(
                     &format!("raw_training_data/s{i:03}.{ext}"),
                     Bytes::from(body),
@@ -449,14 +442,14 @@ async fn reading_begins_while_the_listing_is_still_arriving() {
     }
     let job = Job::new(
         crate::run::config(),
-        store.clone(),
+        store.store.clone(),
         Arc::new(autotune::tuner::dry_run::DryRun::default()),
     );
     let o = job.run(std::future::pending(), false).await;
     assert_eq!(o.status, RunStatus::DryRun, "{}", o.reason);
     assert_eq!(o.counts.pairs, 20);
     // Ten objects given, the eleventh held back: the first read came while it was.
-    assert_eq!(*store.listed_at_first_read.lock().unwrap(), Some(11));
+    assert_eq!(*store.seen.listed_at_first_read.lock().unwrap(), Some(11));
     let reads = store.take_reads();
     let mut unique = reads.clone();
     unique.dedup();

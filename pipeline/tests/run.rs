@@ -174,6 +174,7 @@ pub(crate) fn config() -> Config {
         converter: Arc::new(Converter::default()),
         read_concurrency: Some(8),
         max_text_bytes: 1 << 20,
+        near_duplicates: Some(autotune::fingerprint::DEFAULT_THRESHOLD),
         max_bytes_in_flight: 64 << 20,
         personal_data: autotune::screen::Mode::default(),
         lease_duration: Duration::from_secs(60),
@@ -195,6 +196,7 @@ pub(crate) fn config() -> Config {
             learning_rate_multiplier: None,
             display_name: "autotune-{run_id}".to_owned(),
             service_account: None,
+            export_last_checkpoint_only: true,
         },
         hosts: autotune::locations::Hosts::custom("https://vertex.test"),
         tuning_mode: TuningMode::Full,
@@ -1647,4 +1649,145 @@ async fn a_detached_execution_looks_at_a_running_job_once_and_leaves_it_to_a_lat
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
     assert_eq!(o.run_id, submitted.run_id, "the detached run is finalised");
     assert!(lease_of(&*store).await.tuning_job.is_none());
+}
+
+/// A support ticket of twenty words of its own, dated.
+fn ticket(i: usize, date: &str) -> String {
+    let words: Vec<String> = (0..20)
+        .map(|w| format!("t{i}w{}", (w * 7 + i) % 31))
+        .collect();
+    format!(
+        "Received {date}. {}\nRegards, the customer",
+        words.join(" ")
+    )
+}
+
+async fn tickets(store: &dyn Store, range: std::ops::Range<usize>) {
+    for i in range {
+        put(
+            store,
+            &format!("raw_training_data/s{i:03}.txt"),
+            ticket(i, "2026-03-01"),
+        )
+        .await;
+        put(
+            store,
+            &format!("raw_training_data/s{i:03}.json"),
+            format!("{{\"answer\":\"queue {}\"}}", i % 3),
+        )
+        .await;
+    }
+}
+
+/// Issue 24 item 1: the same ticket with another date and whitespace trained twice (only
+/// exact duplicates were written once). One of a cluster of near-duplicates trains, the first
+/// by key; the others are reported naming it and do not count towards gate 3. Off trains all.
+#[tokio::test]
+async fn near_duplicates_train_once_and_name_the_sample_that_trains() {
+    let store = bucket();
+    tickets(&*store, 0..20).await;
+    // s005 again, another day and other spacing, under a later name.
+    put(
+        &*store,
+        "raw_training_data/t005.txt",
+        ticket(5, "2026-03-02").replace(". ", ".   "),
+    )
+    .await;
+    put(
+        &*store,
+        "raw_training_data/t005.json",
+        "{\"answer\":\"queue 2\"}",
+    )
+    .await;
+    let tuner = Scripted::new(Follow::Succeed);
+    let o = run(&job(&store, &tuner, config())).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    assert_eq!(r["counts"]["near_duplicates"], 1, "{}", r["counts"]);
+    assert_eq!(
+        r["counts"]["train"].as_u64().unwrap() + r["counts"]["validation"].as_u64().unwrap(),
+        20
+    );
+    let rejected = storage::get_bytes(&*store, &uri_key(&r["rejected_uri"]), 1 << 20)
+        .await
+        .unwrap();
+    let held: Value = String::from_utf8(rejected.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["category"] == "near_duplicate")
+        .expect("reported");
+    assert_eq!(held["key"], "t005");
+    assert!(
+        held["reason"].as_str().unwrap().contains("sample s005"),
+        "{held}"
+    );
+
+    // Near-copies alone are not new data: nothing is tuned for them (the files are the last
+    // run's, so the run ends unchanged).
+    for i in 10..16 {
+        put(
+            &*store,
+            &format!("raw_training_data/u{i:03}.txt"),
+            ticket(i, "2026-04-09"),
+        )
+        .await;
+        put(
+            &*store,
+            &format!("raw_training_data/u{i:03}.json"),
+            format!("{{\"answer\":\"queue {}\"}}", i % 3),
+        )
+        .await;
+    }
+    let o = run(&job(&store, &tuner, config())).await;
+    assert!(
+        matches!(o.status, RunStatus::Unchanged | RunStatus::Waiting),
+        "{:?}: {}",
+        o.status,
+        o.reason
+    );
+
+    // Off: every one of them trains.
+    let store = bucket();
+    tickets(&*store, 0..20).await;
+    put(
+        &*store,
+        "raw_training_data/t005.txt",
+        ticket(5, "2026-03-02").replace(". ", ".   "),
+    )
+    .await;
+    put(
+        &*store,
+        "raw_training_data/t005.json",
+        "{\"answer\":\"queue 2\"}",
+    )
+    .await;
+    let off = Config {
+        near_duplicates: None,
+        ..config()
+    };
+    let o = run(&job(&store, &tuner, off)).await;
+    assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
+    let r = record_of(&*store, &o).await;
+    assert!(
+        r["counts"].get("near_duplicates").is_none(),
+        "{}",
+        r["counts"]
+    );
+    assert_eq!(
+        r["counts"]["train"].as_u64().unwrap() + r["counts"]["validation"].as_u64().unwrap(),
+        21
+    );
+}
+
+fn uri_key(uri: &Value) -> String {
+    uri.as_str()
+        .unwrap()
+        .split_once("://")
+        .unwrap()
+        .1
+        .split_once('/')
+        .unwrap()
+        .1
+        .to_owned()
 }

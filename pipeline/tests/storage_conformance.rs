@@ -50,6 +50,35 @@ async fn put_get_and_generations(store: Arc<dyn Store>) {
     );
 }
 
+/// `head` says what a listing would (size, generation) without reading the object, follows
+/// rewrites, and tells a missing object as not found, naming it.
+async fn head(store: Arc<dyn Store>) {
+    let put = store
+        .put("dir/h.txt", Bytes::from("hello"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let h = store.head("dir/h.txt").await.unwrap();
+    assert_eq!(
+        (h.key.as_str(), h.size, &h.generation),
+        ("dir/h.txt", 5, &put.generation)
+    );
+    let listed = storage::list_all(&*store, "dir/").await.unwrap();
+    let listed = listed.iter().find(|m| m.key == "dir/h.txt").unwrap();
+    assert_eq!(&h, listed, "head says what the listing says");
+    let again = store
+        .put("dir/h.txt", Bytes::from("hello, again"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let h = store.head("dir/h.txt").await.unwrap();
+    assert_eq!((h.size, &h.generation), (12, &again.generation));
+    let missing = store.head("dir/missing").await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    assert!(
+        missing.to_string().contains("dir/missing"),
+        "the error names the object: {missing}"
+    );
+}
+
 async fn create_only(store: Arc<dyn Store>) {
     store
         .put("lock.json", Bytes::from("x"), PutMode::Create)
@@ -393,6 +422,11 @@ macro_rules! conformance {
             async fn put_get_and_generations() {
                 let (s, _g) = $make;
                 super::put_get_and_generations(s).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn head() {
+                let (s, _g) = $make;
+                super::head(s).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn create_only() {

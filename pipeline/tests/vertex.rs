@@ -45,6 +45,7 @@ impl Conf {
             learning_rate_multiplier: None,
             display_name: "autotune-{run_id}".to_owned(),
             service_account: None,
+            export_last_checkpoint_only: true,
         };
         Self { vertex, template }
     }
@@ -508,7 +509,7 @@ async fn continuous_mode_sends_the_previous_model_and_no_base_model() {
     let previous = format!("projects/{PROJECT}/locations/{LOCATION}/models/987654321@1");
     let mut r = request(&t.settings, "k-full");
     let full_key = r.run_key.clone();
-    r.continue_from(&previous);
+    r.continue_from(&previous, None);
     assert_ne!(r.run_key, full_key, "another parent is another job");
     let name = t.vertex.submit(&r).await.unwrap();
     let tuned = t.vertex.follow(&name).await.unwrap();
@@ -532,7 +533,10 @@ async fn continuous_mode_sends_the_previous_model_and_no_base_model() {
 
     // A parent Vertex does not know is named as such.
     let mut r = request(&t.settings, "k-gone");
-    r.continue_from("projects/test-project/locations/us-central1/models/404@1");
+    r.continue_from(
+        "projects/test-project/locations/us-central1/models/404@1",
+        None,
+    );
     let (message, _) = failed(t.vertex.submit(&r).await.unwrap_err());
     assert!(message.contains("TUNING_MODE"), "{message}");
     assert!(message.contains("models/404@1"), "{message}");

@@ -894,7 +894,14 @@ fn serve_gemini_3(env: &Env, ids: &[&str]) {
         }
     };
     for id in ids {
+        // The tuned model and its intermediate checkpoints (the fake saves three).
         env.fake.serve_model(&fake::endpoint(id), answer(|_| true));
+        for k in 1..3 {
+            env.fake.serve_model(
+                &fake::checkpoint_endpoint(&fake::endpoint(id), k),
+                answer(|_| true),
+            );
+        }
     }
     env.fake.serve_model(
         &fake::publisher_model("gemini-3.5-flash"),
@@ -1133,5 +1140,169 @@ fn a_busy_tuning_job_in_another_region_defers_the_run_naming_it() {
         "{reason}"
     );
     assert_eq!(env.fake.created(), 0, "nothing tuned");
+    env.assert_clean();
+}
+
+/// Issue 23: a job with three checkpoints, the second the best. Each is judged on its own
+/// endpoint against the base model (Holm-corrected); the pointer names checkpoint 2 and its
+/// endpoint, `models.patch` makes it the version's default checkpoint, and the next continuous
+/// job starts from it (`preTunedModel.checkpointId`). Every body is checked against the
+/// discovery document; the losing checkpoints are left alone.
+#[test]
+fn the_best_checkpoint_is_promoted_made_default_and_continued_from() {
+    let env = Env::new(200);
+    let last = fake::endpoint("1122334455");
+    let first = fake::checkpoint_endpoint(&last, 1);
+    let second = fake::checkpoint_endpoint(&last, 2);
+    let model = tuned_model("987654321@1");
+    let answer = |right: fn(usize) -> bool| {
+        move |prompt: &str| match sample_number(prompt) {
+            Some(i) if right(i) => fake::FakeReply::Text(format!("{{\"answer\":\"a{i}\"}}")),
+            Some(_) => fake::FakeReply::Text("{\"answer\":\"no idea\"}".to_owned()),
+            None => fake::FakeReply::Empty,
+        }
+    };
+    // Right on: checkpoint 1 half the rows, checkpoint 2 all, checkpoint 3 (the last) four in
+    // five; the base model a third.
+    env.fake.serve_model(&first, answer(|i| i % 2 == 0));
+    env.fake.serve_model(&second, answer(|_| true));
+    env.fake.serve_model(&last, answer(|i| i % 5 != 0));
+    env.fake.serve_model(
+        &fake::publisher_model("gemini-3.5-flash"),
+        answer(|i| i % 3 == 0),
+    );
+    let settings = [
+        ("EVAL_MODEL", "vertex"),
+        ("EVAL_RATIO", "0.25"),
+        ("EVAL_MIN_ROWS", "20"),
+        ("EVAL_CONCURRENCY", "8"),
+        ("EPOCHS", "3"),
+        ("TUNING_MODE", "continuous"),
+    ];
+    let (v, out) = env.run(&settings);
+    assert_eq!(v["status"], "success", "{v}\n{}", out.stderr);
+    let bodies = env.fake.create_bodies();
+    assert_eq!(
+        bodies[0]["supervisedTuningSpec"]["exportLastCheckpointOnly"], false,
+        "intermediate checkpoints are asked for by default: {}",
+        bodies[0]
+    );
+    let record = record_of(&v);
+    let e = &record["evaluation"];
+    assert_eq!(e["verdict"], "BLESSED", "{e}\n{}", out.stderr);
+    let c = &e["checkpoints"];
+    assert_eq!(c["winner"], "2", "{c}");
+    assert_eq!(c["correction"], "holm");
+    assert_eq!(c["selection"], "all");
+    let judged = c["judged"].as_array().unwrap();
+    assert_eq!(judged.len(), 3, "{c}");
+    let ids: Vec<&str> = judged
+        .iter()
+        .map(|j| j["checkpoint_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+    for j in judged {
+        let [lo, hi] = [&j["interval"][0], &j["interval"][1]].map(|x| x.as_f64().unwrap());
+        let delta = j["delta"].as_f64().unwrap();
+        assert!(lo <= delta && delta <= hi, "{j}");
+        assert!(j["score"].is_number() && j["level"].is_number(), "{j}");
+    }
+    assert_eq!(judged[1]["winner"], true);
+    assert!(
+        judged[1]["score"].as_f64() > judged[2]["score"].as_f64(),
+        "the second is better than the last: {c}"
+    );
+    let rows = e["rows"].as_u64().unwrap() as usize;
+    for endpoint in [&first, &second, &last] {
+        assert_eq!(env.fake.answered(endpoint).len(), rows, "{endpoint}");
+    }
+    assert_eq!(
+        env.fake
+            .answered(&fake::publisher_model_in("gemini-3.5-flash", "us"))
+            .len(),
+        rows,
+        "the champion answers once for all three checkpoints"
+    );
+    let blessing = read_json(&uri_path(&e["blessing_uri"]));
+    assert_eq!(blessing["checkpoints"]["winner"], "2", "{blessing}");
+
+    // The pointer names checkpoint 2 and its endpoint.
+    let pointer = read_json(&env.root().join("trained_model/champion.json"));
+    assert_eq!(pointer["model"], model.as_str());
+    assert_eq!(pointer["checkpoint"], "2", "{pointer}");
+    assert_eq!(pointer["endpoint"], second.as_str(), "{pointer}");
+    assert_eq!(record["promotion"]["default_checkpoint"], "set to 2");
+    // models.patch made it the version's default, with its update mask.
+    let patches: Vec<_> = env
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert_eq!(patches[0].path, format!("/v1/{model}"));
+    assert_eq!(patches[0].query, "updateMask=defaultCheckpointId");
+    assert_eq!(
+        patches[0].body.as_ref().unwrap(),
+        &json!({"defaultCheckpointId": "2"})
+    );
+    assert_eq!(patches[0].status, 200);
+    assert_eq!(env.fake.default_checkpoint(&model).as_deref(), Some("2"));
+    // Nothing deleted.
+    assert!(
+        env.fake.requests().iter().all(|r| r.method != "DELETE"),
+        "the losing checkpoints are left alone"
+    );
+
+    // `autotune history` shows the checkpoints judged and the winner.
+    let out = env.command("history", &[]).output().unwrap();
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(history.contains("2 of 3"), "{history}");
+    assert!(
+        history.contains("checkpoint 2 (epoch 2, step 20)") && history.contains("the winner"),
+        "{history}"
+    );
+
+    // Run 2: new data; continuous tuning starts from checkpoint 2 of the champion.
+    text_samples(env.root(), 200, 40);
+    let mut done = fake::succeeds().pop().unwrap();
+    done.extra["tunedModel"] = json!({
+        "model": tuned_model("987654321@2"),
+        "endpoint": fake::endpoint("2233445566"),
+    });
+    env.fake
+        .set_history(vec![fake::step("JOB_STATE_RUNNING"), done]);
+    for k in 1..3 {
+        env.fake.serve_model(
+            &fake::checkpoint_endpoint(&fake::endpoint("2233445566"), k),
+            answer(|_| true),
+        );
+    }
+    env.fake
+        .serve_model(&fake::endpoint("2233445566"), answer(|_| true));
+    let (second_run, out) = env.run(&settings);
+    assert_eq!(
+        second_run["status"], "success",
+        "{second_run}\n{}",
+        out.stderr
+    );
+    let bodies = env.fake.create_bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(
+        bodies[1]["preTunedModel"],
+        json!({"tunedModelName": model, "checkpointId": "2"}),
+        "continues from the champion's checkpoint: {}",
+        bodies[1]
+    );
+    let record = record_of(&second_run);
+    assert_eq!(
+        record["evaluation"]["champion"]["model"],
+        model.as_str(),
+        "judged against checkpoint 2's model"
+    );
+    assert!(
+        env.fake.answered(&second).len() > rows,
+        "the champion answered on checkpoint 2's endpoint"
+    );
     env.assert_clean();
 }

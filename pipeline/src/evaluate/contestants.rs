@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::bless::Paired;
+use super::checkpoints::Checkpoint;
 use super::model::{Model, ModelError};
 use super::rehearsal::Rehearsal;
 use super::vertex::Vertex;
@@ -38,6 +39,24 @@ pub trait Contestants: Send + Sync {
     /// A successful run's tuned model, from what the tuner reported and how many examples it
     /// trained on; `None` when the tuner reported no model.
     fn candidate(&self, run: &CandidateRun<'_>) -> Option<Champion>;
+    /// The checkpoints of a successful run's tuned model, in training order, each a
+    /// contestant (`evaluate::checkpoints`); empty when the job kept none (the candidate
+    /// itself is judged). What the tuning job reported, by default.
+    fn checkpoints(&self, run: &CandidateRun<'_>) -> Vec<Checkpoint> {
+        Checkpoint::of_details(run.details)
+    }
+    /// The candidate at each of its checkpoints `all` (as [`Contestants::checkpoints`] gave
+    /// them), in their order: called on the checkpoint's endpoint, and named by it.
+    fn at_checkpoints(&self, candidate: &Champion, all: &[Checkpoint]) -> Vec<Champion> {
+        all.iter()
+            .map(|c| Champion {
+                endpoint: c.endpoint.clone().or_else(|| candidate.endpoint.clone()),
+                checkpoint: Some(c.checkpoint_id.clone()),
+                serving: None,
+                ..candidate.clone()
+            })
+            .collect()
+    }
     /// The model that answers for `who`; a candidate's endpoint may answer 404 for a while
     /// after its job succeeded.
     fn open(&self, who: &Champion, candidate: bool) -> Result<Arc<dyn Model>, ModelError>;
@@ -52,6 +71,7 @@ fn tuned(run_id: &str, source_model: &str, model: String, endpoint: Option<Strin
     Champion {
         model,
         endpoint,
+        checkpoint: None,
         run_id: Some(run_id.to_owned()),
         base_model: source_model.to_owned(),
         metrics: Value::Null,
@@ -167,11 +187,35 @@ impl Contestants for VertexContestants {
 /// tuned stand-in errs less the more examples it trained on (40% × 20 / (20 + examples)), and
 /// on a subset of the rows a worse one errs on ([`Rehearsal::nested`]).
 /// Their names say so: `rehearsal/tuned-<dataset digest>/error-0.133`.
+///
+/// A job that keeps intermediate checkpoints (EVAL_CHECKPOINTS other than `last`) rehearses
+/// one stand-in checkpoint per epoch (EPOCHS; 3 when unset, at most 10) with a planted
+/// overfitting curve ([`planted`]): the middle checkpoint is the best (half the last's error
+/// rate), the first the worst, the last errs as the single stand-in would. Their names carry
+/// the checkpoint: `rehearsal/tuned-<digest>/checkpoint-2/error-0.100`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RehearsalContestants;
 
 /// The base model's error rate in a rehearsal.
 pub const REHEARSAL_BASE_ERROR: f64 = 0.4;
+
+/// The epochs a rehearsal assumes when EPOCHS is unset (Vertex then chooses).
+pub const REHEARSAL_EPOCHS: u32 = 3;
+
+/// The planted error rate of rehearsal checkpoint `k` (1-based) of `n`, relative to the last's:
+/// 1 for the last, ½ for the middle one (`⌈n/2⌉`, the best), rising to 1.5 at the first.
+pub fn planted(k: u32, n: u32) -> f64 {
+    if n <= 1 || k >= n {
+        return 1.0;
+    }
+    let m = n.div_ceil(2);
+    let (k, m, n) = (f64::from(k), f64::from(m), f64::from(n));
+    if k < m {
+        0.5 + (m - k) / (m - 1.0)
+    } else {
+        0.5 + 0.5 * (k - m) / (n - m)
+    }
+}
 
 impl RehearsalContestants {
     fn name(who: &str, error: f64) -> String {
@@ -207,6 +251,47 @@ impl Contestants for RehearsalContestants {
             Self::name(&format!("tuned-{data}"), error),
             None,
         ))
+    }
+
+    fn checkpoints(&self, run: &CandidateRun<'_>) -> Vec<Checkpoint> {
+        let spec = &run.details["request"]["body"]["supervisedTuningSpec"];
+        if spec["exportLastCheckpointOnly"].as_bool() != Some(false) {
+            return Vec::new();
+        }
+        let epochs = spec["hyperParameters"]["epochCount"]
+            .as_str()
+            .and_then(|e| e.parse::<u32>().ok())
+            .unwrap_or(REHEARSAL_EPOCHS)
+            .clamp(1, super::checkpoints::MAX_CHECKPOINTS);
+        (1..=epochs)
+            .map(|k| Checkpoint {
+                checkpoint_id: k.to_string(),
+                epoch: Some(u64::from(k)),
+                step: None,
+                endpoint: None,
+            })
+            .collect()
+    }
+
+    fn at_checkpoints(&self, candidate: &Champion, all: &[Checkpoint]) -> Vec<Champion> {
+        let n = u32::try_from(all.len()).unwrap_or(u32::MAX);
+        let last = Self::error_of(&candidate.model).unwrap_or(REHEARSAL_BASE_ERROR);
+        let who = candidate
+            .model
+            .strip_prefix("rehearsal/")
+            .and_then(|m| m.rsplit_once("/error-"))
+            .map_or("tuned", |(who, _)| who);
+        (1..=n)
+            .zip(all)
+            .map(|(k, c)| Champion {
+                model: Self::name(
+                    &format!("{who}/checkpoint-{}", c.checkpoint_id),
+                    last * planted(k, n),
+                ),
+                checkpoint: Some(c.checkpoint_id.clone()),
+                ..candidate.clone()
+            })
+            .collect()
     }
 
     fn open(&self, who: &Champion, _candidate: bool) -> Result<Arc<dyn Model>, ModelError> {
@@ -249,5 +334,60 @@ mod tests {
             r.open(&vertex_model, false).is_err(),
             "never judges a real model"
         );
+    }
+
+    #[test]
+    fn rehearsal_checkpoints_plant_an_earlier_best() {
+        assert!((planted(3, 3) - 1.0).abs() < 1e-12);
+        assert!((planted(2, 3) - 0.5).abs() < 1e-12);
+        assert!((planted(1, 3) - 1.5).abs() < 1e-12);
+        assert!(
+            (planted(1, 2) - 0.5).abs() < 1e-12,
+            "of two, the first is the better"
+        );
+        let ten: Vec<f64> = (1..=10).map(|k| planted(k, 10)).collect();
+        assert!((ten[0] - 1.5).abs() < 1e-12 && (ten[4] - 0.5).abs() < 1e-12);
+        assert!(ten.windows(2).take(4).all(|w| w[0] > w[1]), "{ten:?}");
+        assert!(ten.windows(2).skip(4).all(|w| w[0] < w[1]), "{ten:?}");
+        assert!((planted(1, 1) - 1.0).abs() < 1e-12);
+        let r = RehearsalContestants;
+        let details = |export_last: bool, epochs: Option<&str>| {
+            let mut hp = serde_json::Map::new();
+            if let Some(e) = epochs {
+                hp.insert("epochCount".into(), json!(e));
+            }
+            json!({"request": {"body": {"supervisedTuningSpec": {
+                "exportLastCheckpointOnly": export_last,
+                "hyperParameters": hp,
+            }}}})
+        };
+        let run = |d| CandidateRun {
+            run_id: "r1",
+            source_model: "g",
+            details: d,
+            tuned: None,
+            train_examples: 20,
+            dataset_digest: "0123456789abcdef",
+        };
+        let last_only = details(true, Some("5"));
+        assert!(r.checkpoints(&run(&last_only)).is_empty());
+        let five = details(false, Some("5"));
+        assert_eq!(r.checkpoints(&run(&five)).len(), 5);
+        let unset = details(false, None);
+        let all = r.checkpoints(&run(&unset));
+        assert_eq!(all.len(), 3, "three epochs assumed");
+        let candidate = r.candidate(&run(&unset)).unwrap();
+        let at = r.at_checkpoints(&candidate, &all);
+        let names: Vec<&str> = at.iter().map(|c| c.model.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "rehearsal/tuned-0123456789ab/checkpoint-1/error-0.300",
+                "rehearsal/tuned-0123456789ab/checkpoint-2/error-0.100",
+                "rehearsal/tuned-0123456789ab/checkpoint-3/error-0.200",
+            ]
+        );
+        assert_eq!(at[1].checkpoint.as_deref(), Some("2"));
+        assert!(r.open(&at[1], true).is_ok());
     }
 }

@@ -331,7 +331,7 @@ async fn ask_all(
 /// one write after another. Returns the replies stored.
 async fn write_all(
     store: &dyn Store,
-    folder: &str,
+    folders: [&str; 2],
     models: [&dyn Model; 2],
     next_chunk: [u64; 2],
     mut rx: tokio::sync::mpsc::Receiver<Arrived>,
@@ -347,7 +347,7 @@ async fn write_all(
             let due = pending[i].len() >= FLUSH_EVERY || writes.is_empty() || !open;
             if !pending[i].is_empty() && due && writes.len() < WRITES_IN_FLIGHT {
                 let lines = std::mem::take(&mut pending[i]);
-                writes.push(flush(store, folder, role, &next_chunk[i], lines));
+                writes.push(flush(store, folders[i], role, &next_chunk[i], lines));
             }
         }
         if !open && writes.is_empty() && pending.iter().all(Vec::is_empty) {
@@ -388,12 +388,40 @@ pub async fn paired(
     concurrency: usize,
     progress: &indicatif::ProgressBar,
 ) -> Result<Answers, InferError> {
-    let folder = folder.trim_end_matches('/');
+    paired_apart(
+        store,
+        [folder, folder],
+        rows,
+        candidate,
+        champion,
+        config,
+        concurrency,
+        progress,
+    )
+    .await
+}
+
+/// [`paired`] with each model's answers under a folder of its own (`folders`: the
+/// candidate's, the champion's): several candidates (the checkpoints of one tuned model) are
+/// judged against one champion, whose answers are stored once and read back for each.
+#[allow(clippy::too_many_arguments)]
+pub async fn paired_apart(
+    store: &dyn Store,
+    folders: [&str; 2],
+    rows: &[Row],
+    candidate: &dyn Model,
+    champion: &dyn Model,
+    config: &Generation,
+    concurrency: usize,
+    progress: &indicatif::ProgressBar,
+) -> Result<Answers, InferError> {
+    let folders = folders.map(|f| f.trim_end_matches('/'));
     let models: [&dyn Model; 2] = [candidate, champion];
     let configs = Role::BOTH.map(|r| config.for_role(r.as_str()));
     let mut stored = Vec::with_capacity(2);
     for role in Role::BOTH {
-        stored.push(load(store, folder, role, models[role.index()].name()).await?);
+        let i = role.index();
+        stored.push(load(store, folders[i], role, models[i].name()).await?);
     }
 
     let mut unique = HashSet::new();
@@ -427,7 +455,7 @@ pub async fn paired(
     let next_chunk = [stored[0].next_chunk, stored[1].next_chunk];
     let (row_error, written) = futures::join!(
         ask_all(units, models, &configs, concurrency, progress, tx),
-        write_all(store, folder, models, next_chunk, rx)
+        write_all(store, folders, models, next_chunk, rx)
     );
     let made = match (row_error, written) {
         (Some(e), Err(w)) => {

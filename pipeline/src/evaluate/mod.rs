@@ -7,6 +7,7 @@
 //! * [`metrics`]: exact match, JSON validity and per-field accuracy, class accuracy and
 //!   macro-F1, ROUGE-L.
 //! * [`bless`]: the blessing rule and its paired statistics (McNemar, paired bootstrap).
+//! * [`checkpoints`]: every checkpoint of a tuned model judged, Holm-corrected; the winner.
 //! * [`model`]: the seam a model answers through ([`model::Model`]); Vertex endpoints and
 //!   publisher models, and the rehearsal stand-in of the embedded default.
 //! * [`vertex`]: Vertex AI endpoints and publisher models behind [`model::Model`], and
@@ -16,6 +17,7 @@
 
 pub mod answer;
 pub mod bless;
+pub mod checkpoints;
 pub mod contestants;
 pub mod infer;
 pub mod metrics;

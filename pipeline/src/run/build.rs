@@ -3,26 +3,75 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-
 use crate::dataset::{self, Built, Paths};
 use crate::evaluate::set::{Damaged, Frozen, Routing};
+use crate::record::RunRecord;
 use crate::split::Split;
 use crate::storage::{self, Store};
 use crate::validate;
 
-use super::{Gates, INDEX_FILE, Job, LINES_PREFIX, REJECTED_FILE, RunError, State};
+use super::evaluate::HeldSet;
+use super::{Gates, INDEX_FILE, Job, LINES_PREFIX, REJECTED_FILE, RunError};
+
+/// What the build stage made: the datasets, the evaluation set the run holds to its
+/// evaluation, and what the record says of that set.
+pub(super) struct Build {
+    pub(super) built: Built,
+    pub(super) eval_set: Option<HeldSet>,
+    /// The set in use could not judge: what was done about it.
+    eval_set_repaired: Option<String>,
+    eval_set_revised: Option<u64>,
+    /// Rows in the set, and samples held out for it.
+    eval: u64,
+    eval_held_out: u64,
+}
+
+impl Build {
+    /// Writes what the build did into the run's record.
+    pub(super) fn record_into(&self, r: &mut RunRecord) {
+        let built = &self.built;
+        if let Some(message) = &self.eval_set_repaired {
+            r.eval_set_repaired = Some(message.clone());
+        }
+        r.eval_set_revised = self.eval_set_revised;
+        r.counts.eval = self.eval;
+        r.counts.eval_held_out = self.eval_held_out;
+        if let Some(set) = &self.eval_set {
+            r.eval_set_id = Some(set.info.id.clone());
+            r.new_eval_set = set.info.created_by_run == r.run_id && set.info.revised == 0;
+        }
+        r.counts.train = built.train_examples;
+        r.counts.validation = built.validation_examples;
+        r.counts.held_out = built.held_out;
+        r.counts.rejected = built.rejected;
+        r.counts.duplicates = built.duplicates;
+        r.counts.eval_leaks = built.eval_leaks;
+        r.counts.near_duplicates = built.near_duplicates;
+        r.counts.eval_rows_with_copies_trained = built.eval_rows_with_copies_trained;
+        r.counts.pinned_to_validation = built.pinned_to_validation;
+        r.counts.reused = built.reused;
+        r.lines_uri.clone_from(&built.lines_uri);
+        r.counts
+            .rejected_by_category
+            .clone_from(&built.rejected_by_category);
+        r.train_dataset_uri.clone_from(&built.train_uri);
+        r.validation_dataset_uri.clone_from(&built.validation_uri);
+        r.rejected_uri.clone_from(&built.rejected_uri);
+        r.index_uri.clone_from(&built.index_uri);
+        r.reject_examples = serde_json::to_value(&built.reject_examples).ok();
+        r.personal_data = Some(built.personal_data.clone());
+    }
+}
 
 impl Job {
-    /// Converts and uploads the datasets into the run's folder, and records what was built.
+    /// Converts and uploads the datasets into the run's folder; returns what was built.
     pub(super) async fn build_datasets(
         &self,
         run_id: &str,
         gates: &Gates,
         seed: &str,
-        state: &Mutex<State>,
         opened: Result<(Option<Frozen>, Option<Damaged>), RunError>,
-    ) -> Result<Built, RunError> {
+    ) -> Result<Build, RunError> {
         let folder = storage::join(&self.config.jsonl_folder, run_id);
         let split = self.split(gates, seed);
         // The evaluation set in use, opened while gate 3 was checked again (`Job::ready`).
@@ -44,64 +93,31 @@ impl Job {
         let (set, revised) = self
             .freeze_eval_set(run_id, &built, picked, current, damaged.as_ref())
             .await?;
-        {
-            let mut st = state.lock().await;
-            // A new set: its rows; the members of the set it replaced were held out.
-            let replaced = set.as_ref().is_some_and(|s| {
-                s.info.created_by_run == run_id
-                    && s.info.replaced.is_some()
-                    && !s.info.grown
-                    && s.info.revised == 0
-            });
-            if let Some(d) = &damaged {
-                let done = match &set {
-                    Some(s) if s.info.created_by_run == run_id => format!(
-                        "a new set {} of {} rows was picked and replaces it",
-                        s.info.id, s.info.rows
-                    ),
-                    _ if self.config.evaluation.is_none() => "evaluation is off, so nothing replaced it and none of its rows could be held out; the next run with evaluation on picks a new set".to_owned(),
-                    _ => "no sample fell in a new set yet (EVAL_RATIO), so it stays until one does and the candidate is not judged".to_owned(),
-                };
-                let message = format!("the evaluation set cannot judge ({d}): {done}");
-                tracing::warn!("{message}");
-                st.record.eval_set_repaired = Some(message);
-            }
-            st.record.eval_set_revised = revised;
-            if replaced {
-                st.record.counts.eval = picked_rows;
-                st.record.counts.eval_held_out = built.eval_held_out + built.eval_members;
-            } else {
-                st.record.counts.eval = built.eval_members + picked_rows;
-                st.record.counts.eval_held_out = built.eval_held_out;
-            }
-            if let Some(set) = &set {
-                st.record.eval_set_id = Some(set.info.id.clone());
-                st.record.new_eval_set = set.info.created_by_run == run_id && set.info.revised == 0;
-            }
-            st.eval_set = set.map(Arc::new);
-        }
-        {
-            let r = &mut state.lock().await.record;
-            r.counts.train = built.train_examples;
-            r.counts.validation = built.validation_examples;
-            r.counts.held_out = built.held_out;
-            r.counts.rejected = built.rejected;
-            r.counts.duplicates = built.duplicates;
-            r.counts.eval_leaks = built.eval_leaks;
-            r.counts.eval_rows_with_copies_trained = built.eval_rows_with_copies_trained;
-            r.counts.pinned_to_validation = built.pinned_to_validation;
-            r.counts.reused = built.reused;
-            r.lines_uri.clone_from(&built.lines_uri);
-            r.counts
-                .rejected_by_category
-                .clone_from(&built.rejected_by_category);
-            r.train_dataset_uri.clone_from(&built.train_uri);
-            r.validation_dataset_uri.clone_from(&built.validation_uri);
-            r.rejected_uri.clone_from(&built.rejected_uri);
-            r.index_uri.clone_from(&built.index_uri);
-            r.reject_examples = serde_json::to_value(&built.reject_examples).ok();
-            r.personal_data = Some(built.personal_data.clone());
-        }
+        // A new set: its rows; the members of the set it replaced were held out.
+        let replaced = set.as_ref().is_some_and(|s| {
+            s.info.created_by_run == run_id
+                && s.info.replaced.is_some()
+                && !s.info.grown
+                && s.info.revised == 0
+        });
+        let eval_set_repaired = damaged.as_ref().map(|d| {
+            let done = match &set {
+                Some(s) if s.info.created_by_run == run_id => format!(
+                    "a new set {} of {} rows was picked and replaces it",
+                    s.info.id, s.info.rows
+                ),
+                _ if self.config.evaluation.is_none() => "evaluation is off, so nothing replaced it and none of its rows could be held out; the next run with evaluation on picks a new set".to_owned(),
+                _ => "no sample fell in a new set yet (EVAL_RATIO), so it stays until one does and the candidate is not judged".to_owned(),
+            };
+            let message = format!("the evaluation set cannot judge ({d}): {done}");
+            tracing::warn!("{message}");
+            message
+        });
+        let (eval, eval_held_out) = if replaced {
+            (picked_rows, built.eval_held_out + built.eval_members)
+        } else {
+            (built.eval_members + picked_rows, built.eval_held_out)
+        };
         tracing::info!(
             train = built.train_examples,
             validation = built.validation_examples,
@@ -114,7 +130,14 @@ impl Job {
             read_ahead = gates.ahead.as_ref().map_or(0, |a| a.counts().1),
             "datasets written"
         );
-        Ok(built)
+        Ok(Build {
+            built,
+            eval_set: set.map(Arc::new),
+            eval_set_repaired,
+            eval_set_revised: revised,
+            eval,
+            eval_held_out,
+        })
     }
 
     /// Every sample's side, computed once.
@@ -196,6 +219,7 @@ impl Job {
             &dataset::Options {
                 read_concurrency: self.config.read_concurrency,
                 max_text_bytes: self.config.max_text_bytes,
+                near_duplicates: self.config.near_duplicates,
                 // Evaluation rows held during the build count inside MAX_BYTES_IN_FLIGHT.
                 max_bytes_in_flight: if eval.holds_rows() {
                     self.config.max_bytes_in_flight - self.eval_bytes()

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-
 use crate::champion::Champion;
 use crate::dataset::Built;
 use crate::evaluate::Row;
@@ -17,11 +15,13 @@ use crate::evaluate::metrics::Metric;
 use crate::evaluate::model::Generation;
 use crate::evaluate::set::{self, Damaged, Frozen, Opened, Picked, Replacing, Routing};
 use crate::notify::Event;
-use crate::record::{CandidateScores, ChampionScores, EvalSpend, EvaluationSummary, Promotion};
+use crate::record::{
+    CandidateScores, ChampionScores, EvalSpend, EvaluationSummary, Promotion, RunRecord,
+};
 use crate::storage::{self, PutMode};
 
 use super::promote::Seen;
-use super::{BLESSING_FILE, Gates, Job, RESPONSES_FOLDER, RunError, State, merge};
+use super::{BLESSING_FILE, Gates, Job, RESPONSES_FOLDER, RunError, merge};
 
 /// EVAL_* settings: the evaluation set and the blessing rule.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub struct Evaluation {
     pub google_metrics: bool,
     /// EVAL_MAX_OUTPUT_TOKENS.
     pub max_output_tokens: u32,
+    /// EVAL_CHECKPOINTS: which checkpoints of a tuned model are judged.
+    pub checkpoints: crate::evaluate::checkpoints::Selection,
 }
 
 /// Which models answer the evaluation rows.
@@ -302,7 +304,10 @@ impl Job {
 pub struct EvalCost {
     /// The rows of the set in use, or of the set this run would pick.
     pub rows: u64,
-    /// `generateContent` calls: each row once per model.
+    /// Checkpoints of the candidate judged (EVAL_CHECKPOINTS; with EPOCHS unset, the most
+    /// Vertex saves), each against the champion.
+    pub checkpoints: u32,
+    /// `generateContent` calls: each row once per checkpoint and once for the champion.
     pub calls: u64,
     /// Prompt tokens of those calls, estimated at four characters a token.
     pub prompt_tokens: u64,
@@ -333,11 +338,14 @@ impl Job {
             })
             .sum();
         let n = rows.len() as u64;
+        let checkpoints = self.checkpoints_judged(eval);
+        let models = u64::from(checkpoints) + 1;
         Some(EvalCost {
             rows: n,
-            calls: 2 * n,
-            prompt_tokens: 2 * chars.div_ceil(4),
-            max_answer_tokens: 2 * n * u64::from(eval.max_output_tokens),
+            checkpoints,
+            calls: models * n,
+            prompt_tokens: models * chars.div_ceil(4),
+            max_answer_tokens: models * n * u64::from(eval.max_output_tokens),
             new_set,
         })
     }
@@ -349,23 +357,89 @@ impl Job {
 pub(super) type HeldSet = Arc<Frozen>;
 
 /// The set the evaluation judges on: the one the run holds, shared.
-fn set_to_judge(held: Option<&HeldSet>) -> Option<HeldSet> {
+pub(super) fn set_to_judge(held: Option<&HeldSet>) -> Option<HeldSet> {
     held.cloned()
 }
 
+/// What the evaluate stage has decided so far, as the run's record will say: updated as the
+/// stage goes, so that a run stopped part-way (after the champion pointer moved, say) records
+/// what is true. The record takes it however the stage ended ([`Judgement::record_into`]).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Judgement {
+    pub(super) evaluation: Option<EvaluationSummary>,
+    pub(super) promotion: Option<Promotion>,
+    /// The candidate cannot be promoted: the run fails with this error.
+    pub(super) failed: Option<String>,
+}
+
+impl Judgement {
+    /// Writes what was decided into `record`; what was not decided stays as it was.
+    pub(super) fn record_into(self, record: &mut RunRecord) {
+        if let Some(evaluation) = self.evaluation {
+            record.evaluation = Some(evaluation);
+        }
+        if let Some(promotion) = self.promotion {
+            record.promotion = Some(promotion);
+        }
+        if let Some(error) = self.failed {
+            record.status = crate::status::RunStatus::Failed;
+            record.error = Some(error);
+        }
+    }
+
+    /// `record` as it will read with this judgement: what a notice is sent with.
+    pub(super) fn applied_to(&self, record: &RunRecord) -> RunRecord {
+        let mut record = record.clone();
+        self.clone().record_into(&mut record);
+        record
+    }
+}
+
 /// The seed of the paired bootstrap: fixed, so a verdict can be recomputed.
-const BOOTSTRAP_SEED: u64 = 0x6175_746f_7475_6e65;
+pub(super) const BOOTSTRAP_SEED: u64 = 0x6175_746f_7475_6e65;
 
 /// What the evaluation of one candidate found.
-struct Judged {
-    blessing: Blessing,
-    totals: EvalSpend,
-    google: Option<serde_json::Value>,
+pub(super) struct Judged {
+    pub(super) blessing: Blessing,
+    pub(super) totals: EvalSpend,
+    pub(super) google: Option<serde_json::Value>,
     /// The name the candidate answered under (a tuned Gemini 3 endpoint may answer under
     /// another location than its tuning job named).
-    serving: Option<String>,
+    pub(super) serving: Option<String>,
     /// Whether both models sampled (temperature above 0, or the model's own default).
-    sampled: bool,
+    pub(super) sampled: bool,
+    /// Every checkpoint judged and the winner (a job that kept its checkpoints).
+    pub(super) checkpoints: Option<crate::evaluate::checkpoints::CheckpointsSummary>,
+}
+
+/// Both models' answers to the rows, before the verdict.
+pub(super) struct Asked {
+    pub(super) answers: infer::Answers,
+    pub(super) metric: Metric,
+    /// The name the candidate answered under, where it differs from its endpoint.
+    pub(super) serving: Option<String>,
+    pub(super) sampled: bool,
+}
+
+impl Asked {
+    /// The scored pairs of `rows` (each row's answers by its id).
+    pub(super) fn paired<'a>(&'a self, rows: &'a [Row]) -> Vec<Paired<'a>> {
+        let by_id: std::collections::HashMap<&str, &infer::Paired> = self
+            .answers
+            .rows
+            .iter()
+            .map(|p| (p.id.as_str(), p))
+            .collect();
+        rows.iter()
+            .filter_map(|r| {
+                by_id.get(r.id.as_str()).map(|p| Paired {
+                    reference: &r.reference,
+                    candidate: &p.candidate.answer,
+                    champion: &p.champion.answer,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Job {
@@ -374,28 +448,36 @@ impl Job {
     /// Nothing here fails the run: the job's model exists and is recorded; an evaluation that
     /// cannot finish says why and promotes nothing. An interrupted evaluation resumes in the
     /// run that adopts the job, from the answers stored.
-    pub(super) async fn judge(&self, state: &Mutex<State>) {
-        let (record, set) = {
-            let st = state.lock().await;
-            (st.record.clone(), set_to_judge(st.eval_set.as_ref()))
-        };
+    /// `record`: the run's, as it stands; `set`: the evaluation set the run holds (`None`: an
+    /// adopted job, judged on the set in use).
+    pub(super) async fn judge(
+        &self,
+        record: &RunRecord,
+        set: Option<HeldSet>,
+        judgement: &mut Judgement,
+    ) {
         let run_id = record.run_id.clone();
         let tuned = record.tuned_model();
-        let Some(candidate) = self.contestants.candidate(&CandidateRun {
+        let run = CandidateRun {
             run_id: &run_id,
             source_model: &record.source_model,
             details: &record.model_details,
             tuned: tuned.as_ref(),
             train_examples: record.counts.train,
             dataset_digest: record.dataset_digest.as_deref().unwrap_or(&run_id),
-        }) else {
+        };
+        let Some(candidate) = self.contestants.candidate(&run) else {
             tracing::warn!(%run_id, "the tuner reported no tuned model: nothing to evaluate or promote");
             return;
         };
         let Some(eval) = &self.config.evaluation else {
-            return self.promote_unjudged(state, candidate).await;
+            return self.promote_unjudged(record, judgement, candidate).await;
         };
-        let Some(current) = self.pointer_to_judge_against(state, &candidate).await else {
+        let contestants = self.checkpoint_contestants(&run, &candidate, eval);
+        let Some(current) = self
+            .pointer_to_judge_against(record, judgement, &candidate, &contestants)
+            .await
+        else {
             return;
         };
         let champion = self.champion_of(current.as_ref(), &record.source_model);
@@ -405,27 +487,21 @@ impl Job {
             None => match self.eval_set().await {
                 Ok(s) => s.map(HeldSet::new),
                 Err(e) => {
-                    self.inconclusive(state, &e.to_string()).await;
+                    self.inconclusive(record, judgement, &e.to_string());
                     return;
                 }
             },
         };
         // Borrowed from the set the run holds: the rows are held once during the evaluation.
         let rows: &[Row] = set.as_ref().map_or(&[], |s| &s.rows);
-        tracing::info!(
-            %run_id,
-            candidate = %candidate.describe(),
-            champion = %champion.describe(),
-            rows = rows.len(),
-            "evaluating the candidate against the champion"
-        );
-        let judged = match self
-            .compare(&run_id, &candidate, &champion, rows, eval)
+        tracing::info!(%run_id, candidate = %candidate.describe(), champion = %champion.describe(), rows = rows.len(), checkpoints = contestants.judged.len(), "evaluating the candidate against the champion");
+        let (judged, candidate) = match self
+            .compare_contestants(&run_id, candidate, &contestants, &champion, rows, eval)
             .await
         {
             Ok(j) => j,
             Err(e) => {
-                self.inconclusive(state, &e).await;
+                self.inconclusive(record, judgement, &e);
                 return;
             }
         };
@@ -436,28 +512,28 @@ impl Job {
         let blessed = judged.blessing.blessed();
         tracing::info!(%run_id, verdict = %judged.blessing.verdict, "{}", judged.blessing.summary());
         let summary = summary(&judged, &candidate, &champion, &blessing);
-        state.lock().await.record.evaluation = Some(summary.clone());
+        judgement.evaluation = Some(summary.clone());
         let event = if blessed {
             Event::Blessed
         } else {
             Event::NotBlessed
         };
-        self.notify(event, &record, summary.to_json());
+        self.notify(event, record, summary.to_json());
         let promotion = if blessed {
             let winner = Champion {
                 metrics: serde_json::to_value(&judged.blessing.candidate).unwrap_or_default(),
                 serving: judged.serving.clone(),
                 eval_set_id: set.as_ref().map(|s| s.info.id.clone()),
-                reason: format!("blessed by run {run_id}: {}", judged.blessing.summary()),
+                reason: Self::blessed_because(&run_id, &candidate, &judged),
                 ..candidate
             };
             match self
-                .promote(winner, Seen::Was(Box::new(current)), state)
+                .promote(winner, Seen::Was(Box::new(current)), judgement)
                 .await
             {
                 Ok(p) => p,
                 Err(why) => {
-                    self.pointer_failed(state, &why).await;
+                    self.pointer_failed(record, judgement, &why);
                     return;
                 }
             }
@@ -470,7 +546,7 @@ impl Job {
                 ))
             }
         };
-        state.lock().await.record.promotion = Some(promotion);
+        judgement.promotion = Some(promotion);
     }
 
     /// The champion pointer a candidate is judged against; `None` when there is nothing to
@@ -478,32 +554,42 @@ impl Job {
     /// candidate.
     async fn pointer_to_judge_against(
         &self,
-        state: &Mutex<State>,
+        record: &RunRecord,
+        judgement: &mut Judgement,
         candidate: &Champion,
+        contestants: &super::checkpoints::Contestants,
     ) -> Option<Option<crate::champion::Current>> {
         let current =
             match crate::champion::read(&*self.store, &self.config.model_meta_folder).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.pointer_failed(state, &crate::champion::unusable(&e))
-                        .await;
+                    self.pointer_failed(record, judgement, &crate::champion::unusable(&e));
                     return None;
                 }
             };
-        if self
-            .promoted_before(state, current.as_ref(), candidate)
-            .await
-        {
-            return None;
+        // The candidate, or one of its checkpoints (a stand-in checkpoint has a name of its
+        // own).
+        for c in std::iter::once(candidate).chain(&contestants.judged) {
+            if self
+                .promoted_before(record, judgement, current.as_ref(), c)
+                .await
+            {
+                return None;
+            }
         }
         Some(current)
     }
 
     /// Evaluation off: every successful run becomes the champion.
-    async fn promote_unjudged(&self, state: &Mutex<State>, candidate: Champion) {
-        match self.promote(candidate, Seen::ReadNow, state).await {
-            Ok(promotion) => state.lock().await.record.promotion = Some(promotion),
-            Err(why) => self.pointer_failed(state, &why).await,
+    async fn promote_unjudged(
+        &self,
+        record: &RunRecord,
+        judgement: &mut Judgement,
+        candidate: Champion,
+    ) {
+        match self.promote(candidate, Seen::ReadNow, judgement).await {
+            Ok(promotion) => judgement.promotion = Some(promotion),
+            Err(why) => self.pointer_failed(record, judgement, &why),
         }
     }
 
@@ -511,22 +597,22 @@ impl Job {
     /// candidate is the champion, and is not judged against itself; the record says so.
     async fn promoted_before(
         &self,
-        state: &Mutex<State>,
+        record: &RunRecord,
+        judgement: &mut Judgement,
         current: Option<&crate::champion::Current>,
         candidate: &Champion,
     ) -> bool {
         let Some(promotion) = self.already_champion(current, candidate).await else {
             return false;
         };
-        let mut st = state.lock().await;
-        if st.record.evaluation.is_none() {
-            st.record.evaluation = Some(EvaluationSummary {
+        if record.evaluation.is_none() && judgement.evaluation.is_none() {
+            judgement.evaluation = Some(EvaluationSummary {
                 verdict: Some(Verdict::Blessed),
                 reasons: vec!["blessed and promoted by an earlier attempt of this run (the champion pointer names its candidate)".to_owned()],
                 ..EvaluationSummary::default()
             });
         }
-        st.record.promotion = Some(promotion);
+        judgement.promotion = Some(promotion);
         true
     }
 
@@ -557,6 +643,9 @@ impl Job {
                 "google_metrics": judged.google,
             }),
         );
+        if let Some(c) = &judged.checkpoints {
+            blessing_json["checkpoints"] = serde_json::to_value(c).unwrap_or_default();
+        }
         match self
             .store
             .put(
@@ -601,7 +690,7 @@ impl Job {
     }
 
     /// Both models on every row, the answers scored, the verdict.
-    async fn compare(
+    pub(super) async fn compare(
         &self,
         run_id: &str,
         candidate: &Champion,
@@ -609,6 +698,42 @@ impl Job {
         rows: &[Row],
         eval: &Evaluation,
     ) -> Result<Judged, String> {
+        let folder = storage::join(
+            &storage::join(&self.config.jsonl_folder, run_id),
+            RESPONSES_FOLDER,
+        );
+        let asked = self
+            .ask(run_id, candidate, champion, rows, eval, [&folder, &folder])
+            .await?;
+        let paired = asked.paired(rows);
+        let blessing = bless(asked.metric, &paired, &eval.thresholds, BOOTSTRAP_SEED);
+        let google = if eval.google_metrics {
+            self.contestants.google_metrics(&paired).await
+        } else {
+            None
+        };
+        let totals = EvalSpend::new(asked.answers.candidate, asked.answers.champion);
+        Ok(Judged {
+            blessing,
+            totals,
+            google,
+            serving: asked.serving,
+            sampled: asked.sampled,
+            checkpoints: None,
+        })
+    }
+
+    /// Both models on every row (each model's answers under its folder of `folders`: the
+    /// candidate's, the champion's).
+    pub(super) async fn ask(
+        &self,
+        run_id: &str,
+        candidate: &Champion,
+        champion: &Champion,
+        rows: &[Row],
+        eval: &Evaluation,
+        folders: [&str; 2],
+    ) -> Result<Asked, String> {
         let cand = self
             .contestants
             .open(candidate, true)
@@ -627,14 +752,10 @@ impl Job {
         let sampling = &self.config.table.resolve(base).limits.sampling;
         let generation =
             Generation::new(base, run_id, eval.max_output_tokens).with_sampling(sampling);
-        let folder = storage::join(
-            &storage::join(&self.config.jsonl_folder, run_id),
-            RESPONSES_FOLDER,
-        );
         let progress = crate::logging::progress_bar(2 * rows.len() as u64, self.progress);
-        let answers = infer::paired(
+        let answers = infer::paired_apart(
             &*self.store,
-            &folder,
+            folders,
             rows,
             &*cand,
             &*champ,
@@ -645,33 +766,13 @@ impl Job {
         .await
         .map_err(|e| e.to_string())?;
         progress.finish_and_clear();
-        let by_id: std::collections::HashMap<&str, &infer::Paired> =
-            answers.rows.iter().map(|p| (p.id.as_str(), p)).collect();
-        let paired: Vec<Paired<'_>> = rows
-            .iter()
-            .filter_map(|r| {
-                by_id.get(r.id.as_str()).map(|p| Paired {
-                    reference: &r.reference,
-                    candidate: &p.candidate.answer,
-                    champion: &p.champion.answer,
-                })
-            })
-            .collect();
         let metric = eval.metric.unwrap_or_else(|| {
             let refs: Vec<&str> = rows.iter().map(|r| r.reference.as_str()).collect();
             Metric::choose(&refs)
         });
-        let blessing = bless(metric, &paired, &eval.thresholds, BOOTSTRAP_SEED);
-        let google = if eval.google_metrics {
-            self.contestants.google_metrics(&paired).await
-        } else {
-            None
-        };
-        let totals = EvalSpend::new(answers.candidate, answers.champion);
-        Ok(Judged {
-            blessing,
-            totals,
-            google,
+        Ok(Asked {
+            answers,
+            metric,
             serving: cand
                 .serving()
                 .filter(|s| candidate.endpoint.as_ref() != Some(s)),
@@ -680,7 +781,7 @@ impl Job {
     }
 
     /// An evaluation that could not finish: recorded, nothing promoted.
-    async fn inconclusive(&self, state: &Mutex<State>, why: &str) {
+    fn inconclusive(&self, record: &RunRecord, judgement: &mut Judgement, why: &str) {
         tracing::error!("evaluation incomplete, the candidate is not promoted: {why}");
         let summary = EvaluationSummary {
             verdict: Some(Verdict::NotBlessed),
@@ -688,13 +789,13 @@ impl Job {
             error: Some(why.to_owned()),
             ..EvaluationSummary::default()
         };
-        let record = {
-            let mut st = state.lock().await;
-            st.record.evaluation = Some(summary.clone());
-            st.record.promotion = Some(Promotion::refused(format!("evaluation incomplete: {why}")));
-            st.record.clone()
-        };
-        self.notify(Event::NotBlessed, &record, summary.to_json());
+        judgement.evaluation = Some(summary.clone());
+        judgement.promotion = Some(Promotion::refused(format!("evaluation incomplete: {why}")));
+        self.notify(
+            Event::NotBlessed,
+            &judgement.applied_to(record),
+            summary.to_json(),
+        );
     }
 }
 
@@ -730,6 +831,7 @@ fn summary(
         cost: Some(judged.totals),
         google_metrics: Some(judged.google.clone().unwrap_or_default()),
         error: None,
+        checkpoints: judged.checkpoints.clone(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Gate 1, the lock: the look at the last run and the lock before anything is listed
 //! (`check_against_last_run`), taking the lease once gates 2 and 3 passed (`take_lock`), and
 //! settling it (the housekeeping and the re-check of gate 3 while the build's first reads go
-//! on, `settle_lock`). A signal before the lock is taken says where the run was.
+//! on, `settle_lock`). Each step is watched ([`super::stop`]): a signal before the lock is
+//! taken says where the run was.
 
 use std::future::Future;
 
@@ -10,22 +11,22 @@ use crate::status::RunStatus;
 use crate::storage::StoreError;
 use crate::tuner::TuningMode;
 
-use super::{FirstLook, Gates, Job, Lock, Outcome, cycles, gates};
+use super::{FirstLook, Gates, Job, Lock, Outcome, Stage, Stop, Watch, cycles, gates};
 
 impl Job {
     /// Once the lock is taken: the housekeeping before the run's own work and, unless the
     /// run adopts a job (`gates` is `None`), gate 3 again (a run that finished between our look
-    /// and our lock moved the baseline), at once, raced against the signal like all that
-    /// follows (a bucket that stops answering here must not keep the process past SIGTERM);
-    /// `meanwhile` is driven along. `Err`: the signal.
+    /// and our lock moved the baseline), at once, watched like all that follows (a bucket that
+    /// stops answering here must not keep the process past SIGTERM); `meanwhile` is driven
+    /// along.
     pub(super) async fn settle_lock<S, F>(
         &self,
         gates: Option<&mut Gates>,
         mut meanwhile: std::pin::Pin<&mut F>,
-        shutdown: S,
-    ) -> Result<Option<Result<Option<String>, StoreError>>, &'static str>
+        watch: &Watch<'_, S>,
+    ) -> Result<Option<Result<Option<String>, StoreError>>, Stop>
     where
-        S: Future<Output = &'static str>,
+        S: Future<Output = &'static str> + Clone,
         F: Future<Output = ()>,
     {
         let prelude = async {
@@ -43,21 +44,8 @@ impl Job {
             let _ = meanwhile.as_mut().poll(cx);
             looks.as_mut().poll(cx)
         });
-        tokio::select! {
-            ((), r) = looks => Ok(r),
-            signal = shutdown => Err(signal),
-        }
-    }
-
-    /// Why a run stopped by `signal` before it took the lock ended: where it was.
-    pub(super) fn interrupted_before_lock(&self, signal: &str) -> String {
-        if self.quieting.load(std::sync::atomic::Ordering::SeqCst) {
-            format!(
-                "interrupted by {signal} while waiting for uploads to settle; nothing was written"
-            )
-        } else {
-            format!("interrupted by {signal} before the lock was taken; nothing was written")
-        }
+        let ((), rechecked) = watch.run(Stage::Settle, looks).await?;
+        Ok(rechecked)
     }
 
     /// What the settings must agree with in the bucket, checked before any work (the binary
@@ -146,17 +134,20 @@ impl Job {
     pub(super) async fn take_lock<S>(
         &self,
         run_id: &str,
-        shutdown: S,
+        watch: &Watch<'_, S>,
         retry: Option<&cycles::Retry>,
         first: FirstLook,
     ) -> Result<(Lease, Option<Gates>), Box<Outcome>>
     where
-        S: Future<Output = &'static str>,
+        S: Future<Output = &'static str> + Clone,
     {
         // Gate 1, read-only: do not even list when a run is in progress.
         let (lock, seen) = match first.lock {
             Some(looked) => looked,
-            None => self.look_at_lock().await,
+            None => watch
+                .run(Stage::Gates, self.look_at_lock())
+                .await
+                .map_err(|s| super::stopped_before_lock(&s))?,
         };
         let adopt = match lock {
             Lock::Free { pending_job } | Lock::Expired { pending_job, .. } => pending_job.is_some(),
@@ -169,19 +160,22 @@ impl Job {
         let gates = if adopt {
             None
         } else {
-            Some(
-                self.gates_for_build(shutdown, retry, first.baseline)
-                    .await?,
-            )
+            Some(Box::pin(self.gates_for_build(watch, retry, first.baseline)).await?)
         };
         // Gate 1, for real: on the lock object as the look found it, read again only if it
         // changed since.
         let (store, key, owner) = (self.store.clone(), self.lock_key(), lease::owner());
         let ttl = self.config.lease_duration;
-        let acquired = match seen {
-            Some(seen) => Lease::acquire_after(seen, store, &key, run_id, &owner, ttl).await,
-            None => Lease::acquire(store, &key, run_id, &owner, ttl).await,
+        let acquire = async {
+            match seen {
+                Some(seen) => Lease::acquire_after(seen, store, &key, run_id, &owner, ttl).await,
+                None => Lease::acquire(store, &key, run_id, &owner, ttl).await,
+            }
         };
+        let acquired = watch
+            .run(Stage::Gates, acquire)
+            .await
+            .map_err(|s| super::stopped_before_lock(&s))?;
         match acquired {
             Ok(Acquired::Won(l)) => Ok((l, gates)),
             Ok(Acquired::Held(r)) => {

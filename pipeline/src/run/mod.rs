@@ -24,18 +24,28 @@
 //! ```
 //!
 //! Each stage returns a typed decision ([`gates::Lock`], [`gates::Gate`], [`tune::Tuning`]) or a
-//! [`RunError`] with one variant per way a run can fail; a run that took the lease and stops
-//! early says why with a [`Stop`] (interrupted, or failed with its `RunError`); [`outcome`] turns
-//! the end of a run into the JSON `run` and `plan` print. The gates are read-only until the
-//! lease is taken, so waiting and skipped runs write nothing. The quiet wait and everything after the lease are raced
-//! against the shutdown future (SIGTERM, Ctrl-C), and what follows the lease against loss of
-//! the lease too; either way the run records why it stopped and frees the lock. [`cycles`] runs
-//! the job again in the same execution for data that arrived during a run.
+//! [`RunError`] with one variant per way a run can fail; [`outcome`] turns the end of a run
+//! into the JSON `run` and `plan` print. The gates are read-only until the lease is taken, so
+//! waiting and skipped runs write nothing.
+//!
+//! Signals and the loss of the lease are answered in one place, [`stop`]: every step of a
+//! stage that waits on something (a listing, the quiet wait, the build, the tuning job, the
+//! evaluation) runs under `Watch::run`, which races it against the shutdown future (SIGTERM,
+//! Ctrl-C) and, once the lease is taken, against its loss, and answers with a [`Stop`] that
+//! names the [`Stage`] it stopped in. A step returns its results; the orchestration (`locked`
+//! and `train` here, `tune` and `adopt` in `tune.rs`) writes them into the run's `Progress`
+//! (what its record will say) before the next step, so a stopped run records what it had
+//! committed: the job it submitted (which the next run adopts), the promotion once the champion
+//! pointer moved. The one stage that commits part-way, the evaluation, updates a small
+//! `evaluate::Judgement` of its own, which the record takes however the stage ended. The record
+//! stage then writes the record and frees (or hands over) the lock. [`cycles`] runs the job
+//! again in the same execution for data that arrived during a run.
 //!
 //! [`Config`] is all the job knows of the settings: the composition root
 //! (`settings::Settings::job_config`) builds it, tests build it directly.
 
 mod build;
+mod checkpoints;
 mod cycles;
 mod evaluate;
 mod gates;
@@ -46,6 +56,7 @@ mod promote;
 mod quality;
 mod quiet;
 mod record;
+mod stop;
 mod tune;
 
 use std::future::Future;
@@ -54,7 +65,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::FutureExt;
-use tokio::sync::Mutex;
 
 use crate::convert::Converter;
 use crate::evaluate::contestants::{Contestants, RehearsalContestants};
@@ -76,6 +86,8 @@ pub use outcome::{Outcome, Plan};
 pub use promote::{ChampionInfo, RolledBack};
 use quiet::ListingDigest;
 pub use quiet::{Quiet, QuietEnd};
+use stop::Watch;
+pub use stop::{Stage, Stop};
 pub use tune::Tuning;
 
 /// The name of the rejects file in a run's dataset folder.
@@ -127,6 +139,8 @@ pub struct Config {
     /// READ_CONCURRENCY: pinned; `None` adapts it.
     pub read_concurrency: Option<usize>,
     pub max_text_bytes: u64,
+    /// NEAR_DUPLICATE_THRESHOLD: near-duplicates train once; `None`: off.
+    pub near_duplicates: Option<f64>,
     /// Sample bytes in memory at once during the build (MAX_BYTES_IN_FLIGHT).
     pub max_bytes_in_flight: u64,
     /// PERSONAL_DATA: what personal data in a sample read does.
@@ -217,52 +231,6 @@ pub enum RunError {
     ParentRetired { parent: String, reason: String },
 }
 
-/// Why a run that took the lease stopped before its end: the status and the error its record
-/// says.
-#[derive(Debug)]
-pub enum Stop {
-    /// A signal (SIGTERM, Ctrl-C) asked the process to stop; `during`: what the run was doing,
-    /// when the message says so.
-    Interrupted {
-        signal: &'static str,
-        during: Option<&'static str>,
-    },
-    /// The run failed.
-    Failed(RunError),
-}
-
-impl Stop {
-    /// The status of a run that stopped this way.
-    pub fn status(&self) -> RunStatus {
-        match self {
-            Self::Interrupted { .. } => RunStatus::Interrupted,
-            Self::Failed(_) => RunStatus::Failed,
-        }
-    }
-}
-
-impl std::fmt::Display for Stop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Interrupted {
-                signal,
-                during: None,
-            } => write!(f, "interrupted by {signal}"),
-            Self::Interrupted {
-                signal,
-                during: Some(during),
-            } => write!(f, "interrupted by {signal} {during}"),
-            Self::Failed(e) => e.fmt(f),
-        }
-    }
-}
-
-impl From<RunError> for Stop {
-    fn from(e: RunError) -> Self {
-        Self::Failed(e)
-    }
-}
-
 pub struct Job {
     pub config: Config,
     pub store: Arc<dyn Store>,
@@ -278,14 +246,12 @@ pub struct Job {
     /// When the execution must have ended (TASK_DEADLINE from its start), set by
     /// [`Job::run_cycles`]; the quiet wait leaves the run time inside it.
     deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
-    /// Whether the quiet stage is waiting: a signal then says so, whichever of the races that
-    /// watch for it sees it first.
-    quieting: std::sync::atomic::AtomicBool,
 }
 
-/// A run in progress, as far as it got: updated by every stage, so an interruption still
-/// records what was done.
-struct State {
+/// What a run that holds the lease has done, as its record will say: the orchestration
+/// (`train`, `tune`, `adopt`) writes each step's result into it as the step returns, and the
+/// record stage writes it, however the run ended.
+struct Progress {
     record: crate::record::RunRecord,
     /// The record's claimed object name, once claimed.
     meta_key: Option<String>,
@@ -295,6 +261,14 @@ struct State {
     eval_set: Option<evaluate::HeldSet>,
     /// The job was seen to end (or cannot be followed): it is not handed to the next run.
     job_ended: bool,
+}
+
+impl Progress {
+    /// The record's name, and the manifest claimed beside it ([`Job::claim_record`]).
+    fn claimed(&mut self, (meta_key, manifest_uri): (String, Option<String>)) {
+        self.record.manifest_uri = manifest_uri;
+        self.meta_key = Some(meta_key);
+    }
 }
 
 fn new_run_id() -> String {
@@ -315,7 +289,6 @@ impl Job {
             notifier: Arc::new(Notifier::log_only()),
             progress: false,
             deadline: std::sync::Mutex::new(None),
-            quieting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -364,43 +337,39 @@ impl Job {
     where
         S: Future<Output = &'static str> + Clone,
     {
-        let mut outcome = Box::pin(self.stages(shutdown, detach, retry, first)).await;
+        let run_id = new_run_id();
+        tracing::info!(%run_id, bucket = %self.config.bucket, tuner = %self.tuner.kind(), "run starting");
+        // Every phase answers a signal: the read-only gates too (a listing can be long).
+        let watch = Watch::signal(shutdown);
+        let mut outcome = match self.take_lock(&run_id, &watch, retry, first).await {
+            Ok((lease, gates)) => {
+                Box::pin(self.locked(&run_id, &watch, lease, gates, detach)).await
+            }
+            Err(outcome) => {
+                if outcome.status == RunStatus::Waiting {
+                    self.repair_champion_alias().await;
+                }
+                *outcome
+            }
+        };
         // The one place the outcome learns MIN_SAMPLES, whichever stage ended the run.
         outcome.min_samples = self.config.min_samples;
         outcome
     }
 
-    /// The stages of one run, to the outcome that ends it.
-    async fn stages<S>(
+    /// The stages of a run that took the lease, to the outcome that ends it. `gates`: `None`
+    /// when the run adopts a pending job.
+    async fn locked<S>(
         &self,
-        shutdown: S,
+        run_id: &str,
+        watch: &Watch<'_, S>,
+        mut lease: Lease,
+        mut gates: Option<Gates>,
         detach: bool,
-        retry: Option<&cycles::Retry>,
-        first: FirstLook,
     ) -> Outcome
     where
         S: Future<Output = &'static str> + Clone,
     {
-        let run_id = new_run_id();
-        tracing::info!(%run_id, bucket = %self.config.bucket, tuner = %self.tuner.kind(), "run starting");
-        // Every phase answers a signal: the read-only gates too (a listing can be long).
-        let taken = tokio::select! {
-            // Biased: a stage that answers the signal itself (the quiet wait) says where it was.
-            biased;
-            t = self.take_lock(&run_id, shutdown.clone(), retry, first) => t,
-            signal = shutdown.clone() => {
-                return Outcome::new(RunStatus::Interrupted, self.interrupted_before_lock(signal));
-            }
-        };
-        let (mut lease, mut gates) = match taken {
-            Ok(t) => t,
-            Err(outcome) => {
-                if outcome.status == RunStatus::Waiting {
-                    self.repair_champion_alias().await;
-                }
-                return *outcome;
-            }
-        };
         lease.start_heartbeat();
         tracing::info!(%run_id, "run lock taken");
         let adopting = lease.record().await.pending_job().is_some();
@@ -414,25 +383,16 @@ impl Job {
                 None
             }
         }));
-        let settled = self.settle_lock(
-            gates.as_mut().filter(|_| !adopting),
-            ready.as_mut(),
-            shutdown.clone(),
-        );
+        let settled = self.settle_lock(gates.as_mut().filter(|_| !adopting), ready.as_mut(), watch);
         let rechecked = match settled.await {
             Ok(r) => r,
-            Err(signal) => {
+            Err(stop) => {
                 release_quietly(lease).await;
-                return Outcome::new(
-                    RunStatus::Interrupted,
-                    format!(
-                        "interrupted by {signal} after the lock was taken, before any work; nothing was written"
-                    ),
-                );
+                return Outcome::new(stop.status(), stop.to_string());
             }
         };
         if adopting {
-            return self.adopt(lease, shutdown, detach).await;
+            return self.adopt(lease, watch, detach).await;
         }
         let Some(gates) = gates.as_mut() else {
             // The job we meant to adopt was finalised by another run meanwhile.
@@ -464,27 +424,30 @@ impl Job {
                 .expect("a build's first reads are read")
         };
         let started = Utc::now();
-        let state = Mutex::new(State {
-            record: self.initial_record(&run_id, gates, started, &lease).await,
+        let mut progress = Progress {
+            record: self.initial_record(run_id, gates, started, &lease).await,
             meta_key: None,
             job: None,
             eval_set: None,
             job_ended: false,
-        });
-        let result = tokio::select! {
-            r = Box::pin(self.train(&run_id, gates, &state, &lease, detach, ready)) => r,
-            signal = shutdown => Err(Stop::Interrupted { signal, during: None }),
-            lost = lease.lost() => Err(Stop::Failed(RunError::LeaseLost(lost))),
         };
-        self.conclude(state.into_inner(), result, gates, started, lease)
-            .await
+        let result = Box::pin(self.train(
+            &mut progress,
+            &watch.with_lease(&lease),
+            gates,
+            &lease,
+            detach,
+            ready,
+        ))
+        .await;
+        self.conclude(progress, result, gates, started, lease).await
     }
 
     /// The end of a run that took the lease: its record (or none, for a late wait) and the
     /// lease freed.
     async fn conclude(
         &self,
-        mut state: State,
+        mut run: Progress,
         result: Result<Trained, Stop>,
         gates: &Gates,
         started: chrono::DateTime<Utc>,
@@ -492,39 +455,39 @@ impl Job {
     ) -> Outcome {
         let mut outcome = match result {
             Ok(Trained::Waiting(reason)) => {
-                self.discard(&state.record).await;
-                self.drop_lines(&mut state.record).await;
+                self.discard(&run.record).await;
+                self.drop_lines(&mut run.record).await;
                 release_quietly(lease).await;
                 tracing::info!("{reason}");
                 Outcome::waiting(reason, gates)
             }
             Ok(Trained::Unchanged) => {
-                self.discard(&state.record).await;
+                self.discard(&run.record).await;
                 let baseline = gates.baseline.as_ref().map(|b| &b.record);
-                let r = &mut state.record;
+                let r = &mut run.record;
                 r.status = RunStatus::Unchanged;
                 r.train_dataset_uri = baseline.and_then(|b| b.train_dataset_uri.clone());
                 r.validation_dataset_uri = baseline.and_then(|b| b.validation_dataset_uri.clone());
-                self.finish(&mut state, Ok(()), started, lease).await
+                self.finish(&mut run, Ok(()), started, lease).await
             }
-            Ok(Trained::Tuned) => self.finish(&mut state, Ok(()), started, lease).await,
+            Ok(Trained::Tuned) => self.finish(&mut run, Ok(()), started, lease).await,
             Ok(Trained::Deferred(busy)) => {
                 // A deferred run is no baseline: the next run builds again.
-                self.drop_lines(&mut state.record).await;
-                let r = &mut state.record;
+                self.drop_lines(&mut run.record).await;
+                let r = &mut run.record;
                 r.status = RunStatus::Deferred;
                 merge(
                     &mut r.model_details,
                     &serde_json::json!({ "busy_tuning_jobs": busy }),
                 );
-                self.finish(&mut state, Ok(()), started, lease).await
+                self.finish(&mut run, Ok(()), started, lease).await
             }
             Err(e) => {
                 // An interrupted run may still be adopted and succeed: it keeps its lines.
                 if e.status() == RunStatus::Failed {
-                    self.drop_lines(&mut state.record).await;
+                    self.drop_lines(&mut run.record).await;
                 }
-                self.finish(&mut state, Err(e), started, lease).await
+                self.finish(&mut run, Err(e), started, lease).await
             }
         };
         outcome.inputs = Some(ListingDigest::of_samples(&gates.inventory.samples));
@@ -534,15 +497,19 @@ impl Job {
     /// Gates 2 and 3, then the quiet stage. `Err` is the outcome of a run that ends there.
     async fn gates_for_build<S>(
         &self,
-        shutdown: S,
+        watch: &Watch<'_, S>,
         retry: Option<&cycles::Retry>,
         baseline: gates::Baseline,
     ) -> Result<Gates, Box<Outcome>>
     where
-        S: Future<Output = &'static str>,
+        S: Future<Output = &'static str> + Clone,
     {
         let ahead = self.read_ahead();
-        match self.evaluate(ahead.as_ref(), baseline).await {
+        let gate = watch
+            .run(Stage::Gates, self.evaluate(ahead.as_ref(), baseline))
+            .await
+            .map_err(|s| stopped_before_lock(&s))?;
+        match gate {
             Ok(Gate::Pass(g)) => {
                 if let Some(r) =
                     retry.filter(|r| r.inputs == ListingDigest::of_samples(&g.inventory.samples))
@@ -554,7 +521,7 @@ impl Job {
                     tracing::info!("{reason}");
                     return Err(Box::new(Outcome::waiting(reason, &g)));
                 }
-                self.settle(shutdown, g).await
+                self.settle(watch, g).await
             }
             Ok(Gate::Wait { reason, gates }) => {
                 tracing::info!("{reason}");
@@ -583,24 +550,16 @@ impl Job {
         )))
     }
 
-    /// The quiet stage, raced against the shutdown future, then gates 2 and 3 again on the
-    /// inventory the build will use. `Err` is the outcome of a run that ends there.
-    async fn settle<S>(&self, shutdown: S, first: Gates) -> Result<Gates, Box<Outcome>>
+    /// The quiet stage, then gates 2 and 3 again on the inventory the build will use. `Err`
+    /// is the outcome of a run that ends there.
+    async fn settle<S>(&self, watch: &Watch<'_, S>, first: Gates) -> Result<Gates, Box<Outcome>>
     where
-        S: Future<Output = &'static str>,
+        S: Future<Output = &'static str> + Clone,
     {
-        self.quieting
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let quiet = tokio::select! {
-            q = self.quiet() => q,
-            signal = shutdown => {
-                let reason = self.interrupted_before_lock(signal);
-                tracing::info!("{reason}");
-                return Err(Box::new(Outcome::new(RunStatus::Interrupted, reason)));
-            }
-        };
-        self.quieting
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let quiet = watch
+            .run(Stage::Quiet, self.quiet())
+            .await
+            .map_err(|s| stopped_before_lock(&s))?;
         let quiet = match quiet {
             Ok(q) => q,
             Err(e) => {
@@ -618,10 +577,14 @@ impl Job {
         let mut gates = if quiet.end == QuietEnd::Off {
             first
         } else {
-            match self
-                .evaluate(first.ahead.as_ref(), gates::Baseline::Unread)
+            let gate = watch
+                .run(
+                    Stage::Gates,
+                    self.evaluate(first.ahead.as_ref(), gates::Baseline::Unread),
+                )
                 .await
-            {
+                .map_err(|s| stopped_before_lock(&s))?;
+            match gate {
                 Ok(Gate::Pass(g)) => g,
                 Ok(Gate::Wait { reason, mut gates }) => {
                     gates.quiet = Some(quiet);
@@ -693,29 +656,42 @@ impl Job {
         Ready { pointer, eval_set }
     }
 
-    /// Build, check, submit, follow. Updates `state` as it goes. `ready`: [`Job::ready`].
-    async fn train(
+    /// Build, check, submit, follow, judge: each step watched, its result written into `run`
+    /// as it returns. `ready`: [`Job::ready`].
+    async fn train<S>(
         &self,
-        run_id: &str,
+        run: &mut Progress,
+        watch: &Watch<'_, S>,
         gates: &Gates,
-        state: &Mutex<State>,
         lease: &Lease,
         detach: bool,
         ready: impl Future<Output = Ready>,
-    ) -> Result<Trained, Stop> {
-        let Ready { pointer, eval_set } = ready.await;
+    ) -> Result<Trained, Stop>
+    where
+        S: Future<Output = &'static str> + Clone,
+    {
+        let Ready { pointer, eval_set } = watch.run(Stage::Train, ready).await?;
         // A champion pointer no run can read would stop every promotion in silence: fail now,
         // before anything is paid for.
         pointer?;
         // The project's concurrent tuning quota: build nothing a busy project cannot tune.
-        let busy = self.tuner.busy().await.map_err(RunError::from)?;
+        let busy = watch.step(Stage::Train, self.tuner.busy()).await?;
         if busy.len() >= self.config.max_concurrent_tuning_jobs as usize && !busy.is_empty() {
             tracing::info!(jobs = %busy.join(", "), "every concurrent tuning slot is busy; deferred");
             return Ok(Trained::Deferred(busy));
         }
+        let run_id = run.record.run_id.clone();
         let seed = self.split_seed(gates.baseline.as_ref());
-        state.lock().await.record.split_seed = Some(seed.clone());
-        let built = Box::pin(self.build_datasets(run_id, gates, &seed, state, eval_set)).await?;
+        run.record.split_seed = Some(seed.clone());
+        let made = watch
+            .step(
+                Stage::Train,
+                Box::pin(self.build_datasets(&run_id, gates, &seed, eval_set)),
+            )
+            .await?;
+        made.record_into(&mut run.record);
+        run.eval_set = made.eval_set;
+        let built = made.built;
         let estimate = self.quality(gates, &built)?;
         tracing::info!(
             training_tokens = estimate.training_tokens,
@@ -724,10 +700,10 @@ impl Job {
                 .map_or_else(|| "no price set".to_owned(), |c| format!("{c:.2}")),
             "token estimate"
         );
-        state.lock().await.record.estimate = Some((&estimate).into());
+        run.record.estimate = Some((&estimate).into());
         self.check_budget(&estimate)?;
         let digest = self.dataset_digest(&built);
-        state.lock().await.record.dataset_digest = Some(digest.clone());
+        run.record.dataset_digest = Some(digest.clone());
         if gates
             .baseline
             .as_ref()
@@ -735,7 +711,13 @@ impl Job {
             == Some(&digest)
         {
             tracing::info!("the datasets equal the last run's: nothing new to tune");
-            self.claim_record(gates, &built, state).await?;
+            let claimed = watch
+                .step(
+                    Stage::Train,
+                    self.claim_record(gates, &built, run.record.training_start_time),
+                )
+                .await?;
+            run.claimed(claimed);
             return Ok(Trained::Unchanged);
         }
         if let Some(reason) = self.too_few_changed(gates, &built) {
@@ -744,30 +726,44 @@ impl Job {
         let Some(train_uri) = built.train_uri.as_deref() else {
             return Err(RunError::NoTrainingExamples.into());
         };
-        match Box::pin(self.tune(
-            run_id,
-            gates,
-            &built,
-            &digest,
+        let datasets = tune::Datasets {
+            built: &built,
+            digest: &digest,
             train_uri,
-            built.validation_uri.as_deref(),
-            state,
-            lease,
-            detach,
-        ))
-        .await?
-        {
+            validation_uri: built.validation_uri.as_deref(),
+        };
+        match Box::pin(self.tune(run, watch, gates, datasets, lease, detach)).await? {
             Tuning::Submitted { job } => {
                 tracing::info!(%job, "detached: a later run follows the job and finalises this run");
             }
             Tuning::Finished => {
-                let status = state.lock().await.record.status;
-                if matches!(status, RunStatus::Success | RunStatus::DryRun) {
-                    Box::pin(self.judge(state)).await;
+                if matches!(run.record.status, RunStatus::Success | RunStatus::DryRun) {
+                    Box::pin(self.judge_into(run, watch)).await?;
                 }
             }
         }
         Ok(Trained::Tuned)
+    }
+
+    /// The evaluate stage, watched: what it decided is written into the record also when it
+    /// was stopped (after the champion pointer moved, say).
+    async fn judge_into<S>(&self, run: &mut Progress, watch: &Watch<'_, S>) -> Result<(), Stop>
+    where
+        S: Future<Output = &'static str> + Clone,
+    {
+        let mut judgement = evaluate::Judgement::default();
+        let judged = watch
+            .run(
+                Stage::Evaluate,
+                Box::pin(self.judge(
+                    &run.record,
+                    evaluate::set_to_judge(run.eval_set.as_ref()),
+                    &mut judgement,
+                )),
+            )
+            .await;
+        judgement.record_into(&mut run.record);
+        judged
     }
 
     /// Gate 3 on what the build read: a sample counts as new when it was written and its
@@ -858,6 +854,13 @@ enum Trained {
     Deferred(Vec<String>),
 }
 
+/// The outcome of a run stopped before it took the lease: nothing was written.
+fn stopped_before_lock(stop: &Stop) -> Box<Outcome> {
+    let reason = stop.to_string();
+    tracing::info!("{reason}");
+    Box::new(Outcome::new(stop.status(), reason))
+}
+
 /// Releases a lease whose run ends before it started work, within [`record::LAST_WRITE`]
 /// (a lock that cannot be released expires on its own).
 async fn release_quietly(lease: Lease) {
@@ -891,25 +894,5 @@ fn merge(into: &mut serde_json::Value, extra: &serde_json::Value) {
         for (k, v) in extra {
             into.insert(k.clone(), v.clone());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A stop says what the record's `error` said when it was a (status, message) pair.
-    #[test]
-    fn a_stop_gives_its_status_and_the_message_runs_have_always_recorded() {
-        let stop = |signal, during| Stop::Interrupted { signal, during };
-        assert_eq!(stop("SIGTERM", None).to_string(), "interrupted by SIGTERM");
-        assert_eq!(
-            stop("SIGINT", Some("while evaluating")).to_string(),
-            "interrupted by SIGINT while evaluating"
-        );
-        assert_eq!(stop("SIGTERM", None).status(), RunStatus::Interrupted);
-        let failed = Stop::from(RunError::JobFailed(Some("quota".to_owned())));
-        assert_eq!(failed.to_string(), "the tuning job failed: quota");
-        assert_eq!(failed.status(), RunStatus::Failed);
     }
 }

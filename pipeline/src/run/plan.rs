@@ -1,12 +1,13 @@
 //! `autotune plan`: the gates, the quiet wait, the split, the conversion (into a throwaway in-memory store),
 //! Vertex's rules and the token estimate, writing nothing to the bucket.
 
+use std::future::pending;
 use std::sync::Arc;
 
 use crate::status::RunStatus;
 use crate::storage::{Store, memory::MemoryStore};
 
-use super::{Gate, Job, Lock, Outcome, Plan, RunError};
+use super::{Gate, Job, Lock, Outcome, Plan, RunError, Watch};
 
 impl Job {
     /// Gate 1 as `plan` reports it; `Err` when the plan ends there.
@@ -25,7 +26,7 @@ impl Job {
 
     /// `autotune plan`: what `run` would do now.
     pub async fn plan(&self) -> Outcome {
-        let mut outcome = self.plan_stages().await;
+        let mut outcome = Box::pin(self.plan_stages()).await;
         // The one place the plan learns MIN_SAMPLES, whichever stage ended it.
         outcome.min_samples = self.config.min_samples;
         outcome
@@ -38,7 +39,7 @@ impl Job {
         };
         // The quiet stage too: plan says how long a run would wait for uploads to settle.
         let gates = match self.evaluate(None, super::gates::Baseline::Unread).await {
-            Ok(Gate::Pass(g)) => match self.settle(std::future::pending(), g).await {
+            Ok(Gate::Pass(g)) => match self.settle(&Watch::signal(pending()), g).await {
                 Ok(g) => g,
                 Err(o) => return *o,
             },

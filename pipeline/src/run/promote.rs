@@ -53,13 +53,13 @@ impl Job {
     /// used at all (unreadable, or the bucket failed): the run fails on it, since no later
     /// promotion can happen either. Idempotent: a pointer that already names this run's
     /// candidate (an earlier attempt moved it and was stopped) is recognised, not moved again;
-    /// and the moment the pointer moves, `state` says so, so that a run stopped before the
+    /// and the moment the pointer moves, `judgement` says so, so that a run stopped before the
     /// alias follows records what the pointer says.
     pub(super) async fn promote(
         &self,
         winner: Champion,
         seen: Seen,
-        state: &tokio::sync::Mutex<super::State>,
+        judgement: &mut super::evaluate::Judgement,
     ) -> Result<Promotion, String> {
         let folder = &self.config.model_meta_folder;
         let expected = match seen {
@@ -107,14 +107,18 @@ impl Job {
         }
         tracing::info!(%run_id, champion = %new.model, previous = %before.model, "promoted: the candidate is the champion");
         // The pointer moved: that is the promotion, whatever stops the run from here on.
-        state.lock().await.record.promotion = Some(Promotion::promoted(
+        judgement.promotion = Some(Promotion::promoted(
             &new.model,
             &before.model,
             "not moved yet: the next run moves it",
         ));
         let alias = self.mirror(&new, Some(&before)).await;
+        let default_checkpoint = self.default_checkpoint(&new).await;
         self.announce_promotion(&new, &before.model, &alias);
-        Ok(Promotion::promoted(&new.model, &before.model, alias))
+        Ok(Promotion {
+            default_checkpoint,
+            ..Promotion::promoted(&new.model, &before.model, alias)
+        })
     }
 
     /// The record's `promotion` when the pointer already names `candidate` as the champion,
@@ -140,8 +144,10 @@ impl Job {
             .map_or_else(|| self.contestants.base(&current.base_model), Clone::clone);
         tracing::info!(%run_id, champion = %current.model, "the champion pointer already names this run's candidate: promoted before the run was stopped");
         let alias = self.mirror(current, Some(&previous)).await;
+        let default_checkpoint = self.default_checkpoint(current).await;
         self.announce_promotion(current, &previous.model, &alias);
         Some(Promotion {
+            default_checkpoint,
             recognised: Some(format!(
                 "{} already named run {run_id}'s candidate: promoted before the run was stopped",
                 champion::pointer_key(&self.config.model_meta_folder)
@@ -155,6 +161,7 @@ impl Job {
         let details = json!({
             "champion": new.model,
             "endpoint": new.endpoint,
+            "checkpoint": new.checkpoint,
             "previous": previous,
             "alias": alias,
         });
@@ -179,16 +186,20 @@ impl Job {
 
     /// A tuned run whose candidate cannot be promoted because the pointer cannot be used: the
     /// run fails (exit 1) and its record says why, instead of ending as a quiet success.
-    pub(super) async fn pointer_failed(&self, state: &tokio::sync::Mutex<super::State>, why: &str) {
+    pub(super) fn pointer_failed(
+        &self,
+        record: &RunRecord,
+        judgement: &mut super::evaluate::Judgement,
+        why: &str,
+    ) {
         tracing::error!("the candidate cannot be promoted: {why}");
-        let record = {
-            let mut st = state.lock().await;
-            st.record.status = crate::status::RunStatus::Failed;
-            st.record.error = Some(format!("the candidate cannot be promoted: {why}"));
-            st.record.promotion = Some(Promotion::refused(why));
-            st.record.clone()
-        };
-        self.notify(Event::Failed, &record, json!({"error": why}));
+        judgement.failed = Some(format!("the candidate cannot be promoted: {why}"));
+        judgement.promotion = Some(Promotion::refused(why));
+        self.notify(
+            Event::Failed,
+            &judgement.applied_to(record),
+            json!({"error": why}),
+        );
     }
 
     /// Points the Vertex alias at `new` (and takes it from `before`); says what happened. A
@@ -313,6 +324,7 @@ impl Job {
         champion::swap(&*self.store, folder, &back, Some(&current.generation)).await?;
         tracing::info!(champion = %back.describe(), from = %current.champion.describe(), "rolled back");
         let alias = self.mirror(&back, Some(&current.champion)).await;
+        self.default_checkpoint(&back).await;
         let run_id = current.champion.run_id.clone().unwrap_or_default();
         self.notice(
             Notice::new(Event::RolledBack, run_id, crate::status::RunStatus::Success).with_details(

@@ -8,7 +8,7 @@ use crate::lease::Lease;
 use crate::record::{self, Counts, RunRecord};
 use crate::status::RunStatus;
 
-use super::{Gates, Job, Outcome, State, Stop};
+use super::{Gates, Job, Outcome, Progress, Stop};
 
 /// The deadline of each of a run's last writes (its record, naming it included; the lock's
 /// release), so that a run ends within Cloud Run's 10 s after SIGTERM even when the bucket
@@ -73,14 +73,14 @@ impl Job {
     /// and why.
     async fn write_record(
         &self,
-        state: &State,
+        run: &Progress,
         started: DateTime<Utc>,
     ) -> Result<String, (String, String)> {
         let folder = self
             .store
             .uri(&crate::storage::join(&self.config.model_meta_folder, ""));
         let write = async {
-            let key = match &state.meta_key {
+            let key = match &run.meta_key {
                 Some(k) => k.clone(),
                 None => {
                     record::claim_names(&*self.store, &self.config.model_meta_folder, started, None)
@@ -90,15 +90,14 @@ impl Job {
                 }
             };
             let uri = self.store.uri(&key);
-            record::write(&*self.store, &key, &state.record)
+            record::write(&*self.store, &key, &run.record)
                 .await
                 .map_err(|e| (uri, e.to_string()))
         };
         match tokio::time::timeout(LAST_WRITE, write).await {
             Ok(r) => r,
             Err(_) => Err((
-                state
-                    .meta_key
+                run.meta_key
                     .as_deref()
                     .map_or_else(|| folder.clone(), |k| self.store.uri(k)),
                 format!("no answer within {} s", LAST_WRITE.as_secs()),
@@ -109,12 +108,12 @@ impl Job {
     /// Writes the record, and frees the lock, handing a still-running job over to the next run.
     pub(super) async fn finish(
         &self,
-        state: &mut State,
+        run: &mut Progress,
         result: Result<(), Stop>,
         started: DateTime<Utc>,
         lease: Lease,
     ) -> Outcome {
-        let record = &mut state.record;
+        let record = &mut run.record;
         let end = Utc::now();
         if let Err(stop) = result {
             let status = stop.status();
@@ -126,18 +125,18 @@ impl Job {
         // submitting it, say on its record): the next run adopts it rather than tune again.
         // An interrupted run hands its job over even when the job ended: the next run then
         // finishes judging its candidate.
-        let job_pending = state.job.is_some()
+        let job_pending = run.job.is_some()
             && match record.status {
                 RunStatus::Running | RunStatus::Interrupted => true,
-                RunStatus::Failed => !state.job_ended,
+                RunStatus::Failed => !run.job_ended,
                 _ => false,
             };
         if !job_pending {
             record.training_end_time = Some(end);
             record.training_duration_seconds = Some((end - started).num_seconds());
         }
-        let written = self.write_record(state, started).await;
-        let record = &mut state.record;
+        let written = self.write_record(run, started).await;
+        let record = &mut run.record;
         let metadata_uri = match written {
             Ok(uri) => Some(uri),
             Err((object, why)) => {

@@ -2,10 +2,7 @@
 //! before following it (so whoever adopts it can finalise the run), then follow it; and
 //! adoption, which follows a job an earlier run submitted and could not see to its end.
 
-use std::future::Future;
-
 use chrono::Utc;
-use tokio::sync::Mutex;
 
 use crate::lease::Lease;
 use crate::notify::Event;
@@ -14,7 +11,9 @@ use crate::status::RunStatus;
 use crate::storage;
 use crate::tuner::{Tuned, TuningMode, job};
 
-use super::{Gates, Job, Outcome, RunError, State, Stop, hand_over_quietly, merge};
+use super::{
+    Gates, Job, Outcome, Progress, RunError, Stage, Stop, Watch, hand_over_quietly, merge,
+};
 
 /// How the tune stage ended.
 #[derive(Debug)]
@@ -23,6 +22,15 @@ pub enum Tuning {
     Submitted { job: String },
     /// Followed to its end, successfully (a failed job is a [`RunError::JobFailed`]).
     Finished,
+}
+
+/// What the tune stage tunes: the datasets the build wrote.
+pub(super) struct Datasets<'a> {
+    pub(super) built: &'a crate::dataset::Built,
+    /// What is tuned, as one digest ([`Job::dataset_digest`]): the run key.
+    pub(super) digest: &'a str,
+    pub(super) train_uri: &'a str,
+    pub(super) validation_uri: Option<&'a str>,
 }
 
 /// The run's error for a job that ended badly, with Google's message when it gave one.
@@ -36,13 +44,14 @@ fn job_failed(tuned: &Tuned) -> RunError {
 
 impl Job {
     /// Writes the run's manifest (what the next run compares with) and claims the record's
-    /// name beside it; returns the record's key.
+    /// name beside it, for a run that started at `started`; returns the record's key and the
+    /// manifest's URI ([`Progress::claimed`]).
     pub(super) async fn claim_record(
         &self,
         gates: &Gates,
         built: &crate::dataset::Built,
-        state: &Mutex<State>,
-    ) -> Result<String, RunError> {
+        started: chrono::DateTime<Utc>,
+    ) -> Result<(String, Option<String>), RunError> {
         let previous = gates
             .comparison
             .as_ref()
@@ -50,7 +59,6 @@ impl Job {
             .unwrap_or_default();
         let manifest =
             crate::delta::encode(&gates.inventory.samples, &built.outcomes, &previous).await;
-        let started = state.lock().await.record.training_start_time;
         let (meta_key, manifest_key) = record::claim_names(
             &*self.store,
             &self.config.model_meta_folder,
@@ -58,66 +66,80 @@ impl Job {
             Some(manifest),
         )
         .await?;
-        let mut st = state.lock().await;
-        st.record.manifest_uri = manifest_key.map(|k| self.store.uri(&k));
-        st.meta_key = Some(meta_key.clone());
-        Ok(meta_key)
+        Ok((meta_key, manifest_key.map(|k| self.store.uri(&k))))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn tune(
+    /// Claims the record, submits (or finds) the job, names it in the lease and the record,
+    /// and follows it; each step watched, its result written into `run` as it returns.
+    pub(super) async fn tune<S>(
         &self,
-        run_id: &str,
+        run: &mut Progress,
+        watch: &Watch<'_, S>,
         gates: &Gates,
-        built: &crate::dataset::Built,
-        digest: &str,
-        train_uri: &str,
-        validation_uri: Option<&str>,
-        state: &Mutex<State>,
+        datasets: Datasets<'_>,
         lease: &Lease,
         detach: bool,
-    ) -> Result<Tuning, RunError> {
+    ) -> Result<Tuning, Stop>
+    where
+        S: std::future::Future<Output = &'static str> + Clone,
+    {
         // The manifest and the record's name exist before the job does, so that whoever adopts
         // the job can finalise this run.
-        let meta_key = self.claim_record(gates, built, state).await?;
+        let started = run.record.training_start_time;
+        let claimed = watch
+            .step(
+                Stage::Train,
+                self.claim_record(gates, datasets.built, started),
+            )
+            .await?;
+        let meta_key = claimed.0.clone();
+        run.claimed(claimed);
         // The run key is the digest of what goes into the files (and the job's settings): the
         // same datasets tuned the same way are the same job.
-        let run_key = digest.to_owned();
+        let run_key = datasets.digest.to_owned();
         let mut request = job::Request::build(
             &self.config.request,
-            run_id,
+            &run.record.run_id,
             &run_key,
-            train_uri,
-            validation_uri,
+            datasets.train_uri,
+            datasets.validation_uri,
         );
-        self.continue_from_baseline(&mut request, gates, state)
-            .await?;
+        if let Some(parent) = watch
+            .step(
+                Stage::Train,
+                self.continue_from_baseline(&mut request, gates),
+            )
+            .await?
+        {
+            merge(&mut run.record.model_details, &parent);
+        }
         merge(
-            &mut state.lock().await.record.model_details,
+            &mut run.record.model_details,
             &serde_json::json!({ "request": request }),
         );
 
-        let (name, submitted) = if let Some(existing) = self.tuner.find(&request.run_key).await? {
-            tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
-            (existing, false)
-        } else {
-            (self.tuner.submit(&request).await?, true)
-        };
+        let (name, submitted) = watch
+            .step(Stage::Train, self.find_or_submit(&request))
+            .await?;
         // The job exists and is paid for: before anything else (a notice may take a minute, a
         // SIGTERM may come meanwhile), the lease and the record name it, so that whoever comes
         // next adopts it instead of tuning again. The lease first: it is what adoption reads.
-        let record = {
-            let mut st = state.lock().await;
-            st.job = Some(name.clone());
-            st.record.status = RunStatus::Running;
-            merge(
-                &mut st.record.model_details,
-                &serde_json::json!({ "tuning_job": name }),
-            );
-            st.record.clone()
-        };
-        lease.attach_job(&name, &meta_key).await?;
-        record::write(&*self.store, &meta_key, &record).await?;
+        run.job = Some(name.clone());
+        run.record.status = RunStatus::Running;
+        merge(
+            &mut run.record.model_details,
+            &serde_json::json!({ "tuning_job": name }),
+        );
+        let record = run.record.clone();
+        watch
+            .step(Stage::Train, lease.attach_job(&name, &meta_key))
+            .await?;
+        watch
+            .step(
+                Stage::Train,
+                record::write(&*self.store, &meta_key, &record),
+            )
+            .await?;
         if submitted {
             self.notify(
                 Event::Submitted,
@@ -129,19 +151,25 @@ impl Job {
             return Ok(Tuning::Submitted { job: name });
         }
         tracing::info!(job = %name, "following the tuning job");
-        let tuned = self.tuner.follow(&name).await?;
-        let record = {
-            let mut st = state.lock().await;
-            st.job_ended = true;
-            merge(&mut st.record.model_details, &tuned.model_details);
-            st.record.status = tuned.status;
-            st.record.clone()
-        };
-        self.notify_tuned(&record, &tuned);
+        let tuned = watch.step(Stage::Train, self.tuner.follow(&name)).await?;
+        run.job_ended = true;
+        merge(&mut run.record.model_details, &tuned.model_details);
+        run.record.status = tuned.status;
+        self.notify_tuned(&run.record, &tuned);
         if tuned.status == RunStatus::Failed {
-            return Err(job_failed(&tuned));
+            return Err(job_failed(&tuned).into());
         }
         Ok(Tuning::Finished)
+    }
+
+    /// The job already created for this run key, or a new one; and whether it is new.
+    async fn find_or_submit(&self, request: &job::Request) -> Result<(String, bool), RunError> {
+        if let Some(existing) = self.tuner.find(&request.run_key).await? {
+            tracing::info!(job = %existing, "re-attaching to the tuning job already created for this data");
+            Ok((existing, false))
+        } else {
+            Ok((self.tuner.submit(request).await?, true))
+        }
     }
 
     /// The notice of a job's end.
@@ -185,55 +213,61 @@ impl Job {
 
     /// `TUNING_MODE=continuous`: tune the champion (with evaluation on), or the last successful
     /// run's model (with evaluation off), instead of SOURCE_MODEL. A candidate that was not
-    /// blessed is never a parent.
+    /// blessed is never a parent. Returns what the record says of the parent (`parent_model`,
+    /// `parent_checkpoint`), when there is one.
     async fn continue_from_baseline(
         &self,
         request: &mut job::Request,
         gates: &Gates,
-        state: &Mutex<State>,
-    ) -> Result<(), RunError> {
+    ) -> Result<Option<serde_json::Value>, RunError> {
         if self.config.tuning_mode != TuningMode::Continuous {
-            return Ok(());
+            return Ok(None);
         }
-        match self.parent(gates).await? {
-            Some((parent, base)) => {
-                self.check_parent(&parent, &base)?;
-                tracing::info!(
-                    parent,
-                    "continuous tuning from {}",
-                    if self.config.evaluation.is_some() {
-                        "the champion"
-                    } else {
-                        "the last successful run's model"
-                    }
-                );
-                request.continue_from(&parent);
-                merge(
-                    &mut state.lock().await.record.model_details,
-                    &serde_json::json!({ "parent_model": parent }),
-                );
+        let Some((parent, base, checkpoint)) = self.parent(gates).await? else {
+            tracing::info!(
+                "continuous tuning: no tuned model to start from yet, tuning SOURCE_MODEL"
+            );
+            return Ok(None);
+        };
+        self.check_parent(&parent, &base)?;
+        tracing::info!(
+            parent,
+            checkpoint = checkpoint.as_deref().unwrap_or("the default"),
+            "continuous tuning from {}",
+            if self.config.evaluation.is_some() {
+                "the champion"
+            } else {
+                "the last successful run's model"
             }
-            None => {
-                tracing::info!(
-                    "continuous tuning: no tuned model to start from yet, tuning SOURCE_MODEL"
-                );
-            }
+        );
+        request.continue_from(&parent, checkpoint.as_deref());
+        let mut details = serde_json::json!({ "parent_model": parent });
+        if let Some(c) = &checkpoint {
+            details["parent_checkpoint"] = serde_json::json!(c);
         }
-        Ok(())
+        Ok(Some(details))
     }
 
-    /// The model continuous tuning starts from, and its base model. With evaluation on, the
-    /// champion pointer decides (an unreadable pointer fails the run rather than tune from a
-    /// guess); else the last successful run.
-    pub(super) async fn parent(&self, gates: &Gates) -> Result<Option<(String, String)>, RunError> {
+    /// The model continuous tuning starts from, its base model, and its checkpoint (the
+    /// champion's winning checkpoint). With evaluation on, the champion pointer decides (an
+    /// unreadable pointer fails the run rather than tune from a guess); else the last
+    /// successful run.
+    pub(super) async fn parent(
+        &self,
+        gates: &Gates,
+    ) -> Result<Option<(String, String, Option<String>)>, RunError> {
         if self.config.evaluation.is_some() {
             let current = crate::champion::read(&*self.store, &self.config.model_meta_folder)
                 .await
                 .map_err(|e| RunError::Champion(e.to_string()))?;
             return Ok(current.and_then(|c| {
-                c.champion
-                    .tuned_vertex_model()
-                    .map(|m| (m.to_owned(), c.champion.base_model.clone()))
+                c.champion.tuned_vertex_model().map(|m| {
+                    (
+                        m.to_owned(),
+                        c.champion.base_model.clone(),
+                        c.champion.checkpoint.clone(),
+                    )
+                })
             }));
         }
         // The baseline may be a run that found nothing new: the parent is the last run that
@@ -254,7 +288,7 @@ impl Job {
         Ok(last_success.and_then(|b| {
             b.record
                 .tuned_model()
-                .map(|m| (m.name, b.record.source_model))
+                .map(|m| (m.name, b.record.source_model, None))
         }))
     }
 
@@ -295,35 +329,38 @@ impl Job {
     /// killed, timed out, stopped by SIGTERM, or detached), and finalises that run's record.
     /// With `detach`, the job is looked at once: a job still running is handed on to a later
     /// run (the schedule), so a scheduled execution never lives as long as the tuning.
-    pub(super) async fn adopt(
-        &self,
-        lease: Lease,
-        shutdown: impl Future<Output = &'static str>,
-        detach: bool,
-    ) -> Outcome {
+    pub(super) async fn adopt<S>(&self, lease: Lease, watch: &Watch<'_, S>, detach: bool) -> Outcome
+    where
+        S: std::future::Future<Output = &'static str> + Clone,
+    {
         let held = lease.record().await;
         let (job, record_key) = held
             .pending_job()
             .expect("adopt is called with a pending job");
         let job = job.to_owned();
         let record_key = record_key.map(str::to_owned);
-        let mut shutdown = std::pin::pin!(shutdown);
-        let previous = tokio::select! {
-            r = self.adopted_record(record_key.as_deref()) => r,
+        let previous = match watch
+            .run(Stage::Adopt, self.adopted_record(record_key.as_deref()))
+            .await
+        {
+            Ok(r) => r,
             // Nothing done yet: the job passes on with the lease, as it came.
-            signal = &mut shutdown => {
-                let reason = format!(
-                    "interrupted by {signal} before adopting tuning job {job}; the next run adopts it"
-                );
+            Err(stop) => {
+                let reason = match stop {
+                    Stop::Interrupted { signal, .. } => format!(
+                        "interrupted by {signal} before adopting tuning job {job}; the next run adopts it"
+                    ),
+                    Stop::Failed(ref e) => e.to_string(),
+                };
                 tracing::info!("{reason}");
                 hand_over_quietly(lease).await;
-                return Outcome::new(RunStatus::Interrupted, reason);
+                return Outcome::new(stop.status(), reason);
             }
         };
         let started = previous
             .as_ref()
             .map_or_else(Utc::now, |r| r.training_start_time);
-        let mut record = match previous {
+        let record = match previous {
             Some(r) => r,
             None => {
                 self.record_anew(&held.run_id, record_key.as_deref(), started)
@@ -331,77 +368,68 @@ impl Job {
             }
         };
         tracing::info!(job = %job, run_id = %record.run_id, "adopting the tuning job of an earlier run");
-        let looked = async {
-            if detach {
-                self.tuner.check(&job).await
-            } else {
-                self.tuner.follow(&job).await.map(Some)
-            }
-        };
-        let mut saw_end = false;
-        let result = tokio::select! {
-            r = looked => match r {
-                Ok(None) => {
-                    tracing::info!(job = %job, "the tuning job still runs; a later run follows it");
-                    record.status = RunStatus::Running;
-                    Ok(())
-                }
-                Ok(Some(tuned)) => {
-                    saw_end = true;
-                    merge(&mut record.model_details, &tuned.model_details);
-                    record.status = tuned.status;
-                    record.error = None;
-                    if tuned.status == RunStatus::Failed {
-                        Err(Stop::Failed(job_failed(&tuned)))
-                    } else {
-                        Ok(())
-                    }
-                }
-                Err(e) => Err(Stop::Failed(e.into())),
-            },
-            signal = &mut shutdown => Err(Stop::Interrupted { signal, during: None }),
-            lost = lease.lost() => Err(Stop::Failed(RunError::LeaseLost(lost))),
-        };
-        // Only a job seen to end is announced (not one whose follow was interrupted, or
-        // failed to be followed).
-        if saw_end {
-            let tuned = Tuned {
-                status: record.status,
-                model_details: record.model_details.clone(),
-            };
-            self.notify_tuned(&record, &tuned);
-        }
-        let state = Mutex::new(State {
+        let mut run = Progress {
             record,
             meta_key: record_key,
             job: Some(job.clone()),
             eval_set: None,
-            // A job still running, or whose follow was interrupted, passes on with the lease.
-            job_ended: !matches!(result, Ok(()) | Err(Stop::Interrupted { .. })) || saw_end,
-        });
-        // A job that succeeded: its candidate is judged now (resuming stored answers).
-        let mut result = result;
-        let succeeded = matches!(
-            state.lock().await.record.status,
-            RunStatus::Success | RunStatus::DryRun
-        );
-        if result.is_ok() && succeeded {
-            tokio::select! {
-                () = Box::pin(self.judge(&state)) => {}
-                signal = &mut shutdown => {
-                    result = Err(Stop::Interrupted { signal, during: Some("while evaluating") });
-                }
-                lost = lease.lost() => {
-                    result = Err(Stop::Failed(RunError::LeaseLost(lost)));
-                }
-            }
-        }
-        let mut state = state.into_inner();
-        let mut outcome = self.finish(&mut state, result, started, lease).await;
+            job_ended: false,
+        };
+        let result = {
+            let watch = watch.with_lease(&lease);
+            Box::pin(self.finish_adopted(&mut run, &watch, &job, detach)).await
+        };
+        let mut outcome = self.finish(&mut run, result, started, lease).await;
         outcome.reason = format!(
             "adopted tuning job {job} of run {}: {}",
-            state.record.run_id, outcome.reason
+            run.record.run_id, outcome.reason
         );
         outcome
+    }
+
+    /// Looks at (`detach`) or follows the adopted job and, when it succeeded, judges its
+    /// candidate (resuming stored answers); each step watched.
+    async fn finish_adopted<S>(
+        &self,
+        run: &mut Progress,
+        watch: &Watch<'_, S>,
+        job: &str,
+        detach: bool,
+    ) -> Result<(), Stop>
+    where
+        S: std::future::Future<Output = &'static str> + Clone,
+    {
+        let looked = async {
+            if detach {
+                self.tuner.check(job).await
+            } else {
+                self.tuner.follow(job).await.map(Some)
+            }
+        };
+        let looked = watch.step(Stage::Train, looked).await;
+        // A job still running, or whose follow was interrupted, passes on with the lease.
+        run.job_ended = !matches!(looked, Ok(None) | Err(Stop::Interrupted { .. }));
+        match looked? {
+            None => {
+                tracing::info!(job = %job, "the tuning job still runs; a later run follows it");
+                run.record.status = RunStatus::Running;
+                Ok(())
+            }
+            Some(tuned) => {
+                merge(&mut run.record.model_details, &tuned.model_details);
+                run.record.status = tuned.status;
+                run.record.error = None;
+                // Only a job seen to end is announced (not one whose follow was interrupted,
+                // or failed to be followed).
+                self.notify_tuned(&run.record, &tuned);
+                if tuned.status == RunStatus::Failed {
+                    return Err(job_failed(&tuned).into());
+                }
+                if matches!(run.record.status, RunStatus::Success | RunStatus::DryRun) {
+                    Box::pin(self.judge_into(run, watch)).await?;
+                }
+                Ok(())
+            }
+        }
     }
 }

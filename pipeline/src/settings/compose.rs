@@ -263,6 +263,7 @@ impl Settings {
             learning_rate_multiplier: self.learning_rate_multiplier,
             display_name: self.tuned_model_display_name.clone(),
             service_account: self.vertex.tuning_service_account.clone(),
+            export_last_checkpoint_only: self.eval.eval_checkpoints.export_last_only(),
         })
     }
 
@@ -382,6 +383,7 @@ impl Settings {
             val_file: self.val_file.clone(),
             min_samples: self.min_samples,
             split_ratio: self.split_ratio,
+            near_duplicates: self.near_duplicate_threshold.0,
             split_seed: self.split_seed.clone(),
             resplit: self.resplit,
             full_rebuild: self.full_rebuild,
@@ -551,6 +553,7 @@ impl Settings {
             concurrency: usize::from(e.eval_concurrency),
             google_metrics: e.eval_google_metrics,
             max_output_tokens: e.eval_max_output_tokens,
+            checkpoints: e.eval_checkpoints,
         }))
     }
 }

@@ -8,9 +8,10 @@ use autotune_layout as layout;
 use clap::{Args, ValueEnum};
 
 use super::parse::{
-    parse_adapter_size, parse_bucket, parse_confidence, parse_duration, parse_eval_ratio,
-    parse_extension, parse_file_name, parse_folder, parse_http_timeout, parse_json_pointer,
-    parse_lease, parse_positive, parse_positive_duration, parse_retry_deadline, parse_split_ratio,
+    NearDuplicates, parse_adapter_size, parse_bucket, parse_checkpoints, parse_confidence,
+    parse_duration, parse_eval_ratio, parse_extension, parse_file_name, parse_folder,
+    parse_http_timeout, parse_json_pointer, parse_lease, parse_near_duplicate_threshold,
+    parse_positive, parse_positive_duration, parse_retry_deadline, parse_split_ratio,
     parse_text_or_file, parse_unit_ratio,
 };
 
@@ -80,6 +81,13 @@ pub struct Settings {
     /// Share of samples for training (the rest validate), in (0, 1].
     #[arg(long, env = "SPLIT_RATIO", value_name = "SPLIT_RATIO", default_value_t = 0.9, value_parser = parse_split_ratio)]
     pub split_ratio: f64,
+
+    /// Near-duplicates: samples whose text and label are at least this similar (estimated
+    /// Jaccard similarity of their pairs of consecutive words, in (0, 1]) train once, the
+    /// first by key; the others are reported as `near_duplicate`. `off` trains them all. The
+    /// same similarity keeps near-copies of evaluation rows out of training (0.6 when off).
+    #[arg(long, env = "NEAR_DUPLICATE_THRESHOLD", value_name = "NEAR_DUPLICATE_THRESHOLD", default_value = "0.6", value_parser = parse_near_duplicate_threshold)]
+    pub near_duplicate_threshold: NearDuplicates,
 
     /// Seed of the deterministic split. Default: the seed of the last successful run, so that
     /// no validation sample ever moves into training; `autotune` on the first run.
@@ -401,6 +409,12 @@ pub struct EvalSettings {
     /// cross-check with Google's definitions.
     #[arg(long, env = "EVAL_GOOGLE_METRICS", value_name = "EVAL_GOOGLE_METRICS")]
     pub eval_google_metrics: bool,
+
+    /// Which checkpoints of a tuned model are judged: all (Vertex keeps one about every epoch,
+    /// each judged; the best blessed one wins, Holm-corrected), last:K (the last K), or last
+    /// (the job exports the last checkpoint only).
+    #[arg(long, env = "EVAL_CHECKPOINTS", value_name = "EVAL_CHECKPOINTS", default_value = "all", value_parser = parse_checkpoints)]
+    pub eval_checkpoints: crate::evaluate::checkpoints::Selection,
 
     /// The longest answer a model may give to an evaluation row, in tokens.
     #[arg(long, env = "EVAL_MAX_OUTPUT_TOKENS", value_name = "EVAL_MAX_OUTPUT_TOKENS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]

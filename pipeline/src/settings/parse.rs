@@ -106,6 +106,14 @@ pub(super) fn parse_eval_ratio(s: &str) -> Result<f64, String> {
     parse_f64_in(s, |v| (0.0..=0.5).contains(&v), "[0, 0.5]")
 }
 
+/// EVAL_CHECKPOINTS: `all`, `last` or `last:K`.
+pub(super) fn parse_checkpoints(
+    s: &str,
+) -> Result<crate::evaluate::checkpoints::Selection, String> {
+    s.parse()
+        .map_err(|e: crate::evaluate::checkpoints::InvalidSelection| e.to_string())
+}
+
 pub(super) fn parse_confidence(s: &str) -> Result<f64, String> {
     parse_f64_in(s, |v| (0.5..1.0).contains(&v), "[0.5, 1)")
 }
@@ -117,6 +125,27 @@ fn parse_f64_in(s: &str, within: impl Fn(f64) -> bool, shown: &str) -> Result<f6
         Ok(v)
     } else {
         Err(format!("{v} is not in {shown}"))
+    }
+}
+
+/// NEAR_DUPLICATE_THRESHOLD: a similarity in (0, 1], or `off`.
+pub(super) fn parse_near_duplicate_threshold(s: &str) -> Result<NearDuplicates, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(NearDuplicates(None));
+    }
+    parse_f64_in(s, |v| v > 0.0 && v <= 1.0, "(0, 1] (or off)").map(|v| NearDuplicates(Some(v)))
+}
+
+/// NEAR_DUPLICATE_THRESHOLD as parsed: `None` is `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearDuplicates(pub Option<f64>);
+
+impl std::fmt::Display for NearDuplicates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("off"),
+        }
     }
 }
 
@@ -240,6 +269,16 @@ mod tests {
                 .contains("not in (0, 1]")
         );
         assert!(parse_split_ratio("0").is_err());
+        assert_eq!(
+            parse_near_duplicate_threshold("OFF"),
+            Ok(NearDuplicates(None))
+        );
+        assert_eq!(
+            parse_near_duplicate_threshold("0.8"),
+            Ok(NearDuplicates(Some(0.8)))
+        );
+        assert!(parse_near_duplicate_threshold("0").is_err());
+        assert!(parse_near_duplicate_threshold("1.2").is_err());
         assert!(parse_split_ratio("abc").is_err());
         assert!(parse_unit_ratio("0").is_ok());
         assert!(parse_unit_ratio("-0.1").is_err());

@@ -14,9 +14,11 @@ use crate::tuner::job;
 type Part = fn(&Settings, Option<&str>) -> Value;
 
 /// The settings that shape the datasets or the tuning job, by variable, in the digest's order.
-/// Adding one changes every deployment's run key once (what it last tuned is tuned again);
-/// the order is part of the digest and never changes.
-pub(super) const SHAPING: [(&str, Part); 14] = [
+/// The order is part of the digest and never changes. The first [`FIRST_RELEASE`] entries are
+/// digested as values; every entry added since digests as `[name, value]`, and only when its
+/// value is not the default ([`Value::Null`] at the default), so that adding a setting leaves
+/// every deployment's run key as it was (nothing is tuned again for it).
+pub(super) const SHAPING: [(&str, Part); 16] = [
     ("CONVERT_CONFIG", |_, templates| json!(templates)),
     ("SPLIT_RATIO", |s, _| json!(s.split_ratio)),
     ("PROMPT", |s, _| json!(s.prompt)),
@@ -32,19 +34,42 @@ pub(super) const SHAPING: [(&str, Part); 14] = [
     ("VAL_FILE", |s, _| json!(s.val_file)),
     ("EVAL_RATIO", |s, _| json!(s.eval.eval_ratio)),
     ("EVAL_MAX", |s, _| json!(s.eval.eval_max)),
-    ("PERSONAL_DATA", |s, _| {
-        json!(s.personal_data.mode().as_str())
+    ("NEAR_DUPLICATE_THRESHOLD", |s, _| {
+        let default = crate::fingerprint::DEFAULT_THRESHOLD;
+        match s.near_duplicate_threshold.0 {
+            Some(v) if (v - default).abs() < f64::EPSILON => Value::Null,
+            _ => json!(s.near_duplicate_threshold.to_string()),
+        }
+    }),
+    // `exportLastCheckpointOnly`: true with EVAL_CHECKPOINTS=last. Jobs of earlier versions
+    // sent true, but the same data tuned again only to keep checkpoints would be waste: the
+    // default (false) adds nothing to the digest.
+    ("EVAL_CHECKPOINTS", |s, _| {
+        if s.eval.eval_checkpoints.export_last_only() {
+            json!({"export_last_checkpoint_only": true})
+        } else {
+            Value::Null
+        }
+    }),
+    // Redacted (the default: nothing added), rejected or written as uploaded.
+    ("PERSONAL_DATA", |s, _| match s.personal_data.mode() {
+        crate::screen::Mode::Redact => Value::Null,
+        mode => json!(mode.as_str()),
     }),
 ];
 
+/// The entries of [`SHAPING`] the first release digested, as values.
+const FIRST_RELEASE: usize = 13;
+
 /// The digest of the settings in [`SHAPING`], given CONVERT_CONFIG's text.
 pub(super) fn digest(settings: &Settings, templates: Option<&str>) -> String {
-    job::digest(&Value::Array(
-        SHAPING
-            .iter()
-            .map(|(_, part)| part(settings, templates))
-            .collect(),
-    ))
+    let (first, added) = SHAPING.split_at(FIRST_RELEASE);
+    let values = first.iter().map(|(_, part)| part(settings, templates));
+    let added = added.iter().filter_map(|(name, part)| {
+        let value = part(settings, templates);
+        (!value.is_null()).then(|| json!([name, value]))
+    });
+    job::digest(&Value::Array(values.chain(added).collect()))
 }
 
 #[cfg(test)]
@@ -72,6 +97,7 @@ mod tests {
         // What the examples say and how they are split; the tuning job's own parameters.
         ("CONVERT_CONFIG", Shapes, "{dir}/convert.toml"),
         ("SPLIT_RATIO", Shapes, "0.8"),
+        ("NEAR_DUPLICATE_THRESHOLD", Shapes, "off"),
         ("PROMPT", Shapes, "p"),
         ("SYSTEM_INSTRUCTION", Shapes, "s"),
         ("LABEL_FIELD", Shapes, "/answer"),
@@ -83,6 +109,7 @@ mod tests {
         ("VAL_FILE", Shapes, "val.jsonl"),
         ("EVAL_RATIO", Shapes, "0.1"),
         ("EVAL_MAX", Shapes, "500"),
+        ("EVAL_CHECKPOINTS", Shapes, "last"),
         // Redacted, rejected or written as uploaded: what the lines say.
         ("PERSONAL_DATA", Shapes, "reject"),
         // Where the samples are and which are read: the files' bytes, which the run key
@@ -282,12 +309,10 @@ mod tests {
 
     #[test]
     fn the_default_settings_keep_their_digest() {
-        // A changed digest makes every deployment tune its last datasets again, once. Last
-        // changed by PERSONAL_DATA (issue 24): its default, redact, shapes the lines of any
-        // upload holding personal data, so the next run trains the redacted lines once.
+        // A changed digest makes every deployment tune its last datasets again, once.
         assert_eq!(
             settings(&[]).job_config().unwrap().shape,
-            "dc7bc2191174f98fb9da9388afaba1cc",
+            "d687e76f1f17bb5ee72643adf65e87d9",
             "the run key of the default settings changed: SHAPING's entries or order, or a default that shapes the datasets"
         );
     }

@@ -675,6 +675,15 @@ impl Store for LocalStore {
         })
     }
 
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        validate_key(key)?;
+        let this = self.clone();
+        let owned_key = key.to_owned();
+        // Opened as a read would (no link followed, a regular file only), not read.
+        let (_, st) = blocking(move || this.open_object(&owned_key)).await?;
+        Ok(Self::meta(key, &st))
+    }
+
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
         validate_key(key)?;
         let this = self.clone();

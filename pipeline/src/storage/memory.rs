@@ -106,6 +106,20 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let b = self.bucket();
+        let (data, generation) = b
+            .objects
+            .get(key)
+            .ok_or_else(|| StoreError::NotFound { uri: self.uri(key) })?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: data.len() as u64,
+            generation: generation.to_string(),
+            checksum: Some(checksum(data)),
+        })
+    }
+
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
         self.insert(key, data, &mode)
     }

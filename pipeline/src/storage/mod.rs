@@ -14,6 +14,8 @@
 //! object names relative to the store's root (the URL's prefix), always with `/` separators.
 
 pub mod gcs;
+#[cfg(test)]
+pub(crate) mod hooked;
 pub mod local;
 pub mod memory;
 
@@ -157,6 +159,10 @@ pub trait Store: Send + Sync + fmt::Debug {
         false
     }
     async fn get(&self, key: &str) -> Result<GetResult, StoreError>;
+    /// What a listing would say about `key` (size, generation, checksum when the backend
+    /// gives one), without reading its bytes: for checks that need only whether an object
+    /// exists, or which version it is. A missing object is [`StoreError::NotFound`].
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError>;
     async fn put_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;

@@ -140,6 +140,9 @@ pub struct Template {
     /// `{run_id}` is replaced by the run id.
     pub display_name: String,
     pub service_account: Option<String>,
+    /// `exportLastCheckpointOnly`: true only when EVAL_CHECKPOINTS is `last`; otherwise Vertex
+    /// keeps an intermediate checkpoint about every epoch, each judged.
+    pub export_last_checkpoint_only: bool,
 }
 
 impl Template {
@@ -185,7 +188,7 @@ impl Request {
                     adapter_size: t.adapter_size.and_then(adapter_size_enum),
                     learning_rate_multiplier: t.learning_rate_multiplier,
                 },
-                export_last_checkpoint_only: true,
+                export_last_checkpoint_only: t.export_last_checkpoint_only,
             },
             tuned_model_display_name: Some(display),
             description: Some(format!("autotune run {run_id}")),
@@ -200,20 +203,31 @@ impl Request {
     }
 
     /// Continuous tuning: start from `tuned_model_name` (the previous run's `tunedModel.model`)
-    /// instead of `SOURCE_MODEL`, as a new version of that Model (no display name of its own). The parent is folded into the run key (and its label), because
-    /// the same data tuned from another parent is another job; call this before using `run_key`.
-    pub fn continue_from(&mut self, tuned_model_name: &str) {
+    /// instead of `SOURCE_MODEL`, as a new version of that Model (no display name of its own),
+    /// from its checkpoint `checkpoint` when the champion names one
+    /// (`preTunedModel.checkpointId`; Vertex starts from the version's default checkpoint
+    /// otherwise). The parent and its checkpoint are folded into the run key (and its label),
+    /// because the same data tuned from another parent is another job; call this before using
+    /// `run_key`.
+    pub fn continue_from(&mut self, tuned_model_name: &str, checkpoint: Option<&str>) {
         use sha2::{Digest, Sha256};
         self.body.base_model = None;
         self.body.tuned_model_display_name = None;
         self.body.pre_tuned_model = Some(PreTunedModel {
             tuned_model_name: tuned_model_name.to_owned(),
-            checkpoint_id: None,
+            checkpoint_id: checkpoint.map(str::to_owned),
         });
         let mut h = Sha256::new();
         for part in [self.run_key.as_str(), "continue-from", tuned_model_name] {
             h.update(part.as_bytes());
             h.update([0]);
+        }
+        // A run key without a checkpoint stays what it was before checkpoints were judged.
+        if let Some(c) = checkpoint {
+            for part in ["checkpoint", c] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
         }
         self.run_key = hex16(&h.finalize());
         self.body
@@ -232,5 +246,56 @@ mod tests {
         assert_eq!(base, digest(&serde_json::json!(["a", 1])), "stable");
         assert_ne!(base, digest(&serde_json::json!(["a", 2])));
         assert_eq!(base.len(), 32);
+    }
+
+    fn template(export_last_checkpoint_only: bool) -> Template {
+        Template {
+            jobs_url: "u".into(),
+            location: "us-central1".into(),
+            source_model: "gemini-3.5-flash".into(),
+            epochs: Some(3),
+            adapter_size: None,
+            learning_rate_multiplier: None,
+            display_name: "m-{run_id}".into(),
+            service_account: None,
+            export_last_checkpoint_only,
+        }
+    }
+
+    #[test]
+    fn a_job_asks_for_checkpoints_and_continues_from_the_champions() {
+        let all = Request::build(&template(false), "r", "k", "gs://b/t.jsonl", None);
+        let body = serde_json::to_value(&all.body).unwrap();
+        assert_eq!(
+            body["supervisedTuningSpec"]["exportLastCheckpointOnly"],
+            false
+        );
+        let last = Request::build(&template(true), "r", "k", "gs://b/t.jsonl", None);
+        let body = serde_json::to_value(&last.body).unwrap();
+        assert_eq!(
+            body["supervisedTuningSpec"]["exportLastCheckpointOnly"],
+            true
+        );
+
+        let parent = "projects/p/locations/us-central1/models/m@1";
+        let mut plain = all.clone();
+        plain.continue_from(parent, None);
+        let mut from_two = all.clone();
+        from_two.continue_from(parent, Some("2"));
+        let body = serde_json::to_value(&from_two.body).unwrap();
+        assert_eq!(body["preTunedModel"]["tunedModelName"], parent);
+        assert_eq!(body["preTunedModel"]["checkpointId"], "2");
+        assert!(
+            serde_json::to_value(&plain.body).unwrap()["preTunedModel"]
+                .get("checkpointId")
+                .is_none()
+        );
+        assert_ne!(
+            plain.run_key, from_two.run_key,
+            "another checkpoint, another job"
+        );
+        let mut from_one = all;
+        from_one.continue_from(parent, Some("1"));
+        assert_ne!(from_one.run_key, from_two.run_key);
     }
 }

@@ -406,6 +406,15 @@ fn details_of(name: &str, job: &Value) -> Map<String, Value> {
             d.insert(key.to_owned(), s.into());
         }
     }
+    // Every checkpoint with its endpoint (a job that kept intermediate checkpoints), each a
+    // contestant of the evaluation (`evaluate::checkpoints`).
+    let checkpoints = crate::evaluate::checkpoints::Checkpoint::of_job(&job["tunedModel"]);
+    if !checkpoints.is_empty() {
+        d.insert(
+            crate::evaluate::checkpoints::DETAILS_KEY.to_owned(),
+            serde_json::to_value(&checkpoints).unwrap_or_default(),
+        );
+    }
     let stats = &job["tuningDataStats"]["supervisedTuningDataStats"];
     let mut kept = Map::new();
     for key in [
@@ -683,6 +692,7 @@ mod tests {
             learning_rate_multiplier: None,
             display_name: "autotune-{run_id}".to_owned(),
             service_account: Some("sa@p.iam.gserviceaccount.com".to_owned()),
+            export_last_checkpoint_only: false,
         }
     }
 
@@ -702,7 +712,7 @@ mod tests {
         assert_eq!(body["baseModel"], t.source_model.as_str());
         assert_eq!(body["serviceAccount"], "sa@p.iam.gserviceaccount.com");
         assert!(body.get("preTunedModel").is_none());
-        r.continue_from("projects/p/locations/us-east5/models/1@2");
+        r.continue_from("projects/p/locations/us-east5/models/1@2", None);
         let body = serde_json::to_value(&r.body).unwrap();
         assert!(body.get("baseModel").is_none());
         assert!(
@@ -718,7 +728,7 @@ mod tests {
         assert_eq!(body["labels"]["autotune_run_key"], r.run_key.as_str());
         let again = {
             let mut x = job::Request::build(&t, "run-2", "abc", "gs://b/t.jsonl", None);
-            x.continue_from("projects/p/locations/us-east5/models/1@2");
+            x.continue_from("projects/p/locations/us-east5/models/1@2", None);
             x.run_key
         };
         assert_eq!(

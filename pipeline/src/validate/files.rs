@@ -74,8 +74,7 @@ async fn lookup(
     store: Result<(Arc<dyn Store>, String), StoreError>,
 ) -> (FileRef, Result<u64, StoreError>) {
     let size = match store {
-        // A read whose body is dropped unread: one metadata round trip on every backend.
-        Ok((store, key)) => store.get(&key).await.map(|g| g.size),
+        Ok((store, key)) => store.head(&key).await.map(|m| m.size),
         Err(e) => Err(e),
     };
     (r, size)

@@ -25,6 +25,9 @@ pub(crate) const LOCATION: &str = "us-central1";
 struct Version {
     id: String,
     aliases: Vec<String>,
+    /// The checkpoints its tuning job kept, and the default one (`models.patch`).
+    checkpoints: Vec<String>,
+    default_checkpoint: Option<String>,
 }
 
 struct Model {
@@ -225,7 +228,111 @@ impl Aliases {
         m.versions.push(Version {
             id: id.to_owned(),
             aliases,
+            checkpoints: Vec::new(),
+            default_checkpoint: None,
         });
+    }
+
+    fn version_mut(&mut self, version: &str) -> Option<&mut Version> {
+        let (model, id) = version.split_once('@')?;
+        self.models
+            .iter_mut()
+            .find(|m| m.name == model)?
+            .versions
+            .iter_mut()
+            .find(|v| v.id == id)
+    }
+
+    /// Records the checkpoints of `model@id` (a succeeded job's), the last the default.
+    pub(crate) fn add_checkpoints(&mut self, version: &str, checkpoints: &[String]) {
+        if let Some(v) = self.version_mut(version)
+            && v.checkpoints.is_empty()
+        {
+            v.checkpoints = checkpoints.to_vec();
+            v.default_checkpoint = checkpoints.last().cloned();
+        }
+    }
+
+    fn version(&self, version: &str) -> Option<&Version> {
+        let (model, id) = version.split_once('@')?;
+        self.models
+            .iter()
+            .find(|m| m.name == model)?
+            .versions
+            .iter()
+            .find(|v| v.id == id)
+    }
+
+    /// The checkpoints of `model@id`.
+    pub(crate) fn checkpoints(&self, version: &str) -> Vec<String> {
+        self.version(version)
+            .map(|v| v.checkpoints.clone())
+            .unwrap_or_default()
+    }
+
+    /// The default checkpoint of `model@id`.
+    pub(crate) fn default_checkpoint(&self, version: &str) -> Option<String> {
+        self.version(version)?.default_checkpoint.clone()
+    }
+
+    /// `models.patch` of a version (`PATCH …/models/M@V?updateMask=…`): the body checked
+    /// against `GoogleCloudAiplatformV1Model`, the mask required and naming only fields the
+    /// body sets; `defaultCheckpointId` must be a checkpoint of the version. Only
+    /// `defaultCheckpointId` is applied (what autotune patches).
+    pub(crate) fn patch(
+        &mut self,
+        discovery: &Discovery,
+        violations: &mut Vec<String>,
+        path: &str,
+        mask: &str,
+        body: &[u8],
+    ) -> Reply {
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let problems = discovery.check("GoogleCloudAiplatformV1Model", &body);
+        if !problems.is_empty() {
+            violations.extend(problems.iter().map(|p| format!("patch body: {p}")));
+            return Reply::google_error(400, &problems.join("; "));
+        }
+        if mask.is_empty() {
+            violations.push(format!("models.patch of {path} without updateMask"));
+            return Reply::google_error(400, "update_mask is required.");
+        }
+        for field in mask.split(',') {
+            if body.get(field.trim()).is_none() {
+                violations.push(format!(
+                    "updateMask names {field}, which the body does not set"
+                ));
+                return Reply::google_error(400, &format!("Invalid update mask field {field}."));
+            }
+        }
+        let name = path.strip_prefix("/v1/").unwrap_or(path);
+        let Some((model, id)) = name.split_once('@') else {
+            violations.push(format!("models.patch of {name} without a version"));
+            return Reply::google_error(400, "A model version is required.");
+        };
+        let Some(v) = self.version_mut(name) else {
+            return Reply::google_error(404, &format!("Model {name} is not found."));
+        };
+        if let Some(c) = body["defaultCheckpointId"].as_str() {
+            if !v.checkpoints.iter().any(|x| x == c) {
+                return Reply::google_error(
+                    400,
+                    &format!("Checkpoint {c} is not a checkpoint of {name}."),
+                );
+            }
+            v.default_checkpoint = Some(c.to_owned());
+        }
+        let (model, id) = (model.to_owned(), id.to_owned());
+        let m = self
+            .models
+            .iter()
+            .find(|m| m.name == model)
+            .expect("found above");
+        let v = m.versions.iter().find(|v| v.id == id).expect("found above");
+        let answer = Self::model_json(m, v);
+        let problems = discovery.check("GoogleCloudAiplatformV1Model", &answer);
+        violations.extend(problems.into_iter().map(|p| format!("answer: {p}")));
+        Reply::json(200, answer)
     }
 
     /// Every `model@version` that carries `alias`.
@@ -289,7 +396,7 @@ impl Aliases {
     }
 
     fn model_json(model: &Model, v: &Version) -> Value {
-        json!({
+        let mut m = json!({
             "name": model.name,
             "displayName": "autotune-tuned-model",
             "versionId": v.id,
@@ -298,7 +405,11 @@ impl Aliases {
             "versionUpdateTime": "2026-11-24T10:41:00Z",
             "createTime": "2026-11-01T10:41:00Z",
             "updateTime": "2026-11-24T10:41:00Z",
-        })
+        });
+        if let Some(c) = &v.default_checkpoint {
+            m["defaultCheckpointId"] = json!(c);
+        }
+        m
     }
 
     fn find(&mut self, model: &str) -> Option<&mut Model> {

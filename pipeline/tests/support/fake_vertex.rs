@@ -19,6 +19,29 @@
 //!   tuning region by default, or under the multi-region ([`FakeVertex::name_tuned_under`]):
 //!   Google's pages do not say which.
 //!
+//! Checkpoints and the default checkpoint (each rule with its page, read 2026-12-08):
+//! * A job that does not set `supervisedTuningSpec.exportLastCheckpointOnly` to true keeps
+//!   intermediate checkpoints ("Otherwise, enable intermediate checkpoints for SFT. Default is
+//!   false", aiplatform.v1.json rev 20260815); its succeeded `tunedModel.checkpoints` lists
+//!   them, one about every epoch below 10 epochs, about 10 evenly spread above, the last right
+//!   after the last epoch ("Use checkpoints in supervised fine-tuning for Gemini models",
+//!   cloud.google.com/vertex-ai/generative-ai/docs/models/tuning-checkpoints, and its copy on
+//!   docs.cloud.google.com/gemini-enterprise-agent-platform/models/tuning/checkpoints). Each
+//!   is deployed to an endpoint of its own, the last one's being `tunedModel.endpoint` (the
+//!   page: "The tuned model endpoint represents the endpoint of the default checkpoint");
+//!   intermediate checkpoint k of endpoint `E` is served at `E` followed by the digit k
+//!   ([`checkpoint_endpoint`]). With `exportLastCheckpointOnly` true the list is absent
+//!   (`TunedModel.checkpoints`: "only populated for tuning jobs that enable intermediate
+//!   checkpoints"). Without `epochCount` the fake saves [`FakeVertex::set_default_epochs`]
+//!   checkpoints (3; Vertex chooses the epochs then, and its pages do not say how many).
+//! * `models.patch` (`PATCH v1/{+name}?updateMask=…`, a `GoogleCloudAiplatformV1Model` body;
+//!   `updateMask` is "Required") sets `defaultCheckpointId` of a model version; the fake
+//!   refuses (400) a mask that does not name a field the body sets, and a checkpoint the
+//!   version does not have (Google's pages do not give that error's words: the fake's own).
+//! * `preTunedModel.checkpointId` ("The source checkpoint id. If not specified, the default
+//!   checkpoint will be used") must be a checkpoint of the parent version: 400 otherwise (the
+//!   words again the fake's own).
+//!
 //! The fake sees one host (the client's VERTEX_API_ENDPOINT); it checks the location each path
 //! carries, which is what decides the host for Google. Its placement helpers ([`jurisdiction`],
 //! [`location_of`], [`relocate`]) repeat what `autotune::locations` does on purpose: the fake's
@@ -218,6 +241,44 @@ pub(crate) fn runs_forever() -> Vec<Step> {
     vec![step("JOB_STATE_PENDING"), step("JOB_STATE_RUNNING")]
 }
 
+/// The endpoint of intermediate checkpoint `k` of a tuned model whose (last checkpoint's)
+/// endpoint is `endpoint`: the same name with the digit `k` appended.
+pub(crate) fn checkpoint_endpoint(endpoint: &str, k: u64) -> String {
+    format!("{endpoint}{k}")
+}
+
+/// A succeeded job's `tunedModel.checkpoints`, as Vertex lists them for a job that keeps
+/// intermediate checkpoints (see the module docs); nothing for one that exports the last only,
+/// or whose history already scripts them.
+fn add_checkpoints(job: &mut Value, default_epochs: u64) {
+    let spec = &job["supervisedTuningSpec"];
+    if spec["exportLastCheckpointOnly"] == true || job["tunedModel"].get("checkpoints").is_some() {
+        return;
+    }
+    let Some(endpoint) = job["tunedModel"]["endpoint"].as_str().map(str::to_owned) else {
+        return;
+    };
+    let epochs = spec["hyperParameters"]["epochCount"]
+        .as_str()
+        .and_then(|e| e.parse::<u64>().ok())
+        .unwrap_or(default_epochs)
+        .max(1);
+    let saved = epochs.min(10);
+    let steps_per_epoch = 10;
+    let list: Vec<Value> = (1..=saved)
+        .map(|k| {
+            let epoch = (k * epochs).div_ceil(saved);
+            json!({
+                "checkpointId": k.to_string(),
+                "epoch": epoch.to_string(),
+                "step": (epoch * steps_per_epoch).to_string(),
+                "endpoint": if k == saved { endpoint.clone() } else { checkpoint_endpoint(&endpoint, k) },
+            })
+        })
+        .collect();
+    job["tunedModel"]["checkpoints"] = Value::Array(list);
+}
+
 /// A Google error body's `error` object.
 pub(crate) fn google_error(code: u16, status: &str, message: &str) -> Value {
     json!({ "code": code, "message": message, "status": status })
@@ -265,6 +326,8 @@ struct State {
     /// Where succeeded jobs name their tuned model and endpoint: `None` under the job's
     /// location, `Some("us")` under the multi-region.
     tuned_under: Option<&'static str>,
+    /// Checkpoints a job without `epochCount` saves.
+    default_epochs: u64,
 }
 
 pub(crate) struct FakeVertex {
@@ -302,6 +365,7 @@ impl FakeVertex {
             inference: inference::Inference::default(),
             aliases: super::fake_registry::Aliases::default(),
             tuned_under: None,
+            default_epochs: 3,
         }));
         let shared = state.clone();
         let server = bound.serve(move |req| handle(shared.clone(), req));
@@ -347,6 +411,16 @@ impl FakeVertex {
     /// instead of the job's own location.
     pub(crate) fn name_tuned_under(&self, location: &'static str) {
         self.state().tuned_under = Some(location);
+    }
+
+    /// Jobs without `epochCount` save `n` checkpoints from now on.
+    pub(crate) fn set_default_epochs(&self, n: u64) {
+        self.state().default_epochs = n.max(1);
+    }
+
+    /// The default checkpoint of the model version `model@version`, as `models.patch` left it.
+    pub(crate) fn default_checkpoint(&self, version: &str) -> Option<String> {
+        self.state().aliases.default_checkpoint(version)
     }
 
     /// Every `model@version` that carries the Model Registry alias `alias`.
@@ -684,9 +758,18 @@ impl State {
             return (c, v, Then::Now);
         }
         if super::fake_registry::Aliases::handles(path) {
-            let reply =
+            let reply = if method == "PATCH" {
+                self.aliases.patch(
+                    &self.discovery,
+                    &mut self.violations,
+                    path,
+                    &query_param(query, "updateMask").unwrap_or_default(),
+                    body,
+                )
+            } else {
                 self.aliases
-                    .route(&self.discovery, &mut self.violations, method, path, body);
+                    .route(&self.discovery, &mut self.violations, method, path, body)
+            };
             return (reply.status, reply.body, Then::Now);
         }
         let parent = jobs_parent(path);
@@ -989,7 +1072,26 @@ impl State {
                 &format!("Model {parent} is not in location {location}."),
             ));
         }
-        (!known).then(|| error_answer(404, "NOT_FOUND", &format!("Model {parent} not found.")))
+        if !known {
+            return Some(error_answer(
+                404,
+                "NOT_FOUND",
+                &format!("Model {parent} not found."),
+            ));
+        }
+        let checkpoint = job["preTunedModel"]["checkpointId"].as_str()?;
+        let has = self
+            .aliases
+            .checkpoints(parent)
+            .iter()
+            .any(|c| c == checkpoint);
+        (!has).then(|| {
+            error_answer(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("Checkpoint {checkpoint} is not a checkpoint of {parent}."),
+            )
+        })
     }
 
     fn get(&mut self, name: &str) -> (u16, Value) {
@@ -1013,6 +1115,7 @@ impl State {
                 }
             }
             if step.state == "JOB_STATE_SUCCEEDED" {
+                add_checkpoints(&mut job.value, self.default_epochs);
                 let at = location_of(name).to_owned();
                 let under = self.tuned_under.map_or(at.clone(), str::to_owned);
                 for key in ["model", "endpoint"] {
@@ -1023,11 +1126,31 @@ impl State {
                         job.value["tunedModel"][key] = json!(relocate(n, &under));
                     }
                 }
+                let checkpoints = job
+                    .value
+                    .get_mut("tunedModel")
+                    .and_then(|t| t.get_mut("checkpoints"))
+                    .and_then(Value::as_array_mut);
+                for c in checkpoints.into_iter().flatten() {
+                    if let Some(n) = c["endpoint"].as_str()
+                        && location_of(n) == at
+                        && under != at
+                    {
+                        c["endpoint"] = json!(relocate(n, &under));
+                    }
+                }
             }
         }
         let value = job.value.clone();
         if let Some(model) = value["tunedModel"]["model"].as_str() {
+            let checkpoints: Vec<String> = value["tunedModel"]["checkpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["checkpointId"].as_str().map(str::to_owned))
+                .collect();
             self.aliases.add_version(model);
+            self.aliases.add_checkpoints(model, &checkpoints);
         }
         (200, value)
     }

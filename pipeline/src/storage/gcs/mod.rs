@@ -458,17 +458,6 @@ impl GcsStore {
         let bytes = got.bytes_limited(&uri, limit as u64).await?;
         Ok((meta, bytes))
     }
-
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        let uri = self.uri(key);
-        let url = self.object_url(key);
-        let answer = self
-            .send("read metadata", &uri, || {
-                self.client().request(Method::GET, &url)
-            })
-            .await?;
-        self.parse_object(&answer, &uri)
-    }
 }
 
 fn content_type(key: &str) -> &'static str {
@@ -544,6 +533,19 @@ impl Store for GcsStore {
 
     async fn get(&self, key: &str) -> Result<GetResult, StoreError> {
         self.download(key).await
+    }
+
+    /// `objects.get` without `alt=media`: the object resource, not its bytes.
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        validate_key(key)?;
+        let uri = self.uri(key);
+        let url = self.object_url(key);
+        let answer = self
+            .send("read metadata", &uri, || {
+                self.client().request(Method::GET, &url)
+            })
+            .await?;
+        self.parse_object(&answer, &uri)
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<ObjectMeta, StoreError> {
