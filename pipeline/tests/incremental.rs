@@ -345,7 +345,7 @@ async fn redacted_lines_are_reused_as_a_full_rebuild_makes_them_and_a_mode_chang
         .await;
     let (o, reads) = t.run().await;
     assert_eq!((o.counts.reused, reads.len()), (0, 28));
-    let written = files(&*t.incremental, &o).await;
+    let written = files(&*t.incremental.store, &o).await;
     let all: String = written.iter().map(|(_, text)| text.as_str()).collect();
     assert!(
         all.contains("[EMAIL_ADDRESS]") && all.contains("[PHONE_NUMBER]"),
@@ -354,7 +354,7 @@ async fn redacted_lines_are_reused_as_a_full_rebuild_makes_them_and_a_mode_chang
     for value in ["erin@", "4111", "192.168", "555-0142"] {
         assert!(!all.contains(value), "{value} was written: {all}");
     }
-    let record = record(&*t.incremental, &o).await;
+    let record = record(&*t.incremental.store, &o).await;
     assert_eq!(record["personal_data"]["redacted"], 2, "{record}");
     assert_eq!(
         record["personal_data"]["kinds"]["IP_ADDRESS"], 1,
@@ -381,7 +381,7 @@ async fn redacted_lines_are_reused_as_a_full_rebuild_makes_them_and_a_mode_chang
     t.samples(22..27).await;
     let (o, reads) = t.run().await;
     assert_eq!((o.counts.reused, reads.len()), (0, 2 * 29));
-    let written = files(&*t.incremental, &o).await;
+    let written = files(&*t.incremental.store, &o).await;
     assert!(written[0].1.contains("erin@example.com") || written[1].1.contains("erin@example.com"));
 }
 
