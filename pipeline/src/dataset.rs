@@ -9,7 +9,9 @@
 //! ```
 //! Batches keep their order, so the same inventory always yields the same files. Each line is
 //! checked against Vertex's dataset rules on the rayon worker that made it (when
-//! [`Options::check`] is set), so the run validates its files without reading them back.
+//! [`Options::check`] is set), so the run validates its files without reading them back; on
+//! the same worker, before its line is made, a sample read is screened for personal data
+//! ([`crate::screen`], [`Options::personal`]).
 //! Nothing is held whole: the sample bytes in memory are bounded by a byte budget
 //! (`max_bytes_in_flight`), and the writers upload in parts. A sample takes its share of the
 //! budget before it is read (its objects' sizes, or for a `.gz` what it may inflate to, at most
@@ -38,6 +40,7 @@ use crate::lines;
 use crate::modality::Modality;
 use crate::reads::{self, ReadAhead, read_object};
 use crate::sample::{Category, Reject, Sample};
+use crate::screen;
 use crate::split::{Side, Split};
 use crate::storage::{self, MultipartUpload, Store, StoreError};
 use crate::validate::{self, Tally};
@@ -178,6 +181,9 @@ pub struct Built {
     pub train_tally: Option<Tally>,
     #[serde(skip)]
     pub validation_tally: Option<Tally>,
+    /// What the personal-data screening found (kinds and counts, never values).
+    #[serde(skip)]
+    pub personal_data: screen::Tally,
 }
 
 /// How many rejects of each category reports show.
@@ -219,6 +225,8 @@ pub(crate) struct Options {
     /// stops the read-ahead: its reads have their own limiter, which the listing's load may
     /// have driven down).
     pub ahead: Option<Arc<ReadAhead>>,
+    /// What personal data in a sample read does (PERSONAL_DATA).
+    pub personal: screen::Mode,
 }
 
 /// Where an incremental build keeps its lines, and where it finds the last run's (see
@@ -426,14 +434,20 @@ enum Got {
     Stored { text: String, digest: [u8; 32] },
 }
 
-/// Converts a batch on rayon; each sample's budget share travels with it to the writer.
+/// What screening found in a sample read: the kinds, and whether they rejected it; `None`
+/// for a sample not screened in this build (not read, or screening off).
+type Screened = Option<(screen::Kinds, bool)>;
+
+/// Converts a batch on rayon, each sample read screened first; each sample's budget share
+/// travels with it to the writer.
 fn convert_batch(
     batch: Vec<(usize, Uris, Got, OwnedSemaphorePermit)>,
     samples: &[Sample],
     converter: &dyn crate::convert::SampleConverter,
     check: Option<&validate::Options>,
+    personal: screen::Mode,
     fingerprints: bool,
-) -> Vec<(usize, Result<Line, Reject>, OwnedSemaphorePermit)> {
+) -> Vec<(usize, Result<Line, Reject>, Screened, OwnedSemaphorePermit)> {
     batch
         .into_par_iter()
         .map(|(i, u, got, share)| {
@@ -445,14 +459,21 @@ fn convert_batch(
                 text,
                 reused,
             };
+            let mut screened = None;
             let line = match got {
                 Got::Read(loaded) => loaded.and_then(|l| {
-                    let text = converter.convert(&samples[i], &u, &l)?;
-                    Ok(line(text, content_digest(&samples[i], &l), false))
+                    // The digest of the sample as uploaded: screening changes no identity.
+                    let digest = content_digest(&samples[i], &l);
+                    let (l, found) = screen::sample(personal, &samples[i], &u, l);
+                    if personal != screen::Mode::Off {
+                        screened = Some((found.kinds(), l.is_err()));
+                    }
+                    let text = converter.convert(&samples[i], &u, &l?)?;
+                    Ok(line(text, digest, false))
                 }),
                 Got::Stored { text, digest } => Ok(line(text, digest, true)),
             };
-            (i, line, share)
+            (i, line, screened, share)
         })
         .collect()
 }
@@ -506,9 +527,17 @@ impl Writers {
             near: opts.near_duplicates.map(|t| Index::with_capacity(t, n)),
             built: Built {
                 outcomes: vec![delta::Outcome::default(); n],
+                personal_data: screen::Tally::new(opts.personal),
                 ..Built::default()
             },
         })
+    }
+
+    /// Counts what screening found in a sample read.
+    fn screened(&mut self, screened: Screened) {
+        if let Some((kinds, rejected)) = screened {
+            self.built.personal_data.add(kinds, rejected);
+        }
     }
 
     async fn reject(&mut self, r: Reject) -> Result<(), StoreError> {
@@ -797,7 +826,7 @@ pub(crate) async fn build(
     files.built.held_out = (n - indices.len()) as u64;
     progress.inc(files.built.held_out);
 
-    let settings = lines::settings_digest(&converter, opts.max_text_bytes);
+    let settings = lines::settings_digest(&converter, opts.max_text_bytes, opts.personal);
     let mut kept = match &opts.lines {
         Some(l) => Some(lines::Writer::create(&*sink, &l.out, &settings).await?),
         None => None,
@@ -841,7 +870,7 @@ pub(crate) async fn build(
             }
         })
         .buffered(limiter.ceiling());
-    let check = opts.check.clone();
+    let (check, personal) = (opts.check.clone(), opts.personal);
     let fingerprints = opts.eval.guards() || opts.near_duplicates.is_some();
     // `ready_chunks`, not `chunks`: a batch waiting to fill up would keep the shares of its
     // samples while the samples it waits for wait for shares.
@@ -850,13 +879,21 @@ pub(crate) async fn build(
         .map(|batch| {
             let (samples, converter, check) = (samples.clone(), converter.clone(), check.clone());
             on_rayon(move || {
-                convert_batch(batch, &samples, &*converter, check.as_deref(), fingerprints)
+                convert_batch(
+                    batch,
+                    &samples,
+                    &*converter,
+                    check.as_deref(),
+                    personal,
+                    fingerprints,
+                )
             })
         })
         .buffered(2);
     let mut batches = std::pin::pin!(batches);
     while let Some(batch) = batches.next().await {
-        for (i, line, share) in batch {
+        for (i, line, screened, share) in batch {
+            files.screened(screened);
             match line {
                 Ok(line) => {
                     if let Some(kept) = kept.as_mut() {
@@ -934,6 +971,7 @@ mod tests {
             eval: Arc::default(),
             lines: None,
             ahead: None,
+            personal: screen::Mode::Off,
         }
     }
 
@@ -1033,6 +1071,91 @@ mod tests {
             d1,
             "a rename changed the content digest"
         );
+    }
+
+    /// Personal data is redacted in the written line (the default), or rejects its sample
+    /// naming the kinds, never the values; the tally counts kinds, and nothing personal
+    /// reaches `rejected.jsonl` or `index.jsonl`.
+    #[tokio::test]
+    async fn personal_data_is_redacted_or_rejected_before_a_line_is_written() {
+        for mode in [
+            screen::Mode::Redact,
+            screen::Mode::Reject,
+            screen::Mode::Off,
+        ] {
+            let store: Arc<dyn Store> = Arc::new(crate::storage::memory::MemoryStore::named(
+                &uuid::Uuid::new_v4().to_string(),
+            ));
+            text_samples(&*store, 3).await;
+            for (key, body) in [
+                (
+                    "raw_training_data/p.txt",
+                    "Mail dana@example.org, card 4111 1111 1111 1111",
+                ),
+                (
+                    "raw_training_data/p.json",
+                    r#"{"reply": "call +44 20 7946 0958"}"#,
+                ),
+            ] {
+                store
+                    .put(key, Bytes::from(body), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+            let mut opts = options(1 << 20);
+            opts.personal = mode;
+            let (built, rejects) = build_after(store.clone(), &opts, || {}).await;
+            let train = storage::get_bytes(&*store, &opts.paths.train, u64::MAX)
+                .await
+                .unwrap();
+            let train = String::from_utf8(train.to_vec()).unwrap();
+            let rejected = storage::get_bytes(&*store, &opts.paths.rejected, u64::MAX)
+                .await
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .unwrap_or_default();
+            let tally = &built.personal_data;
+            assert_eq!(tally.mode, mode);
+            match mode {
+                screen::Mode::Redact => {
+                    assert_eq!(built.train_examples, 4);
+                    assert!(
+                        train.contains("Mail [EMAIL_ADDRESS], card [CREDIT_CARD_NUMBER]"),
+                        "{train}"
+                    );
+                    assert!(
+                        train.contains(r#"{\"reply\":\"call [PHONE_NUMBER]\"}"#),
+                        "{train}"
+                    );
+                    assert_eq!((tally.screened, tally.redacted, tally.rejected), (4, 1, 0));
+                }
+                screen::Mode::Reject => {
+                    assert_eq!(built.train_examples, 3);
+                    assert_eq!(rejects.len(), 1);
+                    assert_eq!(rejects[0]["category"], "personal_data");
+                    assert_eq!(
+                        rejects[0]["reason"],
+                        "personal data in the raw text and the label (EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD_NUMBER); PERSONAL_DATA=reject keeps it out of training"
+                    );
+                    assert_eq!(built.rejected_by_category[&Category::PersonalData], 1);
+                    assert_eq!((tally.screened, tally.redacted, tally.rejected), (4, 0, 1));
+                }
+                screen::Mode::Off => {
+                    assert!(train.contains("dana@example.org"), "{train}");
+                    assert_eq!(tally.screened, 0);
+                }
+            }
+            if mode != screen::Mode::Off {
+                for written in [&train, &rejected] {
+                    for value in ["dana@", "4111", "7946"] {
+                        assert!(!written.contains(value), "{mode:?}: {written}");
+                    }
+                }
+                assert_eq!(
+                    tally.kinds.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD_NUMBER"]
+                );
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

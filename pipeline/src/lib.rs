@@ -21,6 +21,8 @@
 //! * [`fingerprint`]: near-duplicate fingerprints (MinHash, LSH) and the index that keeps one
 //!   sample per cluster.
 //! * [`convert`]: one sample into one Vertex AI tuning example.
+//! * [`screen`]: personal data and secrets found, redacted or rejected before a line is
+//!   made (PERSONAL_DATA).
 //! * [`validate`]: Vertex's dataset rules checked locally (`autotune validate`, and every line
 //!   the run writes).
 //! * [`registry`]: the Vertex AI Model Registry alias `champion`, the mirror of the champion
@@ -72,6 +74,8 @@ mod split;
 pub mod fingerprint;
 
 pub mod convert;
+
+pub mod screen;
 
 pub mod validate;
 

@@ -7,7 +7,7 @@
 //!        { line_key[32] key_len:u32 key text_len:u32 text }*   in sample-key order )
 //! ```
 //! `settings` digests everything a line depends on besides its sample: the converter's
-//! settings, MAX_TEXT_BYTES and the converter's version; a store made under other settings is
+//! settings, MAX_TEXT_BYTES, PERSONAL_DATA and the converter's version; a store made under other settings is
 //! not used at all. `line_key` digests the sample's content digest (from the baseline's
 //! manifest: a sample whose raw and label generations are the manifest's has the content the
 //! manifest names) with its object names and URIs, so a line is taken only for the very sample
@@ -32,7 +32,11 @@ const PART: usize = 1 << 20;
 const MAX_FIELD: u32 = 1 << 30;
 
 /// The digest of everything a line depends on besides its sample (see the module docs).
-pub(crate) fn settings_digest(converter: &Converter, max_text_bytes: u64) -> [u8; 32] {
+pub(crate) fn settings_digest(
+    converter: &Converter,
+    max_text_bytes: u64,
+    personal: crate::screen::Mode,
+) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(b"autotune lines\0");
@@ -41,6 +45,8 @@ pub(crate) fn settings_digest(converter: &Converter, max_text_bytes: u64) -> [u8
     // `Debug` spells out every setting of the converter and its parsed templates.
     h.update(format!("{converter:?}").as_bytes());
     h.update(max_text_bytes.to_be_bytes());
+    // PERSONAL_DATA: a line redacted, or kept whole, under another mode is another line.
+    h.update(personal.as_str().as_bytes());
     h.finalize().into()
 }
 
@@ -327,7 +333,7 @@ mod tests {
     #[test]
     fn the_settings_digest_changes_with_every_conversion_setting() {
         let base = Converter::default();
-        let d = |c: &Converter, max: u64| settings_digest(c, max);
+        let d = |c: &Converter, max: u64| settings_digest(c, max, crate::screen::Mode::Redact);
         let mut prompt = base.clone();
         prompt.prompt = Some("Q:".into());
         let mut field = base.clone();
@@ -337,6 +343,8 @@ mod tests {
             d(&base, 101),
             d(&prompt, 100),
             d(&field, 100),
+            settings_digest(&base, 100, crate::screen::Mode::Reject),
+            settings_digest(&base, 100, crate::screen::Mode::Off),
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

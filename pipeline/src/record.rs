@@ -404,6 +404,15 @@ pub struct RunRecord {
     /// The first few rejects of each category.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject_examples: Option<serde_json::Value>,
+    /// What the personal-data screening found (`PERSONAL_DATA`): kinds and counts, never a
+    /// value.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        serialize_with = "as_json",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub personal_data: Option<crate::screen::Tally>,
     /// How long the run waited for uploads to settle before its inventory (QUIET_PERIOD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_wait_seconds: Option<f64>,
@@ -480,6 +489,7 @@ impl RunRecord {
             dataset_digest: None,
             estimate: None,
             reject_examples: None,
+            personal_data: None,
             unpaired_examples: Vec::new(),
             quiet_wait_seconds: None,
             quiet_end: None,

@@ -56,6 +56,9 @@ pub enum Category {
     /// A FIFO, socket, device or symbolic link where a file was expected (local folders):
     /// never read, never followed.
     NotARegularFile,
+    /// Personal data or a secret found with `PERSONAL_DATA=reject` (the kinds named, never the
+    /// values).
+    PersonalData,
     /// A near-copy of an evaluation row: held out of both files (not a reject).
     EvalLeak,
     /// A near-duplicate of a sample written before it (not a reject).
@@ -77,6 +80,7 @@ impl Category {
             Self::Ambiguous => "ambiguous",
             Self::InvalidName => "invalid_name",
             Self::NotARegularFile => "not_a_regular_file",
+            Self::PersonalData => "personal_data",
             Self::EvalLeak => "eval_leak",
             Self::NearDuplicate => "near_duplicate",
         }
@@ -127,6 +131,7 @@ mod tests {
             Category::Ambiguous,
             Category::InvalidName,
             Category::NotARegularFile,
+            Category::PersonalData,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }

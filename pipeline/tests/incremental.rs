@@ -102,6 +102,7 @@ struct Twins {
     incremental: Arc<Counting>,
     full: Arc<Counting>,
     converter: Converter,
+    personal: autotune::screen::Mode,
 }
 
 impl Twins {
@@ -112,6 +113,7 @@ impl Twins {
             incremental: Counting::new(remote, None),
             full: Counting::new(false, None),
             converter: Converter::default(),
+            personal: autotune::screen::Mode::default(),
         }
     }
 
@@ -162,6 +164,7 @@ impl Twins {
         let mut config = crate::run::config();
         config.full_rebuild = full_rebuild;
         config.converter = Arc::new(self.converter.clone());
+        config.personal_data = self.personal;
         Job::new(
             config,
             store.store.clone(),
@@ -328,6 +331,58 @@ async fn identity_through_a_bucket_history(remote: bool) {
         reads,
         names(&["s007", "s040", "s041", "s042", "s043", "s044"])
     );
+}
+
+/// Lines redacted of personal data are reused as a full rebuild would write them, and a change
+/// of PERSONAL_DATA makes every line again (the line store's settings digest holds it).
+#[tokio::test]
+async fn redacted_lines_are_reused_as_a_full_rebuild_makes_them_and_a_mode_change_rebuilds() {
+    let mut t = Twins::new(false);
+    t.samples(0..12).await;
+    t.sample("p000", "mail erin@example.com", "card 4111 1111 1111 1111")
+        .await;
+    t.sample("p001", "from 192.168.7.20", "call (212) 555-0142")
+        .await;
+    let (o, reads) = t.run().await;
+    assert_eq!((o.counts.reused, reads.len()), (0, 28));
+    let written = files(&*t.incremental.store, &o).await;
+    let all: String = written.iter().map(|(_, text)| text.as_str()).collect();
+    assert!(
+        all.contains("[EMAIL_ADDRESS]") && all.contains("[PHONE_NUMBER]"),
+        "{all}"
+    );
+    for value in ["erin@", "4111", "192.168", "555-0142"] {
+        assert!(!all.contains(value), "{value} was written: {all}");
+    }
+    let record = record(&*t.incremental.store, &o).await;
+    assert_eq!(record["personal_data"]["redacted"], 2, "{record}");
+    assert_eq!(
+        record["personal_data"]["kinds"]["IP_ADDRESS"], 1,
+        "{record}"
+    );
+
+    // New samples: the redacted lines are taken from the store, the same bytes.
+    t.samples(12..17).await;
+    let (o, reads) = t.run().await;
+    assert_eq!((o.counts.reused, reads.len()), (14, 10));
+
+    // Reject: every line is made again; the two samples are rejected.
+    t.personal = autotune::screen::Mode::Reject;
+    t.samples(17..22).await;
+    let (o, reads) = t.run().await;
+    assert_eq!((o.counts.reused, reads.len()), (0, 2 * 24));
+    assert_eq!(
+        o.counts.rejected_by_category[&autotune::sample::Category::PersonalData],
+        2
+    );
+
+    // Off: made again, written as uploaded.
+    t.personal = autotune::screen::Mode::Off;
+    t.samples(22..27).await;
+    let (o, reads) = t.run().await;
+    assert_eq!((o.counts.reused, reads.len()), (0, 2 * 29));
+    let written = files(&*t.incremental.store, &o).await;
+    assert!(written[0].1.contains("erin@example.com") || written[1].1.contains("erin@example.com"));
 }
 
 #[tokio::test]

@@ -176,6 +176,7 @@ pub(crate) fn config() -> Config {
         max_text_bytes: 1 << 20,
         near_duplicates: Some(autotune::fingerprint::DEFAULT_THRESHOLD),
         max_bytes_in_flight: 64 << 20,
+        personal_data: autotune::screen::Mode::default(),
         lease_duration: Duration::from_secs(60),
         max_rejected_ratio: 0.1,
         max_training_tokens: None,

@@ -505,3 +505,48 @@ fn gs_urls_and_check_files() {
         "{stderr}"
     );
 }
+
+/// `autotune validate` names the kinds of personal data a file holds and in how many lines,
+/// never a value; it is not an error (the file is valid Vertex data).
+#[test]
+fn personal_data_is_reported_by_kind_and_count_never_by_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pii.jsonl");
+    let line = |user: &str, model: &str| {
+        serde_json::json!({"contents": [
+            {"role": "user", "parts": [{"text": user}]},
+            {"role": "model", "parts": [{"text": model}]},
+        ]})
+        .to_string()
+    };
+    let lines = [
+        line(
+            "Write to frank@example.com",
+            "Done, card 4111 1111 1111 1111",
+        ),
+        line("My mail: gina@example.org", "Noted."),
+        line("The meeting is on 2024-01-15 at 10:30.", "Fine."),
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (v, out) = validate(&path.to_string_lossy(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        v["personal_data"],
+        serde_json::json!({"EMAIL_ADDRESS": 2, "CREDIT_CARD_NUMBER": 1})
+    );
+    let text = autotune()
+        .args(["validate", &path.to_string_lossy(), "--output", "text"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(
+            "personal data (values not shown): EMAIL_ADDRESS in 2 lines, CREDIT_CARD_NUMBER in 1 line"
+        ),
+        "{text}"
+    );
+    let all = format!("{v}{text}");
+    for value in ["frank@", "gina@", "4111"] {
+        assert!(!all.contains(value), "{value} shown: {all}");
+    }
+}

@@ -59,6 +59,7 @@ impl Build {
         r.rejected_uri.clone_from(&built.rejected_uri);
         r.index_uri.clone_from(&built.index_uri);
         r.reject_examples = serde_json::to_value(&built.reject_examples).ok();
+        r.personal_data = Some(built.personal_data.clone());
     }
 }
 
@@ -124,6 +125,8 @@ impl Job {
             held_out = built.held_out,
             reused = built.reused,
             read_concurrency = built.read_concurrency,
+            personal_data_redacted = built.personal_data.redacted,
+            personal_data_rejected = built.personal_data.rejected,
             read_ahead = gates.ahead.as_ref().map_or(0, |a| a.counts().1),
             "datasets written"
         );
@@ -242,6 +245,7 @@ impl Job {
                     previous: self.previous_lines(gates),
                 }),
                 ahead: gates.ahead.clone(),
+                personal: self.config.personal_data,
             },
             &progress,
         ))

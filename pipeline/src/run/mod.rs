@@ -143,6 +143,8 @@ pub struct Config {
     pub near_duplicates: Option<f64>,
     /// Sample bytes in memory at once during the build (MAX_BYTES_IN_FLIGHT).
     pub max_bytes_in_flight: u64,
+    /// PERSONAL_DATA: what personal data in a sample read does.
+    pub personal_data: crate::screen::Mode,
     pub lease_duration: Duration,
     pub max_rejected_ratio: f64,
     pub max_training_tokens: Option<u64>,

@@ -393,6 +393,7 @@ impl Settings {
             read_concurrency: self.read_concurrency.map(usize::from),
             max_text_bytes: self.max_text_bytes,
             max_bytes_in_flight: self.max_bytes_in_flight,
+            personal_data: self.personal_data.mode(),
             lease_duration: self.lease_duration,
             max_rejected_ratio: self.max_rejected_ratio,
             max_training_tokens: self.max_training_tokens,

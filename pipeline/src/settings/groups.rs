@@ -140,6 +140,18 @@ pub struct Settings {
     #[arg(long, env = "CONVERT_CONFIG", value_name = "CONVERT_CONFIG")]
     pub convert_config: Option<PathBuf>,
 
+    /// What personal data or a secret found in a sample's text or label does: redact
+    /// (replaced by a typed placeholder such as `[EMAIL_ADDRESS]` in the written line), reject
+    /// (the sample is rejected as `personal_data`) or off.
+    #[arg(
+        long,
+        env = "PERSONAL_DATA",
+        value_name = "PERSONAL_DATA",
+        value_enum,
+        default_value = "redact"
+    )]
+    pub personal_data: PersonalDataArg,
+
     /// The run fails before tuning when more than this share of pairs is rejected.
     #[arg(long, env = "MAX_REJECTED_RATIO", value_name = "MAX_REJECTED_RATIO", default_value_t = 0.1, value_parser = parse_unit_ratio)]
     pub max_rejected_ratio: f64,
@@ -288,6 +300,27 @@ pub struct NotifySettings {
         default_value = "https://pubsub.googleapis.com"
     )]
     pub pubsub_api_endpoint: String,
+}
+
+/// What a personal-data hit does (PERSONAL_DATA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PersonalDataArg {
+    /// Each value is replaced by a typed placeholder; the sample trains.
+    Redact,
+    /// The sample is rejected as `personal_data`, naming the kinds found.
+    Reject,
+    /// Nothing is screened.
+    Off,
+}
+
+impl PersonalDataArg {
+    pub fn mode(self) -> crate::screen::Mode {
+        match self {
+            Self::Redact => crate::screen::Mode::Redact,
+            Self::Reject => crate::screen::Mode::Reject,
+            Self::Off => crate::screen::Mode::Off,
+        }
+    }
 }
 
 /// Which model answers the evaluation rows.

@@ -18,7 +18,7 @@ type Part = fn(&Settings, Option<&str>) -> Value;
 /// digested as values; every entry added since digests as `[name, value]`, and only when its
 /// value is not the default ([`Value::Null`] at the default), so that adding a setting leaves
 /// every deployment's run key as it was (nothing is tuned again for it).
-pub(super) const SHAPING: [(&str, Part); 15] = [
+pub(super) const SHAPING: [(&str, Part); 16] = [
     ("CONVERT_CONFIG", |_, templates| json!(templates)),
     ("SPLIT_RATIO", |s, _| json!(s.split_ratio)),
     ("PROMPT", |s, _| json!(s.prompt)),
@@ -50,6 +50,11 @@ pub(super) const SHAPING: [(&str, Part); 15] = [
         } else {
             Value::Null
         }
+    }),
+    // Redacted (the default: nothing added), rejected or written as uploaded.
+    ("PERSONAL_DATA", |s, _| match s.personal_data.mode() {
+        crate::screen::Mode::Redact => Value::Null,
+        mode => json!(mode.as_str()),
     }),
 ];
 
@@ -105,6 +110,8 @@ mod tests {
         ("EVAL_RATIO", Shapes, "0.1"),
         ("EVAL_MAX", Shapes, "500"),
         ("EVAL_CHECKPOINTS", Shapes, "last"),
+        // Redacted, rejected or written as uploaded: what the lines say.
+        ("PERSONAL_DATA", Shapes, "reject"),
         // Where the samples are and which are read: the files' bytes, which the run key
         // digests too, say what they selected.
         ("BUCKET_NAME", Neutral, "memory://t"),

@@ -152,6 +152,7 @@ pub async fn validate_object(
     let mut opts = Options::new(config.model.limits.clone());
     opts.max_findings = config.max_findings;
     opts.collect_refs = config.check_files;
+    opts.personal_data = true;
     let opts = Arc::new(opts);
 
     let (refs_tx, lookups) = if config.check_files {
@@ -201,7 +202,7 @@ pub fn report(uri: String, config: &Config, tally: stream::Tally, seconds: f64) 
         config.epochs,
         config.price_per_million_training_tokens,
     );
-    Report::new(
+    let mut report = Report::new(
         uri,
         config.dataset,
         config.model.clone(),
@@ -211,7 +212,9 @@ pub fn report(uri: String, config: &Config, tally: stream::Tally, seconds: f64) 
         tally.multimodal_examples,
         estimate,
         seconds,
-    )
+    );
+    report.personal_data = tally.personal_data;
+    report
 }
 
 /// Adds the lookup findings, keeping the first ones in line order.

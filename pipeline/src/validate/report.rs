@@ -50,6 +50,9 @@ pub struct Report {
     pub estimate: Estimate,
     pub elapsed_seconds: f64,
     pub megabytes_per_second: f64,
+    /// Personal data found, per kind: the lines it was found in (never a value).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub personal_data: std::collections::BTreeMap<crate::screen::Kind, u64>,
 }
 
 impl Report {
@@ -103,6 +106,7 @@ impl Report {
             } else {
                 0.0
             },
+            personal_data: std::collections::BTreeMap::new(),
         }
     }
 
@@ -117,6 +121,23 @@ impl Report {
         self.write_text(&mut s)
             .expect("writing to a String cannot fail");
         s
+    }
+
+    /// The kinds of personal data found and in how many lines (never a value).
+    fn write_personal_data(&self, s: &mut String) -> std::fmt::Result {
+        if self.personal_data.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<String> = self
+            .personal_data
+            .iter()
+            .map(|(k, n)| format!("{k} in {}", plural(*n, "line")))
+            .collect();
+        writeln!(
+            s,
+            "  personal data (values not shown): {}",
+            kinds.join(", ")
+        )
     }
 
     fn write_text(&self, s: &mut String) -> std::fmt::Result {
@@ -142,6 +163,7 @@ impl Report {
         if let Some(w) = self.model.warning() {
             writeln!(s, "  note: {w}")?;
         }
+        self.write_personal_data(s)?;
         writeln!(s)?;
         writeln!(
             s,

@@ -39,6 +39,9 @@ pub struct Options {
     pub batch_bytes: usize,
     /// Longest line buffered; a longer one cannot be a valid example (see [`MAX_LINE_BYTES`]).
     pub max_line_bytes: usize,
+    /// Screen each line for personal data ([`crate::screen`]): `autotune validate` does; a
+    /// run's own lines were screened before they were made.
+    pub personal_data: bool,
 }
 
 /// 4 MiB batches: large enough that per-batch overhead vanishes, small enough that the batches
@@ -60,6 +63,7 @@ impl Options {
             collect_refs: false,
             batch_bytes: BATCH_BYTES,
             max_line_bytes: MAX_LINE_BYTES,
+            personal_data: false,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Tally {
     pub multimodal_examples: u64,
     pub set: SetEstimate,
     pub refs: Vec<FileRef>,
+    /// With [`Options::personal_data`]: per kind, the lines it was found in.
+    pub personal_data: BTreeMap<crate::screen::Kind, u64>,
 }
 
 impl Tally {
@@ -84,6 +90,7 @@ impl Tally {
             multimodal_examples: 0,
             set: SetEstimate::default(),
             refs: Vec::new(),
+            personal_data: BTreeMap::new(),
         }
     }
 }
@@ -120,6 +127,17 @@ impl Tally {
         if let Some(ex) = rules::check_line(line, n, &opts.limits, &mut self.findings, refs) {
             self.set.add(ex.tokens);
             self.multimodal_examples += u64::from(ex.multimodal);
+        }
+        if opts.personal_data
+            && let Ok(text) = std::str::from_utf8(line)
+        {
+            let screener = crate::screen::Screener::shared();
+            let kinds = screener
+                .json_kinds(text)
+                .unwrap_or_else(|| screener.kinds(text));
+            for k in kinds.iter() {
+                *self.personal_data.entry(k).or_default() += 1;
+            }
         }
     }
 
@@ -163,6 +181,9 @@ impl Tally {
         self.bytes += t.bytes;
         self.multimodal_examples += t.multimodal_examples;
         self.set.merge(&t.set);
+        for (k, n) in t.personal_data {
+            *self.personal_data.entry(k).or_default() += n;
+        }
         t.refs
             .into_iter()
             .map(|mut r| {
