@@ -92,7 +92,9 @@ impl Fingerprint {
     /// The fingerprint of a tuning example (one line of a dataset): the text of its turns,
     /// user and model, in order. The system instruction is left out: it is the same for every
     /// line of a run and would make short samples look alike. `None` for a line that is not
-    /// an example or has no word.
+    /// an example, has no word, or carries media (`fileData`, `inlineData`): an image's
+    /// example has the same prompt as every other and a short label, so its text says
+    /// nothing of the image and two different screenshots would look alike.
     pub fn of_line(line: &str) -> Option<Self> {
         // Only the turns' text is read, borrowed from the line where it has no escape.
         #[derive(serde::Deserialize)]
@@ -106,22 +108,35 @@ impl Fingerprint {
             parts: Vec<Part<'a>>,
         }
         #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct Part<'a> {
             #[serde(borrow, default)]
             text: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            file_data: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            inline_data: Option<serde::de::IgnoredAny>,
         }
         let example: Example<'_> = serde_json::from_str(line).ok()?;
-        Self::of_texts(
-            example
-                .contents
-                .iter()
-                .flat_map(|c| &c.parts)
-                .filter_map(|p| p.text.as_deref()),
-        )
+        let parts = || example.contents.iter().flat_map(|c| &c.parts);
+        if parts().any(|p| p.file_data.is_some() || p.inline_data.is_some()) {
+            return None;
+        }
+        Self::of_texts(parts().filter_map(|p| p.text.as_deref()))
     }
 
-    /// The fingerprint of Vertex `Content`s: the text parts of every turn, in order.
+    /// The fingerprint of Vertex `Content`s: the text parts of every turn, in order; `None`
+    /// when a part carries media (see [`Fingerprint::of_line`]).
     pub fn of_contents(contents: &[serde_json::Value]) -> Option<Self> {
+        let parts = || {
+            contents
+                .iter()
+                .filter_map(|c| c.get("parts")?.as_array())
+                .flatten()
+        };
+        if parts().any(|p| p.get("fileData").is_some() || p.get("inlineData").is_some()) {
+            return None;
+        }
         Self::of_texts(
             contents
                 .iter()
@@ -536,6 +551,9 @@ mod tests {
             Some(of_line)
         );
         assert_eq!(Fingerprint::of_line("not json"), None);
+        // Two different screenshots with the same prompt and a similar label: no fingerprint.
+        let image = r#"{"contents":[{"role":"user","parts":[{"fileData":{"mimeType":"image/png","fileUri":"gs://b/a.png"}},{"text":"Classify this support request."}]},{"role":"model","parts":[{"text":"{\"category\":\"bug\"}"}]}]}"#;
+        assert_eq!(Fingerprint::of_line(image), None);
         assert_eq!(Fingerprint::of_line(r#"{"contents":[]}"#), None);
     }
 

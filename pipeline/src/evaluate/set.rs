@@ -58,12 +58,16 @@ impl Row {
     /// The row's near-duplicate fingerprint: its turns and its reference, as the line it was
     /// made from ([`Fingerprint::of_line`]).
     pub fn fingerprint(&self) -> Option<Fingerprint> {
-        let turns = self
-            .contents
-            .iter()
-            .filter_map(|c| c.get("parts")?.as_array())
-            .flatten()
-            .filter_map(|p| p.get("text")?.as_str());
+        let parts = || {
+            self.contents
+                .iter()
+                .filter_map(|c| c.get("parts")?.as_array())
+                .flatten()
+        };
+        if parts().any(|p| p.get("fileData").is_some() || p.get("inlineData").is_some()) {
+            return None;
+        }
+        let turns = parts().filter_map(|p| p.get("text")?.as_str());
         Fingerprint::of_texts(turns.chain([self.reference.as_str()]))
     }
 
