@@ -1679,26 +1679,30 @@ async fn tickets(store: &dyn Store, range: std::ops::Range<usize>) {
     }
 }
 
+/// Twenty tickets, and s005 again under a later name (t005), another day and other spacing.
+async fn tickets_and_a_retyped_copy(store: &dyn Store) {
+    tickets(store, 0..20).await;
+    put(
+        store,
+        "raw_training_data/t005.txt",
+        ticket(5, "2026-03-02").replace(". ", ".   "),
+    )
+    .await;
+    put(
+        store,
+        "raw_training_data/t005.json",
+        "{\"answer\":\"queue 2\"}",
+    )
+    .await;
+}
+
 /// Issue 24 item 1: the same ticket with another date and whitespace trained twice (only
 /// exact duplicates were written once). One of a cluster of near-duplicates trains, the first
 /// by key; the others are reported naming it and do not count towards gate 3. Off trains all.
 #[tokio::test]
 async fn near_duplicates_train_once_and_name_the_sample_that_trains() {
     let store = bucket();
-    tickets(&*store, 0..20).await;
-    // s005 again, another day and other spacing, under a later name.
-    put(
-        &*store,
-        "raw_training_data/t005.txt",
-        ticket(5, "2026-03-02").replace(". ", ".   "),
-    )
-    .await;
-    put(
-        &*store,
-        "raw_training_data/t005.json",
-        "{\"answer\":\"queue 2\"}",
-    )
-    .await;
+    tickets_and_a_retyped_copy(&*store).await;
     let tuner = Scripted::new(Follow::Succeed);
     let o = run(&job(&store, &tuner, config())).await;
     assert_eq!(o.status, RunStatus::Success, "{}", o.reason);
@@ -1749,19 +1753,7 @@ async fn near_duplicates_train_once_and_name_the_sample_that_trains() {
 
     // Off: every one of them trains.
     let store = bucket();
-    tickets(&*store, 0..20).await;
-    put(
-        &*store,
-        "raw_training_data/t005.txt",
-        ticket(5, "2026-03-02").replace(". ", ".   "),
-    )
-    .await;
-    put(
-        &*store,
-        "raw_training_data/t005.json",
-        "{\"answer\":\"queue 2\"}",
-    )
-    .await;
+    tickets_and_a_retyped_copy(&*store).await;
     let off = Config {
         near_duplicates: None,
         ..config()
